@@ -1,0 +1,398 @@
+/*
+ * deferpool.h -- object pools whose put never blocks.
+ *
+ * deferpool is a slab/object-pool allocator.  Its one promise: dp_pool_put()
+ * never sleeps, never waits on a lock, never makes a system call and never
+ * calls the page provider.  Pages that become empty are queued; they go back
+ * to the provider only from a DP_WAITOK get, an explicit reclaim call or the
+ * background reclaim thread.  See docs/design.md for the theory of operation
+ * and docs/api.md for the reference.
+ *
+ * Conventions used in every comment below:
+ *   Blocks:    whether the call may sleep (wait on a lock held across other
+ *              work, wait for memory, or wait inside the provider).
+ *   Provider:  which provider callbacks the call may invoke.
+ *   Errors:    the failure return and errno.
+ *   MT-Safe unless stated otherwise.
+ */
+#ifndef DEFERPOOL_H
+#define DEFERPOOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define DP_API __attribute__((visibility("default")))
+#else
+#define DP_API
+#endif
+
+/* ===================================================================== */
+/* Version                                                               */
+/* ===================================================================== */
+
+#define DP_VERSION_MAJOR 0
+#define DP_VERSION_MINOR 1
+#define DP_VERSION_PATCH 0
+
+/* "MAJOR.MINOR.PATCH" of the library actually linked. */
+DP_API const char *dp_version(void);
+
+/* ===================================================================== */
+/* Flags                                                                 */
+/* ===================================================================== */
+
+/* Get flags: exactly one of DP_WAITOK / DP_NOWAIT, optionally DP_ZERO. */
+#define DP_WAITOK 0x1 /* may sleep for memory; may return queued pages   */
+#define DP_NOWAIT 0x2 /* never sleeps, never calls the provider's free   */
+#define DP_ZERO   0x4 /* zero the object (not allowed with a constructor) */
+
+/* ===================================================================== */
+/* Page-provider interface                                               */
+/* ===================================================================== */
+
+/*
+ * A page provider is where a pool gets its pages ("slabs") from, the
+ * user-space stand-in for UVM/kmem.  Contract:
+ *
+ *  alloc(ctx, size, align, flags)
+ *      Return `size` bytes aligned to `align`.  Both are powers of two,
+ *      align == size (the pool finds a page from an object address by
+ *      masking), size >= 4096.  The memory need not be zeroed.
+ *      `flags` is DP_WAITOK or DP_NOWAIT: alloc may sleep only when it is
+ *      DP_WAITOK.  Failure: return NULL (errno is not inspected).  A
+ *      DP_WAITOK caller treats a failure as "try again later": it waits
+ *      for a put or a reclaim, then retries.
+ *  free(ctx, page, size)
+ *      Give back a page obtained from alloc with the same size.  May
+ *      sleep.  Is only ever called from a DP_WAITOK get, an explicit
+ *      reclaim/prime/destroy, or the reclaim thread, never from a put.
+ *      Cannot fail.
+ *
+ *  Both callbacks are called with no pool lock held, from any thread,
+ *  possibly concurrently: they must be thread-safe.  They may themselves
+ *  get and put objects from *other* deferpool pools (the UVM map-entry
+ *  situation); getting from the pool being served is a deadlock risk that
+ *  the provider has to rule out itself, exactly as in the kernel.
+ */
+typedef struct dp_provider {
+    void *(*alloc)(void *ctx, size_t size, size_t align, int flags);
+    void (*free)(void *ctx, void *page, size_t size);
+    void *ctx;
+    const char *name; /* for statistics and messages; may be NULL */
+} dp_provider_t;
+
+/* The default provider: anonymous mmap, aligned by over-mapping and
+ * trimming; free is munmap.  Thread-safe, ctx unused. */
+DP_API const dp_provider_t *dp_provider_mmap(void);
+
+/* ===================================================================== */
+/* Pool life cycle                                                       */
+/* ===================================================================== */
+
+typedef struct dp_pool dp_pool_t; /* opaque */
+
+/* Pool flags (dp_pool_attr_t.flags). */
+#define DP_POOL_DEBUG     0x1 /* validate every put: foreign pointers and
+                                 double puts abort with a message; also
+                                 enabled for all pools by DEFERPOOL_CONF
+                                 "debug:1" or the meson option debug_checks */
+#define DP_POOL_NOTHREAD  0x2 /* do not auto-start the reclaim thread when
+                                 this pool is created */
+
+/*
+ * Pool attributes.  Always initialise with dp_pool_attr_init() and then set
+ * the fields you care about; fields added in later versions come from the
+ * reserved space and default to zero = "library default".
+ */
+typedef struct dp_pool_attr {
+    size_t align;    /* object alignment, power of two; 0: 8 for objects
+                        smaller than 16 bytes, else 16                   */
+    size_t pagesize; /* page (slab) size, power of two in [4096,
+                        DP_PAGESIZE_MAX]; 0: the smallest power of two
+                        >= 64 KiB that holds >= 8 objects (>= 1 object
+                        past 1 MiB)                                     */
+    /* Bonwick-style object caching: ctor runs once per object when its
+     * page is obtained from the provider (outside any pool lock, with the
+     * get's flags); the object stays constructed while it sits in the
+     * pool, and dtor runs when its page is returned.  ctor returns 0 on
+     * success, non-zero on failure (the page is then abandoned and the
+     * get fails or retries).  Either may be NULL. */
+    int (*ctor)(void *obj, void *arg, int flags);
+    void (*dtor)(void *obj, void *arg);
+    void *cbarg;
+    const dp_provider_t *provider; /* NULL: dp_provider_mmap(); copied */
+    size_t max_pages; /* hard limit on pages held; 0: unlimited         */
+    size_t lowat;     /* empty pages kept ready (never aged out; the
+                         reclaim thread refills up to it)               */
+    size_t hiwat;     /* empty pages above which reclaim is urged: pages
+                         past it are returned without waiting for age   */
+    uint64_t reclaim_age_ns; /* an empty page unused this long is returned
+                                (beyond lowat); 0: library default       */
+    unsigned reclaim_budget; /* pages one DP_WAITOK get may hand back; 0:
+                                default 4                                */
+    unsigned flags;          /* DP_POOL_*                                */
+    /* Time source for the reclaim policy, in nanoseconds.  NULL:
+     * CLOCK_MONOTONIC.  Tests pass dp_mock_clock() to drive ageing by
+     * hand.  Called with the pool lock held; must not block. */
+    uint64_t (*clock)(void *arg);
+    void *clock_arg;
+    uint64_t reserved[8];
+} dp_pool_attr_t;
+
+/* Library defaults used by dp_pool_attr_init(). */
+#define DP_DEFAULT_LOWAT 1
+#define DP_DEFAULT_HIWAT 32
+#define DP_DEFAULT_RECLAIM_AGE_NS 1000000000ull /* 1 s */
+#define DP_DEFAULT_RECLAIM_BUDGET 4
+#define DP_PAGESIZE_DEFAULT_MIN ((size_t)1 << 16)
+#define DP_PAGESIZE_MAX ((size_t)1 << 24)
+
+/* Fill *attr with the defaults above.  Never fails.  No locks. */
+DP_API void dp_pool_attr_init(dp_pool_attr_t *attr);
+
+/*
+ * Create a pool of objects of `objsize` bytes.  attr NULL: defaults.
+ * `name` (may be NULL) is copied, truncated to 31 bytes.
+ * Blocks: briefly (registry lock).  Provider: none (pages come lazily).
+ * Starts the reclaim thread unless disabled (DP_POOL_NOTHREAD, or
+ * DEFERPOOL_CONF "background_thread:0").
+ * Errors: NULL + EINVAL for objsize 0, an object too large for the page,
+ * an alignment or page size that is not a power of two, lowat > hiwat,
+ * lowat > max_pages, or unknown flags; NULL + ENOMEM if the pool
+ * structure cannot be allocated.
+ */
+DP_API dp_pool_t *dp_pool_create(const char *name, size_t objsize,
+                                 const dp_pool_attr_t *attr);
+
+/*
+ * Return every page to the provider (running dtors) and free the pool.
+ * Blocks: yes (provider free; waits for a reclaim pass touching the pool).
+ * Objects still out: the pool is left intact and usable, errno is set to
+ * EBUSY and a message goes to stderr; a DP_POOL_DEBUG pool aborts instead.
+ * pool NULL: errno EINVAL.  Must not race with other calls on the pool.
+ */
+DP_API void dp_pool_destroy(dp_pool_t *pool);
+
+/* ===================================================================== */
+/* Get and put                                                           */
+/* ===================================================================== */
+
+/*
+ * Get one object.  Order of service: partially used pages, then queued
+ * empty pages (newest first), then a new page from the provider.
+ * DP_NOWAIT: never sleeps, never calls the provider's free (may call its
+ *   alloc with DP_NOWAIT).  NULL + ENOMEM when nothing is available
+ *   without waiting.  May briefly contend for the pool lock, which is
+ *   never held across a provider call or a callback.
+ * DP_WAITOK: never fails for lack of memory: at the hard limit, or when
+ *   the provider fails, it sleeps until a put or a reclaim makes room.
+ *   After serving, it hands at most reclaim_budget due empty pages back to
+ *   the provider (outside the pool lock).
+ * Errors: NULL + EINVAL for a NULL pool or bad flags (neither or both of
+ * WAITOK/NOWAIT, unknown bits, DP_ZERO on a pool with a constructor).
+ */
+DP_API void *dp_pool_get(dp_pool_t *pool, int flags);
+
+/*
+ * As dp_pool_get(), but a DP_WAITOK wait ends at `deadline`, an absolute
+ * CLOCK_MONOTONIC time: then NULL + ETIMEDOUT.  deadline NULL: no bound.
+ * Ignored for DP_NOWAIT.  A deadline already passed still gets an object
+ * if one is available without sleeping.
+ */
+DP_API void *dp_pool_get_timed(dp_pool_t *pool, int flags,
+                               const struct timespec *deadline);
+
+/*
+ * Return an object to its pool.  Lock-free; no system call, no provider
+ * call, never sleeps; callable from any thread, including one that never
+ * used the pool, and from signal handlers.  A page that becomes empty is
+ * queued for the next get/reclaim to deal with.
+ * The one exception: when a getter is already asleep on this pool waiting
+ * for memory, the put that makes room wakes it with a FUTEX_WAKE system
+ * call, which never blocks.
+ * obj NULL: no-op.  pool NULL: errno EINVAL, nothing else.
+ * A foreign pointer or a double put is undefined behaviour, except on a
+ * DP_POOL_DEBUG pool, where it aborts with a message naming the pool.
+ */
+DP_API void dp_pool_put(dp_pool_t *pool, void *obj);
+
+/* ===================================================================== */
+/* Reclaim control                                                       */
+/* ===================================================================== */
+
+/*
+ * Return the pool's queued empty pages to the provider now, regardless of
+ * age, keeping lowat (and the primed reserve).  Returns the number of
+ * pages returned.  Blocks: yes (provider free, outside the pool lock).
+ * pool NULL: 0 + EINVAL.
+ */
+DP_API size_t dp_pool_reclaim(dp_pool_t *pool);
+
+/*
+ * Make at least `nobjs` objects available to DP_NOWAIT gets, allocating
+ * pages now (DP_WAITOK provider calls), and keep pages enough for them out
+ * of reach of the ageing policy from now on (the reserve only grows).
+ * Returns 0, or -1 with errno: EINVAL (NULL pool), ENOMEM (the hard limit
+ * cannot hold that many objects, or the provider failed).
+ * Blocks: yes.  The guarantee holds against this thread's own gets; other
+ * threads may of course take objects in between.
+ */
+DP_API int dp_pool_prime(dp_pool_t *pool, size_t nobjs);
+
+/*
+ * The reclaim thread.  One per process, started with the first pool
+ * (unless disabled) or by dp_reclaim_start().  Each pass it: queues and
+ * classifies pages emptied by puts, returns pages past hiwat, returns
+ * pages older than reclaim_age_ns beyond lowat, and refills each pool up
+ * to lowat.  It sleeps `interval` between passes and is woken early by a
+ * getter that has to wait and when a pool passes hiwat.  Fork: the
+ * thread is restarted in the child if it was running in the parent.
+ */
+DP_API int dp_reclaim_start(void);  /* 0, or -1 + errno from pthread_create */
+DP_API void dp_reclaim_stop(void);  /* stops and joins; blocks            */
+DP_API void dp_reclaim_wake(void);  /* non-blocking nudge                 */
+/* Wake the thread and wait until it has completed a whole pass that began
+ * after this call.  0, or -1 + ESRCH when the thread is not running. */
+DP_API int dp_reclaim_sync(void);
+/* Run one reclaim pass over every pool in the calling thread: for
+ * programs that drive reclamation from their own event loop instead of
+ * the thread.  Returns pages returned.  Blocks: yes. */
+DP_API size_t dp_reclaim_step(void);
+DP_API void dp_reclaim_set_interval(uint64_t ns); /* 0: default 100 ms */
+
+typedef struct dp_reclaim_info {
+    int running;             /* thread alive                              */
+    uint64_t passes;         /* passes completed by the thread            */
+    uint64_t pages_returned; /* by the thread and by dp_reclaim_step()    */
+    uint64_t pages_filled;   /* allocated to keep lowat                   */
+    uint64_t interval_ns;
+} dp_reclaim_info_t;
+DP_API void dp_reclaim_info(dp_reclaim_info_t *out);
+
+/* ===================================================================== */
+/* Statistics and checking                                               */
+/* ===================================================================== */
+
+/*
+ * Exact when the pool is quiescent (no get/put in flight); while threads
+ * are running each field is a consistent snapshot under the pool lock,
+ * except objs_inuse, which may count an object whose put is mid-flight.
+ */
+typedef struct dp_pool_stats {
+    char name[32];
+    size_t objsize, slotsize, pagesize, objs_per_page;
+    uint64_t objs_inuse;          /* handed out and not yet put back      */
+    uint64_t objs_free;           /* free objects held in pages           */
+    uint64_t pages;               /* pages held from the provider         */
+    uint64_t pages_empty;         /* empty pages queued for reuse/return  */
+    uint64_t pages_pending;       /* pages being returned/allocated now   */
+    uint64_t empty_oldest_age_ns; /* age of the oldest queued empty page  */
+    uint64_t pages_alloc;         /* provider allocs that succeeded       */
+    uint64_t pages_freed;         /* pages given back to the provider     */
+    uint64_t provider_alloc_failures;
+    uint64_t gets;                /* successful gets                      */
+    uint64_t puts;                /* = gets - objs_inuse                  */
+    uint64_t gets_waited;         /* gets that slept at least once        */
+    uint64_t gets_failed;         /* gets that returned NULL              */
+    uint64_t waiting;             /* getters asleep right now             */
+    uint64_t put_provider_calls;  /* provider calls made from inside a put:
+                                     always 0, and measured, not assumed  */
+    uint64_t reserve_objs;        /* dp_pool_prime() reserve              */
+    size_t max_pages, lowat, hiwat;
+    uint64_t reclaim_age_ns;
+} dp_pool_stats_t;
+
+/* Fill *out.  0, or -1 + EINVAL.  Blocks: briefly (pool lock). */
+DP_API int dp_pool_stats(dp_pool_t *pool, dp_pool_stats_t *out);
+
+/* Check the pool's internal invariants (lists, counts, free lists).
+ * 0 when consistent; otherwise -1 + EIO after printing what is wrong to
+ * stderr.  Blocks: briefly (pool lock).  Walks every free object: slow. */
+DP_API int dp_pool_check(dp_pool_t *pool);
+
+/* ===================================================================== */
+/* Testing: the mock provider                                            */
+/* ===================================================================== */
+
+/*
+ * A page provider for tests: the stand-in for UVM.  Memory comes from
+ * aligned_alloc (so sanitizers see pages after they are returned).
+ * All functions are MT-Safe.  The counters are exact.
+ */
+typedef struct dp_mock dp_mock_t;
+
+/* capacity_pages 0: unlimited.  NULL + ENOMEM on failure. */
+DP_API dp_mock_t *dp_mock_create(size_t capacity_pages);
+/* Aborts if pages are still out (a leak the test should see). */
+DP_API void dp_mock_destroy(dp_mock_t *m);
+DP_API const dp_provider_t *dp_mock_provider(dp_mock_t *m);
+DP_API void dp_mock_set_capacity(dp_mock_t *m, size_t capacity_pages);
+
+/* Failure injection on alloc calls, counted from 1 over the mock's life.
+ * They combine: a call fails if any rule says so.  clear removes all. */
+DP_API void dp_mock_fail_nth(dp_mock_t *m, uint64_t n);   /* call n only  */
+DP_API void dp_mock_fail_every(dp_mock_t *m, uint64_t n); /* n, 2n, 3n... */
+DP_API void dp_mock_fail_after(dp_mock_t *m, uint64_t n); /* every call > n */
+/* Fail each call with probability ppm/1e6, from a seeded PRNG. */
+DP_API void dp_mock_fail_random(dp_mock_t *m, uint32_t ppm, uint64_t seed);
+DP_API void dp_mock_fail_clear(dp_mock_t *m);
+
+/* Gates: while closed, alloc (or free) calls block inside the provider
+ * until the gate opens.  gate_wait blocks until at least n calls are
+ * blocked at the gate (for tests to know the state they set up). */
+#define DP_MOCK_ALLOC 0x1
+#define DP_MOCK_FREE  0x2
+DP_API void dp_mock_gate_close(dp_mock_t *m, int which);
+DP_API void dp_mock_gate_open(dp_mock_t *m, int which);
+DP_API void dp_mock_gate_wait(dp_mock_t *m, int which, unsigned n);
+
+typedef struct dp_mock_counters {
+    uint64_t alloc_calls, free_calls; /* every call                     */
+    uint64_t allocs, frees;           /* successful allocs / frees      */
+    uint64_t alloc_failures;          /* injected + capacity            */
+    uint64_t pages_out, max_pages_out;
+    uint64_t bytes_out;
+    uint64_t blocked_alloc, blocked_free; /* callers at a gate now      */
+    uint64_t nowait_allocs;           /* alloc calls with DP_NOWAIT     */
+} dp_mock_counters_t;
+DP_API void dp_mock_counters(dp_mock_t *m, dp_mock_counters_t *out);
+
+/* The call log: one entry per call, in the order calls completed. */
+typedef struct dp_mock_log_entry {
+    uint64_t seq;
+    int op;            /* DP_MOCK_ALLOC or DP_MOCK_FREE */
+    int flags;         /* alloc flags                   */
+    int ok;            /* alloc succeeded               */
+    uint64_t thread;   /* pthread_self() of the caller  */
+    int tid;           /* kernel thread id              */
+    void *page;
+    size_t size;
+} dp_mock_log_entry_t;
+/* Copy up to max entries starting at index `from`; returns how many. */
+DP_API size_t dp_mock_log(dp_mock_t *m, size_t from, dp_mock_log_entry_t *out,
+                          size_t max);
+DP_API size_t dp_mock_log_length(dp_mock_t *m);
+
+/* A hook called inside alloc (after the page is obtained) and free
+ * (before it is released), with no mock lock held.  It may get and put
+ * objects from other deferpool pools: the UVM map-entry situation.  On
+ * alloc, a non-zero return makes the alloc fail (the page is released). */
+typedef int (*dp_mock_hook_t)(void *arg, int op, void *page, size_t size,
+                              int flags);
+DP_API void dp_mock_set_hook(dp_mock_t *m, dp_mock_hook_t hook, void *arg);
+
+/* A controllable clock for dp_pool_attr_t.clock (clock_arg = the mock).
+ * Starts at 1 s; only dp_mock_clock_advance() moves it. */
+DP_API uint64_t dp_mock_clock(void *mock);
+DP_API void dp_mock_clock_advance(dp_mock_t *m, uint64_t ns);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DEFERPOOL_H */

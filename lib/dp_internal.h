@@ -1,0 +1,220 @@
+/*
+ * dp_internal.h -- types shared by the layers of libdeferpool.
+ * Theory of operation: docs/design.md.  Nothing here is public.
+ *
+ * Glossary
+ *   page      A power-of-two sized, size-aligned block from the provider,
+ *             carved into slots.  Its header (struct dp_page) sits at the
+ *             start, so obj & ~(pagesize-1) finds it: no lookup on put.
+ *   slot      Room for one object plus, for pools with a constructor, a
+ *             trailing link word (the link must not clobber a constructed
+ *             object).  slotsize is a multiple of the alignment.
+ *   state     A page's atomic word: number of objects out (low 31 bits)
+ *             plus DP_PG_QUEUED, set while the page sits on the pool's
+ *             pending queue.
+ *   xfree     A page's lock-free stack of objects put back (any thread).
+ *   lfree     A page's list of free objects, owned by the pool lock.
+ *   pending   The pool's lock-free stack of pages whose state crossed
+ *             "full -> not full" or "-> empty" in a put; drained by
+ *             whoever next holds the pool lock.
+ *   empty     The pool's list of empty pages (lock), oldest at the tail.
+ *   reserve   Pages dp_pool_prime() asked to keep beyond the age policy.
+ *   due       An empty page the policy says should go back to the
+ *             provider now: beyond hiwat, or older than the age limit
+ *             beyond max(lowat, reserve).
+ *
+ * Lock order (outermost first); no lock is held across a provider call,
+ * a ctor/dtor, or a futex wait:
+ *   dp_rt.lock (reclaim-thread control)  -- never held with the others
+ *   dp_registry.lock
+ *     pool->lock
+ *   mock->lock (leaf; see provider_mock.c)
+ */
+#ifndef DP_INTERNAL_H
+#define DP_INTERNAL_H
+
+#include "deferpool.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DP_HIDDEN __attribute__((visibility("hidden")))
+#define DP_TLS __thread __attribute__((tls_model("initial-exec")))
+#define DP_LIKELY(x) __builtin_expect(!!(x), 1)
+#define DP_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define DP_CACHELINE 64
+
+#define DP_PAGE_MAGIC 0x64706167u /* "dpag" */
+#define DP_PG_QUEUED 0x80000000u
+#define DP_PG_COUNT 0x7fffffffu
+
+/* Which pool list a page is on (pool lock). */
+enum dp_pglist { DP_L_NONE = 0, DP_L_PARTIAL, DP_L_FULL, DP_L_EMPTY, DP_L_DEAD };
+
+struct dp_page {
+    /* Immutable while the page is held by the pool. */
+    uint32_t magic;
+    uint32_t cap;         /* slots in this page                        */
+    struct dp_pool *pool;
+    char *slots;          /* first slot                                */
+
+    /* Lock-free: written by putters on any thread. */
+    _Atomic(void *) xfree;            /* stack of put objects (links)  */
+    _Atomic uint32_t state;           /* count | DP_PG_QUEUED          */
+    struct dp_page *_Atomic qnext;    /* pending-queue link; written by
+                                         the putter that set QUEUED,
+                                         read by the drainer          */
+
+    /* Pool lock. */
+    void *lfree;          /* free list owned by the lock               */
+    uint32_t bump;        /* slots [0, bump) have been handed out once */
+    uint8_t list;         /* enum dp_pglist                            */
+    struct dp_page *next, *prev; /* list links                          */
+    uint64_t empty_since; /* clock when classified empty               */
+
+    /* Debug pools only: bit per slot, set while the object is out.
+     * Atomic because puts clear bits lock-free. */
+    _Atomic uint64_t *outmap;
+};
+
+struct dp_list {
+    struct dp_page *head, *tail;
+    size_t n;
+};
+
+struct dp_pool {
+    /* Immutable after dp_pool_create. */
+    char name[32];
+    size_t objsize, slotsize, align, pagesize, linkoff;
+    uintptr_t pagemask;   /* ~(pagesize - 1)                           */
+    size_t hdrsize;       /* bytes before the first slot               */
+    uint32_t cap;         /* slots per page                            */
+    int (*ctor)(void *, void *, int);
+    void (*dtor)(void *, void *);
+    void *cbarg;
+    dp_provider_t prov;
+    size_t max_pages;     /* SIZE_MAX when unlimited                   */
+    uint64_t (*clock)(void *);
+    void *clock_arg;
+    unsigned flags;
+    bool debug;
+
+    /* Registry lock. */
+    struct dp_pool *reg_next, *reg_prev;
+    unsigned reg_refs;    /* reclaim passes currently using the pool   */
+    bool reg_dead;        /* being destroyed: passes skip it           */
+
+    /* Lock-free, written by putters: own cache line. */
+    _Alignas(DP_CACHELINE) struct dp_page *_Atomic pending;
+    _Atomic uint32_t waiters;  /* getters asleep (or about to be)      */
+    _Atomic uint32_t wake_seq; /* futex word getters sleep on          */
+    _Atomic uint64_t put_provider_calls; /* must stay 0: see page.c      */
+
+    /* Pool lock. */
+    _Alignas(DP_CACHELINE) pthread_mutex_t lock;
+    struct dp_list partial, full, empty;
+    size_t npages;        /* held + being allocated (reservations)     */
+    size_t inflight;      /* provider allocs under way (reservations)  */
+    size_t freeing;       /* pages taken off lists, being returned     */
+    struct dp_page *dead; /* abandoned pages (ctor failed in NOWAIT)   */
+    size_t lowat, hiwat, budget, reserve_pages;
+    uint64_t reserve_objs, age_ns;
+    uint64_t st_pages_alloc, st_pages_freed, st_alloc_fail;
+    uint64_t st_gets, st_gets_waited, st_gets_failed;
+};
+
+/* ---- sys helpers ------------------------------------------------------ */
+
+static inline uint64_t dp_mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* FUTEX_WAKE never blocks: this is the one syscall a put may make. */
+static inline void dp_futex_wake_all(_Atomic uint32_t *w)
+{
+    syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL,
+            0);
+}
+
+/* Sleep while *w == val, at most until abs_ns (CLOCK_MONOTONIC; 0: no
+ * bound).  Spurious returns are fine: every caller re-checks. */
+static inline void dp_futex_wait(_Atomic uint32_t *w, uint32_t val,
+                                 uint64_t abs_ns)
+{
+    struct timespec ts, *tp = NULL;
+    if (abs_ns) {
+        ts.tv_sec = (time_t)(abs_ns / 1000000000ull);
+        ts.tv_nsec = (long)(abs_ns % 1000000000ull);
+        tp = &ts;
+    }
+    syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT_BITSET_PRIVATE, val, tp, NULL,
+            FUTEX_BITSET_MATCH_ANY);
+}
+
+static inline uint64_t dp_pool_now(const struct dp_pool *p)
+{
+    return p->clock ? p->clock(p->clock_arg) : dp_mono_ns();
+}
+
+/* ---- options.c -------------------------------------------------------- */
+struct dp_options {
+    bool background_thread;  /* auto-start the reclaim thread          */
+    bool debug;              /* DP_POOL_DEBUG on every pool            */
+    uint64_t reclaim_interval_ns;
+    uint64_t reclaim_age_ns; /* default for attr.reclaim_age_ns        */
+};
+DP_HIDDEN const struct dp_options *dp_options(void);
+
+/* ---- pagemap.c: address -> page, for debug validation ---------------- */
+DP_HIDDEN int dp_pagemap_set(void *base, size_t size, struct dp_page *pg);
+DP_HIDDEN struct dp_page *dp_pagemap_get(const void *addr);
+
+/* ---- page.c ----------------------------------------------------------- */
+/* Set when the calling thread is inside dp_pool_put(). */
+extern DP_HIDDEN DP_TLS int dp_in_put;
+/* Obtain and construct a page.  Called without the pool lock.  Returns
+ * NULL on failure; *abandoned is set when the page was obtained but its
+ * ctor failed in a context that may not call the provider's free: the
+ * page is then on p->dead (still counted in npages). */
+DP_HIDDEN struct dp_page *dp_page_create(struct dp_pool *p, int flags,
+                                         bool *abandoned);
+/* Run dtors (unless the page is dead) and return it to the provider.
+ * Called without the pool lock, never from a put. */
+DP_HIDDEN void dp_page_destroy(struct dp_pool *p, struct dp_page *pg);
+DP_HIDDEN void dp_page_layout(size_t pagesize, size_t slotsize, size_t align,
+                              bool debug, size_t *hdrsize, uint32_t *cap);
+
+static inline void **dp_link(const struct dp_pool *p, void *obj)
+{
+    return (void **)((char *)obj + p->linkoff);
+}
+
+/* ---- pool.c ----------------------------------------------------------- */
+DP_HIDDEN void dp_list_remove(struct dp_list *l, struct dp_page *pg);
+DP_HIDDEN void dp_drain_pending_locked(struct dp_pool *p, uint64_t now);
+DP_HIDDEN size_t dp_collect_due_locked(struct dp_pool *p, uint64_t now,
+                                       size_t budget, bool ignore_age,
+                                       struct dp_page **out);
+DP_HIDDEN size_t dp_release_pages(struct dp_pool *p, struct dp_page *list);
+DP_HIDDEN void dp_wake_getters(struct dp_pool *p);
+DP_HIDDEN size_t dp_pool_refill(struct dp_pool *p);
+DP_HIDDEN size_t dp_pool_reclaim_pass(struct dp_pool *p);
+
+/* ---- reclaim.c -------------------------------------------------------- */
+DP_HIDDEN void dp_registry_add(struct dp_pool *p);
+DP_HIDDEN void dp_registry_remove(struct dp_pool *p);
+DP_HIDDEN void dp_reclaim_autostart(void);
+DP_HIDDEN void dp_wake_all_waiters(void);
+
+#endif /* DP_INTERNAL_H */

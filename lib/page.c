@@ -1,0 +1,131 @@
+/*
+ * page.c -- the page (slab) layer: obtaining a page from the provider,
+ * laying out its header and slots, running constructors, and giving it
+ * back.  docs/design.md, "Pages".  Every function here runs without the
+ * pool lock: provider calls and user callbacks may block or re-enter
+ * deferpool (other pools).
+ */
+#include "dp_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Thread-local: non-zero while this thread is inside dp_pool_put().  The
+ * provider wrappers below count any call made while it is set, so the
+ * statistic put_provider_calls is measured rather than assumed.
+ * initial-exec TLS: reading it is a plain %fs-relative load, no call. */
+DP_HIDDEN DP_TLS int dp_in_put;
+
+static void *prov_alloc(struct dp_pool *p, int flags)
+{
+    if (DP_UNLIKELY(dp_in_put))
+        atomic_fetch_add_explicit(&p->put_provider_calls, 1,
+                                  memory_order_relaxed);
+    return p->prov.alloc(p->prov.ctx, p->pagesize, p->pagesize, flags);
+}
+
+static void prov_free(struct dp_pool *p, void *page)
+{
+    if (DP_UNLIKELY(dp_in_put))
+        atomic_fetch_add_explicit(&p->put_provider_calls, 1,
+                                  memory_order_relaxed);
+    p->prov.free(p->prov.ctx, page, p->pagesize);
+}
+
+void dp_page_layout(size_t pagesize, size_t slotsize, size_t align, bool debug,
+                    size_t *hdrsize, uint32_t *cap)
+{
+    size_t hdr = sizeof(struct dp_page);
+    size_t c0 = pagesize > hdr ? (pagesize - hdr) / slotsize : 0;
+    if (debug)
+        hdr += ((c0 + 63) / 64) * sizeof(uint64_t);
+    hdr = (hdr + align - 1) & ~(align - 1);
+    *hdrsize = hdr;
+    size_t c = hdr < pagesize ? (pagesize - hdr) / slotsize : 0;
+    *cap = c > DP_PG_COUNT / 4 ? DP_PG_COUNT / 4 : (uint32_t)c;
+}
+
+static void page_init(struct dp_pool *p, struct dp_page *pg)
+{
+    pg->magic = DP_PAGE_MAGIC;
+    pg->cap = p->cap;
+    pg->pool = p;
+    pg->slots = (char *)pg + p->hdrsize;
+    atomic_init(&pg->xfree, NULL);
+    atomic_init(&pg->state, 0);
+    atomic_init(&pg->qnext, NULL);
+    pg->lfree = NULL;
+    pg->bump = 0;
+    pg->list = DP_L_NONE;
+    pg->next = pg->prev = NULL;
+    pg->empty_since = 0;
+    pg->outmap = NULL;
+    if (p->debug) {
+        pg->outmap = (_Atomic uint64_t *)(pg + 1);
+        for (uint32_t i = 0; i < (p->cap + 63) / 64; i++)
+            atomic_init(&pg->outmap[i], 0);
+    }
+}
+
+static void page_free_raw(struct dp_pool *p, struct dp_page *pg)
+{
+    if (p->debug)
+        dp_pagemap_set(pg, p->pagesize, NULL);
+    pg->magic = 0;
+    prov_free(p, pg);
+}
+
+struct dp_page *dp_page_create(struct dp_pool *p, int flags, bool *abandoned)
+{
+    *abandoned = false;
+    struct dp_page *pg = prov_alloc(p, flags);
+    if (!pg)
+        return NULL;
+    if (DP_UNLIKELY((uintptr_t)pg & (p->pagesize - 1))) {
+        fprintf(stderr,
+                "deferpool: provider '%s' returned %p, not aligned to %zu\n",
+                p->prov.name ? p->prov.name : "?", (void *)pg, p->pagesize);
+        abort();
+    }
+    page_init(p, pg);
+    if (p->debug && dp_pagemap_set(pg, p->pagesize, pg) != 0)
+        goto fail;
+    if (p->ctor) {
+        /* Bonwick: construct every object now, once; they stay
+         * constructed while cached and are destroyed with the page. */
+        for (uint32_t i = 0; i < p->cap; i++) {
+            if (p->ctor(pg->slots + (size_t)i * p->slotsize, p->cbarg,
+                        flags) != 0) {
+                if (p->dtor)
+                    while (i-- > 0)
+                        p->dtor(pg->slots + (size_t)i * p->slotsize,
+                                p->cbarg);
+                goto fail;
+            }
+        }
+    }
+    return pg;
+fail:
+    if (flags & DP_WAITOK) {
+        page_free_raw(p, pg);
+        return NULL;
+    }
+    /* A DP_NOWAIT get must not call the provider's free: park the page on
+     * the dead list; a WAITOK get, reclaim or destroy returns it. */
+    pthread_mutex_lock(&p->lock);
+    pg->list = DP_L_DEAD;
+    pg->next = p->dead;
+    p->dead = pg;
+    pthread_mutex_unlock(&p->lock);
+    *abandoned = true;
+    return NULL;
+}
+
+void dp_page_destroy(struct dp_pool *p, struct dp_page *pg)
+{
+    if (p->dtor && pg->list != DP_L_DEAD)
+        for (uint32_t i = 0; i < p->cap; i++)
+            p->dtor(pg->slots + (size_t)i * p->slotsize, p->cbarg);
+    page_free_raw(p, pg);
+}

@@ -1,0 +1,70 @@
+/*
+ * pagemap.c -- a process-wide radix map from 4 KiB address frames to the
+ * page that owns them, read lock-free.  Debug pools register their pages
+ * here so a put can tell a foreign pointer from an object without
+ * touching memory the pointer may not own.  docs/design.md, "Debug checks".
+ */
+#include "dp_internal.h"
+
+#include <sys/mman.h>
+
+/* 48-bit addresses, 4 KiB frames: 36 bits of frame number, 12+12+12. */
+#define PM_BITS 12
+#define PM_FAN (1u << PM_BITS)
+
+typedef _Atomic(void *) pm_slot;
+
+/* Nodes are installed with a CAS and never freed; readers need only
+ * acquire loads.  Root: static, zeroed. */
+static pm_slot pm_root[PM_FAN];
+
+static pm_slot *pm_child(pm_slot *slot, bool create)
+{
+    void *n = atomic_load_explicit(slot, memory_order_acquire);
+    if (n || !create)
+        return n;
+    void *fresh = mmap(NULL, PM_FAN * sizeof(pm_slot), PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (fresh == MAP_FAILED)
+        return NULL;
+    if (atomic_compare_exchange_strong_explicit(slot, &n, fresh,
+                                                memory_order_acq_rel,
+                                                memory_order_acquire))
+        return fresh;
+    munmap(fresh, PM_FAN * sizeof(pm_slot));
+    return n;
+}
+
+static pm_slot *pm_leaf(uintptr_t frame, bool create)
+{
+    if (frame >> (3 * PM_BITS))
+        return NULL;
+    pm_slot *l2 = pm_child(&pm_root[frame >> (2 * PM_BITS)], create);
+    if (!l2)
+        return NULL;
+    pm_slot *l3 = pm_child(&l2[(frame >> PM_BITS) & (PM_FAN - 1)], create);
+    if (!l3)
+        return NULL;
+    return &l3[frame & (PM_FAN - 1)];
+}
+
+int dp_pagemap_set(void *base, size_t size, struct dp_page *pg)
+{
+    uintptr_t f = (uintptr_t)base >> 12, end = f + (size >> 12);
+    for (; f < end; f++) {
+        pm_slot *s = pm_leaf(f, pg != NULL);
+        if (!s) {
+            if (pg)
+                return -1;
+            continue;
+        }
+        atomic_store_explicit(s, pg, memory_order_release);
+    }
+    return 0;
+}
+
+struct dp_page *dp_pagemap_get(const void *addr)
+{
+    pm_slot *s = pm_leaf((uintptr_t)addr >> 12, false);
+    return s ? atomic_load_explicit(s, memory_order_acquire) : NULL;
+}

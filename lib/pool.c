@@ -1,0 +1,732 @@
+/*
+ * pool.c -- the pool layer: create/destroy, get, the lock-free put, the
+ * pending queue of pages that puts changed, and the choice of which empty
+ * pages are due to go back.  docs/design.md, "Pools", "The put path" and
+ * "Waiting".
+ */
+#include "dp_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+/* A DP_WAITOK get whose provider call failed retries after this long even
+ * if nobody wakes it (as NetBSD's pool_get sleeps with a timeout when the
+ * back-end fails): the provider's memory may come back from elsewhere. */
+#define DP_PROVIDER_RETRY_NS 10000000ull /* 10 ms */
+
+/* ---- page lists (pool lock) ------------------------------------------ */
+
+void dp_list_remove(struct dp_list *l, struct dp_page *pg)
+{
+    if (pg->prev)
+        pg->prev->next = pg->next;
+    else
+        l->head = pg->next;
+    if (pg->next)
+        pg->next->prev = pg->prev;
+    else
+        l->tail = pg->prev;
+    pg->next = pg->prev = NULL;
+    l->n--;
+}
+
+static void list_push_head(struct dp_list *l, struct dp_page *pg)
+{
+    pg->prev = NULL;
+    pg->next = l->head;
+    if (l->head)
+        l->head->prev = pg;
+    else
+        l->tail = pg;
+    l->head = pg;
+    l->n++;
+}
+
+static struct dp_list *list_of(struct dp_pool *p, uint8_t which)
+{
+    switch (which) {
+    case DP_L_PARTIAL: return &p->partial;
+    case DP_L_FULL: return &p->full;
+    case DP_L_EMPTY: return &p->empty;
+    default: return NULL;
+    }
+}
+
+static void move_to_locked(struct dp_pool *p, struct dp_page *pg, uint8_t to)
+{
+    struct dp_list *from = list_of(p, pg->list);
+    if (from)
+        dp_list_remove(from, pg);
+    pg->list = to;
+    list_push_head(list_of(p, to), pg);
+}
+
+static size_t keep_pages_locked(const struct dp_pool *p)
+{
+    return p->lowat > p->reserve_pages ? p->lowat : p->reserve_pages;
+}
+
+/* ---- the pending queue ----------------------------------------------- */
+
+/*
+ * Take every page a put has queued and file it by its current count.  The
+ * count is read by the same RMW that clears QUEUED, so a put that changes
+ * the page afterwards sees QUEUED clear and queues it again: no
+ * transition is lost.  qnext must be read before QUEUED is cleared (a
+ * putter may re-queue the page and overwrite it right after).
+ */
+void dp_drain_pending_locked(struct dp_pool *p, uint64_t now)
+{
+    struct dp_page *pg =
+        atomic_exchange_explicit(&p->pending, NULL, memory_order_seq_cst);
+    while (pg) {
+        struct dp_page *next =
+            atomic_load_explicit(&pg->qnext, memory_order_relaxed);
+        uint32_t s = atomic_fetch_and_explicit(&pg->state, ~DP_PG_QUEUED,
+                                               memory_order_acq_rel);
+        uint32_t c = s & DP_PG_COUNT;
+        if (c == 0) {
+            if (pg->list != DP_L_EMPTY) {
+                if (!now)
+                    now = dp_pool_now(p);
+                pg->empty_since = now;
+                move_to_locked(p, pg, DP_L_EMPTY);
+            }
+        } else if (c < pg->cap && pg->list == DP_L_FULL) {
+            move_to_locked(p, pg, DP_L_PARTIAL);
+        }
+        pg = next;
+    }
+    if (p->empty.n > (p->hiwat > keep_pages_locked(p) ? p->hiwat
+                                                      : keep_pages_locked(p)))
+        dp_reclaim_wake();
+}
+
+/* ---- taking objects (pool lock) -------------------------------------- */
+
+static void debug_mark_out(struct dp_pool *p, struct dp_page *pg, void *obj)
+{
+    size_t i = (size_t)((char *)obj - pg->slots) / p->slotsize;
+    uint64_t bit = 1ull << (i % 64);
+    uint64_t old = atomic_fetch_or_explicit(&pg->outmap[i / 64], bit,
+                                            memory_order_relaxed);
+    if (old & bit) {
+        fprintf(stderr,
+                "deferpool: pool '%s': object %p handed out twice "
+                "(free list corrupted: use after put?)\n",
+                p->name, obj);
+        abort();
+    }
+}
+
+static void *page_take_locked(struct dp_pool *p, struct dp_page *pg)
+{
+    void *o = pg->lfree;
+    if (!o)
+        o = atomic_exchange_explicit(&pg->xfree, NULL, memory_order_acquire);
+    if (o) {
+        pg->lfree = *dp_link(p, o);
+    } else if (pg->bump < pg->cap) {
+        o = pg->slots + (size_t)pg->bump * p->slotsize;
+        pg->bump++;
+    } else {
+        return NULL;
+    }
+    /* Only lock holders increment; putters decrement.  Relaxed is
+     * enough: the object reaches a putter only through the user's own
+     * synchronisation, which orders this increment before its put. */
+    atomic_fetch_add_explicit(&pg->state, 1, memory_order_relaxed);
+    if (p->debug)
+        debug_mark_out(p, pg, o);
+    return o;
+}
+
+/* Partial pages first, then empty pages (newest first), then pages that
+ * puts have queued since.  NULL when the pool has no free object. */
+static void *alloc_locked(struct dp_pool *p)
+{
+    bool drained = false;
+    for (;;) {
+        struct dp_page *pg = p->partial.head;
+        if (pg) {
+            void *o = page_take_locked(p, pg);
+            if (o)
+                return o;
+            move_to_locked(p, pg, DP_L_FULL);
+            continue;
+        }
+        if ((pg = p->empty.head) != NULL) {
+            move_to_locked(p, pg, DP_L_PARTIAL);
+            continue;
+        }
+        if (drained || !atomic_load_explicit(&p->pending,
+                                             memory_order_relaxed))
+            return NULL;
+        dp_drain_pending_locked(p, 0);
+        drained = true;
+    }
+}
+
+/* ---- returning pages -------------------------------------------------- */
+
+/*
+ * Move up to `budget` due empty pages (oldest first) onto *out.  Due:
+ * beyond max(hiwat, keep), or, beyond keep, unused for age_ns.
+ * ignore_age: everything beyond keep (explicit reclaim).  Dead pages
+ * always go.  The pages stay counted in npages (as `freeing`) until
+ * dp_release_pages() has given them back.
+ */
+size_t dp_collect_due_locked(struct dp_pool *p, uint64_t now, size_t budget,
+                             bool ignore_age, struct dp_page **out)
+{
+    size_t n = 0, keep = keep_pages_locked(p);
+    size_t urge = p->hiwat > keep ? p->hiwat : keep;
+    while (p->dead) {
+        struct dp_page *pg = p->dead;
+        p->dead = pg->next;
+        pg->next = *out;
+        *out = pg;
+        p->freeing++;
+        n++;
+    }
+    while (n < budget && p->empty.n > keep) {
+        struct dp_page *pg = p->empty.tail;
+        bool due = ignore_age || p->empty.n > urge ||
+                   now - pg->empty_since >= p->age_ns;
+        if (!due)
+            break;
+        dp_list_remove(&p->empty, pg);
+        pg->list = DP_L_NONE;
+        pg->next = *out;
+        *out = pg;
+        p->freeing++;
+        n++;
+    }
+    return n;
+}
+
+void dp_wake_getters(struct dp_pool *p)
+{
+    if (atomic_load_explicit(&p->waiters, memory_order_seq_cst)) {
+        atomic_fetch_add_explicit(&p->wake_seq, 1, memory_order_seq_cst);
+        dp_futex_wake_all(&p->wake_seq);
+    }
+}
+
+/* Give a list from dp_collect_due_locked() back.  Called without the pool
+ * lock; may block in the provider.  Returns pages returned. */
+size_t dp_release_pages(struct dp_pool *p, struct dp_page *list)
+{
+    size_t n = 0;
+    while (list) {
+        struct dp_page *next = list->next;
+        dp_page_destroy(p, list);
+        list = next;
+        n++;
+    }
+    if (n) {
+        pthread_mutex_lock(&p->lock);
+        p->npages -= n;
+        p->freeing -= n;
+        p->st_pages_freed += n;
+        pthread_mutex_unlock(&p->lock);
+        dp_wake_getters(p); /* room under the hard limit */
+    }
+    return n;
+}
+
+/* Allocate pages until lowat empty pages are ready (reclaim thread and
+ * dp_reclaim_step only).  Returns pages allocated. */
+size_t dp_pool_refill(struct dp_pool *p)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&p->lock);
+    while (p->empty.n + p->inflight < p->lowat && p->npages < p->max_pages) {
+        p->npages++;
+        p->inflight++;
+        pthread_mutex_unlock(&p->lock);
+        bool abandoned;
+        struct dp_page *pg = dp_page_create(p, DP_WAITOK, &abandoned);
+        pthread_mutex_lock(&p->lock);
+        p->inflight--;
+        if (!pg) {
+            p->npages--;
+            p->st_alloc_fail++;
+            break;
+        }
+        p->st_pages_alloc++;
+        pg->empty_since = dp_pool_now(p);
+        move_to_locked(p, pg, DP_L_EMPTY);
+        dp_wake_getters(p);
+        n++;
+    }
+    pthread_mutex_unlock(&p->lock);
+    return n;
+}
+
+/* One reclaim pass over one pool: return due pages, keep lowat. */
+size_t dp_pool_reclaim_pass(struct dp_pool *p)
+{
+    struct dp_page *due = NULL;
+    pthread_mutex_lock(&p->lock);
+    uint64_t now = dp_pool_now(p);
+    dp_drain_pending_locked(p, now);
+    dp_collect_due_locked(p, now, SIZE_MAX, false, &due);
+    pthread_mutex_unlock(&p->lock);
+    return dp_release_pages(p, due);
+}
+
+/* ---- waiting ----------------------------------------------------------- */
+
+/*
+ * Sleep until a put or a reclaim may have made room.  Called and returns
+ * with the pool lock held.  The lost-wake-up argument (docs/design.md,
+ * "Waiting"): we publish `waiters` with a seq_cst RMW and then re-check
+ * the pending queue with a seq_cst exchange; a putter pushes its page on
+ * the pending queue with a seq_cst CAS and then loads `waiters` seq_cst.
+ * In the single total order of seq_cst operations one of us sees the
+ * other.  wake_seq is read before the re-check, so a wake between the
+ * re-check and the futex wait makes the wait return at once.
+ * Returns 0 to retry, ETIMEDOUT when the deadline has passed.
+ */
+static int wait_locked(struct dp_pool *p, uint64_t deadline, uint64_t retry)
+{
+    atomic_fetch_add_explicit(&p->waiters, 1, memory_order_seq_cst);
+    uint32_t seq = atomic_load_explicit(&p->wake_seq, memory_order_seq_cst);
+    dp_drain_pending_locked(p, 0);
+    if (p->partial.head || p->empty.head ||
+        (!retry && p->npages < p->max_pages)) {
+        atomic_fetch_sub_explicit(&p->waiters, 1, memory_order_relaxed);
+        return 0;
+    }
+    uint64_t now = dp_mono_ns();
+    if (deadline && now >= deadline) {
+        atomic_fetch_sub_explicit(&p->waiters, 1, memory_order_relaxed);
+        return ETIMEDOUT;
+    }
+    uint64_t until = deadline;
+    if (retry && (!until || now + retry < until))
+        until = now + retry;
+    pthread_mutex_unlock(&p->lock);
+    dp_reclaim_wake(); /* other pools' empty pages may free the provider */
+    dp_futex_wait(&p->wake_seq, seq, until);
+    pthread_mutex_lock(&p->lock);
+    atomic_fetch_sub_explicit(&p->waiters, 1, memory_order_relaxed);
+    return 0;
+}
+
+/* ---- get --------------------------------------------------------------- */
+
+static void *pool_get(struct dp_pool *p, int flags, uint64_t deadline)
+{
+    if (DP_UNLIKELY(!p)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    int mode = flags & (DP_WAITOK | DP_NOWAIT);
+    if (DP_UNLIKELY((flags & ~(DP_WAITOK | DP_NOWAIT | DP_ZERO)) ||
+                    (mode != DP_WAITOK && mode != DP_NOWAIT) ||
+                    ((flags & DP_ZERO) && p->ctor))) {
+        errno = EINVAL;
+        return NULL;
+    }
+    bool waited = false;
+    int err = 0;
+    void *o;
+    struct dp_page *due = NULL;
+
+    pthread_mutex_lock(&p->lock);
+    for (;;) {
+        if ((o = alloc_locked(p)) != NULL)
+            break;
+        uint64_t retry = 0;
+        if (p->npages < p->max_pages) {
+            p->npages++;
+            p->inflight++;
+            pthread_mutex_unlock(&p->lock);
+            bool abandoned;
+            struct dp_page *pg = dp_page_create(p, mode, &abandoned);
+            pthread_mutex_lock(&p->lock);
+            p->inflight--;
+            if (pg) {
+                p->st_pages_alloc++;
+                pg->list = DP_L_PARTIAL;
+                list_push_head(&p->partial, pg);
+                dp_wake_getters(p); /* the rest of the page is for them */
+                continue;
+            }
+            if (abandoned) {
+                p->st_pages_alloc++; /* still held: on the dead list */
+            } else {
+                p->npages--;
+                p->st_alloc_fail++;
+            }
+            retry = DP_PROVIDER_RETRY_NS;
+        }
+        if (mode == DP_NOWAIT) {
+            err = ENOMEM;
+            break;
+        }
+        waited = true;
+        if (wait_locked(p, deadline, retry) == ETIMEDOUT) {
+            err = ETIMEDOUT;
+            break;
+        }
+    }
+    if (waited)
+        p->st_gets_waited++;
+    if (o) {
+        p->st_gets++;
+        if (mode == DP_WAITOK && (p->dead || p->empty.n > keep_pages_locked(p)))
+            dp_collect_due_locked(p, dp_pool_now(p), p->budget, false, &due);
+    } else {
+        p->st_gets_failed++;
+    }
+    pthread_mutex_unlock(&p->lock);
+
+    if (due)
+        dp_release_pages(p, due);
+    if (!o) {
+        errno = err;
+        return NULL;
+    }
+    if (flags & DP_ZERO)
+        memset(o, 0, p->objsize);
+    return o;
+}
+
+void *dp_pool_get(dp_pool_t *p, int flags)
+{
+    return pool_get(p, flags, 0);
+}
+
+void *dp_pool_get_timed(dp_pool_t *p, int flags,
+                        const struct timespec *deadline)
+{
+    uint64_t d = 0;
+    if (deadline) {
+        if (deadline->tv_sec < 0 || deadline->tv_nsec < 0 ||
+            deadline->tv_nsec >= 1000000000L) {
+            errno = EINVAL;
+            return NULL;
+        }
+        d = (uint64_t)deadline->tv_sec * 1000000000ull +
+            (uint64_t)deadline->tv_nsec;
+        if (d == 0)
+            d = 1; /* 0 means "no deadline" internally */
+    }
+    return pool_get(p, flags, d);
+}
+
+/* ---- put --------------------------------------------------------------- */
+
+static void debug_check_put(struct dp_pool *p, struct dp_page *pg, void *obj)
+{
+    struct dp_page *owner = dp_pagemap_get(obj);
+    if (owner != pg || pg->magic != DP_PAGE_MAGIC || pg->pool != p) {
+        fprintf(stderr,
+                "deferpool: pool '%s': put of foreign pointer %p "
+                "(not an object of this pool)\n",
+                p->name, obj);
+        abort();
+    }
+    size_t off = (size_t)((char *)obj - pg->slots);
+    if ((char *)obj < pg->slots || off % p->slotsize != 0 ||
+        off / p->slotsize >= pg->cap) {
+        fprintf(stderr,
+                "deferpool: pool '%s': put of %p, which is not the start "
+                "of an object\n",
+                p->name, obj);
+        abort();
+    }
+    size_t i = off / p->slotsize;
+    uint64_t bit = 1ull << (i % 64);
+    uint64_t old = atomic_fetch_and_explicit(&pg->outmap[i / 64], ~bit,
+                                             memory_order_relaxed);
+    if (!(old & bit)) {
+        fprintf(stderr, "deferpool: pool '%s': double put of %p\n", p->name,
+                obj);
+        abort();
+    }
+}
+
+/*
+ * The put path.  Lock-free, no system call (but the one documented
+ * wake-up), no provider call, no sleep.  Memory ordering
+ * (docs/design.md, "The put path"):
+ *  1. Push obj on pg->xfree with a release CAS: the link write is visible
+ *     to the lock holder that takes the stack with an acquire exchange.
+ *  2. Decrement the page count with a release CAS that, in the same
+ *     step, sets QUEUED if this put made the page empty or took it from
+ *     full to not full and nobody has queued it yet.  Doing both in one
+ *     RMW matters: after the count reaches 0 a page may be recycled, and
+ *     only the QUEUED bit we own keeps it alive until it is drained.
+ *  3. Only the putter that set QUEUED touches the page again: it links it
+ *     on the pool's pending stack (seq_cst CAS), then loads `waiters`
+ *     (seq_cst) and wakes sleeping getters if there are any.
+ */
+void dp_pool_put(dp_pool_t *p, void *obj)
+{
+    if (DP_UNLIKELY(!obj))
+        return;
+    if (DP_UNLIKELY(!p)) {
+        errno = EINVAL;
+        return;
+    }
+    dp_in_put++;
+    struct dp_page *pg = (struct dp_page *)((uintptr_t)obj & p->pagemask);
+    if (DP_UNLIKELY(p->debug))
+        debug_check_put(p, pg, obj);
+
+    void *head = atomic_load_explicit(&pg->xfree, memory_order_relaxed);
+    do {
+        *dp_link(p, obj) = head;
+    } while (!atomic_compare_exchange_weak_explicit(
+        &pg->xfree, &head, obj, memory_order_release, memory_order_relaxed));
+
+    uint32_t s = atomic_load_explicit(&pg->state, memory_order_relaxed), ns;
+    bool queue;
+    do {
+        uint32_t c = s & DP_PG_COUNT;
+        if (DP_UNLIKELY(c == 0)) {
+            fprintf(stderr,
+                    "deferpool: pool '%s': put of %p to a page with no "
+                    "object out (double put or foreign pointer)\n",
+                    p->name, obj);
+            abort();
+        }
+        c--;
+        queue = !(s & DP_PG_QUEUED) && (c == 0 || c == pg->cap - 1);
+        ns = (s & DP_PG_QUEUED) | c | (queue ? DP_PG_QUEUED : 0);
+    } while (!atomic_compare_exchange_weak_explicit(
+        &pg->state, &s, ns, memory_order_release, memory_order_relaxed));
+
+    if (queue) {
+        struct dp_page *h =
+            atomic_load_explicit(&p->pending, memory_order_relaxed);
+        do {
+            atomic_store_explicit(&pg->qnext, h, memory_order_relaxed);
+        } while (!atomic_compare_exchange_weak_explicit(
+            &p->pending, &h, pg, memory_order_seq_cst,
+            memory_order_relaxed));
+        dp_wake_getters(p);
+    }
+    dp_in_put--;
+}
+
+/* ---- create / destroy --------------------------------------------------- */
+
+static bool is_pow2(size_t x) { return x && !(x & (x - 1)); }
+
+void dp_pool_attr_init(dp_pool_attr_t *a)
+{
+    if (!a)
+        return;
+    memset(a, 0, sizeof(*a));
+    a->lowat = DP_DEFAULT_LOWAT;
+    a->hiwat = DP_DEFAULT_HIWAT;
+    a->reclaim_age_ns = 0; /* library default, DEFERPOOL_CONF reclaim_age_ms */
+    a->reclaim_budget = DP_DEFAULT_RECLAIM_BUDGET;
+}
+
+dp_pool_t *dp_pool_create(const char *name, size_t objsize,
+                          const dp_pool_attr_t *attr)
+{
+    dp_pool_attr_t def;
+    if (!attr) {
+        dp_pool_attr_init(&def);
+        attr = &def;
+    }
+    const struct dp_options *opt = dp_options();
+    bool debug = (attr->flags & DP_POOL_DEBUG) || opt->debug;
+    size_t align = attr->align ? attr->align : (objsize < 16 ? 8 : 16);
+    if (objsize == 0 || objsize > DP_PAGESIZE_MAX || !is_pow2(align) ||
+        align > DP_PAGESIZE_MAX / 2 ||
+        (attr->flags & ~(unsigned)(DP_POOL_DEBUG | DP_POOL_NOTHREAD)) ||
+        (attr->pagesize &&
+         (!is_pow2(attr->pagesize) || attr->pagesize < 4096 ||
+          attr->pagesize > DP_PAGESIZE_MAX)) ||
+        attr->lowat > attr->hiwat ||
+        (attr->max_pages && attr->lowat > attr->max_pages)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (align < sizeof(void *))
+        align = sizeof(void *);
+    /* With a ctor the free-list link lives after the object so that it
+     * never clobbers constructed state. */
+    size_t linkoff = 0, slot = objsize;
+    if (attr->ctor) {
+        linkoff = (objsize + sizeof(void *) - 1) & ~(sizeof(void *) - 1);
+        slot = linkoff + sizeof(void *);
+    }
+    if (slot < sizeof(void *))
+        slot = sizeof(void *);
+    slot = (slot + align - 1) & ~(align - 1);
+
+    size_t pagesize = attr->pagesize, hdr;
+    uint32_t cap;
+    if (pagesize) {
+        dp_page_layout(pagesize, slot, align, debug, &hdr, &cap);
+    } else {
+        /* 64 KiB pages, as mimalloc's small pages: one provider call
+         * per many objects; bigger only to hold at least 8 objects. */
+        for (pagesize = DP_PAGESIZE_DEFAULT_MIN;; pagesize <<= 1) {
+            dp_page_layout(pagesize, slot, align, debug, &hdr, &cap);
+            if (cap >= 8 || (pagesize >= ((size_t)1 << 20) && cap >= 1) ||
+                pagesize == DP_PAGESIZE_MAX)
+                break;
+        }
+    }
+    if (cap == 0) {
+        errno = EINVAL;
+        return NULL;
+    }
+
+    size_t psz = (sizeof(struct dp_pool) + 4095) & ~(size_t)4095;
+    struct dp_pool *p = mmap(NULL, psz, PROT_READ | PROT_WRITE,
+                             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    /* mmap memory is zeroed: every counter and list starts empty. */
+    snprintf(p->name, sizeof(p->name), "%s", name ? name : "");
+    p->objsize = objsize;
+    p->slotsize = slot;
+    p->align = align;
+    p->pagesize = pagesize;
+    p->linkoff = linkoff;
+    p->pagemask = ~(uintptr_t)(pagesize - 1);
+    p->hdrsize = hdr;
+    p->cap = cap;
+    p->ctor = attr->ctor;
+    p->dtor = attr->dtor;
+    p->cbarg = attr->cbarg;
+    p->prov = attr->provider ? *attr->provider : *dp_provider_mmap();
+    p->max_pages = attr->max_pages ? attr->max_pages : SIZE_MAX;
+    p->clock = attr->clock;
+    p->clock_arg = attr->clock_arg;
+    p->flags = attr->flags;
+    p->debug = debug;
+    p->lowat = attr->lowat;
+    p->hiwat = attr->hiwat;
+    p->budget = attr->reclaim_budget ? attr->reclaim_budget
+                                     : DP_DEFAULT_RECLAIM_BUDGET;
+    p->age_ns = attr->reclaim_age_ns ? attr->reclaim_age_ns
+                                     : opt->reclaim_age_ns;
+    pthread_mutex_init(&p->lock, NULL);
+    dp_registry_add(p);
+    if (!(attr->flags & DP_POOL_NOTHREAD) && opt->background_thread)
+        dp_reclaim_autostart();
+    return p;
+}
+
+void dp_pool_destroy(dp_pool_t *p)
+{
+    if (!p) {
+        errno = EINVAL;
+        return;
+    }
+    dp_registry_remove(p); /* waits for a reclaim pass using it */
+    struct dp_page *all = NULL;
+    pthread_mutex_lock(&p->lock);
+    dp_drain_pending_locked(p, 0);
+    if (p->partial.n || p->full.n || p->inflight || p->freeing) {
+        uint64_t out = 0;
+        for (struct dp_page *pg = p->partial.head; pg; pg = pg->next)
+            out += atomic_load(&pg->state) & DP_PG_COUNT;
+        for (struct dp_page *pg = p->full.head; pg; pg = pg->next)
+            out += atomic_load(&pg->state) & DP_PG_COUNT;
+        pthread_mutex_unlock(&p->lock);
+        fprintf(stderr,
+                "deferpool: dp_pool_destroy('%s'): %llu object(s) still "
+                "out; pool left intact\n",
+                p->name, (unsigned long long)out);
+        if (p->debug)
+            abort();
+        dp_registry_add(p);
+        errno = EBUSY;
+        return;
+    }
+    size_t lowat = p->lowat, reserve = p->reserve_pages;
+    p->lowat = p->reserve_pages = 0;
+    dp_collect_due_locked(p, 0, SIZE_MAX, true, &all);
+    p->lowat = lowat;
+    p->reserve_pages = reserve;
+    pthread_mutex_unlock(&p->lock);
+    dp_release_pages(p, all);
+    pthread_mutex_destroy(&p->lock);
+    munmap(p, (sizeof(struct dp_pool) + 4095) & ~(size_t)4095);
+}
+
+/* ---- reclaim and prime --------------------------------------------------- */
+
+size_t dp_pool_reclaim(dp_pool_t *p)
+{
+    if (!p) {
+        errno = EINVAL;
+        return 0;
+    }
+    struct dp_page *due = NULL;
+    pthread_mutex_lock(&p->lock);
+    dp_drain_pending_locked(p, 0);
+    dp_collect_due_locked(p, 0, SIZE_MAX, true, &due);
+    pthread_mutex_unlock(&p->lock);
+    return dp_release_pages(p, due);
+}
+
+int dp_pool_prime(dp_pool_t *p, size_t nobjs)
+{
+    if (!p) {
+        errno = EINVAL;
+        return -1;
+    }
+    int err = 0;
+    pthread_mutex_lock(&p->lock);
+    if (nobjs > p->reserve_objs) {
+        p->reserve_objs = nobjs;
+        p->reserve_pages = (nobjs + p->cap - 1) / p->cap;
+    }
+    for (;;) {
+        dp_drain_pending_locked(p, 0);
+        uint64_t avail = (uint64_t)p->empty.n * p->cap;
+        for (struct dp_page *pg = p->partial.head; pg; pg = pg->next) {
+            uint32_t c = atomic_load_explicit(&pg->state,
+                                              memory_order_relaxed) &
+                         DP_PG_COUNT;
+            avail += c < pg->cap ? pg->cap - c : 0;
+        }
+        if (avail >= nobjs)
+            break;
+        if (p->npages >= p->max_pages) {
+            err = ENOMEM;
+            break;
+        }
+        p->npages++;
+        p->inflight++;
+        pthread_mutex_unlock(&p->lock);
+        bool abandoned;
+        struct dp_page *pg = dp_page_create(p, DP_WAITOK, &abandoned);
+        pthread_mutex_lock(&p->lock);
+        p->inflight--;
+        if (!pg) {
+            p->npages--;
+            p->st_alloc_fail++;
+            err = ENOMEM;
+            break;
+        }
+        p->st_pages_alloc++;
+        pg->empty_since = dp_pool_now(p);
+        move_to_locked(p, pg, DP_L_EMPTY);
+        dp_wake_getters(p);
+    }
+    pthread_mutex_unlock(&p->lock);
+    if (err) {
+        errno = err;
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,326 @@
+/*
+ * reclaim.c -- the pool registry, the reclaim pass, the background
+ * reclaim thread and fork handling.  docs/design.md, "Reclamation" and
+ * "Fork".
+ *
+ * Reclaim-thread states (dp_rt.state, dp_rt.lock):
+ *   STOPPED --start--> RUNNING --stop--> STOPPING --joined--> STOPPED
+ *   fork child: RUNNING in the parent -> restarted in the child.
+ */
+#include "dp_internal.h"
+
+#include <signal.h>
+#include <stdio.h>
+
+/* The registry: every live pool, so the thread can find them. */
+static struct {
+    pthread_mutex_t lock; /* protects the list and pool->reg_* fields    */
+    pthread_cond_t cv;    /* destroy waits here for reg_refs to drop      */
+    struct dp_pool *head;
+} dp_registry = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL};
+
+enum rt_state { RT_STOPPED, RT_RUNNING, RT_STOPPING };
+
+static struct {
+    pthread_mutex_t ctl;  /* serialises start/stop (outermost lock)     */
+    pthread_mutex_t lock; /* protects the fields below (leaf)           */
+    pthread_cond_t cv;    /* signalled at the end of every pass         */
+    enum rt_state state;
+    pthread_t tid;
+    bool in_pass;         /* a pass is under way                        */
+    uint64_t passes;      /* passes completed                           */
+    uint64_t interval_ns; /* 0: options default                         */
+    _Atomic uint32_t wake_seq;       /* futex word the thread sleeps on */
+    _Atomic uint64_t pages_returned; /* by the thread and by steps      */
+    _Atomic uint64_t pages_filled;
+} dp_rt = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
+           PTHREAD_COND_INITIALIZER, RT_STOPPED, 0, false, 0, 0, 0, 0, 0};
+
+static pthread_once_t dp_atfork_once = PTHREAD_ONCE_INIT;
+static void install_atfork(void);
+
+/* ---- registry ------------------------------------------------------------ */
+
+void dp_registry_add(struct dp_pool *p)
+{
+    pthread_once(&dp_atfork_once, install_atfork);
+    pthread_mutex_lock(&dp_registry.lock);
+    p->reg_dead = false;
+    p->reg_prev = NULL;
+    p->reg_next = dp_registry.head;
+    if (dp_registry.head)
+        dp_registry.head->reg_prev = p;
+    dp_registry.head = p;
+    pthread_mutex_unlock(&dp_registry.lock);
+}
+
+void dp_registry_remove(struct dp_pool *p)
+{
+    pthread_mutex_lock(&dp_registry.lock);
+    p->reg_dead = true;
+    while (p->reg_refs)
+        pthread_cond_wait(&dp_registry.cv, &dp_registry.lock);
+    if (p->reg_prev)
+        p->reg_prev->reg_next = p->reg_next;
+    else
+        dp_registry.head = p->reg_next;
+    if (p->reg_next)
+        p->reg_next->reg_prev = p->reg_prev;
+    p->reg_next = p->reg_prev = NULL;
+    pthread_mutex_unlock(&dp_registry.lock);
+}
+
+/* Wake getters asleep on any pool: pages went back to the provider,
+ * which may be what a pool waiting on provider capacity needs. */
+void dp_wake_all_waiters(void)
+{
+    pthread_mutex_lock(&dp_registry.lock);
+    for (struct dp_pool *p = dp_registry.head; p; p = p->reg_next)
+        dp_wake_getters(p);
+    pthread_mutex_unlock(&dp_registry.lock);
+}
+
+/* One pass over every pool.  The registry lock is dropped while a pool is
+ * worked on (its reg_refs pins it), so provider calls run with no lock
+ * held and a provider may create or destroy other pools. */
+static size_t step_all(size_t *filled)
+{
+    size_t returned = 0;
+    pthread_mutex_lock(&dp_registry.lock);
+    struct dp_pool *p = dp_registry.head;
+    while (p) {
+        if (p->reg_dead) {
+            p = p->reg_next;
+            continue;
+        }
+        p->reg_refs++;
+        pthread_mutex_unlock(&dp_registry.lock);
+        returned += dp_pool_reclaim_pass(p);
+        *filled += dp_pool_refill(p);
+        pthread_mutex_lock(&dp_registry.lock);
+        struct dp_pool *next = p->reg_next;
+        if (--p->reg_refs == 0 && p->reg_dead)
+            pthread_cond_broadcast(&dp_registry.cv);
+        p = next;
+    }
+    pthread_mutex_unlock(&dp_registry.lock);
+    if (returned)
+        dp_wake_all_waiters();
+    atomic_fetch_add(&dp_rt.pages_returned, returned);
+    atomic_fetch_add(&dp_rt.pages_filled, *filled);
+    return returned;
+}
+
+size_t dp_reclaim_step(void)
+{
+    size_t filled = 0;
+    return step_all(&filled);
+}
+
+/* ---- the thread ------------------------------------------------------------ */
+
+static uint64_t interval_locked(void)
+{
+    return dp_rt.interval_ns ? dp_rt.interval_ns
+                             : dp_options()->reclaim_interval_ns;
+}
+
+static void *rt_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&dp_rt.lock);
+    while (dp_rt.state == RT_RUNNING) {
+        dp_rt.in_pass = true;
+        /* Read before the pass: a wake during the pass ends the sleep. */
+        uint32_t seq = atomic_load(&dp_rt.wake_seq);
+        pthread_mutex_unlock(&dp_rt.lock);
+
+        size_t filled = 0;
+        step_all(&filled);
+
+        pthread_mutex_lock(&dp_rt.lock);
+        dp_rt.in_pass = false;
+        dp_rt.passes++;
+        pthread_cond_broadcast(&dp_rt.cv);
+        if (dp_rt.state != RT_RUNNING)
+            break;
+        uint64_t until = dp_mono_ns() + interval_locked();
+        pthread_mutex_unlock(&dp_rt.lock);
+        dp_futex_wait(&dp_rt.wake_seq, seq, until);
+        pthread_mutex_lock(&dp_rt.lock);
+    }
+    pthread_mutex_unlock(&dp_rt.lock);
+    return NULL;
+}
+
+void dp_reclaim_wake(void)
+{
+    atomic_fetch_add(&dp_rt.wake_seq, 1);
+    dp_futex_wake_all(&dp_rt.wake_seq);
+}
+
+/* Called with dp_rt.ctl held. */
+static int start_ctl_locked(void)
+{
+    pthread_mutex_lock(&dp_rt.lock);
+    if (dp_rt.state == RT_RUNNING) {
+        pthread_mutex_unlock(&dp_rt.lock);
+        return 0;
+    }
+    dp_rt.state = RT_RUNNING;
+    pthread_mutex_unlock(&dp_rt.lock);
+
+    /* The thread takes no signals meant for the application. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int e = pthread_create(&dp_rt.tid, NULL, rt_main, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (e) {
+        pthread_mutex_lock(&dp_rt.lock);
+        dp_rt.state = RT_STOPPED;
+        pthread_mutex_unlock(&dp_rt.lock);
+        errno = e;
+        return -1;
+    }
+    return 0;
+}
+
+int dp_reclaim_start(void)
+{
+    pthread_once(&dp_atfork_once, install_atfork);
+    pthread_mutex_lock(&dp_rt.ctl);
+    int r = start_ctl_locked();
+    pthread_mutex_unlock(&dp_rt.ctl);
+    return r;
+}
+
+void dp_reclaim_autostart(void)
+{
+    static _Atomic bool warned;
+    if (dp_reclaim_start() != 0 && !atomic_exchange(&warned, true))
+        fprintf(stderr,
+                "deferpool: cannot start the reclaim thread (%d); empty "
+                "pages go back only from DP_WAITOK gets and explicit "
+                "reclaim\n",
+                errno);
+}
+
+void dp_reclaim_stop(void)
+{
+    pthread_mutex_lock(&dp_rt.ctl);
+    pthread_mutex_lock(&dp_rt.lock);
+    if (dp_rt.state != RT_RUNNING) {
+        pthread_mutex_unlock(&dp_rt.lock);
+        pthread_mutex_unlock(&dp_rt.ctl);
+        return;
+    }
+    dp_rt.state = RT_STOPPING;
+    pthread_mutex_unlock(&dp_rt.lock);
+    dp_reclaim_wake();
+    pthread_join(dp_rt.tid, NULL);
+    pthread_mutex_lock(&dp_rt.lock);
+    dp_rt.state = RT_STOPPED;
+    pthread_cond_broadcast(&dp_rt.cv);
+    pthread_mutex_unlock(&dp_rt.lock);
+    pthread_mutex_unlock(&dp_rt.ctl);
+}
+
+int dp_reclaim_sync(void)
+{
+    pthread_mutex_lock(&dp_rt.lock);
+    if (dp_rt.state != RT_RUNNING) {
+        pthread_mutex_unlock(&dp_rt.lock);
+        errno = ESRCH;
+        return -1;
+    }
+    /* A pass under way began before us: wait for the one after it. */
+    uint64_t target = dp_rt.passes + (dp_rt.in_pass ? 2 : 1);
+    while (dp_rt.passes < target && dp_rt.state == RT_RUNNING) {
+        dp_reclaim_wake();
+        pthread_cond_wait(&dp_rt.cv, &dp_rt.lock);
+    }
+    int ok = dp_rt.passes >= target;
+    pthread_mutex_unlock(&dp_rt.lock);
+    if (!ok) {
+        errno = ESRCH;
+        return -1;
+    }
+    return 0;
+}
+
+void dp_reclaim_set_interval(uint64_t ns)
+{
+    pthread_mutex_lock(&dp_rt.lock);
+    dp_rt.interval_ns = ns;
+    pthread_mutex_unlock(&dp_rt.lock);
+    dp_reclaim_wake();
+}
+
+void dp_reclaim_info(dp_reclaim_info_t *out)
+{
+    if (!out)
+        return;
+    pthread_mutex_lock(&dp_rt.lock);
+    out->running = dp_rt.state == RT_RUNNING;
+    out->passes = dp_rt.passes;
+    out->interval_ns = interval_locked();
+    pthread_mutex_unlock(&dp_rt.lock);
+    out->pages_returned = atomic_load(&dp_rt.pages_returned);
+    out->pages_filled = atomic_load(&dp_rt.pages_filled);
+}
+
+/* ---- fork ------------------------------------------------------------------ */
+
+/*
+ * prepare takes every deferpool lock in the lock order, so the child
+ * starts with consistent pools.  Work that other threads had under way
+ * outside any lock (provider calls) does not exist in the child: the
+ * child handler forgets those reservations.  Pages the parent was in the
+ * middle of returning stay mapped, unowned, in the child.
+ */
+static void atfork_prepare(void)
+{
+    pthread_mutex_lock(&dp_rt.ctl);
+    pthread_mutex_lock(&dp_rt.lock);
+    pthread_mutex_lock(&dp_registry.lock);
+    for (struct dp_pool *p = dp_registry.head; p; p = p->reg_next)
+        pthread_mutex_lock(&p->lock);
+}
+
+static void atfork_parent(void)
+{
+    for (struct dp_pool *p = dp_registry.head; p; p = p->reg_next)
+        pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(&dp_registry.lock);
+    pthread_mutex_unlock(&dp_rt.lock);
+    pthread_mutex_unlock(&dp_rt.ctl);
+}
+
+static void atfork_child(void)
+{
+    for (struct dp_pool *p = dp_registry.head; p; p = p->reg_next) {
+        p->npages -= p->inflight + p->freeing;
+        p->st_pages_freed += p->freeing; /* gone, as far as the child knows */
+        p->inflight = 0;
+        p->freeing = 0;
+        p->reg_refs = 0;
+        atomic_store(&p->waiters, 0);
+        pthread_mutex_unlock(&p->lock);
+    }
+    pthread_cond_init(&dp_registry.cv, NULL);
+    pthread_mutex_unlock(&dp_registry.lock);
+    bool restart = dp_rt.state != RT_STOPPED;
+    dp_rt.state = RT_STOPPED;
+    dp_rt.in_pass = false;
+    pthread_cond_init(&dp_rt.cv, NULL);
+    pthread_mutex_unlock(&dp_rt.lock);
+    if (restart)
+        start_ctl_locked();
+    pthread_mutex_unlock(&dp_rt.ctl);
+}
+
+static void install_atfork(void)
+{
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
