@@ -184,11 +184,18 @@ DP_HIDDEN struct dp_page *dp_pagemap_get(const void *addr);
 /* Set when the calling thread is inside dp_pool_put(). */
 extern DP_HIDDEN DP_TLS int dp_in_put;
 /* Obtain and construct a page.  Called without the pool lock.  Returns
- * NULL on failure; *abandoned is set when the page was obtained but its
- * ctor failed in a context that may not call the provider's free: the
- * page is then on p->dead (still counted in npages). */
+ * the page, or NULL with *why saying what happened (and so what the caller
+ * must account): */
+enum dp_pg_why {
+    DP_PG_OK,        /* page returned                                    */
+    DP_PG_NOMEM,     /* the provider failed                              */
+    DP_PG_CTOR_FREED,/* obtained, ctor failed, given back (WAITOK)       */
+    DP_PG_CTOR_DEAD, /* obtained, ctor failed, parked on p->dead: a
+                        DP_NOWAIT caller may not call the provider's free;
+                        it stays counted in npages                       */
+};
 DP_HIDDEN struct dp_page *dp_page_create(struct dp_pool *p, int flags,
-                                         bool *abandoned);
+                                         enum dp_pg_why *why);
 /* Run dtors (unless the page is dead) and return it to the provider.
  * Called without the pool lock, never from a put. */
 DP_HIDDEN void dp_page_destroy(struct dp_pool *p, struct dp_page *pg);

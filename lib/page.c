@@ -76,9 +76,10 @@ static void page_free_raw(struct dp_pool *p, struct dp_page *pg)
     prov_free(p, pg);
 }
 
-struct dp_page *dp_page_create(struct dp_pool *p, int flags, bool *abandoned)
+struct dp_page *dp_page_create(struct dp_pool *p, int flags,
+                               enum dp_pg_why *why)
 {
-    *abandoned = false;
+    *why = DP_PG_NOMEM;
     struct dp_page *pg = prov_alloc(p, flags);
     if (!pg)
         return NULL;
@@ -105,10 +106,12 @@ struct dp_page *dp_page_create(struct dp_pool *p, int flags, bool *abandoned)
             }
         }
     }
+    *why = DP_PG_OK;
     return pg;
 fail:
     if (flags & DP_WAITOK) {
         page_free_raw(p, pg);
+        *why = DP_PG_CTOR_FREED;
         return NULL;
     }
     /* A DP_NOWAIT get must not call the provider's free: park the page on
@@ -118,7 +121,7 @@ fail:
     pg->next = p->dead;
     p->dead = pg;
     pthread_mutex_unlock(&p->lock);
-    *abandoned = true;
+    *why = DP_PG_CTOR_DEAD;
     return NULL;
 }
 

@@ -169,6 +169,29 @@ static void *alloc_locked(struct dp_pool *p)
     }
 }
 
+
+/* Account a dp_page_create() that returned NULL (pool lock held; the
+ * caller had reserved one page in npages and inflight). */
+static void account_create_failure_locked(struct dp_pool *p,
+                                          enum dp_pg_why why)
+{
+    switch (why) {
+    case DP_PG_NOMEM:
+        p->npages--;
+        p->st_alloc_fail++;
+        break;
+    case DP_PG_CTOR_FREED:
+        p->npages--;
+        p->st_pages_alloc++;
+        p->st_pages_freed++;
+        break;
+    case DP_PG_CTOR_DEAD: /* still held, on the dead list */
+    case DP_PG_OK:
+        p->st_pages_alloc++;
+        break;
+    }
+}
+
 /* ---- returning pages -------------------------------------------------- */
 
 /*
@@ -247,13 +270,12 @@ size_t dp_pool_refill(struct dp_pool *p)
         p->npages++;
         p->inflight++;
         pthread_mutex_unlock(&p->lock);
-        bool abandoned;
-        struct dp_page *pg = dp_page_create(p, DP_WAITOK, &abandoned);
+        enum dp_pg_why why;
+        struct dp_page *pg = dp_page_create(p, DP_WAITOK, &why);
         pthread_mutex_lock(&p->lock);
         p->inflight--;
         if (!pg) {
-            p->npages--;
-            p->st_alloc_fail++;
+            account_create_failure_locked(p, why);
             break;
         }
         p->st_pages_alloc++;
@@ -346,8 +368,8 @@ static void *pool_get(struct dp_pool *p, int flags, uint64_t deadline)
             p->npages++;
             p->inflight++;
             pthread_mutex_unlock(&p->lock);
-            bool abandoned;
-            struct dp_page *pg = dp_page_create(p, mode, &abandoned);
+            enum dp_pg_why why;
+            struct dp_page *pg = dp_page_create(p, mode, &why);
             pthread_mutex_lock(&p->lock);
             p->inflight--;
             if (pg) {
@@ -357,12 +379,7 @@ static void *pool_get(struct dp_pool *p, int flags, uint64_t deadline)
                 dp_wake_getters(p); /* the rest of the page is for them */
                 continue;
             }
-            if (abandoned) {
-                p->st_pages_alloc++; /* still held: on the dead list */
-            } else {
-                p->npages--;
-                p->st_alloc_fail++;
-            }
+            account_create_failure_locked(p, why);
             retry = DP_PROVIDER_RETRY_NS;
         }
         if (mode == DP_NOWAIT) {
@@ -708,13 +725,12 @@ int dp_pool_prime(dp_pool_t *p, size_t nobjs)
         p->npages++;
         p->inflight++;
         pthread_mutex_unlock(&p->lock);
-        bool abandoned;
-        struct dp_page *pg = dp_page_create(p, DP_WAITOK, &abandoned);
+        enum dp_pg_why why;
+        struct dp_page *pg = dp_page_create(p, DP_WAITOK, &why);
         pthread_mutex_lock(&p->lock);
         p->inflight--;
         if (!pg) {
-            p->npages--;
-            p->st_alloc_fail++;
+            account_create_failure_locked(p, why);
             err = ENOMEM;
             break;
         }
