@@ -344,7 +344,8 @@ DP_API void dp_mock_fail_random(dp_mock_t *m, uint32_t ppm, uint64_t seed);
 DP_API void dp_mock_fail_clear(dp_mock_t *m);
 
 /* Gates: while closed, alloc (or free) calls block inside the provider
- * until the gate opens.  gate_wait blocks until at least n calls are
+ * until the gate opens; a DP_NOWAIT alloc at a closed gate fails at once
+ * instead (it may not sleep), counted as a failure.  gate_wait blocks until at least n calls are
  * blocked at the gate (for tests to know the state they set up). */
 #define DP_MOCK_ALLOC 0x1
 #define DP_MOCK_FREE  0x2
@@ -355,7 +356,8 @@ DP_API void dp_mock_gate_wait(dp_mock_t *m, int which, unsigned n);
 typedef struct dp_mock_counters {
     uint64_t alloc_calls, free_calls; /* every call                     */
     uint64_t allocs, frees;           /* successful allocs / frees      */
-    uint64_t alloc_failures;          /* injected + capacity            */
+    uint64_t alloc_failures;          /* injected, capacity, closed gate
+                                         for DP_NOWAIT, failed hook     */
     uint64_t pages_out, max_pages_out;
     uint64_t bytes_out;
     uint64_t blocked_alloc, blocked_free; /* callers at a gate now      */

@@ -2,8 +2,7 @@
  * provider_mock.c -- page provider layer (test double), docs/design.md
  * §1 (Layers) and §8 (mock->lock is a leaf lock).  The mock provider:
  * capacity, failure injection, gates, exact counters, a call log, a hook
- * and a hand-driven clock, so tests can set up the states the pool must
- * survive.
+ * and a hand-driven clock, for tests to build the states pools must survive.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -64,7 +63,8 @@ struct page_slot {
 };
 
 /* Outstanding pages: linear probing, power-of-two capacity, kept at most
- * half full; deletion shifts entries back, so there are no tombstones. */
+ * half full; deletion shifts entries back, so there are no tombstones.
+ * Every field is guarded by the owning mock's lock. */
 struct page_set {
     struct page_slot *slots; /* cap entries, or NULL before the first insert */
     size_t cap;              /* 0 or a power of two */
@@ -89,7 +89,7 @@ struct dp_mock {
     uint64_t fail_every;      /* fail multiples of this; 0 = off (L) */
     uint64_t fail_after;      /* fail call numbers above this (L) */
     bool fail_after_on;       /* fail_after is in force (L) */
-    uint32_t fail_ppm;        /* random failure rate per million; 0 = off (L) */
+    uint32_t fail_ppm;        /* random failures per million; 0 = off (L) */
     uint64_t rng;             /* splitmix64 state for fail_ppm (L) */
 
     dp_mock_hook_t hook;      /* may be NULL; read once per call (L) */
@@ -170,7 +170,8 @@ static int gate_index(int which, const char *fn)
         return GATE_ALLOC;
     if (which == DP_MOCK_FREE)
         return GATE_FREE;
-    die("%s: `which` must be DP_MOCK_ALLOC or DP_MOCK_FREE, got %d", fn, which);
+    die("%s: `which` must be DP_MOCK_ALLOC or DP_MOCK_FREE, got %d", fn,
+        which);
 }
 
 static uint64_t *blocked_counter_locked(dp_mock_t *m, int idx)
