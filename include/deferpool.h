@@ -104,6 +104,9 @@ typedef struct dp_pool dp_pool_t; /* opaque */
                                  "debug:1" or the meson option debug_checks */
 #define DP_POOL_NOTHREAD  0x2 /* do not auto-start the reclaim thread when
                                  this pool is created */
+#define DP_POOL_NOCACHE   0x4 /* no per-thread caches: every put goes
+                                 straight to its page (debug pools never
+                                 use caches) */
 
 /*
  * Pool attributes.  Always initialise with dp_pool_attr_init() and then set
@@ -129,9 +132,11 @@ typedef struct dp_pool_attr {
     const dp_provider_t *provider; /* NULL: dp_provider_mmap(); copied */
     size_t max_pages; /* hard limit on pages held; 0: unlimited         */
     size_t lowat;     /* empty pages kept ready (never aged out; the
-                         reclaim thread refills up to it)               */
+                         reclaim thread refills up to it); 0: none      */
     size_t hiwat;     /* empty pages above which reclaim is urged: pages
-                         past it are returned without waiting for age   */
+                         past it are returned at the next reclaim pass or
+                         DP_WAITOK get without waiting for age; 0: every
+                         empty page beyond lowat is urgent              */
     uint64_t reclaim_age_ns; /* an empty page unused this long is returned
                                 (beyond lowat); 0: library default       */
     unsigned reclaim_budget; /* pages one DP_WAITOK get may hand back; 0:
@@ -147,7 +152,7 @@ typedef struct dp_pool_attr {
 
 /* Library defaults used by dp_pool_attr_init(). */
 #define DP_DEFAULT_LOWAT 1
-#define DP_DEFAULT_HIWAT 32
+#define DP_DEFAULT_HIWAT 1024 /* a bound on deferral; age does the rest */
 #define DP_DEFAULT_RECLAIM_AGE_NS 1000000000ull /* 1 s */
 #define DP_DEFAULT_RECLAIM_BUDGET 4
 #define DP_PAGESIZE_DEFAULT_MIN ((size_t)1 << 16)
@@ -222,6 +227,22 @@ DP_API void *dp_pool_get_timed(dp_pool_t *pool, int flags,
  */
 DP_API void dp_pool_put(dp_pool_t *pool, void *obj);
 
+/*
+ * Per-thread caches.  A pool keeps, per thread, a small stack of free
+ * objects in front of its pages, so a get and a put on the same thread
+ * touch no shared cache line.  Objects put by a thread go to *its* cache,
+ * whichever thread got them.  A thread's caches are flushed when it
+ * exits, drained by the reclaim thread once the thread has been idle for
+ * a whole pass, by dp_pool_reclaim(), by dp_pool_destroy() and by a
+ * getter about to sleep.  Requires membarrier(2) (Linux >= 4.14); without
+ * it pools run uncached.
+ *
+ * dp_thread_cache_flush: return the calling thread's cached objects of
+ * every pool to their pages now.  Lock-free, no system call, no provider
+ * call: safe wherever a put is.
+ */
+DP_API void dp_thread_cache_flush(void);
+
 /* ===================================================================== */
 /* Reclaim control                                                       */
 /* ===================================================================== */
@@ -254,7 +275,9 @@ DP_API int dp_pool_prime(dp_pool_t *pool, size_t nobjs);
  * getter that has to wait and when a pool passes hiwat.  Fork: the
  * thread is restarted in the child if it was running in the parent.
  */
-DP_API int dp_reclaim_start(void);  /* 0, or -1 + errno from pthread_create */
+/* 0 (also when already running), or -1 with errno set to the error
+ * pthread_create returned.  Blocks: briefly (thread creation). */
+DP_API int dp_reclaim_start(void);
 DP_API void dp_reclaim_stop(void);  /* stops and joins; blocks            */
 DP_API void dp_reclaim_wake(void);  /* non-blocking nudge                 */
 /* Wake the thread and wait until it has completed a whole pass that began
@@ -288,7 +311,9 @@ typedef struct dp_pool_stats {
     char name[32];
     size_t objsize, slotsize, pagesize, objs_per_page;
     uint64_t objs_inuse;          /* handed out and not yet put back      */
-    uint64_t objs_free;           /* free objects held in pages           */
+    uint64_t objs_free;           /* free objects held in pages, including
+                                     objs_cached                          */
+    uint64_t objs_cached;         /* free objects in per-thread caches    */
     uint64_t pages;               /* pages held from the provider         */
     uint64_t pages_empty;         /* empty pages queued for reuse/return  */
     uint64_t pages_pending;       /* pages being returned/allocated now   */

@@ -28,6 +28,7 @@
  *   dp_rt.lock (reclaim-thread control)  -- never held with the others
  *   dp_registry.lock
  *     pool->lock
+ *       dp_tcg.lock (thread caches; a drain holds it alone)
  *   mock->lock (leaf; see provider_mock.c)
  */
 #ifndef DP_INTERNAL_H
@@ -106,6 +107,9 @@ struct dp_pool {
     void *clock_arg;
     unsigned flags;
     bool debug;
+    int tcidx;            /* thread-cache bin index; -1: not cached     */
+    uint32_t tc_max;      /* objects a bin may hold                      */
+    uint32_t tc_batch;    /* objects a refill takes / a flush returns    */
 
     /* Registry lock. */
     struct dp_pool *reg_next, *reg_prev;
@@ -117,6 +121,7 @@ struct dp_pool {
     _Atomic uint32_t waiters;  /* getters asleep (or about to be)      */
     _Atomic uint32_t wake_seq; /* futex word getters sleep on          */
     _Atomic uint64_t put_provider_calls; /* must stay 0: see page.c      */
+    _Atomic uint64_t tc_gets_folded; /* cache gets of bins since unbound */
 
     /* Pool lock. */
     _Alignas(DP_CACHELINE) pthread_mutex_t lock;
@@ -207,8 +212,135 @@ static inline void **dp_link(const struct dp_pool *p, void *obj)
     return (void **)((char *)obj + p->linkoff);
 }
 
+/* ---- cache.c: per-thread caches (docs/design.md, "Thread caches") ----- */
+
+#define DP_TC_BINS 256
+#define DP_TC_REQ 1     /* a drainer asks: owner, keep off the bins  */
+#define DP_TC_CLAIMED 2 /* a drainer owns the bins until it stores 0  */
+
+/* One pool's objects in one thread.  head, pool and the links are
+ * touched only by the owner inside dp_tc_enter/dp_tc_leave, or by a
+ * drainer that has claimed the cache.  The counters are also read by
+ * statistics and the GC, hence atomic, but whoever owns the bin updates
+ * them with plain relaxed load+store pairs: no RMW.  Gets served by the
+ * bin are derived, not counted: ops = gets + puts and
+ * net = gets - puts + n, so gets = (ops + net - n) / 2. */
+struct dp_tbin {
+    void *head;
+    struct dp_pool *pool;  /* pool of the objects; NULL: bin unused  */
+    _Atomic uint32_t n;    /* objects in the bin                     */
+    _Atomic uint64_t ops;  /* gets + puts served by the bin          */
+    _Atomic int64_t net;   /* objects taken from pages minus objects
+                              returned to pages through this bin     */
+};
+
+struct dp_tcache {
+    _Atomic uint32_t active; /* owner: 1 inside a get/put             */
+    _Atomic uint32_t drain;  /* drainer: 0, DP_TC_REQ, DP_TC_CLAIMED   */
+    uint64_t seen_ops;       /* dp_tcg.lock: sum of ops at the last GC */
+    struct dp_tcache *next, *prev; /* dp_tcg.lock                     */
+    struct dp_tbin bins[DP_TC_BINS];
+};
+
+extern DP_HIDDEN DP_TLS struct dp_tcache *dp_tc;
+
+#define DP_RLX memory_order_relaxed
+/* Owner-only increment of a counter others may read: no RMW. */
+#define DP_BUMP(a, d) atomic_store_explicit((a), atomic_load_explicit((a), DP_RLX) + (d), DP_RLX)
+
+/*
+ * The owner's side of the handshake with drainers (docs/design.md,
+ * "Thread caches"): store active=1, then load drain.  The drainer stores
+ * drain=REQ, runs membarrier(PRIVATE_EXPEDITED) -- a full barrier on
+ * every CPU running one of our threads -- and then loads active.  So
+ * either the drainer sees active=1 and leaves the cache alone, or the
+ * owner sees drain!=0 and keeps off its bins.  The owner needs no fence
+ * and no RMW: a compiler barrier is enough.
+ */
+static inline bool dp_tc_enter(struct dp_tcache *tc)
+{
+    atomic_store_explicit(&tc->active, 1, DP_RLX);
+    atomic_signal_fence(memory_order_seq_cst);
+    if (DP_LIKELY(atomic_load_explicit(&tc->drain, memory_order_acquire) ==
+                  0))
+        return true;
+    atomic_store_explicit(&tc->active, 0, memory_order_release);
+    return false;
+}
+
+static inline void dp_tc_leave(struct dp_tcache *tc)
+{
+    atomic_signal_fence(memory_order_seq_cst);
+    atomic_store_explicit(&tc->active, 0, memory_order_release);
+}
+
+/* Fast path: an object from this thread's bin, or NULL. */
+static inline void *dp_tcache_get(struct dp_pool *p)
+{
+    struct dp_tcache *tc = dp_tc;
+    int idx = p->tcidx;
+    if (!tc || idx < 0 || !dp_tc_enter(tc))
+        return NULL;
+    struct dp_tbin *b = &tc->bins[idx];
+    void *o = b->head;
+    if (DP_LIKELY(o != NULL)) {
+        b->head = *(void **)((char *)o + p->linkoff);
+        DP_BUMP(&b->n, -1);
+        DP_BUMP(&b->ops, 1);
+    }
+    dp_tc_leave(tc);
+    return o;
+}
+
+DP_HIDDEN bool dp_tcache_put_slow(struct dp_pool *p, struct dp_tcache *tc,
+                                  void *obj);
+
+/* Fast path: obj into this thread's bin.  false: caller puts to the
+ * page (no cache, or a drainer is at work on it right now). */
+static inline bool dp_tcache_put(struct dp_pool *p, void *obj)
+{
+    struct dp_tcache *tc = dp_tc;
+    int idx = p->tcidx;
+    if (!tc || idx < 0 || !dp_tc_enter(tc))
+        return false;
+    struct dp_tbin *b = &tc->bins[idx];
+    uint32_t n = atomic_load_explicit(&b->n, DP_RLX);
+    if (DP_UNLIKELY(n >= p->tc_max))
+        return dp_tcache_put_slow(p, tc, obj); /* leaves the cache */
+    *(void **)((char *)obj + p->linkoff) = b->head;
+    b->head = obj;
+    b->pool = p;
+    atomic_store_explicit(&b->n, n + 1, DP_RLX);
+    DP_BUMP(&b->ops, 1);
+    dp_tc_leave(tc);
+    return true;
+}
+
+/* How many objects a slow-path get should take (1: no cache). */
+DP_HIDDEN uint32_t dp_tcache_want(struct dp_pool *p);
+/* Install a chain of n objects (chain..last) in this thread's bin;
+ * false: not taken. */
+DP_HIDDEN bool dp_tcache_fill(struct dp_pool *p, void *chain, void *last,
+                              uint32_t n);
+DP_HIDDEN void dp_tcache_pool_init(struct dp_pool *p);
+/* Empty the pool's bins in every thread not inside a get/put right now;
+ * wait: retry until all are empty (destroy).  Forget the bin index too
+ * when `release`.  May block (membarrier, cache lock). */
+DP_HIDDEN void dp_tcache_drain_pool(struct dp_pool *p, bool wait,
+                                    bool release);
+/* Reclaim pass: empty the caches of threads idle since the last pass. */
+DP_HIDDEN void dp_tcache_gc(void);
+/* Objects cached and cache gets, summed over threads (pool lock held). */
+DP_HIDDEN void dp_tcache_sum(struct dp_pool *p, uint64_t *cached,
+                             uint64_t *gets);
+DP_HIDDEN void dp_tcache_atfork_prepare(void);
+DP_HIDDEN void dp_tcache_atfork_parent(void);
+DP_HIDDEN void dp_tcache_atfork_child(void);
+
 /* ---- pool.c ----------------------------------------------------------- */
 DP_HIDDEN void dp_list_remove(struct dp_list *l, struct dp_page *pg);
+DP_HIDDEN void dp_page_put(struct dp_pool *p, void *obj);
+DP_HIDDEN void dp_page_put_chain(struct dp_pool *p, void *chain);
 DP_HIDDEN void dp_drain_pending_locked(struct dp_pool *p, uint64_t now);
 DP_HIDDEN size_t dp_collect_due_locked(struct dp_pool *p, uint64_t now,
                                        size_t budget, bool ignore_age,

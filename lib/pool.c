@@ -121,54 +121,77 @@ static void debug_mark_out(struct dp_pool *p, struct dp_page *pg, void *obj)
     }
 }
 
-static void *page_take_locked(struct dp_pool *p, struct dp_page *pg)
+/* Take up to `want` objects from one page onto the chain *head, with one
+ * atomic add for all of them.  Returns how many (fewer: page exhausted). */
+static uint32_t page_take_locked(struct dp_pool *p, struct dp_page *pg,
+                                 uint32_t want, void **head, void **tail)
 {
-    void *o = pg->lfree;
-    if (!o)
-        o = atomic_exchange_explicit(&pg->xfree, NULL, memory_order_acquire);
-    if (o) {
-        pg->lfree = *dp_link(p, o);
-    } else if (pg->bump < pg->cap) {
-        o = pg->slots + (size_t)pg->bump * p->slotsize;
-        pg->bump++;
-    } else {
-        return NULL;
+    uint32_t k = 0;
+    while (k < want) {
+        void *o = pg->lfree;
+        if (!o)
+            o = pg->lfree = atomic_exchange_explicit(&pg->xfree, NULL,
+                                                     memory_order_acquire);
+        if (o) {
+            pg->lfree = *dp_link(p, o);
+        } else if (pg->bump < pg->cap) {
+            o = pg->slots + (size_t)pg->bump * p->slotsize;
+            pg->bump++;
+        } else {
+            break;
+        }
+        if (p->debug)
+            debug_mark_out(p, pg, o);
+        if (!*head)
+            *tail = o;
+        *dp_link(p, o) = *head;
+        *head = o;
+        k++;
     }
     /* Only lock holders increment; putters decrement.  Relaxed is
-     * enough: the object reaches a putter only through the user's own
+     * enough: an object reaches a putter only through the user's own
      * synchronisation, which orders this increment before its put. */
-    atomic_fetch_add_explicit(&pg->state, 1, memory_order_relaxed);
-    if (p->debug)
-        debug_mark_out(p, pg, o);
-    return o;
+    if (k)
+        atomic_fetch_add_explicit(&pg->state, k, memory_order_relaxed);
+    return k;
 }
 
-/* Partial pages first, then empty pages (newest first), then pages that
- * puts have queued since.  NULL when the pool has no free object. */
-static void *alloc_locked(struct dp_pool *p)
+/* Up to `want` objects onto *head: partial pages first, then empty pages
+ * (newest first), then pages that puts have queued since.  Returns how
+ * many; 0 when the pool has no free object. */
+static uint32_t alloc_locked(struct dp_pool *p, uint32_t want, void **head,
+                             void **tail)
 {
     bool drained = false;
+    uint32_t got = 0;
     for (;;) {
         struct dp_page *pg = p->partial.head;
         if (pg) {
-            void *o = page_take_locked(p, pg);
-            if (o)
-                return o;
+            got += page_take_locked(p, pg, want - got, head, tail);
+            if (got == want)
+                return got;
             move_to_locked(p, pg, DP_L_FULL);
             continue;
         }
         if ((pg = p->empty.head) != NULL) {
+            /* No object is out and the page is off the pending queue, so
+             * no putter can touch it: forget its free lists and carve it
+             * afresh from the start.  This reads no object memory, where
+             * walking the old free lists would miss the cache once per
+             * object. */
+            pg->lfree = NULL;
+            atomic_store_explicit(&pg->xfree, NULL, memory_order_relaxed);
+            pg->bump = 0;
             move_to_locked(p, pg, DP_L_PARTIAL);
             continue;
         }
-        if (drained || !atomic_load_explicit(&p->pending,
-                                             memory_order_relaxed))
-            return NULL;
+        if (got || drained ||
+            !atomic_load_explicit(&p->pending, memory_order_relaxed))
+            return got;
         dp_drain_pending_locked(p, 0);
         drained = true;
     }
 }
-
 
 /* Account a dp_page_create() that returned NULL (pool lock held; the
  * caller had reserved one page in npages and inflight). */
@@ -315,6 +338,8 @@ size_t dp_pool_reclaim_pass(struct dp_pool *p)
  */
 static int wait_locked(struct dp_pool *p, uint64_t deadline, uint64_t retry)
 {
+    /* Objects idling in other threads' caches are room too. */
+    dp_tcache_drain_pool(p, false, false);
     atomic_fetch_add_explicit(&p->waiters, 1, memory_order_seq_cst);
     uint32_t seq = atomic_load_explicit(&p->wake_seq, memory_order_seq_cst);
     dp_drain_pending_locked(p, 0);
@@ -356,12 +381,16 @@ static void *pool_get(struct dp_pool *p, int flags, uint64_t deadline)
     }
     bool waited = false;
     int err = 0;
-    void *o;
+    void *o = NULL, *last = NULL;
     struct dp_page *due = NULL;
+    /* With a thread cache, take a batch: one for the caller, the rest
+     * for the cache, for one lock round trip. */
+    uint32_t want = dp_tcache_want(p);
+    uint32_t got = 0;
 
     pthread_mutex_lock(&p->lock);
     for (;;) {
-        if ((o = alloc_locked(p)) != NULL)
+        if ((got = alloc_locked(p, want, &o, &last)) != 0)
             break;
         uint64_t retry = 0;
         if (p->npages < p->max_pages) {
@@ -409,6 +438,11 @@ static void *pool_get(struct dp_pool *p, int flags, uint64_t deadline)
         errno = err;
         return NULL;
     }
+    if (got > 1) {
+        void *rest = *dp_link(p, o);
+        if (!dp_tcache_fill(p, rest, last, got - 1))
+            dp_page_put_chain(p, rest);
+    }
     if (flags & DP_ZERO)
         memset(o, 0, p->objsize);
     return o;
@@ -416,12 +450,22 @@ static void *pool_get(struct dp_pool *p, int flags, uint64_t deadline)
 
 void *dp_pool_get(dp_pool_t *p, int flags)
 {
+    if (DP_LIKELY(p && (flags == DP_NOWAIT || flags == DP_WAITOK))) {
+        void *o = dp_tcache_get(p);
+        if (DP_LIKELY(o != NULL))
+            return o;
+    }
     return pool_get(p, flags, 0);
 }
 
 void *dp_pool_get_timed(dp_pool_t *p, int flags,
                         const struct timespec *deadline)
 {
+    if (DP_LIKELY(p && (flags == DP_NOWAIT || flags == DP_WAITOK))) {
+        void *o = dp_tcache_get(p);
+        if (DP_LIKELY(o != NULL))
+            return o;
+    }
     uint64_t d = 0;
     if (deadline) {
         if (deadline->tv_sec < 0 || deadline->tv_nsec < 0 ||
@@ -470,53 +514,47 @@ static void debug_check_put(struct dp_pool *p, struct dp_page *pg, void *obj)
 }
 
 /*
- * The put path.  Lock-free, no system call (but the one documented
+ * Return a run of k objects of one page (first..last linked through their
+ * link words).  Lock-free, no system call (but the one documented
  * wake-up), no provider call, no sleep.  Memory ordering
  * (docs/design.md, "The put path"):
- *  1. Push obj on pg->xfree with a release CAS: the link write is visible
- *     to the lock holder that takes the stack with an acquire exchange.
- *  2. Decrement the page count with a release CAS that, in the same
+ *  1. Push the run on pg->xfree with a release CAS: the link writes are
+ *     visible to the lock holder that takes the stack with an acquire
+ *     exchange.
+ *  2. Subtract k from the page count with a release CAS that, in the same
  *     step, sets QUEUED if this put made the page empty or took it from
- *     full to not full and nobody has queued it yet.  Doing both in one
- *     RMW matters: after the count reaches 0 a page may be recycled, and
- *     only the QUEUED bit we own keeps it alive until it is drained.
+ *     full (count >= cap) to not full, and nobody has queued it yet.
+ *     Doing both in one RMW matters: after the count reaches 0 a page may
+ *     be recycled, and only the QUEUED bit we own keeps it alive until it
+ *     is drained.
  *  3. Only the putter that set QUEUED touches the page again: it links it
  *     on the pool's pending stack (seq_cst CAS), then loads `waiters`
  *     (seq_cst) and wakes sleeping getters if there are any.
  */
-void dp_pool_put(dp_pool_t *p, void *obj)
+static void page_put_run(struct dp_pool *p, struct dp_page *pg, void *first,
+                         void *last, uint32_t k)
 {
-    if (DP_UNLIKELY(!obj))
-        return;
-    if (DP_UNLIKELY(!p)) {
-        errno = EINVAL;
-        return;
-    }
-    dp_in_put++;
-    struct dp_page *pg = (struct dp_page *)((uintptr_t)obj & p->pagemask);
-    if (DP_UNLIKELY(p->debug))
-        debug_check_put(p, pg, obj);
-
     void *head = atomic_load_explicit(&pg->xfree, memory_order_relaxed);
     do {
-        *dp_link(p, obj) = head;
+        *dp_link(p, last) = head;
     } while (!atomic_compare_exchange_weak_explicit(
-        &pg->xfree, &head, obj, memory_order_release, memory_order_relaxed));
+        &pg->xfree, &head, first, memory_order_release, memory_order_relaxed));
 
     uint32_t s = atomic_load_explicit(&pg->state, memory_order_relaxed), ns;
     bool queue;
     do {
         uint32_t c = s & DP_PG_COUNT;
-        if (DP_UNLIKELY(c == 0)) {
+        if (DP_UNLIKELY(c < k)) {
             fprintf(stderr,
-                    "deferpool: pool '%s': put of %p to a page with no "
-                    "object out (double put or foreign pointer)\n",
-                    p->name, obj);
+                    "deferpool: pool '%s': put of %p to a page with fewer "
+                    "objects out (double put or foreign pointer)\n",
+                    p->name, first);
             abort();
         }
-        c--;
-        queue = !(s & DP_PG_QUEUED) && (c == 0 || c == pg->cap - 1);
-        ns = (s & DP_PG_QUEUED) | c | (queue ? DP_PG_QUEUED : 0);
+        uint32_t nc = c - k;
+        queue = !(s & DP_PG_QUEUED) &&
+                (nc == 0 || (c >= pg->cap && nc < pg->cap));
+        ns = (s & DP_PG_QUEUED) | nc | (queue ? DP_PG_QUEUED : 0);
     } while (!atomic_compare_exchange_weak_explicit(
         &pg->state, &s, ns, memory_order_release, memory_order_relaxed));
 
@@ -530,6 +568,49 @@ void dp_pool_put(dp_pool_t *p, void *obj)
             memory_order_relaxed));
         dp_wake_getters(p);
     }
+}
+
+/* Put one object straight to its page (no thread cache). */
+void dp_page_put(struct dp_pool *p, void *obj)
+{
+    struct dp_page *pg = (struct dp_page *)((uintptr_t)obj & p->pagemask);
+    if (DP_UNLIKELY(p->debug))
+        debug_check_put(p, pg, obj);
+    page_put_run(p, pg, obj, obj, 1);
+}
+
+/* Put a NULL-terminated chain of objects (a flushed cache) to their
+ * pages, one CAS pair per run of objects from the same page. */
+void dp_page_put_chain(struct dp_pool *p, void *chain)
+{
+    while (chain) {
+        struct dp_page *pg =
+            (struct dp_page *)((uintptr_t)chain & p->pagemask);
+        void *first = chain, *last = chain;
+        uint32_t k = 1;
+        chain = *dp_link(p, chain);
+        while (chain &&
+               (struct dp_page *)((uintptr_t)chain & p->pagemask) == pg) {
+            last = chain;
+            k++;
+            chain = *dp_link(p, chain);
+        }
+        page_put_run(p, pg, first, last, k);
+    }
+}
+
+void dp_pool_put(dp_pool_t *p, void *obj)
+{
+    if (DP_UNLIKELY(!obj))
+        return;
+    if (DP_UNLIKELY(!p)) {
+        errno = EINVAL;
+        return;
+    }
+    if (DP_LIKELY(dp_tcache_put(p, obj)))
+        return;
+    dp_in_put++;
+    dp_page_put(p, obj);
     dp_in_put--;
 }
 
@@ -561,7 +642,8 @@ dp_pool_t *dp_pool_create(const char *name, size_t objsize,
     size_t align = attr->align ? attr->align : (objsize < 16 ? 8 : 16);
     if (objsize == 0 || objsize > DP_PAGESIZE_MAX || !is_pow2(align) ||
         align > DP_PAGESIZE_MAX / 2 ||
-        (attr->flags & ~(unsigned)(DP_POOL_DEBUG | DP_POOL_NOTHREAD)) ||
+        (attr->flags &
+         ~(unsigned)(DP_POOL_DEBUG | DP_POOL_NOTHREAD | DP_POOL_NOCACHE)) ||
         (attr->pagesize &&
          (!is_pow2(attr->pagesize) || attr->pagesize < 4096 ||
           attr->pagesize > DP_PAGESIZE_MAX)) ||
@@ -635,6 +717,7 @@ dp_pool_t *dp_pool_create(const char *name, size_t objsize,
     p->age_ns = attr->reclaim_age_ns ? attr->reclaim_age_ns
                                      : opt->reclaim_age_ns;
     pthread_mutex_init(&p->lock, NULL);
+    dp_tcache_pool_init(p);
     dp_registry_add(p);
     if (!(attr->flags & DP_POOL_NOTHREAD) && opt->background_thread)
         dp_reclaim_autostart();
@@ -648,6 +731,7 @@ void dp_pool_destroy(dp_pool_t *p)
         return;
     }
     dp_registry_remove(p); /* waits for a reclaim pass using it */
+    dp_tcache_drain_pool(p, true, true); /* every thread's bin, and its index */
     struct dp_page *all = NULL;
     pthread_mutex_lock(&p->lock);
     dp_drain_pending_locked(p, 0);
@@ -664,6 +748,7 @@ void dp_pool_destroy(dp_pool_t *p)
                 p->name, (unsigned long long)out);
         if (p->debug)
             abort();
+        dp_tcache_pool_init(p);
         dp_registry_add(p);
         errno = EBUSY;
         return;
@@ -688,6 +773,7 @@ size_t dp_pool_reclaim(dp_pool_t *p)
         return 0;
     }
     struct dp_page *due = NULL;
+    dp_tcache_drain_pool(p, false, false); /* cached objects pin pages */
     pthread_mutex_lock(&p->lock);
     dp_drain_pending_locked(p, 0);
     dp_collect_due_locked(p, 0, SIZE_MAX, true, &due);

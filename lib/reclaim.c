@@ -86,6 +86,7 @@ void dp_wake_all_waiters(void)
 static size_t step_all(size_t *filled)
 {
     size_t returned = 0;
+    dp_tcache_gc(); /* caches idle since the last pass pin no pages */
     pthread_mutex_lock(&dp_registry.lock);
     struct dp_pool *p = dp_registry.head;
     while (p) {
@@ -286,10 +287,12 @@ static void atfork_prepare(void)
     pthread_mutex_lock(&dp_registry.lock);
     for (struct dp_pool *p = dp_registry.head; p; p = p->reg_next)
         pthread_mutex_lock(&p->lock);
+    dp_tcache_atfork_prepare();
 }
 
 static void atfork_parent(void)
 {
+    dp_tcache_atfork_parent();
     for (struct dp_pool *p = dp_registry.head; p; p = p->reg_next)
         pthread_mutex_unlock(&p->lock);
     pthread_mutex_unlock(&dp_registry.lock);
@@ -299,6 +302,7 @@ static void atfork_parent(void)
 
 static void atfork_child(void)
 {
+    dp_tcache_atfork_child();
     for (struct dp_pool *p = dp_registry.head; p; p = p->reg_next) {
         p->npages -= p->inflight + p->freeing;
         p->st_pages_freed += p->freeing; /* gone, as far as the child knows */

@@ -46,7 +46,11 @@ int dp_pool_stats(dp_pool_t *p, dp_pool_stats_t *out)
     for (struct dp_page *pg = p->full.head; pg; pg = pg->next)
         inuse += count_of(pg);
     size_t live = p->partial.n + p->full.n + p->empty.n;
+    uint64_t cached, cgets;
+    dp_tcache_sum(p, &cached, &cgets);
+    inuse = inuse > cached ? inuse - cached : 0;
     out->objs_inuse = inuse;
+    out->objs_cached = cached;
     out->objs_free = (uint64_t)live * p->cap > inuse
                          ? (uint64_t)live * p->cap - inuse
                          : 0;
@@ -58,8 +62,8 @@ int dp_pool_stats(dp_pool_t *p, dp_pool_stats_t *out)
     out->pages_alloc = p->st_pages_alloc;
     out->pages_freed = p->st_pages_freed;
     out->provider_alloc_failures = p->st_alloc_fail;
-    out->gets = p->st_gets;
-    out->puts = p->st_gets - inuse;
+    out->gets = p->st_gets + cgets;
+    out->puts = out->gets - inuse;
     out->gets_waited = p->st_gets_waited;
     out->gets_failed = p->st_gets_failed;
     out->waiting = atomic_load(&p->waiters);
@@ -177,8 +181,11 @@ int dp_pool_check(dp_pool_t *p)
           (unsigned long long)p->st_pages_freed);
     CHECK(p->npages <= p->max_pages, "npages %zu above the limit",
           p->npages);
-    CHECK(inuse <= p->st_gets, "%llu objects out but only %llu gets",
-          (unsigned long long)inuse, (unsigned long long)p->st_gets);
+    uint64_t cached, cgets;
+    dp_tcache_sum(p, &cached, &cgets);
+    CHECK(inuse <= p->st_gets + cgets + cached,
+          "%llu objects out but only %llu gets", (unsigned long long)inuse,
+          (unsigned long long)(p->st_gets + cgets));
     pthread_mutex_unlock(&p->lock);
     if (bad) {
         errno = EIO;

@@ -1,0 +1,392 @@
+/*
+ * cache.c -- the per-thread cache layer: one bin of free objects per pool
+ * per thread, in front of the page lists.  A same-thread get or put
+ * touches only the thread's own cache lines, with no atomic RMW and no
+ * fence.  Drainers (reclaim GC, explicit reclaim, destroy, a getter about
+ * to sleep) take a bin from a thread that is not inside a get/put, using
+ * an asymmetric handshake built on membarrier(2).  docs/design.md,
+ * "Thread caches".
+ */
+#include "dp_internal.h"
+
+#include <linux/membarrier.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+
+/* The calling thread's cache; NULL until its first get of a cached pool.
+ * initial-exec TLS: one %fs-relative load, no __tls_get_addr. */
+DP_HIDDEN DP_TLS struct dp_tcache *dp_tc;
+
+static struct {
+    pthread_mutex_t lock;  /* the list, seen_ops, bin indices, and every
+                              drain (drainers are serialised by it)    */
+    struct dp_tcache *head;
+    uint64_t used[DP_TC_BINS / 64]; /* bin indices given to pools      */
+    pthread_key_t key;     /* destructor flushes a thread's cache     */
+    int state;             /* 0 untried, 1 usable, -1 no membarrier   */
+} dp_tcg = {PTHREAD_MUTEX_INITIALIZER, NULL, {0}, 0, 0};
+
+static pthread_once_t dp_tcg_once = PTHREAD_ONCE_INIT;
+
+static void tc_thread_exit(void *v);
+
+static int membarrier(int cmd)
+{
+    return (int)syscall(SYS_membarrier, cmd, 0, 0);
+}
+
+static void tcg_init(void)
+{
+    /* Caches exist only where drainers can take them back: without
+     * membarrier, every put and get goes to the pages. */
+    if (membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) != 0 ||
+        pthread_key_create(&dp_tcg.key, tc_thread_exit) != 0) {
+        dp_tcg.state = -1;
+        return;
+    }
+    dp_tcg.state = 1;
+}
+
+/* A full barrier on every CPU running one of our threads.  -1: could not
+ * (then no cache may be claimed). */
+static int heavy_barrier(void)
+{
+    if (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0)
+        return 0;
+    /* A forked child may need to register again. */
+    if (membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0 &&
+        membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0)
+        return 0;
+    return -1;
+}
+
+void dp_tcache_pool_init(struct dp_pool *p)
+{
+    p->tcidx = -1;
+    pthread_once(&dp_tcg_once, tcg_init);
+    if (dp_tcg.state != 1 || p->debug || (p->flags & DP_POOL_NOCACHE))
+        return;
+    /* Hold up to 32 KiB of objects, between 8 and 256 of them. */
+    size_t max = (32u << 10) / p->slotsize;
+    max = max < 8 ? 8 : max > 256 ? 256 : max;
+    p->tc_max = (uint32_t)max;
+    p->tc_batch = (uint32_t)max / 2;
+    pthread_mutex_lock(&dp_tcg.lock);
+    for (int i = 0; i < DP_TC_BINS; i++) {
+        if (!(dp_tcg.used[i / 64] & (1ull << (i % 64)))) {
+            dp_tcg.used[i / 64] |= 1ull << (i % 64);
+            p->tcidx = i;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&dp_tcg.lock);
+}
+
+static struct dp_tcache *tc_create(void)
+{
+    struct dp_tcache *tc =
+        mmap(NULL, sizeof(*tc), PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (tc == MAP_FAILED)
+        return NULL;
+    if (pthread_setspecific(dp_tcg.key, tc) != 0) {
+        munmap(tc, sizeof(*tc));
+        return NULL;
+    }
+    pthread_mutex_lock(&dp_tcg.lock);
+    tc->next = dp_tcg.head;
+    if (dp_tcg.head)
+        dp_tcg.head->prev = tc;
+    dp_tcg.head = tc;
+    pthread_mutex_unlock(&dp_tcg.lock);
+    dp_tc = tc;
+    return tc;
+}
+
+uint32_t dp_tcache_want(struct dp_pool *p)
+{
+    if (p->tcidx < 0)
+        return 1;
+    if (!dp_tc && !tc_create())
+        return 1;
+    return p->tc_batch + 1;
+}
+
+static void bin_set_n(struct dp_tbin *b, uint32_t n)
+{
+    atomic_store_explicit(&b->n, n, memory_order_relaxed);
+}
+
+static uint32_t bin_n(struct dp_tbin *b)
+{
+    return atomic_load_explicit(&b->n, memory_order_relaxed);
+}
+
+bool dp_tcache_fill(struct dp_pool *p, void *chain, void *last, uint32_t n)
+{
+    struct dp_tcache *tc = dp_tc;
+    if (!tc || p->tcidx < 0 || !dp_tc_enter(tc))
+        return false;
+    struct dp_tbin *b = &tc->bins[p->tcidx];
+    bool ok = bin_n(b) + n <= p->tc_max;
+    if (ok) {
+        *dp_link(p, last) = b->head;
+        b->head = chain;
+        b->pool = p;
+        bin_set_n(b, bin_n(b) + n);
+        DP_BUMP(&b->net, (int64_t)n);
+    }
+    dp_tc_leave(tc);
+    return ok;
+}
+
+/* The bin is full: keep the newest half (warm), return the older half to
+ * the pages, then push obj.  Called inside dp_tc_enter; leaves. */
+bool dp_tcache_put_slow(struct dp_pool *p, struct dp_tcache *tc, void *obj)
+{
+    struct dp_tbin *b = &tc->bins[p->tcidx];
+    void *cut = b->head;
+    for (uint32_t i = 1; i < p->tc_batch; i++)
+        cut = *dp_link(p, cut);
+    void *flush = *dp_link(p, cut);
+    *dp_link(p, cut) = NULL;
+    uint32_t out = bin_n(b) - p->tc_batch;
+    *dp_link(p, obj) = b->head;
+    b->head = obj;
+    b->pool = p;
+    bin_set_n(b, p->tc_batch + 1);
+    DP_BUMP(&b->ops, 1);
+    DP_BUMP(&b->net, -(int64_t)out);
+    dp_tc_leave(tc);
+    dp_in_put++;
+    dp_page_put_chain(p, flush);
+    dp_in_put--;
+    return true;
+}
+
+static uint64_t bin_gets(struct dp_tbin *b)
+{
+    uint64_t ops = atomic_load_explicit(&b->ops, DP_RLX);
+    int64_t net = atomic_load_explicit(&b->net, DP_RLX);
+    return (uint64_t)((int64_t)ops + net - (int64_t)bin_n(b)) / 2;
+}
+
+/* Flush one bin (its owner or a drainer holding the claim).  forget:
+ * also fold its get count into the pool and unbind it (thread exit,
+ * pool destroy). */
+static void bin_flush(struct dp_tbin *b, bool forget)
+{
+    struct dp_pool *p = b->pool;
+    if (!p)
+        return;
+    void *chain = b->head;
+    uint32_t n = bin_n(b);
+    b->head = NULL;
+    bin_set_n(b, 0);
+    DP_BUMP(&b->net, -(int64_t)n);
+    if (forget) {
+        atomic_fetch_add(&p->tc_gets_folded, bin_gets(b));
+        atomic_store_explicit(&b->ops, 0, DP_RLX);
+        atomic_store_explicit(&b->net, 0, DP_RLX);
+        b->pool = NULL;
+    }
+    if (chain)
+        dp_page_put_chain(p, chain);
+}
+
+/*
+ * Claim each cache in `want` (a NULL-terminated array filtered by the
+ * caller) that is not inside a get/put, and flush bin `idx` (or all bins
+ * when idx < 0).  dp_tcg.lock held.  Returns how many were busy.
+ */
+static size_t claim_and_flush_locked(struct dp_tcache **want, size_t n,
+                                     int idx, bool forget)
+{
+    if (n == 0)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        atomic_store_explicit(&want[i]->drain, DP_TC_REQ,
+                              memory_order_relaxed);
+    bool can = heavy_barrier() == 0;
+    size_t busy = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct dp_tcache *tc = want[i];
+        if (!can || atomic_load_explicit(&tc->active, memory_order_acquire)) {
+            atomic_store_explicit(&tc->drain, 0, memory_order_release);
+            busy++;
+            continue;
+        }
+        atomic_store_explicit(&tc->drain, DP_TC_CLAIMED, memory_order_relaxed);
+        if (idx >= 0) {
+            bin_flush(&tc->bins[idx], forget);
+        } else {
+            for (int j = 0; j < DP_TC_BINS; j++)
+                bin_flush(&tc->bins[j], forget);
+        }
+        atomic_store_explicit(&tc->drain, 0, memory_order_release);
+    }
+    return busy;
+}
+
+#define DP_TC_BATCH 64
+
+void dp_tcache_drain_pool(struct dp_pool *p, bool wait, bool release)
+{
+    if (p->tcidx < 0)
+        return;
+    int idx = p->tcidx;
+    pthread_mutex_lock(&dp_tcg.lock);
+    for (;;) {
+        size_t busy = 0;
+        struct dp_tcache *batch[DP_TC_BATCH];
+        size_t n = 0;
+        for (struct dp_tcache *tc = dp_tcg.head; tc; tc = tc->next) {
+            /* Destroy must clear the pool pointer in every bin, so it
+             * visits every cache; others only those holding objects. */
+            if (!release && bin_n(&tc->bins[idx]) == 0)
+                continue;
+            batch[n++] = tc;
+            if (n == DP_TC_BATCH) {
+                busy += claim_and_flush_locked(batch, n, idx, release);
+                n = 0;
+            }
+        }
+        busy += claim_and_flush_locked(batch, n, idx, release);
+        if (!busy || !wait)
+            break;
+        pthread_mutex_unlock(&dp_tcg.lock);
+        sched_yield();
+        pthread_mutex_lock(&dp_tcg.lock);
+    }
+    if (release) {
+        dp_tcg.used[idx / 64] &= ~(1ull << (idx % 64));
+        p->tcidx = -1;
+    }
+    pthread_mutex_unlock(&dp_tcg.lock);
+}
+
+void dp_tcache_gc(void)
+{
+    pthread_mutex_lock(&dp_tcg.lock);
+    struct dp_tcache *batch[DP_TC_BATCH];
+    size_t n = 0;
+    for (struct dp_tcache *tc = dp_tcg.head; tc; tc = tc->next) {
+        uint64_t ops = 0;
+        bool any = false;
+        for (int j = 0; j < DP_TC_BINS; j++) {
+            ops += atomic_load_explicit(&tc->bins[j].ops, DP_RLX);
+            any |= bin_n(&tc->bins[j]) != 0;
+        }
+        if (ops != tc->seen_ops) {
+            tc->seen_ops = ops; /* busy since the last pass: leave it */
+            continue;
+        }
+        if (!any)
+            continue;
+        batch[n++] = tc;
+        if (n == DP_TC_BATCH) {
+            claim_and_flush_locked(batch, n, -1, false);
+            n = 0;
+        }
+    }
+    claim_and_flush_locked(batch, n, -1, false);
+    pthread_mutex_unlock(&dp_tcg.lock);
+}
+
+void dp_tcache_sum(struct dp_pool *p, uint64_t *cached, uint64_t *gets)
+{
+    *cached = 0;
+    *gets = atomic_load(&p->tc_gets_folded);
+    if (p->tcidx < 0)
+        return;
+    pthread_mutex_lock(&dp_tcg.lock);
+    for (struct dp_tcache *tc = dp_tcg.head; tc; tc = tc->next) {
+        struct dp_tbin *b = &tc->bins[p->tcidx];
+        *cached += bin_n(b);
+        *gets += bin_gets(b);
+    }
+    pthread_mutex_unlock(&dp_tcg.lock);
+}
+
+static void tc_unlink_locked(struct dp_tcache *tc)
+{
+    if (tc->prev)
+        tc->prev->next = tc->next;
+    else
+        dp_tcg.head = tc->next;
+    if (tc->next)
+        tc->next->prev = tc->prev;
+}
+
+/* Thread exit: give everything back.  Holding dp_tcg.lock means no
+ * drainer is working on this cache, and a concurrent destroy cannot miss
+ * these objects. */
+static void tc_thread_exit(void *v)
+{
+    struct dp_tcache *tc = v;
+    pthread_mutex_lock(&dp_tcg.lock);
+    tc_unlink_locked(tc);
+    dp_tc = NULL;
+    for (int j = 0; j < DP_TC_BINS; j++)
+        bin_flush(&tc->bins[j], true);
+    pthread_mutex_unlock(&dp_tcg.lock);
+    munmap(tc, sizeof(*tc));
+}
+
+void dp_thread_cache_flush(void)
+{
+    struct dp_tcache *tc = dp_tc;
+    if (!tc || !dp_tc_enter(tc))
+        return;
+    /* Detach under the handshake, return to pages after it. */
+    struct {
+        struct dp_pool *p;
+        void *chain;
+    } out[DP_TC_BINS];
+    int k = 0;
+    for (int j = 0; j < DP_TC_BINS; j++) {
+        struct dp_tbin *b = &tc->bins[j];
+        if (b->pool && b->head) {
+            out[k].p = b->pool;
+            out[k].chain = b->head;
+            k++;
+            DP_BUMP(&b->net, -(int64_t)bin_n(b));
+            b->head = NULL;
+            bin_set_n(b, 0);
+        }
+    }
+    dp_tc_leave(tc);
+    dp_in_put++;
+    for (int i = 0; i < k; i++)
+        dp_page_put_chain(out[i].p, out[i].chain);
+    dp_in_put--;
+}
+
+/* ---- fork ------------------------------------------------------------------ */
+
+void dp_tcache_atfork_prepare(void) { pthread_mutex_lock(&dp_tcg.lock); }
+
+void dp_tcache_atfork_parent(void) { pthread_mutex_unlock(&dp_tcg.lock); }
+
+/* In the child only the forking thread exists: the other threads' caches
+ * have no owner, so flush them without a handshake and drop them. */
+void dp_tcache_atfork_child(void)
+{
+    struct dp_tcache *tc = dp_tcg.head;
+    while (tc) {
+        struct dp_tcache *next = tc->next;
+        if (tc != dp_tc) {
+            tc_unlink_locked(tc);
+            for (int j = 0; j < DP_TC_BINS; j++)
+                bin_flush(&tc->bins[j], true);
+            munmap(tc, sizeof(*tc));
+        } else {
+            atomic_store(&tc->drain, 0);
+            atomic_store(&tc->active, 0);
+        }
+        tc = next;
+    }
+    pthread_mutex_unlock(&dp_tcg.lock);
+}
