@@ -1,0 +1,261 @@
+#!/usr/bin/env bash
+# test.sh [plain|asan|tsan|all] -- set up, build and run the test suite.
+#
+#   plain  optimised debug build, then the installed-library consumer check
+#   asan   AddressSanitizer + UndefinedBehaviorSanitizer
+#   tsan   ThreadSanitizer
+#   all    plain, asan and tsan in that order (what CI runs)
+#
+# Each mode builds in build/test-<mode> (reconfigured when it exists, wiped
+# when its compiler or options changed) and ends with one line
+# "<mode>: N passed, N failed", counted from Criterion's "Synthesis:" lines;
+# a test executable that dies or times out without one counts as 1 failed.
+# "all" ends with "total: N passed, N failed".  The exit status is non-zero
+# when anything failed.
+#
+# Tests divide their iteration counts by DP_TEST_SCALE, exported here:
+# plain 1, asan 4, tsan 10.
+set -uo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root" || exit 1
+
+usage() {
+    echo "usage: $0 [plain|asan|tsan|all]" >&2
+    exit 2
+}
+
+mode=${1:-plain}
+case "$mode" in
+    plain|asan|tsan|all) ;;
+    *) usage ;;
+esac
+[ $# -le 1 ] || usage
+
+./scripts/setup-deps.sh test || exit 1
+
+total_pass=0
+total_fail=0
+status=0
+
+# Print "<label>: P passed, F failed" and add to the totals.
+report() {
+    echo "$1: $2 passed, $3 failed"
+    total_pass=$((total_pass + $2))
+    total_fail=$((total_fail + $3))
+    [ "$3" -eq 0 ] || status=1
+}
+
+# Count results in a meson testlog.txt: prints "passed failed".  One section
+# per test executable, opened by a "==== i/N ====" rule.  Criterion's
+# "Failing" already includes "Crashing" (a crashed test is a failed test),
+# so failed = Tested - Passing, never less than Failing.
+count_results() {
+    sed 's/\x1b\[[0-9;]*m//g' "$1" | awk '
+        function flush() {
+            if (!intest) return
+            if (syn) {
+                pass += sp; fail += sf
+                # All tests passed, yet the executable failed (a sanitizer
+                # report at exit, say): count the executable as failed.
+                if (res != "exit status 0" && sf == 0) fail++
+            } else if (res == "exit status 0") {
+                pass++                  # a test that is not Criterion
+            } else if (res != "exit status 77") {
+                fail++                  # died, timed out, never reported
+            }
+            intest = 0
+        }
+        /^=+ [0-9]+\/[0-9]+ =+$/ { flush(); intest = 1; syn = 0; res = ""; body = 0; next }
+        /^Summary of Failures:$/ || /^Ok: +[0-9]+ *$/ { flush(); next }
+        intest && !body && /^result:/ { sub(/^result: */, ""); sub(/ *$/, ""); res = $0; next }
+        intest && /^-+ (stdout|stderr|output) -+$/ { body = 1; next }
+        intest && /Synthesis: Tested:/ {
+            t = p = f = 0
+            for (i = 1; i <= NF; i++) {
+                if ($i == "Tested:")  t = $(i + 1) + 0
+                if ($i == "Passing:") p = $(i + 1) + 0
+                if ($i == "Failing:") f = $(i + 1) + 0
+            }
+            syn = 1; sp = p; sf = (t - p > f) ? t - p : f
+            next
+        }
+        END { flush(); printf "%d %d\n", pass, fail }'
+}
+
+# --- ThreadSanitizer and Criterion ----------------------------------------
+# Criterion's sandbox (BoxFort, built into libcriterion) puts its inheritable
+# arena at 0x200000000000 + ((rand_r() & 0x3fffff) << 24), probing ten
+# random addresses with mincore().  Under TSan almost all of that range is
+# TSan's own reserved memory, so it gives up with "Could not initialize
+# inheritable arena" (Snaipe/Criterion#274).  This shim, preloaded into TSan
+# test runs only, steers rand_r() calls made *from libcriterion* into
+# 0x566000000000-0x567fffffffff: inside TSan's application range
+# (0x550000000000-0x568000000000) and above where PIE executables load.
+# Every other caller gets the real rand_r().
+tsan_shim_src='
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <string.h>
+int rand_r(unsigned *seed)
+{
+    static int (*next)(unsigned *);
+    Dl_info di;
+    int r;
+    if (next == NULL)
+        next = (int (*)(unsigned *))dlsym(RTLD_NEXT, "rand_r");
+    r = next(seed);
+    if (dladdr(__builtin_return_address(0), &di) && di.dli_fname != NULL &&
+        strstr(di.dli_fname, "libcriterion") != NULL)
+        r = 0x366000 + (r & 0x1fff);
+    return r;
+}'
+
+tsan_probe_src='
+#include <criterion/criterion.h>
+#include <pthread.h>
+static void *run(void *arg) { return arg; }
+Test(probe, thread)
+{
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, run, NULL), 0);
+    pthread_join(t, NULL);
+}'
+
+# Choose the TSan compiler: gcc unless its TSan cannot run a Criterion test
+# here, then clang; setarch -R (no ASLR) as a last resort for kernels whose
+# mmap randomisation is wider than the sanitizer runtime expects.  Sets
+# tsan_cc, tsan_wrapper and tsan_shim.
+pick_tsan() {
+    local dir=build/tsan-probe cc wrap crflags
+    mkdir -p "$dir"
+    tsan_shim=$root/$dir/criterion-tsan-shim.so
+    tsan_cc=gcc
+    tsan_wrapper=
+    if ! printf '%s\n' "$tsan_shim_src" |
+            cc -shared -fPIC -O2 -x c - -o "$tsan_shim" -ldl; then
+        echo "tsan: cannot build the Criterion shim; running without it" >&2
+        tsan_shim=
+    fi
+    printf '%s\n' "$tsan_probe_src" >"$dir/probe.c"
+    crflags=$(pkg-config --cflags --libs criterion) || return 0
+    for wrap in "" "setarch $(uname -m) -R"; do
+        for cc in gcc clang; do
+            command -v "$cc" >/dev/null 2>&1 || continue
+            # shellcheck disable=SC2086 # crflags and wrap are word lists
+            if "$cc" -fsanitize=thread -g "$dir/probe.c" \
+                    -o "$dir/probe-$cc" $crflags -pthread \
+                    2>/dev/null &&
+               LD_PRELOAD=$tsan_shim $wrap "$dir/probe-$cc" \
+                    --jobs 1 >/dev/null 2>&1; then
+                tsan_cc=$cc
+                tsan_wrapper=$wrap
+                [ "$cc" = gcc ] || echo "tsan: gcc's TSan cannot run Criterion here; using $cc"
+                [ -z "$wrap" ] || echo "tsan: running tests under '$wrap'"
+                return 0
+            fi
+        done
+    done
+    echo "tsan: no compiler's TSan could run a Criterion test here; trying gcc anyway" >&2
+}
+
+# meson setup, reusing build/test-<mode> when its compiler and options are
+# unchanged (fast incremental rebuilds), wiping it when they changed.
+configure() {
+    local dir=$1 cc=$2
+    shift 2
+    local stamp="cc=$cc $*"
+    if [ -f "$dir/meson-private/coredata.dat" ]; then
+        if [ "$(cat "$dir/.dp-test-config" 2>/dev/null)" = "$stamp" ]; then
+            CC=$cc meson setup --reconfigure "$dir" "$@" >/dev/null ||
+                CC=$cc meson setup --wipe "$dir" "$@" || return 1
+        else
+            CC=$cc meson setup --wipe "$dir" "$@" || return 1
+        fi
+    else
+        rm -rf "$dir"
+        CC=$cc meson setup "$dir" "$@" || return 1
+    fi
+    printf '%s\n' "$stamp" >"$dir/.dp-test-config"
+}
+
+run_mode() {
+    local m=$1 dir=build/test-$1 cc=${CC:-gcc} scale rc counts
+    local -a opts=(-Dtests=enabled -Dbenchmarks=disabled -Db_sanitize=none)
+    local -a wrapper=()
+    local -a envs=()
+
+    echo "=== $m: build/test-$m"
+    case "$m" in
+        plain)
+            scale=1
+            ;;
+        asan)
+            scale=4
+            opts=(-Dtests=enabled -Dbenchmarks=disabled
+                  "-Db_sanitize=address,undefined" -Db_lundef=false)
+            envs=("ASAN_OPTIONS=halt_on_error=1:abort_on_error=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+                  "UBSAN_OPTIONS=halt_on_error=1:abort_on_error=1:print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}")
+            ;;
+        tsan)
+            scale=10
+            opts=(-Dtests=enabled -Dbenchmarks=disabled
+                  -Db_sanitize=thread -Db_lundef=false)
+            pick_tsan
+            cc=$tsan_cc
+            [ -z "$tsan_wrapper" ] || wrapper=(--wrapper "$tsan_wrapper")
+            envs=("TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1${TSAN_OPTIONS:+:$TSAN_OPTIONS}")
+            [ -z "$tsan_shim" ] || envs+=("LD_PRELOAD=$tsan_shim")
+            ;;
+    esac
+
+    if ! configure "$dir" "$cc" "${opts[@]}"; then
+        echo "$m: meson setup failed" >&2
+        report "$m" 0 1
+        return
+    fi
+    if ! ninja -C "$dir"; then
+        echo "$m: build failed" >&2
+        report "$m" 0 1
+        return
+    fi
+
+    rm -f "$dir/meson-logs/testlog.txt"
+    env DP_TEST_SCALE="$scale" "${envs[@]}" \
+        meson test -C "$dir" -v --print-errorlogs --num-processes 1 \
+        "${wrapper[@]}"
+    rc=$?
+    [ "$rc" -eq 0 ] || status=1
+
+    if [ "$m" = plain ]; then
+        if tests/consumer/check.sh "$dir"; then
+            report consumer 1 0
+        else
+            report consumer 0 1
+        fi
+    fi
+
+    if [ -f "$dir/meson-logs/testlog.txt" ]; then
+        counts=$(count_results "$dir/meson-logs/testlog.txt")
+    elif [ "$rc" -eq 0 ]; then
+        counts="0 0"        # no tests defined yet
+    else
+        counts="0 1"        # meson test did not get as far as a log
+    fi
+    # meson test failed but the log shows no failure: do not print a clean
+    # line for a failed run.
+    if [ "$rc" -ne 0 ] && [ "${counts#* }" = 0 ]; then
+        counts="${counts% *} 1"
+    fi
+    report "$m" "${counts% *}" "${counts#* }"
+}
+
+if [ "$mode" = all ]; then
+    for m in plain asan tsan; do
+        run_mode "$m"
+    done
+    echo "total: $total_pass passed, $total_fail failed"
+else
+    run_mode "$mode"
+fi
+exit "$status"

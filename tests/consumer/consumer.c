@@ -1,0 +1,16 @@
+/* The smallest program against the installed library: tests/consumer/check.sh. */
+#include <deferpool.h>
+#include <stdio.h>
+
+int main(void)
+{
+    dp_pool_t *pool = dp_pool_create("consumer", 64, NULL);
+    void *obj = pool ? dp_pool_get(pool, DP_WAITOK) : NULL;
+    dp_pool_stats_t st;
+    int ok = obj != NULL && dp_pool_stats(pool, &st) == 0 && st.objs_inuse == 1;
+    dp_pool_put(pool, obj);
+    ok = ok && dp_pool_stats(pool, &st) == 0 && st.objs_inuse == 0 && st.puts == 1;
+    dp_pool_destroy(pool);
+    puts(ok ? "ok" : "FAIL");
+    return !ok;
+}
