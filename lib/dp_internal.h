@@ -107,6 +107,9 @@ struct dp_pool {
     void *clock_arg;
     unsigned flags;
     bool debug;
+    bool pagemap;         /* pages registered in the page map (debug
+                             pools, and pools created with
+                             DP_IPOOL_PAGEMAP)                         */
     int tcidx;            /* thread-cache bin index; -1: not cached     */
     uint32_t tc_max;      /* objects a bin may hold                      */
     uint32_t tc_batch;    /* objects a refill takes / a flush returns    */
@@ -350,10 +353,20 @@ DP_HIDDEN void dp_wake_getters(struct dp_pool *p);
 DP_HIDDEN size_t dp_pool_refill(struct dp_pool *p);
 DP_HIDDEN size_t dp_pool_reclaim_pass(struct dp_pool *p);
 
+/* Internal creation flags, for layers built on pools (the malloc). */
+#define DP_IPOOL_PAGEMAP 0x1 /* register pages in the page map */
+DP_HIDDEN dp_pool_t *dp_pool_create_ex(const char *name, size_t objsize,
+                                       const dp_pool_attr_t *attr,
+                                       unsigned iflags);
+
 /* ---- reclaim.c -------------------------------------------------------- */
 DP_HIDDEN void dp_registry_add(struct dp_pool *p);
 DP_HIDDEN void dp_registry_remove(struct dp_pool *p);
 DP_HIDDEN void dp_reclaim_autostart(void);
 DP_HIDDEN void dp_wake_all_waiters(void);
+/* A layer above the pools (the malloc's deferred large blocks) hooks
+ * into every reclaim pass: fn runs with no lock held and returns the
+ * number of pages it gave back.  One hook; NULL removes it. */
+DP_HIDDEN void dp_reclaim_set_hook(size_t (*fn)(void));
 
 #endif /* DP_INTERNAL_H */

@@ -70,7 +70,7 @@ static void page_init(struct dp_pool *p, struct dp_page *pg)
 
 static void page_free_raw(struct dp_pool *p, struct dp_page *pg)
 {
-    if (p->debug)
+    if (p->pagemap)
         dp_pagemap_set(pg, p->pagesize, NULL);
     pg->magic = 0;
     prov_free(p, pg);
@@ -90,7 +90,7 @@ struct dp_page *dp_page_create(struct dp_pool *p, int flags,
         abort();
     }
     page_init(p, pg);
-    if (p->debug && dp_pagemap_set(pg, p->pagesize, pg) != 0)
+    if (p->pagemap && dp_pagemap_set(pg, p->pagesize, pg) != 0)
         goto fail;
     if (p->ctor) {
         /* Bonwick: construct every object now, once; they stay

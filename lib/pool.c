@@ -632,6 +632,12 @@ void dp_pool_attr_init(dp_pool_attr_t *a)
 dp_pool_t *dp_pool_create(const char *name, size_t objsize,
                           const dp_pool_attr_t *attr)
 {
+    return dp_pool_create_ex(name, objsize, attr, 0);
+}
+
+dp_pool_t *dp_pool_create_ex(const char *name, size_t objsize,
+                             const dp_pool_attr_t *attr, unsigned iflags)
+{
     dp_pool_attr_t def;
     if (!attr) {
         dp_pool_attr_init(&def);
@@ -710,6 +716,7 @@ dp_pool_t *dp_pool_create(const char *name, size_t objsize,
     p->clock_arg = attr->clock_arg;
     p->flags = attr->flags;
     p->debug = debug;
+    p->pagemap = debug || (iflags & DP_IPOOL_PAGEMAP);
     p->lowat = attr->lowat;
     p->hiwat = attr->hiwat;
     p->budget = attr->reclaim_budget ? attr->reclaim_budget

@@ -83,10 +83,20 @@ void dp_wake_all_waiters(void)
 /* One pass over every pool.  The registry lock is dropped while a pool is
  * worked on (its reg_refs pins it), so provider calls run with no lock
  * held and a provider may create or destroy other pools. */
+static size_t (*_Atomic dp_reclaim_hook)(void);
+
+void dp_reclaim_set_hook(size_t (*fn)(void))
+{
+    atomic_store(&dp_reclaim_hook, fn);
+}
+
 static size_t step_all(size_t *filled)
 {
     size_t returned = 0;
     dp_tcache_gc(); /* caches idle since the last pass pin no pages */
+    size_t (*hook)(void) = atomic_load(&dp_reclaim_hook);
+    if (hook)
+        returned += hook();
     pthread_mutex_lock(&dp_registry.lock);
     struct dp_pool *p = dp_registry.head;
     while (p) {
