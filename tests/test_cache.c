@@ -1,0 +1,300 @@
+/*
+ * test_cache.c -- per-thread caches: what a put leaves in the cache, and
+ * every way the cache is taken back (flush, thread exit, the reclaim
+ * thread's GC of idle threads, destroy, a getter at the hard limit).
+ * Threads meet at barriers and condition variables; no sleeps.
+ */
+#include <criterion/criterion.h>
+#include <deferpool.h>
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+
+static dp_pool_stats_t stats(dp_pool_t *p)
+{
+    dp_pool_stats_t s;
+    cr_assert_eq(dp_pool_stats(p, &s), 0);
+    return s;
+}
+
+static dp_pool_t *mkpool(dp_mock_t *m, unsigned flags, size_t max_pages)
+{
+    dp_pool_attr_t a;
+    dp_pool_attr_init(&a);
+    a.provider = dp_mock_provider(m);
+    a.flags = flags | DP_POOL_NOTHREAD;
+    a.max_pages = max_pages;
+    a.pagesize = 4096;
+    a.lowat = 0;
+    dp_pool_t *p = dp_pool_create("cache", 64, &a);
+    cr_assert_not_null(p);
+    return p;
+}
+
+static void finish(dp_pool_t *p, dp_mock_t *m)
+{
+    cr_assert_eq(dp_pool_check(p), 0);
+    dp_pool_destroy(p);
+    dp_mock_counters_t c;
+    dp_mock_counters(m, &c);
+    cr_assert_eq(c.allocs, c.frees, "pages leaked: %llu allocs, %llu frees",
+                 (unsigned long long)c.allocs, (unsigned long long)c.frees);
+    dp_mock_destroy(m);
+}
+
+Test(cache, same_thread_put_keeps_objects_in_the_cache_and_flush_returns_them)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *p = mkpool(m, 0, 0);
+    void *o[10];
+    for (int i = 0; i < 10; i++)
+        cr_assert_not_null(o[i] = dp_pool_get(p, DP_NOWAIT));
+    for (int i = 0; i < 10; i++)
+        dp_pool_put(p, o[i]);
+    dp_pool_stats_t s = stats(p);
+    cr_assert_eq(s.objs_inuse, 0);
+    cr_assert_gt(s.objs_cached, 0, "a same-thread put should be cached");
+    cr_assert_eq(s.pages_empty, 0, "cached objects keep the page busy");
+    cr_assert_eq(s.gets, 10);
+    cr_assert_eq(s.puts, 10);
+
+    dp_thread_cache_flush();
+    s = stats(p);
+    cr_assert_eq(s.objs_cached, 0);
+    cr_assert_eq(s.pages_empty, s.pages, "flushed: every page empty");
+    cr_assert_eq(s.gets, 10);
+    finish(p, m);
+}
+
+Test(cache, a_get_after_a_put_on_the_same_thread_reuses_the_object)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *p = mkpool(m, 0, 0);
+    void *a = dp_pool_get(p, DP_NOWAIT);
+    dp_pool_put(p, a);
+    void *b = dp_pool_get(p, DP_NOWAIT);
+    cr_assert_eq(a, b, "LIFO: the hottest object comes back");
+    dp_pool_put(p, b);
+    finish(p, m);
+}
+
+Test(cache, nocache_and_debug_pools_put_straight_to_the_page)
+{
+    unsigned flags[] = {DP_POOL_NOCACHE, DP_POOL_DEBUG};
+    for (int k = 0; k < 2; k++) {
+        dp_mock_t *m = dp_mock_create(0);
+        dp_pool_t *p = mkpool(m, flags[k], 0);
+        void *o = dp_pool_get(p, DP_NOWAIT);
+        dp_pool_put(p, o);
+        dp_pool_stats_t s = stats(p);
+        cr_assert_eq(s.objs_cached, 0);
+        cr_assert_eq(s.pages_empty, 1);
+        finish(p, m);
+    }
+}
+
+/* A thread that fills its cache, then waits at `gate` until released. */
+struct sleeper {
+    dp_pool_t *pool;
+    int n;
+    pthread_barrier_t ready;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int release;
+};
+
+static void *sleeper_main(void *arg)
+{
+    struct sleeper *s = arg;
+    void **o = calloc((size_t)s->n, sizeof *o);
+    for (int i = 0; i < s->n; i++)
+        cr_assert_not_null(o[i] = dp_pool_get(s->pool, DP_WAITOK));
+    for (int i = 0; i < s->n; i++)
+        dp_pool_put(s->pool, o[i]);
+    free(o);
+    pthread_barrier_wait(&s->ready);
+    pthread_mutex_lock(&s->mu);
+    while (!s->release)
+        pthread_cond_wait(&s->cv, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+static void sleeper_start(struct sleeper *s, pthread_t *t, dp_pool_t *p,
+                          int n)
+{
+    s->pool = p;
+    s->n = n;
+    s->release = 0;
+    pthread_barrier_init(&s->ready, NULL, 2);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    cr_assert_eq(pthread_create(t, NULL, sleeper_main, s), 0);
+    pthread_barrier_wait(&s->ready);
+}
+
+static void sleeper_stop(struct sleeper *s, pthread_t t)
+{
+    pthread_mutex_lock(&s->mu);
+    s->release = 1;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(t, NULL);
+}
+
+Test(cache, reclaim_thread_drains_the_cache_of_a_thread_that_sleeps_forever)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *p = mkpool(m, 0, 0);
+    struct sleeper s;
+    pthread_t t;
+    sleeper_start(&s, &t, p, 20);
+    cr_assert_gt(stats(p).objs_cached, 0);
+
+    cr_assert_eq(dp_reclaim_start(), 0);
+    /* Idle for a whole pass, then drained by the next one. */
+    cr_assert_eq(dp_reclaim_sync(), 0);
+    cr_assert_eq(dp_reclaim_sync(), 0);
+    cr_assert_eq(dp_reclaim_sync(), 0);
+    dp_pool_stats_t st = stats(p);
+    cr_assert_eq(st.objs_cached, 0, "the sleeping thread's cache was drained");
+    cr_assert_eq(st.objs_inuse, 0);
+    cr_assert_eq(st.gets, 20);
+    dp_reclaim_stop();
+
+    sleeper_stop(&s, t);
+    finish(p, m);
+}
+
+Test(cache, thread_exit_returns_the_threads_cached_objects)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *p = mkpool(m, 0, 0);
+    struct sleeper s;
+    pthread_t t;
+    sleeper_start(&s, &t, p, 20);
+    cr_assert_gt(stats(p).objs_cached, 0);
+    sleeper_stop(&s, t); /* joined: its key destructor has run */
+    dp_pool_stats_t st = stats(p);
+    cr_assert_eq(st.objs_cached, 0);
+    cr_assert_eq(st.pages_empty, st.pages);
+    cr_assert_eq(st.gets, 20, "gets of an exited thread are kept");
+    cr_assert_eq(st.puts, 20);
+    finish(p, m);
+}
+
+Test(cache, destroy_takes_back_objects_cached_by_a_live_idle_thread)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *p = mkpool(m, 0, 0);
+    struct sleeper s;
+    pthread_t t;
+    sleeper_start(&s, &t, p, 20);
+    errno = 0;
+    dp_pool_destroy(p);
+    cr_assert_eq(errno, 0, "cached objects are not objects out");
+    dp_mock_counters_t c;
+    dp_mock_counters(m, &c);
+    cr_assert_eq(c.allocs, c.frees);
+    /* The thread's bin for the destroyed pool is unbound: its exit must
+     * not touch the pool. */
+    sleeper_stop(&s, t);
+    dp_mock_destroy(m);
+}
+
+Test(cache, reclaim_drains_idle_caches_so_their_pages_go_back)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *p = mkpool(m, 0, 0);
+    struct sleeper s;
+    pthread_t t;
+    sleeper_start(&s, &t, p, 20);
+    cr_assert_eq(stats(p).pages_empty, 0);
+    cr_assert_eq(dp_pool_reclaim(p), 1, "the drained page went back");
+    dp_pool_stats_t st = stats(p);
+    cr_assert_eq(st.objs_cached, 0);
+    cr_assert_eq(st.pages, 0);
+    sleeper_stop(&s, t);
+    finish(p, m);
+}
+
+struct getter {
+    dp_pool_t *pool;
+    void *obj;
+};
+
+static void *getter_main(void *arg)
+{
+    struct getter *g = arg;
+    g->obj = dp_pool_get(g->pool, DP_WAITOK);
+    return NULL;
+}
+
+Test(cache, a_getter_at_the_hard_limit_takes_objects_idling_in_another_cache)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *p = mkpool(m, 0, 1);
+    size_t cap = stats(p).objs_per_page;
+    /* The main thread takes the whole page, then puts back 5 objects:
+     * they sit in its cache, the page stays at the limit. */
+    void **o = calloc(cap, sizeof *o);
+    for (size_t i = 0; i < cap; i++)
+        cr_assert_not_null(o[i] = dp_pool_get(p, DP_NOWAIT));
+    cr_assert_null(dp_pool_get(p, DP_NOWAIT));
+    for (size_t i = 0; i < 5; i++)
+        dp_pool_put(p, o[i]);
+    cr_assert_eq(stats(p).objs_cached, 5);
+
+    /* Another thread has no cache: its WAITOK get must not sleep forever
+     * while the main thread (idle, not inside a get/put) holds them. */
+    struct getter g = {p, NULL};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, getter_main, &g), 0);
+    pthread_join(t, NULL);
+    cr_assert_not_null(g.obj);
+    dp_pool_put(p, g.obj);
+    for (size_t i = 5; i < cap; i++)
+        dp_pool_put(p, o[i]);
+    free(o);
+    dp_thread_cache_flush();
+    dp_pool_stats_t st = stats(p);
+    cr_assert_eq(st.objs_inuse, 0);
+    cr_assert_eq(st.pages_empty, 1);
+    finish(p, m);
+}
+
+#define XN 4
+static dp_pool_t *xpool;
+static void *xobj[XN][200];
+
+static void *cross_putter(void *arg)
+{
+    long k = (long)arg;
+    for (int i = 0; i < 200; i++)
+        dp_pool_put(xpool, xobj[k][i]);
+    return NULL;
+}
+
+Test(cache, objects_put_by_other_threads_are_counted_exactly)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    xpool = mkpool(m, 0, 0);
+    for (int k = 0; k < XN; k++)
+        for (int i = 0; i < 200; i++)
+            cr_assert_not_null(xobj[k][i] = dp_pool_get(xpool, DP_WAITOK));
+    pthread_t t[XN];
+    for (long k = 0; k < XN; k++)
+        cr_assert_eq(pthread_create(&t[k], NULL, cross_putter, (void *)k), 0);
+    for (int k = 0; k < XN; k++)
+        pthread_join(t[k], NULL);
+    dp_pool_stats_t st = stats(xpool);
+    cr_assert_eq(st.gets, XN * 200);
+    cr_assert_eq(st.puts, XN * 200);
+    cr_assert_eq(st.objs_inuse, 0);
+    dp_thread_cache_flush();
+    st = stats(xpool);
+    cr_assert_eq(st.objs_cached, 0);
+    cr_assert_eq(st.pages_empty, st.pages);
+    finish(xpool, m);
+}
