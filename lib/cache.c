@@ -130,7 +130,9 @@ bool dp_tcache_fill(struct dp_pool *p, void *chain, void *last, uint32_t n)
     if (!tc || p->tcidx < 0 || !dp_tc_enter(tc))
         return false;
     struct dp_tbin *b = &tc->bins[p->tcidx];
-    bool ok = bin_n(b) + n <= p->tc_max;
+    /* Not while a getter waits: the objects go back to the pages. */
+    bool ok = bin_n(b) + n <= p->tc_max &&
+              !atomic_load_explicit(&p->waiters, DP_RLX);
     if (ok) {
         *dp_link(p, last) = b->head;
         b->head = chain;
@@ -243,9 +245,10 @@ void dp_tcache_drain_pool(struct dp_pool *p, bool wait, bool release)
         struct dp_tcache *batch[DP_TC_BATCH];
         size_t n = 0;
         for (struct dp_tcache *tc = dp_tcg.head; tc; tc = tc->next) {
-            /* Destroy must clear the pool pointer in every bin, so it
-             * visits every cache; others only those holding objects. */
-            if (!release && bin_n(&tc->bins[idx]) == 0)
+            /* A waiter or destroy must catch puts on their way into an
+             * empty bin, and destroy must unbind every bin: they visit
+             * every cache.  Others only those holding objects. */
+            if (!wait && !release && bin_n(&tc->bins[idx]) == 0)
                 continue;
             batch[n++] = tc;
             if (n == DP_TC_BATCH) {

@@ -119,10 +119,14 @@ struct dp_pool {
     unsigned reg_refs;    /* reclaim passes currently using the pool   */
     bool reg_dead;        /* being destroyed: passes skip it           */
 
-    /* Lock-free, written by putters: own cache line. */
-    _Alignas(DP_CACHELINE) struct dp_page *_Atomic pending;
-    _Atomic uint32_t waiters;  /* getters asleep (or about to be)      */
+    /* Read by every put, written only by getters that wait: own line. */
+    _Alignas(DP_CACHELINE) _Atomic uint32_t waiters; /* getters asleep or
+                                  about to be; while non-zero, puts
+                                  bypass thread caches                 */
     _Atomic uint32_t wake_seq; /* futex word getters sleep on          */
+
+    /* Lock-free, written by putters on page edges: own cache line. */
+    _Alignas(DP_CACHELINE) struct dp_page *_Atomic pending;
     _Atomic uint64_t put_provider_calls; /* must stay 0: see page.c      */
     _Atomic uint64_t tc_gets_folded; /* cache gets of bins since unbound */
 
@@ -306,6 +310,13 @@ static inline bool dp_tcache_put(struct dp_pool *p, void *obj)
     int idx = p->tcidx;
     if (!tc || idx < 0 || !dp_tc_enter(tc))
         return false;
+    /* A getter is waiting for room: the put must reach the page and wake
+     * it.  The load comes after active=1, so a waiter's drain either sees
+     * us active and retries, or we see its waiters increment (cache.c). */
+    if (DP_UNLIKELY(atomic_load_explicit(&p->waiters, DP_RLX))) {
+        dp_tc_leave(tc);
+        return false;
+    }
     struct dp_tbin *b = &tc->bins[idx];
     uint32_t n = atomic_load_explicit(&b->n, DP_RLX);
     if (DP_UNLIKELY(n >= p->tc_max))
@@ -326,9 +337,12 @@ DP_HIDDEN uint32_t dp_tcache_want(struct dp_pool *p);
 DP_HIDDEN bool dp_tcache_fill(struct dp_pool *p, void *chain, void *last,
                               uint32_t n);
 DP_HIDDEN void dp_tcache_pool_init(struct dp_pool *p);
-/* Empty the pool's bins in every thread not inside a get/put right now;
- * wait: retry until all are empty (destroy).  Forget the bin index too
- * when `release`.  May block (membarrier, cache lock). */
+/* Empty the pool's bins in every thread not inside a get/put right now.
+ * wait: visit every cache, even empty ones, and retry those caught
+ * inside a get/put until each has been claimed once: afterwards no put
+ * that started before the call is still on its way into a cache (waiters,
+ * destroy).  release: also unbind the bins and give the index back.
+ * May block (membarrier, cache lock, yields while waiting). */
 DP_HIDDEN void dp_tcache_drain_pool(struct dp_pool *p, bool wait,
                                     bool release);
 /* Reclaim pass: empty the caches of threads idle since the last pass. */

@@ -338,9 +338,16 @@ size_t dp_pool_reclaim_pass(struct dp_pool *p)
  */
 static int wait_locked(struct dp_pool *p, uint64_t deadline, uint64_t retry)
 {
-    /* Objects idling in other threads' caches are room too. */
-    dp_tcache_drain_pool(p, false, false);
     atomic_fetch_add_explicit(&p->waiters, 1, memory_order_seq_cst);
+    /* From here on puts bypass thread caches, so what the caches hold now
+     * is all they will hold: take it back, including from owners caught
+     * inside a put (docs/design.md, "Thread caches").  Without the pool
+     * lock: an owner inside its cache never waits for it. */
+    if (p->tcidx >= 0) {
+        pthread_mutex_unlock(&p->lock);
+        dp_tcache_drain_pool(p, true, false);
+        pthread_mutex_lock(&p->lock);
+    }
     uint32_t seq = atomic_load_explicit(&p->wake_seq, memory_order_seq_cst);
     dp_drain_pending_locked(p, 0);
     if (p->partial.head || p->empty.head ||
@@ -448,10 +455,25 @@ static void *pool_get(struct dp_pool *p, int flags, uint64_t deadline)
     return o;
 }
 
+/* The cache fast path for any valid flags; NULL: take the slow path. */
+static inline void *cached_get(struct dp_pool *p, int flags)
+{
+    if (DP_LIKELY(flags == DP_NOWAIT || flags == DP_WAITOK))
+        return dp_tcache_get(p);
+    int mode = flags & ~DP_ZERO;
+    if ((mode == DP_NOWAIT || mode == DP_WAITOK) && !p->ctor) {
+        void *o = dp_tcache_get(p);
+        if (o)
+            memset(o, 0, p->objsize);
+        return o;
+    }
+    return NULL; /* bad flags: the slow path reports them */
+}
+
 void *dp_pool_get(dp_pool_t *p, int flags)
 {
-    if (DP_LIKELY(p && (flags == DP_NOWAIT || flags == DP_WAITOK))) {
-        void *o = dp_tcache_get(p);
+    if (DP_LIKELY(p != NULL)) {
+        void *o = cached_get(p, flags);
         if (DP_LIKELY(o != NULL))
             return o;
     }
@@ -461,8 +483,8 @@ void *dp_pool_get(dp_pool_t *p, int flags)
 void *dp_pool_get_timed(dp_pool_t *p, int flags,
                         const struct timespec *deadline)
 {
-    if (DP_LIKELY(p && (flags == DP_NOWAIT || flags == DP_WAITOK))) {
-        void *o = dp_tcache_get(p);
+    if (DP_LIKELY(p != NULL)) {
+        void *o = cached_get(p, flags);
         if (DP_LIKELY(o != NULL))
             return o;
     }
