@@ -183,6 +183,7 @@ static inline uint64_t dp_pool_now(const struct dp_pool *p)
 struct dp_options {
     bool background_thread;  /* auto-start the reclaim thread          */
     bool debug;              /* DP_POOL_DEBUG on every pool            */
+    bool stats_print;        /* malloc layer: print statistics at exit */
     uint64_t reclaim_interval_ns;
     uint64_t reclaim_age_ns; /* default for attr.reclaim_age_ns        */
 };
@@ -266,6 +267,10 @@ extern DP_HIDDEN DP_TLS struct dp_tcache *dp_tc;
  */
 static inline bool dp_tc_enter(struct dp_tcache *tc)
 {
+    /* Already inside: a put from a signal handler that interrupted this
+     * thread's own get/put.  Leave the bins alone; use the pages. */
+    if (DP_UNLIKELY(atomic_load_explicit(&tc->active, DP_RLX)))
+        return false;
     atomic_store_explicit(&tc->active, 1, DP_RLX);
     atomic_signal_fence(memory_order_seq_cst);
     if (DP_LIKELY(atomic_load_explicit(&tc->drain, memory_order_acquire) ==
