@@ -1,0 +1,406 @@
+/*
+ * test_ctor.c -- Bonwick object caching: a constructor runs once per object
+ * when its page arrives from the provider, objects stay constructed while
+ * they sit in the pool, destructors run when pages go back, and a failing
+ * constructor abandons the page without leaking it.
+ *
+ * The constructor writes a pattern over the whole object that depends on
+ * the object's address; the destructor checks it, so a pool that reused an
+ * object's bytes (say, for a free-list link) is caught.
+ */
+#include <criterion/criterion.h>
+#include <deferpool.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define OBJSIZE 80
+#define AGE 1000000000ull
+
+/* ---------------------------------------------------------------- helpers */
+
+static unsigned scaled(unsigned n)
+{
+    const char *s = getenv("DP_TEST_SCALE");
+    long div = s ? strtol(s, NULL, 10) : 1;
+    if (div < 1)
+        div = 1;
+    n /= (unsigned)div;
+    return n ? n : 1;
+}
+
+static struct cbstate {
+    atomic_ulong ctor_calls, ctor_ok, ctor_failed;
+    atomic_ulong dtor_calls, dtor_unconstructed, bad_arg;
+    atomic_ulong flags_waitok, flags_nowait, flags_other;
+    atomic_ulong fail_first; /* fail this many calls first               */
+    atomic_ulong fail_at;    /* fail exactly call number n (1-based); 0 */
+    atomic_uint fail_ppm;    /* then fail at random with this rate       */
+    uint64_t rng;            /* only used by single-threaded tests       */
+} cb;
+
+static unsigned char pattern(const void *obj, size_t i)
+{
+    return (unsigned char)((((uintptr_t)obj >> 3) * 2654435761u) + i * 13 + 7);
+}
+
+static bool constructed(const void *obj)
+{
+    const unsigned char *b = obj;
+    for (size_t i = 0; i < OBJSIZE; i++)
+        if (b[i] != pattern(obj, i))
+            return false;
+    return true;
+}
+
+static int ctor(void *obj, void *arg, int flags)
+{
+    unsigned long call = atomic_fetch_add(&cb.ctor_calls, 1) + 1;
+    if (arg != &cb)
+        atomic_fetch_add(&cb.bad_arg, 1);
+    if (flags == DP_WAITOK)
+        atomic_fetch_add(&cb.flags_waitok, 1);
+    else if (flags == DP_NOWAIT)
+        atomic_fetch_add(&cb.flags_nowait, 1);
+    else
+        atomic_fetch_add(&cb.flags_other, 1);
+
+    bool fail = call <= atomic_load(&cb.fail_first) ||
+                call == atomic_load(&cb.fail_at);
+    unsigned ppm = atomic_load(&cb.fail_ppm);
+    if (!fail && ppm) {
+        uint64_t x = cb.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        cb.rng = x;
+        fail = x % 1000000 < ppm;
+    }
+    if (fail) {
+        atomic_fetch_add(&cb.ctor_failed, 1);
+        return -1;
+    }
+    unsigned char *b = obj;
+    for (size_t i = 0; i < OBJSIZE; i++)
+        b[i] = pattern(obj, i);
+    atomic_fetch_add(&cb.ctor_ok, 1);
+    return 0;
+}
+
+static void dtor(void *obj, void *arg)
+{
+    atomic_fetch_add(&cb.dtor_calls, 1);
+    if (arg != &cb)
+        atomic_fetch_add(&cb.bad_arg, 1);
+    if (!constructed(obj))
+        atomic_fetch_add(&cb.dtor_unconstructed, 1);
+    memset(obj, 0xdd, OBJSIZE);
+}
+
+static dp_mock_counters_t counters(dp_mock_t *m)
+{
+    dp_mock_counters_t c;
+    dp_mock_counters(m, &c);
+    return c;
+}
+
+static dp_pool_stats_t stats(dp_pool_t *pool)
+{
+    dp_pool_stats_t s;
+    cr_assert_eq(dp_pool_stats(pool, &s), 0);
+    return s;
+}
+
+static void ctor_attr(dp_pool_attr_t *a, dp_mock_t *m)
+{
+    dp_pool_attr_init(a);
+    a->provider = dp_mock_provider(m);
+    a->clock = dp_mock_clock;
+    a->clock_arg = m;
+    a->flags = DP_POOL_NOTHREAD;
+    a->pagesize = 4096;
+    a->reclaim_age_ns = AGE;
+    a->ctor = ctor;
+    a->dtor = dtor;
+    a->cbarg = &cb;
+}
+
+static dp_pool_t *ctor_pool(dp_mock_t *m)
+{
+    dp_pool_attr_t a;
+    ctor_attr(&a, m);
+    dp_pool_t *pool = dp_pool_create("ctor", OBJSIZE, &a);
+    cr_assert_not_null(pool, "dp_pool_create: %s", strerror(errno));
+    return pool;
+}
+
+/* Destroy, then: no page leaked, every constructed object destructed once,
+ * nothing destructed that was not constructed, cbarg always right. */
+static void finish(dp_pool_t *pool, dp_mock_t *m)
+{
+    cr_assert_eq(dp_pool_check(pool), 0);
+    dp_pool_destroy(pool);
+    dp_mock_counters_t c = counters(m);
+    cr_assert_eq(c.allocs, c.frees, "pages leaked: %" PRIu64 " allocated, %"
+                 PRIu64 " freed", c.allocs, c.frees);
+    cr_assert_eq(atomic_load(&cb.ctor_ok), atomic_load(&cb.dtor_calls),
+                 "%lu objects constructed, %lu destructed",
+                 atomic_load(&cb.ctor_ok), atomic_load(&cb.dtor_calls));
+    cr_assert_eq(atomic_load(&cb.dtor_unconstructed), 0,
+                 "dtor saw objects not in their constructed state");
+    cr_assert_eq(atomic_load(&cb.bad_arg), 0, "callbacks got the wrong cbarg");
+    dp_mock_destroy(m);
+}
+
+static void **get_n(dp_pool_t *pool, size_t n, int flags)
+{
+    void **objs = calloc(n, sizeof *objs);
+    for (size_t i = 0; i < n; i++) {
+        objs[i] = dp_pool_get(pool, flags);
+        cr_assert_not_null(objs[i], "get %zu: %s", i, strerror(errno));
+        cr_assert(constructed(objs[i]), "object %p handed out unconstructed",
+                  objs[i]);
+    }
+    return objs;
+}
+
+/* Put back, and flush this thread's cache so the objects reach their
+ * pages (which is where reclaim finds empty ones). */
+static void put_n(dp_pool_t *pool, void **objs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dp_pool_put(pool, objs[i]);
+    free(objs);
+    dp_thread_cache_flush();
+}
+
+/* ------------------------------------------------------------------ tests */
+
+Test(ctor, ctor_runs_once_per_object_when_its_page_arrives)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = ctor_pool(m);
+    size_t opp = stats(pool).objs_per_page, n = 3 * opp + 1;
+    void **objs = get_n(pool, n, DP_WAITOK);
+    dp_pool_stats_t s = stats(pool);
+    cr_assert_eq(s.pages_alloc, 4);
+    cr_assert_eq(atomic_load(&cb.ctor_calls), opp * s.pages_alloc,
+                 "ctor calls %lu != %zu per page * %" PRIu64 " pages",
+                 atomic_load(&cb.ctor_calls), opp, s.pages_alloc);
+    put_n(pool, objs, n);
+    finish(pool, m);
+}
+
+Test(ctor, repeated_get_and_put_does_not_rerun_the_ctor)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = ctor_pool(m);
+    size_t opp = stats(pool).objs_per_page;
+    unsigned rounds = scaled(20000);
+    for (unsigned i = 0; i < rounds; i++) {
+        void *o = dp_pool_get(pool, i % 2 ? DP_NOWAIT : DP_WAITOK);
+        cr_assert_not_null(o);
+        cr_assert(constructed(o));
+        dp_pool_put(pool, o);
+    }
+    for (unsigned i = 0; i < scaled(50); i++)
+        put_n(pool, get_n(pool, 2 * opp, DP_WAITOK), 2 * opp);
+    cr_assert_eq(stats(pool).pages_alloc, 2);
+    cr_assert_eq(atomic_load(&cb.ctor_calls), 2 * opp,
+                 "ctor ran %lu times for 2 pages of %zu",
+                 atomic_load(&cb.ctor_calls), opp);
+    cr_assert_eq(atomic_load(&cb.dtor_calls), 0, "dtor ran while pages stayed");
+    finish(pool, m);
+}
+
+Test(ctor, constructed_state_survives_put_and_get)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = ctor_pool(m);
+    size_t opp = stats(pool).objs_per_page, n = 2 * opp;
+    /* Every object is out, then in, then out again: each time the whole
+     * object must still hold what the ctor wrote (get_n checks it). */
+    put_n(pool, get_n(pool, n, DP_WAITOK), n);
+    void **objs = get_n(pool, n, DP_NOWAIT);
+    /* Put back in a different order to shuffle the free lists. */
+    for (size_t i = 0; i < n; i += 2)
+        dp_pool_put(pool, objs[i]);
+    for (size_t i = 1; i < n; i += 2)
+        dp_pool_put(pool, objs[i]);
+    free(objs);
+    put_n(pool, get_n(pool, n, DP_WAITOK), n);
+    cr_assert_eq(atomic_load(&cb.ctor_calls), n);
+    finish(pool, m);
+}
+
+Test(ctor, dtor_runs_for_every_object_of_each_page_returned)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = ctor_pool(m); /* lowat 1 */
+    size_t opp = stats(pool).objs_per_page;
+
+    /* Explicit reclaim. */
+    put_n(pool, get_n(pool, 5 * opp, DP_WAITOK), 5 * opp);
+    cr_assert_eq(dp_pool_reclaim(pool), 4);
+    dp_pool_stats_t s = stats(pool);
+    cr_assert_eq(atomic_load(&cb.dtor_calls), opp * s.pages_freed);
+    cr_assert_eq(atomic_load(&cb.ctor_calls), opp * s.pages_alloc);
+
+    /* Ageing, by a reclaim pass in this thread. */
+    put_n(pool, get_n(pool, 3 * opp, DP_WAITOK), 3 * opp);
+    cr_assert_eq(stats(pool).pages_empty, 3); /* emptied now, by the clock */
+    dp_mock_clock_advance(m, AGE + 1);
+    cr_assert_eq(dp_reclaim_step(), 2);
+    s = stats(pool);
+    cr_assert_eq(s.pages_freed, 6);
+    cr_assert_eq(atomic_load(&cb.dtor_calls), opp * s.pages_freed);
+    cr_assert_eq(counters(m).frees, s.pages_freed);
+
+    /* Destroy returns the rest: ctor count == dtor count (finish). */
+    cr_assert_eq(atomic_load(&cb.dtor_unconstructed), 0);
+    finish(pool, m);
+    cr_assert_eq(atomic_load(&cb.dtor_calls), 7 * opp);
+}
+
+Test(ctor, callbacks_receive_cbarg_and_the_gets_flags)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = ctor_pool(m);
+    size_t opp = stats(pool).objs_per_page;
+    /* Page 1 arrives for a DP_NOWAIT get, page 2 for a DP_WAITOK get. */
+    void **a = get_n(pool, opp, DP_NOWAIT);
+    void **b = get_n(pool, 1, DP_WAITOK);
+    cr_assert_eq(stats(pool).pages_alloc, 2);
+    cr_assert_eq(atomic_load(&cb.flags_nowait), opp);
+    cr_assert_eq(atomic_load(&cb.flags_waitok), opp);
+    cr_assert_eq(atomic_load(&cb.flags_other), 0);
+    cr_assert_eq(atomic_load(&cb.bad_arg), 0);
+    put_n(pool, a, opp);
+    put_n(pool, b, 1);
+    finish(pool, m);
+}
+
+Test(ctor, ctor_failure_makes_a_nowait_get_fail_with_enomem)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = ctor_pool(m);
+    atomic_store(&cb.fail_first, 1);
+    errno = 0;
+    cr_assert_null(dp_pool_get(pool, DP_NOWAIT));
+    cr_assert_eq(errno, ENOMEM);
+    cr_assert_eq(atomic_load(&cb.ctor_failed), 1);
+    cr_assert_eq(counters(m).free_calls, 0, "a DP_NOWAIT get freed a page");
+    dp_pool_stats_t s = stats(pool);
+    cr_assert_eq(s.gets_failed, 1);
+    cr_assert_eq(s.objs_inuse, 0);
+
+    /* The ctor works again: so does the next get. */
+    void *o = dp_pool_get(pool, DP_NOWAIT);
+    cr_assert_not_null(o);
+    cr_assert(constructed(o));
+    dp_pool_put(pool, o);
+    finish(pool, m);
+}
+
+Test(ctor, objects_constructed_before_a_ctor_failure_are_destructed, .timeout = 60)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = ctor_pool(m);
+    size_t opp = stats(pool).objs_per_page;
+    /* Fail half-way through the first page, under DP_NOWAIT and, on the
+     * next page, under DP_WAITOK. */
+    atomic_store(&cb.fail_at, opp / 2 + 1);
+    cr_assert_null(dp_pool_get(pool, DP_NOWAIT));
+    cr_assert_eq(atomic_load(&cb.ctor_ok), opp / 2);
+
+    void *o = dp_pool_get(pool, DP_WAITOK); /* also hands back the page */
+    cr_assert_not_null(o);
+    cr_assert(constructed(o));
+    dp_pool_put(pool, o);
+    finish(pool, m); /* ctor_ok == dtor_calls */
+}
+
+Test(ctor, waitok_get_retries_until_the_ctor_stops_failing, .timeout = 60)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = ctor_pool(m);
+    const unsigned long k = 3;
+    atomic_store(&cb.fail_first, k);
+    void *o = dp_pool_get(pool, DP_WAITOK);
+    cr_assert_not_null(o, "DP_WAITOK get failed: %s", strerror(errno));
+    cr_assert(constructed(o));
+    cr_assert_eq(atomic_load(&cb.ctor_failed), k);
+    dp_pool_stats_t s = stats(pool);
+    cr_assert_eq(s.gets, 1);
+    cr_assert_eq(s.gets_failed, 0);
+    dp_pool_put(pool, o);
+    finish(pool, m);
+}
+
+Test(ctor, random_ctor_failures_leak_no_page_and_no_constructed_object, .timeout = 120)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = ctor_pool(m);
+    size_t opp = stats(pool).objs_per_page, cap = 4 * opp, held = 0;
+    void **objs = calloc(cap, sizeof *objs);
+    cb.rng = 0x2545f4914f6cdd1dull;
+    atomic_store(&cb.fail_ppm, 5000); /* ~0.5% of ctor calls */
+    uint64_t rng = 99, nulls = 0;
+    unsigned steps = scaled(20000);
+    for (unsigned i = 0; i < steps; i++) {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        if (held < cap && (held == 0 || rng % 100 < 55)) {
+            int flags = rng % 64 == 0 ? DP_WAITOK : DP_NOWAIT;
+            errno = 0;
+            void *o = dp_pool_get(pool, flags);
+            if (!o) {
+                cr_assert_eq(flags, DP_NOWAIT, "a DP_WAITOK get failed");
+                cr_assert_eq(errno, ENOMEM);
+                nulls++;
+                continue;
+            }
+            cr_assert(constructed(o));
+            objs[held++] = o;
+        } else if (rng % 500 == 0) {
+            dp_pool_reclaim(pool);
+        } else {
+            size_t j = (size_t)(rng >> 32) % held;
+            dp_pool_put(pool, objs[j]);
+            objs[j] = objs[--held];
+        }
+    }
+    cr_assert_gt(atomic_load(&cb.ctor_failed), 0, "no ctor failure injected");
+    cr_assert_eq(stats(pool).gets_failed, nulls);
+    cr_assert_eq(dp_pool_check(pool), 0);
+    while (held)
+        dp_pool_put(pool, objs[--held]);
+    free(objs);
+    finish(pool, m);
+}
+
+Test(ctor, zero_flag_on_a_pool_with_a_ctor_is_einval)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = ctor_pool(m);
+    static const int flags[] = {DP_WAITOK | DP_ZERO, DP_NOWAIT | DP_ZERO};
+    for (size_t i = 0; i < 2; i++) {
+        errno = 0;
+        cr_assert_null(dp_pool_get(pool, flags[i]));
+        cr_assert_eq(errno, EINVAL, "flags %#x: errno %d", flags[i], errno);
+    }
+    cr_assert_eq(counters(m).alloc_calls, 0);
+    cr_assert_eq(atomic_load(&cb.ctor_calls), 0);
+    cr_assert_eq(stats(pool).gets, 0);
+    /* The pool is unharmed. */
+    void *o = dp_pool_get(pool, DP_WAITOK);
+    cr_assert_not_null(o);
+    dp_pool_put(pool, o);
+    finish(pool, m);
+}

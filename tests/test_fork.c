@@ -1,0 +1,375 @@
+/*
+ * test_fork.c -- fork safety: after fork() in a process with a running
+ * reclaim thread and live pools, the child can get and put, its reclaim
+ * thread runs again and dp_reclaim_sync() works there, the parent is
+ * unaffected, and a pool that another thread was using at the moment of
+ * the fork still works in the child.
+ *
+ * A child never uses Criterion: it checks with CHILD_CHECK, which reports
+ * on stderr and exits 1; the parent asserts a clean exit 0.
+ */
+#include <criterion/criterion.h>
+#include <deferpool.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* ThreadSanitizer kills a child that starts threads after a multi-threaded
+ * fork unless told otherwise; restarting the reclaim thread is the point. */
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define DP_TEST_TSAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define DP_TEST_TSAN 1
+#endif
+#ifdef DP_TEST_TSAN
+const char *__tsan_default_options(void);
+const char *__tsan_default_options(void) { return "die_after_fork=0"; }
+#endif
+
+#define OBJSIZE 64
+#define AGE 1000000000ull
+
+/* ---------------------------------------------------------------- helpers */
+
+static unsigned scaled(unsigned n)
+{
+    const char *s = getenv("DP_TEST_SCALE");
+    long div = s ? strtol(s, NULL, 10) : 1;
+    if (div < 1)
+        div = 1;
+    n /= (unsigned)div;
+    return n ? n : 1;
+}
+
+#define CHILD_CHECK(cond)                                                    \
+    do {                                                                     \
+        if (!(cond)) {                                                       \
+            fprintf(stderr, "fork child: %s:%d: check failed: %s\n",         \
+                    __FILE__, __LINE__, #cond);                              \
+            _exit(1);                                                        \
+        }                                                                    \
+    } while (0)
+
+static dp_mock_counters_t counters(dp_mock_t *m)
+{
+    dp_mock_counters_t c;
+    dp_mock_counters(m, &c);
+    return c;
+}
+
+static dp_pool_stats_t stats(dp_pool_t *pool)
+{
+    dp_pool_stats_t s;
+    memset(&s, 0, sizeof s);
+    dp_pool_stats(pool, &s);
+    return s;
+}
+
+static dp_reclaim_info_t info(void)
+{
+    dp_reclaim_info_t i;
+    memset(&i, 0, sizeof i);
+    dp_reclaim_info(&i);
+    return i;
+}
+
+static dp_pool_t *fork_pool(dp_mock_t *m, unsigned flags, size_t lowat)
+{
+    dp_pool_attr_t a;
+    dp_pool_attr_init(&a);
+    a.provider = dp_mock_provider(m);
+    a.clock = dp_mock_clock;
+    a.clock_arg = m;
+    a.flags = flags;
+    a.pagesize = 4096;
+    a.lowat = lowat;
+    a.hiwat = 16;
+    a.reclaim_age_ns = AGE;
+    dp_pool_t *pool = dp_pool_create("fork", OBJSIZE, &a);
+    cr_assert_not_null(pool, "dp_pool_create: %s", strerror(errno));
+    return pool;
+}
+
+static pid_t fork_now(void)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1, "fork: %s", strerror(errno));
+    return pid;
+}
+
+static void wait_child_ok(pid_t pid)
+{
+    int st;
+    pid_t r;
+    while ((r = waitpid(pid, &st, 0)) == -1 && errno == EINTR)
+        ;
+    cr_assert_eq(r, pid, "waitpid: %s", strerror(errno));
+    cr_assert(WIFEXITED(st), "child killed by signal %d",
+              WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    cr_assert_eq(WEXITSTATUS(st), 0, "child failed a check (see stderr)");
+}
+
+static void finish(dp_pool_t *pool, dp_mock_t *m)
+{
+    cr_assert_eq(dp_pool_check(pool), 0);
+    dp_pool_destroy(pool);
+    dp_reclaim_stop(); /* a thread left running slows exit under TSan */
+    dp_mock_counters_t c = counters(m);
+    cr_assert_eq(c.allocs, c.frees, "pages leaked: %" PRIu64 " allocated, %"
+                 PRIu64 " freed", c.allocs, c.frees);
+    dp_mock_destroy(m);
+}
+
+static void fill(void *obj, uint64_t tag)
+{
+    memset(obj, (int)(tag & 0xff), OBJSIZE);
+    memcpy(obj, &tag, sizeof tag);
+}
+
+static int holds(const void *obj, uint64_t tag)
+{
+    uint64_t t;
+    memcpy(&t, obj, sizeof t);
+    if (t != tag)
+        return 0;
+    const unsigned char *b = obj;
+    for (size_t i = sizeof tag; i < OBJSIZE; i++)
+        if (b[i] != (unsigned char)(tag & 0xff))
+            return 0;
+    return 1;
+}
+
+/* In a child: get n objects (some need new pages from the provider), prove
+ * they are distinct and hold what was written, put them back. */
+static void child_get_put(dp_pool_t *pool, size_t n)
+{
+    void **objs = calloc(n, sizeof *objs);
+    CHILD_CHECK(objs != NULL);
+    for (size_t i = 0; i < n; i++) {
+        objs[i] = dp_pool_get(pool, i % 3 ? DP_WAITOK : DP_NOWAIT);
+        CHILD_CHECK(objs[i] != NULL);
+        fill(objs[i], 0xc0ffee00u + i);
+    }
+    for (size_t i = 0; i < n; i++)
+        CHILD_CHECK(holds(objs[i], 0xc0ffee00u + i)); /* also: distinct */
+    for (size_t i = 0; i < n; i++)
+        dp_pool_put(pool, objs[i]);
+    free(objs);
+}
+
+/* ------------------------------------------------------------------ tests */
+
+Test(fork, child_can_get_and_put_from_pools_live_at_fork, .timeout = 120)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    /* Starts the reclaim thread.  lowat 0: it never refills, so it is not
+     * inside the mock provider (which has no fork handlers) at the fork. */
+    dp_pool_t *pool = fork_pool(m, 0, 0);
+    cr_assert(info().running);
+    size_t opp = stats(pool).objs_per_page, nlive = opp + 3;
+    void **live = calloc(nlive, sizeof *live);
+    for (size_t i = 0; i < nlive; i++) {
+        cr_assert_not_null(live[i] = dp_pool_get(pool, DP_WAITOK));
+        fill(live[i], i);
+    }
+    cr_assert_eq(dp_reclaim_sync(), 0);
+
+    pid_t pid = fork_now();
+    if (pid == 0) {
+        for (size_t i = 0; i < nlive; i++)
+            CHILD_CHECK(holds(live[i], i));
+        child_get_put(pool, 3 * opp);
+        for (size_t i = 0; i < nlive; i++)
+            dp_pool_put(pool, live[i]);
+        dp_pool_stats_t s = stats(pool);
+        CHILD_CHECK(s.objs_inuse == 0);
+        CHILD_CHECK(dp_pool_check(pool) == 0);
+        child_get_put(pool, 2 * opp);
+        _exit(0);
+    }
+    wait_child_ok(pid);
+
+    for (size_t i = 0; i < nlive; i++) {
+        cr_assert(holds(live[i], i), "the child changed the parent's object");
+        dp_pool_put(pool, live[i]);
+    }
+    free(live);
+    finish(pool, m);
+}
+
+/* 4 empty pages, lowat 1, then the reclaim thread is started. */
+static dp_pool_t *pool_with_empty_pages(dp_mock_t *m)
+{
+    dp_pool_t *pool = fork_pool(m, DP_POOL_NOTHREAD, 1);
+    size_t n = 4 * stats(pool).objs_per_page;
+    void **objs = calloc(n, sizeof *objs);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_not_null(objs[i] = dp_pool_get(pool, DP_WAITOK));
+    for (size_t i = 0; i < n; i++)
+        dp_pool_put(pool, objs[i]);
+    free(objs);
+    dp_thread_cache_flush(); /* cached objects would pin their pages */
+    cr_assert_eq(stats(pool).pages_empty, 4);
+    cr_assert_eq(dp_reclaim_start(), 0);
+    cr_assert_eq(dp_reclaim_sync(), 0);
+    cr_assert(info().running);
+    return pool;
+}
+
+Test(fork, child_reclaim_thread_is_running_and_sync_drives_reclamation, .timeout = 120)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = pool_with_empty_pages(m);
+
+    pid_t pid = fork_now();
+    if (pid == 0) {
+        dp_reclaim_info_t i0 = info();
+        CHILD_CHECK(i0.running);
+        CHILD_CHECK(dp_reclaim_sync() == 0);
+        CHILD_CHECK(info().passes > i0.passes);
+        /* The child's own thread ages out the child's pages. */
+        CHILD_CHECK(stats(pool).pages_empty == 4);
+        dp_mock_clock_advance(m, AGE + 1);
+        CHILD_CHECK(dp_reclaim_sync() == 0);
+        CHILD_CHECK(stats(pool).pages_empty == 1);
+        CHILD_CHECK(counters(m).frees == 3);
+        child_get_put(pool, 2 * stats(pool).objs_per_page);
+        _exit(0);
+    }
+    wait_child_ok(pid);
+    finish(pool, m);
+}
+
+Test(fork, parent_keeps_its_reclaim_thread_and_pages_after_fork, .timeout = 120)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = pool_with_empty_pages(m);
+
+    pid_t pid = fork_now();
+    if (pid == 0) {
+        /* Return everything the child can (its own thread may do it
+         * first), to show the pages are not the parent's. */
+        dp_mock_clock_advance(m, AGE + 1);
+        CHILD_CHECK(dp_reclaim_sync() == 0);
+        dp_pool_reclaim(pool);
+        CHILD_CHECK(stats(pool).pages_empty == 1);
+        CHILD_CHECK(counters(m).frees == 3);
+        _exit(0);
+    }
+    wait_child_ok(pid);
+
+    dp_reclaim_info_t i0 = info();
+    cr_assert(i0.running);
+    cr_assert_eq(dp_reclaim_sync(), 0);
+    cr_assert_gt(info().passes, i0.passes);
+    cr_assert_eq(stats(pool).pages_empty, 4, "the child's reclaim reached the parent");
+    cr_assert_eq(counters(m).frees, 0);
+    dp_mock_clock_advance(m, AGE + 1);
+    cr_assert_eq(dp_reclaim_sync(), 0);
+    cr_assert_eq(stats(pool).pages_empty, 1);
+    finish(pool, m);
+}
+
+struct worker {
+    dp_pool_t *pool;
+    size_t batch;
+    atomic_int stop;
+    atomic_ulong bad;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int ready;
+};
+
+/* Gets and puts batches of objects until told to stop.  Its largest batch
+ * comes first, so later batches need no new page: the worker does not
+ * call the provider (whose mock has no fork handlers) at fork time. */
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    void **objs = calloc(w->batch, sizeof *objs);
+    uint64_t rng = 88172645463325252ull, tag = 0;
+    size_t k = w->batch;
+    for (unsigned long it = 0; !atomic_load(&w->stop); it++) {
+        for (size_t i = 0; i < k; i++) {
+            objs[i] = dp_pool_get(w->pool, DP_WAITOK);
+            if (!objs[i]) {
+                atomic_fetch_add(&w->bad, 1);
+                k = i;
+                break;
+            }
+            fill(objs[i], ++tag);
+        }
+        for (size_t i = 0; i < k; i++) {
+            if (!holds(objs[i], tag - k + 1 + i))
+                atomic_fetch_add(&w->bad, 1);
+            dp_pool_put(w->pool, objs[i]);
+        }
+        if (it == 100) {
+            pthread_mutex_lock(&w->mu);
+            w->ready = 1;
+            pthread_cond_signal(&w->cv);
+            pthread_mutex_unlock(&w->mu);
+        }
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        k = 1 + (size_t)(rng % w->batch);
+    }
+    free(objs);
+    return NULL;
+}
+
+Test(fork, pool_in_use_by_another_thread_at_fork_still_works_in_the_child, .timeout = 300)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    /* lowat 0: the reclaim thread never refills, so no thread is inside the
+     * mock provider when fork() runs. */
+    dp_pool_t *pool = fork_pool(m, 0, 0);
+    cr_assert(info().running);
+    size_t opp = stats(pool).objs_per_page;
+
+    struct worker w = {.pool = pool, .batch = 2 * opp};
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, worker_main, &w), 0);
+    pthread_mutex_lock(&w.mu);
+    while (!w.ready)
+        pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+
+    unsigned forks = scaled(40);
+    for (unsigned f = 0; f < forks; f++) {
+        pid_t pid = fork_now();
+        if (pid == 0) {
+            /* The worker does not exist here; what it held stays out. An
+             * object it was putting at the fork may count as out too. */
+            child_get_put(pool, 3 * opp);
+            child_get_put(pool, 3 * opp);
+            CHILD_CHECK(info().running);
+            CHILD_CHECK(dp_reclaim_sync() == 0);
+            child_get_put(pool, opp);
+            _exit(0);
+        }
+        wait_child_ok(pid);
+    }
+
+    atomic_store(&w.stop, 1);
+    pthread_join(t, NULL);
+    cr_assert_eq(atomic_load(&w.bad), 0, "the worker saw a failed get or a corrupted object");
+    cr_assert_eq(stats(pool).objs_inuse, 0);
+    finish(pool, m);
+}

@@ -1,0 +1,696 @@
+/*
+ * test_pool.c -- basic pool semantics: get/put, object placement and
+ * alignment, DP_ZERO, statistics, the invariant checker, object contents,
+ * order of service and the version string.
+ *
+ * Every pool here uses the mock provider (page traffic is counted) and
+ * DP_POOL_NOTHREAD (no reclaim thread moves pages behind the test's back).
+ * Objects a thread puts sit in its per-thread cache until flushed, so a
+ * test that looks at pages calls dp_thread_cache_flush() first.
+ */
+#include <criterion/criterion.h>
+#include <deferpool.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- helpers */
+
+/* Iteration counts are divided by DP_TEST_SCALE (4 under ASan, 10 TSan). */
+static unsigned scaled(unsigned n)
+{
+    const char *s = getenv("DP_TEST_SCALE");
+    long div = s ? strtol(s, NULL, 10) : 1;
+    if (div < 1)
+        div = 1;
+    n /= (unsigned)div;
+    return n ? n : 1;
+}
+
+static uint64_t rng_next(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *s = x;
+}
+
+static dp_mock_counters_t counters(dp_mock_t *m)
+{
+    dp_mock_counters_t c;
+    dp_mock_counters(m, &c);
+    return c;
+}
+
+static dp_pool_stats_t stats(dp_pool_t *pool)
+{
+    dp_pool_stats_t s;
+    cr_assert_eq(dp_pool_stats(pool, &s), 0, "dp_pool_stats failed");
+    return s;
+}
+
+static void mock_attr(dp_pool_attr_t *a, dp_mock_t *m)
+{
+    dp_pool_attr_init(a);
+    a->provider = dp_mock_provider(m);
+    a->clock = dp_mock_clock;
+    a->clock_arg = m;
+    a->flags = DP_POOL_NOTHREAD;
+}
+
+static dp_pool_t *mock_pool(dp_mock_t *m, const char *name, size_t objsize)
+{
+    dp_pool_attr_t a;
+    mock_attr(&a, m);
+    a.pagesize = 4096; /* small pages: more page traffic per object */
+    dp_pool_t *pool = dp_pool_create(name, objsize, &a);
+    cr_assert_not_null(pool, "dp_pool_create(%s, %zu) failed: %s", name,
+                       objsize, strerror(errno));
+    return pool;
+}
+
+/* Destroy the pool and prove that every page went back to the mock. */
+static void finish(dp_pool_t *pool, dp_mock_t *m)
+{
+    cr_assert_eq(dp_pool_check(pool), 0, "invariants broken before destroy");
+    dp_pool_destroy(pool);
+    dp_mock_counters_t c = counters(m);
+    cr_assert_eq(c.allocs, c.frees,
+                 "pages leaked: %" PRIu64 " allocated, %" PRIu64 " freed",
+                 c.allocs, c.frees);
+    cr_assert_eq(c.pages_out, 0);
+    dp_mock_destroy(m);
+}
+
+static uintptr_t page_of(const void *p, size_t pagesize)
+{
+    return (uintptr_t)p & ~(uintptr_t)(pagesize - 1);
+}
+
+static int cmp_ptr(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t) * (void *const *)a;
+    uintptr_t y = (uintptr_t) * (void *const *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void fill(void *obj, size_t n, uint64_t tag)
+{
+    unsigned char *b = obj;
+    for (size_t i = 0; i < n; i++)
+        b[i] = (unsigned char)(tag * 131 + i * 7 + 1);
+}
+
+static int holds(const void *obj, size_t n, uint64_t tag)
+{
+    const unsigned char *b = obj;
+    for (size_t i = 0; i < n; i++)
+        if (b[i] != (unsigned char)(tag * 131 + i * 7 + 1))
+            return 0;
+    return 1;
+}
+
+/* ------------------------------------------------------------------ tests */
+
+Test(pool, get_returns_an_object_and_put_takes_it_back)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = mock_pool(m, "basic", 64);
+
+    void *o = dp_pool_get(pool, DP_WAITOK);
+    cr_assert_not_null(o);
+    memset(o, 0x5a, 64);
+    dp_pool_stats_t s = stats(pool);
+    cr_assert_eq(s.gets, 1);
+    cr_assert_eq(s.puts, 0);
+    cr_assert_eq(s.objs_inuse, 1);
+    cr_assert_eq(s.pages, 1);
+
+    dp_pool_put(pool, o);
+    s = stats(pool);
+    cr_assert_eq(s.puts, 1);
+    cr_assert_eq(s.objs_inuse, 0);
+
+    /* The page is kept (queued empty), so a second get needs no provider. */
+    void *o2 = dp_pool_get(pool, DP_NOWAIT);
+    cr_assert_not_null(o2);
+    cr_assert_eq(counters(m).allocs, 1);
+    dp_pool_put(pool, o2);
+    finish(pool, m);
+}
+
+Test(pool, objects_are_distinct_and_lie_inside_pages_from_the_provider)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    const size_t objsize = 72;
+    dp_pool_t *pool = mock_pool(m, "distinct", objsize);
+    dp_pool_stats_t s = stats(pool);
+    size_t opp = s.objs_per_page, ps = s.pagesize;
+    size_t n = 3 * opp + opp / 2 + 1;
+
+    void **objs = calloc(n, sizeof *objs);
+    for (size_t i = 0; i < n; i++) {
+        objs[i] = dp_pool_get(pool, DP_WAITOK);
+        cr_assert_not_null(objs[i]);
+    }
+
+    size_t nlog = dp_mock_log_length(m);
+    dp_mock_log_entry_t *log = calloc(nlog ? nlog : 1, sizeof *log);
+    cr_assert_eq(dp_mock_log(m, 0, log, nlog), nlog);
+
+    void **sorted = malloc(n * sizeof *sorted);
+    memcpy(sorted, objs, n * sizeof *sorted);
+    qsort(sorted, n, sizeof *sorted, cmp_ptr);
+    size_t distinct_pages = 0;
+    for (size_t i = 0; i < n; i++) {
+        uintptr_t p = (uintptr_t)sorted[i], base = page_of(sorted[i], ps);
+        if (i > 0)
+            cr_assert_geq(p - (uintptr_t)sorted[i - 1], objsize,
+                          "objects %p and %p overlap", sorted[i - 1],
+                          sorted[i]);
+        cr_assert_leq(p + objsize, base + ps,
+                      "object %p crosses the end of its page", sorted[i]);
+        int found = 0;
+        for (size_t k = 0; k < nlog && !found; k++)
+            found = log[k].op == DP_MOCK_ALLOC && log[k].ok &&
+                    (uintptr_t)log[k].page == base && log[k].size == ps;
+        cr_assert(found, "object %p is not in a page the provider gave", sorted[i]);
+        if (i == 0 || page_of(sorted[i - 1], ps) != base)
+            distinct_pages++;
+    }
+    s = stats(pool);
+    cr_assert_eq(distinct_pages, s.pages);
+    cr_assert_eq(s.pages, (n + opp - 1) / opp, "pages should be full before new ones");
+
+    for (size_t i = 0; i < n; i++)
+        dp_pool_put(pool, objs[i]);
+    free(sorted);
+    free(log);
+    free(objs);
+    finish(pool, m);
+}
+
+Test(pool, alignment_is_honoured_for_every_power_of_two_from_8_to_4096)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    for (size_t align = 8; align <= 4096; align *= 2) {
+        dp_pool_attr_t a;
+        mock_attr(&a, m);
+        a.align = align;
+        dp_pool_t *pool = dp_pool_create("aligned", 24, &a);
+        cr_assert_not_null(pool, "align %zu rejected", align);
+        size_t opp = stats(pool).objs_per_page;
+        size_t n = 2 * opp + 1;
+        void **objs = calloc(n, sizeof *objs);
+        for (size_t i = 0; i < n; i++) {
+            objs[i] = dp_pool_get(pool, DP_WAITOK);
+            cr_assert_not_null(objs[i]);
+            cr_assert_eq((uintptr_t)objs[i] % align, 0,
+                         "object %p not aligned to %zu", objs[i], align);
+        }
+        for (size_t i = 0; i < n; i++)
+            dp_pool_put(pool, objs[i]);
+        free(objs);
+        cr_assert_eq(dp_pool_check(pool), 0);
+        dp_pool_destroy(pool);
+        dp_mock_counters_t c = counters(m);
+        cr_assert_eq(c.allocs, c.frees, "align %zu leaked pages", align);
+    }
+    dp_mock_destroy(m);
+}
+
+Test(pool, default_alignment_is_8_below_16_bytes_and_16_from_16_bytes)
+{
+    static const struct {
+        size_t objsize, align;
+    } cases[] = {{8, 8}, {12, 8}, {16, 16}, {24, 16}, {40, 16}, {100, 16}};
+    dp_mock_t *m = dp_mock_create(0);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        dp_pool_t *pool = mock_pool(m, "defalign", cases[c].objsize);
+        size_t n = 2 * stats(pool).objs_per_page;
+        void **objs = calloc(n, sizeof *objs);
+        for (size_t i = 0; i < n; i++) {
+            objs[i] = dp_pool_get(pool, DP_WAITOK);
+            cr_assert_not_null(objs[i]);
+            cr_assert_eq((uintptr_t)objs[i] % cases[c].align, 0,
+                         "objsize %zu: %p not %zu-aligned", cases[c].objsize,
+                         objs[i], cases[c].align);
+        }
+        for (size_t i = 0; i < n; i++)
+            dp_pool_put(pool, objs[i]);
+        free(objs);
+        dp_pool_destroy(pool);
+    }
+    dp_mock_counters_t c = counters(m);
+    cr_assert_eq(c.allocs, c.frees);
+    dp_mock_destroy(m);
+}
+
+Test(pool, zero_flag_zeroes_an_object_whose_memory_was_dirtied)
+{
+    static const int modes[] = {DP_WAITOK, DP_NOWAIT};
+    for (size_t k = 0; k < 2; k++) {
+        dp_mock_t *m = dp_mock_create(0);
+        const size_t objsize = 200;
+        dp_pool_t *pool = mock_pool(m, "zero", objsize);
+        size_t n = 2 * stats(pool).objs_per_page;
+        void **objs = calloc(n, sizeof *objs);
+        /* Dirty every object of two full pages, then give them back. */
+        for (size_t i = 0; i < n; i++) {
+            objs[i] = dp_pool_get(pool, DP_WAITOK);
+            cr_assert_not_null(objs[i]);
+            memset(objs[i], 0xa5, objsize);
+        }
+        for (size_t i = 0; i < n; i++)
+            dp_pool_put(pool, objs[i]);
+        dp_thread_cache_flush();
+        uint64_t allocs = counters(m).allocs;
+        cr_assert_eq(stats(pool).pages_empty, 2);
+
+        /* The same dirty memory comes back, zeroed. */
+        for (size_t i = 0; i < n; i++) {
+            unsigned char *o = dp_pool_get(pool, modes[k] | DP_ZERO);
+            cr_assert_not_null(o);
+            for (size_t b = 0; b < objsize; b++)
+                cr_assert_eq(o[b], 0, "byte %zu of %p not zeroed (mode %d)",
+                             b, (void *)o, modes[k]);
+            objs[i] = o;
+        }
+        cr_assert_eq(counters(m).allocs, allocs, "DP_ZERO gets should reuse the dirty pages");
+        for (size_t i = 0; i < n; i++)
+            dp_pool_put(pool, objs[i]);
+        free(objs);
+        finish(pool, m);
+    }
+}
+
+Test(pool, zero_gets_can_use_every_object_of_the_pool)
+{
+    /* One page at most: every DP_ZERO get must find a free object until
+     * all of the page's objects are out, whether or not they sit in the
+     * thread's cache. */
+    static const int modes[] = {DP_NOWAIT, DP_WAITOK};
+    for (size_t k = 0; k < 2; k++) {
+        dp_mock_t *m = dp_mock_create(0);
+        dp_pool_attr_t a;
+        mock_attr(&a, m);
+        a.pagesize = 4096;
+        a.max_pages = 1;
+        a.lowat = 0;
+        dp_pool_t *pool = dp_pool_create("zero1", 128, &a);
+        cr_assert_not_null(pool);
+        size_t n = stats(pool).objs_per_page;
+        void **objs = calloc(n, sizeof *objs);
+        for (int round = 0; round < 2; round++) {
+            for (size_t i = 0; i < n; i++) {
+                errno = 0;
+                objs[i] = dp_pool_get(pool, modes[k] | DP_ZERO);
+                cr_assert_not_null(objs[i], "round %d: DP_ZERO get %zu of %zu "
+                                   "failed (errno %d)", round, i, n, errno);
+            }
+            for (size_t i = 0; i < n; i++)
+                dp_pool_put(pool, objs[i]);
+        }
+        free(objs);
+        finish(pool, m);
+    }
+}
+
+Test(pool, stats_report_the_pool_geometry_and_configuration)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_attr_t a;
+    mock_attr(&a, m);
+    a.max_pages = 100;
+    a.lowat = 2;
+    a.hiwat = 10;
+    a.reclaim_age_ns = 500000000ull;
+    const char *longname = "a-pool-name-that-is-longer-than-thirty-one-bytes";
+    dp_pool_t *pool = dp_pool_create(longname, 40, &a);
+    cr_assert_not_null(pool);
+    dp_pool_stats_t s = stats(pool);
+
+    cr_assert_eq(strlen(s.name), 31);
+    cr_assert_eq(strncmp(s.name, longname, 31), 0, "name is '%s'", s.name);
+    cr_assert_eq(s.objsize, 40);
+    cr_assert_geq(s.slotsize, 40);
+    cr_assert_geq(s.pagesize, 4096);
+    cr_assert_eq(s.pagesize & (s.pagesize - 1), 0, "pagesize %zu", s.pagesize);
+    cr_assert_geq(s.objs_per_page, 8);
+    cr_assert_leq(s.objs_per_page * s.slotsize, s.pagesize);
+    cr_assert_eq(s.max_pages, 100);
+    cr_assert_eq(s.lowat, 2);
+    cr_assert_eq(s.hiwat, 10);
+    cr_assert_eq(s.reclaim_age_ns, 500000000ull);
+    cr_assert_eq(s.pages, 0, "pages come lazily");
+    cr_assert_eq(counters(m).alloc_calls, 0, "create must not call the provider");
+    finish(pool, m);
+}
+
+Test(pool, default_pagesize_is_the_smallest_power_of_two_from_64k_holding_eight_objects)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    /* Sizes chosen so a page header cannot change the answer: 10000-byte
+     * objects need 128 KiB for 8; 200000-byte ones stop at 1 MiB (5). */
+    static const size_t sizes[] = {64, 10000, 200000};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        dp_pool_attr_t a;
+        mock_attr(&a, m);
+        dp_pool_t *pool = dp_pool_create("defpage", sizes[k], &a);
+        cr_assert_not_null(pool);
+        dp_pool_stats_t s = stats(pool);
+        size_t expect = DP_PAGESIZE_DEFAULT_MIN;
+        while (expect / s.slotsize < 8 && expect < ((size_t)1 << 20))
+            expect *= 2;
+        cr_assert_eq(s.pagesize, expect, "objsize %zu slot %zu: pagesize %zu",
+                     sizes[k], s.slotsize, s.pagesize);
+        if (expect < ((size_t)1 << 20))
+            cr_assert_geq(s.objs_per_page, 8);
+        else
+            cr_assert_geq(s.objs_per_page, 1);
+        void *o = dp_pool_get(pool, DP_WAITOK);
+        cr_assert_not_null(o);
+        dp_mock_log_entry_t e;
+        cr_assert_eq(dp_mock_log(m, dp_mock_log_length(m) - 1, &e, 1), 1);
+        cr_assert_eq(e.size, expect, "the provider was asked for %zu bytes", e.size);
+        dp_pool_put(pool, o);
+        dp_pool_destroy(pool);
+    }
+    dp_mock_counters_t c = counters(m);
+    cr_assert_eq(c.allocs, c.frees);
+    dp_mock_destroy(m);
+}
+
+Test(pool, stats_count_gets_puts_and_objects_in_use_exactly)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = mock_pool(m, "counts", 48);
+    size_t opp = stats(pool).objs_per_page;
+    size_t n = 2 * opp + 3;
+    void **objs = calloc(n, sizeof *objs);
+    for (size_t i = 0; i < n; i++) {
+        objs[i] = dp_pool_get(pool, i % 2 ? DP_NOWAIT : DP_WAITOK);
+        cr_assert_not_null(objs[i]);
+    }
+    size_t nput = opp + 1;
+    for (size_t i = 0; i < nput; i++)
+        dp_pool_put(pool, objs[i]);
+
+    dp_pool_stats_t s = stats(pool);
+    cr_assert_eq(s.gets, n);
+    cr_assert_eq(s.puts, nput);
+    cr_assert_eq(s.objs_inuse, n - nput);
+    cr_assert_eq(s.puts, s.gets - s.objs_inuse);
+    cr_assert_eq(s.objs_free + s.objs_inuse, s.pages * opp,
+                 "free %" PRIu64 " + inuse %" PRIu64 " != %" PRIu64 " pages * %zu",
+                 s.objs_free, s.objs_inuse, s.pages, opp);
+    cr_assert_eq(s.pages, 3);
+    cr_assert_eq(s.gets_failed, 0);
+    cr_assert_eq(s.gets_waited, 0);
+    cr_assert_eq(s.waiting, 0);
+    cr_assert_eq(s.pages_pending, 0);
+    cr_assert_eq(s.put_provider_calls, 0);
+    cr_assert_eq(s.provider_alloc_failures, 0);
+
+    for (size_t i = nput; i < n; i++)
+        dp_pool_put(pool, objs[i]);
+    dp_thread_cache_flush();
+    s = stats(pool);
+    cr_assert_eq(s.puts, n);
+    cr_assert_eq(s.objs_inuse, 0);
+    cr_assert_eq(s.pages_empty, 3);
+    free(objs);
+    finish(pool, m);
+}
+
+Test(pool, stats_pages_equal_pages_allocated_minus_pages_freed)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = mock_pool(m, "pages", 64);
+    dp_pool_stats_t s = stats(pool);
+    size_t opp = s.objs_per_page, n = 4 * opp;
+    void **objs = calloc(n, sizeof *objs);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_not_null(objs[i] = dp_pool_get(pool, DP_WAITOK));
+    for (size_t i = 0; i < n; i++)
+        dp_pool_put(pool, objs[i]);
+    size_t freed = dp_pool_reclaim(pool);
+    cr_assert_eq(freed, 4 - s.lowat);
+
+    for (size_t i = 0; i < 2 * opp; i++)
+        cr_assert_not_null(objs[i] = dp_pool_get(pool, DP_WAITOK));
+    s = stats(pool);
+    dp_mock_counters_t c = counters(m);
+    cr_assert_eq(s.pages_alloc, c.allocs);
+    cr_assert_eq(s.pages_freed, c.frees);
+    cr_assert_eq(s.pages_freed, freed);
+    cr_assert_eq(s.pages, s.pages_alloc - s.pages_freed);
+    cr_assert_eq(s.pages, 2);
+    cr_assert_eq(c.pages_out, s.pages);
+    for (size_t i = 0; i < 2 * opp; i++)
+        dp_pool_put(pool, objs[i]);
+    free(objs);
+    finish(pool, m);
+}
+
+Test(pool, check_reports_consistency_after_random_get_put_sequences)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = mock_pool(m, "check", 56);
+    size_t opp = stats(pool).objs_per_page;
+    size_t cap = 6 * opp, held = 0;
+    void **objs = calloc(cap, sizeof *objs);
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    unsigned steps = scaled(20000);
+    for (unsigned i = 0; i < steps; i++) {
+        uint64_t r = rng_next(&rng);
+        if (held < cap && (held == 0 || r % 100 < 52)) {
+            objs[held] = dp_pool_get(pool, r & 256 ? DP_NOWAIT : DP_WAITOK);
+            cr_assert_not_null(objs[held]);
+            held++;
+        } else if (r % 1000 == 999) {
+            dp_pool_reclaim(pool);
+        } else {
+            size_t k = (size_t)(r >> 20) % held;
+            dp_pool_put(pool, objs[k]);
+            objs[k] = objs[--held];
+        }
+        if (i % 256 == 0)
+            cr_assert_eq(dp_pool_check(pool), 0, "inconsistent after step %u", i);
+    }
+    cr_assert_eq(dp_pool_check(pool), 0);
+    cr_assert_eq(stats(pool).objs_inuse, held);
+    while (held)
+        dp_pool_put(pool, objs[--held]);
+    cr_assert_eq(dp_pool_check(pool), 0);
+    free(objs);
+    finish(pool, m);
+}
+
+Test(pool, objects_keep_their_contents_while_other_objects_come_and_go)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    const size_t objsize = 96;
+    dp_pool_t *pool = mock_pool(m, "contents", objsize);
+    size_t opp = stats(pool).objs_per_page;
+    size_t cap = 5 * opp, held = 0;
+    void **objs = calloc(cap, sizeof *objs);
+    uint64_t *tags = calloc(cap, sizeof *tags);
+    uint64_t rng = 12345, tag = 0;
+    unsigned steps = scaled(20000);
+
+    for (unsigned i = 0; i < steps; i++) {
+        uint64_t r = rng_next(&rng);
+        if (held < cap && (held == 0 || r % 2)) {
+            void *o = dp_pool_get(pool, DP_WAITOK);
+            cr_assert_not_null(o);
+            tags[held] = ++tag;
+            fill(o, objsize, tags[held]);
+            objs[held++] = o;
+        } else {
+            size_t k = (size_t)(r >> 24) % held;
+            cr_assert(holds(objs[k], objsize, tags[k]),
+                      "object %p lost its contents before its put", objs[k]);
+            dp_pool_put(pool, objs[k]);
+            objs[k] = objs[held - 1];
+            tags[k] = tags[--held];
+        }
+        if (i % 2048 == 0)
+            dp_pool_reclaim(pool);
+    }
+    for (size_t k = 0; k < held; k++) {
+        cr_assert(holds(objs[k], objsize, tags[k]), "object %p corrupted", objs[k]);
+        dp_pool_put(pool, objs[k]);
+    }
+    free(tags);
+    free(objs);
+    finish(pool, m);
+}
+
+struct cross_put {
+    dp_pool_t *pool;
+    void **objs;
+    size_t n;
+};
+
+static void *put_all(void *arg)
+{
+    struct cross_put *cp = arg;
+    for (size_t i = 0; i < cp->n; i++)
+        dp_pool_put(cp->pool, cp->objs[i]);
+    return NULL;
+}
+
+Test(pool, put_from_a_thread_that_never_used_the_pool_returns_the_objects)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = mock_pool(m, "cross", 64);
+    size_t opp = stats(pool).objs_per_page, n = 3 * opp;
+    void **objs = calloc(n, sizeof *objs);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_not_null(objs[i] = dp_pool_get(pool, DP_WAITOK));
+
+    struct cross_put cp = {pool, objs, n};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, put_all, &cp), 0);
+    pthread_join(t, NULL);
+
+    dp_pool_stats_t s = stats(pool);
+    cr_assert_eq(s.puts, n);
+    cr_assert_eq(s.objs_inuse, 0);
+    cr_assert_eq(s.pages_empty, 3);
+    cr_assert_eq(dp_pool_check(pool), 0);
+    /* The objects are reusable by the original thread without new pages. */
+    for (size_t i = 0; i < n; i++)
+        cr_assert_not_null(objs[i] = dp_pool_get(pool, DP_NOWAIT));
+    cr_assert_eq(counters(m).allocs, 3);
+    for (size_t i = 0; i < n; i++)
+        dp_pool_put(pool, objs[i]);
+    free(objs);
+    finish(pool, m);
+}
+
+Test(pool, put_of_a_null_object_is_a_no_op)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = mock_pool(m, "putnull", 64);
+    void *o = dp_pool_get(pool, DP_WAITOK);
+    cr_assert_not_null(o);
+    dp_pool_put(pool, NULL);
+    dp_pool_stats_t s = stats(pool);
+    cr_assert_eq(s.puts, 0);
+    cr_assert_eq(s.objs_inuse, 1);
+    cr_assert_eq(dp_pool_check(pool), 0);
+    dp_pool_put(pool, o);
+    finish(pool, m);
+}
+
+Test(pool, nowait_get_asks_the_provider_for_a_page_with_nowait)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = mock_pool(m, "nowaitalloc", 64);
+    void *o = dp_pool_get(pool, DP_NOWAIT);
+    cr_assert_not_null(o);
+    dp_mock_counters_t c = counters(m);
+    cr_assert_eq(c.alloc_calls, 1);
+    cr_assert_eq(c.nowait_allocs, 1);
+    dp_mock_log_entry_t e;
+    cr_assert_eq(dp_mock_log(m, 0, &e, 1), 1);
+    cr_assert_eq(e.op, DP_MOCK_ALLOC);
+    cr_assert_eq(e.flags, DP_NOWAIT);
+    dp_pool_put(pool, o);
+    finish(pool, m);
+}
+
+Test(pool, get_serves_partial_pages_then_newest_empty_page_then_a_new_page)
+{
+    /* Page-level order: without a thread cache, which would take objects
+     * from the pages in batches. */
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_attr_t a;
+    mock_attr(&a, m);
+    a.pagesize = 4096;
+    a.flags |= DP_POOL_NOCACHE;
+    dp_pool_t *pool = dp_pool_create("order", 64, &a);
+    cr_assert_not_null(pool);
+    dp_pool_stats_t s = stats(pool);
+    size_t opp = s.objs_per_page, ps = s.pagesize, n = 3 * opp;
+    void **objs = calloc(n, sizeof *objs);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_not_null(objs[i] = dp_pool_get(pool, DP_WAITOK));
+    cr_assert_eq(counters(m).allocs, 3);
+
+    /* Name the three pages by one object each; the pages are full. */
+    uintptr_t pa = page_of(objs[0], ps);
+    uintptr_t pb = 0, pc = 0;
+    for (size_t i = 0; i < n; i++) {
+        uintptr_t p = page_of(objs[i], ps);
+        if (p != pa && !pb)
+            pb = p;
+        else if (p != pa && p != pb && !pc)
+            pc = p;
+    }
+    cr_assert(pb && pc);
+
+    /* Empty A, then (later by the pool's clock) C; leave B with one hole. */
+    for (size_t i = 0; i < n; i++)
+        if (page_of(objs[i], ps) == pa) {
+            dp_pool_put(pool, objs[i]);
+            objs[i] = NULL;
+        }
+    cr_assert_eq(stats(pool).pages_empty, 1);
+    dp_mock_clock_advance(m, 1000);
+    for (size_t i = 0; i < n; i++)
+        if (objs[i] && page_of(objs[i], ps) == pc) {
+            dp_pool_put(pool, objs[i]);
+            objs[i] = NULL;
+        }
+    cr_assert_eq(stats(pool).pages_empty, 2);
+    for (size_t i = 0; i < n; i++)
+        if (objs[i] && page_of(objs[i], ps) == pb) {
+            dp_pool_put(pool, objs[i]);
+            objs[i] = NULL;
+            break;
+        }
+    (void)stats(pool); /* collect B's change, as C's and A's were */
+
+    void **again = calloc(2 * opp + 2, sizeof *again);
+    size_t k = 0;
+    again[k] = dp_pool_get(pool, DP_WAITOK);
+    cr_assert_eq(page_of(again[k++], ps), pb, "partial page B not served first");
+    for (size_t i = 0; i < opp; i++, k++) {
+        again[k] = dp_pool_get(pool, DP_WAITOK);
+        cr_assert_eq(page_of(again[k], ps), pc, "newest empty page C not next");
+    }
+    for (size_t i = 0; i < opp; i++, k++) {
+        again[k] = dp_pool_get(pool, DP_WAITOK);
+        cr_assert_eq(page_of(again[k], ps), pa, "older empty page A not next");
+    }
+    cr_assert_eq(counters(m).allocs, 3, "a new page was taken too early");
+    again[k] = dp_pool_get(pool, DP_WAITOK);
+    cr_assert_not_null(again[k++]);
+    cr_assert_eq(counters(m).allocs, 4);
+
+    for (size_t i = 0; i < k; i++)
+        dp_pool_put(pool, again[i]);
+    for (size_t i = 0; i < n; i++)
+        dp_pool_put(pool, objs[i]); /* NULL entries are no-ops */
+    free(again);
+    free(objs);
+    finish(pool, m);
+}
+
+Test(pool, version_string_matches_the_header_macros)
+{
+    char want[64];
+    snprintf(want, sizeof want, "%d.%d.%d", DP_VERSION_MAJOR, DP_VERSION_MINOR,
+             DP_VERSION_PATCH);
+    cr_assert_not_null(dp_version());
+    cr_assert_str_eq(dp_version(), want);
+}

@@ -1,0 +1,600 @@
+/*
+ * test_reclaim.c -- the reclaim policy: ageing by the pool's clock, the
+ * low- and high-water marks, the per-get budget, DP_NOWAIT never freeing,
+ * explicit reclaim, prime and its reserve, and the reclaim thread.
+ *
+ * Ageing is driven by the mock clock (dp_mock_clock_advance), and passes
+ * by dp_reclaim_sync() or dp_reclaim_step(): nothing here sleeps.  Pools
+ * are created with DP_POOL_NOTHREAD; a test that wants the thread starts
+ * it after its setup, with a very long interval, so every pass it makes is
+ * one the test asked for (or one that cannot change the outcome).
+ *
+ * Objects a thread puts sit in its per-thread cache until flushed, so the
+ * tests flush (dp_thread_cache_flush) before they look at pages; tests of
+ * what one get does to the pages use DP_POOL_NOCACHE pools, since a cached
+ * get takes its objects in batches and may not touch the pages at all.
+ */
+#include <criterion/criterion.h>
+#include <deferpool.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define AGE 1000000000ull  /* reclaim_age_ns of every pool here (mock time) */
+#define OBJSIZE 64
+#define LONG_INTERVAL (3600ull * 1000000000ull)
+
+/* ---------------------------------------------------------------- helpers */
+
+static dp_mock_counters_t counters(dp_mock_t *m)
+{
+    dp_mock_counters_t c;
+    dp_mock_counters(m, &c);
+    return c;
+}
+
+static dp_pool_stats_t stats(dp_pool_t *pool)
+{
+    dp_pool_stats_t s;
+    cr_assert_eq(dp_pool_stats(pool, &s), 0, "dp_pool_stats failed");
+    return s;
+}
+
+static dp_reclaim_info_t info(void)
+{
+    dp_reclaim_info_t i;
+    memset(&i, 0, sizeof i);
+    dp_reclaim_info(&i);
+    return i;
+}
+
+struct policy {
+    size_t lowat, hiwat, max_pages;
+    unsigned budget;
+    unsigned flags; /* DP_POOL_* besides DP_POOL_NOTHREAD */
+};
+
+static dp_pool_t *policy_pool(dp_mock_t *m, struct policy pol)
+{
+    dp_pool_attr_t a;
+    dp_pool_attr_init(&a);
+    a.provider = dp_mock_provider(m);
+    a.clock = dp_mock_clock;
+    a.clock_arg = m;
+    a.flags = DP_POOL_NOTHREAD | pol.flags;
+    a.pagesize = 4096;
+    a.reclaim_age_ns = AGE;
+    a.lowat = pol.lowat;
+    a.hiwat = pol.hiwat;
+    a.max_pages = pol.max_pages;
+    a.reclaim_budget = pol.budget;
+    dp_pool_t *pool = dp_pool_create("reclaim", OBJSIZE, &a);
+    cr_assert_not_null(pool, "dp_pool_create: %s", strerror(errno));
+    dp_pool_stats_t s = stats(pool);
+    cr_assert_eq(s.lowat, pol.lowat);
+    cr_assert_eq(s.hiwat, pol.hiwat);
+    return pool;
+}
+
+static size_t opp_of(dp_pool_t *pool)
+{
+    return stats(pool).objs_per_page;
+}
+
+/* On a pool with no pages yet: fill `npages` pages and put every object
+ * back, so the pages become empty now by the pool's clock (stats collects
+ * them). */
+static void make_empty_pages(dp_pool_t *pool, size_t npages)
+{
+    size_t opp = opp_of(pool), n = npages * opp;
+    cr_assert_eq(stats(pool).pages, 0);
+    void **objs = calloc(n, sizeof *objs);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_not_null(objs[i] = dp_pool_get(pool, DP_WAITOK));
+    cr_assert_eq(stats(pool).pages_empty, 0);
+    for (size_t i = 0; i < n; i++)
+        dp_pool_put(pool, objs[i]);
+    free(objs);
+    dp_thread_cache_flush();
+    dp_pool_stats_t s = stats(pool);
+    cr_assert_eq(s.pages_empty, npages, "expected %zu empty pages, have %" PRIu64,
+                 npages, s.pages_empty);
+    cr_assert_eq(s.pages, npages);
+}
+
+static void finish(dp_pool_t *pool, dp_mock_t *m)
+{
+    cr_assert_eq(dp_pool_check(pool), 0, "invariants broken before destroy");
+    dp_pool_destroy(pool);
+    dp_reclaim_stop(); /* a thread left running slows exit under TSan */
+    dp_mock_counters_t c = counters(m);
+    cr_assert_eq(c.allocs, c.frees,
+                 "pages leaked: %" PRIu64 " allocated, %" PRIu64 " freed",
+                 c.allocs, c.frees);
+    dp_mock_destroy(m);
+}
+
+static int my_tid(void)
+{
+    return (int)syscall(SYS_gettid);
+}
+
+/*
+ * Who runs the reclaim passes: the background thread (dp_reclaim_sync) or
+ * the caller (dp_reclaim_step, with the thread stopped).  The same
+ * scenarios run under both.
+ */
+struct driver {
+    bool thread;
+};
+static const struct driver by_thread = {true}, by_step = {false};
+
+static void drv_start(const struct driver *d)
+{
+    if (d->thread) {
+        dp_reclaim_set_interval(LONG_INTERVAL);
+        cr_assert_eq(dp_reclaim_start(), 0);
+        cr_assert(info().running);
+    } else {
+        dp_reclaim_stop();
+        cr_assert_not(info().running);
+    }
+}
+
+/* One pass that begins now; returns the pages it returned. */
+static size_t drv_pass(const struct driver *d)
+{
+    dp_reclaim_info_t before = info();
+    size_t r = 0;
+    if (d->thread)
+        cr_assert_eq(dp_reclaim_sync(), 0, "dp_reclaim_sync: %s",
+                     strerror(errno));
+    else
+        r = dp_reclaim_step();
+    dp_reclaim_info_t after = info();
+    size_t delta = (size_t)(after.pages_returned - before.pages_returned);
+    if (!d->thread) {
+        cr_assert_eq(r, delta, "dp_reclaim_step returned %zu, info says %zu",
+                     r, delta);
+        cr_assert_eq(after.passes, before.passes, "a thread pass ran");
+    } else {
+        cr_assert_gt(after.passes, before.passes);
+    }
+    return delta;
+}
+
+/* Frees logged from index `from` on ran in the caller's thread (step) or
+ * in another one (thread). */
+static void assert_free_thread(const struct driver *d, dp_mock_t *m,
+                               size_t from)
+{
+    size_t n = dp_mock_log_length(m) - from, nfree = 0;
+    dp_mock_log_entry_t *e = calloc(n ? n : 1, sizeof *e);
+    cr_assert_eq(dp_mock_log(m, from, e, n), n);
+    for (size_t i = 0; i < n; i++) {
+        if (e[i].op != DP_MOCK_FREE)
+            continue;
+        nfree++;
+        if (d->thread)
+            cr_assert_neq(e[i].tid, my_tid(), "the thread's pass freed in the caller");
+        else
+            cr_assert_eq(e[i].tid, my_tid(), "dp_reclaim_step freed elsewhere");
+    }
+    cr_assert_gt(nfree, 0);
+    free(e);
+}
+
+/* ------------------------------------------------ scenarios for both drivers */
+
+static void scenario_age_and_lowat(const struct driver *d)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = policy_pool(m, (struct policy){.lowat = 2, .hiwat = 16});
+    make_empty_pages(pool, 6);
+    drv_start(d);
+
+    cr_assert_eq(drv_pass(d), 0);
+    dp_mock_clock_advance(m, AGE - 1);
+    cr_assert_eq(drv_pass(d), 0, "pages returned before reclaim_age_ns");
+    dp_pool_stats_t s = stats(pool);
+    cr_assert_eq(s.pages_empty, 6);
+    cr_assert_eq(counters(m).free_calls, 0);
+
+    dp_mock_clock_advance(m, 2);
+    size_t log0 = dp_mock_log_length(m);
+    cr_assert_eq(drv_pass(d), 4, "aged pages beyond lowat not all returned");
+    assert_free_thread(d, m, log0);
+    s = stats(pool);
+    cr_assert_eq(s.pages_empty, 2, "lowat not kept");
+    cr_assert_eq(s.pages, 2);
+    cr_assert_eq(s.pages_freed, 4);
+    cr_assert_eq(counters(m).frees, 4);
+
+    /* lowat pages are never aged out. */
+    dp_mock_clock_advance(m, 10 * AGE);
+    cr_assert_eq(drv_pass(d), 0);
+    cr_assert_eq(stats(pool).pages_empty, 2);
+    cr_assert_eq(counters(m).frees, 4);
+    finish(pool, m);
+}
+
+Test(reclaim, thread_returns_empty_pages_only_after_reclaim_age_and_keeps_lowat)
+{
+    scenario_age_and_lowat(&by_thread);
+}
+
+Test(reclaim, step_returns_empty_pages_only_after_reclaim_age_and_keeps_lowat)
+{
+    scenario_age_and_lowat(&by_step);
+}
+
+static void scenario_hiwat(const struct driver *d)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = policy_pool(m, (struct policy){.lowat = 1, .hiwat = 4});
+    make_empty_pages(pool, 9);
+    drv_start(d);
+    /* No clock movement at all: the excess goes by count alone. */
+    drv_pass(d);
+    dp_pool_stats_t s = stats(pool);
+    cr_assert_eq(s.pages_empty, 4, "pages beyond hiwat kept: %" PRIu64,
+                 s.pages_empty);
+    cr_assert_eq(counters(m).frees, 5);
+    cr_assert_eq(drv_pass(d), 0, "young pages within hiwat were returned");
+    cr_assert_eq(stats(pool).pages_empty, 4);
+    finish(pool, m);
+}
+
+Test(reclaim, thread_returns_pages_beyond_hiwat_at_next_pass_without_ageing)
+{
+    scenario_hiwat(&by_thread);
+}
+
+Test(reclaim, step_returns_pages_beyond_hiwat_without_ageing)
+{
+    scenario_hiwat(&by_step);
+}
+
+static void scenario_refill(const struct driver *d)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = policy_pool(m, (struct policy){.lowat = 3, .hiwat = 16});
+    size_t opp = opp_of(pool);
+    dp_reclaim_info_t i0 = info();
+    drv_start(d);
+    drv_pass(d);
+    dp_pool_stats_t s = stats(pool);
+    cr_assert_eq(s.pages_empty, 3, "fresh pool not filled to lowat");
+    cr_assert_eq(counters(m).allocs, 3);
+    cr_assert_eq(info().pages_filled - i0.pages_filled, 3);
+
+    /* Gets consume the ready pages without calling the provider. */
+    size_t n = 3 * opp;
+    void **objs = calloc(n, sizeof *objs);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_not_null(objs[i] = dp_pool_get(pool, DP_NOWAIT));
+    cr_assert_eq(counters(m).alloc_calls, 3);
+    cr_assert_eq(stats(pool).pages_empty, 0);
+
+    drv_pass(d);
+    s = stats(pool);
+    cr_assert_eq(s.pages_empty, 3, "not refilled to lowat after gets");
+    cr_assert_eq(s.pages, 6);
+    cr_assert_eq(counters(m).allocs, 6);
+    cr_assert_eq(info().pages_filled - i0.pages_filled, 6);
+
+    for (size_t i = 0; i < n; i++)
+        dp_pool_put(pool, objs[i]);
+    free(objs);
+    dp_thread_cache_flush();
+    cr_assert_eq(drv_pass(d), 0);
+    cr_assert_eq(stats(pool).pages_empty, 6);
+    cr_assert_eq(counters(m).allocs, 6, "refilled past lowat");
+    finish(pool, m);
+}
+
+Test(reclaim, thread_refills_empty_pages_to_lowat_after_gets_consumed_them)
+{
+    scenario_refill(&by_thread);
+}
+
+Test(reclaim, step_refills_empty_pages_to_lowat_after_gets_consumed_them)
+{
+    scenario_refill(&by_step);
+}
+
+static void scenario_refill_limit(const struct driver *d)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = policy_pool(
+        m, (struct policy){.lowat = 2, .hiwat = 16, .max_pages = 3});
+    size_t n = 2 * opp_of(pool);
+    void **objs = calloc(n, sizeof *objs);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_not_null(objs[i] = dp_pool_get(pool, DP_WAITOK));
+    drv_start(d);
+    drv_pass(d);
+    dp_pool_stats_t s = stats(pool);
+    cr_assert_eq(s.pages, 3, "refill went past max_pages");
+    cr_assert_eq(s.pages_empty, 1);
+    cr_assert_eq(counters(m).allocs, 3);
+    for (size_t i = 0; i < n; i++)
+        dp_pool_put(pool, objs[i]);
+    free(objs);
+    finish(pool, m);
+}
+
+Test(reclaim, thread_refill_never_exceeds_max_pages)
+{
+    scenario_refill_limit(&by_thread);
+}
+
+Test(reclaim, step_refill_never_exceeds_max_pages)
+{
+    scenario_refill_limit(&by_step);
+}
+
+/* --------------------------------------------------------- get-side policy */
+
+Test(reclaim, waitok_get_hands_back_at_most_budget_aged_pages_per_call)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    const unsigned budget = 2;
+    dp_pool_t *pool = policy_pool(
+        m, (struct policy){.lowat = 1, .hiwat = 32, .budget = budget,
+                           .flags = DP_POOL_NOCACHE});
+    make_empty_pages(pool, 10);
+    dp_mock_clock_advance(m, AGE + 1);
+
+    /* The first get takes one empty page; 9 stay, 8 of them beyond lowat
+     * and all aged: each get hands back min(budget, due left). */
+    size_t due = 8, gets = 0;
+    void *objs[16];
+    while (due > 0) {
+        cr_assert_lt(gets, 16, "due pages never drained");
+        uint64_t f0 = counters(m).frees;
+        objs[gets] = dp_pool_get(pool, DP_WAITOK);
+        cr_assert_not_null(objs[gets++]);
+        uint64_t freed = counters(m).frees - f0;
+        size_t want = due < budget ? due : budget;
+        cr_assert_eq(freed, want, "get %zu returned %" PRIu64 " pages, want %zu",
+                     gets, freed, want);
+        due -= want;
+    }
+    dp_pool_stats_t s = stats(pool);
+    cr_assert_eq(s.pages_empty, 1, "lowat not kept by gets");
+    uint64_t f0 = counters(m).frees;
+    objs[gets] = dp_pool_get(pool, DP_WAITOK);
+    cr_assert_not_null(objs[gets++]);
+    cr_assert_eq(counters(m).frees, f0, "a get returned a page that was not due");
+    for (size_t i = 0; i < gets; i++)
+        dp_pool_put(pool, objs[i]);
+    finish(pool, m);
+}
+
+Test(reclaim, waitok_get_returns_pages_beyond_hiwat_without_ageing)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = policy_pool(
+        m, (struct policy){.lowat = 1, .hiwat = 4, .budget = 8,
+                           .flags = DP_POOL_NOCACHE});
+    make_empty_pages(pool, 8);
+    /* The get takes one page: 7 empty, 3 past hiwat. */
+    void *o = dp_pool_get(pool, DP_WAITOK);
+    cr_assert_not_null(o);
+    cr_assert_eq(counters(m).frees, 3);
+    cr_assert_eq(stats(pool).pages_empty, 4);
+    dp_pool_put(pool, o);
+    finish(pool, m);
+}
+
+Test(reclaim, waitok_get_returns_nothing_when_no_page_is_due)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = policy_pool(
+        m, (struct policy){.lowat = 1, .hiwat = 8, .flags = DP_POOL_NOCACHE});
+    make_empty_pages(pool, 6);
+    dp_mock_clock_advance(m, AGE - 1);
+    void *o = dp_pool_get(pool, DP_WAITOK);
+    cr_assert_not_null(o);
+    cr_assert_eq(counters(m).free_calls, 0);
+    cr_assert_eq(stats(pool).pages_empty, 5);
+    dp_pool_put(pool, o);
+    finish(pool, m);
+}
+
+Test(reclaim, nowait_get_never_calls_provider_free_even_with_due_pages)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = policy_pool(m, (struct policy){.lowat = 1, .hiwat = 4});
+    size_t opp = opp_of(pool);
+    make_empty_pages(pool, 10);
+    dp_mock_clock_advance(m, AGE + 1); /* all due: aged and past hiwat */
+
+    size_t n = 12 * opp; /* the 10 queued pages and 2 new ones */
+    void **objs = calloc(n, sizeof *objs);
+    for (int round = 0; round < 2; round++) {
+        for (size_t i = 0; i < n; i++) {
+            objs[i] = dp_pool_get(pool, DP_NOWAIT);
+            cr_assert_not_null(objs[i]);
+        }
+        for (size_t i = 0; i < n; i++)
+            dp_pool_put(pool, objs[i]);
+        dp_thread_cache_flush();
+        cr_assert_eq(stats(pool).pages_empty, 12);
+        dp_mock_clock_advance(m, AGE + 1);
+    }
+    dp_mock_counters_t c = counters(m);
+    cr_assert_eq(c.free_calls, 0, "a DP_NOWAIT get called the provider's free");
+    cr_assert_eq(c.allocs, 12);
+    free(objs);
+    finish(pool, m);
+}
+
+/* -------------------------------------------------------- explicit reclaim */
+
+Test(reclaim, pool_reclaim_returns_every_empty_page_beyond_lowat_regardless_of_age)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = policy_pool(m, (struct policy){.lowat = 2, .hiwat = 16});
+    make_empty_pages(pool, 7);
+    size_t n = dp_pool_reclaim(pool);
+    cr_assert_eq(n, 5);
+    cr_assert_eq(counters(m).frees, 5);
+    dp_pool_stats_t s = stats(pool);
+    cr_assert_eq(s.pages_empty, 2);
+    cr_assert_eq(s.pages_freed, 5);
+    cr_assert_eq(dp_pool_reclaim(pool), 0, "a second reclaim found more");
+    finish(pool, m);
+}
+
+Test(reclaim, empty_oldest_age_follows_the_pool_clock)
+{
+    /* NOCACHE: the one get below must take one object from one page. */
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = policy_pool(
+        m, (struct policy){.lowat = 1, .hiwat = 16, .flags = DP_POOL_NOCACHE});
+    cr_assert_eq(stats(pool).empty_oldest_age_ns, 0, "no empty page yet");
+    make_empty_pages(pool, 2);
+    cr_assert_eq(stats(pool).empty_oldest_age_ns, 0);
+    dp_mock_clock_advance(m, 12345);
+    cr_assert_eq(stats(pool).empty_oldest_age_ns, 12345);
+
+    /* A page emptied later does not make the oldest younger. */
+    void *o = dp_pool_get(pool, DP_WAITOK);
+    cr_assert_not_null(o);
+    dp_mock_clock_advance(m, 100);
+    dp_pool_put(pool, o);
+    dp_thread_cache_flush();
+    cr_assert_eq(stats(pool).empty_oldest_age_ns, 12445);
+
+    /* Reclaim keeps lowat = 1 page: the newest, emptied 0 ns ago. */
+    cr_assert_eq(dp_pool_reclaim(pool), 1);
+    dp_mock_clock_advance(m, 7);
+    cr_assert_eq(stats(pool).empty_oldest_age_ns, 7);
+    finish(pool, m);
+}
+
+/* ----------------------------------------------------------------- prime */
+
+Test(reclaim, primed_objects_are_served_by_nowait_gets_while_the_provider_fails)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = policy_pool(m, (struct policy){.lowat = 1, .hiwat = 16});
+    size_t opp = opp_of(pool), n = 3 * opp + opp / 2;
+    cr_assert_eq(dp_pool_prime(pool, n), 0, "prime: %s", strerror(errno));
+    cr_assert_geq(stats(pool).reserve_objs, n);
+
+    dp_mock_fail_after(m, 0);
+    const dp_provider_t *prov = dp_mock_provider(m);
+    cr_assert_null(prov->alloc(prov->ctx, 4096, 4096, DP_NOWAIT),
+                   "failure injection is not active");
+
+    void **objs = calloc(n, sizeof *objs);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_not_null(objs[i] = dp_pool_get(pool, DP_NOWAIT),
+                           "primed get %zu of %zu failed", i, n);
+    for (size_t i = 0; i < n; i++)
+        dp_pool_put(pool, objs[i]);
+    free(objs);
+    dp_mock_fail_clear(m);
+    finish(pool, m);
+}
+
+Test(reclaim, primed_pages_are_not_aged_out)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = policy_pool(m, (struct policy){.lowat = 1, .hiwat = 16});
+    size_t opp = opp_of(pool), n = 4 * opp;
+    cr_assert_eq(dp_pool_prime(pool, n), 0);
+    uint64_t pages = stats(pool).pages;
+    cr_assert_geq(pages, 4);
+
+    dp_mock_clock_advance(m, 100 * AGE);
+    cr_assert_eq(dp_reclaim_step(), 0, "a pass aged out primed pages");
+    cr_assert_eq(dp_pool_reclaim(pool), 0, "explicit reclaim took the reserve");
+    void *o = dp_pool_get(pool, DP_WAITOK);
+    cr_assert_not_null(o);
+    dp_pool_put(pool, o);
+    cr_assert_eq(dp_reclaim_start(), 0);
+    cr_assert_eq(dp_reclaim_sync(), 0);
+    cr_assert_eq(counters(m).free_calls, 0, "primed pages went back");
+    cr_assert_eq(stats(pool).pages, pages);
+
+    dp_mock_fail_after(m, 0);
+    void **objs = calloc(n, sizeof *objs);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_not_null(objs[i] = dp_pool_get(pool, DP_NOWAIT));
+    for (size_t i = 0; i < n; i++)
+        dp_pool_put(pool, objs[i]);
+    free(objs);
+    dp_mock_fail_clear(m);
+    finish(pool, m);
+}
+
+/* -------------------------------------------------------- the thread itself */
+
+Test(reclaim, reclaim_sync_waits_for_a_new_pass_so_passes_advance)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = policy_pool(m, (struct policy){.lowat = 1, .hiwat = 16});
+    dp_reclaim_set_interval(LONG_INTERVAL);
+    cr_assert_eq(dp_reclaim_start(), 0);
+    dp_reclaim_info_t i0 = info();
+    cr_assert(i0.running);
+    for (int k = 0; k < 3; k++) {
+        cr_assert_eq(dp_reclaim_sync(), 0);
+        dp_reclaim_info_t i1 = info();
+        cr_assert_gt(i1.passes, i0.passes, "sync returned without a pass");
+        i0 = i1;
+    }
+    finish(pool, m);
+}
+
+Test(reclaim, reclaim_sync_fails_with_esrch_when_the_thread_is_stopped)
+{
+    dp_reclaim_stop();
+    cr_assert_not(info().running);
+    errno = 0;
+    cr_assert_eq(dp_reclaim_sync(), -1);
+    cr_assert_eq(errno, ESRCH);
+    cr_assert_eq(dp_reclaim_start(), 0);
+    cr_assert(info().running);
+    cr_assert_eq(dp_reclaim_sync(), 0);
+    dp_reclaim_stop();
+    cr_assert_not(info().running);
+    errno = 0;
+    cr_assert_eq(dp_reclaim_sync(), -1);
+    cr_assert_eq(errno, ESRCH);
+}
+
+Test(reclaim, a_pool_without_nothread_starts_the_reclaim_thread)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *quiet = policy_pool(m, (struct policy){.lowat = 1, .hiwat = 16});
+    cr_assert_not(info().running, "a DP_POOL_NOTHREAD pool started the thread");
+
+    dp_pool_attr_t a;
+    dp_pool_attr_init(&a);
+    a.provider = dp_mock_provider(m);
+    dp_pool_t *pool = dp_pool_create("auto", OBJSIZE, &a);
+    cr_assert_not_null(pool);
+    cr_assert(info().running, "the first ordinary pool did not start it");
+    cr_assert_eq(dp_reclaim_sync(), 0);
+    dp_pool_destroy(pool);
+    finish(quiet, m);
+}
+
+Test(reclaim, reclaim_interval_is_set_and_reported)
+{
+    dp_reclaim_set_interval(250000000ull);
+    cr_assert_eq(info().interval_ns, 250000000ull);
+    dp_reclaim_set_interval(0);
+    cr_assert_eq(info().interval_ns, 100000000ull, "default is 100 ms");
+}
