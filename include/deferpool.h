@@ -197,8 +197,9 @@ DP_API void dp_pool_destroy(dp_pool_t *pool);
  *   never held across a provider call or a callback.
  * DP_WAITOK: never fails for lack of memory: at the hard limit, or when
  *   the provider fails, it sleeps until a put or a reclaim makes room.
- *   After serving, it hands at most reclaim_budget due empty pages back to
- *   the provider (outside the pool lock).
+ *   A get that reaches the pool (one the thread cache cannot serve) then
+ *   hands at most reclaim_budget due empty pages back to the provider
+ *   (outside the pool lock); a get served from the cache touches no page.
  * Errors: NULL + EINVAL for a NULL pool or bad flags (neither or both of
  * WAITOK/NOWAIT, unknown bits, DP_ZERO on a pool with a constructor).
  */
@@ -348,7 +349,8 @@ DP_API int dp_pool_check(dp_pool_t *pool);
 /*
  * A page provider for tests: the stand-in for UVM.  Memory comes from
  * aligned_alloc (so sanitizers see pages after they are returned).
- * All functions are MT-Safe.  The counters are exact.
+ * All functions are MT-Safe.  The counters are exact.  Fork: the mock has
+ * no fork handlers; fork only while no thread is inside a mock call.
  */
 typedef struct dp_mock dp_mock_t;
 
