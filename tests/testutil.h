@@ -1,0 +1,201 @@
+/*
+ * testutil.h -- small helpers shared by the concurrency tests
+ * (test_put_nonblocking.c, test_uvm.c, test_limits.c, test_stress.c).
+ *
+ * Include after <criterion/criterion.h> and <deferpool.h>.  Everything is
+ * static: each test file is its own executable.
+ *
+ *   tu_scaled(n)      n divided by DP_TEST_SCALE (default 1), at least 1:
+ *                     sanitizer builds set 4 (ASan) or 10 (TSan).
+ *   tu_gate_*         a one-shot gate (mutex + condition variable): threads
+ *                     wait until the test opens it.  Never a sleep.
+ *   tu_stats/counters snapshots that assert the call succeeded.
+ *   tu_mock_pool      a pool on a mock provider with the usual attributes.
+ *   tu_destroy_all    the closing checks every test shares: nothing out,
+ *                     no provider call from a put, the books balance, the
+ *                     pool destroys, and the mock got every page back.
+ *   tu_rng            xorshift64*: cheap, per thread, reproducible.
+ */
+#ifndef DP_TESTUTIL_H
+#define DP_TESTUTIL_H
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__SANITIZE_THREAD__)
+#define TU_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TU_TSAN 1
+#endif
+#endif
+#ifndef TU_TSAN
+#define TU_TSAN 0
+#endif
+
+/* ------------------------------------------------------------- scaling */
+
+static inline uint64_t tu_scale(void)
+{
+    const char *s = getenv("DP_TEST_SCALE");
+    if (!s || !*s)
+        return 1;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    return (*end == '\0' && v >= 1) ? (uint64_t)v : 1;
+}
+
+static inline uint64_t tu_scaled(uint64_t n)
+{
+    uint64_t v = n / tu_scale();
+    return v ? v : 1;
+}
+
+/* ---------------------------------------------------------------- gate */
+
+typedef struct tu_gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int open;
+} tu_gate_t;
+
+#define TU_GATE_INIT {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0}
+
+static inline void tu_gate_open(tu_gate_t *g)
+{
+    pthread_mutex_lock(&g->mu);
+    g->open = 1;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static inline void tu_gate_wait(tu_gate_t *g)
+{
+    pthread_mutex_lock(&g->mu);
+    while (!g->open)
+        pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+}
+
+/* ----------------------------------------------------------- snapshots */
+
+static inline dp_pool_stats_t tu_stats(dp_pool_t *pool)
+{
+    dp_pool_stats_t s;
+    cr_assert_eq(dp_pool_stats(pool, &s), 0, "dp_pool_stats failed");
+    return s;
+}
+
+static inline dp_mock_counters_t tu_counters(dp_mock_t *m)
+{
+    dp_mock_counters_t c;
+    dp_mock_counters(m, &c);
+    return c;
+}
+
+/* Poll until pool has `n` getters asleep.  Used as a gate where the API
+ * offers no blocking wait for that state; yields, never sleeps. */
+static inline void tu_wait_waiting(dp_pool_t *pool, uint64_t n)
+{
+    for (;;) {
+        dp_pool_stats_t s;
+        if (dp_pool_stats(pool, &s) == 0 && s.waiting >= n)
+            return;
+        sched_yield();
+    }
+}
+
+/* ---------------------------------------------------------------- pool */
+
+static inline dp_mock_t *tu_mock(size_t capacity)
+{
+    dp_mock_t *m = dp_mock_create(capacity);
+    cr_assert_not_null(m, "dp_mock_create: %s", strerror(errno));
+    return m;
+}
+
+/* attr defaults + the mock as provider + its clock + no auto thread. */
+static inline dp_pool_attr_t tu_attr(dp_mock_t *m)
+{
+    dp_pool_attr_t a;
+    dp_pool_attr_init(&a);
+    a.provider = dp_mock_provider(m);
+    a.clock = dp_mock_clock;
+    a.clock_arg = m;
+    a.flags = DP_POOL_NOTHREAD;
+    a.pagesize = 4096;
+    return a;
+}
+
+static inline dp_pool_t *tu_pool(const char *name, size_t objsize,
+                                 const dp_pool_attr_t *a)
+{
+    dp_pool_t *p = dp_pool_create(name, objsize, a);
+    cr_assert_not_null(p, "dp_pool_create(%s): %s", name, strerror(errno));
+    return p;
+}
+
+/*
+ * The closing checks: with the pool quiescent, nothing is out, every get
+ * has its put, no provider call came from a put, the page books balance
+ * and the invariant checker is happy; then destroy, and the mock (which
+ * served this pool only) has every page back.
+ */
+static inline void tu_destroy_checked(dp_pool_t *pool, dp_mock_t *m)
+{
+    dp_pool_stats_t s = tu_stats(pool);
+    cr_assert_eq(s.objs_inuse, 0, "objects still out: %llu",
+                 (unsigned long long)s.objs_inuse);
+    cr_assert_eq(s.gets, s.puts + s.objs_inuse,
+                 "gets %llu != puts %llu + inuse %llu",
+                 (unsigned long long)s.gets, (unsigned long long)s.puts,
+                 (unsigned long long)s.objs_inuse);
+    cr_assert_eq(s.put_provider_calls, 0, "a put called the provider");
+    cr_assert_eq(s.pages, s.pages_alloc - s.pages_freed,
+                 "pages %llu != alloc %llu - freed %llu",
+                 (unsigned long long)s.pages,
+                 (unsigned long long)s.pages_alloc,
+                 (unsigned long long)s.pages_freed);
+    cr_assert_eq(dp_pool_check(pool), 0, "dp_pool_check found damage");
+    if (m) {
+        dp_mock_counters_t c = tu_counters(m);
+        cr_assert_eq(c.allocs, s.pages_alloc,
+                     "mock allocs %llu != pool pages_alloc %llu",
+                     (unsigned long long)c.allocs,
+                     (unsigned long long)s.pages_alloc);
+        cr_assert_eq(c.frees, s.pages_freed,
+                     "mock frees %llu != pool pages_freed %llu",
+                     (unsigned long long)c.frees,
+                     (unsigned long long)s.pages_freed);
+    }
+    errno = 0;
+    dp_pool_destroy(pool);
+    cr_assert_neq(errno, EBUSY, "dp_pool_destroy refused: objects out");
+    if (m) {
+        dp_mock_counters_t c = tu_counters(m);
+        cr_assert_eq(c.allocs, c.frees, "mock: %llu allocs, %llu frees",
+                     (unsigned long long)c.allocs,
+                     (unsigned long long)c.frees);
+        cr_assert_eq(c.pages_out, 0);
+        cr_assert_eq(c.blocked_alloc + c.blocked_free, 0);
+        dp_mock_destroy(m);
+    }
+}
+
+/* ----------------------------------------------------------------- rng */
+
+static inline uint64_t tu_rng(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *s = x;
+    return x * 0x2545f4914f6cdd1dull;
+}
+
+#endif /* DP_TESTUTIL_H */
