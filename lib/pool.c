@@ -193,12 +193,27 @@ static uint32_t alloc_locked(struct dp_pool *p, uint32_t want, void **head,
     }
 }
 
-/* Account a dp_page_create() that returned NULL (pool lock held; the
- * caller had reserved one page in npages and inflight). */
-static void account_create_failure_locked(struct dp_pool *p,
-                                          enum dp_pg_why why)
+/*
+ * Obtain one more page: reserve it against the hard limit (npages,
+ * inflight), drop the pool lock for the provider call and the ctors,
+ * retake it, and account the outcome.  Pool lock held on entry and exit;
+ * the caller has checked npages < max_pages.  The page comes back on no
+ * list; NULL when the provider failed or the ctor did.
+ */
+static struct dp_page *grow_locked(struct dp_pool *p, int flags)
 {
+    p->npages++;
+    p->inflight++;
+    pthread_mutex_unlock(&p->lock);
+    enum dp_pg_why why;
+    struct dp_page *pg = dp_page_create(p, flags, &why);
+    pthread_mutex_lock(&p->lock);
+    p->inflight--;
     switch (why) {
+    case DP_PG_OK:
+    case DP_PG_CTOR_DEAD: /* still held, on the dead list */
+        p->st_pages_alloc++;
+        break;
     case DP_PG_NOMEM:
         p->npages--;
         p->st_alloc_fail++;
@@ -208,11 +223,16 @@ static void account_create_failure_locked(struct dp_pool *p,
         p->st_pages_alloc++;
         p->st_pages_freed++;
         break;
-    case DP_PG_CTOR_DEAD: /* still held, on the dead list */
-    case DP_PG_OK:
-        p->st_pages_alloc++;
-        break;
     }
+    return pg;
+}
+
+/* File a new page as empty and ready (refill, prime); pool lock held. */
+static void add_empty_locked(struct dp_pool *p, struct dp_page *pg)
+{
+    pg->empty_since = dp_pool_now(p);
+    move_to_locked(p, pg, DP_L_EMPTY);
+    dp_wake_getters(p);
 }
 
 /* ---- returning pages -------------------------------------------------- */
@@ -290,21 +310,10 @@ size_t dp_pool_refill(struct dp_pool *p)
     size_t n = 0;
     pthread_mutex_lock(&p->lock);
     while (p->empty.n + p->inflight < p->lowat && p->npages < p->max_pages) {
-        p->npages++;
-        p->inflight++;
-        pthread_mutex_unlock(&p->lock);
-        enum dp_pg_why why;
-        struct dp_page *pg = dp_page_create(p, DP_WAITOK, &why);
-        pthread_mutex_lock(&p->lock);
-        p->inflight--;
-        if (!pg) {
-            account_create_failure_locked(p, why);
+        struct dp_page *pg = grow_locked(p, DP_WAITOK);
+        if (!pg)
             break;
-        }
-        p->st_pages_alloc++;
-        pg->empty_since = dp_pool_now(p);
-        move_to_locked(p, pg, DP_L_EMPTY);
-        dp_wake_getters(p);
+        add_empty_locked(p, pg);
         n++;
     }
     pthread_mutex_unlock(&p->lock);
@@ -401,21 +410,12 @@ static void *pool_get(struct dp_pool *p, int flags, uint64_t deadline)
             break;
         uint64_t retry = 0;
         if (p->npages < p->max_pages) {
-            p->npages++;
-            p->inflight++;
-            pthread_mutex_unlock(&p->lock);
-            enum dp_pg_why why;
-            struct dp_page *pg = dp_page_create(p, mode, &why);
-            pthread_mutex_lock(&p->lock);
-            p->inflight--;
+            struct dp_page *pg = grow_locked(p, mode);
             if (pg) {
-                p->st_pages_alloc++;
-                pg->list = DP_L_PARTIAL;
-                list_push_head(&p->partial, pg);
+                move_to_locked(p, pg, DP_L_PARTIAL);
                 dp_wake_getters(p); /* the rest of the page is for them */
                 continue;
             }
-            account_create_failure_locked(p, why);
             retry = DP_PROVIDER_RETRY_NS;
         }
         if (mode == DP_NOWAIT) {
@@ -837,22 +837,12 @@ int dp_pool_prime(dp_pool_t *p, size_t nobjs)
             err = ENOMEM;
             break;
         }
-        p->npages++;
-        p->inflight++;
-        pthread_mutex_unlock(&p->lock);
-        enum dp_pg_why why;
-        struct dp_page *pg = dp_page_create(p, DP_WAITOK, &why);
-        pthread_mutex_lock(&p->lock);
-        p->inflight--;
+        struct dp_page *pg = grow_locked(p, DP_WAITOK);
         if (!pg) {
-            account_create_failure_locked(p, why);
             err = ENOMEM;
             break;
         }
-        p->st_pages_alloc++;
-        pg->empty_since = dp_pool_now(p);
-        move_to_locked(p, pg, DP_L_EMPTY);
-        dp_wake_getters(p);
+        add_empty_locked(p, pg);
     }
     pthread_mutex_unlock(&p->lock);
     if (err) {
