@@ -40,6 +40,8 @@ static const struct opt_row {
      "reclaim thread period"},
     {"reclaim_age_ms", OPT_MS, offsetof(struct dp_options, reclaim_age_ns),
      "default age after which an empty page goes back"},
+    {"stats_print", OPT_BOOL, offsetof(struct dp_options, stats_print),
+     "drop-in malloc: print statistics to stderr at exit"},
 };
 
 static void warn(const char *what, const char *s, size_t n)

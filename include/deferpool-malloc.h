@@ -1,0 +1,104 @@
+/*
+ * deferpool-malloc.h -- extras of libdeferpool-malloc.so, the drop-in
+ * malloc built on deferpool (docs/malloc.md).
+ *
+ * The library replaces the whole malloc family (malloc, free, calloc,
+ * realloc, reallocarray, posix_memalign, aligned_alloc, memalign, valloc,
+ * pvalloc, malloc_usable_size, free_sized, free_aligned_sized and the glibc
+ * extras malloc_trim, mallinfo2, malloc_stats, mallopt), by LD_PRELOAD or
+ * by linking with -ldeferpool-malloc.  free() never blocks and never makes
+ * a system call, for any size.  This header declares what the library
+ * offers on top of that.  It carries its own private copy of the deferpool
+ * core: its pools and reclaim thread are not those of libdeferpool.
+ *
+ * Conventions as in deferpool.h: Blocks / Errors per function; MT-Safe.
+ */
+#ifndef DEFERPOOL_MALLOC_H
+#define DEFERPOOL_MALLOC_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define DP_MALLOC_API __attribute__((visibility("default")))
+#else
+#define DP_MALLOC_API
+#endif
+
+/* ===================================================================== */
+/* Statistics                                                            */
+/* ===================================================================== */
+
+/*
+ * A snapshot of the allocator.  "small" is everything served by the
+ * size-class pools (requests up to dp_malloc_stats_t.small_max bytes),
+ * "large" the blocks mapped one by one.  Each field is consistent on its
+ * own; the set is exact only when no thread is allocating.
+ */
+typedef struct dp_malloc_stats {
+    uint64_t small_max;          /* largest size served by a pool        */
+    uint64_t small_classes;      /* number of size classes               */
+    uint64_t small_objs_inuse;   /* objects handed out, not freed        */
+    uint64_t small_bytes_inuse;  /* the same, in class-size bytes        */
+    uint64_t small_objs_cached;  /* free objects in thread caches        */
+    uint64_t small_pages;        /* pages held by the pools              */
+    uint64_t small_pages_empty;  /* of which empty, queued for return    */
+    uint64_t small_bytes_mapped; /* bytes of those pages                 */
+    uint64_t small_pages_freed;  /* pages given back to the kernel, ever */
+    uint64_t large_inuse;        /* large blocks allocated, not freed    */
+    uint64_t large_bytes_inuse;  /* their mapped bytes                   */
+    uint64_t large_queued;       /* freed, waiting to be unmapped        */
+    uint64_t large_bytes_queued; /* their mapped bytes                   */
+    uint64_t large_maps;         /* blocks mapped, ever                  */
+    uint64_t large_unmaps;       /* blocks unmapped, ever                */
+    uint64_t large_reused;       /* queued blocks handed out again       */
+    uint64_t bootstrap_bytes;    /* static arena used for allocations
+                                    made before start-up or from inside
+                                    the allocator (never reused)         */
+    uint64_t put_provider_calls; /* provider calls made from a free():
+                                    always 0, measured                   */
+    int reclaim_running;         /* the reclaim thread is alive          */
+    uint64_t reclaim_passes;     /* passes it has completed              */
+    uint64_t reclaim_pages_returned; /* by passes, incl. large blocks    */
+    uint64_t reclaim_interval_ns;
+} dp_malloc_stats_t;
+
+/* Fill *out.  0, or -1 + EINVAL for NULL.  Blocks: briefly (pool locks).
+ * Does not allocate. */
+DP_MALLOC_API int dp_malloc_stats_get(dp_malloc_stats_t *out);
+
+/* Print the statistics, with one line (or JSON object) per size class in
+ * use, to f (NULL: stderr).  json non-zero: one JSON object.  Blocks:
+ * briefly (pool locks), plus whatever stdio does with f.  Also printed at
+ * exit with DEFERPOOL_CONF=stats_print:1. */
+DP_MALLOC_API void dp_malloc_stats_print(FILE *f, int json);
+
+/* ===================================================================== */
+/* Reclaim control                                                       */
+/* ===================================================================== */
+
+/*
+ * Give back everything that can go now, regardless of age: queued large
+ * blocks, the calling thread's cached objects, idle threads' caches and
+ * every empty page.  Returns the number of pages and large blocks
+ * returned.  What malloc_trim() runs.  Blocks: yes (munmap, locks).
+ */
+DP_MALLOC_API size_t dp_malloc_trim(void);
+
+/*
+ * Wait until the malloc's reclaim thread has completed a whole pass that
+ * began after this call (it is started lazily by an allocation after
+ * start-up).  0, or -1 + ESRCH when the thread is not running.  Blocks:
+ * yes.  For tests and tools: a program never needs it.
+ */
+DP_MALLOC_API int dp_malloc_reclaim_sync(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DEFERPOOL_MALLOC_H */

@@ -1,0 +1,888 @@
+/*
+ * malloc.c -- the malloc shim layer: the whole malloc family on top of
+ * size-class pools, large blocks mapped one by one with deferred unmap,
+ * and a static bootstrap arena.  docs/design.md §1 (the top layer) and
+ * docs/malloc.md (theory of operation of this file).  Built only into
+ * libdeferpool-malloc.so, which carries its own copy of the core.
+ *
+ * The promise carried over from dp_pool_put(): free() never blocks and
+ * never makes a system call, whatever the size.
+ *   small  (<= MC_SMALL_MAX): a pool per size class; free is dp_pool_put.
+ *   large  (the rest): own mapping with a header at its start, registered
+ *          in the page map under the frame of the user pointer; free
+ *          pushes it on a lock-free stack (mc_lq) and returns.  The reclaim
+ *          pass (hook), a later large malloc and malloc_trim unmap it.
+ *   boot   allocations made before the environment exists, or re-entering
+ *          the allocator from inside itself (pthread_atfork, pthread_*
+ *          specific, ...): bump-allocated from a static arena, never
+ *          reused; free recognises them by address and does nothing.
+ *
+ * Globals and how they are synchronised:
+ *   mc_pool[], mc_size[], mc_align[]  written once by mc_init under
+ *       mc_init_lock, published by the release store of mc_inited.
+ *   mc_inited   0 -> 1 once (release); readers acquire.
+ *   mc_rt       reclaim-thread start state, CAS (0 none, 1 starting,
+ *               2 done); reset 1 -> 0 in a fork child.
+ *   mc_ready    set by the library constructor: the process is far
+ *               enough in start-up to create a thread.
+ *   mc_lq       Treiber stack of freed large blocks: push by free
+ *               (release CAS), taken whole by an exchange (acquire).  Only
+ *               whole-stack takes, so no ABA.
+ *   mc_boot_used  bump pointer of the bootstrap arena, CAS.
+ *   mc_depth    thread-local: >0 while this thread is inside the
+ *               allocator (recursion guard).
+ * Lock order: mc_init_lock is outermost (held while creating pools, which
+ * take the core's registry and cache locks); see lib/dp_internal.h.
+ */
+#include "dp_internal.h"
+
+#include "deferpool-malloc.h"
+
+#include <fcntl.h>
+#include <malloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#define MC_EXPORT __attribute__((visibility("default")))
+
+/* ---- size classes -------------------------------------------------------- */
+
+/* 8, 16, 32, 48, ..., 128, then four classes per doubling up to 64 KiB. */
+#define MC_NCLASS 45
+#define MC_SMALL_MAX ((size_t)65536)
+#define MC_ALIGN_MAX ((size_t)4096) /* largest alignment a pool gives */
+
+static dp_pool_t *mc_pool[MC_NCLASS];
+static size_t mc_size[MC_NCLASS];
+static size_t mc_align[MC_NCLASS];
+/* Sizes 0..128 by (n + 7) >> 3. */
+static const uint8_t mc_tiny[17] = {0, 0, 1, 2, 2, 3, 3, 4, 4,
+                                    5, 5, 6, 6, 7, 7, 8, 8};
+
+static inline unsigned mc_class(size_t n)
+{
+    if (n <= 128)
+        return mc_tiny[(n + 7) >> 3];
+    size_t m = n - 1;
+    unsigned lg = 63u - (unsigned)__builtin_clzl(m);
+    return 9u + (lg - 7u) * 4u + (unsigned)((m >> (lg - 2)) & 3u);
+}
+
+static size_t class_size(unsigned c)
+{
+    static const size_t tiny[9] = {8, 16, 32, 48, 64, 80, 96, 112, 128};
+    if (c < 9)
+        return tiny[c];
+    unsigned j = c - 9, lg = 7 + j / 4;
+    return ((size_t)1 << lg) + ((size_t)(j % 4 + 1) << (lg - 2));
+}
+
+/* ---- globals --------------------------------------------------------------- */
+
+static pthread_mutex_t mc_init_lock = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic int mc_inited;
+static _Atomic int mc_rt;
+static _Atomic int mc_ready;
+static DP_TLS unsigned mc_depth;
+static int mc_stats_fd = -1; /* stats_print: private dup of stderr */
+
+extern char **environ;
+
+/* ---- bootstrap arena ----------------------------------------------------- */
+
+#define MC_BOOT_SIZE ((size_t)1 << 20)
+static _Alignas(4096) char mc_boot[MC_BOOT_SIZE];
+static _Atomic size_t mc_boot_used;
+
+static bool is_boot(const void *p)
+{
+    return (const char *)p >= mc_boot && (const char *)p < mc_boot + MC_BOOT_SIZE;
+}
+
+/* The size is kept in the word before the block.  Zeroed (.bss, never
+ * reused).  NULL when the arena is full. */
+static void *boot_alloc(size_t n, size_t align)
+{
+    if (align < 16)
+        align = 16;
+    if (n > MC_BOOT_SIZE || align > MC_BOOT_SIZE / 2)
+        return NULL;
+    size_t used = atomic_load_explicit(&mc_boot_used, memory_order_relaxed);
+    size_t start, end;
+    do {
+        start = (used + sizeof(size_t) + align - 1) & ~(align - 1);
+        end = start + ((n + 15) & ~(size_t)15);
+        if (end > MC_BOOT_SIZE)
+            return NULL;
+    } while (!atomic_compare_exchange_weak_explicit(
+        &mc_boot_used, &used, end, memory_order_relaxed, memory_order_relaxed));
+    *(size_t *)(mc_boot + start - sizeof(size_t)) = n;
+    return mc_boot + start;
+}
+
+static size_t boot_size(const void *p)
+{
+    return *(const size_t *)((const char *)p - sizeof(size_t));
+}
+
+/* ---- large blocks -------------------------------------------------------- */
+
+#define MC_LARGE_MAGIC 0x64706c67u /* "dplg"; != DP_PAGE_MAGIC */
+#define MC_LARGE_HDR ((size_t)64)  /* user data offset without alignment */
+#define MC_SYSPAGE ((size_t)4096)
+
+/* At the start of each large mapping.  The first field must be the magic:
+ * free tells it from a struct dp_page by that word. */
+struct mc_large {
+    uint32_t magic;
+    uint32_t unused;
+    struct mc_large *next; /* mc_lq link: written before the push CAS  */
+    size_t maplen;         /* bytes mapped, a multiple of MC_SYSPAGE    */
+    size_t off;            /* user pointer = header + off               */
+    size_t align;          /* alignment asked for (mremap keeps <= 4K)  */
+};
+
+static struct mc_large *_Atomic mc_lq;
+
+static struct {
+    _Atomic uint64_t live, live_bytes, queued, queued_bytes;
+    _Atomic uint64_t maps, unmaps, reused;
+} mc_ls;
+
+#define MC_RLX memory_order_relaxed
+
+static void *frame_of(const void *p)
+{
+    return (void *)((uintptr_t)p & ~(uintptr_t)(MC_SYSPAGE - 1));
+}
+
+static inline char *large_user(struct mc_large *h) { return (char *)h + h->off; }
+static inline size_t large_usable(struct mc_large *h) { return h->maplen - h->off; }
+
+static void large_unmap(struct mc_large *h)
+{
+    dp_pagemap_set(frame_of(large_user(h)), MC_SYSPAGE, NULL);
+    atomic_fetch_add_explicit(&mc_ls.unmaps, 1, MC_RLX);
+    size_t len = h->maplen;
+    h->magic = 0;
+    dp_provider_mmap()->free(NULL, h, len);
+}
+
+/*
+ * Take every queued block; hand back one that fits (len bytes with the
+ * default offset, at most a quarter bigger) when want_len != 0, unmap the
+ * rest.  *nunmapped: blocks unmapped.  Runs from a reclaim pass, a large
+ * malloc or a trim, never from free.
+ */
+static struct mc_large *large_drain(size_t want_len, size_t *nunmapped)
+{
+    struct mc_large *l = atomic_exchange_explicit(&mc_lq, NULL,
+                                                  memory_order_acquire);
+    struct mc_large *keep = NULL;
+    size_t n = 0;
+    while (l) {
+        struct mc_large *next = l->next;
+        atomic_fetch_sub_explicit(&mc_ls.queued, 1, MC_RLX);
+        atomic_fetch_sub_explicit(&mc_ls.queued_bytes, l->maplen, MC_RLX);
+        if (!keep && want_len && l->off == MC_LARGE_HDR &&
+            l->maplen >= want_len && l->maplen - want_len <= want_len / 4) {
+            keep = l;
+        } else {
+            large_unmap(l);
+            n++;
+        }
+        l = next;
+    }
+    if (nunmapped)
+        *nunmapped = n;
+    return keep;
+}
+
+/* The reclaim pass hook (reclaim thread or dp_reclaim_step). */
+static size_t mc_reclaim_hook(void)
+{
+    size_t n = 0;
+    large_drain(0, &n);
+    return n;
+}
+
+static void *large_alloc(size_t n, size_t align, bool zero)
+{
+    size_t off = align > MC_LARGE_HDR ? align : MC_LARGE_HDR;
+    if (n > SIZE_MAX / 2 - off - MC_SYSPAGE)
+        return NULL;
+    size_t len = (off + n + MC_SYSPAGE - 1) & ~(MC_SYSPAGE - 1);
+    struct mc_large *h = NULL;
+    bool fresh = false;
+    if (atomic_load_explicit(&mc_lq, MC_RLX))
+        h = large_drain(off == MC_LARGE_HDR ? len : 0, NULL);
+    if (h) {
+        atomic_fetch_add_explicit(&mc_ls.reused, 1, MC_RLX);
+    } else {
+        h = dp_provider_mmap()->alloc(NULL, len,
+                                      align > MC_SYSPAGE ? align : MC_SYSPAGE,
+                                      DP_WAITOK);
+        if (!h)
+            return NULL;
+        h->magic = MC_LARGE_MAGIC;
+        h->next = NULL;
+        h->maplen = len;
+        h->off = off;
+        h->align = align;
+        if (dp_pagemap_set(frame_of(large_user(h)), MC_SYSPAGE,
+                           (struct dp_page *)h) != 0) {
+            dp_provider_mmap()->free(NULL, h, len);
+            return NULL;
+        }
+        atomic_fetch_add_explicit(&mc_ls.maps, 1, MC_RLX);
+        fresh = true;
+    }
+    atomic_fetch_add_explicit(&mc_ls.live, 1, MC_RLX);
+    atomic_fetch_add_explicit(&mc_ls.live_bytes, h->maplen, MC_RLX);
+    if (zero && !fresh)
+        memset(large_user(h), 0, n);
+    return large_user(h);
+}
+
+/* free() of a large block: no system call.  The header must not be
+ * touched after the CAS: the block may be unmapped at once. */
+static void large_free(struct mc_large *h)
+{
+    atomic_fetch_sub_explicit(&mc_ls.live, 1, MC_RLX);
+    atomic_fetch_sub_explicit(&mc_ls.live_bytes, h->maplen, MC_RLX);
+    atomic_fetch_add_explicit(&mc_ls.queued, 1, MC_RLX);
+    atomic_fetch_add_explicit(&mc_ls.queued_bytes, h->maplen, MC_RLX);
+    struct mc_large *top = atomic_load_explicit(&mc_lq, MC_RLX);
+    do {
+        h->next = top;
+    } while (!atomic_compare_exchange_weak_explicit(
+        &mc_lq, &top, h, memory_order_release, MC_RLX));
+}
+
+/* Resize a large block's mapping to hold n bytes (mremap may move it).
+ * NULL when it cannot; the block is then unchanged. */
+static void *large_resize(struct mc_large *h, size_t n)
+{
+    if (h->align > MC_SYSPAGE || n > SIZE_MAX / 2 - h->off - MC_SYSPAGE)
+        return NULL; /* a move would lose the alignment */
+    size_t len = (h->off + n + MC_SYSPAGE - 1) & ~(MC_SYSPAGE - 1);
+    size_t old = h->maplen;
+    if (len == old)
+        return large_user(h);
+    void *frame = frame_of(large_user(h));
+    dp_pagemap_set(frame, MC_SYSPAGE, NULL);
+    struct mc_large *nh = mremap(h, old, len, MREMAP_MAYMOVE);
+    if (nh == MAP_FAILED) {
+        dp_pagemap_set(frame, MC_SYSPAGE, (struct dp_page *)h);
+        return NULL;
+    }
+    nh->maplen = len;
+    /* Cannot fail for the frame we cleared; for a new one it can (no
+     * memory for a map node): the block then stays valid but unknown to
+     * free(), which ignores it -- a leak, not a crash. */
+    dp_pagemap_set(frame_of(large_user(nh)), MC_SYSPAGE, (struct dp_page *)nh);
+    if (len > old)
+        atomic_fetch_add_explicit(&mc_ls.live_bytes, len - old, MC_RLX);
+    else
+        atomic_fetch_sub_explicit(&mc_ls.live_bytes, old - len, MC_RLX);
+    return large_user(nh);
+}
+
+/* ---- initialisation, the reclaim thread, fork ---------------------------- */
+
+static void mc_atfork_prepare(void) { pthread_mutex_lock(&mc_init_lock); }
+static void mc_atfork_parent(void) { pthread_mutex_unlock(&mc_init_lock); }
+static void mc_atfork_child(void)
+{
+    /* A thread that was starting the reclaim thread is gone: let the
+     * next allocation try (the core restarts a thread that was running). */
+    int one = 1;
+    atomic_compare_exchange_strong(&mc_rt, &one, 0);
+    /* A thread caught between its counter update and its push (free), or
+     * holding a drained list (malloc, reclaim), left the queue counters
+     * off; the blocks it held stay mapped, unowned.  Recount. */
+    uint64_t n = 0, bytes = 0;
+    for (struct mc_large *h = atomic_load(&mc_lq); h; h = h->next) {
+        n++;
+        bytes += h->maplen;
+    }
+    atomic_store(&mc_ls.queued, n);
+    atomic_store(&mc_ls.queued_bytes, bytes);
+    pthread_mutex_unlock(&mc_init_lock);
+}
+
+/* Create the pools.  Called inside the recursion guard: allocations made
+ * on the way (pthread_atfork, ...) come from the bootstrap arena.  false:
+ * too early (no environment yet, so DEFERPOOL_CONF cannot be read) or no
+ * memory; the caller serves the request another way. */
+static bool mc_init(void)
+{
+    if (DP_LIKELY(atomic_load_explicit(&mc_inited, memory_order_acquire)))
+        return true;
+    if (!environ)
+        return false;
+    pthread_mutex_lock(&mc_init_lock);
+    bool ok = atomic_load_explicit(&mc_inited, MC_RLX);
+    if (!ok) {
+        ok = true;
+        for (unsigned c = 0; c < MC_NCLASS && ok; c++) {
+            if (mc_pool[c])
+                continue;
+            size_t sz = class_size(c);
+            size_t al = sz & -sz;
+            al = c == 0 ? 8 : al < 16 ? 16 : al > MC_ALIGN_MAX ? MC_ALIGN_MAX : al;
+            dp_pool_attr_t a;
+            dp_pool_attr_init(&a);
+            a.align = al;
+            a.lowat = 0;  /* everything may age out: RSS comes back */
+            a.flags = DP_POOL_NOTHREAD; /* started lazily, below */
+            char name[32];
+            snprintf(name, sizeof(name), "malloc-%zu", sz);
+            mc_size[c] = sz;
+            mc_align[c] = al;
+            mc_pool[c] = dp_pool_create_ex(name, sz, &a, DP_IPOOL_PAGEMAP);
+            ok = mc_pool[c] != NULL;
+        }
+        if (ok) {
+            dp_reclaim_set_hook(mc_reclaim_hook);
+            if (dp_options()->stats_print)
+                mc_stats_fd = fcntl(2, F_DUPFD_CLOEXEC, 3);
+            /* After the core's handlers (registered with the first pool):
+             * prepare handlers run in reverse order, so ours takes
+             * mc_init_lock first, as the lock order wants. */
+            pthread_atfork(mc_atfork_prepare, mc_atfork_parent,
+                           mc_atfork_child);
+            atomic_store_explicit(&mc_inited, 1, memory_order_release);
+        }
+    }
+    pthread_mutex_unlock(&mc_init_lock);
+    return ok;
+}
+
+/*
+ * Start the reclaim thread, once, from an allocation made outside the
+ * recursion guard, after the library constructor ran (so never from the
+ * loader's first allocations, before libc is set up).  pthread_create
+ * allocates (the new thread's DTV): those calls find mc_rt == 1 and go
+ * on normally; no lock of ours is held.  The library is linked with
+ * -z now, so the thread never enters the lazy binder.
+ */
+static void mc_maybe_start(void)
+{
+    int zero = 0;
+    if (!atomic_load_explicit(&mc_ready, MC_RLX) ||
+        !atomic_compare_exchange_strong(&mc_rt, &zero, 1))
+        return;
+    if (dp_options()->background_thread)
+        dp_reclaim_autostart();
+    atomic_store(&mc_rt, 2);
+}
+
+static void mc_print_at_exit(void);
+
+__attribute__((constructor)) static void mc_ctor(void)
+{
+    atomic_store(&mc_ready, 1);
+}
+
+__attribute__((destructor)) static void mc_dtor(void)
+{
+    if (atomic_load(&mc_inited) && dp_options()->stats_print)
+        mc_print_at_exit();
+}
+
+/* ---- allocation ------------------------------------------------------------ */
+
+/* The class serving n bytes at `align` (a power of two), or -1: large. */
+static int small_class(size_t n, size_t align)
+{
+    if (n > MC_SMALL_MAX || align > MC_ALIGN_MAX)
+        return -1;
+    unsigned c = mc_class(n);
+    if (align > 8)
+        while (c < MC_NCLASS && mc_align[c] < align)
+            c++;
+    return c < MC_NCLASS ? (int)c : -1;
+}
+
+static const struct timespec mc_past = {0, 1};
+
+/* A pool get that may take locks and call the provider but never sleeps
+ * waiting for memory: a deadline in the past fails at once instead. */
+static void *small_get(unsigned c)
+{
+    void *o = dp_pool_get_timed(mc_pool[c], DP_WAITOK, &mc_past);
+    if (DP_UNLIKELY(!o)) {
+        dp_malloc_trim(); /* queued large blocks may be what is missing */
+        o = dp_pool_get_timed(mc_pool[c], DP_WAITOK, &mc_past);
+    }
+    return o;
+}
+
+/* Every allocation that the thread cache did not serve. */
+static void *mc_alloc(size_t n, size_t align, bool zero)
+{
+    void *r;
+    if (DP_UNLIKELY(mc_depth)) {
+        /* Re-entered from inside the allocator: bootstrap memory. */
+        r = boot_alloc(n, align);
+        if (!r)
+            r = large_alloc(n, align, zero);
+        if (!r)
+            errno = ENOMEM;
+        return r;
+    }
+    mc_depth++;
+    int c;
+    if (DP_UNLIKELY(!mc_init())) {
+        r = boot_alloc(n, align);
+        if (!r)
+            r = large_alloc(n, align, zero);
+    } else if ((c = small_class(n, align)) >= 0) {
+        r = small_get((unsigned)c);
+        if (r && zero)
+            memset(r, 0, n);
+    } else {
+        r = large_alloc(n, align, zero);
+        if (!r) {
+            dp_malloc_trim();
+            r = large_alloc(n, align, zero);
+        }
+    }
+    mc_depth--;
+    if (DP_UNLIKELY(atomic_load_explicit(&mc_rt, MC_RLX) != 2))
+        mc_maybe_start();
+    if (!r)
+        errno = ENOMEM;
+    return r;
+}
+
+/* What kind of block p is, and its usable size. */
+enum mc_kind { MC_FOREIGN, MC_SMALL, MC_LARGE, MC_BOOT };
+
+static enum mc_kind mc_lookup(const void *p, size_t *usable, void **hdr)
+{
+    struct dp_page *pg = dp_pagemap_get(p);
+    if (pg && pg->magic == DP_PAGE_MAGIC) {
+        *usable = pg->pool->objsize;
+        *hdr = pg;
+        return MC_SMALL;
+    }
+    if (pg && pg->magic == MC_LARGE_MAGIC) {
+        *usable = large_usable((struct mc_large *)pg);
+        *hdr = pg;
+        return MC_LARGE;
+    }
+    if (is_boot(p)) {
+        *usable = boot_size(p);
+        *hdr = NULL;
+        return MC_BOOT;
+    }
+    *usable = 0;
+    *hdr = NULL;
+    return MC_FOREIGN;
+}
+
+/* ---- the malloc family ----------------------------------------------------- */
+
+MC_EXPORT void *malloc(size_t n)
+{
+    if (DP_LIKELY(n <= MC_SMALL_MAX &&
+                  atomic_load_explicit(&mc_inited, memory_order_acquire))) {
+        void *o = dp_tcache_get(mc_pool[mc_class(n)]);
+        if (DP_LIKELY(o != NULL))
+            return o;
+    }
+    return mc_alloc(n, 0, false);
+}
+
+/*
+ * free: a page-map lookup (lock-free loads), then either dp_pool_put's
+ * fast path (this thread's bin) or its lock-free page put, or a push of a
+ * large block on mc_lq.  No lock, no system call, no provider call.
+ */
+MC_EXPORT void free(void *p)
+{
+    if (DP_UNLIKELY(!p))
+        return;
+    struct dp_page *pg = dp_pagemap_get(p);
+    if (DP_LIKELY(pg && pg->magic == DP_PAGE_MAGIC)) {
+        struct dp_pool *pool = pg->pool;
+        if (DP_LIKELY(dp_tcache_put(pool, p)))
+            return;
+        dp_in_put++;
+        dp_page_put(pool, p);
+        dp_in_put--;
+        return;
+    }
+    if (pg && pg->magic == MC_LARGE_MAGIC)
+        large_free((struct mc_large *)pg);
+    /* Bootstrap memory is never reused; a foreign pointer is ignored. */
+}
+
+MC_EXPORT void *calloc(size_t nmemb, size_t size)
+{
+    size_t n;
+    if (DP_UNLIKELY(__builtin_mul_overflow(nmemb, size, &n))) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (DP_LIKELY(n <= MC_SMALL_MAX &&
+                  atomic_load_explicit(&mc_inited, memory_order_acquire))) {
+        void *o = dp_tcache_get(mc_pool[mc_class(n)]);
+        if (DP_LIKELY(o != NULL))
+            return memset(o, 0, n);
+    }
+    return mc_alloc(n, 0, true);
+}
+
+MC_EXPORT void *realloc(void *p, size_t n)
+{
+    if (!p)
+        return malloc(n);
+    if (n == 0) { /* glibc: frees and returns NULL */
+        free(p);
+        return NULL;
+    }
+    size_t have;
+    void *hdr;
+    enum mc_kind k = mc_lookup(p, &have, &hdr);
+    if (k == MC_FOREIGN) {
+        errno = EINVAL;
+        return NULL;
+    }
+    /* In place when it fits and would not waste more than half. */
+    if (n <= have && (n >= have / 2 || k == MC_BOOT || have <= 16))
+        return p;
+    if (k == MC_LARGE && n > MC_SMALL_MAX) {
+        void *q = large_resize(hdr, n);
+        if (q)
+            return q;
+    }
+    void *q = malloc(n);
+    if (!q)
+        return NULL;
+    memcpy(q, p, n < have ? n : have);
+    free(p);
+    return q;
+}
+
+MC_EXPORT void *reallocarray(void *p, size_t nmemb, size_t size)
+{
+    size_t n;
+    if (__builtin_mul_overflow(nmemb, size, &n)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return realloc(p, n);
+}
+
+static bool is_pow2(size_t x) { return x && !(x & (x - 1)); }
+
+static void *aligned(size_t align, size_t n)
+{
+    if (align <= 8)
+        return malloc(n);
+    return mc_alloc(n, align, false);
+}
+
+MC_EXPORT int posix_memalign(void **out, size_t align, size_t n)
+{
+    if (!is_pow2(align) || align % sizeof(void *) != 0)
+        return EINVAL;
+    int saved = errno;
+    void *p = aligned(align, n);
+    errno = saved;
+    if (!p)
+        return ENOMEM;
+    *out = p;
+    return 0;
+}
+
+/* As glibc >= 2.38: an alignment that is not a power of two is EINVAL. */
+MC_EXPORT void *aligned_alloc(size_t align, size_t n)
+{
+    if (!is_pow2(align)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return aligned(align, n);
+}
+
+/* As glibc: a non-power-of-two alignment is rounded up. */
+MC_EXPORT void *memalign(size_t align, size_t n)
+{
+    if (align > SIZE_MAX / 2 + 1) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (!is_pow2(align)) {
+        size_t a = 1;
+        while (a < align)
+            a <<= 1;
+        align = a;
+    }
+    return aligned(align, n);
+}
+
+MC_EXPORT void *valloc(size_t n) { return aligned(MC_SYSPAGE, n); }
+
+MC_EXPORT void *pvalloc(size_t n)
+{
+    if (n > SIZE_MAX - MC_SYSPAGE) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    n = n ? (n + MC_SYSPAGE - 1) & ~(MC_SYSPAGE - 1) : MC_SYSPAGE;
+    return aligned(MC_SYSPAGE, n);
+}
+
+MC_EXPORT size_t malloc_usable_size(void *p)
+{
+    if (!p)
+        return 0;
+    size_t have;
+    void *hdr;
+    mc_lookup(p, &have, &hdr);
+    return have;
+}
+
+/* C23. */
+MC_EXPORT void free_sized(void *p, size_t n);
+MC_EXPORT void free_aligned_sized(void *p, size_t align, size_t n);
+MC_EXPORT void free_sized(void *p, size_t n)
+{
+    (void)n;
+    free(p);
+}
+MC_EXPORT void free_aligned_sized(void *p, size_t align, size_t n)
+{
+    (void)align;
+    (void)n;
+    free(p);
+}
+
+/* ---- statistics ------------------------------------------------------------ */
+
+int dp_malloc_stats_get(dp_malloc_stats_t *out)
+{
+    if (!out) {
+        errno = EINVAL;
+        return -1;
+    }
+    memset(out, 0, sizeof(*out));
+    out->small_max = MC_SMALL_MAX;
+    out->small_classes = MC_NCLASS;
+    if (atomic_load_explicit(&mc_inited, memory_order_acquire)) {
+        for (unsigned c = 0; c < MC_NCLASS; c++) {
+            dp_pool_stats_t s;
+            if (dp_pool_stats(mc_pool[c], &s) != 0)
+                continue;
+            out->small_objs_inuse += s.objs_inuse;
+            out->small_bytes_inuse += s.objs_inuse * s.objsize;
+            out->small_objs_cached += s.objs_cached;
+            out->small_pages += s.pages;
+            out->small_pages_empty += s.pages_empty;
+            out->small_bytes_mapped += s.pages * s.pagesize;
+            out->small_pages_freed += s.pages_freed;
+            out->put_provider_calls += s.put_provider_calls;
+        }
+    }
+    out->large_inuse = atomic_load_explicit(&mc_ls.live, MC_RLX);
+    out->large_bytes_inuse = atomic_load_explicit(&mc_ls.live_bytes, MC_RLX);
+    out->large_queued = atomic_load_explicit(&mc_ls.queued, MC_RLX);
+    out->large_bytes_queued = atomic_load_explicit(&mc_ls.queued_bytes, MC_RLX);
+    out->large_maps = atomic_load_explicit(&mc_ls.maps, MC_RLX);
+    out->large_unmaps = atomic_load_explicit(&mc_ls.unmaps, MC_RLX);
+    out->large_reused = atomic_load_explicit(&mc_ls.reused, MC_RLX);
+    out->bootstrap_bytes = atomic_load_explicit(&mc_boot_used, MC_RLX);
+    dp_reclaim_info_t ri;
+    dp_reclaim_info(&ri);
+    out->reclaim_running = ri.running;
+    out->reclaim_passes = ri.passes;
+    out->reclaim_pages_returned = ri.pages_returned;
+    out->reclaim_interval_ns = ri.interval_ns;
+    return 0;
+}
+
+#define U(x) ((unsigned long long)(x))
+
+void dp_malloc_stats_print(FILE *f, int json)
+{
+    if (!f)
+        f = stderr;
+    /* Gather first, print after: stdio may allocate. */
+    dp_malloc_stats_t t;
+    dp_malloc_stats_get(&t);
+    static dp_pool_stats_t cls[MC_NCLASS]; /* no stack burst, no malloc */
+    static pthread_mutex_t print_lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&print_lock);
+    unsigned nc = 0;
+    if (atomic_load_explicit(&mc_inited, memory_order_acquire))
+        for (unsigned c = 0; c < MC_NCLASS; c++)
+            if (dp_pool_stats(mc_pool[c], &cls[nc]) == 0 &&
+                (cls[nc].gets || cls[nc].pages))
+                nc++;
+    if (json) {
+        fprintf(f,
+                "{\"allocator\":\"deferpool-malloc\",\"version\":\"%s\","
+                "\"small\":{\"max\":%llu,\"classes\":%llu,\"objs_inuse\":%llu,"
+                "\"bytes_inuse\":%llu,\"objs_cached\":%llu,\"pages\":%llu,"
+                "\"pages_empty\":%llu,\"bytes_mapped\":%llu,"
+                "\"pages_freed\":%llu,\"put_provider_calls\":%llu},",
+                dp_version(), U(t.small_max), U(t.small_classes),
+                U(t.small_objs_inuse), U(t.small_bytes_inuse),
+                U(t.small_objs_cached), U(t.small_pages),
+                U(t.small_pages_empty), U(t.small_bytes_mapped),
+                U(t.small_pages_freed), U(t.put_provider_calls));
+        fprintf(f,
+                "\"large\":{\"inuse\":%llu,\"bytes_inuse\":%llu,\"queued\":%llu,"
+                "\"bytes_queued\":%llu,\"maps\":%llu,\"unmaps\":%llu,"
+                "\"reused\":%llu},\"bootstrap_bytes\":%llu,",
+                U(t.large_inuse), U(t.large_bytes_inuse), U(t.large_queued),
+                U(t.large_bytes_queued), U(t.large_maps), U(t.large_unmaps),
+                U(t.large_reused), U(t.bootstrap_bytes));
+        fprintf(f,
+                "\"reclaim\":{\"running\":%d,\"passes\":%llu,"
+                "\"pages_returned\":%llu,\"interval_ns\":%llu},\"classes\":[",
+                t.reclaim_running, U(t.reclaim_passes),
+                U(t.reclaim_pages_returned), U(t.reclaim_interval_ns));
+        for (unsigned i = 0; i < nc; i++) {
+            const dp_pool_stats_t *s = &cls[i];
+            fprintf(f,
+                    "%s{\"size\":%zu,\"pagesize\":%zu,\"objs_inuse\":%llu,"
+                    "\"objs_cached\":%llu,\"pages\":%llu,\"pages_empty\":%llu,"
+                    "\"pages_alloc\":%llu,\"pages_freed\":%llu,\"gets\":%llu}",
+                    i ? "," : "", s->objsize, s->pagesize, U(s->objs_inuse),
+                    U(s->objs_cached), U(s->pages), U(s->pages_empty),
+                    U(s->pages_alloc), U(s->pages_freed), U(s->gets));
+        }
+        fprintf(f, "]}\n");
+    } else {
+        fprintf(f,
+                "deferpool-malloc %s statistics\n"
+                "  small (<= %llu bytes, %llu classes): %llu objects in use "
+                "(%llu bytes), %llu cached\n"
+                "    pages: %llu held (%llu bytes), %llu empty, %llu returned; "
+                "provider calls from free: %llu\n"
+                "  large: %llu in use (%llu bytes), %llu queued (%llu bytes), "
+                "%llu mapped, %llu unmapped, %llu reused\n"
+                "  bootstrap arena: %llu bytes\n"
+                "  reclaim thread: %s, %llu passes, %llu pages returned, "
+                "interval %llu ms\n",
+                dp_version(), U(t.small_max), U(t.small_classes),
+                U(t.small_objs_inuse), U(t.small_bytes_inuse),
+                U(t.small_objs_cached), U(t.small_pages),
+                U(t.small_bytes_mapped), U(t.small_pages_empty),
+                U(t.small_pages_freed), U(t.put_provider_calls),
+                U(t.large_inuse), U(t.large_bytes_inuse), U(t.large_queued),
+                U(t.large_bytes_queued), U(t.large_maps), U(t.large_unmaps),
+                U(t.large_reused), U(t.bootstrap_bytes),
+                t.reclaim_running ? "running" : "stopped", U(t.reclaim_passes),
+                U(t.reclaim_pages_returned), U(t.reclaim_interval_ns / 1000000));
+        if (nc)
+            fprintf(f, "  %8s %8s %10s %8s %7s %6s %9s %9s %12s\n", "class",
+                    "page", "in use", "cached", "pages", "empty", "allocd",
+                    "freed", "gets");
+        for (unsigned i = 0; i < nc; i++) {
+            const dp_pool_stats_t *s = &cls[i];
+            fprintf(f, "  %8zu %8zu %10llu %8llu %7llu %6llu %9llu %9llu %12llu\n",
+                    s->objsize, s->pagesize, U(s->objs_inuse),
+                    U(s->objs_cached), U(s->pages), U(s->pages_empty),
+                    U(s->pages_alloc), U(s->pages_freed), U(s->gets));
+        }
+    }
+    fflush(f);
+    pthread_mutex_unlock(&print_lock);
+}
+
+/* stats_print:1 -- on a private duplicate of stderr taken at start-up:
+ * programs such as coreutils close stderr in an atexit handler, which
+ * runs before library destructors. */
+static void mc_print_at_exit(void)
+{
+    FILE *f = mc_stats_fd >= 0 ? fdopen(mc_stats_fd, "w") : NULL;
+    dp_malloc_stats_print(f ? f : stderr, 0);
+    if (f)
+        fclose(f);
+}
+
+size_t dp_malloc_trim(void)
+{
+    size_t n = 0;
+    large_drain(0, &n);
+    if (!atomic_load_explicit(&mc_inited, memory_order_acquire))
+        return n;
+    dp_thread_cache_flush();
+    for (unsigned c = 0; c < MC_NCLASS; c++)
+        n += dp_pool_reclaim(mc_pool[c]);
+    return n;
+}
+
+int dp_malloc_reclaim_sync(void) { return dp_reclaim_sync(); }
+
+/* ---- glibc extras ---------------------------------------------------------- */
+
+MC_EXPORT int malloc_trim(size_t pad)
+{
+    (void)pad;
+    return dp_malloc_trim() > 0;
+}
+
+MC_EXPORT struct mallinfo2 mallinfo2(void)
+{
+    dp_malloc_stats_t t;
+    dp_malloc_stats_get(&t);
+    struct mallinfo2 m;
+    memset(&m, 0, sizeof(m));
+    m.arena = t.small_bytes_mapped + t.large_bytes_inuse + t.large_bytes_queued;
+    m.ordblks = 1;
+    m.hblks = t.large_inuse;
+    m.hblkhd = t.large_bytes_inuse;
+    m.uordblks = t.small_bytes_inuse + t.large_bytes_inuse;
+    m.fordblks = m.arena > m.uordblks ? m.arena - m.uordblks : 0;
+    m.keepcost = t.large_bytes_queued;
+    return m;
+}
+
+MC_EXPORT struct mallinfo mallinfo(void)
+{
+    struct mallinfo2 m2 = mallinfo2();
+    struct mallinfo m;
+    memset(&m, 0, sizeof(m));
+#define CLAMP(x) ((x) > INT_MAX ? INT_MAX : (int)(x))
+    m.arena = CLAMP(m2.arena);
+    m.ordblks = CLAMP(m2.ordblks);
+    m.hblks = CLAMP(m2.hblks);
+    m.hblkhd = CLAMP(m2.hblkhd);
+    m.uordblks = CLAMP(m2.uordblks);
+    m.fordblks = CLAMP(m2.fordblks);
+    m.keepcost = CLAMP(m2.keepcost);
+#undef CLAMP
+    return m;
+}
+
+MC_EXPORT void malloc_stats(void) { dp_malloc_stats_print(stderr, 0); }
+
+/* Every glibc parameter is accepted (1) and has no effect: the page-level
+ * policy is set with DEFERPOOL_CONF.  Unknown parameters: 0. */
+MC_EXPORT int mallopt(int param, int value)
+{
+    (void)value;
+    switch (param) {
+    case M_MXFAST:
+    case M_TRIM_THRESHOLD:
+    case M_TOP_PAD:
+    case M_MMAP_THRESHOLD:
+    case M_MMAP_MAX:
+    case M_CHECK_ACTION:
+    case M_PERTURB:
+    case M_ARENA_TEST:
+    case M_ARENA_MAX:
+        return 1;
+    default:
+        return 0;
+    }
+}

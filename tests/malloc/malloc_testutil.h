@@ -1,0 +1,50 @@
+/*
+ * malloc_testutil.h -- helpers shared by the tests of the drop-in malloc.
+ * Everything is static: each test file is its own executable.
+ */
+#ifndef DP_MALLOC_TESTUTIL_H
+#define DP_MALLOC_TESTUTIL_H
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* n divided by DP_TEST_SCALE (default 1), at least 1. */
+static inline uint64_t mt_scaled(uint64_t n)
+{
+    const char *s = getenv("DP_TEST_SCALE");
+    unsigned long long v = s && *s ? strtoull(s, NULL, 10) : 1;
+    if (v < 1)
+        v = 1;
+    n /= v;
+    return n ? n : 1;
+}
+
+/* A pattern that depends on the block's identity and the byte offset. */
+static inline unsigned char mt_pat(uintptr_t seed, size_t i)
+{
+    return (unsigned char)((seed * 131u + i * 7u + (i >> 8)) ^ 0x5a);
+}
+
+static inline void mt_fill(void *p, size_t n, uintptr_t seed)
+{
+    unsigned char *c = p;
+    for (size_t i = 0; i < n; i++)
+        c[i] = mt_pat(seed, i);
+}
+
+/* Index of the first wrong byte, or n. */
+static inline size_t mt_check(const void *p, size_t n, uintptr_t seed)
+{
+    const unsigned char *c = p;
+    for (size_t i = 0; i < n; i++)
+        if (c[i] != mt_pat(seed, i))
+            return i;
+    return n;
+}
+
+/* C23 names glibc 2.36 does not declare. */
+void free_sized(void *p, size_t n);
+void free_aligned_sized(void *p, size_t align, size_t n);
+
+#endif

@@ -1,0 +1,117 @@
+/*
+ * test_malloc_nothread.c -- the drop-in malloc with the reclaim thread
+ * off (DEFERPOOL_CONF=background_thread:0, tests/malloc/meson.build), so
+ * that nothing but the behaviour under test moves memory: a thread's
+ * cached objects go back when it exits, and freed large blocks go back
+ * from a later large allocation or malloc_trim -- never from free().
+ */
+#include <criterion/criterion.h>
+#include <deferpool-malloc.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "malloc_testutil.h"
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int open;
+} gate_t;
+#define GATE_INIT {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0}
+
+static void gate_open(gate_t *g)
+{
+    pthread_mutex_lock(&g->mu);
+    g->open = 1;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_wait(gate_t *g)
+{
+    pthread_mutex_lock(&g->mu);
+    while (!g->open)
+        pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+}
+
+Test(malloc_nothread, background_thread_off_is_honoured)
+{
+    void *p = malloc(10);
+    free(p);
+    dp_malloc_stats_t s;
+    dp_malloc_stats_get(&s);
+    cr_assert_eq(s.reclaim_running, 0);
+    errno = 0;
+    cr_assert_eq(dp_malloc_reclaim_sync(), -1);
+    cr_assert_eq(errno, ESRCH);
+}
+
+struct cacher {
+    gate_t cached, go;
+};
+
+static void *cacher_main(void *arg)
+{
+    struct cacher *c = arg;
+    void *v[300];
+    for (int i = 0; i < 300; i++)
+        v[i] = malloc(i % 2 ? 64 : 3000);
+    for (int i = 0; i < 300; i++)
+        free(v[i]);
+    gate_open(&c->cached);
+    gate_wait(&c->go);
+    return NULL; /* pthread key destructor: the cache goes back */
+}
+
+Test(malloc_nothread, thread_exit_returns_its_cache)
+{
+    struct cacher c = {GATE_INIT, GATE_INIT};
+    pthread_t t;
+    pthread_create(&t, NULL, cacher_main, &c);
+    gate_wait(&c.cached);
+    dp_malloc_stats_t s1, s2;
+    dp_malloc_stats_get(&s1);
+    gate_open(&c.go);
+    pthread_join(t, NULL);
+    dp_malloc_stats_get(&s2);
+    /* The thread held over 100 objects of 64 bytes (its bin refills 129
+     * at a time and keeps up to 256). */
+    cr_assert_geq(s1.small_objs_cached, 100);
+    cr_assert_leq(s2.small_objs_cached + 100, s1.small_objs_cached,
+                  "cached before exit %llu, after %llu",
+                  (unsigned long long)s1.small_objs_cached,
+                  (unsigned long long)s2.small_objs_cached);
+}
+
+Test(malloc_nothread, freed_large_blocks_go_back_from_a_later_allocation)
+{
+    dp_malloc_stats_t a, b, c;
+    dp_malloc_trim();
+    dp_malloc_stats_get(&a);
+    void *x = malloc(2 << 20), *y = malloc(3 << 20);
+    memset(x, 1, 2 << 20);
+    memset(y, 1, 3 << 20);
+    free(x);
+    free(y);
+    dp_malloc_stats_get(&b);
+    cr_assert_eq(b.large_queued, 2, "free() queues, it does not unmap");
+    cr_assert_eq(b.large_unmaps, a.large_unmaps);
+    /* The next large allocation takes the queue: reuses one that fits
+     * and unmaps the other. */
+    void *z = malloc((2 << 20) - 100);
+    cr_assert_not_null(z);
+    dp_malloc_stats_get(&c);
+    cr_assert_eq(c.large_queued, 0);
+    cr_assert_eq(c.large_reused, b.large_reused + 1);
+    cr_assert_eq(c.large_unmaps, b.large_unmaps + 1);
+    free(z);
+    cr_assert_geq(dp_malloc_trim(), 1);
+    dp_malloc_stats_get(&c);
+    cr_assert_eq(c.large_queued, 0);
+    cr_assert_eq(c.large_inuse, a.large_inuse);
+}
