@@ -66,7 +66,8 @@ void dp_tcache_pool_init(struct dp_pool *p)
 {
     p->tcidx = -1;
     pthread_once(&dp_tcg_once, tcg_init);
-    if (dp_tcg.state != 1 || p->debug || (p->flags & DP_POOL_NOCACHE))
+    if (dp_tcg.state != 1 || p->debug ||
+        (p->flags & (DP_POOL_NOCACHE | DP_POOL_IMMEDIATE)))
         return;
     /* Hold up to 32 KiB of objects, between 8 and 256 of them. */
     size_t max = (32u << 10) / p->slotsize;

@@ -536,6 +536,22 @@ static void debug_check_put(struct dp_pool *p, struct dp_page *pg, void *obj)
 }
 
 /*
+ * DP_POOL_IMMEDIATE: what a naive pool does when a put empties a page --
+ * take the pool lock and give the page back to the provider right here,
+ * inside the put.  It breaks deferpool's promise on purpose, so that the
+ * benchmarks can show what deferral buys; put_provider_calls counts it.
+ */
+static void immediate_release(struct dp_pool *p)
+{
+    struct dp_page *due = NULL;
+    pthread_mutex_lock(&p->lock);
+    dp_drain_pending_locked(p, 0);
+    dp_collect_due_locked(p, 0, SIZE_MAX, true, &due);
+    pthread_mutex_unlock(&p->lock);
+    dp_release_pages(p, due);
+}
+
+/*
  * Return a run of k objects of one page (first..last linked through their
  * link words).  Lock-free, no system call (but the one documented
  * wake-up), no provider call, no sleep.  Memory ordering
@@ -589,6 +605,9 @@ static void page_put_run(struct dp_pool *p, struct dp_page *pg, void *first,
             &p->pending, &h, pg, memory_order_seq_cst,
             memory_order_relaxed));
         dp_wake_getters(p);
+        if (DP_UNLIKELY(p->flags & DP_POOL_IMMEDIATE) &&
+            (ns & DP_PG_COUNT) == 0)
+            immediate_release(p);
     }
 }
 
@@ -671,7 +690,8 @@ dp_pool_t *dp_pool_create_ex(const char *name, size_t objsize,
     if (objsize == 0 || objsize > DP_PAGESIZE_MAX || !is_pow2(align) ||
         align > DP_PAGESIZE_MAX / 2 ||
         (attr->flags &
-         ~(unsigned)(DP_POOL_DEBUG | DP_POOL_NOTHREAD | DP_POOL_NOCACHE)) ||
+         ~(unsigned)(DP_POOL_DEBUG | DP_POOL_NOTHREAD | DP_POOL_NOCACHE |
+                     DP_POOL_IMMEDIATE)) ||
         (attr->pagesize &&
          (!is_pow2(attr->pagesize) || attr->pagesize < 4096 ||
           attr->pagesize > DP_PAGESIZE_MAX)) ||

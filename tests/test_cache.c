@@ -298,3 +298,42 @@ Test(cache, objects_put_by_other_threads_are_counted_exactly)
     cr_assert_eq(st.pages_empty, st.pages);
     finish(xpool, m);
 }
+
+/* The comparison mode the benchmarks use: proves put_provider_calls is
+ * measured (it can be non-zero), and that the default pool's 0 means
+ * something. */
+Test(cache, immediate_mode_returns_the_page_inside_the_put_and_it_is_counted)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_attr_t a;
+    dp_pool_attr_init(&a);
+    a.provider = dp_mock_provider(m);
+    a.flags = DP_POOL_IMMEDIATE | DP_POOL_NOTHREAD;
+    a.lowat = 0;
+    dp_pool_t *p = dp_pool_create("immediate", 64, &a);
+    cr_assert_not_null(p);
+    void *o = dp_pool_get(p, DP_WAITOK);
+    cr_assert_not_null(o);
+    dp_mock_counters_t c;
+    dp_mock_counters(m, &c);
+    cr_assert_eq(c.frees, 0);
+    dp_pool_put(p, o);
+    dp_mock_counters(m, &c);
+    cr_assert_eq(c.frees, 1, "the put returned the page itself");
+    dp_pool_stats_t s = stats(p);
+    cr_assert_eq(s.put_provider_calls, 1);
+    cr_assert_eq(s.pages, 0);
+    cr_assert_eq(s.objs_cached, 0, "immediate mode is uncached");
+
+    /* The same sequence on a default pool: the page waits, no call. */
+    dp_pool_t *q = mkpool(m, 0, 0);
+    o = dp_pool_get(q, DP_WAITOK);
+    dp_pool_put(q, o);
+    dp_thread_cache_flush();
+    dp_mock_counters(m, &c);
+    cr_assert_eq(c.frees, 1, "a default put never frees a page");
+    cr_assert_eq(stats(q).put_provider_calls, 0);
+    cr_assert_eq(stats(q).pages_empty, 1);
+    dp_pool_destroy(q);
+    finish(p, m);
+}
