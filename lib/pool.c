@@ -605,10 +605,10 @@ static void page_put_run(struct dp_pool *p, struct dp_page *pg, void *first,
             &p->pending, &h, pg, memory_order_seq_cst,
             memory_order_relaxed));
         dp_wake_getters(p);
-        if (DP_UNLIKELY(p->flags & DP_POOL_IMMEDIATE) &&
-            (ns & DP_PG_COUNT) == 0)
-            immediate_release(p);
     }
+    /* Whoever queued it, an emptied page is on the pending queue now. */
+    if (DP_UNLIKELY(p->flags & DP_POOL_IMMEDIATE) && (ns & DP_PG_COUNT) == 0)
+        immediate_release(p);
 }
 
 /* Put one object straight to its page (no thread cache). */

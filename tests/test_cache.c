@@ -337,3 +337,30 @@ Test(cache, immediate_mode_returns_the_page_inside_the_put_and_it_is_counted)
     dp_pool_destroy(q);
     finish(p, m);
 }
+
+Test(cache, immediate_mode_releases_a_page_already_queued_by_an_earlier_put)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_attr_t a;
+    dp_pool_attr_init(&a);
+    a.provider = dp_mock_provider(m);
+    a.flags = DP_POOL_IMMEDIATE | DP_POOL_NOTHREAD;
+    a.lowat = 0;
+    a.pagesize = 4096;
+    dp_pool_t *p = dp_pool_create("immediate", 64, &a);
+    cr_assert_not_null(p);
+    size_t cap = stats(p).objs_per_page;
+    void **o = calloc(cap, sizeof *o);
+    for (size_t i = 0; i < cap; i++)
+        cr_assert_not_null(o[i] = dp_pool_get(p, DP_WAITOK));
+    /* The first put takes the full page below cap and queues it; no get
+     * drains the queue before the last put empties the page. */
+    for (size_t i = 0; i < cap; i++)
+        dp_pool_put(p, o[i]);
+    free(o);
+    dp_mock_counters_t c;
+    dp_mock_counters(m, &c);
+    cr_assert_eq(c.frees, 1, "the emptying put returned the page");
+    cr_assert_eq(stats(p).put_provider_calls, 1);
+    finish(p, m);
+}
