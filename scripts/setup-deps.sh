@@ -17,7 +17,7 @@ usage() {
 test_pkgs=(meson ninja-build pkg-config gcc g++ clang libcriterion-dev python3)
 bench_pkgs=(meson ninja-build pkg-config gcc g++ clang libcriterion-dev
             libseccomp-dev libbenchmark-dev libjemalloc-dev libmimalloc-dev
-            libgoogle-perftools-dev python3-matplotlib gnuplot-nox)
+            libgoogle-perftools-dev python3-matplotlib gnuplot-nox strace)
 
 case "${1:-test}" in
     test)  pkgs=("${test_pkgs[@]}") ;;

@@ -1,0 +1,546 @@
+#!/usr/bin/env python3
+"""report.py -- turn one results directory into a ratio table, PNGs and
+summary.json.
+
+    report.py RESULTS_DIR [--quiet]
+
+Reads what scripts/bench.sh leaves in RESULTS_DIR:
+    bench-<alloc>.json        Google Benchmark JSON, 1-thread patterns
+                              (repetitions in one process)
+    bench-<alloc>.2t-<i>.json the 2-thread workloads, one process each
+    latency-<alloc>.json      per-put latency percentiles (latency.c)
+    latency-<alloc>.hist.csv  per-put latency histogram
+    latency-<alloc>.strace[.gz]  strace -f -ttt of a second latency run
+                              (optional: syscalls inside the put phases)
+    rss-<alloc>.json/.csv     RSS over time (rss.c)
+    meta.json                 machine and run description (optional)
+Writes into RESULTS_DIR: summary.json, table.md, latency_cdf.png, rss.png.
+Prints the table.
+
+Every ratio is against jemalloc measured in the same run (jemalloc = 1.00).
+Times: lower is better.  Throughputs: higher is better.
+Plots use matplotlib when it imports, else gnuplot, else are skipped.
+"""
+import csv
+import glob
+import gzip
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+ORDER = ["deferpool", "deferpool-immediate", "jemalloc", "glibc", "mimalloc",
+         "tcmalloc"]
+REF = "jemalloc"
+
+# (key, GB benchmark name, label, kind) -- kind "time": ns per get+put pair
+# (CPU time of the one thread); "tput": Mops/s over both threads (wall).
+BENCHES = [
+    ("lifo_pair", "lifo_pair", "1T LIFO get+put pair", "time"),
+    ("batch_100", "batch/100", "1T batch 100 live", "time"),
+    ("batch_10000", "batch/10000", "1T batch 10,000 live", "time"),
+    ("batch_200000", "batch/200000", "1T batch 200,000 live", "time"),
+    ("prodcons", "prodcons/real_time/threads:2",
+     "2T producer->consumer (all puts remote)", "tput"),
+    ("random2t", "random2t/real_time/threads:2",
+     "2T random get/put, 1/2 puts remote", "tput"),
+]
+NOISY_CV = 0.05
+RESULT_FILE = re.compile(r"^(?:bench|latency|rss)-(.+?)(?:\.2t-\d+)?\.json$")
+SINGLE = ["lifo_pair", "batch_100", "batch_10000", "batch_200000"]
+
+
+def order_key(a):
+    return (ORDER.index(a) if a in ORDER else len(ORDER), a)
+
+
+def load_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def geomean(xs):
+    xs = [x for x in xs if x is not None and x > 0]
+    if not xs:
+        return None
+    return math.exp(sum(math.log(x) for x in xs) / len(xs))
+
+
+# --------------------------------------------------------------------------
+# Google Benchmark results
+# --------------------------------------------------------------------------
+
+def gb_value(runs, kind):
+    """Median and coefficient of variation over all repetitions, whether
+    they ran in one process or in several (the 2-thread workloads run as
+    separate processes, see scripts/bench.sh)."""
+    vals = sorted(x for x in (gb_one(r, kind) for r in runs
+                              if r.get("run_type", "iteration") == "iteration"
+                              and not r.get("error_occurred"))
+                  if x is not None)
+    if not vals:
+        return None, None, []
+    n = len(vals)
+    med = vals[n // 2] if n % 2 else (vals[n // 2 - 1] + vals[n // 2]) / 2
+    cv = None
+    if n > 1:
+        mean = sum(vals) / n
+        sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
+        cv = sd / mean if mean else None
+    return med, cv, vals
+
+
+def gb_one(r, kind):
+    if r is None:
+        return None
+    if kind == "time":
+        scale = {"ns": 1, "us": 1e3, "ms": 1e6, "s": 1e9}[r.get("time_unit",
+                                                               "ns")]
+        return r["cpu_time"] * scale       # one iteration = one pair
+    ips = r.get("items_per_second")
+    return ips / 1e6 if ips else None      # Mops/s
+
+
+def read_bench(d, allocs):
+    out = {}
+    for a in allocs:
+        by = {}
+        files = [os.path.join(d, "bench-%s.json" % a)]
+        files += sorted(glob.glob(os.path.join(d, "bench-%s.2t-*.json" % a)))
+        for p in files:
+            j = load_json(p)
+            for r in (j or {}).get("benchmarks", []):
+                by.setdefault(r.get("run_name", r["name"]), []).append(r)
+        for key, gbname, _, kind in BENCHES:
+            if gbname in by:
+                v, cv, vals = gb_value(by[gbname], kind)
+                out.setdefault(key, {})[a] = {"value": v, "cv": cv,
+                                              "all": vals}
+    return out
+
+
+# --------------------------------------------------------------------------
+# strace: system calls made inside the put phase
+# --------------------------------------------------------------------------
+
+LINE = re.compile(r"^(\d+)\s+(?:[\d.]+\s+)?(.*)$")
+NAME = re.compile(r"^([a-z_0-9]+)\(")
+
+
+def count_syscalls(path):
+    """Main thread: every syscall strictly between its free-begin and
+    free-end marker writes is one a put made (the phase does nothing else).
+    Other threads: syscalls they started while the main thread was inside a
+    phase (by position in strace's output: approximate)."""
+    main = {}
+    other = {}
+    phases = 0
+    main_tid = None
+    inside = False
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", errors="replace") as f:
+        for line in f:
+            m = LINE.match(line)
+            if not m:
+                continue
+            tid, rest = int(m.group(1)), m.group(2)
+            if "dpb-latency free-begin" in rest:
+                main_tid, inside = tid, True
+                phases += 1
+                continue
+            if "dpb-latency free-end" in rest:
+                inside = False
+                continue
+            if not inside or rest.startswith(("<...", "---", "+++")):
+                continue
+            n = NAME.match(rest)
+            if not n:
+                continue
+            bucket = main if tid == main_tid else other
+            bucket[n.group(1)] = bucket.get(n.group(1), 0) + 1
+    return {"phases": phases, "put_thread": main,
+            "put_thread_total": sum(main.values()),
+            "other_threads": other,
+            "other_threads_total": sum(other.values())}
+
+
+def read_latency(d, allocs):
+    out = {}
+    for a in allocs:
+        j = load_json(os.path.join(d, "latency-%s.json" % a))
+        if not j:
+            continue
+        st = os.path.join(d, "latency-%s.strace" % a)
+        if not os.path.exists(st):
+            st += ".gz"
+        j["syscalls"] = count_syscalls(st) if os.path.exists(st) else None
+        hist = []
+        hp = os.path.join(d, "latency-%s.hist.csv" % a)
+        if os.path.exists(hp):
+            with open(hp) as f:
+                for row in csv.DictReader(f):
+                    hist.append((float(row["ns"]), int(row["count"])))
+        j["_hist"] = hist
+        out[a] = j
+    return out
+
+
+def read_rss(d, allocs):
+    out = {}
+    for a in allocs:
+        j = load_json(os.path.join(d, "rss-%s.json" % a))
+        if not j:
+            continue
+        rows = []
+        cp = os.path.join(d, "rss-%s.csv" % a)
+        if os.path.exists(cp):
+            with open(cp) as f:
+                for row in csv.DictReader(f):
+                    rows.append((int(row["t_ms"]) / 1000.0,
+                                 int(row["rss_kib"]) / 1024.0, row["phase"]))
+        j["_series"] = rows
+        out[a] = j
+    return out
+
+
+# --------------------------------------------------------------------------
+# Table and targets
+# --------------------------------------------------------------------------
+
+def fmt(v, kind):
+    if v is None:
+        return "-"
+    if kind == "tput":
+        return "%.1f" % v
+    if v >= 1000:
+        return "%.0f" % v
+    return "%.1f" % v if v >= 10 else "%.2f" % v
+
+
+def ratio_of(v, ref):
+    if v is None or ref is None or ref == 0:
+        return None
+    return v / ref
+
+
+def status(ok):
+    if ok is None:
+        return "n/a"
+    return "PASS" if ok else "MISS"
+
+
+def build(d):
+    allocs = set()
+    for p in glob.glob(os.path.join(d, "*.json")):
+        m = RESULT_FILE.match(os.path.basename(p))
+        if m:
+            allocs.add(m.group(1))
+    allocs = sorted(allocs, key=order_key)
+    bench = read_bench(d, allocs)
+    lat = read_latency(d, allocs)
+    rss = read_rss(d, allocs)
+    meta = load_json(os.path.join(d, "meta.json")) or {}
+
+    S = {"meta": meta, "allocators": allocs, "reference": REF,
+         "benchmarks": {}, "geomean_single_thread": {}, "latency": {},
+         "rss": {}, "targets": []}
+
+    for key, _, label, kind in BENCHES:
+        row = bench.get(key, {})
+        ref = row.get(REF, {}).get("value")
+        e = {"label": label,
+             "unit": "ns per get+put pair (CPU time)" if kind == "time"
+             else "Mops/s, both threads (wall time)",
+             "better": "lower" if kind == "time" else "higher",
+             "values": {}}
+        for a in allocs:
+            v = row.get(a, {}).get("value")
+            e["values"][a] = {"value": v, "ratio": ratio_of(v, ref),
+                              "cv": row.get(a, {}).get("cv"),
+                              "repetitions": row.get(a, {}).get("all", [])}
+        S["benchmarks"][key] = e
+
+    for a in allocs:
+        ns = [S["benchmarks"][k]["values"][a]["value"] for k in SINGLE]
+        rt = [S["benchmarks"][k]["values"][a]["ratio"] for k in SINGLE]
+        complete = all(x is not None for x in ns)
+        S["geomean_single_thread"][a] = {
+            "ns": geomean(ns) if complete else None,
+            "ratio": geomean(rt) if complete and all(rt) else None}
+
+    for a in allocs:
+        if a in lat:
+            j = {k: v for k, v in lat[a].items() if not k.startswith("_")}
+            S["latency"][a] = j
+        if a in rss:
+            j = {k: v for k, v in rss[a].items() if not k.startswith("_")}
+            S["rss"][a] = j
+
+    # Targets (the issue's): deferpool against jemalloc and mimalloc.
+    dp = "deferpool"
+    T = S["targets"]
+    g = S["geomean_single_thread"]
+
+    def tget(key, a):
+        return S["benchmarks"][key]["values"].get(a, {}).get("value")
+
+    gr = g.get(dp, {}).get("ratio")
+    T.append({"target": "1T geomean <= 0.40x jemalloc",
+              "value": gr, "status": status(None if gr is None
+                                            else gr <= 0.40)})
+    gd, gm = g.get(dp, {}).get("ns"), g.get("mimalloc", {}).get("ns")
+    T.append({"target": "1T geomean faster than mimalloc",
+              "value": ratio_of(gd, gm), "unit": "deferpool/mimalloc",
+              "status": status(None if gd is None or gm is None
+                               else gd < gm)})
+    for key in ("prodcons", "random2t"):
+        vd, vj = tget(key, dp), tget(key, REF)
+        T.append({"target": "%s throughput >= jemalloc" % key,
+                  "value": ratio_of(vd, vj),
+                  "status": status(None if vd is None or vj is None
+                                   else vd >= vj)})
+    for q, name in (("p999_ns", "p99.9"), ("p9999_ns", "p99.99")):
+        ld, lj = lat.get(dp, {}).get(q), lat.get(REF, {}).get(q)
+        T.append({"target": "%s put latency <= jemalloc" % name,
+                  "value": ratio_of(ld, lj),
+                  "status": status(None if ld is None or lj is None
+                                   else ld <= lj)})
+    sc = (lat.get(dp) or {}).get("syscalls")
+    n = sc["put_thread_total"] if sc and sc["phases"] else None
+    T.append({"target": "zero syscalls during puts", "value": n,
+              "status": status(None if n is None else n == 0)})
+    return S, lat, rss
+
+
+def r2(x):
+    return "-" if x is None else "%.2f" % x
+
+
+def table_lines(S):
+    allocs = S["allocators"]
+    L = []
+    hdr = ["benchmark", "unit"] + allocs
+    L.append("| " + " | ".join(hdr) + " |")
+    L.append("|" + "---|" * len(hdr))
+    for key, _, label, kind in BENCHES:
+        e = S["benchmarks"][key]
+        cells = [label, ("ns/pair, lower better" if kind == "time"
+                         else "Mops/s, higher better")]
+        for a in allocs:
+            v = e["values"][a]
+            if v["value"] is None:
+                cells.append("-")
+            else:
+                noisy = v["cv"] is not None and v["cv"] > NOISY_CV
+                cells.append("%s (%sx)%s" % (fmt(v["value"], kind),
+                                             r2(v["ratio"]),
+                                             " *" if noisy else ""))
+        L.append("| " + " | ".join(cells) + " |")
+    cells = ["1T geomean (4 patterns)", "ns/pair, lower better"]
+    for a in allocs:
+        gg = S["geomean_single_thread"][a]
+        cells.append("-" if gg["ns"] is None else
+                     "%s (%sx)" % (fmt(gg["ns"], "time"), r2(gg["ratio"])))
+    L.append("| " + " | ".join(cells) + " |")
+
+    lat = S["latency"]
+    for q, name in (("p50_ns", "put latency p50"), ("p99_ns", "put latency p99"),
+                    ("p999_ns", "put latency p99.9"),
+                    ("p9999_ns", "put latency p99.99"),
+                    ("max_ns", "put latency max")):
+        ref = lat.get(REF, {}).get(q)
+        cells = [name, "ns, lower better"]
+        for a in allocs:
+            v = lat.get(a, {}).get(q)
+            cells.append("-" if v is None else "%s (%sx)" % (
+                fmt(v, "time"), r2(ratio_of(v, ref))))
+        L.append("| " + " | ".join(cells) + " |")
+    cells = ["syscalls in put phases", "put thread (+ other threads)"]
+    for a in allocs:
+        sc = lat.get(a, {}).get("syscalls")
+        if not sc or not sc["phases"]:
+            cells.append("n/a")
+        else:
+            top = sorted(sc["put_thread"].items(), key=lambda kv: -kv[1])[:2]
+            what = ", ".join("%s %d" % kv for kv in top)
+            cells.append("%d%s (+%d)" % (sc["put_thread_total"],
+                                         " [%s]" % what if what else "",
+                                         sc["other_threads_total"]))
+    L.append("| " + " | ".join(cells) + " |")
+
+    rss = S["rss"]
+    for label, f in (
+            ("RSS peak", lambda j: j["peak_kib"] / 1024.0),
+            ("RSS after last idle", lambda j: j["cycle"][-1]["idle_end_kib"]
+             / 1024.0),
+            ("RSS settle time", lambda j: j["cycle"][-1]["settle_ms"])):
+        unit = "ms after puts (- never)" if "settle" in label else "MiB"
+        cells = [label, unit]
+        for a in allocs:
+            j = rss.get(a)
+            v = f(j) if j else None
+            cells.append("-" if v is None else "%.0f" % v)
+        L.append("| " + " | ".join(cells) + " |")
+
+    L.append("")
+    L.append("Each cell: value (ratio to jemalloc).  * = coefficient of "
+             "variation over the repetitions above %d%%.  Put latencies "
+             "include the timer's own ~%s ns (timer_overhead_ns_p50 in "
+             "summary.json)." % (
+                 round(NOISY_CV * 100),
+                 fmt(lat.get(REF, {}).get("timer_overhead_ns_p50"), "time")))
+    L.append("")
+    L.append("| target (deferpool) | value | status |")
+    L.append("|---|---|---|")
+    for t in S["targets"]:
+        v = t["value"]
+        vs = "-" if v is None else (("%.2fx" % v) if isinstance(v, float)
+                                    else str(v))
+        L.append("| %s | %s | %s |" % (t["target"], vs, t["status"]))
+    return L
+
+
+# --------------------------------------------------------------------------
+# Plots
+# --------------------------------------------------------------------------
+
+def cdf_points(hist):
+    total = sum(c for _, c in hist)
+    if not total:
+        return [], []
+    xs, ys, acc = [], [], 0
+    for ns, c in sorted(hist):
+        acc += c
+        xs.append(max(ns, 1.0))
+        ys.append(acc / total)
+    return xs, ys
+
+
+def plot_matplotlib(d, lat, rss, allocs):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for a in allocs:
+        if a not in lat or not lat[a]["_hist"]:
+            continue
+        xs, ys = cdf_points(lat[a]["_hist"])
+        ax1.step(xs, ys, where="post", label=a)
+        tail = [max(1.0 - y, 1e-9) for y in ys]
+        ax2.step(xs, tail, where="post", label=a)
+    ax1.set_xscale("log")
+    ax1.set_xlabel("put latency (ns, incl. ~timer overhead)")
+    ax1.set_ylabel("fraction of puts <= x")
+    ax1.set_title("CDF of per-put latency, 64 B, pages emptying")
+    ax2.set_xscale("log")
+    ax2.set_yscale("log")
+    ax2.set_ylim(1e-7, 1)
+    ax2.set_xlabel("put latency (ns)")
+    ax2.set_ylabel("fraction of puts > x")
+    ax2.set_title("tail (1 - CDF)")
+    for ax in (ax1, ax2):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(d, "latency_cdf.png"), dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(12, 4.5))
+    for a in allocs:
+        if a not in rss or not rss[a]["_series"]:
+            continue
+        s = rss[a]["_series"]
+        ax.plot([x[0] for x in s], [x[1] for x in s], label=a)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("RSS (MiB)")
+    ax.set_title("RSS over time: 2 x (get 256 MiB of 64 B objects in 4 bursts,"
+                 " put all, idle 3 s)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(d, "rss.png"), dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_gnuplot(d, lat, rss, allocs):
+    gp = shutil.which("gnuplot")
+    if not gp:
+        return False
+    cdf_series, rss_series = [], []
+    for a in allocs:
+        if a in lat and lat[a]["_hist"]:
+            p = os.path.join(d, "latency-%s.cdf.dat" % a)
+            xs, ys = cdf_points(lat[a]["_hist"])
+            with open(p, "w") as f:
+                for x, y in zip(xs, ys):
+                    f.write("%g %g\n" % (x, y))
+            cdf_series.append("'%s' using 1:2 with steps title '%s'" % (p, a))
+        if a in rss and rss[a]["_series"]:
+            p = os.path.join(d, "rss-%s.dat" % a)
+            with open(p, "w") as f:
+                for t, m, _ in rss[a]["_series"]:
+                    f.write("%g %g\n" % (t, m))
+            rss_series.append("'%s' using 1:2 with lines title '%s'" % (p, a))
+    script = ["set terminal pngcairo size 1100,450"]
+    if cdf_series:
+        script += ["set output '%s'" % os.path.join(d, "latency_cdf.png"),
+                   "set logscale x", "set grid",
+                   "set xlabel 'put latency (ns)'",
+                   "set ylabel 'fraction of puts <= x'",
+                   "plot " + ", ".join(cdf_series), "unset logscale x"]
+    if rss_series:
+        script += ["set output '%s'" % os.path.join(d, "rss.png"),
+                   "set xlabel 'time (s)'", "set ylabel 'RSS (MiB)'",
+                   "plot " + ", ".join(rss_series)]
+    subprocess.run([gp], input="\n".join(script) + "\n", text=True,
+                   check=False)
+    return True
+
+
+def plot(d, lat, rss, allocs):
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        if plot_gnuplot(d, lat, rss, allocs):
+            return "gnuplot"
+        return None
+    plot_matplotlib(d, lat, rss, allocs)
+    return "matplotlib"
+
+
+def main(argv):
+    if len(argv) < 2 or argv[1] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 2
+    d = argv[1]
+    quiet = "--quiet" in argv
+    S, lat, rss = build(d)
+    if not S["allocators"]:
+        print("report.py: no results in %s" % d, file=sys.stderr)
+        return 1
+    S["plots"] = plot(d, lat, rss, S["allocators"])
+    lines = table_lines(S)
+    with open(os.path.join(d, "table.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(os.path.join(d, "summary.json"), "w") as f:
+        json.dump(S, f, indent=1, sort_keys=False)
+        f.write("\n")
+    if not quiet:
+        print("Ratios are to jemalloc in the same run (x1.00).  Times: lower "
+              "is better.  Throughputs: higher is better.")
+        print("\n".join(lines))
+        if S["plots"] is None:
+            print("(no plots: neither matplotlib nor gnuplot available)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# bench.sh -- build the benchmark suite, run it against every allocator
+# found, and print the ratio table (jemalloc = 1.00, measured in the same
+# run).  See docs/benchmarks.md.
+#
+#   scripts/bench.sh            full run (about 3 minutes on 2 cores)
+#   DPB_QUICK=1 scripts/bench.sh   smoke run (under a minute; does not
+#                                  touch benchmarks/results/latest)
+#
+# Knobs (environment):
+#   DPB_ALLOCATORS  space-separated subset, e.g. "deferpool jemalloc"
+#   DPB_MIN_TIME    --benchmark_min_time in seconds        (default 0.2)
+#   DPB_REPS        repetitions (1T: in one process; 2T: one process
+#                   each)                                   (default 5)
+#   DPB_LAT_ROUNDS  latency rounds                          (default 20)
+#   DPB_LAT_OBJECTS objects per latency round               (default 262144)
+#   DPB_RSS_MIB     MiB per RSS burst cycle                 (default 256)
+#   DPB_RSS_IDLE_MS idle time after each RSS cycle          (default 3000)
+#   DPB_NO_STRACE=1 skip the syscall-counting latency run
+#
+# Output: benchmarks/results/<UTC timestamp>/ (git-ignored; raw JSON/CSV,
+# strace logs, PNGs, summary.json, table.md), and a copy of the summary,
+# table and plots in benchmarks/results/latest/ (committed, linked from
+# docs/benchmarks.md).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+"$root/scripts/setup-deps.sh" bench
+
+if [ -n "${DPB_QUICK:-}" ]; then
+    : "${DPB_MIN_TIME:=0.05}" "${DPB_REPS:=1}" "${DPB_LAT_ROUNDS:=4}"
+    : "${DPB_RSS_MIB:=64}" "${DPB_RSS_IDLE_MS:=1500}"
+fi
+min_time=${DPB_MIN_TIME:-0.2}
+reps=${DPB_REPS:-5}
+lat_rounds=${DPB_LAT_ROUNDS:-20}
+lat_objects=${DPB_LAT_OBJECTS:-262144}
+rss_mib=${DPB_RSS_MIB:-256}
+rss_idle=${DPB_RSS_IDLE_MS:-3000}
+
+build=build/bench
+opts=(-Dbuildtype=release -Dtests=disabled -Dbenchmarks=enabled)
+if [ -f "$build/build.ninja" ]; then
+    # --reconfigure re-runs the feature checks (which back-ends exist).
+    meson setup --reconfigure "$build" "${opts[@]}" >/dev/null
+else
+    meson setup "$build" "${opts[@]}" >/dev/null
+fi
+ninja -C "$build" >/dev/null
+
+bindir=$build/benchmarks
+allocs=()
+for a in deferpool deferpool-immediate jemalloc glibc mimalloc tcmalloc; do
+    [ -x "$bindir/bench-$a" ] || continue
+    if [ -n "${DPB_ALLOCATORS:-}" ] && [[ " $DPB_ALLOCATORS " != *" $a "* ]]; then
+        continue
+    fi
+    allocs+=("$a")
+done
+if [ "${#allocs[@]}" -eq 0 ]; then
+    echo "bench.sh: no benchmark executables in $bindir" >&2
+    exit 1
+fi
+[[ " ${allocs[*]} " == *" deferpool "* ]] ||
+    echo "bench.sh: warning: no deferpool back-end built" >&2
+[[ " ${allocs[*]} " == *" jemalloc "* ]] ||
+    echo "bench.sh: warning: no jemalloc back-end: no ratios" >&2
+
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+out=benchmarks/results/$stamp
+mkdir -p "$out"
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+if awk -v l="${load_before%% *}" 'BEGIN { exit !(l > 0.5) }'; then
+    echo "bench.sh: warning: load average $load_before before the run;" \
+         "other work on the machine skews the numbers" >&2
+fi
+
+# Allocator knobs in the environment change what is measured: record them.
+knobs=$(env | grep -E '^(DEFERPOOL_CONF|MALLOC_CONF|JE_MALLOC_CONF|MIMALLOC_[A-Z_]*|TCMALLOC_[A-Z_]*|GLIBC_TUNABLES|MALLOC_[A-Z_]*_)=' || true)
+if [ -n "$knobs" ]; then
+    echo "bench.sh: warning: allocator settings in the environment:" \
+         $knobs >&2
+fi
+
+have_strace=0
+if [ -z "${DPB_NO_STRACE:-}" ] && command -v strace >/dev/null 2>&1; then
+    have_strace=1
+elif [ -z "${DPB_NO_STRACE:-}" ]; then
+    echo "bench.sh: warning: strace not installed: syscalls during puts" \
+         "are not counted" >&2
+fi
+
+loadlog() { echo "$(date +%s) $1 $(cut -d' ' -f1 /proc/loadavg)" >>"$out/load.log"; }
+
+t0=$(date +%s)
+# The 2-thread workloads need both cores and vary from process to process
+# (heap layout, thread placement, whatever else the machine is doing), so
+# each repetition is a separate process, and the repetitions go round the
+# allocators in turn: load that comes and goes then hits every allocator
+# alike instead of one.
+echo "bench.sh: 2-thread workloads, $reps rounds over all allocators" >&2
+for i in $(seq "$reps"); do
+    for a in "${allocs[@]}"; do
+        loadlog "2t-$i-$a"
+        "$bindir/bench-$a" --benchmark_filter='threads:2' \
+            --benchmark_min_time="$min_time" \
+            --benchmark_out="$out/bench-$a.2t-$i.json" \
+            --benchmark_out_format=json >"$out/bench-$a.2t-$i.txt" 2>&1
+    done
+done
+for a in "${allocs[@]}"; do
+    echo "bench.sh: $a" >&2
+    loadlog "1t-$a"
+    "$bindir/bench-$a" --benchmark_filter='^(lifo_pair|batch/)' \
+        --benchmark_min_time="$min_time" \
+        --benchmark_repetitions="$reps" \
+        --benchmark_out="$out/bench-$a.json" \
+        --benchmark_out_format=json >"$out/bench-$a.txt" 2>&1
+    lat_args=(--rounds "$lat_rounds" --objects "$lat_objects")
+    "$bindir/latency-$a" "${lat_args[@]}" \
+        --json "$out/latency-$a.json" \
+        --hist "$out/latency-$a.hist.csv" >"$out/latency-$a.txt"
+    if [ "$have_strace" = 1 ]; then
+        # A second, separate run only to count syscalls (ptrace slows
+        # every syscall; the timed run above is untraced).
+        strace -f -ttt -qq -s 96 -o "$out/latency-$a.strace" \
+            "$bindir/latency-$a" "${lat_args[@]}" >/dev/null
+    fi
+    "$bindir/rss-$a" --mib "$rss_mib" --idle-ms "$rss_idle" \
+        --csv "$out/rss-$a.csv" --json "$out/rss-$a.json" >"$out/rss-$a.txt"
+done
+t1=$(date +%s)
+loadlog end
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+load_max=$(awk '$3 > m { m = $3 } END { print m + 0 }' "$out/load.log")
+
+json_str() { # minimal JSON string escaping for the few fields below
+    printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"
+}
+rev=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo none)
+dirty=$(git -C "$root" status --porcelain 2>/dev/null | head -c1 | wc -c)
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+mhz=$(sed -n 's/^cpu MHz[[:space:]]*: //p' /proc/cpuinfo | head -1)
+cat >"$out/meta.json" <<EOF
+{
+  "date_utc": $(json_str "$stamp"),
+  "git": $(json_str "$rev$([ "$dirty" -gt 0 ] && echo +dirty)"),
+  "command": $(json_str "$(env | grep -E '^DPB_' | sort | tr '\n' ' ')scripts/bench.sh"),
+  "cpu": $(json_str "$cpu"),
+  "cpu_mhz": $(json_str "$mhz"),
+  "nproc": $(nproc),
+  "kernel": $(json_str "$(uname -sr)"),
+  "distro": $(json_str "$(. /etc/os-release && echo "$PRETTY_NAME")"),
+  "compiler": $(json_str "$(cc --version | head -1)"),
+  "loadavg_before": $(json_str "$load_before"),
+  "loadavg_after": $(json_str "$load_after"),
+  "loadavg_1min_max_during": $load_max,
+  "benchmark_min_time": $min_time,
+  "benchmark_repetitions": $reps,
+  "latency_rounds": $lat_rounds,
+  "latency_objects": $lat_objects,
+  "rss_mib": $rss_mib,
+  "rss_idle_ms": $rss_idle,
+  "allocator_env": $(json_str "$(echo $knobs)"),
+  "syscalls_counted": $([ "$have_strace" = 1 ] && echo true || echo false),
+  "run_seconds": $((t1 - t0))
+}
+EOF
+
+# The report needs matplotlib, which Debian installs for /usr/bin/python3
+# (a pyenv or venv python3 earlier in PATH usually lacks it).
+py=python3
+if [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then
+    py=/usr/bin/python3
+fi
+"$py" benchmarks/report.py "$out"
+for f in "$out"/*.strace; do
+    [ -e "$f" ] && gzip -f "$f"
+done
+
+if [ -n "${DPB_QUICK:-}" ] || [ -n "${DPB_ALLOCATORS:-}" ]; then
+    echo "bench.sh: results in $out (partial run: benchmarks/results/latest" \
+         "left alone), $((t1 - t0)) s of runs" >&2
+    exit 0
+fi
+latest=benchmarks/results/latest
+rm -rf "$latest"
+mkdir -p "$latest"
+for f in summary.json table.md meta.json latency_cdf.png rss.png; do
+    [ -e "$out/$f" ] && cp "$out/$f" "$latest/"
+done
+echo "bench.sh: results in $out (copied to $latest), $((t1 - t0)) s of runs" >&2
