@@ -71,7 +71,7 @@ void dp_tcache_pool_init(struct dp_pool *p)
         return;
     /* Hold up to 32 KiB of objects, between 8 and 256 of them. */
     size_t max = (32u << 10) / p->slotsize;
-    max = max < 8 ? 8 : max > 256 ? 256 : max;
+    max = max < 8 ? 8 : max > DP_TC_MAXCAP ? DP_TC_MAXCAP : max;
     p->tc_max = (uint32_t)max;
     p->tc_batch = (uint32_t)max / 2;
     pthread_mutex_lock(&dp_tcg.lock);
@@ -85,6 +85,16 @@ void dp_tcache_pool_init(struct dp_pool *p)
     pthread_mutex_unlock(&dp_tcg.lock);
 }
 
+#define DP_TC_SLOTMEM ((size_t)DP_TC_BINS * DP_TC_MAXCAP * sizeof(void *))
+
+/* One mapping for the cache and one for every bin's slot array: address
+ * space only; a bin's slots cost memory once the bin is used. */
+static void tc_unmap(struct dp_tcache *tc)
+{
+    munmap(tc->slotmem, DP_TC_SLOTMEM);
+    munmap(tc, sizeof(*tc));
+}
+
 static struct dp_tcache *tc_create(void)
 {
     struct dp_tcache *tc =
@@ -92,8 +102,16 @@ static struct dp_tcache *tc_create(void)
              MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (tc == MAP_FAILED)
         return NULL;
-    if (pthread_setspecific(dp_tcg.key, tc) != 0) {
+    tc->slotmem = mmap(NULL, DP_TC_SLOTMEM, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (tc->slotmem == MAP_FAILED) {
         munmap(tc, sizeof(*tc));
+        return NULL;
+    }
+    for (int i = 0; i < DP_TC_BINS; i++)
+        tc->bins[i].slots = tc->slotmem + (size_t)i * DP_TC_MAXCAP;
+    if (pthread_setspecific(dp_tcg.key, tc) != 0) {
+        tc_unmap(tc);
         return NULL;
     }
     pthread_mutex_lock(&dp_tcg.lock);
@@ -125,47 +143,44 @@ static uint32_t bin_n(struct dp_tbin *b)
     return atomic_load_explicit(&b->n, memory_order_relaxed);
 }
 
-bool dp_tcache_fill(struct dp_pool *p, void *chain, void *last, uint32_t n)
+bool dp_tcache_fill(struct dp_pool *p, void *const *objs, uint32_t n)
 {
     struct dp_tcache *tc = dp_tc;
     if (!tc || p->tcidx < 0 || !dp_tc_enter(tc))
         return false;
     struct dp_tbin *b = &tc->bins[p->tcidx];
+    uint32_t have = bin_n(b);
     /* Not while a getter waits: the objects go back to the pages. */
-    bool ok = bin_n(b) + n <= p->tc_max &&
+    bool ok = have + n <= p->tc_max &&
               !atomic_load_explicit(&p->waiters, DP_RLX);
     if (ok) {
-        *dp_link(p, last) = b->head;
-        b->head = chain;
+        memcpy(b->slots + have, objs, n * sizeof(void *));
         b->pool = p;
-        bin_set_n(b, bin_n(b) + n);
+        bin_set_n(b, have + n);
         DP_BUMP(&b->net, (int64_t)n);
     }
     dp_tc_leave(tc);
     return ok;
 }
 
-/* The bin is full: keep the newest half (warm), return the older half to
- * the pages, then push obj.  Called inside dp_tc_enter; leaves. */
+/* The bin is full: return its older half (the bottom of the stack) to the
+ * pages, keep the newest half (warm), then push obj.  Called inside
+ * dp_tc_enter; leaves.  The page puts run before leaving, so no signal
+ * handler's put can reuse the slots while they are read. */
 bool dp_tcache_put_slow(struct dp_pool *p, struct dp_tcache *tc, void *obj)
 {
     struct dp_tbin *b = &tc->bins[p->tcidx];
-    void *cut = b->head;
-    for (uint32_t i = 1; i < p->tc_batch; i++)
-        cut = *dp_link(p, cut);
-    void *flush = *dp_link(p, cut);
-    *dp_link(p, cut) = NULL;
-    uint32_t out = bin_n(b) - p->tc_batch;
-    *dp_link(p, obj) = b->head;
-    b->head = obj;
+    uint32_t n = bin_n(b), out = n - p->tc_batch;
+    dp_in_put++;
+    dp_page_put_array(p, b->slots, out);
+    dp_in_put--;
+    memmove(b->slots, b->slots + out, p->tc_batch * sizeof(void *));
+    b->slots[p->tc_batch] = obj;
     b->pool = p;
     bin_set_n(b, p->tc_batch + 1);
     DP_BUMP(&b->ops, 1);
     DP_BUMP(&b->net, -(int64_t)out);
     dp_tc_leave(tc);
-    dp_in_put++;
-    dp_page_put_chain(p, flush);
-    dp_in_put--;
     return true;
 }
 
@@ -184,9 +199,8 @@ static void bin_flush(struct dp_tbin *b, bool forget)
     struct dp_pool *p = b->pool;
     if (!p)
         return;
-    void *chain = b->head;
     uint32_t n = bin_n(b);
-    b->head = NULL;
+    dp_page_put_array(p, b->slots, n);
     bin_set_n(b, 0);
     DP_BUMP(&b->net, -(int64_t)n);
     if (forget) {
@@ -195,8 +209,6 @@ static void bin_flush(struct dp_tbin *b, bool forget)
         atomic_store_explicit(&b->net, 0, DP_RLX);
         b->pool = NULL;
     }
-    if (chain)
-        dp_page_put_chain(p, chain);
 }
 
 /*
@@ -336,7 +348,7 @@ static void tc_thread_exit(void *v)
     for (int j = 0; j < DP_TC_BINS; j++)
         bin_flush(&tc->bins[j], true);
     pthread_mutex_unlock(&dp_tcg.lock);
-    munmap(tc, sizeof(*tc));
+    tc_unmap(tc);
 }
 
 void dp_thread_cache_flush(void)
@@ -344,28 +356,11 @@ void dp_thread_cache_flush(void)
     struct dp_tcache *tc = dp_tc;
     if (!tc || !dp_tc_enter(tc))
         return;
-    /* Detach under the handshake, return to pages after it. */
-    struct {
-        struct dp_pool *p;
-        void *chain;
-    } out[DP_TC_BINS];
-    int k = 0;
-    for (int j = 0; j < DP_TC_BINS; j++) {
-        struct dp_tbin *b = &tc->bins[j];
-        if (b->pool && b->head) {
-            out[k].p = b->pool;
-            out[k].chain = b->head;
-            k++;
-            DP_BUMP(&b->net, -(int64_t)bin_n(b));
-            b->head = NULL;
-            bin_set_n(b, 0);
-        }
-    }
-    dp_tc_leave(tc);
     dp_in_put++;
-    for (int i = 0; i < k; i++)
-        dp_page_put_chain(out[i].p, out[i].chain);
+    for (int j = 0; j < DP_TC_BINS; j++)
+        bin_flush(&tc->bins[j], false);
     dp_in_put--;
+    dp_tc_leave(tc);
 }
 
 /* ---- fork ------------------------------------------------------------------ */
@@ -385,7 +380,7 @@ void dp_tcache_atfork_child(void)
             tc_unlink_locked(tc);
             for (int j = 0; j < DP_TC_BINS; j++)
                 bin_flush(&tc->bins[j], true);
-            munmap(tc, sizeof(*tc));
+            tc_unmap(tc);
         } else {
             atomic_store(&tc->drain, 0);
             atomic_store(&tc->active, 0);

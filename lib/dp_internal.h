@@ -226,15 +226,17 @@ static inline void **dp_link(const struct dp_pool *p, void *obj)
 #define DP_TC_REQ 1     /* a drainer asks: owner, keep off the bins  */
 #define DP_TC_CLAIMED 2 /* a drainer owns the bins until it stores 0  */
 
-/* One pool's objects in one thread.  head, pool and the links are
- * touched only by the owner inside dp_tc_enter/dp_tc_leave, or by a
+/* One pool's objects in one thread: a stack of pointers, so a get or put
+ * reads and writes no object memory.  slots, pool and the slot contents
+ * are touched only by the owner inside dp_tc_enter/dp_tc_leave, or by a
  * drainer that has claimed the cache.  The counters are also read by
  * statistics and the GC, hence atomic, but whoever owns the bin updates
  * them with plain relaxed load+store pairs: no RMW.  Gets served by the
  * bin are derived, not counted: ops = gets + puts and
  * net = gets - puts + n, so gets = (ops + net - n) / 2. */
+#define DP_TC_MAXCAP 256 /* slots per bin; a pool's tc_max is at most this */
 struct dp_tbin {
-    void *head;
+    void **slots;          /* DP_TC_MAXCAP entries, [0, n) in use     */
     struct dp_pool *pool;  /* pool of the objects; NULL: bin unused  */
     _Atomic uint32_t n;    /* objects in the bin                     */
     _Atomic uint64_t ops;  /* gets + puts served by the bin          */
@@ -247,6 +249,7 @@ struct dp_tcache {
     _Atomic uint32_t drain;  /* drainer: 0, DP_TC_REQ, DP_TC_CLAIMED   */
     uint64_t seen_ops;       /* dp_tcg.lock: sum of ops at the last GC */
     struct dp_tcache *next, *prev; /* dp_tcg.lock                     */
+    void **slotmem;          /* immutable: the bins' slot arrays       */
     struct dp_tbin bins[DP_TC_BINS];
 };
 
@@ -294,10 +297,11 @@ static inline void *dp_tcache_get(struct dp_pool *p)
     if (!tc || idx < 0 || !dp_tc_enter(tc))
         return NULL;
     struct dp_tbin *b = &tc->bins[idx];
-    void *o = b->head;
-    if (DP_LIKELY(o != NULL)) {
-        b->head = *(void **)((char *)o + p->linkoff);
-        DP_BUMP(&b->n, -1);
+    uint32_t n = atomic_load_explicit(&b->n, DP_RLX);
+    void *o = NULL;
+    if (DP_LIKELY(n != 0)) {
+        o = b->slots[n - 1];
+        atomic_store_explicit(&b->n, n - 1, DP_RLX);
         DP_BUMP(&b->ops, 1);
     }
     dp_tc_leave(tc);
@@ -326,8 +330,7 @@ static inline bool dp_tcache_put(struct dp_pool *p, void *obj)
     uint32_t n = atomic_load_explicit(&b->n, DP_RLX);
     if (DP_UNLIKELY(n >= p->tc_max))
         return dp_tcache_put_slow(p, tc, obj); /* leaves the cache */
-    *(void **)((char *)obj + p->linkoff) = b->head;
-    b->head = obj;
+    b->slots[n] = obj;
     b->pool = p;
     atomic_store_explicit(&b->n, n + 1, DP_RLX);
     DP_BUMP(&b->ops, 1);
@@ -337,9 +340,8 @@ static inline bool dp_tcache_put(struct dp_pool *p, void *obj)
 
 /* How many objects a slow-path get should take (1: no cache). */
 DP_HIDDEN uint32_t dp_tcache_want(struct dp_pool *p);
-/* Install a chain of n objects (chain..last) in this thread's bin;
- * false: not taken. */
-DP_HIDDEN bool dp_tcache_fill(struct dp_pool *p, void *chain, void *last,
+/* Install n objects in this thread's bin; false: not taken. */
+DP_HIDDEN bool dp_tcache_fill(struct dp_pool *p, void *const *objs,
                               uint32_t n);
 DP_HIDDEN void dp_tcache_pool_init(struct dp_pool *p);
 /* Empty the pool's bins in every thread not inside a get/put right now.
@@ -362,7 +364,8 @@ DP_HIDDEN void dp_tcache_atfork_child(void);
 /* ---- pool.c ----------------------------------------------------------- */
 DP_HIDDEN void dp_list_remove(struct dp_list *l, struct dp_page *pg);
 DP_HIDDEN void dp_page_put(struct dp_pool *p, void *obj);
-DP_HIDDEN void dp_page_put_chain(struct dp_pool *p, void *chain);
+DP_HIDDEN void dp_page_put_array(struct dp_pool *p, void *const *objs,
+                                 uint32_t n);
 DP_HIDDEN void dp_drain_pending_locked(struct dp_pool *p, uint64_t now);
 DP_HIDDEN size_t dp_collect_due_locked(struct dp_pool *p, uint64_t now,
                                        size_t budget, bool ignore_age,

@@ -121,10 +121,11 @@ static void debug_mark_out(struct dp_pool *p, struct dp_page *pg, void *obj)
     }
 }
 
-/* Take up to `want` objects from one page onto the chain *head, with one
- * atomic add for all of them.  Returns how many (fewer: page exhausted). */
+/* Take up to `want` objects from one page into objs[], with one atomic
+ * add for all of them.  Returns how many (fewer: page exhausted).  Carving
+ * from the bump region touches no object memory. */
 static uint32_t page_take_locked(struct dp_pool *p, struct dp_page *pg,
-                                 uint32_t want, void **head, void **tail)
+                                 uint32_t want, void **objs)
 {
     uint32_t k = 0;
     while (k < want) {
@@ -142,11 +143,7 @@ static uint32_t page_take_locked(struct dp_pool *p, struct dp_page *pg,
         }
         if (p->debug)
             debug_mark_out(p, pg, o);
-        if (!*head)
-            *tail = o;
-        *dp_link(p, o) = *head;
-        *head = o;
-        k++;
+        objs[k++] = o;
     }
     /* Only lock holders increment; putters decrement.  Relaxed is
      * enough: an object reaches a putter only through the user's own
@@ -156,18 +153,17 @@ static uint32_t page_take_locked(struct dp_pool *p, struct dp_page *pg,
     return k;
 }
 
-/* Up to `want` objects onto *head: partial pages first, then empty pages
+/* Up to `want` objects into objs[]: partial pages first, then empty pages
  * (newest first), then pages that puts have queued since.  Returns how
  * many; 0 when the pool has no free object. */
-static uint32_t alloc_locked(struct dp_pool *p, uint32_t want, void **head,
-                             void **tail)
+static uint32_t alloc_locked(struct dp_pool *p, uint32_t want, void **objs)
 {
     bool drained = false;
     uint32_t got = 0;
     for (;;) {
         struct dp_page *pg = p->partial.head;
         if (pg) {
-            got += page_take_locked(p, pg, want - got, head, tail);
+            got += page_take_locked(p, pg, want - got, objs + got);
             if (got == want)
                 return got;
             move_to_locked(p, pg, DP_L_FULL);
@@ -397,17 +393,20 @@ static void *pool_get(struct dp_pool *p, int flags, uint64_t deadline)
     }
     bool waited = false;
     int err = 0;
-    void *o = NULL, *last = NULL;
+    void *o = NULL;
     struct dp_page *due = NULL;
     /* With a thread cache, take a batch: one for the caller, the rest
      * for the cache, for one lock round trip. */
     uint32_t want = dp_tcache_want(p);
     uint32_t got = 0;
+    void *objs[DP_TC_MAXCAP / 2 + 1];
 
     pthread_mutex_lock(&p->lock);
     for (;;) {
-        if ((got = alloc_locked(p, want, &o, &last)) != 0)
+        if ((got = alloc_locked(p, want, objs)) != 0) {
+            o = objs[0];
             break;
+        }
         uint64_t retry = 0;
         if (p->npages < p->max_pages) {
             struct dp_page *pg = grow_locked(p, mode);
@@ -445,11 +444,8 @@ static void *pool_get(struct dp_pool *p, int flags, uint64_t deadline)
         errno = err;
         return NULL;
     }
-    if (got > 1) {
-        void *rest = *dp_link(p, o);
-        if (!dp_tcache_fill(p, rest, last, got - 1))
-            dp_page_put_chain(p, rest);
-    }
+    if (got > 1 && !dp_tcache_fill(p, objs + 1, got - 1))
+        dp_page_put_array(p, objs + 1, got - 1);
     if (flags & DP_ZERO)
         memset(o, 0, p->objsize);
     return o;
@@ -620,23 +616,23 @@ void dp_page_put(struct dp_pool *p, void *obj)
     page_put_run(p, pg, obj, obj, 1);
 }
 
-/* Put a NULL-terminated chain of objects (a flushed cache) to their
- * pages, one CAS pair per run of objects from the same page. */
-void dp_page_put_chain(struct dp_pool *p, void *chain)
+/* Put n objects (a flushed cache) to their pages, one CAS pair per run
+ * of objects from the same page: the run is linked through the objects'
+ * link words here, the only object memory a flush writes. */
+void dp_page_put_array(struct dp_pool *p, void *const *objs, uint32_t n)
 {
-    while (chain) {
+    uint32_t i = 0;
+    while (i < n) {
         struct dp_page *pg =
-            (struct dp_page *)((uintptr_t)chain & p->pagemask);
-        void *first = chain, *last = chain;
-        uint32_t k = 1;
-        chain = *dp_link(p, chain);
-        while (chain &&
-               (struct dp_page *)((uintptr_t)chain & p->pagemask) == pg) {
-            last = chain;
-            k++;
-            chain = *dp_link(p, chain);
+            (struct dp_page *)((uintptr_t)objs[i] & p->pagemask);
+        uint32_t j = i + 1;
+        while (j < n &&
+               (struct dp_page *)((uintptr_t)objs[j] & p->pagemask) == pg) {
+            *dp_link(p, objs[j - 1]) = objs[j];
+            j++;
         }
-        page_put_run(p, pg, first, last, k);
+        page_put_run(p, pg, objs[i], objs[j - 1], j - i);
+        i = j;
     }
 }
 
