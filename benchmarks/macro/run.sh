@@ -69,6 +69,9 @@ if [ -z "$dp" ]; then
     dp=/tmp/build-macro/libdeferpool-malloc.so
 fi
 dp=$(readlink -f "$dp")
+if [ -n "$(find "$root/lib" "$root/include" -newer "$dp" -type f 2>/dev/null | head -1)" ]; then
+    echo "run.sh: warning: $dp is older than the sources in lib/ or include/" >&2
+fi
 # The stats line proves the preload takes effect.
 if ! DEFERPOOL_CONF=stats_print:1 LD_PRELOAD=$dp /bin/echo 2>&1 |
         grep -q 'deferpool-malloc'; then
@@ -122,6 +125,7 @@ if awk -v l="${load_before%% *}" 'BEGIN { exit !(l > 0.5) }'; then
          "other work on the machine skews the numbers" >&2
 fi
 t0=$(date +%s)
+date_start=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 fail=0
 for r in $(seq 1 "$reps"); do
     for w in "${workloads[@]}"; do
@@ -147,9 +151,10 @@ t1=$(date +%s)
 
 cat >"$out/meta.json" <<EOF2
 {
-  "date_utc": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
+  "date_utc": "$date_start",
+  "date_end_utc": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
   "git": "$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo none)",
-  "command": "$(echo $(env | grep -E '^MACRO_' | sort) benchmarks/macro/run.sh ${1:-})",
+  "command": "$(echo $(env | grep -E '^(MACRO_|DP_MALLOC_LIB=)' | sort) benchmarks/macro/run.sh ${1:-})",
   "nproc": $(nproc),
   "cpu": "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)",
   "kernel": "$(uname -sr)",
