@@ -17,6 +17,8 @@
 #   DPB_RSS_MIB     MiB per RSS burst cycle                 (default 256)
 #   DPB_RSS_IDLE_MS idle time after each RSS cycle          (default 3000)
 #   DPB_NO_STRACE=1 skip the syscall-counting latency run
+#   DPB_NO_MACRO=1  skip the drop-in malloc's macro workloads
+#                   (benchmarks/macro/run.sh, about 100 s)
 #
 # Output: benchmarks/results/<UTC timestamp>/ (git-ignored; raw JSON/CSV,
 # strace logs, PNGs, summary.json, table.md), and a copy of the summary,
@@ -181,7 +183,23 @@ for f in "$out"/*.strace; do
     [ -e "$f" ] && gzip -f "$f"
 done
 
+# The drop-in malloc's macro workloads under LD_PRELOAD (docs/malloc.md):
+# the library built above, against the same allocators.  A full run
+# refreshes the committed copy in benchmarks/macro/results/.
+partial=
 if [ -n "${DPB_QUICK:-}" ] || [ -n "${DPB_ALLOCATORS:-}" ]; then
+    partial=1
+fi
+if [ -z "${DPB_NO_MACRO:-}" ] && [ -e "$build/libdeferpool-malloc.so" ]; then
+    macro_out=benchmarks/macro/results
+    [ -z "$partial" ] || macro_out=$out/macro
+    echo
+    echo "== drop-in malloc: macro workloads under LD_PRELOAD =="
+    DP_MALLOC_LIB="$root/$build/libdeferpool-malloc.so" \
+        benchmarks/macro/run.sh "$macro_out" "$root/$build/macro"
+fi
+
+if [ -n "$partial" ]; then
     echo "bench.sh: results in $out (partial run: benchmarks/results/latest" \
          "left alone), $((t1 - t0)) s of runs" >&2
     exit 0
