@@ -52,11 +52,11 @@ typedef struct dp_malloc_stats {
     uint64_t small_pages_freed;  /* pages given back to the kernel, ever */
     uint64_t large_inuse;        /* large blocks allocated, not freed    */
     uint64_t large_bytes_inuse;  /* their mapped bytes                   */
-    uint64_t large_queued;       /* freed, waiting to be unmapped        */
+    uint64_t large_queued;       /* freed, not yet moved into the cache  */
     uint64_t large_bytes_queued; /* their mapped bytes                   */
     uint64_t large_maps;         /* blocks mapped, ever                  */
     uint64_t large_unmaps;       /* blocks unmapped, ever                */
-    uint64_t large_reused;       /* queued blocks handed out again       */
+    uint64_t large_reused;       /* freed blocks handed out again        */
     uint64_t bootstrap_bytes;    /* static arena used for allocations
                                     made before start-up or from inside
                                     the allocator (never reused)         */
@@ -66,6 +66,14 @@ typedef struct dp_malloc_stats {
     uint64_t reclaim_passes;     /* passes it has completed              */
     uint64_t reclaim_pages_returned; /* by passes, incl. large blocks    */
     uint64_t reclaim_interval_ns;
+    /* Added with the large-block cache (docs/malloc.md). */
+    uint64_t large_cached;       /* freed blocks kept for reuse          */
+    uint64_t large_bytes_cached; /* their mapped bytes                   */
+    uint64_t large_cache_max_bytes; /* retention limit of that cache     */
+    uint64_t large_trims;        /* reused blocks whose tail was unmapped */
+    uint64_t large_bytes_trimmed; /* bytes unmapped that way, ever       */
+    uint64_t reclaim_age_ns;     /* age after which empty pages and
+                                    cached blocks go back                */
 } dp_malloc_stats_t;
 
 /* Fill *out.  0, or -1 + EINVAL for NULL.  Blocks: briefly (pool locks).
@@ -83,8 +91,8 @@ DP_MALLOC_API void dp_malloc_stats_print(FILE *f, int json);
 /* ===================================================================== */
 
 /*
- * Give back everything that can go now, regardless of age: queued large
- * blocks, the calling thread's cached objects, idle threads' caches and
+ * Give back everything that can go now, regardless of age: queued and
+ * cached large blocks, the calling thread's cached objects, idle threads' caches and
  * every empty page.  Returns the number of pages and large blocks
  * returned.  What malloc_trim() runs.  Blocks: yes (munmap, locks).
  */

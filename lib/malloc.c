@@ -1,8 +1,8 @@
 /*
  * malloc.c -- the malloc shim layer: the whole malloc family on top of
- * size-class pools, large blocks mapped one by one with deferred unmap,
- * and a static bootstrap arena.  docs/design.md §1 (the top layer) and
- * docs/malloc.md (theory of operation of this file).  Built only into
+ * size-class pools, large blocks mapped one by one and kept in a cache
+ * after free, and a static bootstrap arena.  docs/design.md §1 (the top
+ * layer) and docs/malloc.md (theory of operation of this file).  Built only into
  * libdeferpool-malloc.so, which carries its own copy of the core.
  *
  * The promise carried over from dp_pool_put(): free() never blocks and
@@ -10,29 +10,40 @@
  *   small  (<= MC_SMALL_MAX): a pool per size class; free is dp_pool_put.
  *   large  (the rest): own mapping with a header at its start, registered
  *          in the page map under the frame of the user pointer; free
- *          pushes it on a lock-free stack (mc_lq) and returns.  The reclaim
- *          pass (hook), a later large malloc and malloc_trim unmap it.
+ *          pushes it on a lock-free stack (mc_lq) and returns.  The
+ *          allocating side (large malloc/realloc, the reclaim hook, trim)
+ *          moves the stack into a cache of retained blocks, reuses them by
+ *          best fit, and unmaps those older than the reclaim age or past
+ *          the retention limit.
  *   boot   allocations made before the environment exists, or re-entering
  *          the allocator from inside itself (pthread_atfork, pthread_*
  *          specific, ...): bump-allocated from a static arena, never
  *          reused; free recognises them by address and does nothing.
  *
  * Globals and how they are synchronised:
- *   mc_pool[], mc_size[], mc_align[]  written once by mc_init under
- *       mc_init_lock, published by the release store of mc_inited.
+ *   mc_pool[], mc_size[], mc_align[], mc_age_ns  written once by mc_init
+ *       under mc_init_lock, published by the release store of mc_inited
+ *       (mc_age_ns also by the hook's registration).
  *   mc_inited   0 -> 1 once (release); readers acquire.
  *   mc_rt       reclaim-thread start state, CAS (0 none, 1 starting,
  *               2 done); reset 1 -> 0 in a fork child.
  *   mc_ready    set by the library constructor: the process is far
  *               enough in start-up to create a thread.
  *   mc_lq       Treiber stack of freed large blocks: push by free
- *               (release CAS), taken whole by an exchange (acquire).  Only
- *               whole-stack takes, so no ABA.
+ *               (release CAS), taken whole by an exchange (acquire) under
+ *               mc_lc_lock.  Only whole-stack takes, so no ABA.
+ *   mc_lc[], mc_lc_n, mc_lc_last  the large-block cache, under
+ *               mc_lc_lock; its counters in mc_ls change only under it.
+ *               No system call is made with the lock held (evicted blocks
+ *               and trimmed tails are unmapped after it is dropped).
+ *   mc_ls       statistics, relaxed atomics.
  *   mc_boot_used  bump pointer of the bootstrap arena, CAS.
  *   mc_depth    thread-local: >0 while this thread is inside the
  *               allocator (recursion guard).
  * Lock order: mc_init_lock is outermost (held while creating pools, which
- * take the core's registry and cache locks); see lib/dp_internal.h.
+ * take the core's registry and cache locks); mc_lc_lock is a leaf, taken
+ * with no other lock held except by the fork handlers (after
+ * mc_init_lock, before the core's); see lib/dp_internal.h.
  */
 #include "dp_internal.h"
 
@@ -142,16 +153,57 @@ struct mc_large {
     size_t maplen;         /* bytes mapped, a multiple of MC_SYSPAGE    */
     size_t off;            /* user pointer = header + off               */
     size_t align;          /* alignment asked for (mremap keeps <= 4K)  */
+    size_t req;            /* size last asked for (malloc, realloc)     */
 };
 
 static struct mc_large *_Atomic mc_lq;
 
 static struct {
     _Atomic uint64_t live, live_bytes, queued, queued_bytes;
-    _Atomic uint64_t maps, unmaps, reused;
+    _Atomic uint64_t cached, cached_bytes;
+    _Atomic uint64_t maps, unmaps, reused, trims, trimmed_bytes;
 } mc_ls;
 
 #define MC_RLX memory_order_relaxed
+
+/*
+ * The cache of retained large blocks.  free() never sees it: it pushes on
+ * mc_lq.  The allocating side (large malloc, realloc, the reclaim hook,
+ * trim) moves the queue into the cache under mc_lc_lock, stamping each
+ * block with the time it arrived, and takes or evicts blocks there.
+ * Evicted blocks are unmapped after the lock is dropped, so the lock is
+ * never held across a system call.  mc_lc[] is in arrival order (stamps
+ * never decrease): the oldest blocks, due first, are a prefix.
+ *
+ *   MC_LC_MAX_BYTES  retention limit: blocks past it (oldest first) are
+ *                    unmapped at once, by whoever fills the cache;
+ *   MC_LC_MAX        slots; the oldest block gives way when they are full;
+ *   MC_FIT_MAX       a cached block serves a request of len bytes if it
+ *                    holds at most MC_FIT_MAX * len; above MC_TRIM_AT * len
+ *                    its tail is unmapped by the allocating thread.
+ *   MC_FIT_GROW      the same limit for a block that realloc is growing:
+ *                    such a block tends to keep growing, so it takes a
+ *                    cached block up to this much bigger, whole, and then
+ *                    grows in place (no copy, no page fault, no syscall).
+ */
+#define MC_LC_MAX_BYTES ((size_t)64 << 20)
+#define MC_LC_MAX 1024
+#define MC_FIT_MAX 8
+#define MC_TRIM_AT 4
+#define MC_FIT_GROW 32
+#define MC_DEFAULT_AGE_NS 500000000ull /* malloc's own default: 500 ms */
+
+struct mc_lc_ent {
+    size_t len;            /* h->maplen, kept here: no header miss on scans */
+    uint64_t stamp;        /* when it entered the cache (dp_mono_ns)        */
+    struct mc_large *h;
+};
+
+static pthread_mutex_t mc_lc_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct mc_lc_ent mc_lc[MC_LC_MAX]; /* under mc_lc_lock */
+static unsigned mc_lc_n;                   /* under mc_lc_lock */
+static uint64_t mc_lc_last;                /* under mc_lc_lock: last stamp */
+static uint64_t mc_age_ns = MC_DEFAULT_AGE_NS; /* set once by mc_init */
 
 static void *frame_of(const void *p)
 {
@@ -170,84 +222,189 @@ static void large_unmap(struct mc_large *h)
     dp_provider_mmap()->free(NULL, h, len);
 }
 
-/*
- * Take every queued block; hand back one that fits (len bytes with the
- * default offset, at most a quarter bigger) when want_len != 0, unmap the
- * rest.  *nunmapped: blocks unmapped.  Runs from a reclaim pass, a large
- * malloc or a trim, never from free.
- */
-static struct mc_large *large_drain(size_t want_len, size_t *nunmapped)
+/* Remove slot i, keeping arrival order; hand its block back. */
+static struct mc_large *lc_remove_locked(unsigned i)
 {
+    struct mc_large *h = mc_lc[i].h;
+    atomic_fetch_sub_explicit(&mc_ls.cached, 1, MC_RLX);
+    atomic_fetch_sub_explicit(&mc_ls.cached_bytes, mc_lc[i].len, MC_RLX);
+    mc_lc_n--;
+    memmove(&mc_lc[i], &mc_lc[i + 1], (mc_lc_n - i) * sizeof(mc_lc[0]));
+    return h;
+}
+
+/* Move the oldest n blocks onto *evict. */
+static void lc_evict_prefix_locked(unsigned n, struct mc_large **evict)
+{
+    for (unsigned i = 0; i < n; i++) {
+        struct mc_large *h = mc_lc[i].h;
+        atomic_fetch_sub_explicit(&mc_ls.cached, 1, MC_RLX);
+        atomic_fetch_sub_explicit(&mc_ls.cached_bytes, mc_lc[i].len, MC_RLX);
+        h->next = *evict;
+        *evict = h;
+    }
+    mc_lc_n -= n;
+    memmove(&mc_lc[0], &mc_lc[n], mc_lc_n * sizeof(mc_lc[0]));
+}
+
+/*
+ * The single consumer of mc_lq besides the fork child:
+ *  1. take the whole queue (acquire exchange: no ABA) into the cache,
+ *     stamped `now`; a block with an aligned offset is not kept;
+ *  2. evict, oldest first, what is past MC_LC_MAX / MC_LC_MAX_BYTES, and
+ *     what is older than the age (all of it when `all`);
+ *  3. want_len != 0: take the best fit, the smallest block of
+ *     want_len .. fit_max * want_len bytes.
+ * Everything evicted is unmapped after the lock is dropped; *nunmapped
+ * counts it.  Runs from a reclaim pass, a large malloc or realloc, or a
+ * trim -- never from free.
+ */
+static struct mc_large *large_cache(size_t want_len, size_t fit_max,
+                                    bool all, size_t *nunmapped)
+{
+    struct mc_large *evict = NULL, *got = NULL;
+    uint64_t now = dp_mono_ns();
+    pthread_mutex_lock(&mc_lc_lock);
+    if (now < mc_lc_last)
+        now = mc_lc_last;
+    mc_lc_last = now;
     struct mc_large *l = atomic_exchange_explicit(&mc_lq, NULL,
                                                   memory_order_acquire);
-    struct mc_large *keep = NULL;
-    size_t n = 0;
     while (l) {
         struct mc_large *next = l->next;
         atomic_fetch_sub_explicit(&mc_ls.queued, 1, MC_RLX);
         atomic_fetch_sub_explicit(&mc_ls.queued_bytes, l->maplen, MC_RLX);
-        if (!keep && want_len && l->off == MC_LARGE_HDR &&
-            l->maplen >= want_len && l->maplen - want_len <= want_len / 4) {
-            keep = l;
+        if (l->off != MC_LARGE_HDR) {
+            l->next = evict;
+            evict = l;
         } else {
-            large_unmap(l);
-            n++;
+            if (mc_lc_n == MC_LC_MAX)
+                lc_evict_prefix_locked(1, &evict);
+            mc_lc[mc_lc_n++] = (struct mc_lc_ent){l->maplen, now, l};
+            atomic_fetch_add_explicit(&mc_ls.cached, 1, MC_RLX);
+            atomic_fetch_add_explicit(&mc_ls.cached_bytes, l->maplen, MC_RLX);
         }
         l = next;
     }
+    unsigned due = 0;
+    uint64_t bytes = atomic_load_explicit(&mc_ls.cached_bytes, MC_RLX);
+    while (due < mc_lc_n &&
+           (all || now - mc_lc[due].stamp >= mc_age_ns ||
+            bytes > MC_LC_MAX_BYTES)) {
+        bytes -= mc_lc[due].len;
+        due++;
+    }
+    lc_evict_prefix_locked(due, &evict);
+    if (want_len) {
+        unsigned best = mc_lc_n;
+        for (unsigned i = 0; i < mc_lc_n; i++) {
+            size_t len = mc_lc[i].len;
+            if (len >= want_len && len / fit_max <= want_len &&
+                (best == mc_lc_n || len < mc_lc[best].len)) {
+                best = i;
+                if (len == want_len)
+                    break;
+            }
+        }
+        if (best < mc_lc_n)
+            got = lc_remove_locked(best);
+    }
+    pthread_mutex_unlock(&mc_lc_lock);
+    size_t n = 0;
+    while (evict) {
+        struct mc_large *next = evict->next;
+        large_unmap(evict);
+        n++;
+        evict = next;
+    }
     if (nunmapped)
         *nunmapped = n;
-    return keep;
+    return got;
 }
 
 /* The reclaim pass hook (reclaim thread or dp_reclaim_step). */
 static size_t mc_reclaim_hook(void)
 {
     size_t n = 0;
-    large_drain(0, &n);
+    large_cache(0, 1, false, &n);
     return n;
 }
 
-static void *large_alloc(size_t n, size_t align, bool zero)
+/*
+ * A cached block of at least len bytes (default offset), counted in use,
+ * or NULL.  Unless `grow`, a block more than MC_TRIM_AT times too big
+ * loses its tail (munmap by this, the allocating, thread).
+ */
+static struct mc_large *large_reuse(size_t len, bool grow)
 {
-    size_t off = align > MC_LARGE_HDR ? align : MC_LARGE_HDR;
-    if (n > SIZE_MAX / 2 - off - MC_SYSPAGE)
+    if (!atomic_load_explicit(&mc_lq, MC_RLX) &&
+        !atomic_load_explicit(&mc_ls.cached, MC_RLX))
         return NULL;
-    size_t len = (off + n + MC_SYSPAGE - 1) & ~(MC_SYSPAGE - 1);
-    struct mc_large *h = NULL;
-    bool fresh = false;
-    if (atomic_load_explicit(&mc_lq, MC_RLX))
-        h = large_drain(off == MC_LARGE_HDR ? len : 0, NULL);
-    if (h) {
-        atomic_fetch_add_explicit(&mc_ls.reused, 1, MC_RLX);
-    } else {
-        h = dp_provider_mmap()->alloc(NULL, len,
-                                      align > MC_SYSPAGE ? align : MC_SYSPAGE,
-                                      DP_WAITOK);
-        if (!h)
-            return NULL;
-        h->magic = MC_LARGE_MAGIC;
-        h->next = NULL;
+    struct mc_large *h =
+        large_cache(len, grow ? MC_FIT_GROW : MC_FIT_MAX, false, NULL);
+    if (!h)
+        return NULL;
+    if (!grow && h->maplen / MC_TRIM_AT > len) {
+        size_t tail = h->maplen - len;
         h->maplen = len;
-        h->off = off;
-        h->align = align;
-        if (dp_pagemap_set(frame_of(large_user(h)), MC_SYSPAGE,
-                           (struct dp_page *)h) != 0) {
-            dp_provider_mmap()->free(NULL, h, len);
-            return NULL;
-        }
-        atomic_fetch_add_explicit(&mc_ls.maps, 1, MC_RLX);
-        fresh = true;
+        dp_provider_mmap()->free(NULL, (char *)h + len, tail);
+        atomic_fetch_add_explicit(&mc_ls.trims, 1, MC_RLX);
+        atomic_fetch_add_explicit(&mc_ls.trimmed_bytes, tail, MC_RLX);
     }
+    h->next = NULL;
+    atomic_fetch_add_explicit(&mc_ls.reused, 1, MC_RLX);
     atomic_fetch_add_explicit(&mc_ls.live, 1, MC_RLX);
     atomic_fetch_add_explicit(&mc_ls.live_bytes, h->maplen, MC_RLX);
-    if (zero && !fresh)
-        memset(large_user(h), 0, n);
+    return h;
+}
+
+/* Bytes to map for n user bytes at offset off (a multiple of MC_SYSPAGE),
+ * or 0 on overflow. */
+static size_t large_len(size_t off, size_t n)
+{
+    if (n > SIZE_MAX / 2 - off - MC_SYSPAGE)
+        return 0;
+    return (off + n + MC_SYSPAGE - 1) & ~(MC_SYSPAGE - 1);
+}
+
+/* grow: for realloc, which moves a growing block here (large_reuse). */
+static void *large_alloc(size_t n, size_t align, bool zero, bool grow)
+{
+    size_t off = align > MC_LARGE_HDR ? align : MC_LARGE_HDR;
+    size_t len = large_len(off, n);
+    if (!len)
+        return NULL;
+    struct mc_large *h = NULL;
+    if (off == MC_LARGE_HDR && (h = large_reuse(len, grow)) != NULL) {
+        h->req = n;
+        if (zero)
+            memset(large_user(h), 0, n);
+        return large_user(h);
+    }
+    h = dp_provider_mmap()->alloc(NULL, len,
+                                  align > MC_SYSPAGE ? align : MC_SYSPAGE,
+                                  DP_WAITOK);
+    if (!h)
+        return NULL;
+    h->magic = MC_LARGE_MAGIC;
+    h->next = NULL;
+    h->maplen = len;
+    h->off = off;
+    h->align = align;
+    h->req = n;
+    if (dp_pagemap_set(frame_of(large_user(h)), MC_SYSPAGE,
+                       (struct dp_page *)h) != 0) {
+        dp_provider_mmap()->free(NULL, h, len);
+        return NULL;
+    }
+    atomic_fetch_add_explicit(&mc_ls.maps, 1, MC_RLX);
+    atomic_fetch_add_explicit(&mc_ls.live, 1, MC_RLX);
+    atomic_fetch_add_explicit(&mc_ls.live_bytes, len, MC_RLX);
     return large_user(h);
 }
 
-/* free() of a large block: no system call.  The header must not be
- * touched after the CAS: the block may be unmapped at once. */
+/* free() of a large block: no system call, no lock.  The header must not
+ * be touched after the CAS: the block may be unmapped at once. */
 static void large_free(struct mc_large *h)
 {
     atomic_fetch_sub_explicit(&mc_ls.live, 1, MC_RLX);
@@ -261,14 +418,37 @@ static void large_free(struct mc_large *h)
         &mc_lq, &top, h, memory_order_release, MC_RLX));
 }
 
-/* Resize a large block's mapping to hold n bytes (mremap may move it).
- * NULL when it cannot; the block is then unchanged. */
+/*
+ * Resize a large block to hold n bytes; NULL when it cannot (the block is
+ * then unchanged).  Growth asks for half again the current size, so that a
+ * string grown step by step is moved once every few steps, not at each:
+ *   1. into a cached block (pages already faulted): copy, then free the
+ *      old block (it joins the cache);
+ *   2. else mremap(MREMAP_MAYMOVE) of the block itself, no copy.
+ * Shrinking (below half) is an mremap in place.
+ */
 static void *large_resize(struct mc_large *h, size_t n)
 {
-    if (h->align > MC_SYSPAGE || n > SIZE_MAX / 2 - h->off - MC_SYSPAGE)
+    if (h->align > MC_SYSPAGE)
         return NULL; /* a move would lose the alignment */
-    size_t len = (h->off + n + MC_SYSPAGE - 1) & ~(MC_SYSPAGE - 1);
+    size_t len = large_len(h->off, n);
     size_t old = h->maplen;
+    if (!len)
+        return NULL;
+    if (len > old) {
+        size_t slack = large_len(h->off, old - h->off + (old - h->off) / 2);
+        if (slack > len)
+            len = slack;
+        struct mc_large *nh =
+            h->off == MC_LARGE_HDR ? large_reuse(len, true) : NULL;
+        if (nh) {
+            nh->req = n;
+            memcpy(large_user(nh), large_user(h), large_usable(h));
+            large_free(h);
+            return large_user(nh);
+        }
+    }
+    h->req = n;
     if (len == old)
         return large_user(h);
     void *frame = frame_of(large_user(h));
@@ -292,8 +472,16 @@ static void *large_resize(struct mc_large *h, size_t n)
 
 /* ---- initialisation, the reclaim thread, fork ---------------------------- */
 
-static void mc_atfork_prepare(void) { pthread_mutex_lock(&mc_init_lock); }
-static void mc_atfork_parent(void) { pthread_mutex_unlock(&mc_init_lock); }
+static void mc_atfork_prepare(void)
+{
+    pthread_mutex_lock(&mc_init_lock);
+    pthread_mutex_lock(&mc_lc_lock);
+}
+static void mc_atfork_parent(void)
+{
+    pthread_mutex_unlock(&mc_lc_lock);
+    pthread_mutex_unlock(&mc_init_lock);
+}
 static void mc_atfork_child(void)
 {
     /* A thread that was starting the reclaim thread is gone: let the
@@ -301,8 +489,10 @@ static void mc_atfork_child(void)
     int one = 1;
     atomic_compare_exchange_strong(&mc_rt, &one, 0);
     /* A thread caught between its counter update and its push (free), or
-     * holding a drained list (malloc, reclaim), left the queue counters
-     * off; the blocks it held stay mapped, unowned.  Recount. */
+     * holding a drained list (evicted blocks being unmapped), left the
+     * queue counters off; the blocks it held stay mapped, unowned.
+     * Recount.  The cache itself is whole: we hold mc_lc_lock, and its
+     * counters only change under it. */
     uint64_t n = 0, bytes = 0;
     for (struct mc_large *h = atomic_load(&mc_lq); h; h = h->next) {
         n++;
@@ -310,7 +500,41 @@ static void mc_atfork_child(void)
     }
     atomic_store(&mc_ls.queued, n);
     atomic_store(&mc_ls.queued_bytes, bytes);
+    pthread_mutex_unlock(&mc_lc_lock);
     pthread_mutex_unlock(&mc_init_lock);
+}
+
+/*
+ * The malloc's reclaim age: DEFERPOOL_CONF reclaim_age_ms when it is
+ * given (with a value the core accepted), else MC_DEFAULT_AGE_NS, half
+ * the core's default, so that RSS is back within about 0.6 s of the last
+ * free (docs/malloc.md).  The core parses and validates the value; here we
+ * only look whether the key was set, since its default cannot tell.
+ */
+static uint64_t mc_conf_age(void)
+{
+    static const char key[] = "reclaim_age_ms:";
+    uint64_t age = dp_options()->reclaim_age_ns; /* parses, warns */
+    int saved = errno;
+    const char *s = getenv("DEFERPOOL_CONF");
+    while (s && *s) {
+        size_t n = strcspn(s, ",");
+        if (n > sizeof(key) - 1 && !memcmp(s, key, sizeof(key) - 1) &&
+            s[sizeof(key) - 1] >= '0' && s[sizeof(key) - 1] <= '9') {
+            char *end;
+            errno = 0;
+            unsigned long long ms = strtoull(s + sizeof(key) - 1, &end, 10);
+            bool set = !errno && ms && (*end == ',' || !*end);
+            errno = saved;
+            if (set)
+                return age;
+        }
+        s += n;
+        if (*s == ',')
+            s++;
+    }
+    errno = saved;
+    return MC_DEFAULT_AGE_NS;
 }
 
 /* Create the pools.  Called inside the recursion guard: allocations made
@@ -327,6 +551,7 @@ static bool mc_init(void)
     bool ok = atomic_load_explicit(&mc_inited, MC_RLX);
     if (!ok) {
         ok = true;
+        mc_age_ns = mc_conf_age();
         for (unsigned c = 0; c < MC_NCLASS && ok; c++) {
             if (mc_pool[c])
                 continue;
@@ -337,6 +562,7 @@ static bool mc_init(void)
             dp_pool_attr_init(&a);
             a.align = al;
             a.lowat = 0;  /* everything may age out: RSS comes back */
+            a.reclaim_age_ns = mc_age_ns;
             a.flags = DP_POOL_NOTHREAD; /* started lazily, below */
             char name[32];
             snprintf(name, sizeof(name), "malloc-%zu", sz);
@@ -422,14 +648,14 @@ static void *small_get(unsigned c)
 }
 
 /* Every allocation that the thread cache did not serve. */
-static void *mc_alloc(size_t n, size_t align, bool zero)
+static void *mc_alloc(size_t n, size_t align, bool zero, bool grow)
 {
     void *r;
     if (DP_UNLIKELY(mc_depth)) {
         /* Re-entered from inside the allocator: bootstrap memory. */
         r = boot_alloc(n, align);
         if (!r)
-            r = large_alloc(n, align, zero);
+            r = large_alloc(n, align, zero, grow);
         if (!r)
             errno = ENOMEM;
         return r;
@@ -439,16 +665,16 @@ static void *mc_alloc(size_t n, size_t align, bool zero)
     if (DP_UNLIKELY(!mc_init())) {
         r = boot_alloc(n, align);
         if (!r)
-            r = large_alloc(n, align, zero);
+            r = large_alloc(n, align, zero, grow);
     } else if ((c = small_class(n, align)) >= 0) {
         r = small_get((unsigned)c);
         if (r && zero)
             memset(r, 0, n);
     } else {
-        r = large_alloc(n, align, zero);
+        r = large_alloc(n, align, zero, grow);
         if (!r) {
             dp_malloc_trim();
-            r = large_alloc(n, align, zero);
+            r = large_alloc(n, align, zero, grow);
         }
     }
     mc_depth--;
@@ -495,7 +721,7 @@ MC_EXPORT void *malloc(size_t n)
         if (DP_LIKELY(o != NULL))
             return o;
     }
-    return mc_alloc(n, 0, false);
+    return mc_alloc(n, 0, false, false);
 }
 
 /*
@@ -535,7 +761,7 @@ MC_EXPORT void *calloc(size_t nmemb, size_t size)
         if (DP_LIKELY(o != NULL))
             return memset(o, 0, n);
     }
-    return mc_alloc(n, 0, true);
+    return mc_alloc(n, 0, true, false);
 }
 
 MC_EXPORT void *realloc(void *p, size_t n)
@@ -553,7 +779,14 @@ MC_EXPORT void *realloc(void *p, size_t n)
         errno = EINVAL;
         return NULL;
     }
-    /* In place when it fits and would not waste more than half. */
+    /* In place when it fits and would not waste more than half, or, for
+     * a large block, when it grows (a roomy block taken from the cache
+     * for growth, MC_FIT_GROW, is not shrunk on the way up). */
+    if (k == MC_LARGE && n <= have &&
+        (n >= have / 2 || n >= ((struct mc_large *)hdr)->req)) {
+        ((struct mc_large *)hdr)->req = n;
+        return p;
+    }
     if (n <= have && (n >= have / 2 || k == MC_BOOT || have <= 16))
         return p;
     if (k == MC_LARGE && n > MC_SMALL_MAX) {
@@ -561,7 +794,10 @@ MC_EXPORT void *realloc(void *p, size_t n)
         if (q)
             return q;
     }
-    void *q = malloc(n);
+    /* A block growing past the small classes is likely to keep growing:
+     * let it take a roomy cached block (MC_FIT_GROW). */
+    void *q = n > MC_SMALL_MAX && n > have ? mc_alloc(n, 0, false, true)
+                                           : malloc(n);
     if (!q)
         return NULL;
     memcpy(q, p, n < have ? n : have);
@@ -585,7 +821,7 @@ static void *aligned(size_t align, size_t n)
 {
     if (align <= 8)
         return malloc(n);
-    return mc_alloc(n, align, false);
+    return mc_alloc(n, align, false, false);
 }
 
 MC_EXPORT int posix_memalign(void **out, size_t align, size_t n)
@@ -694,6 +930,12 @@ int dp_malloc_stats_get(dp_malloc_stats_t *out)
     out->large_bytes_inuse = atomic_load_explicit(&mc_ls.live_bytes, MC_RLX);
     out->large_queued = atomic_load_explicit(&mc_ls.queued, MC_RLX);
     out->large_bytes_queued = atomic_load_explicit(&mc_ls.queued_bytes, MC_RLX);
+    out->large_cached = atomic_load_explicit(&mc_ls.cached, MC_RLX);
+    out->large_bytes_cached = atomic_load_explicit(&mc_ls.cached_bytes, MC_RLX);
+    out->large_trims = atomic_load_explicit(&mc_ls.trims, MC_RLX);
+    out->large_bytes_trimmed = atomic_load_explicit(&mc_ls.trimmed_bytes, MC_RLX);
+    out->large_cache_max_bytes = MC_LC_MAX_BYTES;
+    out->reclaim_age_ns = mc_age_ns;
     out->large_maps = atomic_load_explicit(&mc_ls.maps, MC_RLX);
     out->large_unmaps = atomic_load_explicit(&mc_ls.unmaps, MC_RLX);
     out->large_reused = atomic_load_explicit(&mc_ls.reused, MC_RLX);
@@ -739,16 +981,23 @@ void dp_malloc_stats_print(FILE *f, int json)
                 U(t.small_pages_freed), U(t.put_provider_calls));
         fprintf(f,
                 "\"large\":{\"inuse\":%llu,\"bytes_inuse\":%llu,\"queued\":%llu,"
-                "\"bytes_queued\":%llu,\"maps\":%llu,\"unmaps\":%llu,"
-                "\"reused\":%llu},\"bootstrap_bytes\":%llu,",
+                "\"bytes_queued\":%llu,\"cached\":%llu,\"bytes_cached\":%llu,"
+                "\"cache_max_bytes\":%llu,\"maps\":%llu,\"unmaps\":%llu,"
+                "\"reused\":%llu,\"trims\":%llu,\"bytes_trimmed\":%llu},"
+                "\"bootstrap_bytes\":%llu,",
                 U(t.large_inuse), U(t.large_bytes_inuse), U(t.large_queued),
-                U(t.large_bytes_queued), U(t.large_maps), U(t.large_unmaps),
-                U(t.large_reused), U(t.bootstrap_bytes));
+                U(t.large_bytes_queued), U(t.large_cached),
+                U(t.large_bytes_cached), U(t.large_cache_max_bytes),
+                U(t.large_maps), U(t.large_unmaps), U(t.large_reused),
+                U(t.large_trims), U(t.large_bytes_trimmed),
+                U(t.bootstrap_bytes));
         fprintf(f,
                 "\"reclaim\":{\"running\":%d,\"passes\":%llu,"
-                "\"pages_returned\":%llu,\"interval_ns\":%llu},\"classes\":[",
+                "\"pages_returned\":%llu,\"interval_ns\":%llu,"
+                "\"age_ns\":%llu},\"classes\":[",
                 t.reclaim_running, U(t.reclaim_passes),
-                U(t.reclaim_pages_returned), U(t.reclaim_interval_ns));
+                U(t.reclaim_pages_returned), U(t.reclaim_interval_ns),
+                U(t.reclaim_age_ns));
         for (unsigned i = 0; i < nc; i++) {
             const dp_pool_stats_t *s = &cls[i];
             fprintf(f,
@@ -768,20 +1017,26 @@ void dp_malloc_stats_print(FILE *f, int json)
                 "    pages: %llu held (%llu bytes), %llu empty, %llu returned; "
                 "provider calls from free: %llu\n"
                 "  large: %llu in use (%llu bytes), %llu queued (%llu bytes), "
-                "%llu mapped, %llu unmapped, %llu reused\n"
+                "%llu cached (%llu bytes, limit %llu)\n"
+                "    %llu mapped, %llu unmapped, %llu reused, "
+                "%llu tails trimmed (%llu bytes)\n"
                 "  bootstrap arena: %llu bytes\n"
                 "  reclaim thread: %s, %llu passes, %llu pages returned, "
-                "interval %llu ms\n",
+                "interval %llu ms, age %llu ms\n",
                 dp_version(), U(t.small_max), U(t.small_classes),
                 U(t.small_objs_inuse), U(t.small_bytes_inuse),
                 U(t.small_objs_cached), U(t.small_pages),
                 U(t.small_bytes_mapped), U(t.small_pages_empty),
                 U(t.small_pages_freed), U(t.put_provider_calls),
                 U(t.large_inuse), U(t.large_bytes_inuse), U(t.large_queued),
-                U(t.large_bytes_queued), U(t.large_maps), U(t.large_unmaps),
-                U(t.large_reused), U(t.bootstrap_bytes),
+                U(t.large_bytes_queued), U(t.large_cached),
+                U(t.large_bytes_cached), U(t.large_cache_max_bytes),
+                U(t.large_maps), U(t.large_unmaps), U(t.large_reused),
+                U(t.large_trims), U(t.large_bytes_trimmed),
+                U(t.bootstrap_bytes),
                 t.reclaim_running ? "running" : "stopped", U(t.reclaim_passes),
-                U(t.reclaim_pages_returned), U(t.reclaim_interval_ns / 1000000));
+                U(t.reclaim_pages_returned), U(t.reclaim_interval_ns / 1000000),
+                U(t.reclaim_age_ns / 1000000));
         if (nc)
             fprintf(f, "  %8s %8s %10s %8s %7s %6s %9s %9s %12s\n", "class",
                     "page", "in use", "cached", "pages", "empty", "allocd",
@@ -812,7 +1067,7 @@ static void mc_print_at_exit(void)
 size_t dp_malloc_trim(void)
 {
     size_t n = 0;
-    large_drain(0, &n);
+    large_cache(0, 1, true, &n);
     if (!atomic_load_explicit(&mc_inited, memory_order_acquire))
         return n;
     dp_thread_cache_flush();
@@ -837,13 +1092,14 @@ MC_EXPORT struct mallinfo2 mallinfo2(void)
     dp_malloc_stats_get(&t);
     struct mallinfo2 m;
     memset(&m, 0, sizeof(m));
-    m.arena = t.small_bytes_mapped + t.large_bytes_inuse + t.large_bytes_queued;
+    m.arena = t.small_bytes_mapped + t.large_bytes_inuse +
+              t.large_bytes_queued + t.large_bytes_cached;
     m.ordblks = 1;
     m.hblks = t.large_inuse;
     m.hblkhd = t.large_bytes_inuse;
     m.uordblks = t.small_bytes_inuse + t.large_bytes_inuse;
     m.fordblks = m.arena > m.uordblks ? m.arena - m.uordblks : 0;
-    m.keepcost = t.large_bytes_queued;
+    m.keepcost = t.large_bytes_queued + t.large_bytes_cached;
     return m;
 }
 

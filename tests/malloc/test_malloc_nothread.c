@@ -88,7 +88,7 @@ Test(malloc_nothread, thread_exit_returns_its_cache)
                   (unsigned long long)s2.small_objs_cached);
 }
 
-Test(malloc_nothread, freed_large_blocks_go_back_from_a_later_allocation)
+Test(malloc_nothread, freed_large_blocks_are_kept_by_a_later_allocation_until_trim)
 {
     dp_malloc_stats_t a, b, c;
     dp_malloc_trim();
@@ -101,17 +101,27 @@ Test(malloc_nothread, freed_large_blocks_go_back_from_a_later_allocation)
     dp_malloc_stats_get(&b);
     cr_assert_eq(b.large_queued, 2, "free() queues, it does not unmap");
     cr_assert_eq(b.large_unmaps, a.large_unmaps);
-    /* The next large allocation takes the queue: reuses one that fits
-     * and unmaps the other. */
+    /* The next large allocation takes the queue into the cache and
+     * reuses the best fit (the 2 MiB block); the other stays cached. */
     void *z = malloc((2 << 20) - 100);
     cr_assert_not_null(z);
+    cr_assert_eq(z, x, "best fit: the 2 MiB block");
     dp_malloc_stats_get(&c);
     cr_assert_eq(c.large_queued, 0);
+    cr_assert_eq(c.large_cached, 1);
+    cr_assert_eq(c.large_bytes_cached, b.large_bytes_queued -
+                                           (c.large_bytes_inuse -
+                                            a.large_bytes_inuse));
     cr_assert_eq(c.large_reused, b.large_reused + 1);
-    cr_assert_eq(c.large_unmaps, b.large_unmaps + 1);
+    cr_assert_eq(c.large_maps, b.large_maps);
+    cr_assert_eq(c.large_unmaps, b.large_unmaps);
     free(z);
-    cr_assert_geq(dp_malloc_trim(), 1);
+    /* Without a reclaim thread, trim gives them back. */
+    cr_assert_geq(dp_malloc_trim(), 2);
     dp_malloc_stats_get(&c);
     cr_assert_eq(c.large_queued, 0);
+    cr_assert_eq(c.large_cached, 0);
+    cr_assert_eq(c.large_bytes_cached, 0);
+    cr_assert_eq(c.large_unmaps, b.large_unmaps + 2);
     cr_assert_eq(c.large_inuse, a.large_inuse);
 }

@@ -1,0 +1,290 @@
+/*
+ * test_malloc_large.c -- the large-block cache (docs/malloc.md, "Large
+ * blocks"): a freed block is reused by a later malloc or realloc without
+ * a new mapping, a much bigger one loses its tail, the cache respects its
+ * byte limit, and the reclaim thread empties it once its blocks are older
+ * than the age.  Runs with reclaim_age_ms:300,reclaim_interval_ms:5 (see
+ * meson.build): the age is long enough that a block freed and allocated
+ * again at once is never due in between, short enough to wait for.
+ */
+#include <criterion/criterion.h>
+#include <deferpool-malloc.h>
+
+#include <malloc.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "malloc_testutil.h"
+
+#define KiB ((size_t)1 << 10)
+#define MiB ((size_t)1 << 20)
+#define AGE_NS 300000000ull /* reclaim_age_ms:300 in meson.build */
+
+static dp_malloc_stats_t st(void)
+{
+    dp_malloc_stats_t s;
+    cr_assert_eq(dp_malloc_stats_get(&s), 0);
+    return s;
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Start from an empty cache, with the reclaim thread running. */
+static void empty_cache(void)
+{
+    free(malloc(100 * KiB)); /* starts the reclaim thread if need be */
+    dp_malloc_trim();
+    dp_malloc_stats_t s = st();
+    cr_assert_eq(s.large_queued + s.large_cached, 0);
+}
+
+Test(malloc_large, the_age_comes_from_DEFERPOOL_CONF)
+{
+    empty_cache();
+    cr_assert_eq(st().reclaim_age_ns, AGE_NS);
+}
+
+Test(malloc_large, freed_block_is_reused_by_a_similar_or_smaller_malloc)
+{
+    empty_cache();
+    char *a = malloc(1 * MiB);
+    mt_fill(a, 1 * MiB, 1);
+    dp_malloc_stats_t s0 = st();
+    free(a);
+    /* The same size: the very block, no mapping. */
+    char *b = malloc(1 * MiB);
+    cr_assert_eq(b, a);
+    /* Smaller (within half): the same block again, whole. */
+    free(b);
+    char *c = malloc(700 * KiB);
+    cr_assert_eq(c, a);
+    cr_assert_geq(malloc_usable_size(c), 1 * MiB);
+    dp_malloc_stats_t s1 = st();
+    cr_assert_eq(s1.large_maps, s0.large_maps, "no new mapping");
+    cr_assert_eq(s1.large_unmaps, s0.large_unmaps);
+    cr_assert_eq(s1.large_reused, s0.large_reused + 2);
+    cr_assert_eq(s1.large_inuse, s0.large_inuse);
+    cr_assert_eq(s1.large_bytes_inuse, s0.large_bytes_inuse);
+    free(c);
+}
+
+Test(malloc_large, best_fit_among_cached_blocks)
+{
+    empty_cache();
+    void *b1 = malloc(1 * MiB), *b3 = malloc(3 * MiB), *b2 = malloc(2 * MiB);
+    free(b1);
+    free(b3);
+    free(b2);
+    dp_malloc_stats_t s0 = st();
+    cr_assert_eq(s0.large_queued, 3, "free only queues");
+    void *x = malloc(2 * MiB - 4 * KiB);
+    cr_assert_eq(x, b2, "the smallest block that is big enough");
+    void *y = malloc(900 * KiB);
+    cr_assert_eq(y, b1);
+    dp_malloc_stats_t s1 = st();
+    cr_assert_eq(s1.large_maps, s0.large_maps);
+    cr_assert_eq(s1.large_queued, 0);
+    cr_assert_eq(s1.large_cached, 1);
+    cr_assert_geq(s1.large_bytes_cached, 3 * MiB);
+    cr_assert_lt(s1.large_bytes_cached, 3 * MiB + 8 * KiB);
+    free(x);
+    free(y);
+}
+
+Test(malloc_large, much_bigger_block_is_reused_with_its_tail_unmapped)
+{
+    empty_cache();
+    char *big = malloc(8 * MiB);
+    free(big);
+    dp_malloc_stats_t s0 = st();
+    /* 8 MiB serves 1.5 MiB (within 8x) but is over 4x: trimmed. */
+    char *p = malloc(3 * MiB / 2);
+    cr_assert_eq(p, big);
+    mt_fill(p, 3 * MiB / 2, 7);
+    dp_malloc_stats_t s1 = st();
+    cr_assert_eq(s1.large_maps, s0.large_maps);
+    cr_assert_eq(s1.large_trims, s0.large_trims + 1);
+    cr_assert_geq(s1.large_bytes_trimmed - s0.large_bytes_trimmed,
+                  13 * MiB / 2 - 8 * KiB);
+    cr_assert_lt(malloc_usable_size(p), 3 * MiB / 2 + 4 * KiB);
+    cr_assert_eq(s1.large_bytes_cached, 0);
+    cr_assert_eq(mt_check(p, 3 * MiB / 2, 7), 3 * MiB / 2);
+    /* More than 8x too big: not taken. */
+    free(p);
+    void *q = malloc(150 * KiB);
+    cr_assert_neq(q, p);
+    cr_assert_eq(st().large_maps, s0.large_maps + 1);
+    free(q);
+}
+
+Test(malloc_large, realloc_growth_moves_into_a_cached_block)
+{
+    empty_cache();
+    char *p = malloc(200 * KiB);
+    mt_fill(p, 200 * KiB, 3);
+    char *spare = malloc(400 * KiB);
+    free(spare);
+    dp_malloc_stats_t s0 = st();
+    /* Growth asks for half again the size (300 KiB): the 400 KiB block. */
+    char *q = realloc(p, 220 * KiB);
+    cr_assert_eq(q, spare);
+    cr_assert_eq(mt_check(q, 200 * KiB, 3), 200 * KiB);
+    /* Further growth within the block stays in place. */
+    char *r = realloc(q, 390 * KiB);
+    cr_assert_eq(r, q);
+    cr_assert_eq(mt_check(r, 200 * KiB, 3), 200 * KiB);
+    dp_malloc_stats_t s1 = st();
+    cr_assert_eq(s1.large_maps, s0.large_maps, "no new mapping");
+    cr_assert_eq(s1.large_reused, s0.large_reused + 1);
+    cr_assert_eq(s1.large_inuse, s0.large_inuse);
+    /* The old block went to the queue: the next one to take it reuses it. */
+    cr_assert_eq(s1.large_queued, 1);
+    char *t = malloc(200 * KiB);
+    cr_assert_eq(t, p);
+    free(t);
+    free(r);
+}
+
+Test(malloc_large, realloc_grown_strings_need_few_mappings)
+{
+    empty_cache();
+    dp_malloc_stats_t s0 = st();
+    /* Like benchmarks/macro/realloc_grow.c: strings grown by 1/8 from
+     * 64 KiB to 1 MiB, four side by side, one after another. */
+    enum { LIVE = 4, ROUNDS = 20 };
+    char *s[LIVE];
+    size_t len[LIVE];
+    for (int round = 0; round < ROUNDS; round++) {
+        for (int i = 0; i < LIVE; i++) {
+            len[i] = 64 * KiB;
+            s[i] = malloc(len[i]);
+            memset(s[i], round * LIVE + i, len[i]);
+        }
+        for (int more = 1; more;) {
+            more = 0;
+            for (int i = 0; i < LIVE; i++) {
+                size_t nl = len[i] + len[i] / 8;
+                if (nl > 1 * MiB)
+                    continue;
+                more = 1;
+                s[i] = realloc(s[i], nl);
+                cr_assert_not_null(s[i]);
+                memset(s[i] + len[i], round * LIVE + i, nl - len[i]);
+                len[i] = nl;
+            }
+        }
+        for (int i = 0; i < LIVE; i++) {
+            for (size_t k = 0; k < len[i]; k += 4093)
+                cr_assert_eq(s[i][k], (char)(round * LIVE + i));
+            free(s[i]);
+        }
+    }
+    dp_malloc_stats_t s1 = st();
+    /* Without the cache each string made its own mapping. */
+    cr_assert_lt(s1.large_maps - s0.large_maps, (uint64_t)ROUNDS * LIVE / 2,
+                 "%llu mappings for %d strings",
+                 (unsigned long long)(s1.large_maps - s0.large_maps),
+                 ROUNDS * LIVE);
+    cr_assert_gt(s1.large_reused, s0.large_reused);
+}
+
+Test(malloc_large, small_block_grown_past_64k_takes_a_roomy_block_and_stays)
+{
+    empty_cache();
+    char *big = malloc(1 * MiB);
+    free(big);
+    char *p = malloc(60 * KiB);
+    mt_fill(p, 60 * KiB, 9);
+    dp_malloc_stats_t s0 = st();
+    /* 1 MiB is over 8x of 80 KiB, but a growing block may take it whole
+     * (MC_FIT_GROW), and then grows in place although it uses less than
+     * half of it. */
+    char *q = realloc(p, 80 * KiB);
+    cr_assert_eq(q, big);
+    cr_assert_geq(malloc_usable_size(q), 1 * MiB);
+    for (size_t n = 90 * KiB; n <= 1 * MiB; n += n / 8) {
+        char *r = realloc(q, n);
+        cr_assert_eq(r, q, "moved at %zu", n);
+    }
+    cr_assert_eq(mt_check(q, 60 * KiB, 9), 60 * KiB);
+    dp_malloc_stats_t s1 = st();
+    cr_assert_eq(s1.large_maps, s0.large_maps);
+    cr_assert_eq(s1.large_trims, s0.large_trims);
+    /* A real shrink below half still gives the pages back. */
+    char *r = realloc(q, 100 * KiB);
+    cr_assert_eq(mt_check(r, 60 * KiB, 9), 60 * KiB);
+    cr_assert_lt(malloc_usable_size(r), 200 * KiB);
+    free(r);
+}
+
+Test(malloc_large, cache_keeps_at_most_its_byte_limit)
+{
+    empty_cache();
+    enum { N = 12 };
+    void *b[N];
+    for (int i = 0; i < N; i++)
+        cr_assert_not_null(b[i] = malloc(8 * MiB));
+    dp_malloc_stats_t s0 = st();
+    for (int i = 0; i < N; i++)
+        free(b[i]);
+    cr_assert_eq(dp_malloc_reclaim_sync(), 0);
+    dp_malloc_stats_t s1 = st();
+    cr_assert_eq(s1.large_cache_max_bytes, 64 * MiB);
+    cr_assert_leq(s1.large_bytes_cached, s1.large_cache_max_bytes);
+    cr_assert_geq(s1.large_bytes_cached, 56 * MiB, "the newest are kept");
+    cr_assert_eq(s1.large_cached + (s1.large_unmaps - s0.large_unmaps), N);
+    cr_assert_eq(s1.large_bytes_inuse, s0.large_bytes_inuse - N * (8 * MiB + 4 * KiB));
+}
+
+Test(malloc_large, aligned_blocks_are_not_kept)
+{
+    empty_cache();
+    void *p;
+    cr_assert_eq(posix_memalign(&p, 64 * KiB, 1 * MiB), 0);
+    dp_malloc_stats_t s0 = st();
+    free(p);
+    cr_assert_eq(dp_malloc_reclaim_sync(), 0);
+    dp_malloc_stats_t s1 = st();
+    cr_assert_eq(s1.large_queued + s1.large_cached, 0);
+    cr_assert_eq(s1.large_unmaps, s0.large_unmaps + 1);
+}
+
+Test(malloc_large, reclaim_thread_empties_the_cache_after_the_age)
+{
+    empty_cache();
+    void *b[4];
+    for (int i = 0; i < 4; i++)
+        b[i] = malloc((i + 1) * MiB);
+    dp_malloc_stats_t s0 = st();
+    uint64_t t0 = now_ns();
+    for (int i = 0; i < 4; i++)
+        free(b[i]);
+    /* One pass moves them into the cache; they are not due yet. */
+    cr_assert_eq(dp_malloc_reclaim_sync(), 0);
+    dp_malloc_stats_t s = st();
+    if (now_ns() - t0 < AGE_NS / 2) {
+        cr_assert_eq(s.large_queued, 0);
+        cr_assert_eq(s.large_cached, 4);
+        cr_assert_eq(s.large_unmaps, s0.large_unmaps);
+    }
+    /* Wait for passes (dp_malloc_reclaim_sync wakes the thread, so they
+     * come faster than the interval), for up to 10 s. */
+    while ((s.large_queued || s.large_cached) &&
+           now_ns() - t0 < 10000000000ull) {
+        cr_assert_eq(dp_malloc_reclaim_sync(), 0);
+        s = st();
+    }
+    uint64_t took = now_ns() - t0;
+    cr_assert_eq(s.large_queued + s.large_cached, 0, "still cached");
+    cr_assert_eq(s.large_bytes_cached, 0);
+    cr_assert_eq(s.large_unmaps, s0.large_unmaps + 4);
+    cr_assert_geq(took, AGE_NS, "gone after %llu ms, before the age",
+                  (unsigned long long)(took / 1000000));
+}
