@@ -74,6 +74,12 @@ void dp_tcache_pool_init(struct dp_pool *p)
     max = max < 8 ? 8 : max > DP_TC_MAXCAP ? DP_TC_MAXCAP : max;
     p->tc_max = (uint32_t)max;
     p->tc_batch = (uint32_t)max / 2;
+    /* A full bin returns its oldest quarter.  A flush writes each
+     * returned object's link word; the put that cached the object has
+     * prefetched that line, but the flush is still what a put pays in the
+     * tail, and a quarter measured best: half doubles p99.99, a sixteenth
+     * costs throughput for nothing (docs/design.md, "Thread caches"). */
+    p->tc_flush = max >= 4 ? (uint32_t)max / 4 : 1;
     pthread_mutex_lock(&dp_tcg.lock);
     for (int i = 0; i < DP_TC_BINS; i++) {
         if (!(dp_tcg.used[i / 64] & (1ull << (i % 64)))) {
@@ -163,21 +169,21 @@ bool dp_tcache_fill(struct dp_pool *p, void *const *objs, uint32_t n)
     return ok;
 }
 
-/* The bin is full: return its older half (the bottom of the stack) to the
- * pages, keep the newest half (warm), then push obj.  Called inside
- * dp_tc_enter; leaves.  The page puts run before leaving, so no signal
- * handler's put can reuse the slots while they are read. */
+/* The bin is full: return its oldest tc_flush objects (the bottom of the
+ * stack) to the pages, keep the newer ones (warm), then push obj.  Called
+ * inside dp_tc_enter; leaves.  The page puts run before leaving, so no
+ * signal handler's put can reuse the slots while they are read. */
 bool dp_tcache_put_slow(struct dp_pool *p, struct dp_tcache *tc, void *obj)
 {
     struct dp_tbin *b = &tc->bins[p->tcidx];
-    uint32_t n = bin_n(b), out = n - p->tc_batch;
+    uint32_t n = bin_n(b), out = p->tc_flush, keep = n - out;
     dp_in_put++;
     dp_page_put_array(p, b->slots, out);
     dp_in_put--;
-    memmove(b->slots, b->slots + out, p->tc_batch * sizeof(void *));
-    b->slots[p->tc_batch] = obj;
+    memmove(b->slots, b->slots + out, keep * sizeof(void *));
+    b->slots[keep] = obj;
     b->pool = p;
-    bin_set_n(b, p->tc_batch + 1);
+    bin_set_n(b, keep + 1);
     DP_BUMP(&b->ops, 1);
     DP_BUMP(&b->net, -(int64_t)out);
     dp_tc_leave(tc);

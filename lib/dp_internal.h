@@ -112,7 +112,8 @@ struct dp_pool {
                              DP_IPOOL_PAGEMAP)                         */
     int tcidx;            /* thread-cache bin index; -1: not cached     */
     uint32_t tc_max;      /* objects a bin may hold                      */
-    uint32_t tc_batch;    /* objects a refill takes / a flush returns    */
+    uint32_t tc_batch;    /* objects a refill takes                      */
+    uint32_t tc_flush;    /* objects a full bin returns to the pages     */
 
     /* Registry lock. */
     struct dp_pool *reg_next, *reg_prev;
@@ -330,6 +331,10 @@ static inline bool dp_tcache_put(struct dp_pool *p, void *obj)
     uint32_t n = atomic_load_explicit(&b->n, DP_RLX);
     if (DP_UNLIKELY(n >= p->tc_max))
         return dp_tcache_put_slow(p, tc, obj); /* leaves the cache */
+    /* The flush that returns this object will write its link word: start
+     * fetching the line for writing now, off the critical path, so the
+     * flush (the put tail) does not wait for memory. */
+    __builtin_prefetch((char *)obj + p->linkoff, 1, 3);
     b->slots[n] = obj;
     b->pool = p;
     atomic_store_explicit(&b->n, n + 1, DP_RLX);
