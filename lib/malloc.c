@@ -743,9 +743,22 @@ MC_EXPORT void free(void *p)
         dp_in_put--;
         return;
     }
-    if (pg && pg->magic == MC_LARGE_MAGIC)
+    if (pg && pg->magic == MC_LARGE_MAGIC) {
         large_free((struct mc_large *)pg);
-    /* Bootstrap memory is never reused; a foreign pointer is ignored. */
+        return;
+    }
+    /* Bootstrap memory is never reused.  A foreign pointer is ignored,
+     * except in debug mode (DEFERPOOL_CONF debug:1), where it aborts, as
+     * interior pointers and double frees of small blocks do there (the
+     * class pools are then DP_POOL_DEBUG pools). */
+    if (DP_UNLIKELY(!is_boot(p) &&
+                    atomic_load_explicit(&mc_inited, memory_order_acquire) &&
+                    dp_options()->debug)) {
+        static const char msg[] =
+            "deferpool-malloc: free() of a pointer it never handed out\n";
+        (void)!write(2, msg, sizeof(msg) - 1);
+        abort();
+    }
 }
 
 MC_EXPORT void *calloc(size_t nmemb, size_t size)
