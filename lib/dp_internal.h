@@ -367,7 +367,6 @@ DP_HIDDEN void dp_tcache_atfork_parent(void);
 DP_HIDDEN void dp_tcache_atfork_child(void);
 
 /* ---- pool.c ----------------------------------------------------------- */
-DP_HIDDEN void dp_list_remove(struct dp_list *l, struct dp_page *pg);
 DP_HIDDEN void dp_page_put(struct dp_pool *p, void *obj);
 DP_HIDDEN void dp_page_put_array(struct dp_pool *p, void *const *objs,
                                  uint32_t n);

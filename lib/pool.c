@@ -18,7 +18,7 @@
 
 /* ---- page lists (pool lock) ------------------------------------------ */
 
-void dp_list_remove(struct dp_list *l, struct dp_page *pg)
+static void list_remove(struct dp_list *l, struct dp_page *pg)
 {
     if (pg->prev)
         pg->prev->next = pg->next;
@@ -58,7 +58,7 @@ static void move_to_locked(struct dp_pool *p, struct dp_page *pg, uint8_t to)
 {
     struct dp_list *from = list_of(p, pg->list);
     if (from)
-        dp_list_remove(from, pg);
+        list_remove(from, pg);
     pg->list = to;
     list_push_head(list_of(p, to), pg);
 }
@@ -259,7 +259,7 @@ size_t dp_collect_due_locked(struct dp_pool *p, uint64_t now, size_t budget,
                    now - pg->empty_since >= p->age_ns;
         if (!due)
             break;
-        dp_list_remove(&p->empty, pg);
+        list_remove(&p->empty, pg);
         pg->list = DP_L_NONE;
         pg->next = *out;
         *out = pg;
