@@ -1,0 +1,75 @@
+/*
+ * test_malloc_largeage.c -- the reclaim thread empties the large-block
+ * cache once its blocks are older than the age, and not before.  Runs with
+ * reclaim_age_ms:300,reclaim_interval_ms:5 (see meson.build).
+ */
+#include <criterion/criterion.h>
+#include <deferpool-malloc.h>
+
+#include <malloc.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "malloc_testutil.h"
+
+#define KiB ((size_t)1 << 10)
+#define MiB ((size_t)1 << 20)
+#define AGE_NS 300000000ull /* reclaim_age_ms:300 in meson.build */
+
+static dp_malloc_stats_t st(void)
+{
+    dp_malloc_stats_t s;
+    cr_assert_eq(dp_malloc_stats_get(&s), 0);
+    return s;
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Start from an empty cache, with the reclaim thread running. */
+static void empty_cache(void)
+{
+    free(malloc(100 * KiB)); /* starts the reclaim thread if need be */
+    dp_malloc_trim();
+    dp_malloc_stats_t s = st();
+    cr_assert_eq(s.large_queued + s.large_cached, 0);
+}
+
+Test(malloc_largeage, reclaim_thread_empties_the_cache_after_the_age)
+{
+    empty_cache();
+    void *b[4];
+    for (int i = 0; i < 4; i++)
+        b[i] = malloc((i + 1) * MiB);
+    dp_malloc_stats_t s0 = st();
+    uint64_t t0 = now_ns();
+    for (int i = 0; i < 4; i++)
+        free(b[i]);
+    /* One pass moves them into the cache; they are not due yet. */
+    cr_assert_eq(dp_malloc_reclaim_sync(), 0);
+    dp_malloc_stats_t s = st();
+    if (now_ns() - t0 < AGE_NS / 2) {
+        cr_assert_eq(s.large_queued, 0);
+        cr_assert_eq(s.large_cached, 4);
+        cr_assert_eq(s.large_unmaps, s0.large_unmaps);
+    }
+    /* Wait for passes (dp_malloc_reclaim_sync wakes the thread, so they
+     * come faster than the interval), for up to 10 s. */
+    while ((s.large_queued || s.large_cached) &&
+           now_ns() - t0 < 10000000000ull) {
+        cr_assert_eq(dp_malloc_reclaim_sync(), 0);
+        s = st();
+    }
+    uint64_t took = now_ns() - t0;
+    cr_assert_eq(s.large_queued + s.large_cached, 0, "still cached");
+    cr_assert_eq(s.large_bytes_cached, 0);
+    cr_assert_eq(s.large_unmaps, s0.large_unmaps + 4);
+    cr_assert_geq(took, AGE_NS, "gone after %llu ms, before the age",
+                  (unsigned long long)(took / 1000000));
+}
