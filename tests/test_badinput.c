@@ -16,21 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "testutil.h"
+
 /* ---------------------------------------------------------------- helpers */
-
-static dp_mock_counters_t counters(dp_mock_t *m)
-{
-    dp_mock_counters_t c;
-    dp_mock_counters(m, &c);
-    return c;
-}
-
-static dp_pool_stats_t stats(dp_pool_t *pool)
-{
-    dp_pool_stats_t s;
-    cr_assert_eq(dp_pool_stats(pool, &s), 0);
-    return s;
-}
 
 static void mock_attr(dp_pool_attr_t *a, dp_mock_t *m, unsigned flags)
 {
@@ -53,7 +41,7 @@ static void finish(dp_pool_t *pool, dp_mock_t *m)
 {
     cr_assert_eq(dp_pool_check(pool), 0);
     dp_pool_destroy(pool);
-    dp_mock_counters_t c = counters(m);
+    dp_mock_counters_t c = tu_counters(m);
     cr_assert_eq(c.allocs, c.frees);
     dp_mock_destroy(m);
 }
@@ -69,7 +57,7 @@ static void expect_create_einval(size_t objsize, void (*tweak)(dp_pool_attr_t *)
     dp_pool_t *pool = dp_pool_create("bad", objsize, &a);
     cr_assert_null(pool, "a pool was created from bad attributes");
     cr_assert_eq(errno, EINVAL, "errno %d (%s)", errno, strerror(errno));
-    cr_assert_eq(counters(m).alloc_calls, 0);
+    cr_assert_eq(tu_counters(m).alloc_calls, 0);
     dp_mock_destroy(m);
 }
 
@@ -83,10 +71,10 @@ static void expect_get_einval(int flags)
     errno = 0;
     cr_assert_null(dp_pool_get_timed(pool, flags, NULL), "timed: flags %#x", flags);
     cr_assert_eq(errno, EINVAL);
-    dp_pool_stats_t s = stats(pool);
+    dp_pool_stats_t s = tu_stats(pool);
     cr_assert_eq(s.gets, 0);
     cr_assert_eq(s.objs_inuse, 0);
-    cr_assert_eq(counters(m).alloc_calls, 0);
+    cr_assert_eq(tu_counters(m).alloc_calls, 0);
     finish(pool, m);
 }
 
@@ -155,7 +143,7 @@ Test(badinput, put_to_a_null_pool_sets_einval_and_changes_nothing)
     errno = 0;
     dp_pool_put(NULL, o);
     cr_assert_eq(errno, EINVAL);
-    dp_pool_stats_t s = stats(pool);
+    dp_pool_stats_t s = tu_stats(pool);
     cr_assert_eq(s.objs_inuse, 1, "the object was taken back anyway");
     cr_assert_eq(s.puts, 0);
     dp_pool_put(pool, o);
@@ -220,10 +208,10 @@ Test(badinput, destroy_with_objects_out_sets_ebusy_and_leaves_the_pool_usable)
     errno = 0;
     dp_pool_destroy(pool);
     cr_assert_eq(errno, EBUSY);
-    cr_assert_eq(counters(m).free_calls, 0, "destroy gave pages back anyway");
+    cr_assert_eq(tu_counters(m).free_calls, 0, "destroy gave pages back anyway");
 
     /* Intact: stats, check, gets and puts all work, the object is whole. */
-    dp_pool_stats_t s = stats(pool);
+    dp_pool_stats_t s = tu_stats(pool);
     cr_assert_eq(s.objs_inuse, 1);
     cr_assert_eq(dp_pool_check(pool), 0);
     void *p = dp_pool_get(pool, DP_WAITOK);
@@ -296,11 +284,11 @@ Test(badinput, prime_beyond_the_hard_limit_is_enomem)
     a.max_pages = 2;
     dp_pool_t *pool = dp_pool_create("limited", 64, &a);
     cr_assert_not_null(pool);
-    size_t opp = stats(pool).objs_per_page;
+    size_t opp = tu_stats(pool).objs_per_page;
     errno = 0;
     cr_assert_eq(dp_pool_prime(pool, 2 * opp + 1), -1);
     cr_assert_eq(errno, ENOMEM);
-    cr_assert_leq(stats(pool).pages, 2);
+    cr_assert_leq(tu_stats(pool).pages, 2);
     cr_assert_eq(dp_pool_prime(pool, 2 * opp), 0, "what fits must still prime");
     finish(pool, m);
 }

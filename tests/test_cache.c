@@ -11,12 +11,7 @@
 #include <sched.h>
 #include <stdlib.h>
 
-static dp_pool_stats_t stats(dp_pool_t *p)
-{
-    dp_pool_stats_t s;
-    cr_assert_eq(dp_pool_stats(p, &s), 0);
-    return s;
-}
+#include "testutil.h"
 
 static dp_pool_t *mkpool(dp_mock_t *m, unsigned flags, size_t max_pages)
 {
@@ -52,7 +47,7 @@ Test(cache, same_thread_put_keeps_objects_in_the_cache_and_flush_returns_them)
         cr_assert_not_null(o[i] = dp_pool_get(p, DP_NOWAIT));
     for (int i = 0; i < 10; i++)
         dp_pool_put(p, o[i]);
-    dp_pool_stats_t s = stats(p);
+    dp_pool_stats_t s = tu_stats(p);
     cr_assert_eq(s.objs_inuse, 0);
     cr_assert_gt(s.objs_cached, 0, "a same-thread put should be cached");
     cr_assert_eq(s.pages_empty, 0, "cached objects keep the page busy");
@@ -60,7 +55,7 @@ Test(cache, same_thread_put_keeps_objects_in_the_cache_and_flush_returns_them)
     cr_assert_eq(s.puts, 10);
 
     dp_thread_cache_flush();
-    s = stats(p);
+    s = tu_stats(p);
     cr_assert_eq(s.objs_cached, 0);
     cr_assert_eq(s.pages_empty, s.pages, "flushed: every page empty");
     cr_assert_eq(s.gets, 10);
@@ -87,7 +82,7 @@ Test(cache, nocache_and_debug_pools_put_straight_to_the_page)
         dp_pool_t *p = mkpool(m, flags[k], 0);
         void *o = dp_pool_get(p, DP_NOWAIT);
         dp_pool_put(p, o);
-        dp_pool_stats_t s = stats(p);
+        dp_pool_stats_t s = tu_stats(p);
         cr_assert_eq(s.objs_cached, 0);
         cr_assert_eq(s.pages_empty, 1);
         finish(p, m);
@@ -150,14 +145,14 @@ Test(cache, reclaim_thread_drains_the_cache_of_a_thread_that_sleeps_forever)
     struct sleeper s;
     pthread_t t;
     sleeper_start(&s, &t, p, 20);
-    cr_assert_gt(stats(p).objs_cached, 0);
+    cr_assert_gt(tu_stats(p).objs_cached, 0);
 
     cr_assert_eq(dp_reclaim_start(), 0);
     /* Idle for a whole pass, then drained by the next one. */
     cr_assert_eq(dp_reclaim_sync(), 0);
     cr_assert_eq(dp_reclaim_sync(), 0);
     cr_assert_eq(dp_reclaim_sync(), 0);
-    dp_pool_stats_t st = stats(p);
+    dp_pool_stats_t st = tu_stats(p);
     cr_assert_eq(st.objs_cached, 0, "the sleeping thread's cache was drained");
     cr_assert_eq(st.objs_inuse, 0);
     cr_assert_eq(st.gets, 20);
@@ -174,9 +169,9 @@ Test(cache, thread_exit_returns_the_threads_cached_objects)
     struct sleeper s;
     pthread_t t;
     sleeper_start(&s, &t, p, 20);
-    cr_assert_gt(stats(p).objs_cached, 0);
+    cr_assert_gt(tu_stats(p).objs_cached, 0);
     sleeper_stop(&s, t); /* joined: its key destructor has run */
-    dp_pool_stats_t st = stats(p);
+    dp_pool_stats_t st = tu_stats(p);
     cr_assert_eq(st.objs_cached, 0);
     cr_assert_eq(st.pages_empty, st.pages);
     cr_assert_eq(st.gets, 20, "gets of an exited thread are kept");
@@ -210,9 +205,9 @@ Test(cache, reclaim_drains_idle_caches_so_their_pages_go_back)
     struct sleeper s;
     pthread_t t;
     sleeper_start(&s, &t, p, 20);
-    cr_assert_eq(stats(p).pages_empty, 0);
+    cr_assert_eq(tu_stats(p).pages_empty, 0);
     cr_assert_eq(dp_pool_reclaim(p), 1, "the drained page went back");
-    dp_pool_stats_t st = stats(p);
+    dp_pool_stats_t st = tu_stats(p);
     cr_assert_eq(st.objs_cached, 0);
     cr_assert_eq(st.pages, 0);
     sleeper_stop(&s, t);
@@ -235,7 +230,7 @@ Test(cache, a_getter_at_the_hard_limit_takes_objects_idling_in_another_cache)
 {
     dp_mock_t *m = dp_mock_create(0);
     dp_pool_t *p = mkpool(m, 0, 1);
-    size_t cap = stats(p).objs_per_page;
+    size_t cap = tu_stats(p).objs_per_page;
     /* The main thread takes the whole page, then puts back 5 objects:
      * they sit in its cache, the page stays at the limit. */
     void **o = calloc(cap, sizeof *o);
@@ -244,7 +239,7 @@ Test(cache, a_getter_at_the_hard_limit_takes_objects_idling_in_another_cache)
     cr_assert_null(dp_pool_get(p, DP_NOWAIT));
     for (size_t i = 0; i < 5; i++)
         dp_pool_put(p, o[i]);
-    cr_assert_eq(stats(p).objs_cached, 5);
+    cr_assert_eq(tu_stats(p).objs_cached, 5);
 
     /* Another thread has no cache: its WAITOK get must not sleep forever
      * while the main thread (idle, not inside a get/put) holds them. */
@@ -258,7 +253,7 @@ Test(cache, a_getter_at_the_hard_limit_takes_objects_idling_in_another_cache)
         dp_pool_put(p, o[i]);
     free(o);
     dp_thread_cache_flush();
-    dp_pool_stats_t st = stats(p);
+    dp_pool_stats_t st = tu_stats(p);
     cr_assert_eq(st.objs_inuse, 0);
     cr_assert_eq(st.pages_empty, 1);
     finish(p, m);
@@ -288,12 +283,12 @@ Test(cache, objects_put_by_other_threads_are_counted_exactly)
         cr_assert_eq(pthread_create(&t[k], NULL, cross_putter, (void *)k), 0);
     for (int k = 0; k < XN; k++)
         pthread_join(t[k], NULL);
-    dp_pool_stats_t st = stats(xpool);
+    dp_pool_stats_t st = tu_stats(xpool);
     cr_assert_eq(st.gets, XN * 200);
     cr_assert_eq(st.puts, XN * 200);
     cr_assert_eq(st.objs_inuse, 0);
     dp_thread_cache_flush();
-    st = stats(xpool);
+    st = tu_stats(xpool);
     cr_assert_eq(st.objs_cached, 0);
     cr_assert_eq(st.pages_empty, st.pages);
     finish(xpool, m);
@@ -320,7 +315,7 @@ Test(cache, immediate_mode_returns_the_page_inside_the_put_and_it_is_counted)
     dp_pool_put(p, o);
     dp_mock_counters(m, &c);
     cr_assert_eq(c.frees, 1, "the put returned the page itself");
-    dp_pool_stats_t s = stats(p);
+    dp_pool_stats_t s = tu_stats(p);
     cr_assert_eq(s.put_provider_calls, 1);
     cr_assert_eq(s.pages, 0);
     cr_assert_eq(s.objs_cached, 0, "immediate mode is uncached");
@@ -332,8 +327,8 @@ Test(cache, immediate_mode_returns_the_page_inside_the_put_and_it_is_counted)
     dp_thread_cache_flush();
     dp_mock_counters(m, &c);
     cr_assert_eq(c.frees, 1, "a default put never frees a page");
-    cr_assert_eq(stats(q).put_provider_calls, 0);
-    cr_assert_eq(stats(q).pages_empty, 1);
+    cr_assert_eq(tu_stats(q).put_provider_calls, 0);
+    cr_assert_eq(tu_stats(q).pages_empty, 1);
     dp_pool_destroy(q);
     finish(p, m);
 }
@@ -349,7 +344,7 @@ Test(cache, immediate_mode_releases_a_page_already_queued_by_an_earlier_put)
     a.pagesize = 4096;
     dp_pool_t *p = dp_pool_create("immediate", 64, &a);
     cr_assert_not_null(p);
-    size_t cap = stats(p).objs_per_page;
+    size_t cap = tu_stats(p).objs_per_page;
     void **o = calloc(cap, sizeof *o);
     for (size_t i = 0; i < cap; i++)
         cr_assert_not_null(o[i] = dp_pool_get(p, DP_WAITOK));
@@ -361,6 +356,6 @@ Test(cache, immediate_mode_releases_a_page_already_queued_by_an_earlier_put)
     dp_mock_counters_t c;
     dp_mock_counters(m, &c);
     cr_assert_eq(c.frees, 1, "the emptying put returned the page");
-    cr_assert_eq(stats(p).put_provider_calls, 1);
+    cr_assert_eq(tu_stats(p).put_provider_calls, 1);
     finish(p, m);
 }

@@ -19,20 +19,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "testutil.h"
+
 #define OBJSIZE 80
 #define AGE 1000000000ull
 
 /* ---------------------------------------------------------------- helpers */
-
-static unsigned scaled(unsigned n)
-{
-    const char *s = getenv("DP_TEST_SCALE");
-    long div = s ? strtol(s, NULL, 10) : 1;
-    if (div < 1)
-        div = 1;
-    n /= (unsigned)div;
-    return n ? n : 1;
-}
 
 static struct cbstate {
     atomic_ulong ctor_calls, ctor_ok, ctor_failed;
@@ -102,20 +94,6 @@ static void dtor(void *obj, void *arg)
     memset(obj, 0xdd, OBJSIZE);
 }
 
-static dp_mock_counters_t counters(dp_mock_t *m)
-{
-    dp_mock_counters_t c;
-    dp_mock_counters(m, &c);
-    return c;
-}
-
-static dp_pool_stats_t stats(dp_pool_t *pool)
-{
-    dp_pool_stats_t s;
-    cr_assert_eq(dp_pool_stats(pool, &s), 0);
-    return s;
-}
-
 static void ctor_attr(dp_pool_attr_t *a, dp_mock_t *m)
 {
     dp_pool_attr_init(a);
@@ -145,7 +123,7 @@ static void finish(dp_pool_t *pool, dp_mock_t *m)
 {
     cr_assert_eq(dp_pool_check(pool), 0);
     dp_pool_destroy(pool);
-    dp_mock_counters_t c = counters(m);
+    dp_mock_counters_t c = tu_counters(m);
     cr_assert_eq(c.allocs, c.frees, "pages leaked: %" PRIu64 " allocated, %"
                  PRIu64 " freed", c.allocs, c.frees);
     cr_assert_eq(atomic_load(&cb.ctor_ok), atomic_load(&cb.dtor_calls),
@@ -185,9 +163,9 @@ Test(ctor, ctor_runs_once_per_object_when_its_page_arrives)
 {
     dp_mock_t *m = dp_mock_create(0);
     dp_pool_t *pool = ctor_pool(m);
-    size_t opp = stats(pool).objs_per_page, n = 3 * opp + 1;
+    size_t opp = tu_stats(pool).objs_per_page, n = 3 * opp + 1;
     void **objs = get_n(pool, n, DP_WAITOK);
-    dp_pool_stats_t s = stats(pool);
+    dp_pool_stats_t s = tu_stats(pool);
     cr_assert_eq(s.pages_alloc, 4);
     cr_assert_eq(atomic_load(&cb.ctor_calls), opp * s.pages_alloc,
                  "ctor calls %lu != %zu per page * %" PRIu64 " pages",
@@ -200,17 +178,17 @@ Test(ctor, repeated_get_and_put_does_not_rerun_the_ctor)
 {
     dp_mock_t *m = dp_mock_create(0);
     dp_pool_t *pool = ctor_pool(m);
-    size_t opp = stats(pool).objs_per_page;
-    unsigned rounds = scaled(20000);
+    size_t opp = tu_stats(pool).objs_per_page;
+    unsigned rounds = tu_scaled(20000);
     for (unsigned i = 0; i < rounds; i++) {
         void *o = dp_pool_get(pool, i % 2 ? DP_NOWAIT : DP_WAITOK);
         cr_assert_not_null(o);
         cr_assert(constructed(o));
         dp_pool_put(pool, o);
     }
-    for (unsigned i = 0; i < scaled(50); i++)
+    for (unsigned i = 0; i < tu_scaled(50); i++)
         put_n(pool, get_n(pool, 2 * opp, DP_WAITOK), 2 * opp);
-    cr_assert_eq(stats(pool).pages_alloc, 2);
+    cr_assert_eq(tu_stats(pool).pages_alloc, 2);
     cr_assert_eq(atomic_load(&cb.ctor_calls), 2 * opp,
                  "ctor ran %lu times for 2 pages of %zu",
                  atomic_load(&cb.ctor_calls), opp);
@@ -222,7 +200,7 @@ Test(ctor, constructed_state_survives_put_and_get)
 {
     dp_mock_t *m = dp_mock_create(0);
     dp_pool_t *pool = ctor_pool(m);
-    size_t opp = stats(pool).objs_per_page, n = 2 * opp;
+    size_t opp = tu_stats(pool).objs_per_page, n = 2 * opp;
     /* Every object is out, then in, then out again: each time the whole
      * object must still hold what the ctor wrote (get_n checks it). */
     put_n(pool, get_n(pool, n, DP_WAITOK), n);
@@ -242,24 +220,24 @@ Test(ctor, dtor_runs_for_every_object_of_each_page_returned)
 {
     dp_mock_t *m = dp_mock_create(0);
     dp_pool_t *pool = ctor_pool(m); /* lowat 1 */
-    size_t opp = stats(pool).objs_per_page;
+    size_t opp = tu_stats(pool).objs_per_page;
 
     /* Explicit reclaim. */
     put_n(pool, get_n(pool, 5 * opp, DP_WAITOK), 5 * opp);
     cr_assert_eq(dp_pool_reclaim(pool), 4);
-    dp_pool_stats_t s = stats(pool);
+    dp_pool_stats_t s = tu_stats(pool);
     cr_assert_eq(atomic_load(&cb.dtor_calls), opp * s.pages_freed);
     cr_assert_eq(atomic_load(&cb.ctor_calls), opp * s.pages_alloc);
 
     /* Ageing, by a reclaim pass in this thread. */
     put_n(pool, get_n(pool, 3 * opp, DP_WAITOK), 3 * opp);
-    cr_assert_eq(stats(pool).pages_empty, 3); /* emptied now, by the clock */
+    cr_assert_eq(tu_stats(pool).pages_empty, 3); /* emptied now, by the clock */
     dp_mock_clock_advance(m, AGE + 1);
     cr_assert_eq(dp_reclaim_step(), 2);
-    s = stats(pool);
+    s = tu_stats(pool);
     cr_assert_eq(s.pages_freed, 6);
     cr_assert_eq(atomic_load(&cb.dtor_calls), opp * s.pages_freed);
-    cr_assert_eq(counters(m).frees, s.pages_freed);
+    cr_assert_eq(tu_counters(m).frees, s.pages_freed);
 
     /* Destroy returns the rest: ctor count == dtor count (finish). */
     cr_assert_eq(atomic_load(&cb.dtor_unconstructed), 0);
@@ -271,11 +249,11 @@ Test(ctor, callbacks_receive_cbarg_and_the_gets_flags)
 {
     dp_mock_t *m = dp_mock_create(0);
     dp_pool_t *pool = ctor_pool(m);
-    size_t opp = stats(pool).objs_per_page;
+    size_t opp = tu_stats(pool).objs_per_page;
     /* Page 1 arrives for a DP_NOWAIT get, page 2 for a DP_WAITOK get. */
     void **a = get_n(pool, opp, DP_NOWAIT);
     void **b = get_n(pool, 1, DP_WAITOK);
-    cr_assert_eq(stats(pool).pages_alloc, 2);
+    cr_assert_eq(tu_stats(pool).pages_alloc, 2);
     cr_assert_eq(atomic_load(&cb.flags_nowait), opp);
     cr_assert_eq(atomic_load(&cb.flags_waitok), opp);
     cr_assert_eq(atomic_load(&cb.flags_other), 0);
@@ -294,8 +272,8 @@ Test(ctor, ctor_failure_makes_a_nowait_get_fail_with_enomem)
     cr_assert_null(dp_pool_get(pool, DP_NOWAIT));
     cr_assert_eq(errno, ENOMEM);
     cr_assert_eq(atomic_load(&cb.ctor_failed), 1);
-    cr_assert_eq(counters(m).free_calls, 0, "a DP_NOWAIT get freed a page");
-    dp_pool_stats_t s = stats(pool);
+    cr_assert_eq(tu_counters(m).free_calls, 0, "a DP_NOWAIT get freed a page");
+    dp_pool_stats_t s = tu_stats(pool);
     cr_assert_eq(s.gets_failed, 1);
     cr_assert_eq(s.objs_inuse, 0);
 
@@ -311,7 +289,7 @@ Test(ctor, objects_constructed_before_a_ctor_failure_are_destructed, .timeout = 
 {
     dp_mock_t *m = dp_mock_create(0);
     dp_pool_t *pool = ctor_pool(m);
-    size_t opp = stats(pool).objs_per_page;
+    size_t opp = tu_stats(pool).objs_per_page;
     /* Fail half-way through the first page, under DP_NOWAIT and, on the
      * next page, under DP_WAITOK. */
     atomic_store(&cb.fail_at, opp / 2 + 1);
@@ -335,7 +313,7 @@ Test(ctor, waitok_get_retries_until_the_ctor_stops_failing, .timeout = 60)
     cr_assert_not_null(o, "DP_WAITOK get failed: %s", strerror(errno));
     cr_assert(constructed(o));
     cr_assert_eq(atomic_load(&cb.ctor_failed), k);
-    dp_pool_stats_t s = stats(pool);
+    dp_pool_stats_t s = tu_stats(pool);
     cr_assert_eq(s.gets, 1);
     cr_assert_eq(s.gets_failed, 0);
     dp_pool_put(pool, o);
@@ -346,12 +324,12 @@ Test(ctor, random_ctor_failures_leak_no_page_and_no_constructed_object, .timeout
 {
     dp_mock_t *m = dp_mock_create(0);
     dp_pool_t *pool = ctor_pool(m);
-    size_t opp = stats(pool).objs_per_page, cap = 4 * opp, held = 0;
+    size_t opp = tu_stats(pool).objs_per_page, cap = 4 * opp, held = 0;
     void **objs = calloc(cap, sizeof *objs);
     cb.rng = 0x2545f4914f6cdd1dull;
     atomic_store(&cb.fail_ppm, 5000); /* ~0.5% of ctor calls */
     uint64_t rng = 99, nulls = 0;
-    unsigned steps = scaled(20000);
+    unsigned steps = tu_scaled(20000);
     for (unsigned i = 0; i < steps; i++) {
         rng ^= rng << 13;
         rng ^= rng >> 7;
@@ -377,7 +355,7 @@ Test(ctor, random_ctor_failures_leak_no_page_and_no_constructed_object, .timeout
         }
     }
     cr_assert_gt(atomic_load(&cb.ctor_failed), 0, "no ctor failure injected");
-    cr_assert_eq(stats(pool).gets_failed, nulls);
+    cr_assert_eq(tu_stats(pool).gets_failed, nulls);
     cr_assert_eq(dp_pool_check(pool), 0);
     while (held)
         dp_pool_put(pool, objs[--held]);
@@ -395,9 +373,9 @@ Test(ctor, zero_flag_on_a_pool_with_a_ctor_is_einval)
         cr_assert_null(dp_pool_get(pool, flags[i]));
         cr_assert_eq(errno, EINVAL, "flags %#x: errno %d", flags[i], errno);
     }
-    cr_assert_eq(counters(m).alloc_calls, 0);
+    cr_assert_eq(tu_counters(m).alloc_calls, 0);
     cr_assert_eq(atomic_load(&cb.ctor_calls), 0);
-    cr_assert_eq(stats(pool).gets, 0);
+    cr_assert_eq(tu_stats(pool).gets, 0);
     /* The pool is unharmed. */
     void *o = dp_pool_get(pool, DP_WAITOK);
     cr_assert_not_null(o);

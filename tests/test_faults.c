@@ -21,42 +21,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "testutil.h"
+
 #define OBJSIZE 128
 
 /* ---------------------------------------------------------------- helpers */
-
-static unsigned scaled(unsigned n)
-{
-    const char *s = getenv("DP_TEST_SCALE");
-    long div = s ? strtol(s, NULL, 10) : 1;
-    if (div < 1)
-        div = 1;
-    n /= (unsigned)div;
-    return n ? n : 1;
-}
-
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return *s = x;
-}
-
-static dp_mock_counters_t counters(dp_mock_t *m)
-{
-    dp_mock_counters_t c;
-    dp_mock_counters(m, &c);
-    return c;
-}
-
-static dp_pool_stats_t stats(dp_pool_t *pool)
-{
-    dp_pool_stats_t s;
-    cr_assert_eq(dp_pool_stats(pool, &s), 0);
-    return s;
-}
 
 static dp_pool_t *fault_pool(dp_mock_t *m)
 {
@@ -75,8 +44,8 @@ static dp_pool_t *fault_pool(dp_mock_t *m)
 /* The pool's view of provider failures is the mock's. */
 static void assert_failures_agree(dp_pool_t *pool, dp_mock_t *m)
 {
-    dp_pool_stats_t s = stats(pool);
-    dp_mock_counters_t c = counters(m);
+    dp_pool_stats_t s = tu_stats(pool);
+    dp_mock_counters_t c = tu_counters(m);
     cr_assert_eq(s.provider_alloc_failures, c.alloc_failures,
                  "pool counted %" PRIu64 " provider failures, mock %" PRIu64,
                  s.provider_alloc_failures, c.alloc_failures);
@@ -88,7 +57,7 @@ static void assert_failures_agree(dp_pool_t *pool, dp_mock_t *m)
  * several pages, then the pool is consistent. */
 static void assert_pool_works(dp_pool_t *pool)
 {
-    size_t n = 4 * stats(pool).objs_per_page;
+    size_t n = 4 * tu_stats(pool).objs_per_page;
     unsigned char **objs = calloc(n, sizeof *objs);
     for (size_t i = 0; i < n; i++) {
         objs[i] = dp_pool_get(pool, i % 2 ? DP_NOWAIT : DP_WAITOK);
@@ -103,7 +72,7 @@ static void assert_pool_works(dp_pool_t *pool)
         dp_pool_put(pool, objs[i]);
     }
     free(objs);
-    cr_assert_eq(stats(pool).objs_inuse, 0);
+    cr_assert_eq(tu_stats(pool).objs_inuse, 0);
     cr_assert_eq(dp_pool_check(pool), 0);
 }
 
@@ -111,7 +80,7 @@ static void finish(dp_pool_t *pool, dp_mock_t *m)
 {
     cr_assert_eq(dp_pool_check(pool), 0);
     dp_pool_destroy(pool);
-    dp_mock_counters_t c = counters(m);
+    dp_mock_counters_t c = tu_counters(m);
     cr_assert_eq(c.allocs, c.frees, "pages leaked: %" PRIu64 " allocated, %"
                  PRIu64 " freed", c.allocs, c.frees);
     cr_assert_eq(c.pages_out, 0);
@@ -136,7 +105,7 @@ static void *getter_main(void *arg)
 
 static void wait_for_sleepers(dp_pool_t *pool, uint64_t n)
 {
-    while (stats(pool).waiting < n)
+    while (tu_stats(pool).waiting < n)
         sched_yield();
 }
 
@@ -152,12 +121,12 @@ Test(faults, nowait_get_fails_with_enomem_while_the_provider_fails)
         cr_assert_null(dp_pool_get(pool, DP_NOWAIT));
         cr_assert_eq(errno, ENOMEM);
     }
-    dp_pool_stats_t s = stats(pool);
+    dp_pool_stats_t s = tu_stats(pool);
     cr_assert_eq(s.gets_failed, 3);
     cr_assert_eq(s.gets, 0);
     cr_assert_eq(s.pages, 0);
     cr_assert_eq(s.objs_inuse, 0);
-    cr_assert_gt(counters(m).alloc_failures, 0);
+    cr_assert_gt(tu_counters(m).alloc_failures, 0);
     assert_failures_agree(pool, m);
     cr_assert_eq(dp_pool_check(pool), 0);
 
@@ -172,14 +141,14 @@ Test(faults, nowait_gets_under_random_provider_failures_fail_cleanly_and_leak_no
     for (uint64_t seed = 1; seed <= 3; seed++) {
         dp_mock_t *m = dp_mock_create(0);
         dp_pool_t *pool = fault_pool(m);
-        size_t opp = stats(pool).objs_per_page, cap = 6 * opp, held = 0;
+        size_t opp = tu_stats(pool).objs_per_page, cap = 6 * opp, held = 0;
         void **objs = calloc(cap, sizeof *objs);
         dp_mock_fail_random(m, 300000, seed); /* 30% of allocs */
         uint64_t rng = seed * 7919, nulls = 0, got = 0;
         int filling = 1; /* waves: fill to cap, drain and reclaim, again */
-        unsigned steps = scaled(40000);
+        unsigned steps = tu_scaled(40000);
         for (unsigned i = 0; i < steps; i++) {
-            uint64_t r = rng_next(&rng);
+            uint64_t r = tu_rng(&rng);
             if (filling && held == cap)
                 filling = 0;
             if (!filling && held == 0) {
@@ -204,7 +173,7 @@ Test(faults, nowait_gets_under_random_provider_failures_fail_cleanly_and_leak_no
             }
         }
         cr_assert_gt(nulls, 0, "seed %" PRIu64 ": no get ever failed", seed);
-        dp_pool_stats_t s = stats(pool);
+        dp_pool_stats_t s = tu_stats(pool);
         cr_assert_eq(s.gets_failed, nulls);
         cr_assert_eq(s.gets, got);
         cr_assert_eq(s.objs_inuse, held);
@@ -224,16 +193,16 @@ Test(faults, waitok_gets_succeed_when_the_provider_fails_every_other_call, .time
 {
     dp_mock_t *m = dp_mock_create(0);
     dp_pool_t *pool = fault_pool(m);
-    size_t n = 8 * stats(pool).objs_per_page;
+    size_t n = 8 * tu_stats(pool).objs_per_page;
     dp_mock_fail_every(m, 2);
     void **objs = calloc(n, sizeof *objs);
     for (size_t i = 0; i < n; i++)
         cr_assert_not_null(objs[i] = dp_pool_get(pool, DP_WAITOK),
                            "DP_WAITOK get %zu failed: %s", i, strerror(errno));
-    dp_mock_counters_t c = counters(m);
+    dp_mock_counters_t c = tu_counters(m);
     cr_assert_eq(c.allocs, 8);
     cr_assert_geq(c.alloc_failures, 7, "the injection did not bite");
-    dp_pool_stats_t s = stats(pool);
+    dp_pool_stats_t s = tu_stats(pool);
     cr_assert_eq(s.gets_failed, 0);
     cr_assert_eq(s.gets, n);
     assert_failures_agree(pool, m);
@@ -249,13 +218,13 @@ Test(faults, waitok_get_succeeds_past_a_single_failed_call, .timeout = 120)
 {
     dp_mock_t *m = dp_mock_create(0);
     dp_pool_t *pool = fault_pool(m);
-    size_t n = 3 * stats(pool).objs_per_page;
+    size_t n = 3 * tu_stats(pool).objs_per_page;
     dp_mock_fail_nth(m, 2);
     void **objs = calloc(n, sizeof *objs);
     for (size_t i = 0; i < n; i++)
         cr_assert_not_null(objs[i] = dp_pool_get(pool, DP_WAITOK));
-    cr_assert_eq(counters(m).alloc_failures, 1);
-    cr_assert_eq(counters(m).allocs, 3);
+    cr_assert_eq(tu_counters(m).alloc_failures, 1);
+    cr_assert_eq(tu_counters(m).allocs, 3);
     assert_failures_agree(pool, m);
     for (size_t i = 0; i < n; i++)
         dp_pool_put(pool, objs[i]);
@@ -281,11 +250,11 @@ Test(faults, waitok_get_sleeps_while_the_provider_fails_and_succeeds_once_it_rec
     dp_reclaim_step();
     pthread_join(t, NULL);
     cr_assert_not_null(g.obj, "DP_WAITOK get failed: errno %d", g.err);
-    dp_pool_stats_t s = stats(pool);
+    dp_pool_stats_t s = tu_stats(pool);
     cr_assert_geq(s.gets_waited, 1);
     cr_assert_eq(s.gets_failed, 0);
     cr_assert_eq(s.waiting, 0);
-    cr_assert_gt(counters(m).alloc_failures, 0);
+    cr_assert_gt(tu_counters(m).alloc_failures, 0);
     assert_failures_agree(pool, m);
     dp_pool_put(pool, g.obj);
     assert_pool_works(pool);
@@ -313,7 +282,7 @@ Test(faults, every_sleeping_getter_succeeds_once_the_provider_recovers, .timeout
         for (int j = 0; j < i; j++)
             cr_assert_neq(g[i].obj, g[j].obj, "two getters got one object");
     }
-    dp_pool_stats_t s = stats(pool);
+    dp_pool_stats_t s = tu_stats(pool);
     cr_assert_geq(s.gets_waited, N);
     cr_assert_eq(s.objs_inuse, N);
     assert_failures_agree(pool, m);
@@ -327,14 +296,14 @@ Test(faults, nowait_gets_fail_at_provider_capacity_and_work_when_it_grows)
 {
     dp_mock_t *m = dp_mock_create(2);
     dp_pool_t *pool = fault_pool(m);
-    size_t n = 2 * stats(pool).objs_per_page;
+    size_t n = 2 * tu_stats(pool).objs_per_page;
     void **objs = calloc(n, sizeof *objs);
     for (size_t i = 0; i < n; i++)
         cr_assert_not_null(objs[i] = dp_pool_get(pool, DP_NOWAIT));
     errno = 0;
     cr_assert_null(dp_pool_get(pool, DP_NOWAIT));
     cr_assert_eq(errno, ENOMEM);
-    cr_assert_eq(counters(m).alloc_failures, 1);
+    cr_assert_eq(tu_counters(m).alloc_failures, 1);
     assert_failures_agree(pool, m);
 
     dp_mock_set_capacity(m, 0);
@@ -352,12 +321,12 @@ Test(faults, prime_fails_with_enomem_when_the_provider_fails)
 {
     dp_mock_t *m = dp_mock_create(0);
     dp_pool_t *pool = fault_pool(m);
-    size_t opp = stats(pool).objs_per_page;
+    size_t opp = tu_stats(pool).objs_per_page;
     dp_mock_fail_after(m, 1); /* the first page comes, the rest do not */
     errno = 0;
     cr_assert_eq(dp_pool_prime(pool, 3 * opp), -1);
     cr_assert_eq(errno, ENOMEM);
-    cr_assert_eq(counters(m).allocs, 1);
+    cr_assert_eq(tu_counters(m).allocs, 1);
     assert_failures_agree(pool, m);
     cr_assert_eq(dp_pool_check(pool), 0);
     dp_mock_fail_clear(m);
@@ -381,7 +350,7 @@ static void *churn_main(void *arg)
     size_t held = 0;
     uint64_t rng = c->seed;
     for (unsigned i = 0; i < c->steps; i++) {
-        uint64_t r = rng_next(&rng);
+        uint64_t r = tu_rng(&rng);
         if (held < c->cap && (held == 0 || r % 100 < 55)) {
             void *o = dp_pool_get(c->pool, DP_WAITOK);
             if (!o) {
@@ -409,12 +378,12 @@ Test(faults, concurrent_waitok_gets_all_succeed_under_random_provider_failures,
     enum { T = 2 };
     dp_mock_t *m = dp_mock_create(0);
     dp_pool_t *pool = fault_pool(m);
-    size_t opp = stats(pool).objs_per_page;
+    size_t opp = tu_stats(pool).objs_per_page;
     dp_mock_fail_random(m, 500000, 42);
     struct churner c[T];
     pthread_t t[T];
     for (int i = 0; i < T; i++) {
-        c[i] = (struct churner){.pool = pool, .steps = scaled(8000),
+        c[i] = (struct churner){.pool = pool, .steps = tu_scaled(8000),
                                 .seed = 1000 + (uint64_t)i, .cap = 3 * opp};
         cr_assert_eq(pthread_create(&t[i], NULL, churn_main, &c[i]), 0);
     }
@@ -422,8 +391,8 @@ Test(faults, concurrent_waitok_gets_all_succeed_under_random_provider_failures,
         pthread_join(t[i], NULL);
         cr_assert_eq(atomic_load(&c[i].failed), 0, "a DP_WAITOK get failed");
     }
-    cr_assert_gt(counters(m).alloc_failures, 0, "the injection did not bite");
-    dp_pool_stats_t s = stats(pool);
+    cr_assert_gt(tu_counters(m).alloc_failures, 0, "the injection did not bite");
+    dp_pool_stats_t s = tu_stats(pool);
     cr_assert_eq(s.objs_inuse, 0);
     cr_assert_eq(s.gets_failed, 0);
     assert_failures_agree(pool, m);

@@ -23,6 +23,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "testutil.h"
+
 /* ThreadSanitizer kills a child that starts threads after a multi-threaded
  * fork unless told otherwise; restarting the reclaim thread is the point. */
 #if defined(__has_feature)
@@ -43,16 +45,6 @@ const char *__tsan_default_options(void) { return "die_after_fork=0"; }
 
 /* ---------------------------------------------------------------- helpers */
 
-static unsigned scaled(unsigned n)
-{
-    const char *s = getenv("DP_TEST_SCALE");
-    long div = s ? strtol(s, NULL, 10) : 1;
-    if (div < 1)
-        div = 1;
-    n /= (unsigned)div;
-    return n ? n : 1;
-}
-
 #define CHILD_CHECK(cond)                                                    \
     do {                                                                     \
         if (!(cond)) {                                                       \
@@ -61,21 +53,6 @@ static unsigned scaled(unsigned n)
             _exit(1);                                                        \
         }                                                                    \
     } while (0)
-
-static dp_mock_counters_t counters(dp_mock_t *m)
-{
-    dp_mock_counters_t c;
-    dp_mock_counters(m, &c);
-    return c;
-}
-
-static dp_pool_stats_t stats(dp_pool_t *pool)
-{
-    dp_pool_stats_t s;
-    memset(&s, 0, sizeof s);
-    dp_pool_stats(pool, &s);
-    return s;
-}
 
 static dp_reclaim_info_t info(void)
 {
@@ -127,7 +104,7 @@ static void finish(dp_pool_t *pool, dp_mock_t *m)
     cr_assert_eq(dp_pool_check(pool), 0);
     dp_pool_destroy(pool);
     dp_reclaim_stop(); /* a thread left running slows exit under TSan */
-    dp_mock_counters_t c = counters(m);
+    dp_mock_counters_t c = tu_counters(m);
     cr_assert_eq(c.allocs, c.frees, "pages leaked: %" PRIu64 " allocated, %"
                  PRIu64 " freed", c.allocs, c.frees);
     dp_mock_destroy(m);
@@ -179,7 +156,7 @@ Test(fork, child_can_get_and_put_from_pools_live_at_fork, .timeout = 120)
      * inside the mock provider (which has no fork handlers) at the fork. */
     dp_pool_t *pool = fork_pool(m, 0, 0);
     cr_assert(info().running);
-    size_t opp = stats(pool).objs_per_page, nlive = opp + 3;
+    size_t opp = tu_stats(pool).objs_per_page, nlive = opp + 3;
     void **live = calloc(nlive, sizeof *live);
     for (size_t i = 0; i < nlive; i++) {
         cr_assert_not_null(live[i] = dp_pool_get(pool, DP_WAITOK));
@@ -194,7 +171,7 @@ Test(fork, child_can_get_and_put_from_pools_live_at_fork, .timeout = 120)
         child_get_put(pool, 3 * opp);
         for (size_t i = 0; i < nlive; i++)
             dp_pool_put(pool, live[i]);
-        dp_pool_stats_t s = stats(pool);
+        dp_pool_stats_t s = tu_stats(pool);
         CHILD_CHECK(s.objs_inuse == 0);
         CHILD_CHECK(dp_pool_check(pool) == 0);
         child_get_put(pool, 2 * opp);
@@ -214,7 +191,7 @@ Test(fork, child_can_get_and_put_from_pools_live_at_fork, .timeout = 120)
 static dp_pool_t *pool_with_empty_pages(dp_mock_t *m)
 {
     dp_pool_t *pool = fork_pool(m, DP_POOL_NOTHREAD, 1);
-    size_t n = 4 * stats(pool).objs_per_page;
+    size_t n = 4 * tu_stats(pool).objs_per_page;
     void **objs = calloc(n, sizeof *objs);
     for (size_t i = 0; i < n; i++)
         cr_assert_not_null(objs[i] = dp_pool_get(pool, DP_WAITOK));
@@ -222,7 +199,7 @@ static dp_pool_t *pool_with_empty_pages(dp_mock_t *m)
         dp_pool_put(pool, objs[i]);
     free(objs);
     dp_thread_cache_flush(); /* cached objects would pin their pages */
-    cr_assert_eq(stats(pool).pages_empty, 4);
+    cr_assert_eq(tu_stats(pool).pages_empty, 4);
     cr_assert_eq(dp_reclaim_start(), 0);
     cr_assert_eq(dp_reclaim_sync(), 0);
     cr_assert(info().running);
@@ -241,12 +218,12 @@ Test(fork, child_reclaim_thread_is_running_and_sync_drives_reclamation, .timeout
         CHILD_CHECK(dp_reclaim_sync() == 0);
         CHILD_CHECK(info().passes > i0.passes);
         /* The child's own thread ages out the child's pages. */
-        CHILD_CHECK(stats(pool).pages_empty == 4);
+        CHILD_CHECK(tu_stats(pool).pages_empty == 4);
         dp_mock_clock_advance(m, AGE + 1);
         CHILD_CHECK(dp_reclaim_sync() == 0);
-        CHILD_CHECK(stats(pool).pages_empty == 1);
-        CHILD_CHECK(counters(m).frees == 3);
-        child_get_put(pool, 2 * stats(pool).objs_per_page);
+        CHILD_CHECK(tu_stats(pool).pages_empty == 1);
+        CHILD_CHECK(tu_counters(m).frees == 3);
+        child_get_put(pool, 2 * tu_stats(pool).objs_per_page);
         _exit(0);
     }
     wait_child_ok(pid);
@@ -265,8 +242,8 @@ Test(fork, parent_keeps_its_reclaim_thread_and_pages_after_fork, .timeout = 120)
         dp_mock_clock_advance(m, AGE + 1);
         CHILD_CHECK(dp_reclaim_sync() == 0);
         dp_pool_reclaim(pool);
-        CHILD_CHECK(stats(pool).pages_empty == 1);
-        CHILD_CHECK(counters(m).frees == 3);
+        CHILD_CHECK(tu_stats(pool).pages_empty == 1);
+        CHILD_CHECK(tu_counters(m).frees == 3);
         _exit(0);
     }
     wait_child_ok(pid);
@@ -275,11 +252,11 @@ Test(fork, parent_keeps_its_reclaim_thread_and_pages_after_fork, .timeout = 120)
     cr_assert(i0.running);
     cr_assert_eq(dp_reclaim_sync(), 0);
     cr_assert_gt(info().passes, i0.passes);
-    cr_assert_eq(stats(pool).pages_empty, 4, "the child's reclaim reached the parent");
-    cr_assert_eq(counters(m).frees, 0);
+    cr_assert_eq(tu_stats(pool).pages_empty, 4, "the child's reclaim reached the parent");
+    cr_assert_eq(tu_counters(m).frees, 0);
     dp_mock_clock_advance(m, AGE + 1);
     cr_assert_eq(dp_reclaim_sync(), 0);
-    cr_assert_eq(stats(pool).pages_empty, 1);
+    cr_assert_eq(tu_stats(pool).pages_empty, 1);
     finish(pool, m);
 }
 
@@ -339,7 +316,7 @@ Test(fork, pool_in_use_by_another_thread_at_fork_still_works_in_the_child, .time
      * mock provider when fork() runs. */
     dp_pool_t *pool = fork_pool(m, 0, 0);
     cr_assert(info().running);
-    size_t opp = stats(pool).objs_per_page;
+    size_t opp = tu_stats(pool).objs_per_page;
 
     struct worker w = {.pool = pool, .batch = 2 * opp};
     pthread_mutex_init(&w.mu, NULL);
@@ -351,7 +328,7 @@ Test(fork, pool_in_use_by_another_thread_at_fork_still_works_in_the_child, .time
         pthread_cond_wait(&w.cv, &w.mu);
     pthread_mutex_unlock(&w.mu);
 
-    unsigned forks = scaled(40);
+    unsigned forks = tu_scaled(40);
     for (unsigned f = 0; f < forks; f++) {
         pid_t pid = fork_now();
         if (pid == 0) {
@@ -370,6 +347,6 @@ Test(fork, pool_in_use_by_another_thread_at_fork_still_works_in_the_child, .time
     atomic_store(&w.stop, 1);
     pthread_join(t, NULL);
     cr_assert_eq(atomic_load(&w.bad), 0, "the worker saw a failed get or a corrupted object");
-    cr_assert_eq(stats(pool).objs_inuse, 0);
+    cr_assert_eq(tu_stats(pool).objs_inuse, 0);
     finish(pool, m);
 }

@@ -19,42 +19,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "testutil.h"
+
 /* ---------------------------------------------------------------- helpers */
 
 /* Iteration counts are divided by DP_TEST_SCALE (4 under ASan, 10 TSan). */
-static unsigned scaled(unsigned n)
-{
-    const char *s = getenv("DP_TEST_SCALE");
-    long div = s ? strtol(s, NULL, 10) : 1;
-    if (div < 1)
-        div = 1;
-    n /= (unsigned)div;
-    return n ? n : 1;
-}
-
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return *s = x;
-}
-
-static dp_mock_counters_t counters(dp_mock_t *m)
-{
-    dp_mock_counters_t c;
-    dp_mock_counters(m, &c);
-    return c;
-}
-
-static dp_pool_stats_t stats(dp_pool_t *pool)
-{
-    dp_pool_stats_t s;
-    cr_assert_eq(dp_pool_stats(pool, &s), 0, "dp_pool_stats failed");
-    return s;
-}
-
 static void mock_attr(dp_pool_attr_t *a, dp_mock_t *m)
 {
     dp_pool_attr_init(a);
@@ -80,7 +49,7 @@ static void finish(dp_pool_t *pool, dp_mock_t *m)
 {
     cr_assert_eq(dp_pool_check(pool), 0, "invariants broken before destroy");
     dp_pool_destroy(pool);
-    dp_mock_counters_t c = counters(m);
+    dp_mock_counters_t c = tu_counters(m);
     cr_assert_eq(c.allocs, c.frees,
                  "pages leaked: %" PRIu64 " allocated, %" PRIu64 " freed",
                  c.allocs, c.frees);
@@ -126,21 +95,21 @@ Test(pool, get_returns_an_object_and_put_takes_it_back)
     void *o = dp_pool_get(pool, DP_WAITOK);
     cr_assert_not_null(o);
     memset(o, 0x5a, 64);
-    dp_pool_stats_t s = stats(pool);
+    dp_pool_stats_t s = tu_stats(pool);
     cr_assert_eq(s.gets, 1);
     cr_assert_eq(s.puts, 0);
     cr_assert_eq(s.objs_inuse, 1);
     cr_assert_eq(s.pages, 1);
 
     dp_pool_put(pool, o);
-    s = stats(pool);
+    s = tu_stats(pool);
     cr_assert_eq(s.puts, 1);
     cr_assert_eq(s.objs_inuse, 0);
 
     /* The page is kept (queued empty), so a second get needs no provider. */
     void *o2 = dp_pool_get(pool, DP_NOWAIT);
     cr_assert_not_null(o2);
-    cr_assert_eq(counters(m).allocs, 1);
+    cr_assert_eq(tu_counters(m).allocs, 1);
     dp_pool_put(pool, o2);
     finish(pool, m);
 }
@@ -150,7 +119,7 @@ Test(pool, objects_are_distinct_and_lie_inside_pages_from_the_provider)
     dp_mock_t *m = dp_mock_create(0);
     const size_t objsize = 72;
     dp_pool_t *pool = mock_pool(m, "distinct", objsize);
-    dp_pool_stats_t s = stats(pool);
+    dp_pool_stats_t s = tu_stats(pool);
     size_t opp = s.objs_per_page, ps = s.pagesize;
     size_t n = 3 * opp + opp / 2 + 1;
 
@@ -184,7 +153,7 @@ Test(pool, objects_are_distinct_and_lie_inside_pages_from_the_provider)
         if (i == 0 || page_of(sorted[i - 1], ps) != base)
             distinct_pages++;
     }
-    s = stats(pool);
+    s = tu_stats(pool);
     cr_assert_eq(distinct_pages, s.pages);
     cr_assert_eq(s.pages, (n + opp - 1) / opp, "pages should be full before new ones");
 
@@ -205,7 +174,7 @@ Test(pool, alignment_is_honoured_for_every_power_of_two_from_8_to_4096)
         a.align = align;
         dp_pool_t *pool = dp_pool_create("aligned", 24, &a);
         cr_assert_not_null(pool, "align %zu rejected", align);
-        size_t opp = stats(pool).objs_per_page;
+        size_t opp = tu_stats(pool).objs_per_page;
         size_t n = 2 * opp + 1;
         void **objs = calloc(n, sizeof *objs);
         for (size_t i = 0; i < n; i++) {
@@ -219,7 +188,7 @@ Test(pool, alignment_is_honoured_for_every_power_of_two_from_8_to_4096)
         free(objs);
         cr_assert_eq(dp_pool_check(pool), 0);
         dp_pool_destroy(pool);
-        dp_mock_counters_t c = counters(m);
+        dp_mock_counters_t c = tu_counters(m);
         cr_assert_eq(c.allocs, c.frees, "align %zu leaked pages", align);
     }
     dp_mock_destroy(m);
@@ -233,7 +202,7 @@ Test(pool, default_alignment_is_8_below_16_bytes_and_16_from_16_bytes)
     dp_mock_t *m = dp_mock_create(0);
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         dp_pool_t *pool = mock_pool(m, "defalign", cases[c].objsize);
-        size_t n = 2 * stats(pool).objs_per_page;
+        size_t n = 2 * tu_stats(pool).objs_per_page;
         void **objs = calloc(n, sizeof *objs);
         for (size_t i = 0; i < n; i++) {
             objs[i] = dp_pool_get(pool, DP_WAITOK);
@@ -247,7 +216,7 @@ Test(pool, default_alignment_is_8_below_16_bytes_and_16_from_16_bytes)
         free(objs);
         dp_pool_destroy(pool);
     }
-    dp_mock_counters_t c = counters(m);
+    dp_mock_counters_t c = tu_counters(m);
     cr_assert_eq(c.allocs, c.frees);
     dp_mock_destroy(m);
 }
@@ -259,7 +228,7 @@ Test(pool, zero_flag_zeroes_an_object_whose_memory_was_dirtied)
         dp_mock_t *m = dp_mock_create(0);
         const size_t objsize = 200;
         dp_pool_t *pool = mock_pool(m, "zero", objsize);
-        size_t n = 2 * stats(pool).objs_per_page;
+        size_t n = 2 * tu_stats(pool).objs_per_page;
         void **objs = calloc(n, sizeof *objs);
         /* Dirty every object of two full pages, then give them back. */
         for (size_t i = 0; i < n; i++) {
@@ -270,8 +239,8 @@ Test(pool, zero_flag_zeroes_an_object_whose_memory_was_dirtied)
         for (size_t i = 0; i < n; i++)
             dp_pool_put(pool, objs[i]);
         dp_thread_cache_flush();
-        uint64_t allocs = counters(m).allocs;
-        cr_assert_eq(stats(pool).pages_empty, 2);
+        uint64_t allocs = tu_counters(m).allocs;
+        cr_assert_eq(tu_stats(pool).pages_empty, 2);
 
         /* The same dirty memory comes back, zeroed. */
         for (size_t i = 0; i < n; i++) {
@@ -282,7 +251,7 @@ Test(pool, zero_flag_zeroes_an_object_whose_memory_was_dirtied)
                              b, (void *)o, modes[k]);
             objs[i] = o;
         }
-        cr_assert_eq(counters(m).allocs, allocs, "DP_ZERO gets should reuse the dirty pages");
+        cr_assert_eq(tu_counters(m).allocs, allocs, "DP_ZERO gets should reuse the dirty pages");
         for (size_t i = 0; i < n; i++)
             dp_pool_put(pool, objs[i]);
         free(objs);
@@ -305,7 +274,7 @@ Test(pool, zero_gets_can_use_every_object_of_the_pool)
         a.lowat = 0;
         dp_pool_t *pool = dp_pool_create("zero1", 128, &a);
         cr_assert_not_null(pool);
-        size_t n = stats(pool).objs_per_page;
+        size_t n = tu_stats(pool).objs_per_page;
         void **objs = calloc(n, sizeof *objs);
         for (int round = 0; round < 2; round++) {
             for (size_t i = 0; i < n; i++) {
@@ -334,7 +303,7 @@ Test(pool, stats_report_the_pool_geometry_and_configuration)
     const char *longname = "a-pool-name-that-is-longer-than-thirty-one-bytes";
     dp_pool_t *pool = dp_pool_create(longname, 40, &a);
     cr_assert_not_null(pool);
-    dp_pool_stats_t s = stats(pool);
+    dp_pool_stats_t s = tu_stats(pool);
 
     cr_assert_eq(strlen(s.name), 31);
     cr_assert_eq(strncmp(s.name, longname, 31), 0, "name is '%s'", s.name);
@@ -349,7 +318,7 @@ Test(pool, stats_report_the_pool_geometry_and_configuration)
     cr_assert_eq(s.hiwat, 10);
     cr_assert_eq(s.reclaim_age_ns, 500000000ull);
     cr_assert_eq(s.pages, 0, "pages come lazily");
-    cr_assert_eq(counters(m).alloc_calls, 0, "create must not call the provider");
+    cr_assert_eq(tu_counters(m).alloc_calls, 0, "create must not call the provider");
     finish(pool, m);
 }
 
@@ -364,7 +333,7 @@ Test(pool, default_pagesize_is_the_smallest_power_of_two_from_64k_holding_eight_
         mock_attr(&a, m);
         dp_pool_t *pool = dp_pool_create("defpage", sizes[k], &a);
         cr_assert_not_null(pool);
-        dp_pool_stats_t s = stats(pool);
+        dp_pool_stats_t s = tu_stats(pool);
         size_t expect = DP_PAGESIZE_DEFAULT_MIN;
         while (expect / s.slotsize < 8 && expect < ((size_t)1 << 20))
             expect *= 2;
@@ -382,7 +351,7 @@ Test(pool, default_pagesize_is_the_smallest_power_of_two_from_64k_holding_eight_
         dp_pool_put(pool, o);
         dp_pool_destroy(pool);
     }
-    dp_mock_counters_t c = counters(m);
+    dp_mock_counters_t c = tu_counters(m);
     cr_assert_eq(c.allocs, c.frees);
     dp_mock_destroy(m);
 }
@@ -391,7 +360,7 @@ Test(pool, stats_count_gets_puts_and_objects_in_use_exactly)
 {
     dp_mock_t *m = dp_mock_create(0);
     dp_pool_t *pool = mock_pool(m, "counts", 48);
-    size_t opp = stats(pool).objs_per_page;
+    size_t opp = tu_stats(pool).objs_per_page;
     size_t n = 2 * opp + 3;
     void **objs = calloc(n, sizeof *objs);
     for (size_t i = 0; i < n; i++) {
@@ -402,7 +371,7 @@ Test(pool, stats_count_gets_puts_and_objects_in_use_exactly)
     for (size_t i = 0; i < nput; i++)
         dp_pool_put(pool, objs[i]);
 
-    dp_pool_stats_t s = stats(pool);
+    dp_pool_stats_t s = tu_stats(pool);
     cr_assert_eq(s.gets, n);
     cr_assert_eq(s.puts, nput);
     cr_assert_eq(s.objs_inuse, n - nput);
@@ -421,7 +390,7 @@ Test(pool, stats_count_gets_puts_and_objects_in_use_exactly)
     for (size_t i = nput; i < n; i++)
         dp_pool_put(pool, objs[i]);
     dp_thread_cache_flush();
-    s = stats(pool);
+    s = tu_stats(pool);
     cr_assert_eq(s.puts, n);
     cr_assert_eq(s.objs_inuse, 0);
     cr_assert_eq(s.pages_empty, 3);
@@ -433,7 +402,7 @@ Test(pool, stats_pages_equal_pages_allocated_minus_pages_freed)
 {
     dp_mock_t *m = dp_mock_create(0);
     dp_pool_t *pool = mock_pool(m, "pages", 64);
-    dp_pool_stats_t s = stats(pool);
+    dp_pool_stats_t s = tu_stats(pool);
     size_t opp = s.objs_per_page, n = 4 * opp;
     void **objs = calloc(n, sizeof *objs);
     for (size_t i = 0; i < n; i++)
@@ -445,8 +414,8 @@ Test(pool, stats_pages_equal_pages_allocated_minus_pages_freed)
 
     for (size_t i = 0; i < 2 * opp; i++)
         cr_assert_not_null(objs[i] = dp_pool_get(pool, DP_WAITOK));
-    s = stats(pool);
-    dp_mock_counters_t c = counters(m);
+    s = tu_stats(pool);
+    dp_mock_counters_t c = tu_counters(m);
     cr_assert_eq(s.pages_alloc, c.allocs);
     cr_assert_eq(s.pages_freed, c.frees);
     cr_assert_eq(s.pages_freed, freed);
@@ -463,13 +432,13 @@ Test(pool, check_reports_consistency_after_random_get_put_sequences)
 {
     dp_mock_t *m = dp_mock_create(0);
     dp_pool_t *pool = mock_pool(m, "check", 56);
-    size_t opp = stats(pool).objs_per_page;
+    size_t opp = tu_stats(pool).objs_per_page;
     size_t cap = 6 * opp, held = 0;
     void **objs = calloc(cap, sizeof *objs);
     uint64_t rng = 0x9e3779b97f4a7c15ull;
-    unsigned steps = scaled(20000);
+    unsigned steps = tu_scaled(20000);
     for (unsigned i = 0; i < steps; i++) {
-        uint64_t r = rng_next(&rng);
+        uint64_t r = tu_rng(&rng);
         if (held < cap && (held == 0 || r % 100 < 52)) {
             objs[held] = dp_pool_get(pool, r & 256 ? DP_NOWAIT : DP_WAITOK);
             cr_assert_not_null(objs[held]);
@@ -485,7 +454,7 @@ Test(pool, check_reports_consistency_after_random_get_put_sequences)
             cr_assert_eq(dp_pool_check(pool), 0, "inconsistent after step %u", i);
     }
     cr_assert_eq(dp_pool_check(pool), 0);
-    cr_assert_eq(stats(pool).objs_inuse, held);
+    cr_assert_eq(tu_stats(pool).objs_inuse, held);
     while (held)
         dp_pool_put(pool, objs[--held]);
     cr_assert_eq(dp_pool_check(pool), 0);
@@ -498,15 +467,15 @@ Test(pool, objects_keep_their_contents_while_other_objects_come_and_go)
     dp_mock_t *m = dp_mock_create(0);
     const size_t objsize = 96;
     dp_pool_t *pool = mock_pool(m, "contents", objsize);
-    size_t opp = stats(pool).objs_per_page;
+    size_t opp = tu_stats(pool).objs_per_page;
     size_t cap = 5 * opp, held = 0;
     void **objs = calloc(cap, sizeof *objs);
     uint64_t *tags = calloc(cap, sizeof *tags);
     uint64_t rng = 12345, tag = 0;
-    unsigned steps = scaled(20000);
+    unsigned steps = tu_scaled(20000);
 
     for (unsigned i = 0; i < steps; i++) {
-        uint64_t r = rng_next(&rng);
+        uint64_t r = tu_rng(&rng);
         if (held < cap && (held == 0 || r % 2)) {
             void *o = dp_pool_get(pool, DP_WAITOK);
             cr_assert_not_null(o);
@@ -551,7 +520,7 @@ Test(pool, put_from_a_thread_that_never_used_the_pool_returns_the_objects)
 {
     dp_mock_t *m = dp_mock_create(0);
     dp_pool_t *pool = mock_pool(m, "cross", 64);
-    size_t opp = stats(pool).objs_per_page, n = 3 * opp;
+    size_t opp = tu_stats(pool).objs_per_page, n = 3 * opp;
     void **objs = calloc(n, sizeof *objs);
     for (size_t i = 0; i < n; i++)
         cr_assert_not_null(objs[i] = dp_pool_get(pool, DP_WAITOK));
@@ -561,7 +530,7 @@ Test(pool, put_from_a_thread_that_never_used_the_pool_returns_the_objects)
     cr_assert_eq(pthread_create(&t, NULL, put_all, &cp), 0);
     pthread_join(t, NULL);
 
-    dp_pool_stats_t s = stats(pool);
+    dp_pool_stats_t s = tu_stats(pool);
     cr_assert_eq(s.puts, n);
     cr_assert_eq(s.objs_inuse, 0);
     cr_assert_eq(s.pages_empty, 3);
@@ -569,7 +538,7 @@ Test(pool, put_from_a_thread_that_never_used_the_pool_returns_the_objects)
     /* The objects are reusable by the original thread without new pages. */
     for (size_t i = 0; i < n; i++)
         cr_assert_not_null(objs[i] = dp_pool_get(pool, DP_NOWAIT));
-    cr_assert_eq(counters(m).allocs, 3);
+    cr_assert_eq(tu_counters(m).allocs, 3);
     for (size_t i = 0; i < n; i++)
         dp_pool_put(pool, objs[i]);
     free(objs);
@@ -583,7 +552,7 @@ Test(pool, put_of_a_null_object_is_a_no_op)
     void *o = dp_pool_get(pool, DP_WAITOK);
     cr_assert_not_null(o);
     dp_pool_put(pool, NULL);
-    dp_pool_stats_t s = stats(pool);
+    dp_pool_stats_t s = tu_stats(pool);
     cr_assert_eq(s.puts, 0);
     cr_assert_eq(s.objs_inuse, 1);
     cr_assert_eq(dp_pool_check(pool), 0);
@@ -597,7 +566,7 @@ Test(pool, nowait_get_asks_the_provider_for_a_page_with_nowait)
     dp_pool_t *pool = mock_pool(m, "nowaitalloc", 64);
     void *o = dp_pool_get(pool, DP_NOWAIT);
     cr_assert_not_null(o);
-    dp_mock_counters_t c = counters(m);
+    dp_mock_counters_t c = tu_counters(m);
     cr_assert_eq(c.alloc_calls, 1);
     cr_assert_eq(c.nowait_allocs, 1);
     dp_mock_log_entry_t e;
@@ -619,12 +588,12 @@ Test(pool, get_serves_partial_pages_then_newest_empty_page_then_a_new_page)
     a.flags |= DP_POOL_NOCACHE;
     dp_pool_t *pool = dp_pool_create("order", 64, &a);
     cr_assert_not_null(pool);
-    dp_pool_stats_t s = stats(pool);
+    dp_pool_stats_t s = tu_stats(pool);
     size_t opp = s.objs_per_page, ps = s.pagesize, n = 3 * opp;
     void **objs = calloc(n, sizeof *objs);
     for (size_t i = 0; i < n; i++)
         cr_assert_not_null(objs[i] = dp_pool_get(pool, DP_WAITOK));
-    cr_assert_eq(counters(m).allocs, 3);
+    cr_assert_eq(tu_counters(m).allocs, 3);
 
     /* Name the three pages by one object each; the pages are full. */
     uintptr_t pa = page_of(objs[0], ps);
@@ -644,21 +613,21 @@ Test(pool, get_serves_partial_pages_then_newest_empty_page_then_a_new_page)
             dp_pool_put(pool, objs[i]);
             objs[i] = NULL;
         }
-    cr_assert_eq(stats(pool).pages_empty, 1);
+    cr_assert_eq(tu_stats(pool).pages_empty, 1);
     dp_mock_clock_advance(m, 1000);
     for (size_t i = 0; i < n; i++)
         if (objs[i] && page_of(objs[i], ps) == pc) {
             dp_pool_put(pool, objs[i]);
             objs[i] = NULL;
         }
-    cr_assert_eq(stats(pool).pages_empty, 2);
+    cr_assert_eq(tu_stats(pool).pages_empty, 2);
     for (size_t i = 0; i < n; i++)
         if (objs[i] && page_of(objs[i], ps) == pb) {
             dp_pool_put(pool, objs[i]);
             objs[i] = NULL;
             break;
         }
-    (void)stats(pool); /* collect B's change, as C's and A's were */
+    (void)tu_stats(pool); /* collect B's change, as C's and A's were */
 
     void **again = calloc(2 * opp + 2, sizeof *again);
     size_t k = 0;
@@ -672,10 +641,10 @@ Test(pool, get_serves_partial_pages_then_newest_empty_page_then_a_new_page)
         again[k] = dp_pool_get(pool, DP_WAITOK);
         cr_assert_eq(page_of(again[k], ps), pa, "older empty page A not next");
     }
-    cr_assert_eq(counters(m).allocs, 3, "a new page was taken too early");
+    cr_assert_eq(tu_counters(m).allocs, 3, "a new page was taken too early");
     again[k] = dp_pool_get(pool, DP_WAITOK);
     cr_assert_not_null(again[k++]);
-    cr_assert_eq(counters(m).allocs, 4);
+    cr_assert_eq(tu_counters(m).allocs, 4);
 
     for (size_t i = 0; i < k; i++)
         dp_pool_put(pool, again[i]);

@@ -26,25 +26,13 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "testutil.h"
+
 #define AGE 1000000000ull  /* reclaim_age_ns of every pool here (mock time) */
 #define OBJSIZE 64
 #define LONG_INTERVAL (3600ull * 1000000000ull)
 
 /* ---------------------------------------------------------------- helpers */
-
-static dp_mock_counters_t counters(dp_mock_t *m)
-{
-    dp_mock_counters_t c;
-    dp_mock_counters(m, &c);
-    return c;
-}
-
-static dp_pool_stats_t stats(dp_pool_t *pool)
-{
-    dp_pool_stats_t s;
-    cr_assert_eq(dp_pool_stats(pool, &s), 0, "dp_pool_stats failed");
-    return s;
-}
 
 static dp_reclaim_info_t info(void)
 {
@@ -76,7 +64,7 @@ static dp_pool_t *policy_pool(dp_mock_t *m, struct policy pol)
     a.reclaim_budget = pol.budget;
     dp_pool_t *pool = dp_pool_create("reclaim", OBJSIZE, &a);
     cr_assert_not_null(pool, "dp_pool_create: %s", strerror(errno));
-    dp_pool_stats_t s = stats(pool);
+    dp_pool_stats_t s = tu_stats(pool);
     cr_assert_eq(s.lowat, pol.lowat);
     cr_assert_eq(s.hiwat, pol.hiwat);
     return pool;
@@ -84,7 +72,7 @@ static dp_pool_t *policy_pool(dp_mock_t *m, struct policy pol)
 
 static size_t opp_of(dp_pool_t *pool)
 {
-    return stats(pool).objs_per_page;
+    return tu_stats(pool).objs_per_page;
 }
 
 /* On a pool with no pages yet: fill `npages` pages and put every object
@@ -93,16 +81,16 @@ static size_t opp_of(dp_pool_t *pool)
 static void make_empty_pages(dp_pool_t *pool, size_t npages)
 {
     size_t opp = opp_of(pool), n = npages * opp;
-    cr_assert_eq(stats(pool).pages, 0);
+    cr_assert_eq(tu_stats(pool).pages, 0);
     void **objs = calloc(n, sizeof *objs);
     for (size_t i = 0; i < n; i++)
         cr_assert_not_null(objs[i] = dp_pool_get(pool, DP_WAITOK));
-    cr_assert_eq(stats(pool).pages_empty, 0);
+    cr_assert_eq(tu_stats(pool).pages_empty, 0);
     for (size_t i = 0; i < n; i++)
         dp_pool_put(pool, objs[i]);
     free(objs);
     dp_thread_cache_flush();
-    dp_pool_stats_t s = stats(pool);
+    dp_pool_stats_t s = tu_stats(pool);
     cr_assert_eq(s.pages_empty, npages, "expected %zu empty pages, have %" PRIu64,
                  npages, s.pages_empty);
     cr_assert_eq(s.pages, npages);
@@ -113,7 +101,7 @@ static void finish(dp_pool_t *pool, dp_mock_t *m)
     cr_assert_eq(dp_pool_check(pool), 0, "invariants broken before destroy");
     dp_pool_destroy(pool);
     dp_reclaim_stop(); /* a thread left running slows exit under TSan */
-    dp_mock_counters_t c = counters(m);
+    dp_mock_counters_t c = tu_counters(m);
     cr_assert_eq(c.allocs, c.frees,
                  "pages leaked: %" PRIu64 " allocated, %" PRIu64 " freed",
                  c.allocs, c.frees);
@@ -202,25 +190,25 @@ static void scenario_age_and_lowat(const struct driver *d)
     cr_assert_eq(drv_pass(d), 0);
     dp_mock_clock_advance(m, AGE - 1);
     cr_assert_eq(drv_pass(d), 0, "pages returned before reclaim_age_ns");
-    dp_pool_stats_t s = stats(pool);
+    dp_pool_stats_t s = tu_stats(pool);
     cr_assert_eq(s.pages_empty, 6);
-    cr_assert_eq(counters(m).free_calls, 0);
+    cr_assert_eq(tu_counters(m).free_calls, 0);
 
     dp_mock_clock_advance(m, 2);
     size_t log0 = dp_mock_log_length(m);
     cr_assert_eq(drv_pass(d), 4, "aged pages beyond lowat not all returned");
     assert_free_thread(d, m, log0);
-    s = stats(pool);
+    s = tu_stats(pool);
     cr_assert_eq(s.pages_empty, 2, "lowat not kept");
     cr_assert_eq(s.pages, 2);
     cr_assert_eq(s.pages_freed, 4);
-    cr_assert_eq(counters(m).frees, 4);
+    cr_assert_eq(tu_counters(m).frees, 4);
 
     /* lowat pages are never aged out. */
     dp_mock_clock_advance(m, 10 * AGE);
     cr_assert_eq(drv_pass(d), 0);
-    cr_assert_eq(stats(pool).pages_empty, 2);
-    cr_assert_eq(counters(m).frees, 4);
+    cr_assert_eq(tu_stats(pool).pages_empty, 2);
+    cr_assert_eq(tu_counters(m).frees, 4);
     finish(pool, m);
 }
 
@@ -242,12 +230,12 @@ static void scenario_hiwat(const struct driver *d)
     drv_start(d);
     /* No clock movement at all: the excess goes by count alone. */
     drv_pass(d);
-    dp_pool_stats_t s = stats(pool);
+    dp_pool_stats_t s = tu_stats(pool);
     cr_assert_eq(s.pages_empty, 4, "pages beyond hiwat kept: %" PRIu64,
                  s.pages_empty);
-    cr_assert_eq(counters(m).frees, 5);
+    cr_assert_eq(tu_counters(m).frees, 5);
     cr_assert_eq(drv_pass(d), 0, "young pages within hiwat were returned");
-    cr_assert_eq(stats(pool).pages_empty, 4);
+    cr_assert_eq(tu_stats(pool).pages_empty, 4);
     finish(pool, m);
 }
 
@@ -269,9 +257,9 @@ static void scenario_refill(const struct driver *d)
     dp_reclaim_info_t i0 = info();
     drv_start(d);
     drv_pass(d);
-    dp_pool_stats_t s = stats(pool);
+    dp_pool_stats_t s = tu_stats(pool);
     cr_assert_eq(s.pages_empty, 3, "fresh pool not filled to lowat");
-    cr_assert_eq(counters(m).allocs, 3);
+    cr_assert_eq(tu_counters(m).allocs, 3);
     cr_assert_eq(info().pages_filled - i0.pages_filled, 3);
 
     /* Gets consume the ready pages without calling the provider. */
@@ -279,14 +267,14 @@ static void scenario_refill(const struct driver *d)
     void **objs = calloc(n, sizeof *objs);
     for (size_t i = 0; i < n; i++)
         cr_assert_not_null(objs[i] = dp_pool_get(pool, DP_NOWAIT));
-    cr_assert_eq(counters(m).alloc_calls, 3);
-    cr_assert_eq(stats(pool).pages_empty, 0);
+    cr_assert_eq(tu_counters(m).alloc_calls, 3);
+    cr_assert_eq(tu_stats(pool).pages_empty, 0);
 
     drv_pass(d);
-    s = stats(pool);
+    s = tu_stats(pool);
     cr_assert_eq(s.pages_empty, 3, "not refilled to lowat after gets");
     cr_assert_eq(s.pages, 6);
-    cr_assert_eq(counters(m).allocs, 6);
+    cr_assert_eq(tu_counters(m).allocs, 6);
     cr_assert_eq(info().pages_filled - i0.pages_filled, 6);
 
     for (size_t i = 0; i < n; i++)
@@ -294,8 +282,8 @@ static void scenario_refill(const struct driver *d)
     free(objs);
     dp_thread_cache_flush();
     cr_assert_eq(drv_pass(d), 0);
-    cr_assert_eq(stats(pool).pages_empty, 6);
-    cr_assert_eq(counters(m).allocs, 6, "refilled past lowat");
+    cr_assert_eq(tu_stats(pool).pages_empty, 6);
+    cr_assert_eq(tu_counters(m).allocs, 6, "refilled past lowat");
     finish(pool, m);
 }
 
@@ -320,10 +308,10 @@ static void scenario_refill_limit(const struct driver *d)
         cr_assert_not_null(objs[i] = dp_pool_get(pool, DP_WAITOK));
     drv_start(d);
     drv_pass(d);
-    dp_pool_stats_t s = stats(pool);
+    dp_pool_stats_t s = tu_stats(pool);
     cr_assert_eq(s.pages, 3, "refill went past max_pages");
     cr_assert_eq(s.pages_empty, 1);
-    cr_assert_eq(counters(m).allocs, 3);
+    cr_assert_eq(tu_counters(m).allocs, 3);
     for (size_t i = 0; i < n; i++)
         dp_pool_put(pool, objs[i]);
     free(objs);
@@ -358,21 +346,21 @@ Test(reclaim, waitok_get_hands_back_at_most_budget_aged_pages_per_call)
     void *objs[16];
     while (due > 0) {
         cr_assert_lt(gets, 16, "due pages never drained");
-        uint64_t f0 = counters(m).frees;
+        uint64_t f0 = tu_counters(m).frees;
         objs[gets] = dp_pool_get(pool, DP_WAITOK);
         cr_assert_not_null(objs[gets++]);
-        uint64_t freed = counters(m).frees - f0;
+        uint64_t freed = tu_counters(m).frees - f0;
         size_t want = due < budget ? due : budget;
         cr_assert_eq(freed, want, "get %zu returned %" PRIu64 " pages, want %zu",
                      gets, freed, want);
         due -= want;
     }
-    dp_pool_stats_t s = stats(pool);
+    dp_pool_stats_t s = tu_stats(pool);
     cr_assert_eq(s.pages_empty, 1, "lowat not kept by gets");
-    uint64_t f0 = counters(m).frees;
+    uint64_t f0 = tu_counters(m).frees;
     objs[gets] = dp_pool_get(pool, DP_WAITOK);
     cr_assert_not_null(objs[gets++]);
-    cr_assert_eq(counters(m).frees, f0, "a get returned a page that was not due");
+    cr_assert_eq(tu_counters(m).frees, f0, "a get returned a page that was not due");
     for (size_t i = 0; i < gets; i++)
         dp_pool_put(pool, objs[i]);
     finish(pool, m);
@@ -388,8 +376,8 @@ Test(reclaim, waitok_get_returns_pages_beyond_hiwat_without_ageing)
     /* The get takes one page: 7 empty, 3 past hiwat. */
     void *o = dp_pool_get(pool, DP_WAITOK);
     cr_assert_not_null(o);
-    cr_assert_eq(counters(m).frees, 3);
-    cr_assert_eq(stats(pool).pages_empty, 4);
+    cr_assert_eq(tu_counters(m).frees, 3);
+    cr_assert_eq(tu_stats(pool).pages_empty, 4);
     dp_pool_put(pool, o);
     finish(pool, m);
 }
@@ -403,8 +391,8 @@ Test(reclaim, waitok_get_returns_nothing_when_no_page_is_due)
     dp_mock_clock_advance(m, AGE - 1);
     void *o = dp_pool_get(pool, DP_WAITOK);
     cr_assert_not_null(o);
-    cr_assert_eq(counters(m).free_calls, 0);
-    cr_assert_eq(stats(pool).pages_empty, 5);
+    cr_assert_eq(tu_counters(m).free_calls, 0);
+    cr_assert_eq(tu_stats(pool).pages_empty, 5);
     dp_pool_put(pool, o);
     finish(pool, m);
 }
@@ -427,10 +415,10 @@ Test(reclaim, nowait_get_never_calls_provider_free_even_with_due_pages)
         for (size_t i = 0; i < n; i++)
             dp_pool_put(pool, objs[i]);
         dp_thread_cache_flush();
-        cr_assert_eq(stats(pool).pages_empty, 12);
+        cr_assert_eq(tu_stats(pool).pages_empty, 12);
         dp_mock_clock_advance(m, AGE + 1);
     }
-    dp_mock_counters_t c = counters(m);
+    dp_mock_counters_t c = tu_counters(m);
     cr_assert_eq(c.free_calls, 0, "a DP_NOWAIT get called the provider's free");
     cr_assert_eq(c.allocs, 12);
     free(objs);
@@ -446,8 +434,8 @@ Test(reclaim, pool_reclaim_returns_every_empty_page_beyond_lowat_regardless_of_a
     make_empty_pages(pool, 7);
     size_t n = dp_pool_reclaim(pool);
     cr_assert_eq(n, 5);
-    cr_assert_eq(counters(m).frees, 5);
-    dp_pool_stats_t s = stats(pool);
+    cr_assert_eq(tu_counters(m).frees, 5);
+    dp_pool_stats_t s = tu_stats(pool);
     cr_assert_eq(s.pages_empty, 2);
     cr_assert_eq(s.pages_freed, 5);
     cr_assert_eq(dp_pool_reclaim(pool), 0, "a second reclaim found more");
@@ -460,11 +448,11 @@ Test(reclaim, empty_oldest_age_follows_the_pool_clock)
     dp_mock_t *m = dp_mock_create(0);
     dp_pool_t *pool = policy_pool(
         m, (struct policy){.lowat = 1, .hiwat = 16, .flags = DP_POOL_NOCACHE});
-    cr_assert_eq(stats(pool).empty_oldest_age_ns, 0, "no empty page yet");
+    cr_assert_eq(tu_stats(pool).empty_oldest_age_ns, 0, "no empty page yet");
     make_empty_pages(pool, 2);
-    cr_assert_eq(stats(pool).empty_oldest_age_ns, 0);
+    cr_assert_eq(tu_stats(pool).empty_oldest_age_ns, 0);
     dp_mock_clock_advance(m, 12345);
-    cr_assert_eq(stats(pool).empty_oldest_age_ns, 12345);
+    cr_assert_eq(tu_stats(pool).empty_oldest_age_ns, 12345);
 
     /* A page emptied later does not make the oldest younger. */
     void *o = dp_pool_get(pool, DP_WAITOK);
@@ -472,12 +460,12 @@ Test(reclaim, empty_oldest_age_follows_the_pool_clock)
     dp_mock_clock_advance(m, 100);
     dp_pool_put(pool, o);
     dp_thread_cache_flush();
-    cr_assert_eq(stats(pool).empty_oldest_age_ns, 12445);
+    cr_assert_eq(tu_stats(pool).empty_oldest_age_ns, 12445);
 
     /* Reclaim keeps lowat = 1 page: the newest, emptied 0 ns ago. */
     cr_assert_eq(dp_pool_reclaim(pool), 1);
     dp_mock_clock_advance(m, 7);
-    cr_assert_eq(stats(pool).empty_oldest_age_ns, 7);
+    cr_assert_eq(tu_stats(pool).empty_oldest_age_ns, 7);
     finish(pool, m);
 }
 
@@ -489,7 +477,7 @@ Test(reclaim, primed_objects_are_served_by_nowait_gets_while_the_provider_fails)
     dp_pool_t *pool = policy_pool(m, (struct policy){.lowat = 1, .hiwat = 16});
     size_t opp = opp_of(pool), n = 3 * opp + opp / 2;
     cr_assert_eq(dp_pool_prime(pool, n), 0, "prime: %s", strerror(errno));
-    cr_assert_geq(stats(pool).reserve_objs, n);
+    cr_assert_geq(tu_stats(pool).reserve_objs, n);
 
     dp_mock_fail_after(m, 0);
     const dp_provider_t *prov = dp_mock_provider(m);
@@ -513,7 +501,7 @@ Test(reclaim, primed_pages_are_not_aged_out)
     dp_pool_t *pool = policy_pool(m, (struct policy){.lowat = 1, .hiwat = 16});
     size_t opp = opp_of(pool), n = 4 * opp;
     cr_assert_eq(dp_pool_prime(pool, n), 0);
-    uint64_t pages = stats(pool).pages;
+    uint64_t pages = tu_stats(pool).pages;
     cr_assert_geq(pages, 4);
 
     dp_mock_clock_advance(m, 100 * AGE);
@@ -524,8 +512,8 @@ Test(reclaim, primed_pages_are_not_aged_out)
     dp_pool_put(pool, o);
     cr_assert_eq(dp_reclaim_start(), 0);
     cr_assert_eq(dp_reclaim_sync(), 0);
-    cr_assert_eq(counters(m).free_calls, 0, "primed pages went back");
-    cr_assert_eq(stats(pool).pages, pages);
+    cr_assert_eq(tu_counters(m).free_calls, 0, "primed pages went back");
+    cr_assert_eq(tu_stats(pool).pages, pages);
 
     dp_mock_fail_after(m, 0);
     void **objs = calloc(n, sizeof *objs);
