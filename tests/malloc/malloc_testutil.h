@@ -5,6 +5,7 @@
 #ifndef DP_MALLOC_TESTUTIL_H
 #define DP_MALLOC_TESTUTIL_H
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,30 @@ static inline size_t mt_check(const void *p, size_t n, uintptr_t seed)
         if (c[i] != mt_pat(seed, i))
             return i;
     return n;
+}
+
+/* A one-shot gate: threads wait until it is opened (no sleeps). */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int open;
+} gate_t;
+#define GATE_INIT {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0}
+
+static inline void gate_open(gate_t *g)
+{
+    pthread_mutex_lock(&g->mu);
+    g->open = 1;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static inline void gate_wait(gate_t *g)
+{
+    pthread_mutex_lock(&g->mu);
+    while (!g->open)
+        pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
 }
 
 /* C23 names glibc 2.36 does not declare. */

@@ -16,29 +16,6 @@
 
 #include "malloc_testutil.h"
 
-typedef struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int open;
-} gate_t;
-#define GATE_INIT {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0}
-
-static void gate_open(gate_t *g)
-{
-    pthread_mutex_lock(&g->mu);
-    g->open = 1;
-    pthread_cond_broadcast(&g->cv);
-    pthread_mutex_unlock(&g->mu);
-}
-
-static void gate_wait(gate_t *g)
-{
-    pthread_mutex_lock(&g->mu);
-    while (!g->open)
-        pthread_cond_wait(&g->cv, &g->mu);
-    pthread_mutex_unlock(&g->mu);
-}
-
 Test(malloc_nothread, background_thread_off_is_honoured)
 {
     void *p = malloc(10);
