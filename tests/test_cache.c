@@ -300,21 +300,12 @@ Test(cache, objects_put_by_other_threads_are_counted_exactly)
 Test(cache, immediate_mode_returns_the_page_inside_the_put_and_it_is_counted)
 {
     dp_mock_t *m = dp_mock_create(0);
-    dp_pool_attr_t a;
-    dp_pool_attr_init(&a);
-    a.provider = dp_mock_provider(m);
-    a.flags = DP_POOL_IMMEDIATE | DP_POOL_NOTHREAD;
-    a.lowat = 0;
-    dp_pool_t *p = dp_pool_create("immediate", 64, &a);
-    cr_assert_not_null(p);
+    dp_pool_t *p = mkpool(m, DP_POOL_IMMEDIATE, 0);
     void *o = dp_pool_get(p, DP_WAITOK);
     cr_assert_not_null(o);
-    dp_mock_counters_t c;
-    dp_mock_counters(m, &c);
-    cr_assert_eq(c.frees, 0);
+    cr_assert_eq(tu_counters(m).frees, 0);
     dp_pool_put(p, o);
-    dp_mock_counters(m, &c);
-    cr_assert_eq(c.frees, 1, "the put returned the page itself");
+    cr_assert_eq(tu_counters(m).frees, 1, "the put returned the page itself");
     dp_pool_stats_t s = tu_stats(p);
     cr_assert_eq(s.put_provider_calls, 1);
     cr_assert_eq(s.pages, 0);
@@ -325,8 +316,7 @@ Test(cache, immediate_mode_returns_the_page_inside_the_put_and_it_is_counted)
     o = dp_pool_get(q, DP_WAITOK);
     dp_pool_put(q, o);
     dp_thread_cache_flush();
-    dp_mock_counters(m, &c);
-    cr_assert_eq(c.frees, 1, "a default put never frees a page");
+    cr_assert_eq(tu_counters(m).frees, 1, "a default put never frees a page");
     cr_assert_eq(tu_stats(q).put_provider_calls, 0);
     cr_assert_eq(tu_stats(q).pages_empty, 1);
     dp_pool_destroy(q);
@@ -336,14 +326,7 @@ Test(cache, immediate_mode_returns_the_page_inside_the_put_and_it_is_counted)
 Test(cache, immediate_mode_releases_a_page_already_queued_by_an_earlier_put)
 {
     dp_mock_t *m = dp_mock_create(0);
-    dp_pool_attr_t a;
-    dp_pool_attr_init(&a);
-    a.provider = dp_mock_provider(m);
-    a.flags = DP_POOL_IMMEDIATE | DP_POOL_NOTHREAD;
-    a.lowat = 0;
-    a.pagesize = 4096;
-    dp_pool_t *p = dp_pool_create("immediate", 64, &a);
-    cr_assert_not_null(p);
+    dp_pool_t *p = mkpool(m, DP_POOL_IMMEDIATE, 0);
     size_t cap = tu_stats(p).objs_per_page;
     void **o = calloc(cap, sizeof *o);
     for (size_t i = 0; i < cap; i++)
@@ -353,9 +336,7 @@ Test(cache, immediate_mode_releases_a_page_already_queued_by_an_earlier_put)
     for (size_t i = 0; i < cap; i++)
         dp_pool_put(p, o[i]);
     free(o);
-    dp_mock_counters_t c;
-    dp_mock_counters(m, &c);
-    cr_assert_eq(c.frees, 1, "the emptying put returned the page");
+    cr_assert_eq(tu_counters(m).frees, 1, "the emptying put returned the page");
     cr_assert_eq(tu_stats(p).put_provider_calls, 1);
     finish(p, m);
 }
