@@ -131,8 +131,8 @@ static uint32_t page_take_locked(struct dp_pool *p, struct dp_page *pg,
     while (k < want) {
         void *o = pg->lfree;
         if (!o)
-            o = pg->lfree = atomic_exchange_explicit(&pg->xfree, NULL,
-                                                     memory_order_acquire);
+            o = atomic_exchange_explicit(&pg->xfree, NULL,
+                                         memory_order_acquire);
         if (o) {
             pg->lfree = *dp_link(p, o);
         } else if (pg->bump < pg->cap) {
@@ -531,20 +531,17 @@ static void debug_check_put(struct dp_pool *p, struct dp_page *pg, void *obj)
     }
 }
 
-/*
- * DP_POOL_IMMEDIATE: what a naive pool does when a put empties a page --
- * take the pool lock and give the page back to the provider right here,
- * inside the put.  It breaks deferpool's promise on purpose, so that the
- * benchmarks can show what deferral buys; put_provider_calls counts it.
- */
-static void immediate_release(struct dp_pool *p)
+/* Return every empty page beyond keep, regardless of age (explicit
+ * reclaim; and DP_POOL_IMMEDIATE puts, below).  Takes and drops the pool
+ * lock; the provider is called without it. */
+static size_t release_all_empty(struct dp_pool *p)
 {
     struct dp_page *due = NULL;
     pthread_mutex_lock(&p->lock);
     dp_drain_pending_locked(p, 0);
     dp_collect_due_locked(p, 0, SIZE_MAX, true, &due);
     pthread_mutex_unlock(&p->lock);
-    dp_release_pages(p, due);
+    return dp_release_pages(p, due);
 }
 
 /*
@@ -602,9 +599,13 @@ static void page_put_run(struct dp_pool *p, struct dp_page *pg, void *first,
             memory_order_relaxed));
         dp_wake_getters(p);
     }
-    /* Whoever queued it, an emptied page is on the pending queue now. */
+    /* DP_POOL_IMMEDIATE: what a naive pool does when a put empties a page
+     * -- take the pool lock and give the page back to the provider right
+     * here, inside the put.  It breaks deferpool's promise on purpose, so
+     * the benchmarks can show what deferral buys; put_provider_calls counts
+     * it.  Whoever queued it, an emptied page is on the pending queue now. */
     if (DP_UNLIKELY(p->flags & DP_POOL_IMMEDIATE) && (ns & DP_PG_COUNT) == 0)
-        immediate_release(p);
+        release_all_empty(p);
 }
 
 /* Put one object straight to its page (no thread cache). */
@@ -817,13 +818,8 @@ size_t dp_pool_reclaim(dp_pool_t *p)
         errno = EINVAL;
         return 0;
     }
-    struct dp_page *due = NULL;
     dp_tcache_drain_pool(p, false, false); /* cached objects pin pages */
-    pthread_mutex_lock(&p->lock);
-    dp_drain_pending_locked(p, 0);
-    dp_collect_due_locked(p, 0, SIZE_MAX, true, &due);
-    pthread_mutex_unlock(&p->lock);
-    return dp_release_pages(p, due);
+    return release_all_empty(p);
 }
 
 int dp_pool_prime(dp_pool_t *p, size_t nobjs)
