@@ -735,12 +735,7 @@ MC_EXPORT void free(void *p)
         return;
     struct dp_page *pg = dp_pagemap_get(p);
     if (DP_LIKELY(pg && pg->magic == DP_PAGE_MAGIC)) {
-        struct dp_pool *pool = pg->pool;
-        if (DP_LIKELY(dp_tcache_put(pool, p)))
-            return;
-        dp_in_put++;
-        dp_page_put(pool, p);
-        dp_in_put--;
+        dp_pool_put(pg->pool, p);
         return;
     }
     if (pg && pg->magic == MC_LARGE_MAGIC) {
