@@ -89,14 +89,12 @@ Test(cache, nocache_and_debug_pools_put_straight_to_the_page)
     }
 }
 
-/* A thread that fills its cache, then waits at `gate` until released. */
+/* A thread that fills its cache, then waits at `release` until opened. */
 struct sleeper {
     dp_pool_t *pool;
     int n;
     pthread_barrier_t ready;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int release;
+    tu_gate_t release;
 };
 
 static void *sleeper_main(void *arg)
@@ -109,10 +107,7 @@ static void *sleeper_main(void *arg)
         dp_pool_put(s->pool, o[i]);
     free(o);
     pthread_barrier_wait(&s->ready);
-    pthread_mutex_lock(&s->mu);
-    while (!s->release)
-        pthread_cond_wait(&s->cv, &s->mu);
-    pthread_mutex_unlock(&s->mu);
+    tu_gate_wait(&s->release);
     return NULL;
 }
 
@@ -121,20 +116,15 @@ static void sleeper_start(struct sleeper *s, pthread_t *t, dp_pool_t *p,
 {
     s->pool = p;
     s->n = n;
-    s->release = 0;
+    s->release = (tu_gate_t)TU_GATE_INIT;
     pthread_barrier_init(&s->ready, NULL, 2);
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
     cr_assert_eq(pthread_create(t, NULL, sleeper_main, s), 0);
     pthread_barrier_wait(&s->ready);
 }
 
 static void sleeper_stop(struct sleeper *s, pthread_t t)
 {
-    pthread_mutex_lock(&s->mu);
-    s->release = 1;
-    pthread_cond_signal(&s->cv);
-    pthread_mutex_unlock(&s->mu);
+    tu_gate_open(&s->release);
     pthread_join(t, NULL);
 }
 
