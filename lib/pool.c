@@ -121,36 +121,54 @@ static void debug_mark_out(struct dp_pool *p, struct dp_page *pg, void *obj)
     }
 }
 
-/* Take up to `want` objects from one page into objs[], with one atomic
- * add for all of them.  Returns how many (fewer: page exhausted).  Carving
- * from the bump region touches no object memory. */
+/* Take up to `want` objects from one page into objs[].  Returns how many;
+ * fewer than `want` only when every object of the page is out, so the
+ * page can go on the full list: any later put then sees the count drop
+ * from full and queues the page again.  Order: the lock's free list, the
+ * putters' stack (one exchange), then the bump region, which touches no
+ * object memory.
+ *
+ * The count is raised once per batch.  A put pushes its object before it
+ * lowers the count, so when the page looked exhausted but the count after
+ * our add is below cap, puts have landed on the stack since our exchange:
+ * take them too rather than strand them on a full-listed page. */
 static uint32_t page_take_locked(struct dp_pool *p, struct dp_page *pg,
                                  uint32_t want, void **objs)
 {
     uint32_t k = 0;
-    while (k < want) {
+    for (;;) {
+        uint32_t k0 = k;
         void *o = pg->lfree;
         if (!o)
             o = atomic_exchange_explicit(&pg->xfree, NULL,
                                          memory_order_acquire);
-        if (o) {
-            pg->lfree = *dp_link(p, o);
-        } else if (pg->bump < pg->cap) {
-            o = pg->slots + (size_t)pg->bump * p->slotsize;
-            pg->bump++;
-        } else {
-            break;
+        while (o && k < want) {
+            objs[k++] = o;
+            o = *dp_link(p, o);
+        }
+        pg->lfree = o;
+        if (k < want && pg->bump < pg->cap) {
+            uint32_t n = pg->cap - pg->bump;
+            if (n > want - k)
+                n = want - k;
+            char *s = pg->slots + (size_t)pg->bump * p->slotsize;
+            for (uint32_t i = 0; i < n; i++, s += p->slotsize)
+                objs[k + i] = s;
+            pg->bump += n;
+            k += n;
         }
         if (p->debug)
-            debug_mark_out(p, pg, o);
-        objs[k++] = o;
+            for (uint32_t i = k0; i < k; i++)
+                debug_mark_out(p, pg, objs[i]);
+        /* Only lock holders increment; putters decrement.  Relaxed is
+         * enough for the objects handed out: one reaches a putter only
+         * through the user's own synchronisation, which orders this
+         * increment before its put. */
+        uint32_t s = atomic_fetch_add_explicit(&pg->state, k - k0,
+                                               memory_order_acquire);
+        if (k == want || (s & DP_PG_COUNT) + (k - k0) >= pg->cap)
+            return k;
     }
-    /* Only lock holders increment; putters decrement.  Relaxed is
-     * enough: an object reaches a putter only through the user's own
-     * synchronisation, which orders this increment before its put. */
-    if (k)
-        atomic_fetch_add_explicit(&pg->state, k, memory_order_relaxed);
-    return k;
 }
 
 /* Up to `want` objects into objs[]: partial pages first, then empty pages
