@@ -48,6 +48,7 @@
 #include <unistd.h>
 
 #define DP_HIDDEN __attribute__((visibility("hidden")))
+#define DP_NOINLINE __attribute__((noinline))
 #define DP_TLS __thread __attribute__((tls_model("initial-exec")))
 #define DP_LIKELY(x) __builtin_expect(!!(x), 1)
 #define DP_UNLIKELY(x) __builtin_expect(!!(x), 0)
@@ -232,15 +233,18 @@ static inline void **dp_link(const struct dp_pool *p, void *obj)
  * are touched only by the owner inside dp_tc_enter/dp_tc_leave, or by a
  * drainer that has claimed the cache.  The counters are also read by
  * statistics and the GC, hence atomic, but whoever owns the bin updates
- * them with plain relaxed load+store pairs: no RMW.  Gets served by the
- * bin are derived, not counted: ops = gets + puts and
- * net = gets - puts + n, so gets = (ops + net - n) / 2. */
+ * them with plain relaxed load+store pairs: no RMW.  Only gets are
+ * counted; a put touches n and its slot and nothing else (puts are
+ * derived: the pool's puts = gets - objects out). */
 #define DP_TC_MAXCAP 256 /* slots per bin; a pool's tc_max is at most this */
 struct dp_tbin {
     void **slots;          /* DP_TC_MAXCAP entries, [0, n) in use     */
-    struct dp_pool *pool;  /* pool of the objects; NULL: bin unused  */
+    struct dp_pool *pool;  /* pool of the objects; NULL: bin unused.
+                              Set by the slow paths: the put fast path
+                              runs only on a non-empty bin, which is
+                              bound already                          */
     _Atomic uint32_t n;    /* objects in the bin                     */
-    _Atomic uint64_t ops;  /* gets + puts served by the bin          */
+    _Atomic uint64_t gets; /* gets served by the bin                 */
     _Atomic int64_t net;   /* objects taken from pages minus objects
                               returned to pages through this bin     */
 };
@@ -248,7 +252,8 @@ struct dp_tbin {
 struct dp_tcache {
     _Atomic uint32_t active; /* owner: 1 inside a get/put             */
     _Atomic uint32_t drain;  /* drainer: 0, DP_TC_REQ, DP_TC_CLAIMED   */
-    uint64_t seen_ops;       /* dp_tcg.lock: sum of ops at the last GC */
+    uint64_t seen_sig;       /* dp_tcg.lock: bins' signature at the
+                                last GC (cache.c, dp_tcache_gc)      */
     struct dp_tcache *next, *prev; /* dp_tcg.lock                     */
     void **slotmem;          /* immutable: the bins' slot arrays       */
     struct dp_tbin bins[DP_TC_BINS];
@@ -303,17 +308,22 @@ static inline void *dp_tcache_get(struct dp_pool *p)
     if (DP_LIKELY(n != 0)) {
         o = b->slots[n - 1];
         atomic_store_explicit(&b->n, n - 1, DP_RLX);
-        DP_BUMP(&b->ops, 1);
+        DP_BUMP(&b->gets, 1);
     }
     dp_tc_leave(tc);
     return o;
 }
 
-DP_HIDDEN bool dp_tcache_put_slow(struct dp_pool *p, struct dp_tcache *tc,
+/* The bin is empty or full: bind it, flush its oldest objects if full,
+ * push obj.  Called inside dp_tc_enter; leaves. */
+DP_HIDDEN void dp_tcache_put_slow(struct dp_pool *p, struct dp_tcache *tc,
                                   void *obj);
 
-/* Fast path: obj into this thread's bin.  false: caller puts to the
- * page (no cache, or a drainer is at work on it right now). */
+/* Fast path: obj into this thread's bin, or hand it to the bin's slow
+ * path.  false: nothing done; the caller puts to the page (no cache, a
+ * drainer is at work on it, or a getter is waiting).  Written so that
+ * dp_pool_put's fast path needs no stack frame: both slow paths are
+ * tail calls. */
 static inline bool dp_tcache_put(struct dp_pool *p, void *obj)
 {
     struct dp_tcache *tc = dp_tc;
@@ -329,16 +339,18 @@ static inline bool dp_tcache_put(struct dp_pool *p, void *obj)
     }
     struct dp_tbin *b = &tc->bins[idx];
     uint32_t n = atomic_load_explicit(&b->n, DP_RLX);
-    if (DP_UNLIKELY(n >= p->tc_max))
-        return dp_tcache_put_slow(p, tc, obj); /* leaves the cache */
+    /* Full, or empty (the bin may not be bound to p yet): the slow path.
+     * One unsigned compare covers both. */
+    if (DP_UNLIKELY(n - 1 >= p->tc_max - 1)) {
+        dp_tcache_put_slow(p, tc, obj); /* leaves the cache */
+        return true;
+    }
     /* The flush that returns this object will write its link word: start
      * fetching the line for writing now, off the critical path, so the
      * flush (the put tail) does not wait for memory. */
     __builtin_prefetch((char *)obj + p->linkoff, 1, 3);
     b->slots[n] = obj;
-    b->pool = p;
     atomic_store_explicit(&b->n, n + 1, DP_RLX);
-    DP_BUMP(&b->ops, 1);
     dp_tc_leave(tc);
     return true;
 }

@@ -655,7 +655,9 @@ void dp_page_put_array(struct dp_pool *p, void *const *objs, uint32_t n)
     }
 }
 
-void dp_pool_put(dp_pool_t *p, void *obj)
+/* A put that does not go into a thread cache.  Out of line, so that
+ * dp_pool_put's fast path keeps no stack frame. */
+static DP_NOINLINE void put_uncached(struct dp_pool *p, void *obj)
 {
     if (DP_UNLIKELY(!obj))
         return;
@@ -663,11 +665,16 @@ void dp_pool_put(dp_pool_t *p, void *obj)
         errno = EINVAL;
         return;
     }
-    if (DP_LIKELY(dp_tcache_put(p, obj)))
-        return;
     dp_in_put++;
     dp_page_put(p, obj);
     dp_in_put--;
+}
+
+void dp_pool_put(dp_pool_t *p, void *obj)
+{
+    if (DP_LIKELY(p && obj) && DP_LIKELY(dp_tcache_put(p, obj)))
+        return;
+    put_uncached(p, obj);
 }
 
 /* ---- create / destroy --------------------------------------------------- */
