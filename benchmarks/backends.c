@@ -10,11 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-static size_t objsize;
+size_t dpb_objsize;
 
 _Noreturn void dpb_oom(void) {
     fprintf(stderr, "dpbench: %s: get of %zu bytes failed\n",
-            dpb_backend.name, objsize);
+            dpb_backend.name, dpb_objsize);
     abort();
 }
 
@@ -24,14 +24,14 @@ _Noreturn void dpb_oom(void) {
 #if defined(DPB_BACKEND_DEFERPOOL)
 #include <deferpool.h>
 
-static dp_pool_t *pool;
+dp_pool_t *dpb_dp_pool;
 /*
  * DP_WAITOK is what a user calls from ordinary (non-interrupt) context:
  * like malloc it never fails, and it is the get that pays for returning
  * due empty pages, so measuring it keeps that cost in the numbers.
  * DPB_DEFERPOOL_GET=nowait measures DP_NOWAIT instead.
  */
-static int get_flags = DP_WAITOK;
+int dpb_dp_flags = DP_WAITOK;
 
 static int dp_init(const dpb_backend_conf_t *conf) {
     dp_pool_attr_t attr;
@@ -50,17 +50,15 @@ static int dp_init(const dpb_backend_conf_t *conf) {
 #endif
     const char *g = getenv("DPB_DEFERPOOL_GET");
     if (g != NULL && strcmp(g, "nowait") == 0)
-        get_flags = DP_NOWAIT;
-    pool = dp_pool_create("dpbench", conf->objsize, &attr);
-    if (pool == NULL) {
+        dpb_dp_flags = DP_NOWAIT;
+    dpb_dp_pool = dp_pool_create("dpbench", conf->objsize, &attr);
+    if (dpb_dp_pool == NULL) {
         perror("dpbench: dp_pool_create");
         return -1;
     }
     return 0;
 }
-static void *dp_get(void) { return dp_pool_get(pool, get_flags); }
-static void dp_put(void *p) { dp_pool_put(pool, p); }
-static void dp_fini(void) { dp_pool_destroy(pool); }
+static void dp_fini(void) { dp_pool_destroy(dpb_dp_pool); }
 static const char *dp_ver(void) { return dp_version(); }
 
 #if defined(DPB_DEFERPOOL_IMMEDIATE)
@@ -71,7 +69,7 @@ static const char *dp_ver(void) { return dp_version(); }
 #define DPB_FLAGS ""
 #endif
 const dpb_backend_t dpb_backend = {
-    DPB_NAME, dp_init, dp_get, dp_put, dp_fini, dp_ver,
+    DPB_NAME, dp_init, dp_fini, dp_ver,
     "dp_pool_get(pool, DP_WAITOK) / dp_pool_put(pool, obj), one pool of "
     "the object size" DPB_FLAGS};
 #define DPB_LIB "libdeferpool"
@@ -87,12 +85,10 @@ static int gl_init(const dpb_backend_conf_t *conf) {
     (void)conf;
     return 0;
 }
-static void *gl_get(void) { return malloc(objsize); }
-static void gl_put(void *p) { free(p); }
 static void gl_fini(void) {}
 static const char *gl_ver(void) { return gnu_get_libc_version(); }
 
-const dpb_backend_t dpb_backend = {"glibc", gl_init, gl_get, gl_put, gl_fini,
+const dpb_backend_t dpb_backend = {"glibc", gl_init, gl_fini,
                                    gl_ver, "malloc(size) / free(obj)"};
 #define DPB_LIB "libc.so"
 #define DPB_ENTRY ((void *)malloc)
@@ -107,9 +103,6 @@ static int je_init(const dpb_backend_conf_t *conf) {
     (void)conf;
     return 0;
 }
-/* The sized, flag-taking API: the fastest jemalloc offers. */
-static void *je_get(void) { return mallocx(objsize, 0); }
-static void je_put(void *p) { sdallocx(p, objsize, 0); }
 static void je_fini(void) {}
 static const char *je_ver(void) {
     const char *v = "?";
@@ -118,7 +111,7 @@ static const char *je_ver(void) {
     return v;
 }
 
-const dpb_backend_t dpb_backend = {"jemalloc", je_init, je_get, je_put,
+const dpb_backend_t dpb_backend = {"jemalloc", je_init,
                                    je_fini, je_ver,
                                    "mallocx(size, 0) / sdallocx(obj, size, 0)"};
 #define DPB_LIB "libjemalloc"
@@ -134,8 +127,6 @@ static int mi_init(const dpb_backend_conf_t *conf) {
     (void)conf;
     return 0;
 }
-static void *mi_get(void) { return mi_malloc(objsize); }
-static void mi_put(void *p) { mi_free(p); }
 static void mi_fini(void) {}
 static const char *mi_ver(void) {
     static char buf[16];
@@ -144,7 +135,7 @@ static const char *mi_ver(void) {
     return buf;
 }
 
-const dpb_backend_t dpb_backend = {"mimalloc", mi_init, mi_get, mi_put,
+const dpb_backend_t dpb_backend = {"mimalloc", mi_init,
                                    mi_fini, mi_ver,
                                    "mi_malloc(size) / mi_free(obj)"};
 #define DPB_LIB "libmimalloc"
@@ -160,8 +151,6 @@ static int tc_init(const dpb_backend_conf_t *conf) {
     (void)conf;
     return 0;
 }
-static void *tc_get(void) { return tc_malloc(objsize); }
-static void tc_put(void *p) { tc_free(p); }
 static void tc_fini(void) {}
 static const char *tc_ver(void) {
     int a, b;
@@ -169,7 +158,7 @@ static const char *tc_ver(void) {
     return tc_version(&a, &b, &c);
 }
 
-const dpb_backend_t dpb_backend = {"tcmalloc", tc_init, tc_get, tc_put,
+const dpb_backend_t dpb_backend = {"tcmalloc", tc_init,
                                    tc_fini, tc_ver,
                                    "tc_malloc(size) / tc_free(obj)"};
 #define DPB_LIB "libtcmalloc"
@@ -250,7 +239,7 @@ void dpb_backend_check(char *desc, size_t len) {
 void dpb_backend_setup(size_t size, uint64_t reclaim_age_ns, char *desc,
                        size_t len) {
     dpb_backend_check(desc, len);
-    objsize = size;
+    dpb_objsize = size;
     dpb_backend_conf_t conf = {size, reclaim_age_ns};
     if (dpb_backend.init(&conf) != 0)
         exit(2);

@@ -14,8 +14,8 @@
 
 /* Get an object and write its first word, as any user would: the store
  * makes the object's cache line part of the cost for every allocator. */
-static inline void *dpb_get_touch(const dpb_backend_t *b) {
-    void *p = b->get();
+static inline void *dpb_get_touch(void) {
+    void *p = dpb_get();
     if (__builtin_expect(p == NULL, 0))
         dpb_oom();
     *(volatile uint64_t *)p = (uint64_t)(uintptr_t)p;

@@ -26,7 +26,6 @@
 static dpb_ring_t pc_ring;
 
 static void bm_prodcons(dpb_state_t *st) {
-    const dpb_backend_t *b = &dpb_backend;
     if (dpb_threads(st) != 2) {
         dpb_skip_with_error(st, "prodcons needs exactly 2 threads");
         return;
@@ -34,7 +33,7 @@ static void bm_prodcons(dpb_state_t *st) {
     if (dpb_thread_index(st) == 0) {
         while (dpb_keep_running_batch(st, STEP)) {
             for (int i = 0; i < STEP; i++) {
-                void *p = dpb_get_touch(b);
+                void *p = dpb_get_touch();
                 unsigned spins = 0;
                 while (!dpb_ring_push(&pc_ring, p))
                     dpb_cpu_relax(&spins);
@@ -47,7 +46,7 @@ static void bm_prodcons(dpb_state_t *st) {
                 unsigned spins = 0;
                 while ((p = dpb_ring_pop(&pc_ring)) == NULL)
                     dpb_cpu_relax(&spins);
-                b->put(p);
+                dpb_put(p);
             }
         }
         dpb_set_items(st, dpb_iterations(st));
@@ -62,7 +61,6 @@ static void *rnd_live[2][LIVE];
 static _Atomic int rnd_done[2];
 
 static void bm_random2t(dpb_state_t *st) {
-    const dpb_backend_t *b = &dpb_backend;
     if (dpb_threads(st) != 2) {
         dpb_skip_with_error(st, "random2t needs exactly 2 threads");
         return;
@@ -73,7 +71,7 @@ static void bm_random2t(dpb_state_t *st) {
     uint64_t remote = 0;
 
     for (int i = 0; i < LIVE; i++) /* untimed: before the start barrier */
-        live[i] = dpb_get_touch(b);
+        live[i] = dpb_get_touch();
     atomic_store(&rnd_done[me], 0);
     int64_t max = dpb_max_iterations(st), done = 0;
     while (dpb_keep_running_batch(st, STEP)) {
@@ -84,7 +82,7 @@ static void bm_random2t(dpb_state_t *st) {
             uint64_t r = dpb_rand(&seed);
             void *in = dpb_ring_pop(&rnd_ring[me]);
             if (in != NULL)
-                b->put(in);
+                dpb_put(in);
             size_t i = r & (LIVE - 1);
             void *old = live[i];
             if ((r >> 32) & 1) {
@@ -97,18 +95,18 @@ static void bm_random2t(dpb_state_t *st) {
                                              memory_order_relaxed))
                         break;
                     if ((in = dpb_ring_pop(&rnd_ring[me])) != NULL)
-                        b->put(in);
+                        dpb_put(in);
                     else
                         dpb_cpu_relax(&spins);
                 }
                 if (sent)
                     remote++;
                 else
-                    b->put(old);
+                    dpb_put(old);
             } else {
-                b->put(old);
+                dpb_put(old);
             }
-            live[i] = dpb_get_touch(b);
+            live[i] = dpb_get_touch();
         }
     }
     dpb_set_items(st, dpb_iterations(st));
@@ -116,9 +114,9 @@ static void bm_random2t(dpb_state_t *st) {
                 (double)remote / (double)dpb_iterations(st) / 2.0, false);
     void *in;
     while ((in = dpb_ring_pop(&rnd_ring[me])) != NULL)
-        b->put(in);
+        dpb_put(in);
     for (int i = 0; i < LIVE; i++)
-        b->put(live[i]);
+        dpb_put(live[i]);
 }
 
 void dpb_register_threads(void) {

@@ -2,7 +2,7 @@
  * direct_pairs.c -- the four 1-thread patterns of bench-<alloc>, without
  * the harness: direct calls to dp_pool_get/dp_pool_put and jemalloc's
  * mallocx/sdallocx in one loop, wall time per get+put pair.  A cross-check
- * of how much the benchmark harness's indirect call compresses the ratios
+ * of how much Google Benchmark's loop and the object touch add to the ratios
  * (docs/benchmarks.md, "Reading the numbers").  Not part of bench.sh:
  *
  *   cc -O2 -Iinclude benchmarks/direct_pairs.c build/bench/libdeferpool.a \

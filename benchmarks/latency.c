@@ -151,7 +151,6 @@ int main(int argc, char **argv) {
 
     char desc[512];
     dpb_backend_setup(64, 0, desc, sizeof(desc));
-    const dpb_backend_t *b = &dpb_backend;
     int marker = open("/dev/null", O_WRONLY | O_CLOEXEC);
     if (marker < 0) {
         perror("latency: /dev/null");
@@ -176,7 +175,7 @@ int main(int argc, char **argv) {
     size_t k = 0;
     for (long r = 0; r < rounds; r++) {
         for (long i = 0; i < nobj; i++) {
-            void *p = b->get();
+            void *p = dpb_get();
             if (p == NULL)
                 dpb_oom();
             *(volatile uint64_t *)p = (uint64_t)i;
@@ -192,7 +191,7 @@ int main(int argc, char **argv) {
         for (long i = 0; i < nobj; i++) {
             void *p = objs[i];
             uint64_t t0 = dpb_tsc_begin();
-            b->put(p);
+            dpb_put(p);
             uint64_t t1 = dpb_tsc_end();
             uint64_t d = t1 - t0;
             lat[k++] = d > UINT32_MAX ? UINT32_MAX : (uint32_t)d;
@@ -224,7 +223,7 @@ int main(int argc, char **argv) {
            p9999 = NS(0.9999), mx = dist_at(&d, total - 1) / tpn;
     printf("%-10s puts=%zu p50=%.1f p99=%.1f p99.9=%.1f p99.99=%.1f "
            "max=%.1f ns (timer overhead p50 %.1f ns)\n",
-           b->name, total, p50, p99, p999, p9999, mx, ovh[2048] / tpn);
+           dpb_backend.name, total, p50, p99, p999, p9999, mx, ovh[2048] / tpn);
 
     if (json != NULL) {
         FILE *f = fopen(json, "w");
@@ -243,7 +242,7 @@ int main(int argc, char **argv) {
                 "  \"p9999_ns\": %.2f,\n  \"max_ns\": %.2f,\n"
                 "  \"over_1us\": %" PRIu64 ",\n  \"over_10us\": %" PRIu64 ",\n"
                 "  \"over_100us\": %" PRIu64 "\n}\n",
-                b->name, b->version(), b->how, desc, rounds, nobj, idle_min,
+                dpb_backend.name, dpb_backend.version(), dpb_backend.how, desc, rounds, nobj, idle_min,
                 idle_max, total, tpn, ovh[2048] / tpn,
                 (double)(sum / (long double)total), p50, p90, p99, p999, p9999,
                 mx, over1, over10, over100);
@@ -258,6 +257,6 @@ int main(int argc, char **argv) {
         write_hist(f, &d, tpn);
         fclose(f);
     }
-    b->fini();
+    dpb_backend.fini();
     return 0;
 }

@@ -115,7 +115,6 @@ int main(int argc, char **argv) {
 
     char desc[512];
     dpb_backend_setup(64, (uint64_t)age_ms * 1000000u, desc, sizeof(desc));
-    const dpb_backend_t *b = &dpb_backend;
 
     statm_fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
     if (statm_fd < 0) {
@@ -151,7 +150,7 @@ int main(int argc, char **argv) {
         uint64_t t0 = dpb_now_ns();
         for (long bu = 0; bu < bursts; bu++) {
             for (size_t i = 0; i < per_burst; i++) {
-                void **p = b->get();
+                void **p = dpb_get();
                 if (p == NULL)
                     dpb_oom();
                 *p = head;
@@ -166,7 +165,7 @@ int main(int argc, char **argv) {
         uint64_t t1 = dpb_now_ns();
         while (head != NULL) {
             void *next = *(void **)head;
-            b->put(head);
+            dpb_put(head);
             head = next;
         }
         uint64_t t2 = dpb_now_ns();
@@ -220,10 +219,10 @@ int main(int argc, char **argv) {
                 "  \"reclaim_age_ms\": %ld,\n  \"sample_ms\": %ld,\n"
                 "  \"baseline_kib\": %llu,\n  \"peak_kib\": %llu,\n"
                 "  \"cycle\": [",
-                b->name, b->version(), desc, mib, cycles, bursts, idle_ms,
+                dpb_backend.name, dpb_backend.version(), desc, mib, cycles, bursts, idle_ms,
                 age_ms, smp_ms, (unsigned long long)base,
                 (unsigned long long)peak);
-    printf("%-10s baseline %llu KiB, peak %llu KiB\n", b->name,
+    printf("%-10s baseline %llu KiB, peak %llu KiB\n", dpb_backend.name,
            (unsigned long long)base, (unsigned long long)peak);
     for (long cy = 0; cy < cycles && cy < 64; cy++) {
         uint64_t idle_end = 0, cpeak = 0;
@@ -264,6 +263,6 @@ int main(int argc, char **argv) {
         fprintf(f, "\n  ]\n}\n");
         fclose(f);
     }
-    b->fini();
+    dpb_backend.fini();
     return 0;
 }
