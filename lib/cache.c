@@ -65,6 +65,7 @@ static int heavy_barrier(void)
 void dp_tcache_pool_init(struct dp_pool *p)
 {
     p->tcidx = -1;
+    p->tcbin = DP_TC_BINS;
     pthread_once(&dp_tcg_once, tcg_init);
     if (dp_tcg.state != 1 || p->debug ||
         (p->flags & (DP_POOL_NOCACHE | DP_POOL_IMMEDIATE)))
@@ -85,6 +86,7 @@ void dp_tcache_pool_init(struct dp_pool *p)
         if (!(dp_tcg.used[i / 64] & (1ull << (i % 64)))) {
             dp_tcg.used[i / 64] |= 1ull << (i % 64);
             p->tcidx = i;
+            p->tcbin = (uint32_t)i;
             break;
         }
     }
@@ -164,8 +166,9 @@ bool dp_tcache_fill(struct dp_pool *p, void *const *objs, uint32_t n)
          * carved page is handed out in address order, which the
          * hardware prefetcher follows (measured: a quarter off a
          * 200,000-live get/put round). */
-        for (uint32_t i = 0; i < n; i++)
-            b->slots[have + i] = objs[n - 1 - i];
+        void **dst = b->slots + have;
+        for (void *const *src = objs + n; src != objs;)
+            *dst++ = *--src;
         b->pool = p;
         bin_set_n(b, have + n);
         DP_BUMP(&b->net, (int64_t)n);
@@ -181,6 +184,13 @@ bool dp_tcache_fill(struct dp_pool *p, void *const *objs, uint32_t n)
  * slots while they are read. */
 void dp_tcache_put_slow(struct dp_pool *p, struct dp_tcache *tc, void *obj)
 {
+    if (p->tcidx < 0) { /* uncached: the fast path used the empty bin */
+        dp_tc_leave(tc);
+        dp_in_put++;
+        dp_page_put(p, obj);
+        dp_in_put--;
+        return;
+    }
     struct dp_tbin *b = &tc->bins[p->tcidx];
     uint32_t n = bin_n(b);
     if (n >= p->tc_max) {
@@ -291,6 +301,7 @@ void dp_tcache_drain_pool(struct dp_pool *p, bool wait, bool release)
     if (release) {
         dp_tcg.used[idx / 64] &= ~(1ull << (idx % 64));
         p->tcidx = -1;
+        p->tcbin = DP_TC_BINS;
     }
     pthread_mutex_unlock(&dp_tcg.lock);
 }

@@ -112,6 +112,9 @@ struct dp_pool {
                              pools, and pools created with
                              DP_IPOOL_PAGEMAP)                         */
     int tcidx;            /* thread-cache bin index; -1: not cached     */
+    uint32_t tcbin;       /* the bin the fast paths use: tcidx, or
+                             DP_TC_BINS (a bin that is always empty, so
+                             an uncached pool needs no test of its own) */
     uint32_t tc_max;      /* objects a bin may hold                      */
     uint32_t tc_batch;    /* objects a refill takes                      */
     uint32_t tc_flush;    /* objects a full bin returns to the pages     */
@@ -256,7 +259,8 @@ struct dp_tcache {
                                 last GC (cache.c, dp_tcache_gc)      */
     struct dp_tcache *next, *prev; /* dp_tcg.lock                     */
     void **slotmem;          /* immutable: the bins' slot arrays       */
-    struct dp_tbin bins[DP_TC_BINS];
+    struct dp_tbin bins[DP_TC_BINS + 1]; /* [DP_TC_BINS]: never used,
+                                            n stays 0 (dp_pool.tcbin)  */
 };
 
 extern DP_HIDDEN DP_TLS struct dp_tcache *dp_tc;
@@ -299,10 +303,9 @@ static inline void dp_tc_leave(struct dp_tcache *tc)
 static inline void *dp_tcache_get(struct dp_pool *p)
 {
     struct dp_tcache *tc = dp_tc;
-    int idx = p->tcidx;
-    if (!tc || idx < 0 || !dp_tc_enter(tc))
+    if (!tc || !dp_tc_enter(tc))
         return NULL;
-    struct dp_tbin *b = &tc->bins[idx];
+    struct dp_tbin *b = &tc->bins[p->tcbin];
     uint32_t n = atomic_load_explicit(&b->n, DP_RLX);
     void *o = NULL;
     if (DP_LIKELY(n != 0)) {
@@ -314,8 +317,8 @@ static inline void *dp_tcache_get(struct dp_pool *p)
     return o;
 }
 
-/* The bin is empty or full: bind it, flush its oldest objects if full,
- * push obj.  Called inside dp_tc_enter; leaves. */
+/* The bin is empty or full (or the pool is uncached): bind it, flush its
+ * oldest objects if full, push obj.  Called inside dp_tc_enter; leaves. */
 DP_HIDDEN void dp_tcache_put_slow(struct dp_pool *p, struct dp_tcache *tc,
                                   void *obj);
 
@@ -327,8 +330,7 @@ DP_HIDDEN void dp_tcache_put_slow(struct dp_pool *p, struct dp_tcache *tc,
 static inline bool dp_tcache_put(struct dp_pool *p, void *obj)
 {
     struct dp_tcache *tc = dp_tc;
-    int idx = p->tcidx;
-    if (!tc || idx < 0 || !dp_tc_enter(tc))
+    if (!tc || !dp_tc_enter(tc))
         return false;
     /* A getter is waiting for room: the put must reach the page and wake
      * it.  The load comes after active=1, so a waiter's drain either sees
@@ -337,7 +339,7 @@ static inline bool dp_tcache_put(struct dp_pool *p, void *obj)
         dp_tc_leave(tc);
         return false;
     }
-    struct dp_tbin *b = &tc->bins[idx];
+    struct dp_tbin *b = &tc->bins[p->tcbin];
     uint32_t n = atomic_load_explicit(&b->n, DP_RLX);
     /* Full, or empty (the bin may not be bound to p yet): the slow path.
      * One unsigned compare covers both. */

@@ -484,14 +484,39 @@ static inline void *cached_get(struct dp_pool *p, int flags)
     return NULL; /* bad flags: the slow path reports them */
 }
 
-void *dp_pool_get(dp_pool_t *p, int flags)
+/* Everything dp_pool_get's fast path does not handle: DP_ZERO, bad
+ * arguments, an empty bin, no cache.  Out of line, so the fast path keeps
+ * no stack frame. */
+static DP_NOINLINE void *get_slow(struct dp_pool *p, int flags)
 {
-    if (DP_LIKELY(p != NULL)) {
+    if (p && (flags & DP_ZERO)) {
         void *o = cached_get(p, flags);
-        if (DP_LIKELY(o != NULL))
+        if (o)
             return o;
     }
-    return pool_get(p, flags, 0);
+    return pool_get(p, flags, 0); /* reports bad arguments */
+}
+
+void *dp_pool_get(dp_pool_t *p, int flags)
+{
+    /* dp_tcache_get() written out, so that a hit returns without testing
+     * the object for NULL. */
+    struct dp_tcache *tc = dp_tc;
+    if (DP_LIKELY(p != NULL && (flags == DP_NOWAIT || flags == DP_WAITOK) &&
+                  tc != NULL) &&
+        DP_LIKELY(dp_tc_enter(tc))) {
+        struct dp_tbin *b = &tc->bins[p->tcbin];
+        uint32_t n = atomic_load_explicit(&b->n, DP_RLX);
+        if (DP_LIKELY(n != 0)) {
+            void *o = b->slots[n - 1];
+            atomic_store_explicit(&b->n, n - 1, DP_RLX);
+            DP_BUMP(&b->gets, 1);
+            dp_tc_leave(tc);
+            return o;
+        }
+        dp_tc_leave(tc);
+    }
+    return get_slow(p, flags);
 }
 
 void *dp_pool_get_timed(dp_pool_t *p, int flags,
