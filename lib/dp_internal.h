@@ -62,29 +62,32 @@
 enum dp_pglist { DP_L_NONE = 0, DP_L_PARTIAL, DP_L_FULL, DP_L_EMPTY, DP_L_DEAD };
 
 struct dp_page {
-    /* Immutable while the page is held by the pool. */
+    /* Immutable while the page is held by the pool.  Read by every free()
+     * of the malloc layer (magic, pool) on any thread: a line of their
+     * own, so that puts and refills on other threads, which write the
+     * lines below, never invalidate it. */
     uint32_t magic;
     uint32_t cap;         /* slots in this page                        */
     struct dp_pool *pool;
     char *slots;          /* first slot                                */
+    /* Debug pools only: bit per slot, set while the object is out.
+     * Atomic because puts clear bits lock-free. */
+    _Atomic uint64_t *outmap;
 
     /* Lock-free: written by putters on any thread. */
-    _Atomic(void *) xfree;            /* stack of put objects (links)  */
+    _Alignas(DP_CACHELINE) _Atomic(void *) xfree; /* stack of put objects
+                                                     (links)           */
     _Atomic uint32_t state;           /* count | DP_PG_QUEUED          */
     struct dp_page *_Atomic qnext;    /* pending-queue link; written by
                                          the putter that set QUEUED,
                                          read by the drainer          */
 
-    /* Pool lock. */
-    void *lfree;          /* free list owned by the lock               */
+    /* Pool lock.  list_remove() writes the neighbours' next/prev. */
+    _Alignas(DP_CACHELINE) void *lfree; /* free list owned by the lock */
     uint32_t bump;        /* slots [0, bump) have been handed out once */
     uint8_t list;         /* enum dp_pglist                            */
     struct dp_page *next, *prev; /* list links                          */
     uint64_t empty_since; /* clock when classified empty               */
-
-    /* Debug pools only: bit per slot, set while the object is out.
-     * Atomic because puts clear bits lock-free. */
-    _Atomic uint64_t *outmap;
 };
 
 struct dp_list {
