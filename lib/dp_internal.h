@@ -244,7 +244,9 @@ static inline void **dp_link(const struct dp_pool *p, void *obj)
  * derived: the pool's puts = gets - objects out). */
 #define DP_TC_MAXCAP 256 /* slots per bin; a pool's tc_max is at most this */
 struct dp_tbin {
-    void **slots;          /* DP_TC_MAXCAP entries, [0, n) in use     */
+    void **slots;          /* base of the stack, [0, n) in use; inside
+                              the bin's area of 2 * DP_TC_MAXCAP slots,
+                              with room for tc_max above it          */
     struct dp_pool *pool;  /* pool of the objects; NULL: bin unused.
                               Set by the slow paths: the put fast path
                               runs only on a non-empty bin, which is
