@@ -9,10 +9,12 @@
  *   slot      Room for one object plus, for pools with a constructor, a
  *             trailing link word (the link must not clobber a constructed
  *             object).  slotsize is a multiple of the alignment.
- *   state     A page's atomic word: number of objects out (low 31 bits)
- *             plus DP_PG_QUEUED, set while the page sits on the pool's
- *             pending queue.
- *   xfree     A page's lock-free stack of objects put back (any thread).
+ *   state     A page's atomic 64-bit word.  Low half: the number of
+ *             objects out (31 bits) plus DP_PG_QUEUED, set while the
+ *             page sits on the pool's pending queue.  High half: the top
+ *             of the put stack, the page's lock-free stack of objects put
+ *             back by any thread, as a byte offset in the page (0:
+ *             empty).  One CAS pushes a run and lowers the count.
  *   lfree     A page's list of free objects, owned by the pool lock.
  *   pending   The pool's lock-free stack of pages whose state crossed
  *             "full -> not full" or "-> empty" in a put; drained by
@@ -57,6 +59,8 @@
 #define DP_PAGE_MAGIC 0x64706167u /* "dpag" */
 #define DP_PG_QUEUED 0x80000000u
 #define DP_PG_COUNT 0x7fffffffu
+#define DP_PG_LOW 0xffffffffull /* count | QUEUED: the low half of state */
+#define DP_PG_TOP_SHIFT 32
 
 /* Which pool list a page is on (pool lock). */
 enum dp_pglist { DP_L_NONE = 0, DP_L_PARTIAL, DP_L_FULL, DP_L_EMPTY, DP_L_DEAD };
@@ -75,9 +79,8 @@ struct dp_page {
     _Atomic uint64_t *outmap;
 
     /* Lock-free: written by putters on any thread. */
-    _Alignas(DP_CACHELINE) _Atomic(void *) xfree; /* stack of put objects
-                                                     (links)           */
-    _Atomic uint32_t state;           /* count | DP_PG_QUEUED          */
+    _Alignas(DP_CACHELINE) _Atomic uint64_t state; /* put-stack top |
+                                         count | DP_PG_QUEUED (glossary) */
     struct dp_page *_Atomic qnext;    /* pending-queue link; written by
                                          the putter that set QUEUED,
                                          read by the drainer          */
@@ -89,6 +92,13 @@ struct dp_page {
     struct dp_page *next, *prev; /* list links                          */
     uint64_t empty_since; /* clock when classified empty               */
 };
+
+/* The top of the put stack recorded in state word s, or NULL. */
+static inline void *dp_pg_top(struct dp_page *pg, uint64_t s)
+{
+    uint32_t off = (uint32_t)(s >> DP_PG_TOP_SHIFT);
+    return off ? (char *)pg + off : NULL;
+}
 
 struct dp_list {
     struct dp_page *head, *tail;

@@ -52,7 +52,6 @@ static void page_init(struct dp_pool *p, struct dp_page *pg)
     pg->cap = p->cap;
     pg->pool = p;
     pg->slots = (char *)pg + p->hdrsize;
-    atomic_init(&pg->xfree, NULL);
     atomic_init(&pg->state, 0);
     atomic_init(&pg->qnext, NULL);
     pg->lfree = NULL;

@@ -84,8 +84,8 @@ void dp_drain_pending_locked(struct dp_pool *p, uint64_t now)
     while (pg) {
         struct dp_page *next =
             atomic_load_explicit(&pg->qnext, memory_order_relaxed);
-        uint32_t s = atomic_fetch_and_explicit(&pg->state, ~DP_PG_QUEUED,
-                                               memory_order_acq_rel);
+        uint32_t s = (uint32_t)atomic_fetch_and_explicit(
+            &pg->state, ~(uint64_t)DP_PG_QUEUED, memory_order_acq_rel);
         uint32_t c = s & DP_PG_COUNT;
         if (c == 0) {
             if (pg->list != DP_L_EMPTY) {
@@ -139,9 +139,16 @@ static uint32_t page_take_locked(struct dp_pool *p, struct dp_page *pg,
     for (;;) {
         uint32_t k0 = k;
         void *o = pg->lfree;
-        if (!o)
-            o = atomic_exchange_explicit(&pg->xfree, NULL,
-                                         memory_order_acquire);
+        if (!o) {
+            /* Take the whole put stack, leaving the count as it is. */
+            uint64_t s = atomic_load_explicit(&pg->state, memory_order_relaxed);
+            while ((s >> DP_PG_TOP_SHIFT) != 0 &&
+                   !atomic_compare_exchange_weak_explicit(
+                       &pg->state, &s, s & DP_PG_LOW, memory_order_acquire,
+                       memory_order_relaxed))
+                ;
+            o = dp_pg_top(pg, s);
+        }
         while (o && k < want) {
             objs[k++] = o;
             o = *dp_link(p, o);
@@ -164,8 +171,8 @@ static uint32_t page_take_locked(struct dp_pool *p, struct dp_page *pg,
          * enough for the objects handed out: one reaches a putter only
          * through the user's own synchronisation, which orders this
          * increment before its put. */
-        uint32_t s = atomic_fetch_add_explicit(&pg->state, k - k0,
-                                               memory_order_acquire);
+        uint32_t s = (uint32_t)atomic_fetch_add_explicit(
+            &pg->state, k - k0, memory_order_acquire);
         if (k == want || (s & DP_PG_COUNT) + (k - k0) >= pg->cap)
             return k;
     }
@@ -194,7 +201,11 @@ static uint32_t alloc_locked(struct dp_pool *p, uint32_t want, void **objs)
              * walking the old free lists would miss the cache once per
              * object. */
             pg->lfree = NULL;
-            atomic_store_explicit(&pg->xfree, NULL, memory_order_relaxed);
+            atomic_store_explicit(
+                &pg->state,
+                atomic_load_explicit(&pg->state, memory_order_relaxed) &
+                    DP_PG_LOW,
+                memory_order_relaxed);
             pg->bump = 0;
             move_to_locked(p, pg, DP_L_PARTIAL);
             continue;
@@ -592,32 +603,29 @@ static size_t release_all_empty(struct dp_pool *p)
  * link words).  Lock-free, no system call (but the one documented
  * wake-up), no provider call, no sleep.  Memory ordering
  * (docs/design.md, "The put path"):
- *  1. Push the run on pg->xfree with a release CAS: the link writes are
+ *  1. One release CAS on the page's state word pushes the run on the put
+ *     stack (the top is stored as an offset in the high half) and
+ *     subtracts k from the count in the low half; the link writes are
  *     visible to the lock holder that takes the stack with an acquire
- *     exchange.
- *  2. Subtract k from the page count with a release CAS that, in the same
- *     step, sets QUEUED if this put made the page empty or took it from
- *     full (count >= cap) to not full, and nobody has queued it yet.
- *     Doing both in one RMW matters: after the count reaches 0 a page may
- *     be recycled, and only the QUEUED bit we own keeps it alive until it
- *     is drained.
- *  3. Only the putter that set QUEUED touches the page again: it links it
+ *     CAS.  In the same step it sets QUEUED if this put made the page
+ *     empty or took it from full (count >= cap) to not full, and nobody
+ *     has queued it yet.  Doing all of it in one RMW matters: after the
+ *     count reaches 0 a page may be recycled, and only the QUEUED bit we
+ *     own keeps it alive until it is drained.
+ *  2. Only the putter that set QUEUED touches the page again: it links it
  *     on the pool's pending stack (seq_cst CAS), then loads `waiters`
  *     (seq_cst) and wakes sleeping getters if there are any.
  */
 static void page_put_run(struct dp_pool *p, struct dp_page *pg, void *first,
                          void *last, uint32_t k)
 {
-    void *head = atomic_load_explicit(&pg->xfree, memory_order_relaxed);
-    do {
-        *dp_link(p, last) = head;
-    } while (!atomic_compare_exchange_weak_explicit(
-        &pg->xfree, &head, first, memory_order_release, memory_order_relaxed));
-
-    uint32_t s = atomic_load_explicit(&pg->state, memory_order_relaxed), ns;
+    uint64_t top = (uint64_t)((char *)first - (char *)pg) << DP_PG_TOP_SHIFT;
+    uint64_t s = atomic_load_explicit(&pg->state, memory_order_relaxed), ns;
     bool queue;
     do {
-        uint32_t c = s & DP_PG_COUNT;
+        *dp_link(p, last) = dp_pg_top(pg, s);
+        uint32_t lo = (uint32_t)s;
+        uint32_t c = lo & DP_PG_COUNT;
         if (DP_UNLIKELY(c < k)) {
             fprintf(stderr,
                     "deferpool: pool '%s': put of %p to a page with fewer "
@@ -626,9 +634,9 @@ static void page_put_run(struct dp_pool *p, struct dp_page *pg, void *first,
             abort();
         }
         uint32_t nc = c - k;
-        queue = !(s & DP_PG_QUEUED) &&
+        queue = !(lo & DP_PG_QUEUED) &&
                 (nc == 0 || (c >= pg->cap && nc < pg->cap));
-        ns = (s & DP_PG_QUEUED) | nc | (queue ? DP_PG_QUEUED : 0);
+        ns = top | (lo & DP_PG_QUEUED) | nc | (queue ? DP_PG_QUEUED : 0);
     } while (!atomic_compare_exchange_weak_explicit(
         &pg->state, &s, ns, memory_order_release, memory_order_relaxed));
 

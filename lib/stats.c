@@ -124,12 +124,13 @@ static int check_list(struct dp_pool *p, struct dp_list *l, uint8_t which,
         CHECK(pg->prev == prev, "page %p: broken back link", (void *)pg);
         CHECK(((uintptr_t)pg & ~p->pagemask) == 0, "page %p: misaligned",
               (void *)pg);
-        uint32_t s = atomic_load(&pg->state);
+        uint64_t sw = atomic_load(&pg->state);
+        uint32_t s = (uint32_t)sw;
         uint64_t c = s & DP_PG_COUNT;
         CHECK(!(s & DP_PG_QUEUED), "page %p: still queued after a drain",
               (void *)pg);
         uint64_t nfree = walk_free(p, pg, pg->lfree, &bad) +
-                         walk_free(p, pg, atomic_load(&pg->xfree), &bad);
+                         walk_free(p, pg, dp_pg_top(pg, sw), &bad);
         CHECK(pg->bump <= pg->cap, "page %p: bump past the end", (void *)pg);
         CHECK(c + nfree == pg->bump,
               "page %p: %llu out + %llu free != %u carved", (void *)pg,
