@@ -152,7 +152,8 @@ typedef struct dp_pool_attr {
                                 default 4                                */
     unsigned flags;          /* DP_POOL_*                                */
     /* Time source for the reclaim policy, in nanoseconds.  NULL:
-     * CLOCK_MONOTONIC.  Tests pass dp_mock_clock() to drive ageing by
+     * CLOCK_MONOTONIC_COARSE (ages are in milliseconds; it is the cheap
+     * one).  Tests pass dp_mock_clock() to drive ageing by
      * hand.  Called with the pool lock held; must not block. */
     uint64_t (*clock)(void *arg);
     void *clock_arg;

@@ -192,9 +192,20 @@ static inline void dp_futex_wait(_Atomic uint32_t *w, uint32_t val,
             FUTEX_BITSET_MATCH_ANY);
 }
 
+/* The clock of the reclaim policy: ages are hundreds of milliseconds, so
+ * CLOCK_MONOTONIC_COARSE (the kernel's last tick, a few ns from the vDSO,
+ * against ~20 ns for CLOCK_MONOTONIC) is precise enough, and a WAITOK
+ * get that checks for due pages on each refill reads it. */
+static inline uint64_t dp_coarse_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 static inline uint64_t dp_pool_now(const struct dp_pool *p)
 {
-    return p->clock ? p->clock(p->clock_arg) : dp_mono_ns();
+    return p->clock ? p->clock(p->clock_arg) : dp_coarse_ns();
 }
 
 /* ---- options.c -------------------------------------------------------- */
@@ -365,7 +376,15 @@ static inline bool dp_tcache_put(struct dp_pool *p, void *obj)
     /* The flush that returns this object will write its link word: start
      * fetching the line for writing now, off the critical path, so the
      * flush (the put tail) does not wait for memory. */
+#if defined(__x86_64__)
+    /* PREFETCHW (every x86-64 since Broadwell and K8; older ones run it
+     * as a NOP): fetch the line for writing.  GCC's
+     * __builtin_prefetch(.., 1, ..) emits a read prefetch without
+     * -mprfchw. */
+    __asm__ volatile("prefetchw %0" : : "m"(*((char *)obj + p->linkoff)));
+#else
     __builtin_prefetch((char *)obj + p->linkoff, 1, 3);
+#endif
     b->slots[n] = obj;
     atomic_store_explicit(&b->n, n + 1, DP_RLX);
     dp_tc_leave(tc);
