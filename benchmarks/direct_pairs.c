@@ -1,12 +1,19 @@
 /*
  * direct_pairs.c -- the four 1-thread patterns of bench-<alloc>, without
  * the harness: direct calls to dp_pool_get/dp_pool_put and jemalloc's
- * mallocx/sdallocx in one loop, wall time per get+put pair.  A cross-check
- * of how much Google Benchmark's loop and the object touch add to the ratios
- * (docs/benchmarks.md, "Reading the numbers").  Not part of bench.sh:
+ * mallocx/sdallocx in one loop, wall time per get+put pair, no touch of
+ * the object.  A cross-check of how much Google Benchmark's loop, the
+ * touch and the shared libraries' PLT add to the ratios (docs/benchmarks.md,
+ * "Reading the numbers").  Not part of bench.sh.  Both static (the fair
+ * comparison: direct calls on both sides):
  *
  *   cc -O2 -Iinclude benchmarks/direct_pairs.c build/bench/libdeferpool.a \
- *      -ljemalloc -pthread -lm -o /tmp/direct_pairs && /tmp/direct_pairs
+ *      /usr/lib/x86_64-linux-gnu/libjemalloc.a -pthread -ldl -lm \
+ *      -o /tmp/direct_pairs && /tmp/direct_pairs
+ *
+ * Both shared, as the benchmark executables link them: replace the two
+ * archives with -Lbuild/bench -Wl,-rpath,$PWD/build/bench -ldeferpool
+ * -ljemalloc.
  *
  * Linking jemalloc also makes it this program's malloc; the loops below do
  * not call malloc.
