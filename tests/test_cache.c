@@ -9,7 +9,9 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "testutil.h"
 
@@ -71,6 +73,58 @@ Test(cache, a_get_after_a_put_on_the_same_thread_reuses_the_object)
     void *b = dp_pool_get(p, DP_NOWAIT);
     cr_assert_eq(a, b, "LIFO: the hottest object comes back");
     dp_pool_put(p, b);
+    finish(p, m);
+}
+
+/* Many overflows of one bin: every full bin returns its oldest objects
+ * to the pages and keeps the newest, so (a) what the cache holds stays
+ * bounded, (b) the last object put is still the first one got, and (c)
+ * over many rounds (the bin's stack moves through its area and back) no
+ * object is ever handed out twice and the statistics stay exact. */
+#define OVF_N 2000
+static int cmp_ptr(const void *a, const void *b)
+{
+    uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+Test(cache, overflowing_bin_returns_its_oldest_objects_and_loses_none)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *p = mkpool(m, 0, 0);
+    static void *objs[OVF_N], *sorted[OVF_N];
+    for (int round = 0; round < 40; round++) {
+        for (int i = 0; i < OVF_N; i++) {
+            objs[i] = dp_pool_get(p, DP_NOWAIT);
+            cr_assert_not_null(objs[i]);
+            *(int *)objs[i] = i; /* the object is ours: write it */
+        }
+        memcpy(sorted, objs, sizeof(objs));
+        qsort(sorted, OVF_N, sizeof(void *), cmp_ptr);
+        for (int i = 1; i < OVF_N; i++)
+            cr_assert_neq(sorted[i - 1], sorted[i],
+                          "round %d: %p handed out twice", round, sorted[i]);
+        dp_pool_stats_t s = tu_stats(p);
+        cr_assert_eq(s.objs_inuse, OVF_N);
+        /* OVF_N gets per round, plus the LIFO check's one. */
+        cr_assert_eq(s.gets, (uint64_t)(round + 1) * OVF_N + (uint64_t)round);
+        for (int i = 0; i < OVF_N; i++)
+            dp_pool_put(p, objs[i]);
+        s = tu_stats(p);
+        cr_assert_eq(s.objs_inuse, 0);
+        cr_assert_eq(s.puts, s.gets);
+        cr_assert_gt(s.objs_cached, 0, "the newest objects stay cached");
+        cr_assert_leq(s.objs_cached, 256, "a bin holds at most 256");
+        cr_assert_lt(s.objs_cached, OVF_N, "overflows reached the pages");
+        /* LIFO through the overflows: the last object put comes back. */
+        void *o = dp_pool_get(p, DP_NOWAIT);
+        cr_assert_eq(o, objs[OVF_N - 1], "round %d", round);
+        dp_pool_put(p, o);
+    }
+    dp_thread_cache_flush();
+    dp_pool_stats_t s = tu_stats(p);
+    cr_assert_eq(s.objs_cached, 0);
+    cr_assert_eq(s.pages_empty, s.pages, "every page empty again");
     finish(p, m);
 }
 
