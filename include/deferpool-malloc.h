@@ -70,10 +70,15 @@ typedef struct dp_malloc_stats {
     uint64_t large_cached;       /* freed blocks kept for reuse          */
     uint64_t large_bytes_cached; /* their mapped bytes                   */
     uint64_t large_cache_max_bytes; /* retention limit of that cache     */
-    uint64_t large_trims;        /* reused blocks whose tail was unmapped */
-    uint64_t large_bytes_trimmed; /* bytes unmapped that way, ever       */
+    uint64_t large_trims;        /* cached blocks split on reuse (the
+                                    rest went back to the cache)        */
+    uint64_t large_bytes_trimmed; /* rests unmapped instead, ever (the
+                                    page map had no room for them)      */
     uint64_t reclaim_age_ns;     /* age after which empty pages and
                                     cached blocks go back                */
+    /* Added with splitting and merging of cached large blocks. */
+    uint64_t large_merges;       /* freed blocks merged with a cached
+                                    neighbour, ever                      */
 } dp_malloc_stats_t;
 
 /* Fill *out.  0, or -1 + EINVAL for NULL.  Blocks: briefly (pool locks).

@@ -68,6 +68,33 @@ static inline void gate_wait(gate_t *g)
     pthread_mutex_unlock(&g->mu);
 }
 
+/* Bytes a large block of n bytes takes: a 64-byte header, whole pages. */
+static inline size_t mt_blk_len(size_t n) { return (n + 64 + 4095) & ~(size_t)4095; }
+
+/* Lay large blocks of the given sizes out side by side, in this order, by
+ * splitting one cached block.  The kernel may place separate mappings
+ * next to each other, and freed neighbours merge in the cache, so tests
+ * that need blocks apart (or together) build the layout themselves.
+ * Needs an empty large-block cache.  0: a block is not where the layout
+ * puts it. */
+static inline int mt_layout(void **out, const size_t *sizes, int n)
+{
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += mt_blk_len(sizes[i]);
+    char *all = malloc(total - 64);
+    if (!all)
+        return 0;
+    free(all);
+    for (int i = 0; i < n; i++) {
+        out[i] = malloc(sizes[i]);
+        char *want = i == 0 ? all : (char *)out[i - 1] + mt_blk_len(sizes[i - 1]);
+        if (out[i] != want)
+            return 0;
+    }
+    return 1;
+}
+
 /* C23 names glibc 2.36 does not declare. */
 void free_sized(void *p, size_t n);
 void free_aligned_sized(void *p, size_t align, size_t n);

@@ -9,6 +9,7 @@
  * test_malloc_largeage.c.
  */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <deferpool-malloc.h>
 
 #include <malloc.h>
@@ -71,12 +72,17 @@ Test(malloc_large, freed_block_is_reused_by_a_similar_or_smaller_malloc)
 Test(malloc_large, best_fit_among_cached_blocks)
 {
     empty_cache();
-    void *b1 = malloc(1 * MiB), *b3 = malloc(3 * MiB), *b2 = malloc(2 * MiB);
+    /* b1, b3 and b2 with live blocks between them (freed neighbours
+     * would merge). */
+    void *v[5];
+    const size_t sz[5] = {1 * MiB, 200 * KiB, 3 * MiB, 200 * KiB, 2 * MiB};
+    cr_assert(mt_layout(v, sz, 5));
+    void *b1 = v[0], *b3 = v[2], *b2 = v[4];
     free(b1);
     free(b3);
     free(b2);
     dp_malloc_stats_t s0 = st();
-    cr_assert_eq(s0.large_queued, 3, "free only queues");
+    cr_assert_eq(s0.large_queued + s0.large_cached, 3, "free only queues");
     void *x = malloc(2 * MiB - 4 * KiB);
     cr_assert_eq(x, b2, "the smallest block that is big enough");
     void *y = malloc(900 * KiB);
@@ -89,32 +95,61 @@ Test(malloc_large, best_fit_among_cached_blocks)
     cr_assert_lt(s1.large_bytes_cached, 3 * MiB + 8 * KiB);
     free(x);
     free(y);
+    free(v[1]);
+    free(v[3]);
 }
 
-Test(malloc_large, much_bigger_block_is_reused_with_its_tail_unmapped)
+Test(malloc_large, much_bigger_block_is_split_and_its_pieces_merge_again)
 {
     empty_cache();
     char *big = malloc(8 * MiB);
     free(big);
     dp_malloc_stats_t s0 = st();
-    /* 8 MiB serves 1.5 MiB (within 8x) but is over 4x: trimmed. */
+    /* 8 MiB serves 1.5 MiB: split, the rest goes back to the cache. */
     char *p = malloc(3 * MiB / 2);
     cr_assert_eq(p, big);
     mt_fill(p, 3 * MiB / 2, 7);
     dp_malloc_stats_t s1 = st();
     cr_assert_eq(s1.large_maps, s0.large_maps);
     cr_assert_eq(s1.large_trims, s0.large_trims + 1);
-    cr_assert_geq(s1.large_bytes_trimmed - s0.large_bytes_trimmed,
-                  13 * MiB / 2 - 8 * KiB);
+    cr_assert_eq(s1.large_bytes_trimmed, s0.large_bytes_trimmed,
+                 "nothing unmapped");
     cr_assert_lt(malloc_usable_size(p), 3 * MiB / 2 + 4 * KiB);
-    cr_assert_eq(s1.large_bytes_cached, 0);
+    cr_assert_eq(s1.large_cached, 1);
+    cr_assert_geq(s1.large_bytes_cached, 13 * MiB / 2 - 8 * KiB);
+    cr_assert_leq(s1.large_bytes_cached, 13 * MiB / 2);
+    /* The rest serves smaller blocks, from the same mapping: split again,
+     * then taken whole (what is left is less than half of 6 MiB). */
+    char *q = malloc(150 * KiB);
+    cr_assert(q > p && q < big + 8 * MiB, "%p from the rest of %p", q, big);
+    mt_fill(q, 150 * KiB, 8);
+    char *r = malloc(6 * MiB);
+    cr_assert(r > q && r < big + 8 * MiB, "%p from the rest of %p", r, big);
+    mt_fill(r, 6 * MiB, 9);
+    dp_malloc_stats_t s2 = st();
+    cr_assert_eq(s2.large_maps, s0.large_maps);
+    cr_assert_eq(s2.large_cached, 0);
     cr_assert_eq(mt_check(p, 3 * MiB / 2, 7), 3 * MiB / 2);
-    /* More than 8x too big: not taken. */
-    free(p);
-    void *q = malloc(150 * KiB);
-    cr_assert_neq(q, p);
-    cr_assert_eq(st().large_maps, s0.large_maps + 1);
+    cr_assert_eq(mt_check(q, 150 * KiB, 8), 150 * KiB);
+    cr_assert_eq(mt_check(r, 6 * MiB, 9), 6 * MiB);
+    /* Freed, the three pieces merge back into one block, which serves an
+     * 8 MiB malloc with no new mapping. */
     free(q);
+    free(p);
+    free(r);
+    char *x = malloc(8 * MiB - 8 * KiB);
+    cr_assert_eq(x, big);
+    dp_malloc_stats_t s3 = st();
+    cr_assert_eq(s3.large_maps, s0.large_maps);
+    cr_assert_eq(s3.large_merges, s2.large_merges + 2);
+    cr_assert_eq(s3.large_cached, 0);
+    mt_fill(x, 8 * MiB - 8 * KiB, 10);
+    cr_assert_eq(mt_check(x, 8 * MiB - 8 * KiB, 10), 8 * MiB - 8 * KiB);
+    /* A pointer to a swallowed header is foreign now: realloc says so. */
+    errno = 0;
+    cr_assert_null(realloc(q, 300 * KiB));
+    cr_assert_eq(errno, EINVAL);
+    free(x);
 }
 
 Test(malloc_large, realloc_growth_moves_into_a_cached_block)
@@ -192,25 +227,31 @@ Test(malloc_large, realloc_grown_strings_need_few_mappings)
 Test(malloc_large, small_block_grown_past_64k_takes_a_roomy_block_and_stays)
 {
     empty_cache();
-    char *big = malloc(1 * MiB);
+    char *big = malloc(4 * MiB);
     free(big);
     char *p = malloc(60 * KiB);
     mt_fill(p, 60 * KiB, 9);
     dp_malloc_stats_t s0 = st();
-    /* 1 MiB is over 8x of 80 KiB, but a growing block may take it whole
-     * (MC_FIT_GROW), and then grows in place although it uses less than
-     * half of it. */
+    /* A growing block takes room for MC_GROW_ROOM (16) times what it asks
+     * for from the cached 4 MiB block; the rest stays cached.  It then
+     * grows in place within that room although it uses less than half of
+     * it. */
     char *q = realloc(p, 80 * KiB);
     cr_assert_eq(q, big);
-    cr_assert_geq(malloc_usable_size(q), 1 * MiB);
-    for (size_t n = 90 * KiB; n <= 1 * MiB; n += n / 8) {
+    size_t room = malloc_usable_size(q);
+    cr_assert_geq(room, 16 * 80 * KiB);
+    cr_assert_lt(room, 16 * 80 * KiB + 64 * KiB);
+    dp_malloc_stats_t s1 = st();
+    cr_assert_eq(s1.large_cached, 1, "the rest of the 4 MiB block");
+    cr_assert_eq(s1.large_trims, s0.large_trims + 1);
+    for (size_t n = 90 * KiB; n <= room; n += n / 8) {
         char *r = realloc(q, n);
         cr_assert_eq(r, q, "moved at %zu", n);
     }
     cr_assert_eq(mt_check(q, 60 * KiB, 9), 60 * KiB);
-    dp_malloc_stats_t s1 = st();
+    s1 = st();
     cr_assert_eq(s1.large_maps, s0.large_maps);
-    cr_assert_eq(s1.large_trims, s0.large_trims);
+    cr_assert_eq(s1.large_trims, s0.large_trims + 1);
     /* A real shrink below half still gives the pages back. */
     char *r = realloc(q, 100 * KiB);
     cr_assert_eq(mt_check(r, 60 * KiB, 9), 60 * KiB);
@@ -233,7 +274,10 @@ Test(malloc_large, cache_keeps_at_most_its_byte_limit)
     cr_assert_eq(s1.large_cache_max_bytes, 64 * MiB);
     cr_assert_leq(s1.large_bytes_cached, s1.large_cache_max_bytes);
     cr_assert_geq(s1.large_bytes_cached, 56 * MiB, "the newest are kept");
-    cr_assert_eq(s1.large_cached + (s1.large_unmaps - s0.large_unmaps), N);
+    /* Neighbours merge (up to 16 MiB): each merge is one block less. */
+    cr_assert_eq(s1.large_cached + (s1.large_unmaps - s0.large_unmaps) +
+                     (s1.large_merges - s0.large_merges),
+                 N);
     cr_assert_eq(s1.large_bytes_inuse, s0.large_bytes_inuse - N * (8 * MiB + 4 * KiB));
 }
 

@@ -44,9 +44,14 @@ static void empty_cache(void)
 Test(malloc_largeage, reclaim_thread_empties_the_cache_after_the_age)
 {
     empty_cache();
-    void *b[4];
+    /* Four blocks with live blocks between them (freed neighbours would
+     * merge), cut from one mapping. */
+    void *v[7], *b[4];
+    const size_t sz[7] = {1 * MiB, 200 * KiB, 2 * MiB, 200 * KiB,
+                          3 * MiB, 200 * KiB, 4 * MiB};
+    cr_assert(mt_layout(v, sz, 7));
     for (int i = 0; i < 4; i++)
-        b[i] = malloc((i + 1) * MiB);
+        b[i] = v[2 * i];
     dp_malloc_stats_t s0 = st();
     uint64_t t0 = now_ns();
     for (int i = 0; i < 4; i++)
@@ -72,4 +77,6 @@ Test(malloc_largeage, reclaim_thread_empties_the_cache_after_the_age)
     cr_assert_eq(s.large_unmaps, s0.large_unmaps + 4);
     cr_assert_geq(took, AGE_NS, "gone after %llu ms, before the age",
                   (unsigned long long)(took / 1000000));
+    for (int i = 1; i < 7; i += 2)
+        free(v[i]);
 }
