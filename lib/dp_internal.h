@@ -218,9 +218,24 @@ struct dp_options {
 };
 DP_HIDDEN const struct dp_options *dp_options(void);
 
-/* ---- pagemap.c: address -> page, for debug validation ---------------- */
-DP_HIDDEN int dp_pagemap_set(void *base, size_t size, struct dp_page *pg);
-DP_HIDDEN struct dp_page *dp_pagemap_get(const void *addr);
+/* ---- pagemap.c: address -> owner -------------------------------------- */
+/* A pool's pages (debug pools, DP_IPOOL_PAGEMAP pools) map to the pool,
+ * tagged with the low bit (dp_pm_pool), so that a lookup names the pool
+ * without reading the page header, which is a cache line (and often a
+ * TLB entry) of its own.  The malloc layer maps a large block's first
+ * frame to its header (low bit clear).  NULL: not ours. */
+DP_HIDDEN int dp_pagemap_set(void *base, size_t size, void *owner);
+DP_HIDDEN void *dp_pagemap_get(const void *addr);
+static inline void *dp_pm_pool(struct dp_pool *p)
+{
+    return (void *)((uintptr_t)p | 1u); /* pools are page-aligned mmaps */
+}
+/* The pool a page-map value names, or NULL if it names something else. */
+static inline struct dp_pool *dp_pm_as_pool(void *v)
+{
+    return ((uintptr_t)v & 1u) ? (struct dp_pool *)((uintptr_t)v - 1u)
+                               : NULL;
+}
 
 /* ---- page.c ----------------------------------------------------------- */
 /* Set when the calling thread is inside dp_pool_put(). */

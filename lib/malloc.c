@@ -461,7 +461,7 @@ static struct mc_large *large_reuse(size_t len, bool grow)
         h->maplen = len;
         atomic_fetch_add_explicit(&mc_ls.trims, 1, MC_RLX);
         if (dp_pagemap_set(frame_of(large_user(rest)), MC_SYSPAGE,
-                           (struct dp_page *)rest) == 0) {
+                           rest) == 0) {
             lc_reinsert(rest, stamp);
         } else {
             rest->magic = 0;
@@ -510,8 +510,7 @@ static void *large_alloc(size_t n, size_t align, bool zero, bool grow)
     h->off = off;
     h->align = align;
     h->req = n;
-    if (dp_pagemap_set(frame_of(large_user(h)), MC_SYSPAGE,
-                       (struct dp_page *)h) != 0) {
+    if (dp_pagemap_set(frame_of(large_user(h)), MC_SYSPAGE, h) != 0) {
         dp_provider_mmap()->free(NULL, h, len);
         return NULL;
     }
@@ -573,14 +572,14 @@ static void *large_resize(struct mc_large *h, size_t n)
     dp_pagemap_set(frame, MC_SYSPAGE, NULL);
     struct mc_large *nh = mremap(h, old, len, MREMAP_MAYMOVE);
     if (nh == MAP_FAILED) {
-        dp_pagemap_set(frame, MC_SYSPAGE, (struct dp_page *)h);
+        dp_pagemap_set(frame, MC_SYSPAGE, h);
         return NULL;
     }
     nh->maplen = len;
     /* Cannot fail for the frame we cleared; for a new one it can (no
      * memory for a map node): the block then stays valid but unknown to
      * free(), which ignores it -- a leak, not a crash. */
-    dp_pagemap_set(frame_of(large_user(nh)), MC_SYSPAGE, (struct dp_page *)nh);
+    dp_pagemap_set(frame_of(large_user(nh)), MC_SYSPAGE, nh);
     if (len > old)
         atomic_fetch_add_explicit(&mc_ls.live_bytes, len - old, MC_RLX);
     else
@@ -808,15 +807,16 @@ enum mc_kind { MC_FOREIGN, MC_SMALL, MC_LARGE, MC_BOOT };
 
 static enum mc_kind mc_lookup(const void *p, size_t *usable, void **hdr)
 {
-    struct dp_page *pg = dp_pagemap_get(p);
-    if (pg && pg->magic == DP_PAGE_MAGIC) {
-        *usable = pg->pool->objsize;
-        *hdr = pg;
+    void *o = dp_pagemap_get(p);
+    struct dp_pool *pool = dp_pm_as_pool(o);
+    if (pool) {
+        *usable = pool->objsize;
+        *hdr = pool;
         return MC_SMALL;
     }
-    if (pg && pg->magic == MC_LARGE_MAGIC) {
-        *usable = large_usable((struct mc_large *)pg);
-        *hdr = pg;
+    if (o && ((struct mc_large *)o)->magic == MC_LARGE_MAGIC) {
+        *usable = large_usable((struct mc_large *)o);
+        *hdr = o;
         return MC_LARGE;
     }
     if (is_boot(p)) {
@@ -843,7 +843,8 @@ MC_EXPORT void *malloc(size_t n)
 }
 
 /*
- * free: a page-map lookup (lock-free loads), then either dp_pool_put's
+ * free: a page-map lookup (lock-free loads), which names the pool of a
+ * small block without reading its page header, then either dp_pool_put's
  * fast path (this thread's bin) or its lock-free page put, or a push of a
  * large block on mc_lq.  No lock, no system call, no provider call.
  */
@@ -851,13 +852,14 @@ MC_EXPORT void free(void *p)
 {
     if (DP_UNLIKELY(!p))
         return;
-    struct dp_page *pg = dp_pagemap_get(p);
-    if (DP_LIKELY(pg && pg->magic == DP_PAGE_MAGIC)) {
-        dp_pool_put(pg->pool, p);
+    void *o = dp_pagemap_get(p);
+    struct dp_pool *pool = dp_pm_as_pool(o);
+    if (DP_LIKELY(pool != NULL)) {
+        dp_pool_put(pool, p);
         return;
     }
-    if (pg && pg->magic == MC_LARGE_MAGIC) {
-        large_free((struct mc_large *)pg);
+    if (o && ((struct mc_large *)o)->magic == MC_LARGE_MAGIC) {
+        large_free((struct mc_large *)o);
         return;
     }
     /* Bootstrap memory is never reused.  A foreign pointer is ignored,

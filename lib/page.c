@@ -89,7 +89,7 @@ struct dp_page *dp_page_create(struct dp_pool *p, int flags,
         abort();
     }
     page_init(p, pg);
-    if (p->pagemap && dp_pagemap_set(pg, p->pagesize, pg) != 0)
+    if (p->pagemap && dp_pagemap_set(pg, p->pagesize, dp_pm_pool(p)) != 0)
         goto fail;
     if (p->ctor) {
         /* Bonwick: construct every object now, once; they stay

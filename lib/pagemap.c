@@ -1,8 +1,10 @@
 /*
- * pagemap.c -- a process-wide radix map from 4 KiB address frames to the
- * page that owns them, read lock-free.  Debug pools register their pages
- * here so a put can tell a foreign pointer from an object without
- * touching memory the pointer may not own.  docs/design.md, "Debug checks".
+ * pagemap.c -- a process-wide radix map from 4 KiB address frames to
+ * whoever owns them (dp_internal.h: a tagged pool, or a malloc-layer
+ * large block), read lock-free.  Debug pools register their pages here so
+ * a put can tell a foreign pointer from an object without touching memory
+ * the pointer may not own; the malloc layer's free() finds the pool or
+ * block of a pointer here.  docs/design.md, "Debug checks".
  */
 #include "dp_internal.h"
 
@@ -48,7 +50,7 @@ static pm_slot *pm_leaf(uintptr_t frame, bool create)
     return &l3[frame & (PM_FAN - 1)];
 }
 
-int dp_pagemap_set(void *base, size_t size, struct dp_page *pg)
+int dp_pagemap_set(void *base, size_t size, void *pg)
 {
     uintptr_t f = (uintptr_t)base >> 12, end = f + (size >> 12);
     for (; f < end; f++) {
@@ -63,7 +65,7 @@ int dp_pagemap_set(void *base, size_t size, struct dp_page *pg)
     return 0;
 }
 
-struct dp_page *dp_pagemap_get(const void *addr)
+void *dp_pagemap_get(const void *addr)
 {
     pm_slot *s = pm_leaf((uintptr_t)addr >> 12, false);
     return s ? atomic_load_explicit(s, memory_order_acquire) : NULL;

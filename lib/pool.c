@@ -557,8 +557,8 @@ void *dp_pool_get_timed(dp_pool_t *p, int flags,
 
 static void debug_check_put(struct dp_pool *p, struct dp_page *pg, void *obj)
 {
-    struct dp_page *owner = dp_pagemap_get(obj);
-    if (owner != pg || pg->magic != DP_PAGE_MAGIC || pg->pool != p) {
+    if (dp_pagemap_get(obj) != dp_pm_pool(p) || pg->magic != DP_PAGE_MAGIC ||
+        pg->pool != p) {
         fprintf(stderr,
                 "deferpool: pool '%s': put of foreign pointer %p "
                 "(not an object of this pool)\n",
