@@ -106,42 +106,51 @@ struct dp_list {
 };
 
 struct dp_pool {
+    /* Hot: everything the get and put fast paths read, in the first cache
+     * line, so that a put touches one line of the pool (before, the
+     * fields it reads sat on four: a program using many pools, as the
+     * malloc layer's 45 classes, missed on them).  Immutable after
+     * dp_pool_create, except `waiters`, written only by getters that
+     * have to wait (rare), and tcbin/tcidx, reset by destroy. */
+    _Alignas(DP_CACHELINE) uint32_t tcbin; /* the bin the fast paths use:
+                             tcidx, or DP_TC_BINS (a bin that is always
+                             empty, so an uncached pool needs no test of
+                             its own)                                   */
+    uint32_t tc_max;      /* objects a bin may hold                      */
+    _Atomic uint32_t waiters; /* getters asleep or about to be; while
+                                  non-zero, puts bypass thread caches  */
+    _Atomic uint32_t wake_seq; /* futex word getters sleep on (written
+                                  by wakers, only while waiters != 0)  */
+    size_t linkoff;       /* offset of the free-list link in a slot     */
+    uintptr_t pagemask;   /* ~(pagesize - 1)                           */
+    size_t objsize;
+    int (*ctor)(void *, void *, int);
+    int tcidx;            /* thread-cache bin index; -1: not cached     */
+    unsigned flags;
+    bool debug;
+
     /* Immutable after dp_pool_create. */
     char name[32];
-    size_t objsize, slotsize, align, pagesize, linkoff;
-    uintptr_t pagemask;   /* ~(pagesize - 1)                           */
+    size_t slotsize, align, pagesize;
     size_t hdrsize;       /* bytes before the first slot               */
     uint32_t cap;         /* slots per page                            */
-    int (*ctor)(void *, void *, int);
     void (*dtor)(void *, void *);
     void *cbarg;
     dp_provider_t prov;
     size_t max_pages;     /* SIZE_MAX when unlimited                   */
     uint64_t (*clock)(void *);
     void *clock_arg;
-    unsigned flags;
-    bool debug;
     bool pagemap;         /* pages registered in the page map (debug
                              pools, and pools created with
                              DP_IPOOL_PAGEMAP)                         */
-    int tcidx;            /* thread-cache bin index; -1: not cached     */
-    uint32_t tcbin;       /* the bin the fast paths use: tcidx, or
-                             DP_TC_BINS (a bin that is always empty, so
-                             an uncached pool needs no test of its own) */
-    uint32_t tc_max;      /* objects a bin may hold                      */
     uint32_t tc_batch;    /* objects a refill takes                      */
     uint32_t tc_flush;    /* objects a full bin returns to the pages     */
 
-    /* Registry lock. */
+    /* Registry lock.  Written at every reclaim pass (reg_refs): not on
+     * the hot line. */
     struct dp_pool *reg_next, *reg_prev;
     unsigned reg_refs;    /* reclaim passes currently using the pool   */
     bool reg_dead;        /* being destroyed: passes skip it           */
-
-    /* Read by every put, written only by getters that wait: own line. */
-    _Alignas(DP_CACHELINE) _Atomic uint32_t waiters; /* getters asleep or
-                                  about to be; while non-zero, puts
-                                  bypass thread caches                 */
-    _Atomic uint32_t wake_seq; /* futex word getters sleep on          */
 
     /* Lock-free, written by putters on page edges: own cache line. */
     _Alignas(DP_CACHELINE) struct dp_page *_Atomic pending;
