@@ -18,7 +18,9 @@
 #   DP_MALLOC_LIB   libdeferpool-malloc.so to measure (default: the first
 #                   of build/bench/, /tmp/build-macro/; built into
 #                   /tmp/build-macro if neither exists)
-#   MACRO_ALLOCATORS  subset, e.g. "deferpool jemalloc mimalloc"
+#   MACRO_ALLOCATORS  subset, e.g. "deferpool jemalloc mimalloc" (without glibc,
+#                   the python and gcc outputs are not checked: glibc's
+#                   output is the reference)
 #   MACRO_WORKLOADS   subset of the workload names below
 #   MACRO_REPS      repetitions (default 3; the median is reported)
 #   MACRO_SCALE     work per run (default 1.0)
