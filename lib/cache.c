@@ -100,6 +100,13 @@ void dp_tcache_pool_init(struct dp_pool *p)
  * does the stack move back to the start of the area (cache.c,
  * dp_tcache_put_slow). */
 #define DP_TC_AREA ((size_t)2 * DP_TC_MAXCAP)
+/* A flush stops at the fourth page run (or tc_flush objects): each run
+ * is a CAS on a page's state, a line another thread may hold.  Measured
+ * on benchmarks/macro larson, free() p99.99 medians of back-to-back runs
+ * in quiet periods: no limit 460 ns, 4 runs 441, mimalloc 401 (five
+ * runs each); 4 runs ~400, 2 runs ~410, mimalloc ~430 (six each).
+ * Sequential frees fill a run per page and are not affected. */
+#define DP_TC_FLUSH_RUNS 4
 #define DP_TC_SLOTMEM ((size_t)DP_TC_BINS * DP_TC_AREA * sizeof(void *))
 
 /* One mapping for the cache and one for every bin's slot array: address
@@ -201,7 +208,17 @@ void dp_tcache_put_slow(struct dp_pool *p, struct dp_tcache *tc, void *obj)
     struct dp_tbin *b = &tc->bins[p->tcidx];
     uint32_t n = bin_n(b);
     if (n >= p->tc_max) {
-        uint32_t out = p->tc_flush;
+        /* At most tc_flush objects, and at most DP_TC_FLUSH_RUNS runs of
+         * same-page objects: each run costs a CAS on its page's state,
+         * whose line another thread may hold. */
+        uint32_t out = 1, runs = 1;
+        uintptr_t pg = (uintptr_t)b->slots[0] & p->pagemask;
+        for (; out < p->tc_flush; out++) {
+            uintptr_t q = (uintptr_t)b->slots[out] & p->pagemask;
+            if (q != pg && ++runs > DP_TC_FLUSH_RUNS)
+                break;
+            pg = q;
+        }
         n -= out;
         dp_in_put++;
         dp_page_put_array(p, b->slots, out);
