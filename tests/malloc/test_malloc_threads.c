@@ -96,6 +96,97 @@ Test(malloc_threads, blocks_freed_by_another_thread)
     cr_assert_eq(after.put_provider_calls, 0);
 }
 
+/* ---- large blocks from several threads ----------------------------------- */
+
+/* Each thread keeps a few large blocks and replaces, grows or shrinks
+ * one at random, checking its contents first, while the other threads do
+ * the same and the reclaim thread ages the cache every 5 ms: the cached
+ * blocks are split, merged and unmapped under them. */
+enum { LT_LIVE = 6 };
+#define LT_MARK 64 /* bytes checked at each end of a block */
+
+static void lt_mark(char *p, size_t n, uintptr_t seed)
+{
+    mt_fill(p, LT_MARK, seed);
+    mt_fill(p + n - LT_MARK, LT_MARK, seed + 1);
+}
+
+static int lt_ok(const char *p, size_t n, uintptr_t seed)
+{
+    return mt_check(p, LT_MARK, seed) == LT_MARK &&
+           mt_check(p + n - LT_MARK, LT_MARK, seed + 1) == LT_MARK;
+}
+
+static void *large_churn(void *arg)
+{
+    uint64_t s = 0x2545f4914f6cdd1dull ^ (uintptr_t)arg;
+    char *b[LT_LIVE] = {0};
+    size_t len[LT_LIVE] = {0};
+    uintptr_t seed[LT_LIVE] = {0};
+    size_t steps = mt_scaled(3000);
+    for (size_t i = 0; i < steps; i++) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        unsigned k = (unsigned)(s % LT_LIVE);
+        size_t n = (64u << 10) + (size_t)((s >> 8) % (4u << 20));
+        if (b[k] && !lt_ok(b[k], len[k], seed[k]))
+            return (void *)1;
+        if (b[k] && (s >> 40) % 3 == 0) {
+            char *r = realloc(b[k], n); /* keeps the first bytes */
+            if (!r)
+                return (void *)2;
+            size_t keep = n < len[k] ? n : len[k];
+            if (mt_check(r, keep < LT_MARK ? keep : LT_MARK, seed[k]) !=
+                (keep < LT_MARK ? keep : LT_MARK))
+                return (void *)3;
+            b[k] = r;
+        } else {
+            free(b[k]);
+            b[k] = malloc(n);
+            if (!b[k])
+                return (void *)2;
+        }
+        len[k] = n;
+        seed[k] = (uintptr_t)i * 7 + (uintptr_t)arg;
+        lt_mark(b[k], n, seed[k]);
+    }
+    for (unsigned k = 0; k < LT_LIVE; k++) {
+        if (b[k] && !lt_ok(b[k], len[k], seed[k]))
+            return (void *)1;
+        free(b[k]);
+    }
+    return NULL;
+}
+
+Test(malloc_threads, large_blocks_split_and_merged_under_several_threads)
+{
+    enum { T = 3 };
+    dp_malloc_stats_t before, after;
+    dp_malloc_stats_get(&before);
+    pthread_t t[T];
+    for (uintptr_t i = 0; i < T; i++)
+        pthread_create(&t[i], NULL, large_churn, (void *)(i + 1));
+    for (int i = 0; i < T; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        cr_assert_null(r, "thread %d: %s", i,
+                       r == (void *)1 ? "a block was overwritten"
+                       : r == (void *)3 ? "realloc lost the contents"
+                                         : "an allocation failed");
+    }
+    dp_malloc_stats_get(&after);
+    cr_assert_eq(after.large_inuse, before.large_inuse);
+    cr_assert_eq(after.large_bytes_inuse, before.large_bytes_inuse);
+    cr_assert_gt(after.large_reused, before.large_reused);
+    cr_assert_eq(after.put_provider_calls, 0);
+    /* Everything goes back: trim empties the queue and the cache. */
+    dp_malloc_trim();
+    dp_malloc_stats_get(&after);
+    cr_assert_eq(after.large_queued + after.large_cached, 0);
+    cr_assert_eq(after.large_bytes_cached, 0);
+}
+
 /* ---- a thread that frees, then blocks forever --------------------------- */
 
 struct sleeper {
