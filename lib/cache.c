@@ -75,9 +75,10 @@ void dp_tcache_pool_init(struct dp_pool *p)
     max = max < 8 ? 8 : max > DP_TC_MAXCAP ? DP_TC_MAXCAP : max;
     p->tc_max = (uint32_t)max;
     p->tc_batch = (uint32_t)max / 2;
-    /* A full bin returns its oldest quarter, at most 16 objects.  A
-     * flush writes each returned object's link word and does one CAS pair
-     * per page; the put that cached the object has prefetched its line,
+    /* A full bin returns its oldest quarter, at most 16 objects (and at
+     * most DP_TC_FLUSH_RUNS page runs).  A flush writes each returned
+     * object's link word and does one CAS per run of same-page objects;
+     * the put that cached the object has prefetched its line,
      * but the flush is still what a put pays in the tail.  Measured on
      * benchmarks/macro larson: free() p99.99 621 ns with a quarter (64),
      * 491 with 16, 491 with 8 (docs/design.md, "Thread caches"). */
@@ -178,7 +179,7 @@ bool dp_tcache_fill(struct dp_pool *p, void *const *objs, uint32_t n)
     if (ok) {
         /* Reversed, so that pops walk up through memory: a freshly
          * carved page is handed out in address order, which the
-         * hardware prefetcher follows (measured: a quarter off a
+         * hardware prefetcher follows (measured: 15 to 30% off a
          * 200,000-live get/put round). */
         void **dst = b->slots + have;
         for (void *const *src = objs + n; src != objs;)
@@ -192,8 +193,9 @@ bool dp_tcache_fill(struct dp_pool *p, void *const *objs, uint32_t n)
 }
 
 /* The bin is empty (bind it to p) or full: then return its oldest
- * tc_flush objects (the bottom of the stack) to the pages, keep the newer
- * ones (warm).  Then push obj.  Called inside dp_tc_enter; leaves.  The
+ * objects (the bottom of the stack: up to tc_flush of them, in at most
+ * DP_TC_FLUSH_RUNS page runs) to the pages, keep the newer ones (warm).
+ * Then push obj.  Called inside dp_tc_enter; leaves.  The
  * page puts run before leaving, so no signal handler's put can reuse the
  * slots while they are read. */
 void dp_tcache_put_slow(struct dp_pool *p, struct dp_tcache *tc, void *obj)
@@ -223,8 +225,8 @@ void dp_tcache_put_slow(struct dp_pool *p, struct dp_tcache *tc, void *obj)
         dp_in_put++;
         dp_page_put_array(p, b->slots, out);
         dp_in_put--;
-        /* Move the base, not the stack; the stack moves back down only
-         * once per DP_TC_MAXCAP flushed objects. */
+        /* Move the base, not the stack; the stack moves back down at
+         * most once per DP_TC_MAXCAP flushed objects. */
         void **area = tc->slotmem + (size_t)p->tcidx * DP_TC_AREA;
         b->slots += out;
         if (b->slots + p->tc_max > area + DP_TC_AREA) {
