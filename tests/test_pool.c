@@ -545,6 +545,62 @@ Test(pool, put_from_a_thread_that_never_used_the_pool_returns_the_objects)
     finish(pool, m);
 }
 
+/* The largest page: the top of a page's put stack is kept as a byte offset
+ * in the high half of the page's state word (docs/design.md §2); objects
+ * near the end of a 16 MiB page have the largest offsets.  Put them back
+ * uncached, one by one and in runs, in an order that makes every one of
+ * them the top at some point, and get them all again. */
+Test(pool, objects_at_the_far_end_of_the_largest_page_go_back_and_come_again)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_attr_t a;
+    mock_attr(&a, m);
+    a.pagesize = DP_PAGESIZE_MAX;
+    a.flags |= DP_POOL_NOCACHE;
+    a.max_pages = 1;
+    dp_pool_t *pool = dp_pool_create("bigpage", 4096, &a);
+    cr_assert_not_null(pool);
+    size_t opp = tu_stats(pool).objs_per_page;
+    cr_assert_geq(opp, 4000);
+    void **objs = calloc(opp, sizeof *objs);
+    uintptr_t page = 0;
+    for (size_t i = 0; i < opp; i++) {
+        cr_assert_not_null(objs[i] = dp_pool_get(pool, DP_NOWAIT));
+        uintptr_t pg = page_of(objs[i], DP_PAGESIZE_MAX);
+        if (i == 0)
+            page = pg;
+        cr_assert_eq(pg, page, "one page holds them all");
+        memset(objs[i], (int)(i & 0xff), 4096);
+    }
+    cr_assert_eq(tu_counters(m).allocs, 1);
+    /* Last object first: the deepest offsets become the stack's top. */
+    for (size_t i = opp; i-- > 0;)
+        dp_pool_put(pool, objs[i]);
+    dp_pool_stats_t s = tu_stats(pool);
+    cr_assert_eq(s.objs_inuse, 0);
+    cr_assert_eq(s.pages_empty, 1);
+    cr_assert_eq(dp_pool_check(pool), 0);
+    /* The empty page is carved afresh; take half, put them back, and take
+     * everything again, now partly from the put stack. */
+    for (size_t i = 0; i < opp / 2; i++)
+        cr_assert_not_null(objs[i] = dp_pool_get(pool, DP_NOWAIT));
+    for (size_t i = 0; i < opp / 2; i++)
+        dp_pool_put(pool, objs[i]);
+    cr_assert_eq(dp_pool_check(pool), 0);
+    for (size_t i = 0; i < opp; i++) {
+        cr_assert_not_null(objs[i] = dp_pool_get(pool, DP_NOWAIT));
+        cr_assert_eq(page_of(objs[i], DP_PAGESIZE_MAX), page);
+    }
+    cr_assert_null(dp_pool_get(pool, DP_NOWAIT), "the one page is full");
+    cr_assert_eq(tu_counters(m).allocs, 1, "no second page was needed");
+    for (size_t i = 1; i < opp; i++)
+        cr_assert_neq(objs[i - 1], objs[i]);
+    for (size_t i = 0; i < opp; i++)
+        dp_pool_put(pool, objs[i]);
+    free(objs);
+    finish(pool, m);
+}
+
 Test(pool, put_of_a_null_object_is_a_no_op)
 {
     dp_mock_t *m = dp_mock_create(0);
