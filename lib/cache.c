@@ -213,18 +213,11 @@ void dp_tcache_put_slow(struct dp_pool *p, struct dp_tcache *tc, void *obj)
         /* At most tc_flush objects, and at most DP_TC_FLUSH_RUNS runs of
          * same-page objects: each run costs a CAS on its page's state,
          * whose line another thread may hold. */
-        uint32_t out = 1, runs = 1;
-        uintptr_t pg = (uintptr_t)b->slots[0] & p->pagemask;
-        for (; out < p->tc_flush; out++) {
-            uintptr_t q = (uintptr_t)b->slots[out] & p->pagemask;
-            if (q != pg && ++runs > DP_TC_FLUSH_RUNS)
-                break;
-            pg = q;
-        }
-        n -= out;
         dp_in_put++;
-        dp_page_put_array(p, b->slots, out);
+        uint32_t out = dp_page_put_runs(p, b->slots, p->tc_flush,
+                                        DP_TC_FLUSH_RUNS);
         dp_in_put--;
+        n -= out;
         /* Move the base, not the stack; the stack moves back down at
          * most once per DP_TC_MAXCAP flushed objects. */
         void **area = tc->slotmem + (size_t)p->tcidx * DP_TC_AREA;

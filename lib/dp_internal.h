@@ -442,6 +442,8 @@ DP_HIDDEN void dp_tcache_atfork_child(void);
 DP_HIDDEN void dp_page_put(struct dp_pool *p, void *obj);
 DP_HIDDEN void dp_page_put_array(struct dp_pool *p, void *const *objs,
                                  uint32_t n);
+DP_HIDDEN uint32_t dp_page_put_runs(struct dp_pool *p, void *const *objs,
+                                    uint32_t n, uint32_t max_runs);
 DP_HIDDEN void dp_drain_pending_locked(struct dp_pool *p, uint64_t now);
 DP_HIDDEN size_t dp_collect_due_locked(struct dp_pool *p, uint64_t now,
                                        size_t budget, bool ignore_age,

@@ -668,13 +668,16 @@ void dp_page_put(struct dp_pool *p, void *obj)
     page_put_run(p, pg, obj, obj, 1);
 }
 
-/* Put n objects (a flushed cache) to their pages, one CAS pair per run
- * of objects from the same page: the run is linked through the objects'
- * link words here, the only object memory a flush writes. */
-void dp_page_put_array(struct dp_pool *p, void *const *objs, uint32_t n)
+/* Put objs[0..n) (a flushed cache) to their pages, one CAS per run of
+ * objects from the same page, but no more than max_runs runs: returns
+ * how many objects went back (all n unless the run limit stopped it,
+ * and at least one).  The run is linked through the objects' link words
+ * here, the only object memory a flush writes. */
+uint32_t dp_page_put_runs(struct dp_pool *p, void *const *objs, uint32_t n,
+                          uint32_t max_runs)
 {
-    uint32_t i = 0;
-    while (i < n) {
+    uint32_t i = 0, runs = 0;
+    while (i < n && runs++ < max_runs) {
         struct dp_page *pg =
             (struct dp_page *)((uintptr_t)objs[i] & p->pagemask);
         uint32_t j = i + 1;
@@ -686,6 +689,12 @@ void dp_page_put_array(struct dp_pool *p, void *const *objs, uint32_t n)
         page_put_run(p, pg, objs[i], objs[j - 1], j - i);
         i = j;
     }
+    return i;
+}
+
+void dp_page_put_array(struct dp_pool *p, void *const *objs, uint32_t n)
+{
+    dp_page_put_runs(p, objs, n, UINT32_MAX);
 }
 
 /* A put that does not go into a thread cache.  Out of line, so that
