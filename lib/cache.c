@@ -110,6 +110,12 @@ void dp_tcache_pool_init(struct dp_pool *p)
 #define DP_TC_FLUSH_RUNS 4
 #define DP_TC_SLOTMEM ((size_t)DP_TC_BINS * DP_TC_AREA * sizeof(void *))
 
+/* The start of bin i's slot area. */
+static void **bin_area(struct dp_tcache *tc, size_t i)
+{
+    return tc->slotmem + i * DP_TC_AREA;
+}
+
 /* One mapping for the cache and one for every bin's slot array: address
  * space only; a bin's slots cost memory once the bin is used. */
 static void tc_unmap(struct dp_tcache *tc)
@@ -132,7 +138,7 @@ static struct dp_tcache *tc_create(void)
         return NULL;
     }
     for (int i = 0; i < DP_TC_BINS; i++)
-        tc->bins[i].slots = tc->slotmem + (size_t)i * DP_TC_AREA;
+        tc->bins[i].slots = bin_area(tc, (size_t)i);
     if (pthread_setspecific(dp_tcg.key, tc) != 0) {
         tc_unmap(tc);
         return NULL;
@@ -202,9 +208,7 @@ void dp_tcache_put_slow(struct dp_pool *p, struct dp_tcache *tc, void *obj)
 {
     if (p->tcidx < 0) { /* uncached: the fast path used the empty bin */
         dp_tc_leave(tc);
-        dp_in_put++;
         dp_page_put(p, obj);
-        dp_in_put--;
         return;
     }
     struct dp_tbin *b = &tc->bins[p->tcidx];
@@ -220,7 +224,7 @@ void dp_tcache_put_slow(struct dp_pool *p, struct dp_tcache *tc, void *obj)
         n -= out;
         /* Move the base, not the stack; the stack moves back down at
          * most once per DP_TC_MAXCAP flushed objects. */
-        void **area = tc->slotmem + (size_t)p->tcidx * DP_TC_AREA;
+        void **area = bin_area(tc, (size_t)p->tcidx);
         b->slots += out;
         if (b->slots + p->tc_max > area + DP_TC_AREA) {
             memmove(area, b->slots, n * sizeof(void *));
@@ -252,7 +256,7 @@ static void bin_flush(struct dp_tcache *tc, struct dp_tbin *b, bool forget)
     bin_set_n(b, 0);
     /* Empty: the stack starts again at the bottom of its area, with room
      * for any pool's tc_max (the bin may be rebound after `forget`). */
-    b->slots = tc->slotmem + (size_t)(b - tc->bins) * DP_TC_AREA;
+    b->slots = bin_area(tc, (size_t)(b - tc->bins));
     DP_BUMP(&b->net, -(int64_t)n);
     if (forget) {
         atomic_fetch_add(&p->tc_gets_folded, bin_gets(b));

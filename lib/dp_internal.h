@@ -349,21 +349,30 @@ static inline void dp_tc_leave(struct dp_tcache *tc)
     atomic_store_explicit(&tc->active, 0, memory_order_release);
 }
 
-/* Fast path: an object from this thread's bin, or NULL. */
-static inline void *dp_tcache_get(struct dp_pool *p)
+/* Fast path: pop this thread's bin into *o.  false: no object (no
+ * cache, an empty bin, or a drainer at work on it).  A bool result, not
+ * NULL, so that a caller's hit path returns the object untested. */
+static inline bool dp_tcache_pop(struct dp_pool *p, void **o)
 {
     struct dp_tcache *tc = dp_tc;
     if (!tc || !dp_tc_enter(tc))
-        return NULL;
+        return false;
     struct dp_tbin *b = &tc->bins[p->tcbin];
     uint32_t n = atomic_load_explicit(&b->n, DP_RLX);
-    void *o = NULL;
     if (DP_LIKELY(n != 0)) {
-        o = b->slots[n - 1];
+        *o = b->slots[n - 1];
         atomic_store_explicit(&b->n, n - 1, DP_RLX);
         DP_BUMP(&b->gets, 1);
     }
     dp_tc_leave(tc);
+    return n != 0;
+}
+
+/* The same, as an object or NULL. */
+static inline void *dp_tcache_get(struct dp_pool *p)
+{
+    void *o = NULL;
+    dp_tcache_pop(p, &o);
     return o;
 }
 

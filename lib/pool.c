@@ -125,13 +125,14 @@ static void debug_mark_out(struct dp_pool *p, struct dp_page *pg, void *obj)
  * fewer than `want` only when every object of the page is out, so the
  * page can go on the full list: any later put then sees the count drop
  * from full and queues the page again.  Order: the lock's free list, the
- * putters' stack (one exchange), then the bump region, which touches no
- * object memory.
+ * put stack (taken whole with one CAS), then the bump region, which
+ * touches no object memory.
  *
- * The count is raised once per batch.  A put pushes its object before it
- * lowers the count, so when the page looked exhausted but the count after
- * our add is below cap, puts have landed on the stack since our exchange:
- * take them too rather than strand them on a full-listed page. */
+ * The count is raised once per batch.  A put pushes its objects and
+ * lowers the count in one CAS, so when the page looked exhausted but the
+ * count after our add is below cap, puts have landed on the stack since
+ * we took it: take them too rather than strand them on a full-listed
+ * page. */
 static uint32_t page_take_locked(struct dp_pool *p, struct dp_page *pg,
                                  uint32_t want, void **objs)
 {
@@ -510,23 +511,10 @@ static DP_NOINLINE void *get_slow(struct dp_pool *p, int flags)
 
 void *dp_pool_get(dp_pool_t *p, int flags)
 {
-    /* dp_tcache_get() written out, so that a hit returns without testing
-     * the object for NULL. */
-    struct dp_tcache *tc = dp_tc;
-    if (DP_LIKELY(p != NULL && (flags == DP_NOWAIT || flags == DP_WAITOK) &&
-                  tc != NULL) &&
-        DP_LIKELY(dp_tc_enter(tc))) {
-        struct dp_tbin *b = &tc->bins[p->tcbin];
-        uint32_t n = atomic_load_explicit(&b->n, DP_RLX);
-        if (DP_LIKELY(n != 0)) {
-            void *o = b->slots[n - 1];
-            atomic_store_explicit(&b->n, n - 1, DP_RLX);
-            DP_BUMP(&b->gets, 1);
-            dp_tc_leave(tc);
-            return o;
-        }
-        dp_tc_leave(tc);
-    }
+    void *o;
+    if (DP_LIKELY(p != NULL && (flags == DP_NOWAIT || flags == DP_WAITOK)) &&
+        DP_LIKELY(dp_tcache_pop(p, &o)))
+        return o;
     return get_slow(p, flags);
 }
 
@@ -659,13 +647,16 @@ static void page_put_run(struct dp_pool *p, struct dp_page *pg, void *first,
         release_all_empty(p);
 }
 
-/* Put one object straight to its page (no thread cache). */
+/* Put one object straight to its page (no thread cache), from a put:
+ * provider calls made meanwhile count as put_provider_calls. */
 void dp_page_put(struct dp_pool *p, void *obj)
 {
     struct dp_page *pg = (struct dp_page *)((uintptr_t)obj & p->pagemask);
     if (DP_UNLIKELY(p->debug))
         debug_check_put(p, pg, obj);
+    dp_in_put++;
     page_put_run(p, pg, obj, obj, 1);
+    dp_in_put--;
 }
 
 /* Put objs[0..n) (a flushed cache) to their pages, one CAS per run of
@@ -707,9 +698,7 @@ static DP_NOINLINE void put_uncached(struct dp_pool *p, void *obj)
         errno = EINVAL;
         return;
     }
-    dp_in_put++;
     dp_page_put(p, obj);
-    dp_in_put--;
 }
 
 void dp_pool_put(dp_pool_t *p, void *obj)
