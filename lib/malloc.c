@@ -266,14 +266,20 @@ static void lc_evict_prefix_locked(unsigned n, struct mc_large **evict)
     memmove(&mc_lc[0], &mc_lc[n], mc_lc_n * sizeof(mc_lc[0]));
 }
 
-/* Append h to the cache, stamped `stamp` (the newest): a full cache gives
- * up its oldest block onto *evict. */
-static void lc_append_locked(struct mc_large *h, uint64_t stamp,
-                             struct mc_large **evict)
+/* Add h to the cache, stamped `stamp`, at the place the stamp gives it
+ * in arrival order (the end, for a block arriving now): a full cache
+ * gives up its oldest block onto *evict. */
+static void lc_add_locked(struct mc_large *h, uint64_t stamp,
+                          struct mc_large **evict)
 {
     if (mc_lc_n == MC_LC_MAX)
         lc_evict_prefix_locked(1, evict);
-    mc_lc[mc_lc_n++] = (struct mc_lc_ent){h->maplen, stamp, h};
+    unsigned i = mc_lc_n;
+    while (i > 0 && mc_lc[i - 1].stamp > stamp)
+        i--;
+    memmove(&mc_lc[i + 1], &mc_lc[i], (mc_lc_n - i) * sizeof(mc_lc[0]));
+    mc_lc[i] = (struct mc_lc_ent){h->maplen, stamp, h};
+    mc_lc_n++;
     atomic_fetch_add_explicit(&mc_ls.cached, 1, MC_RLX);
     atomic_fetch_add_explicit(&mc_ls.cached_bytes, h->maplen, MC_RLX);
 }
@@ -314,7 +320,7 @@ static void lc_insert_locked(struct mc_large *h, uint64_t now,
         }
         i++;
     }
-    lc_append_locked(h, now, evict);
+    lc_add_locked(h, now, evict);
 }
 
 /* Put the rest of a split block back, at the place its stamp gives it in
@@ -326,16 +332,7 @@ static void lc_reinsert(struct mc_large *h, uint64_t stamp)
 {
     struct mc_large *evict = NULL;
     pthread_mutex_lock(&mc_lc_lock);
-    if (mc_lc_n == MC_LC_MAX)
-        lc_evict_prefix_locked(1, &evict);
-    unsigned i = mc_lc_n;
-    while (i > 0 && mc_lc[i - 1].stamp > stamp)
-        i--;
-    memmove(&mc_lc[i + 1], &mc_lc[i], (mc_lc_n - i) * sizeof(mc_lc[0]));
-    mc_lc[i] = (struct mc_lc_ent){h->maplen, stamp, h};
-    mc_lc_n++;
-    atomic_fetch_add_explicit(&mc_ls.cached, 1, MC_RLX);
-    atomic_fetch_add_explicit(&mc_ls.cached_bytes, h->maplen, MC_RLX);
+    lc_add_locked(h, stamp, &evict);
     pthread_mutex_unlock(&mc_lc_lock);
     if (evict)
         large_unmap(evict);
@@ -442,13 +439,8 @@ static struct mc_large *large_reuse(size_t len, bool grow)
     struct mc_large *h = large_cache(len, false, NULL, &stamp);
     if (!h)
         return NULL;
-    if (grow) {
-        size_t room = len <= h->maplen / MC_GROW_ROOM ? len * MC_GROW_ROOM
-                                                      : h->maplen;
-        len = (room + MC_SYSPAGE - 1) & ~(MC_SYSPAGE - 1);
-        if (len > h->maplen)
-            len = h->maplen;
-    }
+    if (grow) /* len is whole pages, so is the room */
+        len = len <= h->maplen / MC_GROW_ROOM ? len * MC_GROW_ROOM : h->maplen;
     size_t rest_len = h->maplen - len;
     if (rest_len >= MC_SPLIT_MIN && rest_len >= len / 2) {
         struct mc_large *rest = (struct mc_large *)((char *)h + len);
