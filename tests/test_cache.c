@@ -82,11 +82,6 @@ Test(cache, a_get_after_a_put_on_the_same_thread_reuses_the_object)
  * over many rounds (the bin's stack moves through its area and back) no
  * object is ever handed out twice and the statistics stay exact. */
 #define OVF_N 2000
-static int cmp_ptr(const void *a, const void *b)
-{
-    uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
-    return x < y ? -1 : x > y;
-}
 
 Test(cache, overflowing_bin_returns_its_oldest_objects_and_loses_none)
 {
@@ -100,7 +95,7 @@ Test(cache, overflowing_bin_returns_its_oldest_objects_and_loses_none)
             *(int *)objs[i] = i; /* the object is ours: write it */
         }
         memcpy(sorted, objs, sizeof(objs));
-        qsort(sorted, OVF_N, sizeof(void *), cmp_ptr);
+        qsort(sorted, OVF_N, sizeof(void *), tu_cmp_ptr);
         for (int i = 1; i < OVF_N; i++)
             cr_assert_neq(sorted[i - 1], sorted[i],
                           "round %d: %p handed out twice", round, sorted[i]);

@@ -62,13 +62,6 @@ static uintptr_t page_of(const void *p, size_t pagesize)
     return (uintptr_t)p & ~(uintptr_t)(pagesize - 1);
 }
 
-static int cmp_ptr(const void *a, const void *b)
-{
-    uintptr_t x = (uintptr_t) * (void *const *)a;
-    uintptr_t y = (uintptr_t) * (void *const *)b;
-    return x < y ? -1 : x > y;
-}
-
 static void fill(void *obj, size_t n, uint64_t tag)
 {
     unsigned char *b = obj;
@@ -135,7 +128,7 @@ Test(pool, objects_are_distinct_and_lie_inside_pages_from_the_provider)
 
     void **sorted = malloc(n * sizeof *sorted);
     memcpy(sorted, objs, n * sizeof *sorted);
-    qsort(sorted, n, sizeof *sorted, cmp_ptr);
+    qsort(sorted, n, sizeof *sorted, tu_cmp_ptr);
     size_t distinct_pages = 0;
     for (size_t i = 0; i < n; i++) {
         uintptr_t p = (uintptr_t)sorted[i], base = page_of(sorted[i], ps);

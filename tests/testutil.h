@@ -186,6 +186,16 @@ static inline void tu_destroy_checked(dp_pool_t *pool, dp_mock_t *m)
     }
 }
 
+/* --------------------------------------------------------- pointer sort */
+
+/* qsort comparator for an array of pointers, by address. */
+static inline int tu_cmp_ptr(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t) * (void *const *)a;
+    uintptr_t y = (uintptr_t) * (void *const *)b;
+    return x < y ? -1 : x > y;
+}
+
 /* ----------------------------------------------------------------- rng */
 
 static inline uint64_t tu_rng(uint64_t *s)
