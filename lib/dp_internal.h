@@ -234,7 +234,30 @@ DP_HIDDEN const struct dp_options *dp_options(void);
  * TLB entry) of its own.  The malloc layer maps a large block's first
  * frame to its header (low bit clear).  NULL: not ours. */
 DP_HIDDEN int dp_pagemap_set(void *base, size_t size, void *owner);
-DP_HIDDEN void *dp_pagemap_get(const void *addr);
+/* 48-bit addresses, 4 KiB frames: 36 bits of frame number, 12+12+12.
+ * Nodes are installed with a CAS (pagemap.c) and never freed, so a reader
+ * needs only acquire loads.  The root is static and zeroed. */
+#define DP_PM_BITS 12
+#define DP_PM_FAN (1u << DP_PM_BITS)
+typedef _Atomic(void *) dp_pm_slot;
+extern DP_HIDDEN dp_pm_slot dp_pm_root[DP_PM_FAN];
+/* Inline: free() in the malloc layer is this lookup and a tail call. */
+static inline void *dp_pagemap_get(const void *addr)
+{
+    uintptr_t f = (uintptr_t)addr >> 12;
+    if (DP_UNLIKELY(f >> (3 * DP_PM_BITS)))
+        return NULL;
+    dp_pm_slot *l2 = atomic_load_explicit(&dp_pm_root[f >> (2 * DP_PM_BITS)],
+                                          memory_order_acquire);
+    if (DP_UNLIKELY(!l2))
+        return NULL;
+    dp_pm_slot *l3 = atomic_load_explicit(
+        &l2[(f >> DP_PM_BITS) & (DP_PM_FAN - 1)], memory_order_acquire);
+    if (DP_UNLIKELY(!l3))
+        return NULL;
+    return atomic_load_explicit(&l3[f & (DP_PM_FAN - 1)],
+                                memory_order_acquire);
+}
 static inline void *dp_pm_pool(struct dp_pool *p)
 {
     return (void *)((uintptr_t)p | 1u); /* pools are page-aligned mmaps */

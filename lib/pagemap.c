@@ -10,15 +10,14 @@
 
 #include <sys/mman.h>
 
-/* 48-bit addresses, 4 KiB frames: 36 bits of frame number, 12+12+12. */
-#define PM_BITS 12
-#define PM_FAN (1u << PM_BITS)
+#define PM_BITS DP_PM_BITS
+#define PM_FAN DP_PM_FAN
 
-typedef _Atomic(void *) pm_slot;
+typedef dp_pm_slot pm_slot;
 
-/* Nodes are installed with a CAS and never freed; readers need only
- * acquire loads.  Root: static, zeroed. */
-static pm_slot pm_root[PM_FAN];
+/* The root (zeroed, in .bss); the reader, dp_pagemap_get(), is inline in
+ * dp_internal.h.  Writers: dp_pagemap_set() below. */
+pm_slot dp_pm_root[PM_FAN];
 
 static pm_slot *pm_child(pm_slot *slot, bool create)
 {
@@ -41,7 +40,7 @@ static pm_slot *pm_leaf(uintptr_t frame, bool create)
 {
     if (frame >> (3 * PM_BITS))
         return NULL;
-    pm_slot *l2 = pm_child(&pm_root[frame >> (2 * PM_BITS)], create);
+    pm_slot *l2 = pm_child(&dp_pm_root[frame >> (2 * PM_BITS)], create);
     if (!l2)
         return NULL;
     pm_slot *l3 = pm_child(&l2[(frame >> PM_BITS) & (PM_FAN - 1)], create);
@@ -65,8 +64,3 @@ int dp_pagemap_set(void *base, size_t size, void *pg)
     return 0;
 }
 
-void *dp_pagemap_get(const void *addr)
-{
-    pm_slot *s = pm_leaf((uintptr_t)addr >> 12, false);
-    return s ? atomic_load_explicit(s, memory_order_acquire) : NULL;
-}
