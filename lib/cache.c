@@ -172,7 +172,37 @@ static uint32_t bin_n(struct dp_tbin *b)
     return atomic_load_explicit(&b->n, memory_order_relaxed);
 }
 
-bool dp_tcache_fill(struct dp_pool *p, void *const *objs, uint32_t n)
+static struct dp_tchain *bin_chain(struct dp_tcache *tc, struct dp_tbin *b)
+{
+    return &tc->chains[b - tc->bins];
+}
+
+/* Objects the bin holds: its stack and its chain. */
+static uint32_t bin_held(struct dp_tcache *tc, struct dp_tbin *b)
+{
+    return bin_n(b) + atomic_load_explicit(&bin_chain(tc, b)->n, DP_RLX);
+}
+
+/*
+ * Chains.  A refill that finds a page's put stack whole (the lock's list
+ * empty) knows its length without walking it: the page's carved count
+ * minus the objects out, which the CAS that takes the stack reads.  So it
+ * hands the stack to the bin as it is, and the get fast path pops it
+ * when the stack of pointers is empty.  Walking the list in the refill
+ * costs one dependent load per object with nothing to overlap it; popping
+ * it costs the same load where the caller's own work hides it.  A bin
+ * holds at most one chain; puts go to its stack as usual.
+ */
+uint32_t dp_tcache_chain_max(struct dp_pool *p)
+{
+    if (p->tcidx < 0)
+        return 0;
+    size_t m = ((size_t)32 << 10) / p->slotsize;
+    return m > p->tc_max ? (uint32_t)m : p->tc_max;
+}
+
+bool dp_tcache_fill(struct dp_pool *p, void *const *objs, uint32_t n,
+                    const struct dp_chain *ch)
 {
     struct dp_tcache *tc = dp_tc;
     if (!tc || p->tcidx < 0 || !dp_tc_enter(tc))
@@ -180,8 +210,15 @@ bool dp_tcache_fill(struct dp_pool *p, void *const *objs, uint32_t n)
     struct dp_tbin *b = &tc->bins[p->tcidx];
     uint32_t have = bin_n(b);
     /* Not while a getter waits: the objects go back to the pages. */
-    bool ok = have + n <= p->tc_max &&
+    struct dp_tchain *bc = bin_chain(tc, b);
+    bool ok = have + n <= p->tc_max && (!ch || !ch->n || !bc->head) &&
               !atomic_load_explicit(&p->waiters, DP_RLX);
+    if (ok && ch && ch->n) {
+        bc->head = ch->head;
+        atomic_store_explicit(&bc->n, ch->n, DP_RLX);
+        b->pool = p;
+        DP_BUMP(&b->net, (int64_t)ch->n);
+    }
     if (ok) {
         /* Reversed, so that pops walk up through memory: a freshly
          * carved page is handed out in address order, which the
@@ -258,6 +295,14 @@ static void bin_flush(struct dp_tcache *tc, struct dp_tbin *b, bool forget)
      * for any pool's tc_max (the bin may be rebound after `forget`). */
     b->slots = bin_area(tc, (size_t)(b - tc->bins));
     DP_BUMP(&b->net, -(int64_t)n);
+    struct dp_tchain *bc = bin_chain(tc, b);
+    uint32_t cn = atomic_load_explicit(&bc->n, DP_RLX);
+    if (cn) {
+        dp_page_put_chain(p, bc->head, cn);
+        bc->head = NULL;
+        atomic_store_explicit(&bc->n, 0, DP_RLX);
+        DP_BUMP(&b->net, -(int64_t)cn);
+    }
     if (forget) {
         atomic_fetch_add(&p->tc_gets_folded, bin_gets(b));
         atomic_store_explicit(&b->gets, 0, DP_RLX);
@@ -316,7 +361,7 @@ void dp_tcache_drain_pool(struct dp_pool *p, bool wait, bool release)
             /* A waiter or destroy must catch puts on their way into an
              * empty bin, and destroy must unbind every bin: they visit
              * every cache.  Others only those holding objects. */
-            if (!wait && !release && bin_n(&tc->bins[idx]) == 0)
+            if (!wait && !release && bin_held(tc, &tc->bins[idx]) == 0)
                 continue;
             batch[n++] = tc;
             if (n == DP_TC_BATCH) {
@@ -354,7 +399,7 @@ void dp_tcache_gc(void)
         bool any = false;
         for (int j = 0; j < DP_TC_BINS; j++) {
             struct dp_tbin *b = &tc->bins[j];
-            uint32_t n = bin_n(b);
+            uint32_t n = bin_held(tc, b);
             sig = sig * 0x100000001b3ull +
                   atomic_load_explicit(&b->gets, DP_RLX);
             sig = sig * 0x100000001b3ull + n;
@@ -387,7 +432,7 @@ void dp_tcache_sum(struct dp_pool *p, uint64_t *cached, uint64_t *gets)
     pthread_mutex_lock(&dp_tcg.lock);
     for (struct dp_tcache *tc = dp_tcg.head; tc; tc = tc->next) {
         struct dp_tbin *b = &tc->bins[p->tcidx];
-        *cached += bin_n(b);
+        *cached += bin_held(tc, b);
         *gets += bin_gets(b);
     }
     pthread_mutex_unlock(&dp_tcg.lock);

@@ -319,10 +319,19 @@ struct dp_tbin {
                               Set by the slow paths: the put fast path
                               runs only on a non-empty bin, which is
                               bound already                          */
-    _Atomic uint32_t n;    /* objects in the bin                     */
+    _Atomic uint32_t n;    /* objects in the bin's stack             */
     _Atomic uint64_t gets; /* gets served by the bin                 */
     _Atomic int64_t net;   /* objects taken from pages minus objects
                               returned to pages through this bin     */
+};
+
+/* A bin's chain: a page's put stack, taken whole by a refill and linked
+ * through the objects' link words; a get pops it when the bin's stack is
+ * empty (cache.c, "Chains").  Kept apart from struct dp_tbin so that the
+ * fast paths' bin stays 40 bytes.  Same rules as the bin. */
+struct dp_tchain {
+    void *head;
+    _Atomic uint32_t n;    /* objects on the chain (statistics read it) */
 };
 
 struct dp_tcache {
@@ -334,6 +343,8 @@ struct dp_tcache {
     void **slotmem;          /* immutable: the bins' slot arrays       */
     struct dp_tbin bins[DP_TC_BINS + 1]; /* [DP_TC_BINS]: never used,
                                             n stays 0 (dp_pool.tcbin)  */
+    struct dp_tchain chains[DP_TC_BINS + 1]; /* bins[i]'s chain; the
+                                               last stays empty        */
 };
 
 extern DP_HIDDEN DP_TLS struct dp_tcache *dp_tc;
@@ -385,8 +396,19 @@ static inline bool dp_tcache_pop(struct dp_pool *p, void **o)
     if (DP_LIKELY(n != 0)) {
         *o = b->slots[n - 1];
         atomic_store_explicit(&b->n, n - 1, DP_RLX);
-        DP_BUMP(&b->gets, 1);
+    } else if (tc->chains[p->tcbin].head) {
+        /* The stack is empty: pop the chain.  Its link load is the one a
+         * refill would have made walking the page's list; here the
+         * caller's own work overlaps it. */
+        struct dp_tchain *ch = &tc->chains[p->tcbin];
+        void *c = ch->head;
+        *o = c;
+        ch->head = *(void **)((char *)c + p->linkoff);
+        DP_BUMP(&ch->n, -1);
+        n = 1;
     }
+    if (n != 0)
+        DP_BUMP(&b->gets, 1);
     dp_tc_leave(tc);
     return n != 0;
 }
@@ -449,9 +471,20 @@ static inline bool dp_tcache_put(struct dp_pool *p, void *obj)
 
 /* How many objects a slow-path get should take (1: no cache). */
 DP_HIDDEN uint32_t dp_tcache_want(struct dp_pool *p);
-/* Install n objects in this thread's bin; false: not taken. */
+/* A page's put stack taken whole by a refill: `n` objects from `head`,
+ * linked through their link words, NULL-terminated.  max: the longest
+ * stack the refill may take this way. */
+struct dp_chain {
+    void *head;
+    uint32_t n, max;
+};
+/* The longest chain a bin takes: what the bin's stack holds, or 32 KiB of
+ * objects if that is more; 0 for an uncached pool. */
+DP_HIDDEN uint32_t dp_tcache_chain_max(struct dp_pool *p);
+/* Install n objects and the chain (may be NULL) in this thread's bin;
+ * false: nothing taken. */
 DP_HIDDEN bool dp_tcache_fill(struct dp_pool *p, void *const *objs,
-                              uint32_t n);
+                              uint32_t n, const struct dp_chain *ch);
 DP_HIDDEN void dp_tcache_pool_init(struct dp_pool *p);
 /* Empty the pool's bins in every thread not inside a get/put right now.
  * wait: visit every cache, even empty ones, and retry those caught
@@ -472,6 +505,8 @@ DP_HIDDEN void dp_tcache_atfork_child(void);
 
 /* ---- pool.c ----------------------------------------------------------- */
 DP_HIDDEN void dp_page_put(struct dp_pool *p, void *obj);
+/* Give a chain's objects back to their page (no cache). */
+DP_HIDDEN void dp_page_put_chain(struct dp_pool *p, void *head, uint32_t n);
 DP_HIDDEN void dp_page_put_array(struct dp_pool *p, void *const *objs,
                                  uint32_t n);
 DP_HIDDEN uint32_t dp_page_put_runs(struct dp_pool *p, void *const *objs,

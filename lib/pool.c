@@ -121,8 +121,11 @@ static void debug_mark_out(struct dp_pool *p, struct dp_page *pg, void *obj)
     }
 }
 
-/* Take up to `want` objects from one page into objs[].  Returns how many;
- * fewer than `want` only when every object of the page is out, so the
+/* Take up to `want` objects from one page into objs[], or, when ch is
+ * given and holds no chain yet, the whole put stack as a chain (*ch) if
+ * it is no longer than ch->max.  Returns how many went into objs[];
+ * with the chain's, fewer than `want` only when every object of the
+ * page is out, so the
  * page can go on the full list: any later put then sees the count drop
  * from full and queues the page again.  Order: the lock's free list, the
  * put stack (taken whole with one CAS), then the bump region, which
@@ -134,11 +137,12 @@ static void debug_mark_out(struct dp_pool *p, struct dp_page *pg, void *obj)
  * we took it: take them too rather than strand them on a full-listed
  * page. */
 static uint32_t page_take_locked(struct dp_pool *p, struct dp_page *pg,
-                                 uint32_t want, void **objs)
+                                 uint32_t want, void **objs,
+                                 struct dp_chain *ch)
 {
-    uint32_t k = 0;
+    uint32_t k = 0, cn = 0; /* taken into objs[], and as a chain */
     for (;;) {
-        uint32_t k0 = k;
+        uint32_t k0 = k, c = 0;
         void *o = pg->lfree;
         if (!o) {
             /* Take the whole put stack, leaving the count as it is. */
@@ -149,21 +153,37 @@ static uint32_t page_take_locked(struct dp_pool *p, struct dp_page *pg,
                        memory_order_relaxed))
                 ;
             o = dp_pg_top(pg, s);
+            /* With the lock's list empty, every carved object is either
+             * out (the count this CAS read) or on the stack just taken:
+             * its length is known, so it can go to the bin unwalked
+             * (cache.c, "Chains"). */
+            if (o && ch && !ch->head && k < want) {
+                uint32_t len = pg->bump - ((uint32_t)s & DP_PG_COUNT);
+                if (len <= ch->max) {
+                    ch->head = o;
+                    ch->n = c = len;
+                    cn += len;
+                    o = NULL;
+                }
+            }
         }
-        while (o && k < want) {
+        uint32_t have = k + cn;
+        while (o && have < want) {
             objs[k++] = o;
+            have++;
             o = *dp_link(p, o);
         }
         pg->lfree = o;
-        if (k < want && pg->bump < pg->cap) {
+        if (have < want && pg->bump < pg->cap) {
             uint32_t n = pg->cap - pg->bump;
-            if (n > want - k)
-                n = want - k;
+            if (n > want - have)
+                n = want - have;
             char *s = pg->slots + (size_t)pg->bump * p->slotsize;
             for (uint32_t i = 0; i < n; i++, s += p->slotsize)
                 objs[k + i] = s;
             pg->bump += n;
             k += n;
+            have += n;
         }
         if (p->debug)
             for (uint32_t i = k0; i < k; i++)
@@ -172,9 +192,10 @@ static uint32_t page_take_locked(struct dp_pool *p, struct dp_page *pg,
          * enough for the objects handed out: one reaches a putter only
          * through the user's own synchronisation, which orders this
          * increment before its put. */
+        uint32_t add = k - k0 + c;
         uint32_t s = (uint32_t)atomic_fetch_add_explicit(
-            &pg->state, k - k0, memory_order_acquire);
-        if (k == want || (s & DP_PG_COUNT) + (k - k0) >= pg->cap)
+            &pg->state, add, memory_order_acquire);
+        if (have >= want || (s & DP_PG_COUNT) + add >= pg->cap)
             return k;
     }
 }
@@ -182,15 +203,17 @@ static uint32_t page_take_locked(struct dp_pool *p, struct dp_page *pg,
 /* Up to `want` objects into objs[]: partial pages first, then empty pages
  * (newest first), then pages that puts have queued since.  Returns how
  * many; 0 when the pool has no free object. */
-static uint32_t alloc_locked(struct dp_pool *p, uint32_t want, void **objs)
+static uint32_t alloc_locked(struct dp_pool *p, uint32_t want, void **objs,
+                             struct dp_chain *ch)
 {
     bool drained = false;
-    uint32_t got = 0;
+    uint32_t got = 0; /* in objs[]; the chain holds ch->n more */
     for (;;) {
         struct dp_page *pg = p->partial.head;
         if (pg) {
-            got += page_take_locked(p, pg, want - got, objs + got);
-            if (got == want)
+            uint32_t left = want - got - (ch ? ch->n : 0);
+            got += page_take_locked(p, pg, left, objs + got, ch);
+            if (got + (ch ? ch->n : 0) >= want)
                 return got;
             move_to_locked(p, pg, DP_L_FULL);
             continue;
@@ -211,7 +234,7 @@ static uint32_t alloc_locked(struct dp_pool *p, uint32_t want, void **objs)
             move_to_locked(p, pg, DP_L_PARTIAL);
             continue;
         }
-        if (got || drained ||
+        if (got || (ch && ch->n) || drained ||
             !atomic_load_explicit(&p->pending, memory_order_relaxed))
             return got;
         dp_drain_pending_locked(p, 0);
@@ -430,11 +453,21 @@ static void *pool_get(struct dp_pool *p, int flags, uint64_t deadline)
     uint32_t want = dp_tcache_want(p);
     uint32_t got = 0;
     void *objs[DP_TC_MAXCAP / 2 + 1];
+    struct dp_chain chain = {NULL, 0, want > 1 ? dp_tcache_chain_max(p) : 0};
+    struct dp_chain *ch = chain.max > 1 ? &chain : NULL;
 
     pthread_mutex_lock(&p->lock);
     for (;;) {
-        if ((got = alloc_locked(p, want, objs)) != 0) {
+        if ((got = alloc_locked(p, want, objs, ch)) != 0) {
             o = objs[0];
+            break;
+        }
+        if (chain.n) { /* the caller's object is the chain's first */
+            o = chain.head;
+            chain.head = *dp_link(p, o);
+            chain.n--;
+            objs[0] = o;
+            got = 1;
             break;
         }
         uint64_t retry = 0;
@@ -474,8 +507,13 @@ static void *pool_get(struct dp_pool *p, int flags, uint64_t deadline)
         errno = err;
         return NULL;
     }
-    if (got > 1 && !dp_tcache_fill(p, objs + 1, got - 1))
+    /* objs[0] is the caller's; the rest and the chain go to the bin. */
+    if ((got > 1 || chain.n) &&
+        !dp_tcache_fill(p, objs + 1, got - 1, chain.n ? &chain : NULL)) {
         dp_page_put_array(p, objs + 1, got - 1);
+        if (chain.n)
+            dp_page_put_chain(p, chain.head, chain.n);
+    }
     if (flags & DP_ZERO)
         memset(o, 0, p->objsize);
     return o;
@@ -686,6 +724,19 @@ uint32_t dp_page_put_runs(struct dp_pool *p, void *const *objs, uint32_t n,
 void dp_page_put_array(struct dp_pool *p, void *const *objs, uint32_t n)
 {
     dp_page_put_runs(p, objs, n, UINT32_MAX);
+}
+
+/* A chain is one page's put stack, still linked: one run, once its last
+ * object is found. */
+void dp_page_put_chain(struct dp_pool *p, void *head, uint32_t n)
+{
+    if (!n)
+        return;
+    void *last = head;
+    for (uint32_t i = 1; i < n; i++)
+        last = *dp_link(p, last);
+    page_put_run(p, (struct dp_page *)((uintptr_t)head & p->pagemask), head,
+                 last, n);
 }
 
 /* A put that does not go into a thread cache.  Out of line, so that

@@ -123,6 +123,132 @@ Test(cache, overflowing_bin_returns_its_oldest_objects_and_loses_none)
     finish(p, m);
 }
 
+/* Objects a page got back from flushes go to the next refill whole, as a
+ * chain the gets pop (cache.c, "chains"), with no walk: the refill counts
+ * them from the page's state.  Here every object lives in one 64 KiB
+ * page, so the second pass's refill finds ~1,250 objects on the page's
+ * put stack, more than a bin's stack holds. */
+#define CHAIN_N 1500
+Test(cache, a_refill_takes_a_pages_returned_objects_whole_and_loses_none)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_attr_t a;
+    dp_pool_attr_init(&a);
+    a.provider = dp_mock_provider(m);
+    a.flags = DP_POOL_NOTHREAD;
+    a.pagesize = 65536;
+    a.lowat = 0;
+    dp_pool_t *p = dp_pool_create("chain", 16, &a);
+    cr_assert_not_null(p);
+    static void *objs[CHAIN_N], *sorted[CHAIN_N];
+    uint64_t gets = 0;
+    for (int round = 0; round < 6; round++) {
+        bool chained = false;
+        for (int i = 0; i < CHAIN_N; i++) {
+            objs[i] = dp_pool_get(p, DP_WAITOK);
+            cr_assert_not_null(objs[i]);
+            memset(objs[i], 0xa5, 16); /* ours: the link word too */
+            gets++;
+            dp_pool_stats_t s = tu_stats(p);
+            chained |= s.objs_cached > 256;
+            cr_assert_eq(s.objs_inuse, (uint64_t)i + 1);
+            cr_assert_eq(s.gets, gets);
+        }
+        cr_assert_eq(tu_stats(p).pages, 1, "all in one page");
+        if (round > 0)
+            cr_assert(chained, "round %d: no refill took a chain", round);
+        memcpy(sorted, objs, sizeof(objs));
+        qsort(sorted, CHAIN_N, sizeof(void *), tu_cmp_ptr);
+        for (int i = 1; i < CHAIN_N; i++)
+            cr_assert_neq(sorted[i - 1], sorted[i],
+                          "round %d: %p handed out twice", round, sorted[i]);
+        for (int i = 0; i < CHAIN_N; i++)
+            dp_pool_put(p, objs[i]);
+        dp_pool_stats_t s = tu_stats(p);
+        cr_assert_eq(s.objs_inuse, 0);
+        cr_assert_eq(s.puts, s.gets);
+        cr_assert_eq(dp_pool_check(p), 0);
+    }
+    /* A chain left in the bin goes back with a flush... */
+    void *o = dp_pool_get(p, DP_WAITOK);
+    for (int i = 0; i < 300; i++)
+        cr_assert_not_null(objs[i] = dp_pool_get(p, DP_WAITOK));
+    cr_assert_gt(tu_stats(p).objs_cached, 256, "a chain is cached");
+    dp_pool_put(p, o);
+    dp_thread_cache_flush();
+    dp_pool_stats_t s = tu_stats(p);
+    cr_assert_eq(s.objs_cached, 0);
+    cr_assert_eq(s.objs_inuse, 300);
+    for (int i = 0; i < 300; i++)
+        dp_pool_put(p, objs[i]);
+    dp_thread_cache_flush();
+    s = tu_stats(p);
+    cr_assert_eq(s.objs_inuse, 0);
+    cr_assert_eq(s.pages_empty, s.pages, "the page is empty again");
+    /* ...and with destroy, which takes back what the bin holds. */
+    for (int i = 0; i < CHAIN_N; i++)
+        cr_assert_not_null(objs[i] = dp_pool_get(p, DP_WAITOK));
+    for (int i = 0; i < CHAIN_N; i++)
+        dp_pool_put(p, objs[i]);
+    for (int i = 0; i < 300; i++)
+        cr_assert_not_null(objs[i] = dp_pool_get(p, DP_WAITOK));
+    for (int i = 0; i < 300; i++)
+        dp_pool_put(p, objs[i]);
+    finish(p, m);
+}
+
+/* A refill that takes a short chain from one page and the rest from the
+ * next must not count the chain twice: it would file the second page as
+ * full with free objects on it, and a get at the page limit would fail
+ * while the pool still has room.  Objects go back in a shuffled order,
+ * so the pages' put stacks have all lengths. */
+#define LIM_PAGES 4
+Test(cache, refills_with_chains_keep_every_object_reachable_at_the_page_limit)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_attr_t a;
+    dp_pool_attr_init(&a);
+    a.provider = dp_mock_provider(m);
+    a.flags = DP_POOL_NOTHREAD;
+    a.pagesize = 4096;
+    a.lowat = 0;
+    a.max_pages = LIM_PAGES;
+    dp_pool_t *p = dp_pool_create("chainlim", 16, &a);
+    cr_assert_not_null(p);
+    static void *objs[LIM_PAGES * 4096 / 16];
+    uint64_t rng = 7;
+    size_t cap = 0;
+    while ((objs[cap] = dp_pool_get(p, DP_NOWAIT)) != NULL)
+        cap++;
+    cr_assert_eq(errno, ENOMEM);
+    cr_assert_gt(cap, 3 * 4096 / 16, "the %d pages are full", LIM_PAGES);
+    for (int round = 0; round < 200; round++) {
+        /* Shuffle, put back a random number of them, then get until the
+         * pool is out: exactly as many must come back. */
+        for (size_t i = cap - 1; i > 0; i--) {
+            size_t j = (size_t)(tu_rng(&rng) % (i + 1));
+            void *t = objs[i];
+            objs[i] = objs[j];
+            objs[j] = t;
+        }
+        size_t k = 1 + (size_t)(tu_rng(&rng) % (cap - 1));
+        for (size_t i = 0; i < k; i++)
+            dp_pool_put(p, objs[i]);
+        size_t n = 0;
+        while (n < k && (objs[n] = dp_pool_get(p, DP_NOWAIT)) != NULL)
+            n++;
+        cr_assert_eq(n, k, "round %d: %zu of the %zu objects put back "
+                     "could be got again", round, n, k);
+        cr_assert_null(dp_pool_get(p, DP_NOWAIT), "round %d: more than "
+                       "the pages hold", round);
+        cr_assert_eq(tu_stats(p).objs_inuse, cap);
+    }
+    for (size_t i = 0; i < cap; i++)
+        dp_pool_put(p, objs[i]);
+    cr_assert_eq(tu_stats(p).objs_inuse, 0);
+    finish(p, m);
+}
+
 Test(cache, nocache_and_debug_pools_put_straight_to_the_page)
 {
     unsigned flags[] = {DP_POOL_NOCACHE, DP_POOL_DEBUG};
