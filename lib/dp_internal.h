@@ -353,6 +353,18 @@ extern DP_HIDDEN DP_TLS struct dp_tcache *dp_tc;
 /* Owner-only increment of a counter others may read: no RMW. */
 #define DP_BUMP(a, d) atomic_store_explicit((a), atomic_load_explicit((a), DP_RLX) + (d), DP_RLX)
 
+/* Fetch a line for writing.  PREFETCHW exists on every x86-64 since
+ * Broadwell and K8 (older ones run it as a NOP); GCC's
+ * __builtin_prefetch(.., 1, ..) emits a read prefetch without -mprfchw. */
+static inline void dp_prefetchw(const void *a)
+{
+#if defined(__x86_64__)
+    __asm__ volatile("prefetchw %0" : : "m"(*(const char *)a));
+#else
+    __builtin_prefetch(a, 1, 3);
+#endif
+}
+
 /*
  * The owner's side of the handshake with drainers (docs/design.md,
  * "Thread caches"): store active=1, then load drain.  The drainer stores
@@ -403,7 +415,13 @@ static inline bool dp_tcache_pop(struct dp_pool *p, void **o)
         struct dp_tchain *ch = &tc->chains[p->tcbin];
         void *c = ch->head;
         *o = c;
-        ch->head = *(void **)((char *)c + p->linkoff);
+        void *next = *(void **)((char *)c + p->linkoff);
+        ch->head = next;
+        /* The next pop loads next's link word, and the caller will write
+         * next: fetch its line for writing now, one get ahead (the
+         * chain may come from another core's frees). */
+        if (next)
+            dp_prefetchw((char *)next + p->linkoff);
         DP_BUMP(&ch->n, -1);
         n = 1;
     }
@@ -454,15 +472,7 @@ static inline bool dp_tcache_put(struct dp_pool *p, void *obj)
     /* The flush that returns this object will write its link word: start
      * fetching the line for writing now, off the critical path, so the
      * flush (the put tail) does not wait for memory. */
-#if defined(__x86_64__)
-    /* PREFETCHW (every x86-64 since Broadwell and K8; older ones run it
-     * as a NOP): fetch the line for writing.  GCC's
-     * __builtin_prefetch(.., 1, ..) emits a read prefetch without
-     * -mprfchw. */
-    __asm__ volatile("prefetchw %0" : : "m"(*((char *)obj + p->linkoff)));
-#else
-    __builtin_prefetch((char *)obj + p->linkoff, 1, 3);
-#endif
+    dp_prefetchw((char *)obj + p->linkoff);
     b->slots[n] = obj;
     atomic_store_explicit(&b->n, n + 1, DP_RLX);
     dp_tc_leave(tc);
