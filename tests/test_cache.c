@@ -424,6 +424,77 @@ Test(cache, a_getter_at_the_hard_limit_takes_objects_idling_in_another_cache)
     finish(p, m);
 }
 
+/* The same with a chain: the main thread's bin holds a page's returned
+ * objects as a chain when it goes idle; another thread at the page limit
+ * must get every object of the page, the chain's included. */
+struct all_getter {
+    dp_pool_t *pool;
+    size_t cap, got;
+    void **objs;
+};
+
+static void *all_getter_main(void *arg)
+{
+    struct all_getter *g = arg;
+    for (g->got = 0; g->got < g->cap; g->got++)
+        if (!(g->objs[g->got] = dp_pool_get(g->pool, DP_WAITOK)))
+            break;
+    return NULL;
+}
+
+Test(cache, a_getter_at_the_hard_limit_takes_a_chain_idling_in_another_cache,
+     .timeout = 300) /* a lost chain would make the getter wait forever */
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_attr_t a;
+    dp_pool_attr_init(&a);
+    a.provider = dp_mock_provider(m);
+    a.flags = DP_POOL_NOTHREAD;
+    a.pagesize = 65536;
+    a.lowat = 0;
+    a.max_pages = 1;
+    dp_pool_t *p = dp_pool_create("chainidle", 16, &a);
+    cr_assert_not_null(p);
+    size_t cap = tu_stats(p).objs_per_page;
+    void **o = calloc(cap, sizeof *o);
+    /* 1,800 out and back: the bin keeps 256, the page's put stack gets
+     * the rest; one more get takes that stack as the bin's chain. */
+    for (size_t i = 0; i < 1800; i++)
+        cr_assert_not_null(o[i] = dp_pool_get(p, DP_NOWAIT));
+    for (size_t i = 0; i < 1800; i++)
+        dp_pool_put(p, o[i]);
+    for (size_t i = 0; i < 257; i++)
+        cr_assert_not_null(o[i] = dp_pool_get(p, DP_NOWAIT));
+    dp_pool_stats_t st = tu_stats(p);
+    cr_assert_gt(st.objs_cached, 1000, "the bin holds a chain (%llu)",
+                 (unsigned long long)st.objs_cached);
+    for (size_t i = 0; i < 257; i++)
+        dp_pool_put(p, o[i]);
+    cr_assert_eq(tu_stats(p).objs_inuse, 0);
+
+    struct all_getter g = {p, cap, 0, calloc(cap, sizeof(void *))};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, all_getter_main, &g), 0);
+    pthread_join(t, NULL);
+    cr_assert_eq(g.got, cap, "got %zu of the page's %zu objects", g.got, cap);
+    qsort(g.objs, cap, sizeof(void *), tu_cmp_ptr);
+    for (size_t i = 1; i < cap; i++)
+        cr_assert_neq(g.objs[i - 1], g.objs[i], "%p handed out twice",
+                      g.objs[i]);
+    st = tu_stats(p);
+    cr_assert_eq(st.objs_inuse, cap);
+    cr_assert_eq(st.objs_cached, 0);
+    for (size_t i = 0; i < cap; i++)
+        dp_pool_put(p, g.objs[i]);
+    free(g.objs);
+    free(o);
+    dp_thread_cache_flush();
+    st = tu_stats(p);
+    cr_assert_eq(st.objs_inuse, 0);
+    cr_assert_eq(st.pages_empty, 1);
+    finish(p, m);
+}
+
 #define XN 4
 static dp_pool_t *xpool;
 static void *xobj[XN][200];
