@@ -395,9 +395,11 @@ static inline void dp_tc_leave(struct dp_tcache *tc)
     atomic_store_explicit(&tc->active, 0, memory_order_release);
 }
 
-/* Fast path: pop this thread's bin into *o.  false: no object (no
- * cache, an empty bin, or a drainer at work on it).  A bool result, not
- * NULL, so that a caller's hit path returns the object untested. */
+/* Fast path: pop this thread's bin (its stack, else its chain) into *o.
+ * false: no object (no cache, an empty bin, or a drainer at work on it).
+ * A bool result, not NULL, so that a caller's hit path returns the
+ * object untested.  The hit path is unchanged by the chain: 34
+ * instructions in dp_pool_get (docs/design.md §13). */
 static inline bool dp_tcache_pop(struct dp_pool *p, void **o)
 {
     struct dp_tcache *tc = dp_tc;
