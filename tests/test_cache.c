@@ -40,6 +40,15 @@ static void finish(dp_pool_t *p, dp_mock_t *m)
     dp_mock_destroy(m);
 }
 
+/* Sort objs[0..n) by address and assert no object appears twice. */
+static void assert_distinct(void **objs, size_t n, int round)
+{
+    qsort(objs, n, sizeof(void *), tu_cmp_ptr);
+    for (size_t i = 1; i < n; i++)
+        cr_assert_neq(objs[i - 1], objs[i], "round %d: %p handed out twice",
+                      round, objs[i]);
+}
+
 Test(cache, same_thread_put_keeps_objects_in_the_cache_and_flush_returns_them)
 {
     dp_mock_t *m = dp_mock_create(0);
@@ -95,10 +104,7 @@ Test(cache, overflowing_bin_returns_its_oldest_objects_and_loses_none)
             *(int *)objs[i] = i; /* the object is ours: write it */
         }
         memcpy(sorted, objs, sizeof(objs));
-        qsort(sorted, OVF_N, sizeof(void *), tu_cmp_ptr);
-        for (int i = 1; i < OVF_N; i++)
-            cr_assert_neq(sorted[i - 1], sorted[i],
-                          "round %d: %p handed out twice", round, sorted[i]);
+        assert_distinct(sorted, OVF_N, round);
         dp_pool_stats_t s = tu_stats(p);
         cr_assert_eq(s.objs_inuse, OVF_N);
         /* OVF_N gets per round, plus the LIFO check's one. */
@@ -131,15 +137,11 @@ Test(cache, overflowing_bin_returns_its_oldest_objects_and_loses_none)
 #define CHAIN_N 1500
 Test(cache, a_refill_takes_a_pages_returned_objects_whole_and_loses_none)
 {
-    dp_mock_t *m = dp_mock_create(0);
-    dp_pool_attr_t a;
-    dp_pool_attr_init(&a);
-    a.provider = dp_mock_provider(m);
-    a.flags = DP_POOL_NOTHREAD;
+    dp_mock_t *m = tu_mock(0);
+    dp_pool_attr_t a = tu_attr(m);
     a.pagesize = 65536;
     a.lowat = 0;
-    dp_pool_t *p = dp_pool_create("chain", 16, &a);
-    cr_assert_not_null(p);
+    dp_pool_t *p = tu_pool("chain", 16, &a);
     static void *objs[CHAIN_N], *sorted[CHAIN_N];
     uint64_t gets = 0;
     for (int round = 0; round < 6; round++) {
@@ -158,10 +160,7 @@ Test(cache, a_refill_takes_a_pages_returned_objects_whole_and_loses_none)
         if (round > 0)
             cr_assert(chained, "round %d: no refill took a chain", round);
         memcpy(sorted, objs, sizeof(objs));
-        qsort(sorted, CHAIN_N, sizeof(void *), tu_cmp_ptr);
-        for (int i = 1; i < CHAIN_N; i++)
-            cr_assert_neq(sorted[i - 1], sorted[i],
-                          "round %d: %p handed out twice", round, sorted[i]);
+        assert_distinct(sorted, CHAIN_N, round);
         for (int i = 0; i < CHAIN_N; i++)
             dp_pool_put(p, objs[i]);
         dp_pool_stats_t s = tu_stats(p);
@@ -205,16 +204,12 @@ Test(cache, a_refill_takes_a_pages_returned_objects_whole_and_loses_none)
 #define LIM_PAGES 4
 Test(cache, refills_with_chains_keep_every_object_reachable_at_the_page_limit)
 {
-    dp_mock_t *m = dp_mock_create(0);
-    dp_pool_attr_t a;
-    dp_pool_attr_init(&a);
-    a.provider = dp_mock_provider(m);
-    a.flags = DP_POOL_NOTHREAD;
+    dp_mock_t *m = tu_mock(0);
+    dp_pool_attr_t a = tu_attr(m);
     a.pagesize = 4096;
     a.lowat = 0;
     a.max_pages = LIM_PAGES;
-    dp_pool_t *p = dp_pool_create("chainlim", 16, &a);
-    cr_assert_not_null(p);
+    dp_pool_t *p = tu_pool("chainlim", 16, &a);
     static void *objs[LIM_PAGES * 4096 / 16];
     uint64_t rng = 7;
     size_t cap = 0;
@@ -445,16 +440,12 @@ static void *all_getter_main(void *arg)
 Test(cache, a_getter_at_the_hard_limit_takes_a_chain_idling_in_another_cache,
      .timeout = 300) /* a lost chain would make the getter wait forever */
 {
-    dp_mock_t *m = dp_mock_create(0);
-    dp_pool_attr_t a;
-    dp_pool_attr_init(&a);
-    a.provider = dp_mock_provider(m);
-    a.flags = DP_POOL_NOTHREAD;
+    dp_mock_t *m = tu_mock(0);
+    dp_pool_attr_t a = tu_attr(m);
     a.pagesize = 65536;
     a.lowat = 0;
     a.max_pages = 1;
-    dp_pool_t *p = dp_pool_create("chainidle", 16, &a);
-    cr_assert_not_null(p);
+    dp_pool_t *p = tu_pool("chainidle", 16, &a);
     size_t cap = tu_stats(p).objs_per_page;
     void **o = calloc(cap, sizeof *o);
     /* 1,800 out and back: the bin keeps 256, the page's put stack gets
@@ -477,10 +468,7 @@ Test(cache, a_getter_at_the_hard_limit_takes_a_chain_idling_in_another_cache,
     cr_assert_eq(pthread_create(&t, NULL, all_getter_main, &g), 0);
     pthread_join(t, NULL);
     cr_assert_eq(g.got, cap, "got %zu of the page's %zu objects", g.got, cap);
-    qsort(g.objs, cap, sizeof(void *), tu_cmp_ptr);
-    for (size_t i = 1; i < cap; i++)
-        cr_assert_neq(g.objs[i - 1], g.objs[i], "%p handed out twice",
-                      g.objs[i]);
+    assert_distinct(g.objs, cap, 0);
     st = tu_stats(p);
     cr_assert_eq(st.objs_inuse, cap);
     cr_assert_eq(st.objs_cached, 0);
