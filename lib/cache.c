@@ -216,10 +216,9 @@ bool dp_tcache_fill(struct dp_pool *p, void *const *objs, uint32_t n,
     if (ok && ch && ch->n) {
         bc->head = ch->head;
         atomic_store_explicit(&bc->n, ch->n, DP_RLX);
-        b->pool = p;
         DP_BUMP(&b->net, (int64_t)ch->n);
     }
-    if (ok) {
+    if (ok) { /* binds the bin (b->pool) for the chain too */
         /* Reversed, so that pops walk up through memory: a freshly
          * carved page is handed out in address order, which the
          * hardware prefetcher follows (measured: 15 to 30% off a

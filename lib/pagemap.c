@@ -10,50 +10,47 @@
 
 #include <sys/mman.h>
 
-#define PM_BITS DP_PM_BITS
-#define PM_FAN DP_PM_FAN
-
-typedef dp_pm_slot pm_slot;
-
 /* The root (zeroed, in .bss); the reader, dp_pagemap_get(), is inline in
  * dp_internal.h.  Writers: dp_pagemap_set() below. */
-pm_slot dp_pm_root[PM_FAN];
+dp_pm_slot dp_pm_root[DP_PM_FAN];
 
-static pm_slot *pm_child(pm_slot *slot, bool create)
+static dp_pm_slot *pm_child(dp_pm_slot *slot, bool create)
 {
     void *n = atomic_load_explicit(slot, memory_order_acquire);
     if (n || !create)
         return n;
-    void *fresh = mmap(NULL, PM_FAN * sizeof(pm_slot), PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void *fresh = mmap(NULL, DP_PM_FAN * sizeof(dp_pm_slot),
+                       PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+                       0);
     if (fresh == MAP_FAILED)
         return NULL;
     if (atomic_compare_exchange_strong_explicit(slot, &n, fresh,
                                                 memory_order_acq_rel,
                                                 memory_order_acquire))
         return fresh;
-    munmap(fresh, PM_FAN * sizeof(pm_slot));
+    munmap(fresh, DP_PM_FAN * sizeof(dp_pm_slot));
     return n;
 }
 
-static pm_slot *pm_leaf(uintptr_t frame, bool create)
+static dp_pm_slot *pm_leaf(uintptr_t frame, bool create)
 {
-    if (frame >> (3 * PM_BITS))
+    if (frame >> (3 * DP_PM_BITS))
         return NULL;
-    pm_slot *l2 = pm_child(&dp_pm_root[frame >> (2 * PM_BITS)], create);
+    dp_pm_slot *l2 = pm_child(&dp_pm_root[frame >> (2 * DP_PM_BITS)], create);
     if (!l2)
         return NULL;
-    pm_slot *l3 = pm_child(&l2[(frame >> PM_BITS) & (PM_FAN - 1)], create);
+    dp_pm_slot *l3 =
+        pm_child(&l2[(frame >> DP_PM_BITS) & (DP_PM_FAN - 1)], create);
     if (!l3)
         return NULL;
-    return &l3[frame & (PM_FAN - 1)];
+    return &l3[frame & (DP_PM_FAN - 1)];
 }
 
 int dp_pagemap_set(void *base, size_t size, void *pg)
 {
     uintptr_t f = (uintptr_t)base >> 12, end = f + (size >> 12);
     for (; f < end; f++) {
-        pm_slot *s = pm_leaf(f, pg != NULL);
+        dp_pm_slot *s = pm_leaf(f, pg != NULL);
         if (!s) {
             if (pg)
                 return -1;
