@@ -37,7 +37,8 @@ extern "C" {
 /*
  * A snapshot of the allocator.  "small" is everything served by the
  * size-class pools (requests up to dp_malloc_stats_t.small_max bytes),
- * "large" the blocks mapped one by one.  Each field is consistent on its
+ * "large" every bigger block: medium ones cut from 2 MiB chunks, larger
+ * ones mapped one by one, all split and merged at page granularity.  Each field is consistent on its
  * own; the set is exact only when no thread is allocating.
  */
 typedef struct dp_malloc_stats {
@@ -54,7 +55,8 @@ typedef struct dp_malloc_stats {
     uint64_t large_bytes_inuse;  /* their mapped bytes                   */
     uint64_t large_queued;       /* freed, not yet moved into the cache  */
     uint64_t large_bytes_queued; /* their mapped bytes                   */
-    uint64_t large_maps;         /* blocks mapped, ever                  */
+    uint64_t large_maps;         /* mappings made (chunks and blocks of
+                                    their own), ever                     */
     uint64_t large_unmaps;       /* blocks unmapped, ever                */
     uint64_t large_reused;       /* freed blocks handed out again        */
     uint64_t bootstrap_bytes;    /* static arena used for allocations
@@ -70,10 +72,11 @@ typedef struct dp_malloc_stats {
     uint64_t large_cached;       /* freed blocks kept for reuse          */
     uint64_t large_bytes_cached; /* their mapped bytes                   */
     uint64_t large_cache_max_bytes; /* retention limit of that cache     */
-    uint64_t large_trims;        /* cached blocks split on reuse (the
-                                    rest went back to the cache)        */
-    uint64_t large_bytes_trimmed; /* rests unmapped instead, ever (the
-                                    page map had no room for them)      */
+    uint64_t large_trims;        /* blocks split: a reuse or a chunk
+                                    that needed less, a medium block
+                                    shrunk (the rest went to the cache) */
+    uint64_t large_bytes_trimmed; /* always 0 since rests are always
+                                    cached; kept for the ABI             */
     uint64_t reclaim_age_ns;     /* age after which empty pages and
                                     cached blocks go back                */
     /* Added with splitting and merging of cached large blocks. */

@@ -232,8 +232,16 @@ DP_HIDDEN const struct dp_options *dp_options(void);
  * tagged with the low bit (dp_pm_pool), so that a lookup names the pool
  * without reading the page header, which is a cache line (and often a
  * TLB entry) of its own.  The malloc layer maps a large block's first
- * frame to its header (low bit clear).  NULL: not ours. */
+ * frame to its header (low bits clear), and a free block in its cache by
+ * its first and last frames to its header tagged with bit 1 (malloc.c).
+ * NULL: not ours. */
 DP_HIDDEN int dp_pagemap_set(void *base, size_t size, void *owner);
+/* Create every map node the frames of [base, base + size) need, so that
+ * later stores there never map memory.  -1: no memory for a node. */
+DP_HIDDEN int dp_pagemap_reserve(void *base, size_t size);
+/* Map addr's frame to owner, only if its node exists: never a system
+ * call, so it may run under a lock.  -1: no node (nothing stored). */
+DP_HIDDEN int dp_pagemap_store(void *addr, void *owner);
 /* 48-bit addresses, 4 KiB frames: 36 bits of frame number, 12+12+12.
  * Nodes are installed with a CAS (pagemap.c) and never freed, so a reader
  * needs only acquire loads.  The root is static and zeroed. */

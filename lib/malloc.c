@@ -7,14 +7,18 @@
  *
  * The promise carried over from dp_pool_put(): free() never blocks and
  * never makes a system call, whatever the size.
- *   small  (<= MC_SMALL_MAX): a pool per size class; free is dp_pool_put.
- *   large  (the rest): own mapping with a header at its start, registered
- *          in the page map under the frame of the user pointer; free
- *          pushes it on a lock-free stack (mc_lq) and returns.  The
- *          allocating side (large malloc/realloc, the reclaim hook, trim)
- *          moves the stack into a cache of retained blocks, reuses them by
- *          best fit, and unmaps those older than the reclaim age or past
- *          the retention limit.
+ *   small  (<= MC_SMALL_MAX, 16 KiB): a pool per size class; free is
+ *          dp_pool_put.
+ *   medium and large (the rest): a page range with a header at its start,
+ *          registered in the page map under the frame of the user
+ *          pointer; medium blocks (up to MC_CHUNK / 2) are cut from 2 MiB
+ *          chunks, larger ones are mapped on their own.  free pushes the
+ *          block on a lock-free stack (mc_lq) and returns.  The allocating
+ *          side (such a malloc/realloc, the reclaim hook, trim) moves the
+ *          stack into a page-granular heap of free blocks that splits and
+ *          merges them, reuses them by best fit whatever size asks, and
+ *          unmaps those older than the reclaim age or past the retention
+ *          limit.
  *   boot   allocations made before the environment exists, or re-entering
  *          the allocator from inside itself (pthread_atfork, pthread_*
  *          specific, ...): bump-allocated from a static arena, never
@@ -32,8 +36,11 @@
  *   mc_lq       Treiber stack of freed large blocks: push by free
  *               (release CAS), taken whole by an exchange (acquire) under
  *               mc_lc_lock.  Only whole-stack takes, so no ABA.
- *   mc_lc[], mc_lc_n, mc_lc_last  the large-block cache, under
- *               mc_lc_lock; its counters in mc_ls change only under it.
+ *   mc_bin[], mc_binmap[], mc_lc_old, mc_lc_new, mc_lc_last  the cache
+ *               of free blocks, under mc_lc_lock, and so are the links a
+ *               cached block keeps in its user area (struct mc_cnode) and
+ *               the page-map tags of cached blocks; its counters in mc_ls
+ *               change only under it.
  *               No system call is made with the lock held (evicted blocks
  *               and trimmed tails are unmapped after it is dropped).
  *   mc_ls       statistics, relaxed atomics.
@@ -60,9 +67,9 @@
 
 /* ---- size classes -------------------------------------------------------- */
 
-/* 8, 16, 32, 48, ..., 128, then four classes per doubling up to 64 KiB. */
-#define MC_NCLASS 45
-#define MC_SMALL_MAX ((size_t)65536)
+/* 8, 16, 32, 48, ..., 128, then four classes per doubling up to 16 KiB. */
+#define MC_NCLASS 37
+#define MC_SMALL_MAX ((size_t)16384)
 #define MC_ALIGN_MAX ((size_t)4096) /* largest alignment a pool gives */
 
 static dp_pool_t *mc_pool[MC_NCLASS];
@@ -144,16 +151,32 @@ static size_t boot_size(const void *p)
 #define MC_LARGE_HDR ((size_t)64)  /* user data offset without alignment */
 #define MC_SYSPAGE ((size_t)4096)
 
-/* At the start of each large mapping.  The first field must be the magic:
+/* mc_large.state: who has the block.  free() moves it from MC_LIVE to
+ * MC_QUEUED with a CAS, so a second free() of the same block fails that
+ * CAS and is caught instead of queueing the block twice. */
+enum { MC_LIVE = 1, MC_QUEUED = 2, MC_CACHED = 3 };
+
+/* At the start of each large block.  The first field must be the magic:
  * free tells it from a struct dp_page by that word. */
 struct mc_large {
     uint32_t magic;
-    uint32_t unused;
-    struct mc_large *next; /* mc_lq link: written before the push CAS  */
-    size_t maplen;         /* bytes mapped, a multiple of MC_SYSPAGE    */
-    size_t off;            /* user pointer = header + off               */
-    size_t align;          /* alignment asked for (mremap keeps <= 4K)  */
-    size_t req;            /* size last asked for (malloc, realloc)     */
+    _Atomic uint32_t state; /* MC_LIVE; MC_QUEUED (free's CAS); MC_CACHED
+                               (under mc_lc_lock)                       */
+    struct mc_large *next;  /* mc_lq link: written before the push CAS   */
+    size_t maplen;          /* bytes of the block, a multiple of
+                               MC_SYSPAGE (a mapping or part of one)    */
+    size_t off;             /* user pointer = header + off                */
+    size_t align;           /* alignment asked for (mremap keeps <= 4K)   */
+    size_t req;             /* size last asked for (malloc, realloc)      */
+};
+
+/* A cached block's links, kept in its user area (the block is free):
+ * under mc_lc_lock. */
+struct mc_cnode {
+    struct mc_large *fnext, *fprev; /* its size bin, newest first       */
+    struct mc_large *anext, *aprev; /* arrival order, oldest first      */
+    uint64_t stamp;                 /* when it arrived (dp_mono_ns)     */
+    unsigned bin;
 };
 
 static struct mc_large *_Atomic mc_lq;
@@ -161,66 +184,72 @@ static struct mc_large *_Atomic mc_lq;
 static struct {
     _Atomic uint64_t live, live_bytes, queued, queued_bytes;
     _Atomic uint64_t cached, cached_bytes;
-    _Atomic uint64_t maps, unmaps, reused, trims, trimmed_bytes, merges;
+    _Atomic uint64_t maps, unmaps, reused, trims, merges;
 } mc_ls;
 
 #define MC_RLX memory_order_relaxed
 
 /*
- * The cache of retained large blocks.  free() never sees it: it pushes on
- * mc_lq.  The allocating side (large malloc, realloc, the reclaim hook,
- * trim) moves the queue into the cache under mc_lc_lock, stamping each
- * block with the time it arrived, and takes or evicts blocks there.
+ * The cache of free large blocks: a page-granular heap (docs/malloc.md,
+ * "Large and medium blocks").  free() never sees it: it pushes on mc_lq.
+ * The allocating side (a large or medium malloc, realloc, the reclaim
+ * hook, trim) moves the queue into the cache under mc_lc_lock, stamping
+ * each block with the time it arrived, and takes or evicts blocks there.
  * Evicted blocks are unmapped after the lock is dropped, so the lock is
- * never held across a system call.  mc_lc[] is in arrival order (stamps
- * never decrease): the oldest blocks, due first, are a prefix.
+ * never held across a system call.
  *
- * A block is a page range with a header at its start, not necessarily a
- * whole mapping: munmap and mremap work on any page range (mremap of a
- * range that spans two mappings fails, and realloc then copies).  So
- * blocks split and merge:
- *   - a malloc takes the smallest cached block that holds len bytes and,
- *     when the rest would be at least MC_SPLIT_MIN and len / 2, splits
- *     it there; the rest goes back to the cache with the block's stamp;
- *   - a block entering the cache merges with the cached blocks that end
- *     where it starts and start where it ends, and the merged block is
- *     stamped as it arrives.  The headers swallowed by a merge lose their
- *     magic and their page-map entry (a store into an existing map node:
- *     no system call under the lock), so a stale pointer to one is a
- *     foreign pointer from then on.
+ * Memory comes in chunks: a request of at most MC_CHUNK / 2 maps
+ * MC_CHUNK bytes, takes its block from the front and caches the rest
+ * (untouched, so not resident).  Blocks split and merge at page
+ * granularity, whatever size they were asked for, so memory one size
+ * frees serves the next size at once -- what a class pool's slots cannot
+ * do.  munmap and mremap work on any page range, so a block need not be
+ * a whole mapping.
+ *   - Best fit by size bins: one bin per page count up to 64 pages, then
+ *     four per doubling; a bitmap finds the next non-empty bin.  A
+ *     malloc takes the smallest block it finds that holds len bytes and
+ *     splits off the rest (whole pages), which goes back to the cache.
+ *   - Merging by the page map: a cached block's first and last frames map
+ *     to its header tagged MC_TAG_CACHED, so a block arriving looks up
+ *     the frame before it and the frame after it and merges with a cached
+ *     neighbour in O(1).  The headers swallowed lose their magic and
+ *     their map entry, so a stale pointer to one is a foreign pointer.
+ *     The tag also makes free() of a cached block a foreign free (caught
+ *     in debug mode), not a second queueing.  Every map node a block's
+ *     frames need is created when the block is mapped (outside the lock),
+ *     so the stores made under the lock never map memory.
+ *   - Arrival order: a list, oldest first; what is older than the reclaim
+ *     age, or past MC_LC_MAX_BYTES, is evicted from its head.
  *
+ *   MC_CHUNK         the mapping a small request is cut from;
  *   MC_LC_MAX_BYTES  retention limit: blocks past it (oldest first) are
- *                    unmapped at once, by whoever fills the cache;
- *   MC_LC_MAX        slots; the oldest block gives way when they are full;
- *   MC_SPLIT_MIN     the smallest rest a split leaves (above);
+ *                    unmapped at once, by whoever fills the cache; age
+ *                    returns the rest;
  *   MC_MERGE_MAX     blocks merge only up to this size, so that one merged
- *                    block never holds most of the retention limit (past
- *                    the limit it would go back whole);
- *   MC_GROW_ROOM     a block that realloc is growing tends to keep
- *                    growing: it takes this many times the size asked
- *                    for (the split is made there), and then grows in
- *                    place (no copy, no page fault, no syscall).  On
- *                    benchmarks/macro realloc (strings grown by 1/8 to
- *                    1 MiB), 4 gave 0.21 s and 44 MiB peak, 8 0.26 s and
- *                    71 MiB, 16 0.11-0.13 s and 29 MiB, 32 0.12 s and
- *                    36 MiB.
+ *                    block never holds most of the retention limit;
+ *   MC_GROW_ROOM     a block above MC_GROW_MIN that realloc is growing
+ *                    tends to keep growing: it takes this many times the
+ *                    size asked for, and then grows in place (no copy, no
+ *                    page fault, no syscall).  On benchmarks/macro realloc
+ *                    (strings grown by 1/8 to 1 MiB), 4 gave 0.21 s and
+ *                    44 MiB peak, 8 0.26 s and 71 MiB, 16 0.11-0.13 s and
+ *                    29 MiB, 32 0.12 s and 36 MiB.  Below MC_GROW_MIN
+ *                    (medium blocks) a growing block takes what it needs.
  */
-#define MC_LC_MAX_BYTES ((size_t)64 << 20)
-#define MC_LC_MAX 1024
-#define MC_SPLIT_MIN ((size_t)128 << 10)
+#define MC_CHUNK ((size_t)2 << 20)
+#define MC_LC_MAX_BYTES ((size_t)1 << 30)
 #define MC_MERGE_MAX (MC_LC_MAX_BYTES / 4)
 #define MC_GROW_ROOM 16
+#define MC_GROW_MIN ((size_t)64 << 10)
 #define MC_DEFAULT_AGE_NS 500000000ull /* malloc's own default: 500 ms */
-
-struct mc_lc_ent {
-    size_t len;            /* h->maplen, kept here: no header miss on scans */
-    uint64_t stamp;        /* when it entered the cache (dp_mono_ns)        */
-    struct mc_large *h;
-};
+#define MC_NBINS 192
+#define MC_BIN_SCAN 8 /* blocks a best-fit search looks at in a mixed bin */
+#define MC_TAG_CACHED ((uintptr_t)2)
 
 static pthread_mutex_t mc_lc_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct mc_lc_ent mc_lc[MC_LC_MAX]; /* under mc_lc_lock */
-static unsigned mc_lc_n;                   /* under mc_lc_lock */
+static struct mc_large *mc_bin[MC_NBINS];  /* under mc_lc_lock */
+static uint64_t mc_binmap[MC_NBINS / 64];  /* under mc_lc_lock: non-empty */
+static struct mc_large *mc_lc_old, *mc_lc_new; /* under mc_lc_lock */
 static uint64_t mc_lc_last;                /* under mc_lc_lock: last stamp */
 static uint64_t mc_age_ns = MC_DEFAULT_AGE_NS; /* set once by mc_init */
 
@@ -231,6 +260,26 @@ static void *frame_of(const void *p)
 
 static inline char *large_user(struct mc_large *h) { return (char *)h + h->off; }
 static inline size_t large_usable(struct mc_large *h) { return h->maplen - h->off; }
+static inline struct mc_cnode *cnode(struct mc_large *h)
+{
+    return (struct mc_cnode *)((char *)h + MC_LARGE_HDR);
+}
+
+/* The block a page-map value names when it is a live or queued block's
+ * header (low bits clear), else NULL. */
+static inline struct mc_large *as_large(void *v)
+{
+    struct mc_large *h = v;
+    return h && !((uintptr_t)v & 3u) && h->magic == MC_LARGE_MAGIC ? h : NULL;
+}
+
+/* The cached block a page-map value names, else NULL. */
+static inline struct mc_large *as_cached(void *v)
+{
+    return ((uintptr_t)v & 3u) == MC_TAG_CACHED
+               ? (struct mc_large *)((uintptr_t)v - MC_TAG_CACHED)
+               : NULL;
+}
 
 static void large_unmap(struct mc_large *h)
 {
@@ -241,101 +290,136 @@ static void large_unmap(struct mc_large *h)
     dp_provider_mmap()->free(NULL, h, len);
 }
 
-/* Remove slot i, keeping arrival order; hand its block back. */
-static struct mc_large *lc_remove_locked(unsigned i)
+static unsigned lc_bin(size_t len)
 {
-    struct mc_large *h = mc_lc[i].h;
-    atomic_fetch_sub_explicit(&mc_ls.cached, 1, MC_RLX);
-    atomic_fetch_sub_explicit(&mc_ls.cached_bytes, mc_lc[i].len, MC_RLX);
-    mc_lc_n--;
-    memmove(&mc_lc[i], &mc_lc[i + 1], (mc_lc_n - i) * sizeof(mc_lc[0]));
-    return h;
+    size_t np = len / MC_SYSPAGE;
+    if (np <= 64)
+        return (unsigned)np - 1;
+    unsigned lg = 63u - (unsigned)__builtin_clzl(np);
+    unsigned b = 64u + (lg - 6u) * 4u + (unsigned)((np >> (lg - 2)) & 3u);
+    return b < MC_NBINS ? b : MC_NBINS - 1;
 }
 
-/* Move the oldest n blocks onto *evict. */
-static void lc_evict_prefix_locked(unsigned n, struct mc_large **evict)
+static inline void *lc_last_frame(struct mc_large *h)
 {
-    for (unsigned i = 0; i < n; i++) {
-        struct mc_large *h = mc_lc[i].h;
-        atomic_fetch_sub_explicit(&mc_ls.cached, 1, MC_RLX);
-        atomic_fetch_sub_explicit(&mc_ls.cached_bytes, mc_lc[i].len, MC_RLX);
-        h->next = *evict;
-        *evict = h;
-    }
-    mc_lc_n -= n;
-    memmove(&mc_lc[0], &mc_lc[n], mc_lc_n * sizeof(mc_lc[0]));
+    return (char *)h + h->maplen - MC_SYSPAGE;
 }
 
-/* Add h to the cache, stamped `stamp`, at the place the stamp gives it
- * in arrival order (the end, for a block arriving now): a full cache
- * gives up its oldest block onto *evict. */
-static void lc_add_locked(struct mc_large *h, uint64_t stamp,
-                          struct mc_large **evict)
+/* Into the cache, newest: its bin, the arrival list's end, its tags. */
+static void lc_link_locked(struct mc_large *h, uint64_t now)
 {
-    if (mc_lc_n == MC_LC_MAX)
-        lc_evict_prefix_locked(1, evict);
-    unsigned i = mc_lc_n;
-    while (i > 0 && mc_lc[i - 1].stamp > stamp)
-        i--;
-    memmove(&mc_lc[i + 1], &mc_lc[i], (mc_lc_n - i) * sizeof(mc_lc[0]));
-    mc_lc[i] = (struct mc_lc_ent){h->maplen, stamp, h};
-    mc_lc_n++;
+    struct mc_cnode *c = cnode(h);
+    unsigned b = lc_bin(h->maplen);
+    c->bin = b;
+    c->stamp = now;
+    c->fprev = NULL;
+    c->fnext = mc_bin[b];
+    if (c->fnext)
+        cnode(c->fnext)->fprev = h;
+    mc_bin[b] = h;
+    mc_binmap[b / 64] |= (uint64_t)1 << (b % 64);
+    c->anext = NULL;
+    c->aprev = mc_lc_new;
+    if (mc_lc_new)
+        cnode(mc_lc_new)->anext = h;
+    else
+        mc_lc_old = h;
+    mc_lc_new = h;
+    atomic_store_explicit(&h->state, MC_CACHED, MC_RLX);
+    void *tag = (void *)((uintptr_t)h | MC_TAG_CACHED);
+    dp_pagemap_store(h, tag);
+    if (h->maplen > MC_SYSPAGE)
+        dp_pagemap_store(lc_last_frame(h), tag);
     atomic_fetch_add_explicit(&mc_ls.cached, 1, MC_RLX);
     atomic_fetch_add_explicit(&mc_ls.cached_bytes, h->maplen, MC_RLX);
+}
+
+/* Out of the cache; its first frame then maps to `first` (the header,
+ * for a block handed out; NULL for one merged away or evicted). */
+static void lc_unlink_locked(struct mc_large *h, void *first)
+{
+    struct mc_cnode *c = cnode(h);
+    if (c->fprev) {
+        cnode(c->fprev)->fnext = c->fnext;
+    } else {
+        mc_bin[c->bin] = c->fnext;
+        if (!c->fnext)
+            mc_binmap[c->bin / 64] &= ~((uint64_t)1 << (c->bin % 64));
+    }
+    if (c->fnext)
+        cnode(c->fnext)->fprev = c->fprev;
+    if (c->aprev)
+        cnode(c->aprev)->anext = c->anext;
+    else
+        mc_lc_old = c->anext;
+    if (c->anext)
+        cnode(c->anext)->aprev = c->aprev;
+    else
+        mc_lc_new = c->aprev;
+    if (h->maplen > MC_SYSPAGE)
+        dp_pagemap_store(lc_last_frame(h), NULL);
+    dp_pagemap_store(h, first);
+    atomic_fetch_sub_explicit(&mc_ls.cached, 1, MC_RLX);
+    atomic_fetch_sub_explicit(&mc_ls.cached_bytes, h->maplen, MC_RLX);
 }
 
 /* A header swallowed by a merge: no longer a block. */
 static void large_forget_locked(struct mc_large *h)
 {
-    dp_pagemap_set(frame_of(large_user(h)), MC_SYSPAGE, NULL);
+    dp_pagemap_store(h, NULL);
     h->magic = 0;
     atomic_fetch_add_explicit(&mc_ls.merges, 1, MC_RLX);
 }
 
-/* Cache h (default offset), merged with the cached blocks on either side
- * of it, as arriving `now`. */
-static void lc_insert_locked(struct mc_large *h, uint64_t now,
-                             struct mc_large **evict)
+/* Cache h (default offset, not cached), merged with the cached blocks
+ * that end where it starts and start where it ends. */
+static void lc_insert_locked(struct mc_large *h, uint64_t now)
 {
-    for (unsigned i = 0; i < mc_lc_n;) {
-        struct mc_large *e = mc_lc[i].h;
-        if (mc_lc[i].len + h->maplen > MC_MERGE_MAX) {
-            i++;
-            continue;
-        }
-        if ((char *)e + mc_lc[i].len == (char *)h) {
-            lc_remove_locked(i);
-            e->maplen += h->maplen;
-            large_forget_locked(h);
-            h = e;
-            i = 0; /* the block grew at its start: look again */
-            continue;
-        }
-        if ((char *)h + h->maplen == (char *)e) {
-            lc_remove_locked(i);
-            h->maplen += e->maplen;
-            large_forget_locked(e);
-            i = 0;
-            continue;
-        }
-        i++;
+    struct mc_large *l = as_cached(dp_pagemap_get((char *)h - MC_SYSPAGE));
+    if (l && (char *)l + l->maplen == (char *)h &&
+        l->maplen + h->maplen <= MC_MERGE_MAX) {
+        lc_unlink_locked(l, l);
+        large_forget_locked(h);
+        l->maplen += h->maplen;
+        h = l;
     }
-    lc_add_locked(h, now, evict);
+    struct mc_large *r = as_cached(dp_pagemap_get((char *)h + h->maplen));
+    if (r && (char *)r == (char *)h + h->maplen &&
+        h->maplen + r->maplen <= MC_MERGE_MAX) {
+        lc_unlink_locked(r, NULL);
+        r->magic = 0;
+        atomic_fetch_add_explicit(&mc_ls.merges, 1, MC_RLX);
+        h->maplen += r->maplen;
+    }
+    lc_link_locked(h, now);
 }
 
-/* Put the rest of a split block back, at the place its stamp gives it in
- * arrival order.  Its neighbours are the block just handed out and
- * whatever followed the block it was part of, which was not cached (the
- * two would have merged, unless MC_MERGE_MAX stopped them), so it is not
- * merged: at worst a merge is missed, which costs nothing but reuse. */
-static void lc_reinsert(struct mc_large *h, uint64_t stamp)
+/* The smallest block of at least len bytes the bins show, or NULL:
+ * exact in the one-page-count bins; in a mixed bin, the best of its first
+ * MC_BIN_SCAN blocks; else the newest block of the next non-empty bin. */
+static struct mc_large *lc_fit_locked(size_t len)
 {
-    struct mc_large *evict = NULL;
-    pthread_mutex_lock(&mc_lc_lock);
-    lc_add_locked(h, stamp, &evict);
-    pthread_mutex_unlock(&mc_lc_lock);
-    if (evict)
-        large_unmap(evict);
+    unsigned b = lc_bin(len);
+    struct mc_large *best = NULL;
+    unsigned k = 0;
+    for (struct mc_large *e = mc_bin[b]; e && k < MC_BIN_SCAN;
+         e = cnode(e)->fnext, k++) {
+        if (e->maplen >= len && (!best || e->maplen < best->maplen)) {
+            best = e;
+            if (e->maplen == len)
+                break;
+        }
+    }
+    if (best)
+        return best;
+    for (unsigned w = (b + 1) / 64; w < MC_NBINS / 64; w++) {
+        uint64_t m = mc_binmap[w];
+        if (w == (b + 1) / 64)
+            m &= ~(uint64_t)0 << ((b + 1) % 64);
+        if (m)
+            return mc_bin[w * 64 + (unsigned)__builtin_ctzll(m)];
+    }
+    return NULL;
 }
 
 /*
@@ -343,17 +427,16 @@ static void lc_reinsert(struct mc_large *h, uint64_t stamp)
  *  1. take the whole queue (acquire exchange: no ABA) into the cache,
  *     stamped `now`, each block merged with its cached neighbours; a
  *     block with an aligned offset is not kept;
- *  2. evict, oldest first, what is past MC_LC_MAX / MC_LC_MAX_BYTES, and
- *     what is older than the age (all of it when `all`);
- *  3. want_len != 0: take the best fit, the smallest block of at least
- *     want_len bytes (the caller splits it); *stamp: its arrival time.
+ *  2. evict, oldest first, what is past MC_LC_MAX_BYTES, and what is
+ *     older than the age (all of it when `all`);
+ *  3. want_len != 0: take the best fit (lc_fit_locked), counted live; the
+ *     caller splits it.
  * Everything evicted is unmapped after the lock is dropped; *nunmapped
  * counts it.  Runs from a reclaim pass, a large malloc or realloc, or a
  * trim -- never from free.
  */
 static struct mc_large *large_cache(size_t want_len, bool all,
-                                    size_t *nunmapped,
-                                    uint64_t *stamp)
+                                    size_t *nunmapped)
 {
     struct mc_large *evict = NULL, *got = NULL;
     uint64_t now = dp_mono_ns();
@@ -371,35 +454,23 @@ static struct mc_large *large_cache(size_t want_len, bool all,
             l->next = evict;
             evict = l;
         } else {
-            lc_insert_locked(l, now, &evict);
+            lc_insert_locked(l, now);
         }
         l = next;
     }
-    unsigned due = 0;
     uint64_t bytes = atomic_load_explicit(&mc_ls.cached_bytes, MC_RLX);
-    while (due < mc_lc_n &&
-           (all || now - mc_lc[due].stamp >= mc_age_ns ||
+    while (mc_lc_old &&
+           (all || now - cnode(mc_lc_old)->stamp >= mc_age_ns ||
             bytes > MC_LC_MAX_BYTES)) {
-        bytes -= mc_lc[due].len;
-        due++;
+        struct mc_large *h = mc_lc_old;
+        bytes -= h->maplen;
+        lc_unlink_locked(h, NULL);
+        h->next = evict;
+        evict = h;
     }
-    lc_evict_prefix_locked(due, &evict);
-    if (want_len) {
-        unsigned best = mc_lc_n;
-        for (unsigned i = 0; i < mc_lc_n; i++) {
-            size_t len = mc_lc[i].len;
-            if (len >= want_len &&
-                (best == mc_lc_n || len < mc_lc[best].len)) {
-                best = i;
-                if (len == want_len)
-                    break;
-            }
-        }
-        if (best < mc_lc_n) {
-            if (stamp)
-                *stamp = mc_lc[best].stamp;
-            got = lc_remove_locked(best);
-        }
+    if (want_len && (got = lc_fit_locked(want_len)) != NULL) {
+        lc_unlink_locked(got, got);
+        atomic_store_explicit(&got->state, MC_LIVE, MC_RLX);
     }
     pthread_mutex_unlock(&mc_lc_lock);
     size_t n = 0;
@@ -418,48 +489,50 @@ static struct mc_large *large_cache(size_t want_len, bool all,
 static size_t mc_reclaim_hook(void)
 {
     size_t n = 0;
-    large_cache(0, false, &n, NULL);
+    large_cache(0, false, &n);
     return n;
+}
+
+/* Give the rest of a block, rest_len bytes at `rest`, to the cache. */
+static void large_rest(struct mc_large *rest, size_t rest_len)
+{
+    rest->magic = MC_LARGE_MAGIC;
+    atomic_store_explicit(&rest->state, MC_QUEUED, MC_RLX);
+    rest->next = NULL;
+    rest->maplen = rest_len;
+    rest->off = MC_LARGE_HDR;
+    rest->align = 0;
+    rest->req = 0;
+    pthread_mutex_lock(&mc_lc_lock);
+    uint64_t now = dp_mono_ns();
+    if (now < mc_lc_last)
+        now = mc_lc_last;
+    mc_lc_last = now;
+    lc_insert_locked(rest, now);
+    pthread_mutex_unlock(&mc_lc_lock);
 }
 
 /*
  * A cached block of at least len bytes (default offset), counted in use,
- * or NULL: the smallest block that fits, split when the rest is worth
- * keeping (MC_SPLIT_MIN, and half of what is kept).  The rest's header
- * and page-map entry are written by this, the allocating, thread, without
- * the cache lock (a new map node is a system call).  A growing block
- * (realloc) keeps up to MC_GROW_ROOM times len, to grow into in place.
+ * or NULL: the best fit, with whole pages past len split off and cached
+ * again.  A growing block above MC_GROW_MIN (realloc) keeps up to
+ * MC_GROW_ROOM times len, to grow into in place.
  */
 static struct mc_large *large_reuse(size_t len, bool grow)
 {
     if (!atomic_load_explicit(&mc_lq, MC_RLX) &&
         !atomic_load_explicit(&mc_ls.cached, MC_RLX))
         return NULL;
-    uint64_t stamp = 0;
-    struct mc_large *h = large_cache(len, false, NULL, &stamp);
+    struct mc_large *h = large_cache(len, false, NULL);
     if (!h)
         return NULL;
-    if (grow) /* len is whole pages, so is the room */
+    if (grow && len > MC_GROW_MIN) /* len is whole pages, so is the room */
         len = len <= h->maplen / MC_GROW_ROOM ? len * MC_GROW_ROOM : h->maplen;
     size_t rest_len = h->maplen - len;
-    if (rest_len >= MC_SPLIT_MIN && rest_len >= len / 2) {
-        struct mc_large *rest = (struct mc_large *)((char *)h + len);
-        rest->magic = MC_LARGE_MAGIC;
-        rest->next = NULL;
-        rest->maplen = rest_len;
-        rest->off = MC_LARGE_HDR;
-        rest->align = 0;
-        rest->req = 0;
+    if (rest_len) {
         h->maplen = len;
         atomic_fetch_add_explicit(&mc_ls.trims, 1, MC_RLX);
-        if (dp_pagemap_set(frame_of(large_user(rest)), MC_SYSPAGE,
-                           rest) == 0) {
-            lc_reinsert(rest, stamp);
-        } else {
-            rest->magic = 0;
-            atomic_fetch_add_explicit(&mc_ls.trimmed_bytes, rest_len, MC_RLX);
-            dp_provider_mmap()->free(NULL, rest, rest_len);
-        }
+        large_rest((struct mc_large *)((char *)h + len), rest_len);
     }
     h->next = NULL;
     atomic_fetch_add_explicit(&mc_ls.reused, 1, MC_RLX);
@@ -491,31 +564,44 @@ static void *large_alloc(size_t n, size_t align, bool zero, bool grow)
             memset(large_user(h), 0, n);
         return large_user(h);
     }
-    h = dp_provider_mmap()->alloc(NULL, len,
+    size_t maplen = off == MC_LARGE_HDR && len <= MC_CHUNK / 2 ? MC_CHUNK
+                                                                : len;
+    h = dp_provider_mmap()->alloc(NULL, maplen,
                                   align > MC_SYSPAGE ? align : MC_SYSPAGE,
                                   DP_WAITOK);
     if (!h)
         return NULL;
+    /* Every map node the block's frames may need, now, outside any lock
+     * (a node is an mmap); then the header's frame. */
+    if (dp_pagemap_reserve(h, maplen) != 0 ||
+        dp_pagemap_set(frame_of((char *)h + off), MC_SYSPAGE, h) != 0) {
+        dp_provider_mmap()->free(NULL, h, maplen);
+        return NULL;
+    }
     h->magic = MC_LARGE_MAGIC;
+    atomic_store_explicit(&h->state, MC_LIVE, MC_RLX);
     h->next = NULL;
     h->maplen = len;
     h->off = off;
     h->align = align;
     h->req = n;
-    if (dp_pagemap_set(frame_of(large_user(h)), MC_SYSPAGE, h) != 0) {
-        dp_provider_mmap()->free(NULL, h, len);
-        return NULL;
-    }
     atomic_fetch_add_explicit(&mc_ls.maps, 1, MC_RLX);
     atomic_fetch_add_explicit(&mc_ls.live, 1, MC_RLX);
     atomic_fetch_add_explicit(&mc_ls.live_bytes, len, MC_RLX);
+    if (maplen > len)
+        large_rest((struct mc_large *)((char *)h + len), maplen - len);
     return large_user(h);
 }
 
-/* free() of a large block: no system call, no lock.  The header must not
- * be touched after the CAS: the block may be unmapped at once. */
-static void large_free(struct mc_large *h)
+/* free() of a large block: no system call, no lock.  false: the block is
+ * not live (a second free).  The header must not be touched after the
+ * push: the block may be unmapped at once. */
+static bool large_free(struct mc_large *h)
 {
+    uint32_t live = MC_LIVE;
+    if (!atomic_compare_exchange_strong_explicit(&h->state, &live, MC_QUEUED,
+                                                 MC_RLX, MC_RLX))
+        return false;
     atomic_fetch_sub_explicit(&mc_ls.live, 1, MC_RLX);
     atomic_fetch_sub_explicit(&mc_ls.live_bytes, h->maplen, MC_RLX);
     atomic_fetch_add_explicit(&mc_ls.queued, 1, MC_RLX);
@@ -525,16 +611,23 @@ static void large_free(struct mc_large *h)
         h->next = top;
     } while (!atomic_compare_exchange_weak_explicit(
         &mc_lq, &top, h, memory_order_release, MC_RLX));
+    return true;
 }
 
 /*
  * Resize a large block to hold n bytes; NULL when it cannot (the block is
- * then unchanged).  Growth asks for half again the current size, so that a
- * string grown step by step is moved once every few steps, not at each:
+ * then unchanged; realloc then copies).  Growth asks for half again the
+ * current size, so that a string grown step by step is moved once every
+ * few steps, not at each:
  *   1. into a cached block (pages already faulted): copy, then free the
  *      old block (it joins the cache);
- *   2. else mremap(MREMAP_MAYMOVE) of the block itself, no copy.
- * Shrinking (below half) is an mremap in place.
+ *   2. else, for a block of more than MC_CHUNK / 2, mremap(MREMAP_MAYMOVE)
+ *      of the block itself, no copy.  A smaller block is left to realloc,
+ *      whose new block is cut from a chunk: an mremap would move it into
+ *      a mapping of its own.
+ * Shrinking (below half) a block of more than MC_CHUNK / 2 is an mremap
+ * in place; a smaller one splits its tail off into the cache (no copy, no
+ * system call).
  */
 static void *large_resize(struct mc_large *h, size_t n)
 {
@@ -557,6 +650,17 @@ static void *large_resize(struct mc_large *h, size_t n)
             return large_user(nh);
         }
     }
+    if (len < old && old <= MC_CHUNK / 2 && h->off == MC_LARGE_HDR) {
+        /* A medium block shrinks in place: its tail goes to the cache. */
+        h->req = n;
+        h->maplen = len;
+        atomic_fetch_sub_explicit(&mc_ls.live_bytes, old - len, MC_RLX);
+        atomic_fetch_add_explicit(&mc_ls.trims, 1, MC_RLX);
+        large_rest((struct mc_large *)((char *)h + len), old - len);
+        return large_user(h);
+    }
+    if (old <= MC_CHUNK / 2 && len != old)
+        return NULL;
     h->req = n;
     if (len == old)
         return large_user(h);
@@ -570,7 +674,9 @@ static void *large_resize(struct mc_large *h, size_t n)
     nh->maplen = len;
     /* Cannot fail for the frame we cleared; for a new one it can (no
      * memory for a map node): the block then stays valid but unknown to
-     * free(), which ignores it -- a leak, not a crash. */
+     * free(), which ignores it -- a leak, not a crash.  A missing node for
+     * a later frame only costs a missed merge (dp_pagemap_store). */
+    (void)dp_pagemap_reserve(nh, len);
     dp_pagemap_set(frame_of(large_user(nh)), MC_SYSPAGE, nh);
     if (len > old)
         atomic_fetch_add_explicit(&mc_ls.live_bytes, len - old, MC_RLX);
@@ -806,9 +912,10 @@ static enum mc_kind mc_lookup(const void *p, size_t *usable, void **hdr)
         *hdr = pool;
         return MC_SMALL;
     }
-    if (o && ((struct mc_large *)o)->magic == MC_LARGE_MAGIC) {
-        *usable = large_usable((struct mc_large *)o);
-        *hdr = o;
+    struct mc_large *h = as_large(o);
+    if (h && large_user(h) == p) {
+        *usable = large_usable(h);
+        *hdr = h;
         return MC_LARGE;
     }
     if (is_boot(p)) {
@@ -850,14 +957,15 @@ MC_EXPORT void free(void *p)
         dp_pool_put(pool, p);
         return;
     }
-    if (o && ((struct mc_large *)o)->magic == MC_LARGE_MAGIC) {
-        large_free((struct mc_large *)o);
+    struct mc_large *h = as_large(o);
+    if (h && large_user(h) == p && large_free(h))
         return;
-    }
-    /* Bootstrap memory is never reused.  A foreign pointer is ignored,
-     * except in debug mode (DEFERPOOL_CONF debug:1), where it aborts, as
-     * interior pointers and double frees of small blocks do there (the
-     * class pools are then DP_POOL_DEBUG pools). */
+    /* Bootstrap memory is never reused.  A foreign pointer, a pointer
+     * into a large block but not its start, and a second free of a large
+     * block (its state CAS fails, or the block is cached and its frame
+     * tagged) are ignored, except in debug mode (DEFERPOOL_CONF debug:1),
+     * where they abort, as interior pointers and double frees of small
+     * blocks do there (the class pools are then DP_POOL_DEBUG pools). */
     if (DP_UNLIKELY(!is_boot(p) &&
                     atomic_load_explicit(&mc_inited, memory_order_acquire) &&
                     dp_options()->debug)) {
@@ -1053,7 +1161,7 @@ int dp_malloc_stats_get(dp_malloc_stats_t *out)
     out->large_cached = atomic_load_explicit(&mc_ls.cached, MC_RLX);
     out->large_bytes_cached = atomic_load_explicit(&mc_ls.cached_bytes, MC_RLX);
     out->large_trims = atomic_load_explicit(&mc_ls.trims, MC_RLX);
-    out->large_bytes_trimmed = atomic_load_explicit(&mc_ls.trimmed_bytes, MC_RLX);
+    out->large_bytes_trimmed = 0; /* rests are always cached now */
     out->large_cache_max_bytes = MC_LC_MAX_BYTES;
     out->large_merges = atomic_load_explicit(&mc_ls.merges, MC_RLX);
     out->reclaim_age_ns = mc_age_ns;
@@ -1189,7 +1297,7 @@ static void mc_print_at_exit(void)
 size_t dp_malloc_trim(void)
 {
     size_t n = 0;
-    large_cache(0, true, &n, NULL);
+    large_cache(0, true, &n);
     if (!atomic_load_explicit(&mc_inited, memory_order_acquire))
         return n;
     dp_thread_cache_flush();

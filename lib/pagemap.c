@@ -61,3 +61,23 @@ int dp_pagemap_set(void *base, size_t size, void *pg)
     return 0;
 }
 
+
+int dp_pagemap_reserve(void *base, size_t size)
+{
+    uintptr_t f = (uintptr_t)base >> 12, end = f + ((size + 4095) >> 12);
+    while (f < end) {
+        if (!pm_leaf(f, true))
+            return -1;
+        f = (f | (DP_PM_FAN - 1)) + 1; /* the next leaf node's first frame */
+    }
+    return 0;
+}
+
+int dp_pagemap_store(void *addr, void *owner)
+{
+    dp_pm_slot *s = pm_leaf((uintptr_t)addr >> 12, false);
+    if (!s)
+        return -1;
+    atomic_store_explicit(s, owner, memory_order_release);
+    return 0;
+}

@@ -48,3 +48,21 @@ Test(malloc_debug, free_of_an_interior_pointer_aborts, .signal = SIGABRT)
     free(p + 8);
     cr_assert_fail("free() of an interior pointer returned");
 }
+
+Test(malloc_debug, double_free_of_a_large_block_aborts, .signal = SIGABRT)
+{
+    void *p = malloc(100000); /* a medium block: the page-granular heap */
+    cr_assert_not_null(p);
+    free(p);
+    free(p);
+    cr_assert_fail("a double free returned");
+}
+
+Test(malloc_debug, free_of_a_pointer_into_a_large_block_aborts,
+     .signal = SIGABRT)
+{
+    char *p = malloc(3 << 20);
+    cr_assert_not_null(p);
+    free(p + 64);
+    cr_assert_fail("free() of an interior pointer returned");
+}

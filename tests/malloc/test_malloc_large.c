@@ -1,8 +1,10 @@
 /*
- * test_malloc_large.c -- the large-block cache (docs/malloc.md, "Large
- * blocks"): a freed block is reused by a later malloc or realloc without
- * a new mapping, a much bigger one loses its tail, the cache respects its
- * byte limit.  Runs with reclaim_age_ms:60000,reclaim_interval_ms:5 (see
+ * test_malloc_large.c -- the page-granular heap of medium and large
+ * blocks (docs/malloc.md, "Large and medium blocks"): medium blocks are
+ * cut from one chunk; a freed block is reused by a later malloc or
+ * realloc of any size without a new mapping, split at page granularity,
+ * and merges with its freed neighbours; the cache respects its byte
+ * limit; a second free of a block is ignored.  Runs with reclaim_age_ms:60000,reclaim_interval_ms:5 (see
  * meson.build): the reclaim thread runs often, so the tests see blocks in
  * the queue or already in the cache, but no block ages out while a test
  * runs, however slow the machine.  The ageing itself is in
@@ -48,25 +50,155 @@ Test(malloc_large, the_age_comes_from_DEFERPOOL_CONF)
 Test(malloc_large, freed_block_is_reused_by_a_similar_or_smaller_malloc)
 {
     empty_cache();
+    /* More than half a chunk: a mapping of its own. */
     char *a = malloc(1 * MiB);
     mt_fill(a, 1 * MiB, 1);
     dp_malloc_stats_t s0 = st();
+    cr_assert_eq(s0.large_cached, 0);
     free(a);
     /* The same size: the very block, no mapping. */
     char *b = malloc(1 * MiB);
     cr_assert_eq(b, a);
-    /* Smaller (within half): the same block again, whole. */
+    /* Smaller: the same block, its whole pages past 700 KiB split off
+     * and cached. */
     free(b);
     char *c = malloc(700 * KiB);
     cr_assert_eq(c, a);
-    cr_assert_geq(malloc_usable_size(c), 1 * MiB);
+    cr_assert_geq(malloc_usable_size(c), 700 * KiB);
+    cr_assert_lt(malloc_usable_size(c), 700 * KiB + 4 * KiB);
     dp_malloc_stats_t s1 = st();
     cr_assert_eq(s1.large_maps, s0.large_maps, "no new mapping");
     cr_assert_eq(s1.large_unmaps, s0.large_unmaps);
     cr_assert_eq(s1.large_reused, s0.large_reused + 2);
+    cr_assert_eq(s1.large_trims, s0.large_trims + 1);
     cr_assert_eq(s1.large_inuse, s0.large_inuse);
-    cr_assert_eq(s1.large_bytes_inuse, s0.large_bytes_inuse);
+    cr_assert_eq(s1.large_cached, 1);
+    cr_assert_eq(s1.large_bytes_cached, mt_blk_len(1 * MiB) - mt_blk_len(700 * KiB));
+    cr_assert_eq(s1.large_bytes_inuse + s1.large_bytes_cached, s0.large_bytes_inuse,
+                 "every byte of the mapping is accounted for");
+    /* The rest serves the next malloc that fits, right after c. */
+    char *d = malloc(300 * KiB);
+    cr_assert_eq(d, c + mt_blk_len(700 * KiB));
     free(c);
+    free(d);
+}
+
+Test(malloc_large, medium_blocks_are_cut_from_one_chunk)
+{
+    empty_cache();
+    dp_malloc_stats_t s0 = st();
+    cr_assert_eq(s0.small_max, 16 * KiB);
+    /* Above small_max and up to half a chunk: cut side by side from one
+     * 2 MiB mapping, whatever their sizes. */
+    const size_t sz[] = {16 * KiB + 1, 20 * KiB, 40 * KiB, 64 * KiB, 100 * KiB, 512 * KiB};
+    enum { N = sizeof sz / sizeof sz[0] };
+    char *b[N];
+    for (int i = 0; i < N; i++) {
+        b[i] = malloc(sz[i]);
+        cr_assert_not_null(b[i]);
+        cr_assert_geq(malloc_usable_size(b[i]), sz[i]);
+        mt_fill(b[i], sz[i], i);
+        if (i)
+            cr_assert_eq(b[i], b[i - 1] + mt_blk_len(sz[i - 1]), "block %d", i);
+    }
+    dp_malloc_stats_t s1 = st();
+    cr_assert_eq(s1.large_maps, s0.large_maps + 1, "one chunk");
+    cr_assert_eq(s1.large_inuse, s0.large_inuse + N);
+    cr_assert_eq(s1.large_cached, 1, "the chunk's rest");
+    cr_assert_eq(s1.large_bytes_inuse - s0.large_bytes_inuse + s1.large_bytes_cached,
+                 2 * MiB);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(mt_check(b[i], sz[i], i), sz[i]);
+        free(b[i]);
+    }
+}
+
+Test(malloc_large, memory_one_size_frees_serves_another_size_at_once)
+{
+    empty_cache();
+    /* Eight 48 KiB blocks, written (resident), freed. */
+    enum { N = 8 };
+    char *b[N];
+    for (int i = 0; i < N; i++) {
+        b[i] = malloc(48 * KiB);
+        mt_fill(b[i], 48 * KiB, i);
+    }
+    for (int i = 0; i < N; i++)
+        free(b[i]);
+    dp_malloc_stats_t s0 = st();
+    /* 20 KiB blocks then take the same pages, from the first one on: the
+     * freed blocks merged with each other and with the chunk's rest, and
+     * the merged block is split at page granularity. */
+    size_t span = N * mt_blk_len(48 * KiB), k = span / mt_blk_len(20 * KiB);
+    char *c[32];
+    cr_assert_leq(k, 32);
+    for (size_t i = 0; i < k; i++) {
+        c[i] = malloc(20 * KiB);
+        cr_assert_eq(c[i], b[0] + i * mt_blk_len(20 * KiB), "block %zu", i);
+        mt_fill(c[i], 20 * KiB, 100 + i);
+    }
+    dp_malloc_stats_t s1 = st();
+    cr_assert_eq(s1.large_maps, s0.large_maps, "no new mapping");
+    cr_assert_eq(s1.large_unmaps, s0.large_unmaps);
+    cr_assert_eq(s1.large_merges - s0.large_merges, N, "eight blocks into the rest");
+    for (size_t i = 0; i < k; i++) {
+        cr_assert_eq(mt_check(c[i], 20 * KiB, 100 + i), 20 * KiB);
+        free(c[i]);
+    }
+}
+
+Test(malloc_large, a_medium_block_shrinks_in_place_and_its_tail_is_reused)
+{
+    empty_cache();
+    char *p = malloc(200 * KiB);
+    mt_fill(p, 200 * KiB, 5);
+    dp_malloc_stats_t s0 = st();
+    char *r = realloc(p, 50 * KiB);
+    cr_assert_eq(r, p, "shrunk in place, no copy");
+    cr_assert_eq(mt_check(r, 50 * KiB, 5), 50 * KiB);
+    cr_assert_geq(malloc_usable_size(r), 50 * KiB);
+    cr_assert_lt(malloc_usable_size(r), 50 * KiB + 4 * KiB);
+    dp_malloc_stats_t s1 = st();
+    size_t tail = mt_blk_len(200 * KiB) - mt_blk_len(50 * KiB);
+    cr_assert_eq(s1.large_maps, s0.large_maps);
+    cr_assert_eq(s1.large_unmaps, s0.large_unmaps, "no system call");
+    cr_assert_eq(s1.large_bytes_inuse, s0.large_bytes_inuse - tail);
+    cr_assert_eq(s1.large_bytes_cached, s0.large_bytes_cached + tail);
+    /* The tail merged with the chunk's rest and serves the next malloc. */
+    cr_assert_eq(s1.large_cached, s0.large_cached);
+    char *q = malloc(100 * KiB);
+    cr_assert_eq(q, p + mt_blk_len(50 * KiB));
+    free(q);
+    free(r);
+}
+
+Test(malloc_large, a_second_free_of_a_block_is_ignored)
+{
+    empty_cache();
+    char *p = malloc(100 * KiB);
+    char *q = malloc(100 * KiB);
+    cr_assert_eq(q, p + mt_blk_len(100 * KiB));
+    dp_malloc_stats_t s0 = st();
+    free(p);
+    free(p);      /* queued: its state is no longer live */
+    free(p + 64); /* not a block's start */
+    dp_malloc_stats_t s1 = st();
+    cr_assert_eq(s1.large_queued + s1.large_cached, s0.large_cached + 1);
+    cr_assert_eq(s1.large_inuse, s0.large_inuse - 1);
+    /* Into the cache (tagged there), and freed once more. */
+    cr_assert_eq(dp_malloc_reclaim_sync(), 0);
+    free(p);
+    s1 = st();
+    cr_assert_eq(s1.large_queued, 0);
+    cr_assert_eq(s1.large_cached, s0.large_cached + 1);
+    cr_assert_eq(s1.large_inuse, s0.large_inuse - 1);
+    /* The block is handed out once, not twice. */
+    char *x = malloc(100 * KiB), *y = malloc(100 * KiB);
+    cr_assert_eq(x, p);
+    cr_assert_neq(y, p);
+    free(x);
+    free(y);
+    free(q);
 }
 
 Test(malloc_large, best_fit_among_cached_blocks)
@@ -90,9 +222,11 @@ Test(malloc_large, best_fit_among_cached_blocks)
     dp_malloc_stats_t s1 = st();
     cr_assert_eq(s1.large_maps, s0.large_maps);
     cr_assert_eq(s1.large_queued, 0);
-    cr_assert_eq(s1.large_cached, 1);
-    cr_assert_geq(s1.large_bytes_cached, 3 * MiB);
-    cr_assert_lt(s1.large_bytes_cached, 3 * MiB + 8 * KiB);
+    /* b3, and the whole pages x and y did not need, split off. */
+    cr_assert_eq(s1.large_cached, 3);
+    cr_assert_eq(s1.large_bytes_cached,
+                 mt_blk_len(3 * MiB) + mt_blk_len(2 * MiB) - mt_blk_len(2 * MiB - 4 * KiB) +
+                     mt_blk_len(1 * MiB) - mt_blk_len(900 * KiB));
     free(x);
     free(y);
     free(v[1]);
@@ -112,14 +246,13 @@ Test(malloc_large, much_bigger_block_is_split_and_its_pieces_merge_again)
     dp_malloc_stats_t s1 = st();
     cr_assert_eq(s1.large_maps, s0.large_maps);
     cr_assert_eq(s1.large_trims, s0.large_trims + 1);
-    cr_assert_eq(s1.large_bytes_trimmed, s0.large_bytes_trimmed,
-                 "nothing unmapped");
+    cr_assert_eq(s1.large_unmaps, s0.large_unmaps, "nothing unmapped");
     cr_assert_lt(malloc_usable_size(p), 3 * MiB / 2 + 4 * KiB);
     cr_assert_eq(s1.large_cached, 1);
     cr_assert_geq(s1.large_bytes_cached, 13 * MiB / 2 - 8 * KiB);
     cr_assert_leq(s1.large_bytes_cached, 13 * MiB / 2);
-    /* The rest serves smaller blocks, from the same mapping: split again,
-     * then taken whole (what is left is less than half of 6 MiB). */
+    /* The rest serves smaller blocks, from the same mapping: split
+     * again, and again. */
     char *q = malloc(150 * KiB);
     cr_assert(q > p && q < big + 8 * MiB, "%p from the rest of %p", q, big);
     mt_fill(q, 150 * KiB, 8);
@@ -128,12 +261,14 @@ Test(malloc_large, much_bigger_block_is_split_and_its_pieces_merge_again)
     mt_fill(r, 6 * MiB, 9);
     dp_malloc_stats_t s2 = st();
     cr_assert_eq(s2.large_maps, s0.large_maps);
-    cr_assert_eq(s2.large_cached, 0);
+    cr_assert_eq(s2.large_cached, 1, "what r did not need");
+    cr_assert_eq(s2.large_bytes_cached, mt_blk_len(8 * MiB) - mt_blk_len(3 * MiB / 2) -
+                                            mt_blk_len(150 * KiB) - mt_blk_len(6 * MiB));
     cr_assert_eq(mt_check(p, 3 * MiB / 2, 7), 3 * MiB / 2);
     cr_assert_eq(mt_check(q, 150 * KiB, 8), 150 * KiB);
     cr_assert_eq(mt_check(r, 6 * MiB, 9), 6 * MiB);
-    /* Freed, the three pieces merge back into one block, which serves an
-     * 8 MiB malloc with no new mapping. */
+    /* Freed, the three pieces merge back with the cached rest into one
+     * block, which serves an 8 MiB malloc with no new mapping. */
     free(q);
     free(p);
     free(r);
@@ -141,8 +276,8 @@ Test(malloc_large, much_bigger_block_is_split_and_its_pieces_merge_again)
     cr_assert_eq(x, big);
     dp_malloc_stats_t s3 = st();
     cr_assert_eq(s3.large_maps, s0.large_maps);
-    cr_assert_eq(s3.large_merges, s2.large_merges + 2);
-    cr_assert_eq(s3.large_cached, 0);
+    cr_assert_eq(s3.large_merges, s2.large_merges + 3);
+    cr_assert_eq(s3.large_cached, 1, "the 8 KiB x does not need");
     mt_fill(x, 8 * MiB - 8 * KiB, 10);
     cr_assert_eq(mt_check(x, 8 * MiB - 8 * KiB, 10), 8 * MiB - 8 * KiB);
     /* A pointer to a swallowed header is foreign now: realloc says so. */
@@ -229,8 +364,8 @@ Test(malloc_large, small_block_grown_past_64k_takes_a_roomy_block_and_stays)
     empty_cache();
     char *big = malloc(4 * MiB);
     free(big);
-    char *p = malloc(60 * KiB);
-    mt_fill(p, 60 * KiB, 9);
+    char *p = malloc(12 * KiB); /* a class pool's */
+    mt_fill(p, 12 * KiB, 9);
     dp_malloc_stats_t s0 = st();
     /* A growing block takes room for MC_GROW_ROOM (16) times what it asks
      * for from the cached 4 MiB block; the rest stays cached.  It then
@@ -248,13 +383,13 @@ Test(malloc_large, small_block_grown_past_64k_takes_a_roomy_block_and_stays)
         char *r = realloc(q, n);
         cr_assert_eq(r, q, "moved at %zu", n);
     }
-    cr_assert_eq(mt_check(q, 60 * KiB, 9), 60 * KiB);
+    cr_assert_eq(mt_check(q, 12 * KiB, 9), 12 * KiB);
     s1 = st();
     cr_assert_eq(s1.large_maps, s0.large_maps);
     cr_assert_eq(s1.large_trims, s0.large_trims + 1);
     /* A real shrink below half still gives the pages back. */
     char *r = realloc(q, 100 * KiB);
-    cr_assert_eq(mt_check(r, 60 * KiB, 9), 60 * KiB);
+    cr_assert_eq(mt_check(r, 12 * KiB, 9), 12 * KiB);
     cr_assert_lt(malloc_usable_size(r), 200 * KiB);
     free(r);
 }
@@ -262,23 +397,28 @@ Test(malloc_large, small_block_grown_past_64k_takes_a_roomy_block_and_stays)
 Test(malloc_large, cache_keeps_at_most_its_byte_limit)
 {
     empty_cache();
+    /* 1.1 GiB of address space, never touched: nothing resident. */
     enum { N = 12 };
+    const size_t B = 96 * MiB;
     void *b[N];
     for (int i = 0; i < N; i++)
-        cr_assert_not_null(b[i] = malloc(8 * MiB));
+        cr_assert_not_null(b[i] = malloc(B));
     dp_malloc_stats_t s0 = st();
     for (int i = 0; i < N; i++)
         free(b[i]);
     cr_assert_eq(dp_malloc_reclaim_sync(), 0);
     dp_malloc_stats_t s1 = st();
-    cr_assert_eq(s1.large_cache_max_bytes, 64 * MiB);
+    cr_assert_eq(s1.large_cache_max_bytes, 1024 * MiB);
     cr_assert_leq(s1.large_bytes_cached, s1.large_cache_max_bytes);
-    cr_assert_geq(s1.large_bytes_cached, 56 * MiB, "the newest are kept");
-    /* Neighbours merge (up to 16 MiB): each merge is one block less. */
+    /* Neighbours merge, up to a quarter of the limit: the oldest block
+     * evicted may be that big. */
+    cr_assert_gt(s1.large_bytes_cached, s1.large_cache_max_bytes * 3 / 4,
+                 "the newest are kept");
+    /* Each merge is one block less. */
     cr_assert_eq(s1.large_cached + (s1.large_unmaps - s0.large_unmaps) +
                      (s1.large_merges - s0.large_merges),
                  N);
-    cr_assert_eq(s1.large_bytes_inuse, s0.large_bytes_inuse - N * (8 * MiB + 4 * KiB));
+    cr_assert_eq(s1.large_bytes_inuse, s0.large_bytes_inuse - N * mt_blk_len(B));
 }
 
 Test(malloc_large, aligned_blocks_are_not_kept)
