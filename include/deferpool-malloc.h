@@ -100,11 +100,23 @@ DP_MALLOC_API void dp_malloc_stats_print(FILE *f, int json);
 
 /*
  * Give back everything that can go now, regardless of age: queued and
- * cached large blocks, the calling thread's cached objects, idle threads' caches and
- * every empty page.  Returns the number of pages and large blocks
- * returned.  What malloc_trim() runs.  Blocks: yes (munmap, locks).
+ * cached large blocks, the calling thread's cached objects, the medium
+ * blocks on every thread's lists (of threads not inside an allocator
+ * call at that moment) and every empty page.  Returns the number of
+ * pages and large blocks returned.  What malloc_trim() runs.  Blocks:
+ * yes (munmap, locks).
  */
 DP_MALLOC_API size_t dp_malloc_trim(void);
+
+/*
+ * Hand the calling thread's cached small objects back to their pages and
+ * its listed medium blocks back to the shared heap (where they merge with
+ * their free neighbours and serve any size), without returning anything
+ * to the kernel.  Blocks: no (lock-free, no system call).  A thread about
+ * to idle for long can call it; the reclaim thread does the same for
+ * threads it finds idle.
+ */
+DP_MALLOC_API void dp_malloc_thread_flush(void);
 
 /*
  * Wait until the malloc's reclaim thread has completed a whole pass that

@@ -30,6 +30,26 @@ static struct {
 
 static pthread_once_t dp_tcg_once = PTHREAD_ONCE_INIT;
 
+void (*_Atomic dp_tc_ext_flush)(struct dp_tclist *l, bool forget);
+
+/* Hand back a cache's ext lists (same ownership rules as bin_flush). */
+static size_t ext_flush(struct dp_tcache *tc, bool forget)
+{
+    void (*fn)(struct dp_tclist *, bool) = atomic_load(&dp_tc_ext_flush);
+    size_t n = 0;
+    if (!fn)
+        return 0;
+    for (int i = 0; i < DP_TC_EXT; i++) {
+        struct dp_tclist *l = &tc->ext[i];
+        uint32_t k = atomic_load_explicit(&l->n, DP_RLX);
+        if (k || forget)
+            fn(l, forget);
+        n += k;
+    }
+    atomic_store_explicit(&tc->ext_units, 0, DP_RLX);
+    return n;
+}
+
 static void tc_thread_exit(void *v);
 
 static int membarrier(int cmd)
@@ -338,6 +358,7 @@ static size_t claim_and_flush_locked(struct dp_tcache **want, size_t n,
         } else {
             for (int j = 0; j < DP_TC_BINS; j++)
                 bin_flush(tc, &tc->bins[j], forget);
+            ext_flush(tc, forget);
         }
         atomic_store_explicit(&tc->drain, 0, memory_order_release);
     }
@@ -406,6 +427,14 @@ void dp_tcache_gc(void)
                   (uint64_t)atomic_load_explicit(&b->net, DP_RLX);
             any |= n != 0;
         }
+        for (int j = 0; j < DP_TC_EXT; j++) {
+            struct dp_tclist *l = &tc->ext[j];
+            uint32_t n = atomic_load_explicit(&l->n, DP_RLX);
+            sig = sig * 0x100000001b3ull + n;
+            sig = sig * 0x100000001b3ull +
+                  atomic_load_explicit(&l->pops, DP_RLX);
+            any |= n != 0;
+        }
         if (sig != tc->seen_sig) {
             tc->seen_sig = sig; /* busy since the last pass: leave it */
             continue;
@@ -458,6 +487,7 @@ static void tc_thread_exit(void *v)
     dp_tc = NULL;
     for (int j = 0; j < DP_TC_BINS; j++)
         bin_flush(tc, &tc->bins[j], true);
+    ext_flush(tc, true);
     pthread_mutex_unlock(&dp_tcg.lock);
     tc_unmap(tc);
 }
@@ -470,8 +500,64 @@ void dp_thread_cache_flush(void)
     dp_in_put++;
     for (int j = 0; j < DP_TC_BINS; j++)
         bin_flush(tc, &tc->bins[j], false);
+    ext_flush(tc, false);
     dp_in_put--;
     dp_tc_leave(tc);
+}
+
+struct dp_tcache *dp_tcache_self(void)
+{
+    if (dp_tc)
+        return dp_tc;
+    pthread_once(&dp_tcg_once, tcg_init);
+    return dp_tcg.state == 1 ? tc_create() : NULL;
+}
+
+size_t dp_tcache_ext_drain(bool self)
+{
+    if (self) {
+        struct dp_tcache *tc = dp_tc;
+        if (!tc || !dp_tc_enter(tc))
+            return 0;
+        size_t n = ext_flush(tc, false);
+        dp_tc_leave(tc);
+        return n;
+    }
+    size_t n = 0;
+    pthread_mutex_lock(&dp_tcg.lock);
+    struct dp_tcache *batch[DP_TC_BATCH];
+    size_t k = 0;
+    for (struct dp_tcache *tc = dp_tcg.head; tc; tc = tc->next) {
+        bool any = false;
+        for (int j = 0; j < DP_TC_EXT; j++) {
+            uint32_t e = atomic_load_explicit(&tc->ext[j].n, DP_RLX);
+            any |= e != 0;
+            n += e;
+        }
+        if (!any)
+            continue;
+        batch[k++] = tc;
+        if (k == DP_TC_BATCH) {
+            claim_and_flush_locked(batch, k, -1, false);
+            k = 0;
+        }
+    }
+    claim_and_flush_locked(batch, k, -1, false);
+    pthread_mutex_unlock(&dp_tcg.lock);
+    return n;
+}
+
+void dp_tcache_ext_sum(uint64_t n[DP_TC_EXT], uint64_t *pops)
+{
+    memset(n, 0, DP_TC_EXT * sizeof(n[0]));
+    *pops = 0;
+    pthread_mutex_lock(&dp_tcg.lock);
+    for (struct dp_tcache *tc = dp_tcg.head; tc; tc = tc->next)
+        for (int j = 0; j < DP_TC_EXT; j++) {
+            n[j] += atomic_load_explicit(&tc->ext[j].n, DP_RLX);
+            *pops += atomic_load_explicit(&tc->ext[j].pops, DP_RLX);
+        }
+    pthread_mutex_unlock(&dp_tcg.lock);
 }
 
 /* ---- fork ------------------------------------------------------------------ */
@@ -491,6 +577,7 @@ void dp_tcache_atfork_child(void)
             tc_unlink_locked(tc);
             for (int j = 0; j < DP_TC_BINS; j++)
                 bin_flush(tc, &tc->bins[j], true);
+            ext_flush(tc, true);
             tc_unmap(tc);
         } else {
             atomic_store(&tc->drain, 0);

@@ -342,6 +342,24 @@ struct dp_tchain {
     _Atomic uint32_t n;    /* objects on the chain (statistics read it) */
 };
 
+/* A list a layer above the pools keeps in each thread's cache (the
+ * malloc's medium blocks, malloc.c "Thread lists"), linked through the
+ * layer's own link word.  Same rules as a bin: the owner inside
+ * dp_tc_enter/dp_tc_leave, or a drainer holding the claim; counters
+ * updated with DP_BUMP, read by statistics and the GC. */
+#define DP_TC_EXT 16
+struct dp_tclist {
+    void *head;
+    _Atomic uint32_t n;     /* entries                                  */
+    _Atomic uint64_t pops;  /* entries taken by the owner, ever         */
+};
+/* Empty a list (its owner, or a drainer holding the claim, or thread
+ * exit / a fork child with dp_tcg.lock held): hand every entry back to
+ * the layer.  forget: the list's thread is gone; fold its counters.
+ * Set once by the layer before it uses a list; never makes a syscall. */
+extern DP_HIDDEN void (*_Atomic dp_tc_ext_flush)(struct dp_tclist *l,
+                                                 bool forget);
+
 struct dp_tcache {
     _Atomic uint32_t active; /* owner: 1 inside a get/put             */
     _Atomic uint32_t drain;  /* drainer: 0, DP_TC_REQ, DP_TC_CLAIMED   */
@@ -353,6 +371,10 @@ struct dp_tcache {
                                             n stays 0 (dp_pool.tcbin)  */
     struct dp_tchain chains[DP_TC_BINS + 1]; /* bins[i]'s chain; the
                                                last stays empty        */
+    struct dp_tclist ext[DP_TC_EXT]; /* the layer above's lists       */
+    _Atomic uint64_t ext_units; /* the layer's tally of what its lists
+                                   hold (its unit); same rules as ext[];
+                                   a flush of the lists zeroes it      */
 };
 
 extern DP_HIDDEN DP_TLS struct dp_tcache *dp_tc;
@@ -519,6 +541,14 @@ DP_HIDDEN void dp_tcache_gc(void);
 /* Objects cached and cache gets, summed over threads (pool lock held). */
 DP_HIDDEN void dp_tcache_sum(struct dp_pool *p, uint64_t *cached,
                              uint64_t *gets);
+/* This thread's cache, created if need be; NULL without caches. */
+DP_HIDDEN struct dp_tcache *dp_tcache_self(void);
+/* Flush every thread's ext lists (those not inside a get/put), or only
+ * this thread's (self).  Returns the entries handed back.  May block
+ * (cache lock, membarrier) unless self. */
+DP_HIDDEN size_t dp_tcache_ext_drain(bool self);
+/* Per list: entries summed over threads (n[]), and pops (dp_tcg.lock). */
+DP_HIDDEN void dp_tcache_ext_sum(uint64_t n[DP_TC_EXT], uint64_t *pops);
 DP_HIDDEN void dp_tcache_atfork_prepare(void);
 DP_HIDDEN void dp_tcache_atfork_parent(void);
 DP_HIDDEN void dp_tcache_atfork_child(void);
