@@ -100,10 +100,10 @@ DP_MALLOC_API void dp_malloc_stats_print(FILE *f, int json);
 
 /*
  * Give back everything that can go now, regardless of age: queued and
- * cached large blocks, the calling thread's cached objects, the medium
- * blocks on every thread's lists (of threads not inside an allocator
- * call at that moment) and every empty page.  Returns the number of
- * pages and large blocks returned.  What malloc_trim() runs.  Blocks:
+ * free medium and large blocks, the calling thread's cached objects, the
+ * medium blocks on every thread's lists (of threads not inside an
+ * allocator call at that moment) and every empty page.  Returns the
+ * number of pages and blocks returned.  What malloc_trim() runs.  Blocks:
  * yes (munmap, locks).
  */
 DP_MALLOC_API size_t dp_malloc_trim(void);

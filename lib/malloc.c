@@ -567,9 +567,10 @@ static struct mc_large *large_reuse(size_t len, bool grow)
  * counters do not see a block on a thread list: it still counts as live
  * there, and dp_malloc_stats_get() moves the lists' sums (kept per list by
  * its owner) from live to queued.  A thread's lists hold at most
- * MC_TL_BYTES in all (tallied in dp_tcache.ext_units): on gcc, 256 KiB
- * and 512 KiB gave the same peak RSS as none (75-76 MiB), and 512 KiB
- * made two threads churning 16-64 KiB blocks twice as fast.  The
+ * MC_TL_BYTES in all (tallied in dp_tcache.ext_units): a listed block
+ * cannot merge, and on gcc 512 KiB cost under 1 MiB of peak RSS against
+ * no lists, while it made two threads churning 16-64 KiB blocks 2-3
+ * times as fast (docs/malloc.md, "Thread lists").  The
  * core's drains hand lists back through tl_flush(): the reclaim GC for
  * idle threads (a thread that sleeps forever does not keep its blocks),
  * thread exit, trim, and this thread's own malloc when the heap has no
