@@ -1047,7 +1047,10 @@ static enum mc_kind mc_lookup(const void *p, size_t *usable, void **hdr)
         return MC_SMALL;
     }
     struct mc_large *h = as_large(o);
-    if (h && large_user(h) == p) {
+    /* A freed block (queued, or on a thread list) is not a block any
+     * more: realloc of it says EINVAL instead of resizing freed memory. */
+    if (h && large_user(h) == p &&
+        atomic_load_explicit(&h->state, MC_RLX) == MC_LIVE) {
         *usable = large_usable(h);
         *hdr = h;
         return MC_LARGE;

@@ -247,6 +247,11 @@ Test(malloc_large, a_second_free_of_a_block_is_ignored)
     free(p);
     free(p);      /* queued: its state is no longer live */
     free(p + 64); /* not a block's start */
+    /* Nor is it a block to realloc or measure any more. */
+    errno = 0;
+    cr_assert_null(realloc(p, 200 * KiB));
+    cr_assert_eq(errno, EINVAL);
+    cr_assert_eq(malloc_usable_size(p), 0);
     dp_malloc_stats_t s1 = st();
     cr_assert_eq(s1.large_queued + s1.large_cached, s0.large_cached + 1);
     cr_assert_eq(s1.large_inuse, s0.large_inuse - 1);
