@@ -66,7 +66,8 @@ typedef struct dp_malloc_stats {
                                     always 0, measured                   */
     int reclaim_running;         /* the reclaim thread is alive          */
     uint64_t reclaim_passes;     /* passes it has completed              */
-    uint64_t reclaim_pages_returned; /* by passes, incl. large blocks    */
+    uint64_t reclaim_pages_returned; /* by passes, incl. large blocks
+                                        unmapped or purged              */
     uint64_t reclaim_interval_ns;
     /* Added with the large-block cache (docs/malloc.md). */
     uint64_t large_cached;       /* freed blocks kept for reuse          */
@@ -82,6 +83,13 @@ typedef struct dp_malloc_stats {
     /* Added with splitting and merging of cached large blocks. */
     uint64_t large_merges;       /* freed blocks merged with a cached
                                     neighbour, ever                      */
+    /* Added with purging (docs/malloc.md, "Purged, not unmapped"). */
+    uint64_t large_purges;       /* due free blocks purged (MADV_DONTNEED
+                                    of all pages but the header's) and
+                                    kept, ever                           */
+    uint64_t large_bytes_purged; /* of large_bytes_cached: blocks whose
+                                    pages but the first are not resident
+                                    (purged, or never touched)           */
 } dp_malloc_stats_t;
 
 /* Fill *out.  0, or -1 + EINVAL for NULL.  Blocks: briefly (pool locks).

@@ -177,6 +177,9 @@ struct mc_cnode {
     struct mc_large *anext, *aprev; /* arrival order, oldest first      */
     uint64_t stamp;                 /* when it arrived (lc_now)         */
     unsigned bin;
+    unsigned clean;                 /* 1: its pages but the first are not
+                                       resident (purged, or never
+                                       touched); not on the arrival list */
 };
 
 static struct mc_large *_Atomic mc_lq;
@@ -185,6 +188,8 @@ static struct {
     _Atomic uint64_t live, live_bytes, queued, queued_bytes;
     _Atomic uint64_t cached, cached_bytes;
     _Atomic uint64_t maps, unmaps, reused, trims, merges;
+    _Atomic uint64_t purges, purged_bytes; /* purged_bytes: clean cached
+                                              blocks' bytes (mc_lc_lock) */
 } mc_ls;
 
 #define MC_RLX memory_order_relaxed
@@ -309,12 +314,13 @@ static inline void *lc_last_frame(struct mc_large *h)
 }
 
 /* Into the cache, newest: its bin, the arrival list's end, its tags. */
-static void lc_link_locked(struct mc_large *h, uint64_t now)
+static void lc_link_locked(struct mc_large *h, uint64_t now, bool clean)
 {
     struct mc_cnode *c = cnode(h);
     unsigned b = lc_bin(h->maplen);
     c->bin = b;
     c->stamp = now;
+    c->clean = clean;
     c->fprev = NULL;
     c->fnext = mc_bin[b];
     if (c->fnext)
@@ -322,12 +328,17 @@ static void lc_link_locked(struct mc_large *h, uint64_t now)
     mc_bin[b] = h;
     mc_binmap[b / 64] |= (uint64_t)1 << (b % 64);
     c->anext = NULL;
-    c->aprev = mc_lc_new;
-    if (mc_lc_new)
-        cnode(mc_lc_new)->anext = h;
-    else
-        mc_lc_old = h;
-    mc_lc_new = h;
+    if (clean) {
+        c->aprev = NULL;
+        atomic_fetch_add_explicit(&mc_ls.purged_bytes, h->maplen, MC_RLX);
+    } else {
+        c->aprev = mc_lc_new;
+        if (mc_lc_new)
+            cnode(mc_lc_new)->anext = h;
+        else
+            mc_lc_old = h;
+        mc_lc_new = h;
+    }
     atomic_store_explicit(&h->state, MC_CACHED, MC_RLX);
     void *tag = (void *)((uintptr_t)h | MC_TAG_CACHED);
     dp_pagemap_store(h, tag);
@@ -351,14 +362,18 @@ static void lc_unlink_locked(struct mc_large *h, void *first)
     }
     if (c->fnext)
         cnode(c->fnext)->fprev = c->fprev;
-    if (c->aprev)
-        cnode(c->aprev)->anext = c->anext;
-    else
-        mc_lc_old = c->anext;
-    if (c->anext)
-        cnode(c->anext)->aprev = c->aprev;
-    else
-        mc_lc_new = c->aprev;
+    if (c->clean) {
+        atomic_fetch_sub_explicit(&mc_ls.purged_bytes, h->maplen, MC_RLX);
+    } else {
+        if (c->aprev)
+            cnode(c->aprev)->anext = c->anext;
+        else
+            mc_lc_old = c->anext;
+        if (c->anext)
+            cnode(c->anext)->aprev = c->aprev;
+        else
+            mc_lc_new = c->aprev;
+    }
     if (h->maplen > MC_SYSPAGE)
         dp_pagemap_store(lc_last_frame(h), NULL);
     dp_pagemap_store(h, first);
@@ -376,11 +391,12 @@ static void large_forget_locked(struct mc_large *h)
 
 /* Cache h (default offset, not cached), merged with the cached blocks
  * that end where it starts and start where it ends. */
-static void lc_insert_locked(struct mc_large *h, uint64_t now)
+static void lc_insert_locked(struct mc_large *h, uint64_t now, bool clean)
 {
     struct mc_large *l = as_cached(dp_pagemap_get((char *)h - MC_SYSPAGE));
     if (l && (char *)l + l->maplen == (char *)h &&
         l->maplen + h->maplen <= MC_MERGE_MAX) {
+        clean = clean && cnode(l)->clean;
         lc_unlink_locked(l, l);
         large_forget_locked(h);
         l->maplen += h->maplen;
@@ -389,12 +405,13 @@ static void lc_insert_locked(struct mc_large *h, uint64_t now)
     struct mc_large *r = as_cached(dp_pagemap_get((char *)h + h->maplen));
     if (r && (char *)r == (char *)h + h->maplen &&
         h->maplen + r->maplen <= MC_MERGE_MAX) {
+        clean = clean && cnode(r)->clean;
         lc_unlink_locked(r, NULL);
         r->magic = 0;
         atomic_fetch_add_explicit(&mc_ls.merges, 1, MC_RLX);
         h->maplen += r->maplen;
     }
-    lc_link_locked(h, now);
+    lc_link_locked(h, now, clean);
 }
 
 /* The smallest block of at least len bytes the bins show, or NULL:
@@ -439,12 +456,12 @@ static struct mc_large *lc_fit_locked(size_t len)
  * trim -- never from free.
  */
 static void lc_rest_locked(struct mc_large *rest, size_t rest_len,
-                           uint64_t now);
+                           uint64_t now, bool clean);
 
 static struct mc_large *large_cache(size_t want_len, bool grow, bool all,
-                                    size_t *nunmapped)
+                                    size_t *nreturned)
 {
-    struct mc_large *evict = NULL, *got = NULL;
+    struct mc_large *evict = NULL, *purge = NULL, *got = NULL;
     uint64_t now = lc_now();
     pthread_mutex_lock(&mc_lc_lock);
     if (now < mc_lc_last)
@@ -460,21 +477,44 @@ static struct mc_large *large_cache(size_t want_len, bool grow, bool all,
             l->next = evict;
             evict = l;
         } else {
-            lc_insert_locked(l, now);
+            lc_insert_locked(l, now, false);
         }
         l = next;
     }
-    uint64_t bytes = atomic_load_explicit(&mc_ls.cached_bytes, MC_RLX);
+    /* Due blocks: unmapped if they span a chunk or more, else purged and
+     * kept (clean), so that ageing never cuts a hole smaller than a chunk
+     * into a mapping (docs/malloc.md, "Purged, not unmapped").  A trim
+     * unmaps everything, clean blocks included. */
+    uint64_t dirty = atomic_load_explicit(&mc_ls.cached_bytes, MC_RLX) -
+                     atomic_load_explicit(&mc_ls.purged_bytes, MC_RLX);
     while (mc_lc_old &&
            (all || now - cnode(mc_lc_old)->stamp >= mc_age_ns ||
-            bytes > MC_LC_MAX_BYTES)) {
+            dirty > MC_LC_MAX_BYTES)) {
         struct mc_large *h = mc_lc_old;
-        bytes -= h->maplen;
+        dirty -= h->maplen;
         lc_unlink_locked(h, NULL);
-        h->next = evict;
-        evict = h;
+        if (all || h->maplen >= MC_CHUNK) {
+            h->next = evict;
+            evict = h;
+        } else {
+            h->next = purge;
+            purge = h;
+        }
+    }
+    if (all) {
+        for (unsigned b = 0; b < MC_NBINS; b++) {
+            struct mc_large *h = mc_bin[b];
+            while (h) {
+                struct mc_large *next = cnode(h)->fnext;
+                lc_unlink_locked(h, NULL);
+                h->next = evict;
+                evict = h;
+                h = next;
+            }
+        }
     }
     if (want_len && (got = lc_fit_locked(want_len)) != NULL) {
+        bool clean = cnode(got)->clean;
         lc_unlink_locked(got, got);
         atomic_store_explicit(&got->state, MC_LIVE, MC_RLX);
         /* Split here, under the lock: a rest kept out of the cache even
@@ -488,7 +528,7 @@ static struct mc_large *large_cache(size_t want_len, bool grow, bool all,
             got->maplen = len;
             atomic_fetch_add_explicit(&mc_ls.trims, 1, MC_RLX);
             lc_rest_locked((struct mc_large *)((char *)got + len), have - len,
-                           now);
+                           now, clean);
         }
     }
     pthread_mutex_unlock(&mc_lc_lock);
@@ -499,8 +539,26 @@ static struct mc_large *large_cache(size_t want_len, bool grow, bool all,
         n++;
         evict = next;
     }
-    if (nunmapped)
-        *nunmapped = n;
+    if (purge) {
+        /* Out of the heap while the pages go (nobody can take them); the
+         * header page stays, with the block's links. */
+        for (struct mc_large *h = purge; h; h = h->next) {
+            if (h->maplen > MC_SYSPAGE)
+                madvise((char *)h + MC_SYSPAGE, h->maplen - MC_SYSPAGE,
+                        MADV_DONTNEED);
+            atomic_fetch_add_explicit(&mc_ls.purges, 1, MC_RLX);
+            n++;
+        }
+        pthread_mutex_lock(&mc_lc_lock);
+        while (purge) {
+            struct mc_large *next = purge->next;
+            lc_insert_locked(purge, now, true);
+            purge = next;
+        }
+        pthread_mutex_unlock(&mc_lc_lock);
+    }
+    if (nreturned)
+        *nreturned = n;
     return got;
 }
 
@@ -514,7 +572,7 @@ static size_t mc_reclaim_hook(void)
 
 /* Give the rest of a block, rest_len bytes at `rest`, to the cache. */
 static void lc_rest_locked(struct mc_large *rest, size_t rest_len,
-                           uint64_t now)
+                           uint64_t now, bool clean)
 {
     rest->magic = MC_LARGE_MAGIC;
     atomic_store_explicit(&rest->state, MC_QUEUED, MC_RLX);
@@ -523,17 +581,18 @@ static void lc_rest_locked(struct mc_large *rest, size_t rest_len,
     rest->off = MC_LARGE_HDR;
     rest->align = 0;
     rest->req = 0;
-    lc_insert_locked(rest, now);
+    lc_insert_locked(rest, now, clean);
 }
 
-static void large_rest(struct mc_large *rest, size_t rest_len)
+/* clean: the rest's pages (but the header's) were never touched. */
+static void large_rest(struct mc_large *rest, size_t rest_len, bool clean)
 {
     uint64_t now = lc_now();
     pthread_mutex_lock(&mc_lc_lock);
     if (now < mc_lc_last)
         now = mc_lc_last;
     mc_lc_last = now;
-    lc_rest_locked(rest, rest_len, now);
+    lc_rest_locked(rest, rest_len, now, clean);
     pthread_mutex_unlock(&mc_lc_lock);
 }
 
@@ -720,7 +779,7 @@ static void *large_alloc(size_t n, size_t align, bool zero, bool grow)
     atomic_fetch_add_explicit(&mc_ls.live, 1, MC_RLX);
     atomic_fetch_add_explicit(&mc_ls.live_bytes, len, MC_RLX);
     if (maplen > len)
-        large_rest((struct mc_large *)((char *)h + len), maplen - len);
+        large_rest((struct mc_large *)((char *)h + len), maplen - len, true);
     return large_user(h);
 }
 
@@ -789,7 +848,7 @@ static void *large_resize(struct mc_large *h, size_t n)
         h->maplen = len;
         atomic_fetch_sub_explicit(&mc_ls.live_bytes, old - len, MC_RLX);
         atomic_fetch_add_explicit(&mc_ls.trims, 1, MC_RLX);
-        large_rest((struct mc_large *)((char *)h + len), old - len);
+        large_rest((struct mc_large *)((char *)h + len), old - len, false);
         return large_user(h);
     }
     if (old <= MC_CHUNK / 2 && len != old)
@@ -1310,6 +1369,8 @@ int dp_malloc_stats_get(dp_malloc_stats_t *out)
     out->large_bytes_trimmed = 0; /* rests are always cached now */
     out->large_cache_max_bytes = MC_LC_MAX_BYTES;
     out->large_merges = atomic_load_explicit(&mc_ls.merges, MC_RLX);
+    out->large_purges = atomic_load_explicit(&mc_ls.purges, MC_RLX);
+    out->large_bytes_purged = atomic_load_explicit(&mc_ls.purged_bytes, MC_RLX);
     out->reclaim_age_ns = mc_age_ns;
     out->large_maps = atomic_load_explicit(&mc_ls.maps, MC_RLX);
     out->large_unmaps = atomic_load_explicit(&mc_ls.unmaps, MC_RLX);
@@ -1360,14 +1421,15 @@ void dp_malloc_stats_print(FILE *f, int json)
                 "\"bytes_queued\":%llu,\"cached\":%llu,\"bytes_cached\":%llu,"
                 "\"cache_max_bytes\":%llu,\"maps\":%llu,\"unmaps\":%llu,"
                 "\"reused\":%llu,\"splits\":%llu,\"bytes_trimmed\":%llu,"
-                "\"merges\":%llu},"
+                "\"merges\":%llu,\"purges\":%llu,\"bytes_purged\":%llu},"
                 "\"bootstrap_bytes\":%llu,",
                 U(t.large_inuse), U(t.large_bytes_inuse), U(t.large_queued),
                 U(t.large_bytes_queued), U(t.large_cached),
                 U(t.large_bytes_cached), U(t.large_cache_max_bytes),
                 U(t.large_maps), U(t.large_unmaps), U(t.large_reused),
                 U(t.large_trims), U(t.large_bytes_trimmed),
-                U(t.large_merges), U(t.bootstrap_bytes));
+                U(t.large_merges), U(t.large_purges), U(t.large_bytes_purged),
+                U(t.bootstrap_bytes));
         fprintf(f,
                 "\"reclaim\":{\"running\":%d,\"passes\":%llu,"
                 "\"pages_returned\":%llu,\"interval_ns\":%llu,"
@@ -1396,7 +1458,8 @@ void dp_malloc_stats_print(FILE *f, int json)
                 "  large: %llu in use (%llu bytes), %llu queued (%llu bytes), "
                 "%llu cached (%llu bytes, limit %llu)\n"
                 "    %llu mapped, %llu unmapped, %llu reused, "
-                "%llu split (%llu bytes unmapped instead), %llu merged\n"
+                "%llu split, %llu merged, %llu purged (%llu bytes purged "
+                "now)\n"
                 "  bootstrap arena: %llu bytes\n"
                 "  reclaim thread: %s, %llu passes, %llu pages returned, "
                 "interval %llu ms, age %llu ms\n",
@@ -1409,8 +1472,8 @@ void dp_malloc_stats_print(FILE *f, int json)
                 U(t.large_bytes_queued), U(t.large_cached),
                 U(t.large_bytes_cached), U(t.large_cache_max_bytes),
                 U(t.large_maps), U(t.large_unmaps), U(t.large_reused),
-                U(t.large_trims), U(t.large_bytes_trimmed),
-                U(t.large_merges), U(t.bootstrap_bytes),
+                U(t.large_trims), U(t.large_merges), U(t.large_purges),
+                U(t.large_bytes_purged), U(t.bootstrap_bytes),
                 t.reclaim_running ? "running" : "stopped", U(t.reclaim_passes),
                 U(t.reclaim_pages_returned), U(t.reclaim_interval_ns / 1000000),
                 U(t.reclaim_age_ns / 1000000));

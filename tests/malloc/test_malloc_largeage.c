@@ -1,6 +1,7 @@
 /*
- * test_malloc_largeage.c -- the reclaim thread empties the large-block
- * cache once its blocks are older than the age, and not before.  Runs with
+ * test_malloc_largeage.c -- the reclaim thread gives free blocks back
+ * once they are older than the age, and not before: a block of a chunk
+ * (2 MiB) or more is unmapped, a smaller one purged and kept.  Runs with
  * reclaim_age_ms:300,reclaim_interval_ms:5 (see meson.build).
  */
 #include <criterion/criterion.h>
@@ -50,8 +51,10 @@ Test(malloc_largeage, reclaim_thread_empties_the_cache_after_the_age)
     const size_t sz[7] = {1 * MiB, 200 * KiB, 2 * MiB, 200 * KiB,
                           3 * MiB, 200 * KiB, 4 * MiB};
     cr_assert(mt_layout(v, sz, 7));
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 4; i++) {
         b[i] = v[2 * i];
+        memset(b[i], 0x5a, sz[2 * i]); /* resident, and not zero */
+    }
     dp_malloc_stats_t s0 = st();
     uint64_t t0 = now_ns();
     for (int i = 0; i < 4; i++)
@@ -66,17 +69,33 @@ Test(malloc_largeage, reclaim_thread_empties_the_cache_after_the_age)
     }
     /* Wait for passes (dp_malloc_reclaim_sync wakes the thread, so they
      * come faster than the interval), for up to 10 s. */
-    while ((s.large_queued || s.large_cached) &&
+    while ((s.large_queued || s.large_cached != 1 ||
+            s.large_bytes_purged != mt_blk_len(1 * MiB)) &&
            now_ns() - t0 < 10000000000ull) {
         cr_assert_eq(dp_malloc_reclaim_sync(), 0);
         s = st();
     }
     uint64_t took = now_ns() - t0;
-    cr_assert_eq(s.large_queued + s.large_cached, 0, "still cached");
-    cr_assert_eq(s.large_bytes_cached, 0);
-    cr_assert_eq(s.large_unmaps, s0.large_unmaps + 4);
+    /* The blocks of 2, 3 and 4 MiB are unmapped; the 1 MiB one, smaller
+     * than a chunk, is purged: still cached, not resident. */
+    cr_assert_eq(s.large_queued, 0);
+    cr_assert_eq(s.large_cached, 1, "still cached");
+    cr_assert_eq(s.large_bytes_cached, mt_blk_len(1 * MiB));
+    cr_assert_eq(s.large_bytes_purged, mt_blk_len(1 * MiB));
+    cr_assert_eq(s.large_unmaps, s0.large_unmaps + 3);
+    cr_assert_eq(s.large_purges, s0.large_purges + 1);
     cr_assert_geq(took, AGE_NS, "gone after %llu ms, before the age",
                   (unsigned long long)(took / 1000000));
+    /* The purged block serves the next malloc that fits, zero-filled
+     * past its first page, with no new mapping. */
+    char *p = malloc(1 * MiB);
+    cr_assert_eq(p, (char *)b[0]);
+    for (size_t k = 4096; k < 1 * MiB; k += 4096)
+        cr_assert_eq(p[k], 0, "byte %zu", k);
+    dp_malloc_stats_t s2 = st();
+    cr_assert_eq(s2.large_maps, s.large_maps);
+    cr_assert_eq(s2.large_bytes_purged, 0);
+    free(p);
     for (int i = 1; i < 7; i += 2)
         free(v[i]);
 }
