@@ -447,13 +447,14 @@ static struct mc_large *lc_fit_locked(size_t len)
  *  1. take the whole queue (acquire exchange: no ABA) into the cache,
  *     stamped `now`, each block merged with its cached neighbours; a
  *     block with an aligned offset is not kept;
- *  2. evict, oldest first, what is past MC_LC_MAX_BYTES, and what is
- *     older than the age (all of it when `all`);
- *  3. want_len != 0: take the best fit (lc_fit_locked), counted live; the
- *     caller splits it.
- * Everything evicted is unmapped after the lock is dropped; *nunmapped
- * counts it.  Runs from a reclaim pass, a large malloc or realloc, or a
- * trim -- never from free.
+ *  2. evict, oldest first, the dirty blocks past MC_LC_MAX_BYTES or
+ *     older than the age; `all` (trim): every block, clean ones too;
+ *  3. want_len != 0: take the best fit (lc_fit_locked), counted live,
+ *     and split off what it does not need (grow: up to MC_GROW_ROOM x).
+ * After the lock is dropped, evicted blocks of MC_CHUNK or more (all of
+ * them for a trim) are unmapped; smaller ones are purged and put back
+ * clean.  *nreturned counts both.  Runs from a reclaim pass, a medium or
+ * large malloc or realloc, or a trim -- never from free.
  */
 static void lc_rest_locked(struct mc_large *rest, size_t rest_len,
                            uint64_t now, bool clean);
