@@ -176,67 +176,6 @@ Test(malloc_large, a_medium_block_shrinks_in_place_and_its_tail_is_reused)
     free(r);
 }
 
-Test(malloc_large, a_medium_block_comes_back_from_the_thread_list)
-{
-    empty_cache();
-    char *p = malloc(40 * KiB);
-    char *q = malloc(40 * KiB);
-    dp_malloc_stats_t s0 = st();
-    free(p);
-    /* On this thread's list: freed (queued), not yet in the heap. */
-    dp_malloc_stats_t s1 = st();
-    cr_assert_eq(s1.large_inuse, s0.large_inuse - 1);
-    cr_assert_eq(s1.large_queued, s0.large_queued + 1);
-    cr_assert_eq(s1.large_bytes_queued, s0.large_bytes_queued + mt_blk_len(40 * KiB));
-    /* A malloc of the same page count takes it back, last in first out,
-     * without the heap: nothing split, merged or mapped. */
-    char *r = malloc(40 * KiB + 1000); /* 11 pages with the header, as p */
-    cr_assert_eq(r, p);
-    dp_malloc_stats_t s2 = st();
-    cr_assert_eq(s2.large_inuse, s0.large_inuse);
-    cr_assert_eq(s2.large_queued, s0.large_queued);
-    cr_assert_eq(s2.large_reused, s0.large_reused + 1);
-    cr_assert_eq(s2.large_trims, s0.large_trims);
-    cr_assert_eq(s2.large_merges, s0.large_merges);
-    cr_assert_eq(s2.large_maps, s0.large_maps);
-    /* A second free of it is caught while it waits on the list, too. */
-    free(q);
-    free(q);
-    char *x = malloc(40 * KiB), *y = malloc(40 * KiB);
-    cr_assert_eq(x, q);
-    cr_assert_neq(y, q);
-    free(x);
-    free(y);
-    free(r);
-}
-
-Test(malloc_large, a_heap_miss_hands_this_threads_lists_back_before_mapping)
-{
-    empty_cache();
-    /* Four 48 KiB blocks and one block that takes the rest of the chunk
-     * whole: the heap is empty. */
-    char *b[4];
-    for (int i = 0; i < 4; i++)
-        b[i] = malloc(48 * KiB);
-    char *rest = malloc(2 * MiB - 4 * mt_blk_len(48 * KiB) - 64);
-    cr_assert_eq(rest, b[3] + mt_blk_len(48 * KiB));
-    for (int i = 0; i < 4; i++)
-        free(b[i]);
-    dp_malloc_stats_t s0 = st();
-    cr_assert_eq(s0.large_cached, 0);
-    cr_assert_eq(s0.large_queued, 4, "on this thread's list");
-    /* 150 KiB fits none of them alone: they go back to the heap, merge,
-     * and serve it, with no new mapping. */
-    char *p = malloc(150 * KiB);
-    cr_assert_eq(p, b[0]);
-    dp_malloc_stats_t s1 = st();
-    cr_assert_eq(s1.large_maps, s0.large_maps);
-    cr_assert_eq(s1.large_queued, 0);
-    cr_assert_eq(s1.large_merges, s0.large_merges + 3);
-    free(p);
-    free(rest);
-}
-
 Test(malloc_large, a_second_free_of_a_block_is_ignored)
 {
     empty_cache();

@@ -3,7 +3,9 @@
  * off (DEFERPOOL_CONF=background_thread:0, tests/malloc/meson.build), so
  * that nothing but the behaviour under test moves memory: a thread's
  * cached objects go back when it exits, and freed large blocks go back
- * from a later large allocation or malloc_trim -- never from free().
+ * from a later large allocation or malloc_trim -- never from free(); a
+ * medium block waits on its thread's list until a malloc takes it or a
+ * heap miss hands the lists back.
  */
 #include <criterion/criterion.h>
 #include <deferpool-malloc.h>
@@ -108,4 +110,77 @@ Test(malloc_nothread, freed_large_blocks_are_kept_by_a_later_allocation_until_tr
     cr_assert_eq(c.large_unmaps, b.large_unmaps + 2);
     cr_assert_eq(c.large_inuse, a.large_inuse - 2);
     free(v[1]);
+}
+
+#define KiB ((size_t)1 << 10)
+#define MiB ((size_t)1 << 20)
+
+static dp_malloc_stats_t st(void)
+{
+    dp_malloc_stats_t s;
+    cr_assert_eq(dp_malloc_stats_get(&s), 0);
+    return s;
+}
+
+/* Medium blocks on the thread's lists (docs/malloc.md, "Thread lists"):
+ * here no reclaim pass can hand them back behind the test's back. */
+Test(malloc_nothread, a_medium_block_comes_back_from_the_thread_list)
+{
+    dp_malloc_trim(); /* an empty heap */
+    char *p = malloc(40 * KiB);
+    char *q = malloc(40 * KiB);
+    dp_malloc_stats_t s0 = st();
+    free(p);
+    /* On this thread's list: freed (queued), not yet in the heap. */
+    dp_malloc_stats_t s1 = st();
+    cr_assert_eq(s1.large_inuse, s0.large_inuse - 1);
+    cr_assert_eq(s1.large_queued, s0.large_queued + 1);
+    cr_assert_eq(s1.large_bytes_queued, s0.large_bytes_queued + mt_blk_len(40 * KiB));
+    /* A malloc of the same page count takes it back, last in first out,
+     * without the heap: nothing split, merged or mapped. */
+    char *r = malloc(40 * KiB + 1000); /* 11 pages with the header, as p */
+    cr_assert_eq(r, p);
+    dp_malloc_stats_t s2 = st();
+    cr_assert_eq(s2.large_inuse, s0.large_inuse);
+    cr_assert_eq(s2.large_queued, s0.large_queued);
+    cr_assert_eq(s2.large_reused, s0.large_reused + 1);
+    cr_assert_eq(s2.large_trims, s0.large_trims);
+    cr_assert_eq(s2.large_merges, s0.large_merges);
+    cr_assert_eq(s2.large_maps, s0.large_maps);
+    /* A second free of it is caught while it waits on the list, too. */
+    free(q);
+    free(q);
+    char *x = malloc(40 * KiB), *y = malloc(40 * KiB);
+    cr_assert_eq(x, q);
+    cr_assert_neq(y, q);
+    free(x);
+    free(y);
+    free(r);
+}
+
+Test(malloc_nothread, a_heap_miss_hands_this_threads_lists_back_before_mapping)
+{
+    dp_malloc_trim(); /* an empty heap */
+    /* Four 48 KiB blocks and one block that takes the rest of the chunk
+     * whole: the heap is empty. */
+    char *b[4];
+    for (int i = 0; i < 4; i++)
+        b[i] = malloc(48 * KiB);
+    char *rest = malloc(2 * MiB - 4 * mt_blk_len(48 * KiB) - 64);
+    cr_assert_eq(rest, b[3] + mt_blk_len(48 * KiB));
+    for (int i = 0; i < 4; i++)
+        free(b[i]);
+    dp_malloc_stats_t s0 = st();
+    cr_assert_eq(s0.large_cached, 0);
+    cr_assert_eq(s0.large_queued, 4, "on this thread's list");
+    /* 150 KiB fits none of them alone: they go back to the heap, merge,
+     * and serve it, with no new mapping. */
+    char *p = malloc(150 * KiB);
+    cr_assert_eq(p, b[0]);
+    dp_malloc_stats_t s1 = st();
+    cr_assert_eq(s1.large_maps, s0.large_maps);
+    cr_assert_eq(s1.large_queued, 0);
+    cr_assert_eq(s1.large_merges, s0.large_merges + 3);
+    free(p);
+    free(rest);
 }
