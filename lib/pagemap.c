@@ -61,7 +61,6 @@ int dp_pagemap_set(void *base, size_t size, void *pg)
     return 0;
 }
 
-
 int dp_pagemap_reserve(void *base, size_t size)
 {
     uintptr_t f = (uintptr_t)base >> 12, end = f + ((size + 4095) >> 12);

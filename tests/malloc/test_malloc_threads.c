@@ -10,6 +10,7 @@
 #include <deferpool-malloc.h>
 
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -185,6 +186,121 @@ Test(malloc_threads, large_blocks_split_and_merged_under_several_threads)
     dp_malloc_stats_get(&after);
     cr_assert_eq(after.large_queued + after.large_cached, 0);
     cr_assert_eq(after.large_bytes_cached, 0);
+}
+
+/* Medium blocks (mostly 16 KiB to 128 KiB, now and then up to 4 MiB)
+ * churned by three threads that also trade blocks through a mailbox, so
+ * that many are freed by a thread that did not allocate them: thread
+ * lists, the heap's splits and merges, and (at reclaim_age_ms:1) purges
+ * all run under them.  A block carries its length and seed in its first
+ * 16 bytes and a mark at each end, checked by whoever holds it. */
+enum { MT_LIVE = 16, MT_BOX = 8 };
+static _Atomic(char *) mt_box[MT_BOX];
+
+static void mt_stamp(char *p, size_t n, uint64_t seed)
+{
+    memcpy(p, &n, sizeof n);
+    memcpy(p + 8, &seed, sizeof seed);
+    mt_fill(p + 16, LT_MARK, (uintptr_t)seed);
+    mt_fill(p + n - LT_MARK, LT_MARK, (uintptr_t)seed + 1);
+}
+
+static int mt_intact(const char *p)
+{
+    size_t n;
+    uint64_t seed;
+    memcpy(&n, p, sizeof n);
+    memcpy(&seed, p + 8, sizeof seed);
+    return n >= 16 + 2 * LT_MARK && malloc_usable_size((void *)p) >= n &&
+           mt_check(p + 16, LT_MARK, (uintptr_t)seed) == LT_MARK &&
+           mt_check(p + n - LT_MARK, LT_MARK, (uintptr_t)seed + 1) == LT_MARK;
+}
+
+static void *medium_churn(void *arg)
+{
+    uint64_t s = 0x9e3779b97f4a7c15ull ^ ((uintptr_t)arg << 32);
+    char *b[MT_LIVE] = {0};
+    size_t steps = mt_scaled(20000);
+    for (size_t i = 0; i < steps; i++) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        unsigned k = (unsigned)(s % MT_LIVE);
+        size_t n = (s >> 56) % 16 == 0
+                       ? (16u << 10) + (size_t)((s >> 8) % (4u << 20))
+                       : (16u << 10) + 1 + (size_t)((s >> 8) % (112u << 10));
+        if (b[k] && !mt_intact(b[k]))
+            return (void *)1;
+        switch ((s >> 40) % 4) {
+        case 0: { /* trade it for whatever another thread left */
+            char *got = b[k] ? atomic_exchange(&mt_box[(s >> 20) % MT_BOX], b[k])
+                             : NULL;
+            if (got && !mt_intact(got))
+                return (void *)1;
+            b[k] = got;
+            continue;
+        }
+        case 1:
+            if (b[k]) {
+                size_t old;
+                memcpy(&old, b[k], sizeof old);
+                char *r = realloc(b[k], n);
+                if (!r)
+                    return (void *)2;
+                if (mt_check(r + 16, LT_MARK,
+                             (uintptr_t)*(uint64_t *)(r + 8)) != LT_MARK)
+                    return (void *)3;
+                b[k] = r;
+                break;
+            }
+            /* fall through */
+        default:
+            free(b[k]);
+            if (!(b[k] = malloc(n)))
+                return (void *)2;
+            break;
+        }
+        mt_stamp(b[k], n, i * 131 + (uintptr_t)arg);
+    }
+    for (unsigned k = 0; k < MT_LIVE; k++) {
+        if (b[k] && !mt_intact(b[k]))
+            return (void *)1;
+        free(b[k]);
+    }
+    return NULL;
+}
+
+Test(malloc_threads, medium_blocks_churned_and_traded_by_several_threads)
+{
+    enum { T = 3 };
+    dp_malloc_stats_t before, after;
+    dp_malloc_stats_get(&before);
+    pthread_t t[T];
+    for (uintptr_t i = 0; i < T; i++)
+        pthread_create(&t[i], NULL, medium_churn, (void *)(i + 1));
+    for (int i = 0; i < T; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        cr_assert_null(r, "thread %d: %s", i,
+                       r == (void *)1 ? "a block was overwritten"
+                       : r == (void *)3 ? "realloc lost the contents"
+                                         : "an allocation failed");
+    }
+    for (int j = 0; j < MT_BOX; j++) {
+        char *p = atomic_exchange(&mt_box[j], NULL);
+        if (p) {
+            cr_assert(mt_intact(p), "mailbox block %d overwritten", j);
+            free(p);
+        }
+    }
+    dp_malloc_stats_get(&after);
+    cr_assert_eq(after.large_inuse, before.large_inuse);
+    cr_assert_eq(after.large_bytes_inuse, before.large_bytes_inuse);
+    cr_assert_gt(after.large_reused, before.large_reused);
+    cr_assert_eq(after.put_provider_calls, 0);
+    dp_malloc_trim();
+    dp_malloc_stats_get(&after);
+    cr_assert_eq(after.large_queued + after.large_cached, 0);
 }
 
 /* ---- a thread that frees, then blocks forever --------------------------- */
