@@ -7,7 +7,7 @@
  *
  * The promise carried over from dp_pool_put(): free() never blocks and
  * never makes a system call, whatever the size.
- *   small  (<= MC_SMALL_MAX, 16 KiB): a pool per size class; free is
+ *   small  (<= MC_SMALL_MAX, 8 KiB): a pool per size class; free is
  *          dp_pool_put.
  *   medium and large (the rest): a page range with a header at its start,
  *          registered in the page map under the frame of the user
@@ -67,9 +67,9 @@
 
 /* ---- size classes -------------------------------------------------------- */
 
-/* 8, 16, 32, 48, ..., 128, then four classes per doubling up to 16 KiB. */
-#define MC_NCLASS 37
-#define MC_SMALL_MAX ((size_t)16384)
+/* 8, 16, 32, 48, ..., 128, then four classes per doubling up to 8 KiB. */
+#define MC_NCLASS 33
+#define MC_SMALL_MAX ((size_t)8192)
 #define MC_ALIGN_MAX ((size_t)4096) /* largest alignment a pool gives */
 
 static dp_pool_t *mc_pool[MC_NCLASS];
@@ -637,7 +637,7 @@ static struct mc_large *large_reuse(size_t len, bool grow)
  * fit (before mapping new memory, what the thread holds goes back to be
  * merged).
  */
-#define MC_TL_MINPG 5 /* a request just above MC_SMALL_MAX, plus header */
+#define MC_TL_MINPG 3 /* a request just above MC_SMALL_MAX, plus header */
 #define MC_TL_BYTES ((size_t)512 << 10) /* all of a thread's lists */
 
 static _Atomic uint64_t mc_tl_pops_folded; /* pops of exited threads */

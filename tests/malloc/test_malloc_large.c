@@ -87,10 +87,10 @@ Test(malloc_large, medium_blocks_are_cut_from_one_chunk)
 {
     empty_cache();
     dp_malloc_stats_t s0 = st();
-    cr_assert_eq(s0.small_max, 16 * KiB);
+    cr_assert_eq(s0.small_max, 8 * KiB);
     /* Above small_max and up to half a chunk: cut side by side from one
      * 2 MiB mapping, whatever their sizes. */
-    const size_t sz[] = {16 * KiB + 1, 20 * KiB, 40 * KiB, 64 * KiB, 100 * KiB, 512 * KiB};
+    const size_t sz[] = {8 * KiB + 1, 20 * KiB, 40 * KiB, 64 * KiB, 100 * KiB, 512 * KiB};
     enum { N = sizeof sz / sizeof sz[0] };
     char *b[N];
     for (int i = 0; i < N; i++) {
@@ -373,8 +373,8 @@ Test(malloc_large, small_block_grown_past_64k_takes_a_roomy_block_and_stays)
     empty_cache();
     char *big = malloc(4 * MiB);
     free(big);
-    char *p = malloc(12 * KiB); /* a class pool's */
-    mt_fill(p, 12 * KiB, 9);
+    char *p = malloc(6 * KiB); /* a class pool's */
+    mt_fill(p, 6 * KiB, 9);
     dp_malloc_stats_t s0 = st();
     /* A growing block takes room for MC_GROW_ROOM (16) times what it asks
      * for from the cached 4 MiB block; the rest stays cached.  It then
@@ -392,13 +392,13 @@ Test(malloc_large, small_block_grown_past_64k_takes_a_roomy_block_and_stays)
         char *r = realloc(q, n);
         cr_assert_eq(r, q, "moved at %zu", n);
     }
-    cr_assert_eq(mt_check(q, 12 * KiB, 9), 12 * KiB);
+    cr_assert_eq(mt_check(q, 6 * KiB, 9), 6 * KiB);
     s1 = st();
     cr_assert_eq(s1.large_maps, s0.large_maps);
     cr_assert_eq(s1.large_trims, s0.large_trims + 1);
     /* A real shrink below half still gives the pages back. */
     char *r = realloc(q, 100 * KiB);
-    cr_assert_eq(mt_check(r, 12 * KiB, 9), 12 * KiB);
+    cr_assert_eq(mt_check(r, 6 * KiB, 9), 6 * KiB);
     cr_assert_lt(malloc_usable_size(r), 200 * KiB);
     free(r);
 }
