@@ -110,8 +110,11 @@ DP_MALLOC_API void dp_malloc_stats_print(FILE *f, int json);
  * Give back everything that can go now, regardless of age: queued and
  * free medium and large blocks, the calling thread's cached objects, the
  * medium blocks on every thread's lists (of threads not inside an
- * allocator call at that moment) and every empty page.  Returns the
- * number of pages and blocks returned.  What malloc_trim() runs.  Blocks:
+ * allocator call at that moment) and every empty page.  Every free block
+ * is unmapped, address space too, which may cut holes into mappings.
+ * malloc_trim() does the same but purges (MADV_DONTNEED) the free blocks
+ * smaller than a chunk instead, as ageing does (docs/malloc.md).
+ * Returns the number of pages and blocks returned.  Blocks:
  * yes (munmap, locks).
  */
 DP_MALLOC_API size_t dp_malloc_trim(void);

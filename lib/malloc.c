@@ -459,7 +459,15 @@ static struct mc_large *lc_fit_locked(size_t len)
 static void lc_rest_locked(struct mc_large *rest, size_t rest_len,
                            uint64_t now, bool clean);
 
-static struct mc_large *large_cache(size_t want_len, bool grow, bool all,
+/* large_cache's trim argument. */
+enum {
+    LC_KEEP,     /* only what is due                                      */
+    LC_TRIM,     /* every dirty block now: malloc_trim()                  */
+    LC_TRIM_ALL, /* every free block unmapped, clean ones too:
+                    dp_malloc_trim(), and an allocation that failed       */
+};
+
+static struct mc_large *large_cache(size_t want_len, bool grow, int trim,
                                     size_t *nreturned)
 {
     struct mc_large *evict = NULL, *purge = NULL, *got = NULL;
@@ -484,17 +492,18 @@ static struct mc_large *large_cache(size_t want_len, bool grow, bool all,
     }
     /* Due blocks: unmapped if they span a chunk or more, else purged and
      * kept (clean), so that ageing never cuts a hole smaller than a chunk
-     * into a mapping (docs/malloc.md, "Purged, not unmapped").  A trim
-     * unmaps everything, clean blocks included. */
+     * into a mapping (docs/malloc.md, "Purged, not unmapped").  LC_TRIM
+     * makes every dirty block due; LC_TRIM_ALL unmaps everything, clean
+     * blocks included. */
     uint64_t dirty = atomic_load_explicit(&mc_ls.cached_bytes, MC_RLX) -
                      atomic_load_explicit(&mc_ls.purged_bytes, MC_RLX);
     while (mc_lc_old &&
-           (all || now - cnode(mc_lc_old)->stamp >= mc_age_ns ||
+           (trim || now - cnode(mc_lc_old)->stamp >= mc_age_ns ||
             dirty > MC_LC_MAX_BYTES)) {
         struct mc_large *h = mc_lc_old;
         dirty -= h->maplen;
         lc_unlink_locked(h, NULL);
-        if (all || h->maplen >= MC_CHUNK) {
+        if (trim == LC_TRIM_ALL || h->maplen >= MC_CHUNK) {
             h->next = evict;
             evict = h;
         } else {
@@ -502,7 +511,7 @@ static struct mc_large *large_cache(size_t want_len, bool grow, bool all,
             purge = h;
         }
     }
-    if (all) {
+    if (trim == LC_TRIM_ALL) {
         for (unsigned b = 0; b < MC_NBINS; b++) {
             struct mc_large *h = mc_bin[b];
             while (h) {
@@ -567,7 +576,7 @@ static struct mc_large *large_cache(size_t want_len, bool grow, bool all,
 static size_t mc_reclaim_hook(void)
 {
     size_t n = 0;
-    large_cache(0, false, false, &n);
+    large_cache(0, false, LC_KEEP, &n);
     return n;
 }
 
@@ -608,7 +617,7 @@ static struct mc_large *large_reuse(size_t len, bool grow)
     if (!atomic_load_explicit(&mc_lq, MC_RLX) &&
         !atomic_load_explicit(&mc_ls.cached, MC_RLX))
         return NULL;
-    struct mc_large *h = large_cache(len, grow, false, NULL);
+    struct mc_large *h = large_cache(len, grow, LC_KEEP, NULL);
     if (!h)
         return NULL;
     h->next = NULL;
@@ -1505,20 +1514,22 @@ static void mc_print_at_exit(void)
         fclose(f);
 }
 
-size_t dp_malloc_trim(void)
+static size_t mc_trim(int how)
 {
     size_t n = 0;
     if (atomic_load_explicit(&mc_inited, memory_order_acquire)) {
         dp_thread_cache_flush();
         dp_tcache_ext_drain(false);
     }
-    large_cache(0, false, true, &n);
+    large_cache(0, false, how, &n);
     if (!atomic_load_explicit(&mc_inited, memory_order_acquire))
         return n;
     for (unsigned c = 0; c < MC_NCLASS; c++)
         n += dp_pool_reclaim(mc_pool[c]);
     return n;
 }
+
+size_t dp_malloc_trim(void) { return mc_trim(LC_TRIM_ALL); }
 
 int dp_malloc_reclaim_sync(void) { return dp_reclaim_sync(); }
 
@@ -1530,10 +1541,13 @@ void dp_malloc_thread_flush(void)
 
 /* ---- glibc extras ---------------------------------------------------------- */
 
+/* What programs call, maybe often: free blocks smaller than a chunk are
+ * purged, not unmapped, so that no trim cuts a hole into a mapping
+ * (docs/malloc.md, "Purged, not unmapped"). */
 MC_EXPORT int malloc_trim(size_t pad)
 {
     (void)pad;
-    return dp_malloc_trim() > 0;
+    return mc_trim(LC_TRIM) > 0;
 }
 
 MC_EXPORT struct mallinfo2 mallinfo2(void)
@@ -1549,7 +1563,9 @@ MC_EXPORT struct mallinfo2 mallinfo2(void)
     m.hblkhd = t.large_bytes_inuse;
     m.uordblks = t.small_bytes_inuse + t.large_bytes_inuse;
     m.fordblks = m.arena > m.uordblks ? m.arena - m.uordblks : 0;
-    m.keepcost = t.large_bytes_queued + t.large_bytes_cached;
+    /* Releasable: resident free blocks (purged ones are not). */
+    m.keepcost = t.large_bytes_queued + t.large_bytes_cached -
+                 t.large_bytes_purged;
     return m;
 }
 

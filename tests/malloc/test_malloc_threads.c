@@ -467,6 +467,43 @@ Test(malloc_threads, ageing_cuts_no_holes_into_chunks)
         free(v[i]);
 }
 
+/* malloc_trim(), which programs may call often, gives the same blocks
+ * back the same way: purged, no hole, nothing resident left but their
+ * first pages.  dp_malloc_trim() unmaps them all. */
+Test(malloc_threads, malloc_trim_purges_small_free_blocks_without_holes)
+{
+    enum { N = 64 };
+    char *v[N];
+    dp_malloc_trim();
+    for (int i = 0; i < N; i++) {
+        v[i] = malloc(24 * 1024);
+        cr_assert_not_null(v[i]);
+        memset(v[i], 1, 24 * 1024);
+        if (i)
+            cr_assert_eq(v[i], v[i - 1] + mt_blk_len(24 * 1024));
+    }
+    const char *lo = v[0], *hi = v[N - 1] + 24 * 1024;
+    int before = count_maps(lo, hi);
+    dp_malloc_stats_t s0, s1;
+    dp_malloc_stats_get(&s0);
+    for (int i = 0; i < N; i += 2)
+        free(v[i]);
+    malloc_trim(0);
+    dp_malloc_stats_get(&s1);
+    cr_assert_eq(s1.large_queued, 0);
+    cr_assert_eq(s1.large_bytes_cached, s1.large_bytes_purged,
+                 "nothing resident left in the heap but first pages");
+    cr_assert_geq(s1.large_purges, s0.large_purges + N / 2);
+    cr_assert_leq(count_maps(lo, hi), before, "malloc_trim cut a hole");
+    struct mallinfo2 mi = mallinfo2();
+    cr_assert_eq(mi.keepcost, 0, "purged blocks are not releasable");
+    for (int i = 1; i < N; i += 2)
+        free(v[i]);
+    dp_malloc_trim();
+    dp_malloc_stats_get(&s1);
+    cr_assert_eq(s1.large_queued + s1.large_cached, 0);
+}
+
 /* ---- fork --------------------------------------------------------------- */
 
 static atomic_int churn_stop;
