@@ -1,7 +1,7 @@
 /*
  * malloc.c -- the malloc shim layer: the whole malloc family on top of
- * size-class pools, large blocks mapped one by one and kept in a cache
- * after free, and a static bootstrap arena.  docs/design.md §1 (the top
+ * size-class pools, a page-granular heap of medium and large blocks, and
+ * a static bootstrap arena.  docs/design.md §1 (the top
  * layer) and docs/malloc.md (theory of operation of this file).  Built only into
  * libdeferpool-malloc.so, which carries its own copy of the core.
  *
@@ -12,13 +12,14 @@
  *   medium and large (the rest): a page range with a header at its start,
  *          registered in the page map under the frame of the user
  *          pointer; medium blocks (up to MC_CHUNK / 2) are cut from 2 MiB
- *          chunks, larger ones are mapped on their own.  free pushes the
- *          block on a lock-free stack (mc_lq) and returns.  The allocating
- *          side (such a malloc/realloc, the reclaim hook, trim) moves the
- *          stack into a page-granular heap of free blocks that splits and
- *          merges them, reuses them by best fit whatever size asks, and
- *          unmaps those older than the reclaim age or past the retention
- *          limit.
+ *          chunks, larger ones are mapped on their own.  free puts a
+ *          medium block on its thread's list, or pushes the block on a
+ *          lock-free stack (mc_lq), and returns.  The allocating side
+ *          (such a malloc/realloc, the reclaim hook, trim) moves the stack
+ *          into a page-granular heap of free blocks that splits and merges
+ *          them, reuses them by best fit whatever size asks, and purges
+ *          or unmaps those older than the reclaim age or past the
+ *          retention limit.
  *   boot   allocations made before the environment exists, or re-entering
  *          the allocator from inside itself (pthread_atfork, pthread_*
  *          specific, ...): bump-allocated from a static arena, never
@@ -33,7 +34,7 @@
  *               2 done); reset 1 -> 0 in a fork child.
  *   mc_ready    set by the library constructor: the process is far
  *               enough in start-up to create a thread.
- *   mc_lq       Treiber stack of freed large blocks: push by free
+ *   mc_lq       Treiber stack of freed blocks: push by free
  *               (release CAS), taken whole by an exchange (acquire) under
  *               mc_lc_lock.  Only whole-stack takes, so no ABA.
  *   mc_bin[], mc_binmap[], mc_lc_old, mc_lc_new, mc_lc_last  the cache
@@ -42,8 +43,11 @@
  *               the page-map tags of cached blocks; its counters in mc_ls
  *               change only under it.
  *               No system call is made with the lock held (evicted blocks
- *               and trimmed tails are unmapped after it is dropped).
+ *               are unmapped or purged after it is dropped).
  *   mc_ls       statistics, relaxed atomics.
+ *   mc_tl_pops_folded  pops of exited threads' lists, atomic add.
+ *   Thread lists: in the core's struct dp_tcache (ext[], ext_units),
+ *               under its rules (dp_internal.h); see "Thread lists".
  *   mc_boot_used  bump pointer of the bootstrap arena, CAS.
  *   mc_depth    thread-local: >0 while this thread is inside the
  *               allocator (recursion guard).
