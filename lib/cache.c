@@ -367,6 +367,29 @@ static size_t claim_and_flush_locked(struct dp_tcache **want, size_t n,
 
 #define DP_TC_BATCH 64
 
+/* Caches to claim and flush, gathered under dp_tcg.lock and handed to
+ * claim_and_flush_locked() DP_TC_BATCH at a time (one membarrier each). */
+struct tc_batch {
+    struct dp_tcache *tc[DP_TC_BATCH];
+    size_t n;
+    int idx;     /* bin to flush; < 0: every bin and the ext lists */
+    bool forget;
+    size_t busy; /* caches found inside a get/put, so far */
+};
+
+static void batch_flush_locked(struct tc_batch *b)
+{
+    b->busy += claim_and_flush_locked(b->tc, b->n, b->idx, b->forget);
+    b->n = 0;
+}
+
+static void batch_add_locked(struct tc_batch *b, struct dp_tcache *tc)
+{
+    b->tc[b->n++] = tc;
+    if (b->n == DP_TC_BATCH)
+        batch_flush_locked(b);
+}
+
 void dp_tcache_drain_pool(struct dp_pool *p, bool wait, bool release)
 {
     if (p->tcidx < 0)
@@ -374,23 +397,17 @@ void dp_tcache_drain_pool(struct dp_pool *p, bool wait, bool release)
     int idx = p->tcidx;
     pthread_mutex_lock(&dp_tcg.lock);
     for (;;) {
-        size_t busy = 0;
-        struct dp_tcache *batch[DP_TC_BATCH];
-        size_t n = 0;
+        struct tc_batch b = {.n = 0, .idx = idx, .forget = release};
         for (struct dp_tcache *tc = dp_tcg.head; tc; tc = tc->next) {
             /* A waiter or destroy must catch puts on their way into an
              * empty bin, and destroy must unbind every bin: they visit
              * every cache.  Others only those holding objects. */
             if (!wait && !release && bin_held(tc, &tc->bins[idx]) == 0)
                 continue;
-            batch[n++] = tc;
-            if (n == DP_TC_BATCH) {
-                busy += claim_and_flush_locked(batch, n, idx, release);
-                n = 0;
-            }
+            batch_add_locked(&b, tc);
         }
-        busy += claim_and_flush_locked(batch, n, idx, release);
-        if (!busy || !wait)
+        batch_flush_locked(&b);
+        if (!b.busy || !wait)
             break;
         pthread_mutex_unlock(&dp_tcg.lock);
         sched_yield();
@@ -407,8 +424,7 @@ void dp_tcache_drain_pool(struct dp_pool *p, bool wait, bool release)
 void dp_tcache_gc(void)
 {
     pthread_mutex_lock(&dp_tcg.lock);
-    struct dp_tcache *batch[DP_TC_BATCH];
-    size_t n = 0;
+    struct tc_batch batch = {.n = 0, .idx = -1, .forget = false};
     for (struct dp_tcache *tc = dp_tcg.head; tc; tc = tc->next) {
         /* A get changes `gets`; a put changes n, and a flush n and net
          * together; so if no bin's (gets, n, net) moved, the thread did
@@ -441,13 +457,9 @@ void dp_tcache_gc(void)
         }
         if (!any)
             continue;
-        batch[n++] = tc;
-        if (n == DP_TC_BATCH) {
-            claim_and_flush_locked(batch, n, -1, false);
-            n = 0;
-        }
+        batch_add_locked(&batch, tc);
     }
-    claim_and_flush_locked(batch, n, -1, false);
+    batch_flush_locked(&batch);
     pthread_mutex_unlock(&dp_tcg.lock);
 }
 
@@ -525,8 +537,7 @@ size_t dp_tcache_ext_drain(bool self)
     }
     size_t n = 0;
     pthread_mutex_lock(&dp_tcg.lock);
-    struct dp_tcache *batch[DP_TC_BATCH];
-    size_t k = 0;
+    struct tc_batch batch = {.n = 0, .idx = -1, .forget = false};
     for (struct dp_tcache *tc = dp_tcg.head; tc; tc = tc->next) {
         bool any = false;
         for (int j = 0; j < DP_TC_EXT; j++) {
@@ -534,15 +545,10 @@ size_t dp_tcache_ext_drain(bool self)
             any |= e != 0;
             n += e;
         }
-        if (!any)
-            continue;
-        batch[k++] = tc;
-        if (k == DP_TC_BATCH) {
-            claim_and_flush_locked(batch, k, -1, false);
-            k = 0;
-        }
+        if (any)
+            batch_add_locked(&batch, tc);
     }
-    claim_and_flush_locked(batch, k, -1, false);
+    batch_flush_locked(&batch);
     pthread_mutex_unlock(&dp_tcg.lock);
     return n;
 }
