@@ -160,14 +160,15 @@ static void *large_churn(void *arg)
     return NULL;
 }
 
-Test(malloc_threads, large_blocks_split_and_merged_under_several_threads)
+/* Run fn in three threads (argument 1, 2, 3) and check that none of
+ * them reports a failure: 1 overwritten, 2 allocation failed, 3 realloc
+ * lost the contents. */
+static void run_churners(void *(*fn)(void *))
 {
     enum { T = 3 };
-    dp_malloc_stats_t before, after;
-    dp_malloc_stats_get(&before);
     pthread_t t[T];
     for (uintptr_t i = 0; i < T; i++)
-        pthread_create(&t[i], NULL, large_churn, (void *)(i + 1));
+        pthread_create(&t[i], NULL, fn, (void *)(i + 1));
     for (int i = 0; i < T; i++) {
         void *r;
         pthread_join(t[i], &r);
@@ -176,6 +177,13 @@ Test(malloc_threads, large_blocks_split_and_merged_under_several_threads)
                        : r == (void *)3 ? "realloc lost the contents"
                                          : "an allocation failed");
     }
+}
+
+Test(malloc_threads, large_blocks_split_and_merged_under_several_threads)
+{
+    dp_malloc_stats_t before, after;
+    dp_malloc_stats_get(&before);
+    run_churners(large_churn);
     dp_malloc_stats_get(&after);
     cr_assert_eq(after.large_inuse, before.large_inuse);
     cr_assert_eq(after.large_bytes_inuse, before.large_bytes_inuse);
@@ -272,20 +280,9 @@ static void *medium_churn(void *arg)
 
 Test(malloc_threads, medium_blocks_churned_and_traded_by_several_threads)
 {
-    enum { T = 3 };
     dp_malloc_stats_t before, after;
     dp_malloc_stats_get(&before);
-    pthread_t t[T];
-    for (uintptr_t i = 0; i < T; i++)
-        pthread_create(&t[i], NULL, medium_churn, (void *)(i + 1));
-    for (int i = 0; i < T; i++) {
-        void *r;
-        pthread_join(t[i], &r);
-        cr_assert_null(r, "thread %d: %s", i,
-                       r == (void *)1 ? "a block was overwritten"
-                       : r == (void *)3 ? "realloc lost the contents"
-                                         : "an allocation failed");
-    }
+    run_churners(medium_churn);
     for (int j = 0; j < MT_BOX; j++) {
         char *p = atomic_exchange(&mt_box[j], NULL);
         if (p) {
@@ -304,6 +301,23 @@ Test(malloc_threads, medium_blocks_churned_and_traded_by_several_threads)
 }
 
 /* ---- a thread that frees, then blocks forever --------------------------- */
+
+/* Wait for reclaim passes until done(now, ref) holds, for at most 2000
+ * of them (no sleep: each waits for a whole pass).  *now: the statistics
+ * after the last pass.  Returns the number of passes waited for. */
+static int passes_until(bool (*done)(const dp_malloc_stats_t *,
+                                     const dp_malloc_stats_t *),
+                        const dp_malloc_stats_t *ref, dp_malloc_stats_t *now)
+{
+    int passes = 0;
+    for (; passes < 2000; passes++) {
+        cr_assert_eq(dp_malloc_reclaim_sync(), 0, "reclaim thread not running");
+        dp_malloc_stats_get(now);
+        if (done(now, ref))
+            break;
+    }
+    return passes;
+}
 
 struct sleeper {
     size_t n;
@@ -326,6 +340,12 @@ static void *sleeper_main(void *arg)
     return NULL;
 }
 
+static bool pages_came_back(const dp_malloc_stats_t *now,
+                            const dp_malloc_stats_t *ref)
+{
+    return now->small_pages_freed >= ref->small_pages_freed + 120;
+}
+
 Test(malloc_threads, memory_freed_by_a_blocked_thread_is_returned)
 {
     struct sleeper s = {.n = 8192, .freed = GATE_INIT, .wake = GATE_INIT};
@@ -337,13 +357,7 @@ Test(malloc_threads, memory_freed_by_a_blocked_thread_is_returned)
     /* 8 MiB went through 1 KiB objects: ~128 pages of 64 KiB.  Without
      * any help from the sleeping thread, passes drain its cache (GC of
      * idle caches) and return the aged pages. */
-    int passes = 0;
-    for (; passes < 2000; passes++) {
-        cr_assert_eq(dp_malloc_reclaim_sync(), 0, "reclaim thread not running");
-        dp_malloc_stats_get(&b);
-        if (b.small_pages_freed >= a.small_pages_freed + 120)
-            break;
-    }
+    int passes = passes_until(pages_came_back, &a, &b);
     cr_assert_geq(b.small_pages_freed, a.small_pages_freed + 120,
                   "only %llu pages came back after %d passes",
                   (unsigned long long)(b.small_pages_freed - a.small_pages_freed),
@@ -369,6 +383,16 @@ static void *medium_sleeper_main(void *arg)
     return NULL;
 }
 
+/* Nothing queued, and nothing resident left in the heap: what stays
+ * cached is purged (or was never touched). */
+static bool heap_clean(const dp_malloc_stats_t *now,
+                       const dp_malloc_stats_t *ref)
+{
+    (void)ref;
+    return !now->large_queued &&
+           now->large_bytes_cached == now->large_bytes_purged;
+}
+
 Test(malloc_threads, medium_blocks_freed_by_a_blocked_thread_are_returned)
 {
     struct sleeper s = {.n = 64, .freed = GATE_INIT, .wake = GATE_INIT};
@@ -379,15 +403,8 @@ Test(malloc_threads, medium_blocks_freed_by_a_blocked_thread_are_returned)
     dp_malloc_stats_get(&b);
     cr_assert_gt(b.large_queued, 0);
     /* Passes find the thread idle, hand its lists back, and age the
-     * blocks out: nothing stays queued, and what stays cached is purged
-     * (or was never touched). */
-    int passes = 0;
-    for (; passes < 2000; passes++) {
-        cr_assert_eq(dp_malloc_reclaim_sync(), 0, "reclaim thread not running");
-        dp_malloc_stats_get(&b);
-        if (!b.large_queued && b.large_bytes_cached == b.large_bytes_purged)
-            break;
-    }
+     * blocks out. */
+    int passes = passes_until(heap_clean, NULL, &b);
     cr_assert_eq(b.large_queued, 0, "%llu blocks still queued after %d passes",
                  (unsigned long long)b.large_queued, passes);
     cr_assert_eq(b.large_bytes_cached, b.large_bytes_purged,
@@ -422,41 +439,44 @@ static int count_maps(const char *lo, const char *hi)
     return n;
 }
 
+/* N written 24 KiB blocks, cut side by side from a new chunk (the heap
+ * is emptied first); returns the address just past the last one. */
+enum { HOLE_N = 64 };
+#define HOLE_SZ ((size_t)24 * 1024)
+static char *side_by_side(char **v)
+{
+    dp_malloc_trim();
+    for (int i = 0; i < HOLE_N; i++) {
+        v[i] = malloc(HOLE_SZ);
+        cr_assert_not_null(v[i]);
+        memset(v[i], 1, HOLE_SZ);
+        if (i)
+            cr_assert_eq(v[i], v[i - 1] + mt_blk_len(HOLE_SZ));
+    }
+    return v[HOLE_N - 1] + HOLE_SZ;
+}
+
+/* heap_clean, and every other block of the chunk purged. */
+static bool halves_purged(const dp_malloc_stats_t *now,
+                          const dp_malloc_stats_t *ref)
+{
+    return heap_clean(now, ref) &&
+           now->large_purges >= ref->large_purges + HOLE_N / 2;
+}
+
 Test(malloc_threads, ageing_cuts_no_holes_into_chunks)
 {
-    enum { N = 64 };
+    enum { N = HOLE_N };
     char *v[N];
-    /* An empty heap: the blocks are cut side by side from a new chunk. */
-    dp_malloc_trim();
-    for (int i = 0; i < N; i++) {
-        v[i] = malloc(24 * 1024);
-        cr_assert_not_null(v[i]);
-        memset(v[i], 1, 24 * 1024);
-        if (i)
-            cr_assert_eq(v[i], v[i - 1] + mt_blk_len(24 * 1024));
-    }
+    const char *hi = side_by_side(v), *lo = v[0];
     dp_malloc_thread_flush();
-    const char *lo = v[0], *hi = v[0];
-    for (int i = 0; i < N; i++) {
-        if (v[i] < lo)
-            lo = v[i];
-        if (v[i] + 24 * 1024 > hi)
-            hi = v[i] + 24 * 1024;
-    }
     int before = count_maps(lo, hi);
     dp_malloc_stats_t s0, b;
     dp_malloc_stats_get(&s0);
     for (int i = 0; i < N; i += 2)
         free(v[i]);
     dp_malloc_thread_flush(); /* off this thread's lists, into the heap */
-    int passes = 0;
-    for (; passes < 2000; passes++) {
-        cr_assert_eq(dp_malloc_reclaim_sync(), 0, "reclaim thread not running");
-        dp_malloc_stats_get(&b);
-        if (!b.large_queued && b.large_bytes_cached == b.large_bytes_purged &&
-            b.large_purges >= s0.large_purges + N / 2)
-            break;
-    }
+    int passes = passes_until(halves_purged, &s0, &b);
     cr_assert_geq(b.large_purges, s0.large_purges + N / 2,
                   "%llu purges after %d passes",
                   (unsigned long long)(b.large_purges - s0.large_purges),
@@ -472,17 +492,9 @@ Test(malloc_threads, ageing_cuts_no_holes_into_chunks)
  * first pages.  dp_malloc_trim() unmaps them all. */
 Test(malloc_threads, malloc_trim_purges_small_free_blocks_without_holes)
 {
-    enum { N = 64 };
+    enum { N = HOLE_N };
     char *v[N];
-    dp_malloc_trim();
-    for (int i = 0; i < N; i++) {
-        v[i] = malloc(24 * 1024);
-        cr_assert_not_null(v[i]);
-        memset(v[i], 1, 24 * 1024);
-        if (i)
-            cr_assert_eq(v[i], v[i - 1] + mt_blk_len(24 * 1024));
-    }
-    const char *lo = v[0], *hi = v[N - 1] + 24 * 1024;
+    const char *hi = side_by_side(v), *lo = v[0];
     int before = count_maps(lo, hi);
     dp_malloc_stats_t s0, s1;
     dp_malloc_stats_get(&s0);
