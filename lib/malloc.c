@@ -179,7 +179,7 @@ struct mc_large {
 struct mc_cnode {
     struct mc_large *fnext, *fprev; /* its size bin, newest first       */
     struct mc_large *anext, *aprev; /* arrival order, oldest first      */
-    uint64_t stamp;                 /* when it arrived (lc_now)         */
+    uint64_t stamp;                 /* when it arrived (lc_lock)        */
     unsigned bin;
     unsigned clean;                 /* 1: its pages but the first are not
                                        resident (purged, or never
@@ -262,8 +262,18 @@ static struct mc_large *mc_lc_old, *mc_lc_new; /* under mc_lc_lock */
 static uint64_t mc_lc_last;                /* under mc_lc_lock: last stamp */
 static uint64_t mc_age_ns = MC_DEFAULT_AGE_NS; /* set once by mc_init */
 
-/* The cache's clock, read before taking the lock. */
-static inline uint64_t lc_now(void) { return dp_mono_ns(); }
+/* Take mc_lc_lock and return the time to stamp arrivals with: the clock,
+ * read before the lock is taken, and never earlier than the last stamp,
+ * so that the arrival list stays in stamp order. */
+static uint64_t lc_lock(void)
+{
+    uint64_t now = dp_mono_ns();
+    pthread_mutex_lock(&mc_lc_lock);
+    if (now < mc_lc_last)
+        now = mc_lc_last;
+    mc_lc_last = now;
+    return now;
+}
 
 static void *frame_of(const void *p)
 {
@@ -475,11 +485,7 @@ static struct mc_large *large_cache(size_t want_len, bool grow, int trim,
                                     size_t *nreturned)
 {
     struct mc_large *evict = NULL, *purge = NULL, *got = NULL;
-    uint64_t now = lc_now();
-    pthread_mutex_lock(&mc_lc_lock);
-    if (now < mc_lc_last)
-        now = mc_lc_last;
-    mc_lc_last = now;
+    uint64_t now = lc_lock();
     struct mc_large *l = atomic_exchange_explicit(&mc_lq, NULL,
                                                   memory_order_acquire);
     while (l) {
@@ -601,11 +607,7 @@ static void lc_rest_locked(struct mc_large *rest, size_t rest_len,
 /* clean: the rest's pages (but the header's) were never touched. */
 static void large_rest(struct mc_large *rest, size_t rest_len, bool clean)
 {
-    uint64_t now = lc_now();
-    pthread_mutex_lock(&mc_lc_lock);
-    if (now < mc_lc_last)
-        now = mc_lc_last;
-    mc_lc_last = now;
+    uint64_t now = lc_lock();
     lc_rest_locked(rest, rest_len, now, clean);
     pthread_mutex_unlock(&mc_lc_lock);
 }
