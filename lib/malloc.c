@@ -569,7 +569,7 @@ static struct mc_large *large_cache(size_t want_len, bool grow, int trim,
             atomic_fetch_add_explicit(&mc_ls.purges, 1, MC_RLX);
             n++;
         }
-        pthread_mutex_lock(&mc_lc_lock);
+        now = lc_lock(); /* a merge puts the block at the list's end */
         while (purge) {
             struct mc_large *next = purge->next;
             lc_insert_locked(purge, now, true);
