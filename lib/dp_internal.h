@@ -40,6 +40,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stddef.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -116,7 +117,8 @@ struct dp_pool {
                              tcidx, or DP_TC_BINS (a bin that is always
                              empty, so an uncached pool needs no test of
                              its own)                                   */
-    uint32_t tc_max;      /* objects a bin may hold                      */
+    uint32_t tc_max;      /* objects a bin may hold: a put to a full
+                             bin returns its oldest objects first      */
     _Atomic uint32_t waiters; /* getters asleep or about to be; while
                                   non-zero, puts bypass thread caches  */
     _Atomic uint32_t wake_seq; /* futex word getters sleep on (written
@@ -127,6 +129,10 @@ struct dp_pool {
     int (*ctor)(void *, void *, int);
     int tcidx;            /* thread-cache bin index; -1: not cached     */
     unsigned flags;
+    uint32_t tc_soft;     /* a get from a bin holding more than this
+                             returns its oldest objects first, so that
+                             a put rarely has to (cache.c, "Soft
+                             limit"); tc_max - tc_flush, 0 uncached    */
     bool debug;
 
     /* Immutable after dp_pool_create. */
@@ -169,6 +175,9 @@ struct dp_pool {
     uint64_t st_pages_alloc, st_pages_freed, st_alloc_fail;
     uint64_t st_gets, st_gets_waited, st_gets_failed;
 };
+/* The fast paths' fields share the pool's first line. */
+_Static_assert(offsetof(struct dp_pool, debug) < DP_CACHELINE,
+               "struct dp_pool: the hot fields overflow their line");
 
 /* ---- sys helpers ------------------------------------------------------ */
 
@@ -318,7 +327,9 @@ static inline void **dp_link(const struct dp_pool *p, void *obj)
  * them with plain relaxed load+store pairs: no RMW.  Only gets are
  * counted; a put touches n and its slot and nothing else (puts are
  * derived: the pool's puts = gets - objects out). */
-#define DP_TC_MAXCAP 256 /* slots per bin; a pool's tc_max is at most this */
+/* Slots per bin: a pool's tc_max is at most this (a soft limit of up to
+ * 256 objects, plus one flush of 16). */
+#define DP_TC_MAXCAP 272
 struct dp_tbin {
     void **slots;          /* base of the stack, [0, n) in use; inside
                               the bin's area of 2 * DP_TC_MAXCAP slots,
@@ -430,6 +441,10 @@ static inline void dp_tc_leave(struct dp_tcache *tc)
  * A bool result, not NULL, so that a caller's hit path returns the
  * object untested.  The hit path is unchanged by the chain: 34
  * instructions in dp_pool_get (docs/design.md §13). */
+/* A get's slow path, first: if this thread's bin holds more than
+ * tc_soft objects, return its oldest ones to the pages and pop one into
+ * *o (cache.c, "Soft limit").  false: nothing done. */
+DP_HIDDEN bool dp_tcache_pop_over(struct dp_pool *p, void **o);
 static inline bool dp_tcache_pop(struct dp_pool *p, void **o)
 {
     struct dp_tcache *tc = dp_tc;
@@ -437,10 +452,12 @@ static inline bool dp_tcache_pop(struct dp_pool *p, void **o)
         return false;
     struct dp_tbin *b = &tc->bins[p->tcbin];
     uint32_t n = atomic_load_explicit(&b->n, DP_RLX);
-    if (DP_LIKELY(n != 0)) {
+    /* 1 <= n <= tc_soft: one unsigned compare, as `n != 0` was.  Above
+     * the soft limit, the slow path (dp_tcache_pop_over) takes over. */
+    if (DP_LIKELY(n - 1 < p->tc_soft)) {
         *o = b->slots[n - 1];
         atomic_store_explicit(&b->n, n - 1, DP_RLX);
-    } else if (tc->chains[p->tcbin].head) {
+    } else if (n == 0 && tc->chains[p->tcbin].head) {
         /* The stack is empty: pop the chain.  Its link load is the one a
          * refill would have made walking the page's list; here the
          * caller's own work overlaps it. */
@@ -455,12 +472,13 @@ static inline bool dp_tcache_pop(struct dp_pool *p, void **o)
         if (next)
             dp_prefetchw((char *)next + p->linkoff);
         DP_BUMP(&ch->n, -1);
-        n = 1;
+    } else {
+        dp_tc_leave(tc);
+        return false;
     }
-    if (n != 0)
-        DP_BUMP(&b->gets, 1);
+    DP_BUMP(&b->gets, 1);
     dp_tc_leave(tc);
-    return n != 0;
+    return true;
 }
 
 /* The same, as an object or NULL. */

@@ -447,6 +447,12 @@ static void *pool_get(struct dp_pool *p, int flags, uint64_t deadline)
     bool waited = false;
     int err = 0;
     void *o = NULL;
+    /* The cache's hit path leaves a bin above its soft limit to us. */
+    if (DP_UNLIKELY(dp_tcache_pop_over(p, &o))) {
+        if (flags & DP_ZERO)
+            memset(o, 0, p->objsize);
+        return o;
+    }
     struct dp_page *due = NULL;
     /* With a thread cache, take a batch: one for the caller, the rest
      * for the cache, for one lock round trip. */

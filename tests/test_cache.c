@@ -115,7 +115,7 @@ Test(cache, overflowing_bin_returns_its_oldest_objects_and_loses_none)
         cr_assert_eq(s.objs_inuse, 0);
         cr_assert_eq(s.puts, s.gets);
         cr_assert_gt(s.objs_cached, 0, "the newest objects stay cached");
-        cr_assert_leq(s.objs_cached, 256, "a bin holds at most 256");
+        cr_assert_leq(s.objs_cached, 272, "a bin holds at most 256 + 16");
         cr_assert_lt(s.objs_cached, OVF_N, "overflows reached the pages");
         /* LIFO through the overflows: the last object put comes back. */
         void *o = dp_pool_get(p, DP_NOWAIT);
@@ -126,6 +126,55 @@ Test(cache, overflowing_bin_returns_its_oldest_objects_and_loses_none)
     dp_pool_stats_t s = tu_stats(p);
     cr_assert_eq(s.objs_cached, 0);
     cr_assert_eq(s.pages_empty, s.pages, "every page empty again");
+    finish(p, m);
+}
+
+/* The soft limit (cache.c): puts fill a bin past its soft limit (256
+ * objects of 64 bytes) up to the hard one (272) and return objects to the
+ * pages only there; the first gets then return the oldest objects, down
+ * to the soft limit, and still hand out the newest object first. */
+Test(cache, a_get_above_the_soft_limit_returns_the_oldest_objects_first)
+{
+    enum { N = 600 };
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *p = mkpool(m, 0, 0);
+    static void *objs[N];
+    for (int i = 0; i < N; i++)
+        cr_assert_not_null(objs[i] = dp_pool_get(p, DP_NOWAIT));
+    for (int i = 0; i < N; i++)
+        dp_pool_put(p, objs[i]);
+    dp_pool_stats_t s = tu_stats(p);
+    uint64_t c0 = s.objs_cached;
+    /* After the last flush a put made (at 272, down to 256), every put
+     * was cached: the bin is above its soft limit. */
+    cr_assert(c0 > 256 && c0 <= 272, "cached after the puts: %llu",
+              (unsigned long long)c0);
+    uint64_t prev = c0;
+    int k = 0;
+    for (; prev > 256; k++) {
+        void *o = dp_pool_get(p, DP_NOWAIT);
+        cr_assert_eq(o, objs[N - 1 - k], "get %d: newest first", k);
+        s = tu_stats(p);
+        /* One object out, and between 1 and 16 of the oldest returned. */
+        cr_assert(s.objs_cached < prev - 1 && s.objs_cached >= prev - 17,
+                  "get %d: cached %llu -> %llu", k,
+                  (unsigned long long)prev,
+                  (unsigned long long)s.objs_cached);
+        cr_assert_eq(s.objs_inuse, (uint64_t)k + 1);
+        prev = s.objs_cached;
+    }
+    /* At or below the soft limit, a get only pops. */
+    void *o = dp_pool_get(p, DP_NOWAIT);
+    cr_assert_eq(o, objs[N - 1 - k]);
+    s = tu_stats(p);
+    cr_assert_eq(s.objs_cached, prev - 1);
+    for (int i = 0; i <= k; i++)
+        dp_pool_put(p, objs[N - 1 - i]);
+    dp_thread_cache_flush();
+    s = tu_stats(p);
+    cr_assert_eq(s.objs_inuse, 0);
+    cr_assert_eq(s.objs_cached, 0);
+    cr_assert_eq(s.pages_empty, s.pages);
     finish(p, m);
 }
 
