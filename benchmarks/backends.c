@@ -164,6 +164,23 @@ const dpb_backend_t dpb_backend = {"tcmalloc", tc_init,
 #define DPB_LIB "libtcmalloc"
 #define DPB_ENTRY ((void *)tc_malloc)
 
+/* ===================================================================== */
+/* the floor (floor.c): a reference point, not an allocator              */
+/* ===================================================================== */
+#elif defined(DPB_BACKEND_FLOOR)
+
+static int fl_init(const dpb_backend_conf_t *conf) {
+    dpb_floor_init(conf->objsize);
+    return 0;
+}
+static void fl_fini(void) {}
+static const char *fl_ver(void) { return "floor.c"; }
+
+const dpb_backend_t dpb_backend = {"floor", fl_init, fl_fini, fl_ver,
+                                   "dpb_floor_get() / dpb_floor_put(obj)"};
+#define DPB_LIB "libdpb-floor"
+#define DPB_ENTRY ((void *)dpb_floor_get)
+
 #else
 #error "define exactly one DPB_BACKEND_* (meson does)"
 #endif

@@ -68,6 +68,13 @@ static inline void dpb_put(void *p) { mi_free(p); }
 #include <gperftools/tcmalloc.h>
 static inline void *dpb_get(void) { return tc_malloc(dpb_objsize); }
 static inline void dpb_put(void *p) { tc_free(p); }
+#elif defined(DPB_BACKEND_FLOOR)
+/* Not an allocator: the floor (floor.c), 1-thread patterns only. */
+void *dpb_floor_get(void);
+void dpb_floor_put(void *p);
+void dpb_floor_init(size_t size);
+static inline void *dpb_get(void) { return dpb_floor_get(); }
+static inline void dpb_put(void *p) { dpb_floor_put(p); }
 #else
 #error "define exactly one DPB_BACKEND_* (meson does)"
 #endif

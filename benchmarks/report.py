@@ -282,6 +282,29 @@ def build(d):
             j = {k: v for k, v in rss[a].items() if not k.startswith("_")}
             S["rss"][a] = j
 
+    # The floor (benchmarks/floor.c, floor.json): a thread-local pointer
+    # stack behind the same calls, not an allocator.  Its 1T numbers and
+    # their ratios to jemalloc show how low a ratio can go at all.
+    fj = load_json(os.path.join(d, "floor.json"))
+    if fj:
+        by = {}
+        for r in fj.get("benchmarks", []):
+            by.setdefault(r.get("run_name", r["name"]), []).append(r)
+        fl = {}
+        for key, gbname, _, kind in BENCHES:
+            if key in SINGLE and gbname in by:
+                v, _, _ = gb_value(by[gbname], kind)
+                ref = S["benchmarks"][key]["values"].get(REF, {}).get("value")
+                fl[key] = {"value": v, "ratio": ratio_of(v, ref)}
+        ns = [fl.get(k, {}).get("value") for k in SINGLE]
+        rt = [fl.get(k, {}).get("ratio") for k in SINGLE]
+        ok = all(x is not None for x in ns + rt)
+        S["floor"] = {"what": "benchmarks/floor.c: unbounded thread-local "
+                              "pointer stack, not an allocator",
+                      "benchmarks": fl,
+                      "geomean_ns": geomean(ns) if ok else None,
+                      "geomean_ratio": geomean(rt) if ok else None}
+
     # Targets (the issue's): deferpool against jemalloc and mimalloc.
     dp = "deferpool"
     T = S["targets"]
@@ -403,6 +426,16 @@ def table_lines(S):
         vs = "-" if v is None else (("%.2fx" % v) if isinstance(v, float)
                                     else str(v))
         L.append("| %s | %s | %s |" % (t["target"], vs, t["status"]))
+    fl = S.get("floor")
+    if fl and fl["geomean_ns"] is not None:
+        L.append("")
+        L.append("The floor (benchmarks/floor.c: an unbounded thread-local "
+                 "pointer stack behind the same calls; not an allocator): "
+                 + ", ".join("%s %s ns (%sx)" % (
+                     k, fmt(fl["benchmarks"][k]["value"], "time"),
+                     r2(fl["benchmarks"][k]["ratio"])) for k in SINGLE)
+                 + "; 1T geomean %s ns (%sx jemalloc)." % (
+                     fmt(fl["geomean_ns"], "time"), r2(fl["geomean_ratio"])))
     return L
 
 

@@ -134,6 +134,18 @@ for a in "${allocs[@]}"; do
     "$bindir/rss-$a" --mib "$rss_mib" --idle-ms "$rss_idle" \
         --csv "$out/rss-$a.csv" --json "$out/rss-$a.json" >"$out/rss-$a.txt"
 done
+# The floor (benchmarks/floor.c): not an allocator, the least a called
+# allocator costs on the 1-thread patterns; report.py prints it beside
+# the 1T targets, outside the table's allocator columns.
+if [ -x "$bindir/bench-floor" ]; then
+    echo "bench.sh: floor (1-thread patterns only)" >&2
+    loadlog "1t-floor"
+    "$bindir/bench-floor" --benchmark_filter='^(lifo_pair|batch/)' \
+        --benchmark_min_time="$min_time" \
+        --benchmark_repetitions="$reps" \
+        --benchmark_out="$out/floor.json" \
+        --benchmark_out_format=json >"$out/floor.txt" 2>&1
+fi
 t1=$(date +%s)
 loadlog end
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
