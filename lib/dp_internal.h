@@ -439,7 +439,7 @@ static inline void dp_tc_leave(struct dp_tcache *tc)
 /* Fast path: pop this thread's bin (its stack, else its chain) into *o.
  * false: no object (no cache, an empty bin, or a drainer at work on it).
  * A bool result, not NULL, so that a caller's hit path returns the
- * object untested.  The hit path is unchanged by the chain: 34
+ * object untested.  The hit path is unchanged by the chain: 35
  * instructions in dp_pool_get (docs/design.md §13). */
 /* A get's slow path, first: if this thread's bin holds more than
  * tc_soft objects, return its oldest ones to the pages and pop one into
