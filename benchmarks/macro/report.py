@@ -153,9 +153,12 @@ def main():
 
     # table.md
     L = []
-    L.append("Median of %d runs; ratio to jemalloc in the same run "
+    lr = meta.get("larson_reps", meta["reps"])
+    L.append("Median of %d runs%s; ratio to jemalloc in the same run "
              "(lower is better). Time: the program's own elapsed time "
-             "(wall time for python and gcc)." % meta["reps"])
+             "(wall time for python and gcc)." % (
+                 meta["reps"], "" if lr == meta["reps"]
+                 else " (larson: %d)" % lr))
     L.append("")
     hdr = "| workload | " + " | ".join(allocs) + " |"
     sep = "|---|" + "---|" * len(allocs)
@@ -208,8 +211,10 @@ def main():
     if "larson" in res:
         l = res["larson"]
         L.append("**free() latency under the larson churn** (every 16th "
-                 "free timed, both threads, ns; %s samples per run)"
-                 % (l[allocs[0]]["free_samples"] if allocs[0] in l else "?"))
+                 "free timed, both threads, ns; %s samples per run; median "
+                 "of %d runs)"
+                 % (l[allocs[0]]["free_samples"] if allocs[0] in l else "?",
+                    l[allocs[0]]["reps"] if allocs[0] in l else 0))
         L.append("")
         L += ["| | " + " | ".join(allocs) + " |", sep]
         for q in LAT:
