@@ -113,14 +113,18 @@ for i in $(seq "$reps"); do
             --benchmark_out_format=json >"$out/bench-$a.2t-$i.txt" 2>&1
     done
 done
+# The 1-thread patterns: run_1t EXECUTABLE OUT (OUT.json, OUT.txt).
+run_1t() {
+    "$1" --benchmark_filter='^(lifo_pair|batch/)' \
+        --benchmark_min_time="$min_time" \
+        --benchmark_repetitions="$reps" \
+        --benchmark_out="$2.json" \
+        --benchmark_out_format=json >"$2.txt" 2>&1
+}
 for a in "${allocs[@]}"; do
     echo "bench.sh: $a" >&2
     loadlog "1t-$a"
-    "$bindir/bench-$a" --benchmark_filter='^(lifo_pair|batch/)' \
-        --benchmark_min_time="$min_time" \
-        --benchmark_repetitions="$reps" \
-        --benchmark_out="$out/bench-$a.json" \
-        --benchmark_out_format=json >"$out/bench-$a.txt" 2>&1
+    run_1t "$bindir/bench-$a" "$out/bench-$a"
     lat_args=(--rounds "$lat_rounds" --objects "$lat_objects")
     "$bindir/latency-$a" "${lat_args[@]}" \
         --json "$out/latency-$a.json" \
@@ -140,11 +144,7 @@ done
 if [ -x "$bindir/bench-floor" ]; then
     echo "bench.sh: floor (1-thread patterns only)" >&2
     loadlog "1t-floor"
-    "$bindir/bench-floor" --benchmark_filter='^(lifo_pair|batch/)' \
-        --benchmark_min_time="$min_time" \
-        --benchmark_repetitions="$reps" \
-        --benchmark_out="$out/floor.json" \
-        --benchmark_out_format=json >"$out/floor.txt" 2>&1
+    run_1t "$bindir/bench-floor" "$out/floor"
 fi
 t1=$(date +%s)
 loadlog end
