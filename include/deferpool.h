@@ -88,7 +88,9 @@ typedef struct dp_provider {
 } dp_provider_t;
 
 /* The default provider: anonymous mmap, aligned by over-mapping and
- * trimming; free is munmap.  Thread-safe, ctx unused. */
+ * trimming; pages smaller than 2 MiB kept off transparent huge pages per
+ * the thp option of DEFERPOOL_CONF (docs/tuning.md); free is munmap.
+ * Thread-safe, ctx unused. */
 DP_API const dp_provider_t *dp_provider_mmap(void);
 
 /* ===================================================================== */

@@ -227,14 +227,27 @@ static inline uint64_t dp_pool_now(const struct dp_pool *p)
 }
 
 /* ---- options.c -------------------------------------------------------- */
+enum dp_thp { DP_THP_AUTO, DP_THP_NEVER, DP_THP_DEFAULT };
 struct dp_options {
     bool background_thread;  /* auto-start the reclaim thread          */
     bool debug;              /* DP_POOL_DEBUG on every pool            */
     bool stats_print;        /* malloc layer: print statistics at exit */
     uint64_t reclaim_interval_ns;
     uint64_t reclaim_age_ns; /* default for attr.reclaim_age_ns        */
+    int thp;                 /* enum dp_thp, as set                    */
+    bool nohuge;             /* thp resolved: advise MADV_NOHUGEPAGE on
+                                mappings smaller than a huge page and
+                                on the malloc heap's chunks            */
 };
 DP_HIDDEN const struct dp_options *dp_options(void);
+
+/* ---- provider.c ------------------------------------------------------- */
+/* A huge page (x86-64 and arm64 with 4 KiB pages). */
+#define DP_HUGE_SIZE ((size_t)2 << 20)
+/* Keep transparent huge pages off [p, p + len) if the thp option says so
+ * (docs/tuning.md, `thp`).  One madvise; errors are ignored (a kernel
+ * without THP).  Never called from a put. */
+DP_HIDDEN void dp_map_nohuge(void *p, size_t len);
 
 /* ---- pagemap.c: address -> owner -------------------------------------- */
 /* A pool's pages (debug pools, DP_IPOOL_PAGEMAP pools) map to the pool,

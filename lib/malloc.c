@@ -777,6 +777,12 @@ static void *large_alloc(size_t n, size_t align, bool zero, bool grow)
                                   DP_WAITOK);
     if (!h)
         return NULL;
+    /* A chunk's untouched rest must stay untouched, and a purged block
+     * purged: no huge page may fill them in (docs/tuning.md, `thp`).  A
+     * mapping smaller than a huge page got the same advice from the
+     * provider; a bigger block of its own keeps the system's policy. */
+    if (maplen == MC_CHUNK)
+        dp_map_nohuge(h, maplen);
     /* Every map node the block's frames may need, now, outside any lock
      * (a node is an mmap); then the header's frame. */
     if (dp_pagemap_reserve(h, maplen) != 0 ||

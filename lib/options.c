@@ -5,9 +5,11 @@
  */
 #include "dp_internal.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Written once under dp_opt_once, read-only afterwards. */
 static struct dp_options dp_opt = {
@@ -22,7 +24,7 @@ static struct dp_options dp_opt = {
 };
 static pthread_once_t dp_opt_once = PTHREAD_ONCE_INIT;
 
-enum opt_kind { OPT_BOOL, OPT_MS };
+enum opt_kind { OPT_BOOL, OPT_MS, OPT_THP };
 
 static const struct opt_row {
     const char *key;
@@ -42,7 +44,29 @@ static const struct opt_row {
      "default age after which an empty page goes back"},
     {"stats_print", OPT_BOOL, offsetof(struct dp_options, stats_print),
      "drop-in malloc: print statistics to stderr at exit"},
+    {"thp", OPT_THP, offsetof(struct dp_options, thp),
+     "auto, never or default: keep transparent huge pages off page and "
+     "chunk mappings (never), leave the system's policy (default), or "
+     "never when the system's policy is always (auto)"},
 };
+
+/* The system's THP policy is "always": every anonymous mapping may be
+ * backed by huge pages, whether or not it asked.  Read with plain
+ * system calls: this runs inside the drop-in malloc's first call. */
+static bool thp_always(void)
+{
+    char buf[128];
+    int fd = open("/sys/kernel/mm/transparent_hugepage/enabled",
+                  O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return false;
+    buf[n] = 0;
+    return strstr(buf, "[always]") != NULL;
+}
 
 static void warn(const char *what, const char *s, size_t n)
 {
@@ -72,7 +96,20 @@ static void set_one(const char *kv, size_t n)
         memcpy(buf, val, vlen);
         buf[vlen] = 0;
         char *end;
-        if (r->kind == OPT_BOOL) {
+        if (r->kind == OPT_THP) {
+            int v;
+            if (!strcmp(buf, "auto"))
+                v = DP_THP_AUTO;
+            else if (!strcmp(buf, "never"))
+                v = DP_THP_NEVER;
+            else if (!strcmp(buf, "default"))
+                v = DP_THP_DEFAULT;
+            else {
+                warn("bad thp value (auto, never, default) in", kv, n);
+                return;
+            }
+            *(int *)((char *)&dp_opt + r->off) = v;
+        } else if (r->kind == OPT_BOOL) {
             bool b;
             if (!strcmp(buf, "1") || !strcmp(buf, "true"))
                 b = true;
@@ -109,6 +146,8 @@ static void parse(void)
         if (*s == ',')
             s++;
     }
+    dp_opt.nohuge = dp_opt.thp == DP_THP_NEVER ||
+                    (dp_opt.thp == DP_THP_AUTO && thp_always());
 }
 
 const struct dp_options *dp_options(void)

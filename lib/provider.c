@@ -2,8 +2,10 @@
  * provider.c -- page provider layer, docs/design.md §1 (Layers) and §9;
  * the contract is the page-provider section of include/deferpool.h.
  * The default provider: anonymous private mmap, aligned by over-mapping
- * and trimming the unaligned head and tail; free is munmap.  Stateless,
- * so it is thread-safe without locks and needs nothing at fork.
+ * and trimming the unaligned head and tail (and kept off transparent huge
+ * pages below their size, per the thp option); free is munmap.
+ * Stateless, so it is thread-safe without locks and needs nothing at
+ * fork.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -13,7 +15,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "deferpool.h"
+#include "dp_internal.h"
 
 static int is_pow2(size_t x)
 {
@@ -44,7 +46,7 @@ static void *map_anon(size_t len)
  * flags is not looked at: mmap does not wait for memory to be freed, it
  * fails instead (it may still wait briefly on the kernel's mmap lock).
  */
-static void *mmap_alloc(void *ctx, size_t size, size_t align, int flags)
+static void *mmap_alloc_raw(void *ctx, size_t size, size_t align, int flags)
 {
     (void)ctx;
     (void)flags;
@@ -73,6 +75,24 @@ static void *mmap_alloc(void *ctx, size_t size, size_t align, int flags)
     if (tail != 0)
         munmap((char *)aligned + body, tail);
     return (void *)aligned;
+}
+
+void dp_map_nohuge(void *p, size_t len)
+{
+    if (dp_options()->nohuge)
+        (void)madvise(p, len, MADV_NOHUGEPAGE);
+}
+
+/* A page smaller than a huge page ends up in one only when the kernel has
+ * merged it with its neighbours' mappings; the huge page (at the first
+ * touch, or later from khugepaged) then makes resident what the pools
+ * never touched (docs/tuning.md, `thp`). */
+static void *mmap_alloc(void *ctx, size_t size, size_t align, int flags)
+{
+    void *p = mmap_alloc_raw(ctx, size, align, flags);
+    if (p && size < DP_HUGE_SIZE)
+        dp_map_nohuge(p, size);
+    return p;
 }
 
 static void mmap_free(void *ctx, void *page, size_t size)
