@@ -159,6 +159,10 @@ static struct dp_tcache *tc_create(void)
         munmap(tc, sizeof(*tc));
         return NULL;
     }
+    /* Both are touched sparsely (the bins in use): no huge page may make
+     * the rest resident (docs/tuning.md, `thp`). */
+    dp_map_nohuge(tc, sizeof(*tc));
+    dp_map_nohuge(tc->slotmem, DP_TC_SLOTMEM);
     for (int i = 0; i < DP_TC_BINS; i++)
         tc->bins[i].slots = bin_area(tc, (size_t)i);
     if (pthread_setspecific(dp_tcg.key, tc) != 0) {

@@ -24,6 +24,9 @@ static dp_pm_slot *pm_child(dp_pm_slot *slot, bool create)
                        0);
     if (fresh == MAP_FAILED)
         return NULL;
+    /* A node is touched where frames are mapped: sparsely (docs/tuning.md,
+     * `thp`). */
+    dp_map_nohuge(fresh, DP_PM_FAN * sizeof(dp_pm_slot));
     if (atomic_compare_exchange_strong_explicit(slot, &n, fresh,
                                                 memory_order_acq_rel,
                                                 memory_order_acquire))
