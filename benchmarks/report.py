@@ -5,9 +5,12 @@ summary.json.
     report.py RESULTS_DIR [--quiet]
 
 Reads what scripts/bench.sh leaves in RESULTS_DIR:
-    bench-<alloc>.json        Google Benchmark JSON, 1-thread patterns
-                              (repetitions in one process)
+    bench-<alloc>.1t-<i>.json Google Benchmark JSON, 1-thread patterns,
+                              one process per repetition (older runs:
+                              bench-<alloc>.json, all in one process)
     bench-<alloc>.2t-<i>.json the 2-thread workloads, one process each
+    floor.1t-<i>.json         the floor (benchmarks/floor.c), 1-thread
+                              patterns (older runs: floor.json)
     latency-<alloc>.json      per-put latency percentiles (latency.c)
     latency-<alloc>.hist.csv  per-put latency histogram
     latency-<alloc>.strace[.gz]  strace -f -ttt of a second latency run
@@ -49,7 +52,7 @@ BENCHES = [
      "2T random get/put, 1/2 puts remote", "tput"),
 ]
 NOISY_CV = 0.05
-RESULT_FILE = re.compile(r"^(?:bench|latency|rss)-(.+?)(?:\.2t-\d+)?\.json$")
+RESULT_FILE = re.compile(r"^(?:bench|latency|rss)-(.+?)(?:\.[12]t-\d+)?\.json$")
 SINGLE = ["lifo_pair", "batch_100", "batch_10000", "batch_200000"]
 
 
@@ -111,8 +114,11 @@ def read_bench(d, allocs):
     out = {}
     for a in allocs:
         by = {}
+        # bench-<a>.json: the 1-thread repetitions in one process (runs
+        # before 2026-11-26 04:15 UTC); bench-<a>.1t-<i>.json: one process
+        # per repetition; bench-<a>.2t-<i>.json: the 2-thread workloads.
         files = [os.path.join(d, "bench-%s.json" % a)]
-        files += sorted(glob.glob(os.path.join(d, "bench-%s.2t-*.json" % a)))
+        files += sorted(glob.glob(os.path.join(d, "bench-%s.[12]t-*.json" % a)))
         for p in files:
             j = load_json(p)
             for r in (j or {}).get("benchmarks", []):
@@ -282,14 +288,18 @@ def build(d):
             j = {k: v for k, v in rss[a].items() if not k.startswith("_")}
             S["rss"][a] = j
 
-    # The floor (benchmarks/floor.c, floor.json): a thread-local pointer
+    # The floor (benchmarks/floor.c, floor.1t-<i>.json): a thread-local pointer
     # stack behind the same calls, not an allocator.  Its 1T numbers and
     # their ratios to jemalloc show how low a ratio can go at all.
-    fj = load_json(os.path.join(d, "floor.json"))
-    if fj:
+    fjs = [load_json(p) for p in
+           [os.path.join(d, "floor.json")] +
+           sorted(glob.glob(os.path.join(d, "floor.1t-*.json")))]
+    fjs = [j for j in fjs if j]
+    if fjs:
         by = {}
-        for r in fj.get("benchmarks", []):
-            by.setdefault(r.get("run_name", r["name"]), []).append(r)
+        for fj in fjs:
+            for r in fj.get("benchmarks", []):
+                by.setdefault(r.get("run_name", r["name"]), []).append(r)
         fl = {}
         for key, gbname, _, kind in BENCHES:
             if key in SINGLE and gbname in by:

@@ -10,8 +10,8 @@
 # Knobs (environment):
 #   DPB_ALLOCATORS  space-separated subset, e.g. "deferpool jemalloc"
 #   DPB_MIN_TIME    --benchmark_min_time in seconds        (default 0.2)
-#   DPB_REPS        repetitions (1T: in one process; 2T: one process
-#                   each)                                   (default 5)
+#   DPB_REPS        repetitions, one process each, the allocators in
+#                   turn (1T and 2T)                        (default 5)
 #   DPB_LAT_ROUNDS  latency rounds                          (default 20)
 #   DPB_LAT_OBJECTS objects per latency round               (default 262144)
 #   DPB_RSS_MIB     MiB per RSS burst cycle                 (default 256)
@@ -113,18 +113,29 @@ for i in $(seq "$reps"); do
             --benchmark_out_format=json >"$out/bench-$a.2t-$i.txt" 2>&1
     done
 done
-# The 1-thread patterns: run_1t EXECUTABLE OUT (OUT.json, OUT.txt).
-run_1t() {
-    "$1" --benchmark_filter='^(lifo_pair|batch/)' \
-        --benchmark_min_time="$min_time" \
-        --benchmark_repetitions="$reps" \
-        --benchmark_out="$2.json" \
-        --benchmark_out_format=json >"$2.txt" 2>&1
-}
+# The 1-thread patterns go round the same way: one process per allocator
+# and repetition, the allocators in turn, so that a busy spell of the
+# host (which slows every allocator by a third or more while it lasts)
+# falls on all of them alike instead of on the one running then.  The
+# floor (benchmarks/floor.c) goes round with them: not an allocator, the
+# least a called allocator costs here; report.py prints it beside the 1T
+# targets, outside the table's allocator columns.
+t1_names=("${allocs[@]}")
+[ -x "$bindir/bench-floor" ] && t1_names+=(floor)
+echo "bench.sh: 1-thread patterns, $reps rounds over ${t1_names[*]}" >&2
+for i in $(seq "$reps"); do
+    for a in "${t1_names[@]}"; do
+        loadlog "1t-$i-$a"
+        if [ "$a" = floor ]; then f=$out/floor.1t-$i; else f=$out/bench-$a.1t-$i; fi
+        "$bindir/bench-$a" --benchmark_filter='^(lifo_pair|batch/)' \
+            --benchmark_min_time="$min_time" \
+            --benchmark_out="$f.json" \
+            --benchmark_out_format=json >"$f.txt" 2>&1
+    done
+done
 for a in "${allocs[@]}"; do
     echo "bench.sh: $a" >&2
-    loadlog "1t-$a"
-    run_1t "$bindir/bench-$a" "$out/bench-$a"
+    loadlog "lat-rss-$a"
     lat_args=(--rounds "$lat_rounds" --objects "$lat_objects")
     "$bindir/latency-$a" "${lat_args[@]}" \
         --json "$out/latency-$a.json" \
@@ -138,14 +149,6 @@ for a in "${allocs[@]}"; do
     "$bindir/rss-$a" --mib "$rss_mib" --idle-ms "$rss_idle" \
         --csv "$out/rss-$a.csv" --json "$out/rss-$a.json" >"$out/rss-$a.txt"
 done
-# The floor (benchmarks/floor.c): not an allocator, the least a called
-# allocator costs on the 1-thread patterns; report.py prints it beside
-# the 1T targets, outside the table's allocator columns.
-if [ -x "$bindir/bench-floor" ]; then
-    echo "bench.sh: floor (1-thread patterns only)" >&2
-    loadlog "1t-floor"
-    run_1t "$bindir/bench-floor" "$out/floor"
-fi
 t1=$(date +%s)
 loadlog end
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
