@@ -29,6 +29,7 @@ import glob
 import gzip
 import json
 import math
+import statistics
 import os
 import re
 import shutil
@@ -110,25 +111,63 @@ def gb_one(r, kind):
     return ips / 1e6 if ips else None      # Mops/s
 
 
+ROUND_FILE = re.compile(r"\.[12]t-(\d+)\.json$")
+
+
+def read_runs(files):
+    """Runs by benchmark name, and each run's round (the <i> of a
+    *.1t-<i>.json / *.2t-<i>.json file; None for a file of repetitions)."""
+    by = {}
+    for p in files:
+        m = ROUND_FILE.search(p)
+        rnd = int(m.group(1)) if m else None
+        for r in (load_json(p) or {}).get("benchmarks", []):
+            by.setdefault(r.get("run_name", r["name"]), []).append((rnd, r))
+    return by
+
+
+def bench_entry(runs, kind):
+    v, cv, vals = gb_value([r for _, r in runs], kind)
+    rounds = {}
+    for rnd, r in runs:
+        if (rnd is not None and r.get("run_type", "iteration") == "iteration"
+                and not r.get("error_occurred")):
+            x = gb_one(r, kind)
+            if x is not None:
+                rounds[rnd] = x
+    return {"value": v, "cv": cv, "all": vals, "rounds": rounds}
+
+
 def read_bench(d, allocs):
     out = {}
     for a in allocs:
-        by = {}
         # bench-<a>.json: the 1-thread repetitions in one process (runs
         # before 2026-11-26 04:15 UTC); bench-<a>.1t-<i>.json: one process
         # per repetition; bench-<a>.2t-<i>.json: the 2-thread workloads.
         files = [os.path.join(d, "bench-%s.json" % a)]
         files += sorted(glob.glob(os.path.join(d, "bench-%s.[12]t-*.json" % a)))
-        for p in files:
-            j = load_json(p)
-            for r in (j or {}).get("benchmarks", []):
-                by.setdefault(r.get("run_name", r["name"]), []).append(r)
+        by = read_runs(files)
         for key, gbname, _, kind in BENCHES:
             if gbname in by:
-                v, cv, vals = gb_value(by[gbname], kind)
-                out.setdefault(key, {})[a] = {"value": v, "cv": cv,
-                                              "all": vals}
+                out.setdefault(key, {})[a] = bench_entry(by[gbname], kind)
     return out
+
+
+def paired_ratio(e, ref):
+    """The ratio of two entries of one benchmark.  When both ran in
+    numbered rounds, the allocators one after the other within a round:
+    the median over the shared rounds of the ratio within each round, so
+    that a busy spell of the host, which comes and goes and slows every
+    allocator that runs during it, cancels out.  Otherwise the ratio of
+    the medians."""
+    if not e or not ref:
+        return None
+    shared = sorted(set(e.get("rounds", {})) & set(ref.get("rounds", {})))
+    rs = [e["rounds"][i] / ref["rounds"][i] for i in shared
+          if ref["rounds"][i]]
+    if rs:
+        return statistics.median(rs)
+    return ratio_of(e.get("value"), ref.get("value"))
 
 
 # --------------------------------------------------------------------------
@@ -259,7 +298,6 @@ def build(d):
 
     for key, _, label, kind in BENCHES:
         row = bench.get(key, {})
-        ref = row.get(REF, {}).get("value")
         e = {"label": label,
              "unit": "ns per get+put pair (CPU time)" if kind == "time"
              else "Mops/s, both threads (wall time)",
@@ -267,9 +305,12 @@ def build(d):
              "values": {}}
         for a in allocs:
             v = row.get(a, {}).get("value")
-            e["values"][a] = {"value": v, "ratio": ratio_of(v, ref),
+            e["values"][a] = {"value": v,
+                              "ratio": paired_ratio(row.get(a),
+                                                    row.get(REF)),
                               "cv": row.get(a, {}).get("cv"),
-                              "repetitions": row.get(a, {}).get("all", [])}
+                              "repetitions": row.get(a, {}).get("all", []),
+                              "rounds": row.get(a, {}).get("rounds", {})}
         S["benchmarks"][key] = e
 
     for a in allocs:
@@ -291,21 +332,17 @@ def build(d):
     # The floor (benchmarks/floor.c, floor.1t-<i>.json): a thread-local pointer
     # stack behind the same calls, not an allocator.  Its 1T numbers and
     # their ratios to jemalloc show how low a ratio can go at all.
-    fjs = [load_json(p) for p in
-           [os.path.join(d, "floor.json")] +
-           sorted(glob.glob(os.path.join(d, "floor.1t-*.json")))]
-    fjs = [j for j in fjs if j]
-    if fjs:
-        by = {}
-        for fj in fjs:
-            for r in fj.get("benchmarks", []):
-                by.setdefault(r.get("run_name", r["name"]), []).append(r)
+    ffiles = [os.path.join(d, "floor.json")] + sorted(
+        glob.glob(os.path.join(d, "floor.1t-*.json")))
+    if any(os.path.exists(p) for p in ffiles):
+        by = read_runs(ffiles)
         fl = {}
         for key, gbname, _, kind in BENCHES:
             if key in SINGLE and gbname in by:
-                v, _, _ = gb_value(by[gbname], kind)
-                ref = S["benchmarks"][key]["values"].get(REF, {}).get("value")
-                fl[key] = {"value": v, "ratio": ratio_of(v, ref)}
+                fe = bench_entry(by[gbname], kind)
+                fl[key] = {"value": fe["value"],
+                           "ratio": paired_ratio(fe, bench.get(key, {})
+                                                 .get(REF))}
         ns = [fl.get(k, {}).get("value") for k in SINGLE]
         rt = [fl.get(k, {}).get("ratio") for k in SINGLE]
         ok = all(x is not None for x in ns + rt)
@@ -320,24 +357,23 @@ def build(d):
     T = S["targets"]
     g = S["geomean_single_thread"]
 
-    def tget(key, a):
-        return S["benchmarks"][key]["values"].get(a, {}).get("value")
-
     gr = g.get(dp, {}).get("ratio")
     T.append({"target": "1T geomean <= 0.40x jemalloc",
               "value": gr, "status": status(None if gr is None
                                             else gr <= 0.40)})
-    gd, gm = g.get(dp, {}).get("ns"), g.get("mimalloc", {}).get("ns")
+    # Against mimalloc: the geomean over the patterns of the paired
+    # (per-round) ratio deferpool/mimalloc, like the ratios to jemalloc.
+    dm = [paired_ratio(bench.get(k, {}).get(dp), bench.get(k, {})
+                       .get("mimalloc")) for k in SINGLE]
+    gdm = geomean(dm) if all(x is not None for x in dm) else None
     T.append({"target": "1T geomean faster than mimalloc",
-              "value": ratio_of(gd, gm), "unit": "deferpool/mimalloc",
-              "status": status(None if gd is None or gm is None
-                               else gd < gm)})
+              "value": gdm, "unit": "deferpool/mimalloc",
+              "status": status(None if gdm is None else gdm < 1)})
     for key in ("prodcons", "random2t"):
-        vd, vj = tget(key, dp), tget(key, REF)
+        rj = S["benchmarks"][key]["values"].get(dp, {}).get("ratio")
         T.append({"target": "%s throughput >= jemalloc" % key,
-                  "value": ratio_of(vd, vj),
-                  "status": status(None if vd is None or vj is None
-                                   else vd >= vj)})
+                  "value": rj,
+                  "status": status(None if rj is None else rj >= 1)})
     for q, name in (("p999_ns", "p99.9"), ("p9999_ns", "p99.99")):
         ld, lj = lat.get(dp, {}).get(q), lat.get(REF, {}).get(q)
         T.append({"target": "%s put latency <= jemalloc" % name,
@@ -422,7 +458,13 @@ def table_lines(S):
         L.append("| " + " | ".join(cells) + " |")
 
     L.append("")
-    L.append("Each cell: value (ratio to jemalloc).  * = coefficient of "
+    L.append("Each cell: value, the median of the repetitions (ratio to "
+             "jemalloc: for the benchmarks run in rounds, the allocators "
+             "one after the other in each, the median over the rounds of "
+             "the ratio within the round, which a busy spell of the host "
+             "skews less; it can differ from the quotient of the two "
+             "medians when such a spell splits the repetitions into a fast "
+             "and a slow group).  * = coefficient of "
              "variation over the repetitions above %d%%.  Put latencies "
              "include the timer's own ~%s ns (timer_overhead_ns_p50 in "
              "summary.json)." % (
