@@ -98,41 +98,38 @@ fi
 loadlog() { echo "$(date +%s) $1 $(cut -d' ' -f1 /proc/loadavg)" >>"$out/load.log"; }
 
 t0=$(date +%s)
-# The 2-thread workloads need both cores and vary from process to process
-# (heap layout, thread placement, whatever else the machine is doing), so
-# each repetition is a separate process, and the repetitions go round the
-# allocators in turn: load that comes and goes then hits every allocator
-# alike instead of one.
-echo "bench.sh: 2-thread workloads, $reps rounds over all allocators" >&2
-for i in $(seq "$reps"); do
-    for a in "${allocs[@]}"; do
-        loadlog "2t-$i-$a"
-        "$bindir/bench-$a" --benchmark_filter='threads:2' \
-            --benchmark_min_time="$min_time" \
-            --benchmark_out="$out/bench-$a.2t-$i.json" \
-            --benchmark_out_format=json >"$out/bench-$a.2t-$i.txt" 2>&1
+# run_rounds KIND FILTER NAME...: $reps rounds; each round runs
+# bench-NAME once per NAME, in turn, on the benchmarks FILTER selects,
+# into bench-NAME.KIND-<round>.json (the floor: floor.KIND-<round>.json).
+# One process per repetition, the allocators in turn: load that comes
+# and goes -- a busy spell of the host slows whatever runs by a third or
+# more -- then falls on every allocator alike instead of on the one
+# running, and report.py pairs the ratios by round.
+run_rounds() {
+    local kind=$1 filter=$2 i a f
+    shift 2
+    for i in $(seq "$reps"); do
+        for a in "$@"; do
+            loadlog "$kind-$i-$a"
+            if [ "$a" = floor ]; then f=$out/floor.$kind-$i; else f=$out/bench-$a.$kind-$i; fi
+            "$bindir/bench-$a" --benchmark_filter="$filter" \
+                --benchmark_min_time="$min_time" \
+                --benchmark_out="$f.json" \
+                --benchmark_out_format=json >"$f.txt" 2>&1
+        done
     done
-done
-# The 1-thread patterns go round the same way: one process per allocator
-# and repetition, the allocators in turn, so that a busy spell of the
-# host (which slows every allocator by a third or more while it lasts)
-# falls on all of them alike instead of on the one running then.  The
-# floor (benchmarks/floor.c) goes round with them: not an allocator, the
-# least a called allocator costs here; report.py prints it beside the 1T
-# targets, outside the table's allocator columns.
+}
+# The 2-thread workloads need both cores and vary from process to process
+# (heap layout, thread placement, whatever else the machine is doing).
+echo "bench.sh: 2-thread workloads, $reps rounds over all allocators" >&2
+run_rounds 2t 'threads:2' "${allocs[@]}"
+# The 1-thread patterns, with the floor (benchmarks/floor.c): not an
+# allocator, the least a called allocator costs here; report.py prints
+# it beside the 1T targets, outside the table's allocator columns.
 t1_names=("${allocs[@]}")
 [ -x "$bindir/bench-floor" ] && t1_names+=(floor)
 echo "bench.sh: 1-thread patterns, $reps rounds over ${t1_names[*]}" >&2
-for i in $(seq "$reps"); do
-    for a in "${t1_names[@]}"; do
-        loadlog "1t-$i-$a"
-        if [ "$a" = floor ]; then f=$out/floor.1t-$i; else f=$out/bench-$a.1t-$i; fi
-        "$bindir/bench-$a" --benchmark_filter='^(lifo_pair|batch/)' \
-            --benchmark_min_time="$min_time" \
-            --benchmark_out="$f.json" \
-            --benchmark_out_format=json >"$f.txt" 2>&1
-    done
-done
+run_rounds 1t '^(lifo_pair|batch/)' "${t1_names[@]}"
 for a in "${allocs[@]}"; do
     echo "bench.sh: $a" >&2
     loadlog "lat-rss-$a"
