@@ -179,21 +179,29 @@ static void run_churners(void *(*fn)(void *))
     }
 }
 
-Test(malloc_threads, large_blocks_split_and_merged_under_several_threads)
+/* After a churn of medium and large blocks: none is left in use, freed
+ * blocks were reused, no free() called the provider, and trim empties
+ * the queue and the cache (everything goes back). */
+static void assert_churn_settled(const dp_malloc_stats_t *before)
 {
-    dp_malloc_stats_t before, after;
-    dp_malloc_stats_get(&before);
-    run_churners(large_churn);
+    dp_malloc_stats_t after;
     dp_malloc_stats_get(&after);
-    cr_assert_eq(after.large_inuse, before.large_inuse);
-    cr_assert_eq(after.large_bytes_inuse, before.large_bytes_inuse);
-    cr_assert_gt(after.large_reused, before.large_reused);
+    cr_assert_eq(after.large_inuse, before->large_inuse);
+    cr_assert_eq(after.large_bytes_inuse, before->large_bytes_inuse);
+    cr_assert_gt(after.large_reused, before->large_reused);
     cr_assert_eq(after.put_provider_calls, 0);
-    /* Everything goes back: trim empties the queue and the cache. */
     dp_malloc_trim();
     dp_malloc_stats_get(&after);
     cr_assert_eq(after.large_queued + after.large_cached, 0);
     cr_assert_eq(after.large_bytes_cached, 0);
+}
+
+Test(malloc_threads, large_blocks_split_and_merged_under_several_threads)
+{
+    dp_malloc_stats_t before;
+    dp_malloc_stats_get(&before);
+    run_churners(large_churn);
+    assert_churn_settled(&before);
 }
 
 /* Medium blocks (mostly 16 KiB to 128 KiB, now and then up to 4 MiB)
@@ -280,7 +288,7 @@ static void *medium_churn(void *arg)
 
 Test(malloc_threads, medium_blocks_churned_and_traded_by_several_threads)
 {
-    dp_malloc_stats_t before, after;
+    dp_malloc_stats_t before;
     dp_malloc_stats_get(&before);
     run_churners(medium_churn);
     for (int j = 0; j < MT_BOX; j++) {
@@ -290,14 +298,7 @@ Test(malloc_threads, medium_blocks_churned_and_traded_by_several_threads)
             free(p);
         }
     }
-    dp_malloc_stats_get(&after);
-    cr_assert_eq(after.large_inuse, before.large_inuse);
-    cr_assert_eq(after.large_bytes_inuse, before.large_bytes_inuse);
-    cr_assert_gt(after.large_reused, before.large_reused);
-    cr_assert_eq(after.put_provider_calls, 0);
-    dp_malloc_trim();
-    dp_malloc_stats_get(&after);
-    cr_assert_eq(after.large_queued + after.large_cached, 0);
+    assert_churn_settled(&before);
 }
 
 /* ---- a thread that frees, then blocks forever --------------------------- */
