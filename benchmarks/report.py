@@ -80,13 +80,18 @@ def geomean(xs):
 # Google Benchmark results
 # --------------------------------------------------------------------------
 
+def gb_measured(r):
+    """A repetition that measured something (not an aggregate, no error)."""
+    return (r.get("run_type", "iteration") == "iteration"
+            and not r.get("error_occurred"))
+
+
 def gb_value(runs, kind):
     """Median and coefficient of variation over all repetitions, whether
-    they ran in one process or in several (the 2-thread workloads run as
-    separate processes, see scripts/bench.sh)."""
+    they ran in one process or in several (scripts/bench.sh runs each
+    repetition as a process of its own)."""
     vals = sorted(x for x in (gb_one(r, kind) for r in runs
-                              if r.get("run_type", "iteration") == "iteration"
-                              and not r.get("error_occurred"))
+                              if gb_measured(r))
                   if x is not None)
     if not vals:
         return None, None, []
@@ -130,8 +135,7 @@ def bench_entry(runs, kind):
     v, cv, vals = gb_value([r for _, r in runs], kind)
     rounds = {}
     for rnd, r in runs:
-        if (rnd is not None and r.get("run_type", "iteration") == "iteration"
-                and not r.get("error_occurred")):
+        if rnd is not None and gb_measured(r):
             x = gb_one(r, kind)
             if x is not None:
                 rounds[rnd] = x
