@@ -6,6 +6,7 @@
  */
 #include "dp_internal.h"
 
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -804,6 +805,63 @@ void dp_pool_put(dp_pool_t *p, void *obj)
 
 static bool is_pow2(size_t x) { return x && !(x & (x - 1)); }
 
+/*
+ * Pool memory is never unmapped.  The put that returns a pool's last
+ * object reads the pool's `waiters` word after the page it emptied is on
+ * the pending queue, where destroy can see it; so a destroy that raced
+ * it may be done before that read.  Destroyed pools wait here, linked
+ * through reg_next, for the next create.  A lock-free stack with push and
+ * take-all only (no ABA): a create takes the whole stack, keeps the first
+ * and pushes the rest back as one chain.  No lock, so nothing to do at
+ * fork.
+ */
+#define DP_POOL_MAPSIZE ((sizeof(struct dp_pool) + 4095) & ~(size_t)4095)
+static struct dp_pool *_Atomic dp_spare_pools;
+
+static void spare_push(struct dp_pool *first, struct dp_pool *last)
+{
+    struct dp_pool *h = atomic_load_explicit(&dp_spare_pools, DP_RLX);
+    do {
+        last->reg_next = h;
+    } while (!atomic_compare_exchange_weak_explicit(
+        &dp_spare_pools, &h, first, memory_order_release, DP_RLX));
+}
+
+static struct dp_pool *pool_mem(void)
+{
+    struct dp_pool *p =
+        atomic_exchange_explicit(&dp_spare_pools, NULL, memory_order_acquire);
+    if (p) {
+        struct dp_pool *rest = p->reg_next, *last = rest;
+        if (rest) {
+            while (last->reg_next)
+                last = last->reg_next;
+            spare_push(rest, last);
+        }
+        memset(p, 0, DP_POOL_MAPSIZE);
+        return p;
+    }
+    p = mmap(NULL, DP_POOL_MAPSIZE, PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+/* A put between its CAS, which took a page's count to 0 and set QUEUED,
+ * and its push onto the pending queue: the page is not on the queue yet,
+ * but every object of it is home.  Destroy waits for such puts instead of
+ * counting their pages as busy. */
+static bool put_in_flight_locked(struct dp_pool *p)
+{
+    struct dp_list *lists[2] = {&p->partial, &p->full};
+    for (int i = 0; i < 2; i++)
+        for (struct dp_page *pg = lists[i]->head; pg; pg = pg->next) {
+            uint64_t st = atomic_load_explicit(&pg->state, DP_RLX);
+            if ((st & DP_PG_QUEUED) && (st & DP_PG_COUNT) == 0)
+                return true;
+        }
+    return false;
+}
+
 void dp_pool_attr_init(dp_pool_attr_t *a)
 {
     if (!a)
@@ -877,14 +935,12 @@ dp_pool_t *dp_pool_create_ex(const char *name, size_t objsize,
         return NULL;
     }
 
-    size_t psz = (sizeof(struct dp_pool) + 4095) & ~(size_t)4095;
-    struct dp_pool *p = mmap(NULL, psz, PROT_READ | PROT_WRITE,
-                             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) {
+    struct dp_pool *p = pool_mem();
+    if (!p) {
         errno = ENOMEM;
         return NULL;
     }
-    /* mmap memory is zeroed: every counter and list starts empty. */
+    /* Zeroed: every counter and list starts empty. */
     snprintf(p->name, sizeof(p->name), "%s", name ? name : "");
     p->objsize = objsize;
     p->slotsize = slot;
@@ -929,6 +985,12 @@ void dp_pool_destroy(dp_pool_t *p)
     struct dp_page *all = NULL;
     pthread_mutex_lock(&p->lock);
     dp_drain_pending_locked(p, 0);
+    while (put_in_flight_locked(p)) {
+        pthread_mutex_unlock(&p->lock);
+        sched_yield();
+        pthread_mutex_lock(&p->lock);
+        dp_drain_pending_locked(p, 0);
+    }
     if (p->partial.n || p->full.n || p->inflight || p->freeing) {
         uint64_t out = 0;
         for (struct dp_page *pg = p->partial.head; pg; pg = pg->next)
@@ -955,7 +1017,7 @@ void dp_pool_destroy(dp_pool_t *p)
     pthread_mutex_unlock(&p->lock);
     dp_release_pages(p, all);
     pthread_mutex_destroy(&p->lock);
-    munmap(p, (sizeof(struct dp_pool) + 4095) & ~(size_t)4095);
+    spare_push(p, p);
 }
 
 /* ---- reclaim and prime --------------------------------------------------- */

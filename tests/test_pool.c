@@ -701,6 +701,76 @@ Test(pool, objects_at_the_far_end_of_the_largest_page_go_back_and_come_again)
     finish(pool, m);
 }
 
+struct racer {
+    dp_pool_t *pool;
+    void **objs;
+    size_t n;
+    pthread_barrier_t *start;
+};
+
+static void *racer_put(void *arg)
+{
+    struct racer *r = arg;
+    pthread_barrier_wait(r->start);
+    for (size_t i = 0; i < r->n; i++)
+        dp_pool_put(r->pool, r->objs[i]);
+    return NULL;
+}
+
+/* What destroy promises while other threads are still putting: it
+ * refuses (EBUSY, pool intact and usable) while any object is out, and
+ * succeeds once every object is back, even if the put that brought the
+ * last one home has not returned yet (the pool's memory is never
+ * unmapped, so that put's last reads stay harmless). */
+Test(pool, destroy_racing_puts_refuses_until_every_object_is_back)
+{
+    unsigned rounds = (unsigned)tu_scaled(20);
+    for (unsigned round = 0; round < rounds; round++) {
+        dp_mock_t *m = dp_mock_create(0);
+        dp_pool_attr_t a;
+        mock_attr(&a, m);
+        a.pagesize = 4096;
+        a.lowat = 0;
+        if (round % 2)
+            a.flags |= DP_POOL_NOCACHE;
+        dp_pool_t *pool = dp_pool_create("racing", 64, &a);
+        cr_assert_not_null(pool);
+        size_t n = 4 * measure(64, 4096).objs;
+        void **objs = calloc(2 * n, sizeof *objs);
+        for (size_t i = 0; i < 2 * n; i++)
+            cr_assert_not_null(objs[i] = dp_pool_get(pool, DP_WAITOK));
+        pthread_barrier_t start;
+        pthread_barrier_init(&start, NULL, 3);
+        struct racer r[2] = {{pool, objs, n, &start},
+                             {pool, objs + n, n, &start}};
+        pthread_t t[2];
+        for (int i = 0; i < 2; i++)
+            cr_assert_eq(pthread_create(&t[i], NULL, racer_put, &r[i]), 0);
+        pthread_barrier_wait(&start);
+        unsigned refused = 0;
+        for (;;) {
+            errno = 0;
+            dp_pool_destroy(pool);
+            if (errno != EBUSY)
+                break;
+            refused++;
+            /* Refused: still a working pool. */
+            cr_assert_eq(dp_pool_check(pool), 0, "round %u", round);
+            sched_yield();
+        }
+        for (int i = 0; i < 2; i++)
+            pthread_join(t[i], NULL);
+        pthread_barrier_destroy(&start);
+        dp_mock_counters_t c = tu_counters(m);
+        cr_assert_eq(c.allocs, c.frees, "round %u (%u refusals): %" PRIu64
+                     " pages allocated, %" PRIu64 " freed", round, refused,
+                     c.allocs, c.frees);
+        cr_assert_eq(c.pages_out, 0);
+        free(objs);
+        dp_mock_destroy(m);
+    }
+}
+
 Test(pool, put_of_a_null_object_is_a_no_op)
 {
     dp_mock_t *m = dp_mock_create(0);
