@@ -200,7 +200,13 @@ DP_API dp_pool_t *dp_pool_create(const char *name, size_t objsize,
  * Blocks: yes (provider free; waits for a reclaim pass touching the pool).
  * Objects still out: the pool is left intact and usable, errno is set to
  * EBUSY and a message goes to stderr; a DP_POOL_DEBUG pool aborts instead.
- * pool NULL: errno EINVAL.  Must not race with other calls on the pool.
+ * pool NULL: errno EINVAL.
+ * Puts may race it: an object whose put has not yet brought it back to
+ * its page (or a thread cache) counts as out; once every object is back,
+ * destroy succeeds even while the put of the last one is still returning
+ * (pool memory is recycled for later pools, never unmapped).  A put
+ * after a successful destroy is undefined.  No other call on the pool
+ * may race it.
  */
 DP_API void dp_pool_destroy(dp_pool_t *pool);
 
@@ -230,10 +236,11 @@ DP_API void dp_pool_destroy(dp_pool_t *pool);
  * Thread cache: a DP_WAITOK get creates the calling thread's cache (one
  *   mmap, pthread_setspecific) on its first miss; a DP_NOWAIT get uses the
  *   cache if the thread has one and never creates it.
- * Not async-signal-safe: the pool lock is a mutex, and a get from a signal
- *   handler that interrupted a get, prime, reclaim or stats call on the
- *   same pool in the same thread deadlocks on it.  Put from handlers, not
- *   get.
+ * Not async-signal-safe: a get that misses the thread cache takes the
+ *   pool lock (a mutex), and may take the thread-cache lock; a get from a
+ *   signal handler that interrupted a deferpool call holding one of them
+ *   on the same thread (a get, prime, reclaim, stats or destroy of that
+ *   pool, say) deadlocks.  Put from signal handlers, never get.
  * Errors: NULL + EINVAL for a NULL pool or bad flags (neither or both of
  * WAITOK/NOWAIT, unknown bits, DP_ZERO on a pool with a constructor);
  * NULL + ENOMEM as above; NULL + EDEADLK inside the pool's own callback.
@@ -272,8 +279,11 @@ DP_API void dp_pool_put(dp_pool_t *pool, void *obj);
  * whichever thread got them.  A thread's caches are flushed when it
  * exits, drained by the reclaim thread once the thread has been idle for
  * a whole pass, by dp_pool_reclaim(), by dp_pool_destroy() and by a
- * getter about to sleep.  Requires membarrier(2) (Linux >= 4.14); without
- * it pools run uncached.
+ * getter about to sleep.  A thread's cache is created by its first
+ * DP_WAITOK get that misses (never by a DP_NOWAIT get or a put).  At most
+ * 256 pools have caches at a time; later ones run uncached until a cached
+ * pool is destroyed.  Requires membarrier(2) (Linux >= 4.14); without it
+ * pools run uncached.
  *
  * dp_thread_cache_flush: return the calling thread's cached objects of
  * every pool to their pages now.  Lock-free, no system call, no provider
@@ -297,8 +307,15 @@ DP_API size_t dp_pool_reclaim(dp_pool_t *pool);
  * Make at least `nobjs` objects available to DP_NOWAIT gets, allocating
  * pages now (DP_WAITOK provider calls), and keep pages enough for them out
  * of reach of the ageing policy from now on (the reserve only grows).
+ * The request is checked before any provider call: the pages `nobjs`
+ * objects need must fit under max_pages and in the machine's physical
+ * memory (sysconf _SC_PHYS_PAGES).  A prime that fails leaves the pool as
+ * it was: the reserve unchanged, and as many empty pages given back as it
+ * obtained.
  * Returns 0, or -1 with errno: EINVAL (NULL pool), ENOMEM (the hard limit
- * cannot hold that many objects, or the provider failed).
+ * or the machine cannot hold that many objects, the provider failed, or
+ * the ctor did), EDEADLK (called from the pool's own callback, and it
+ * needed a page).
  * Blocks: yes.  The guarantee holds against this thread's own gets; other
  * threads may of course take objects in between.
  */
@@ -325,7 +342,10 @@ DP_API int dp_reclaim_sync(void);
  * programs that drive reclamation from their own event loop instead of
  * the thread.  Returns pages returned.  Blocks: yes. */
 DP_API size_t dp_reclaim_step(void);
-DP_API void dp_reclaim_set_interval(uint64_t ns); /* 0: default 100 ms */
+/* 0: the default (reclaim_interval_ms, 100 ms).  An interval that ends
+ * past the end of the 64-bit nanosecond clock (UINT64_MAX, say) means:
+ * sleep until woken. */
+DP_API void dp_reclaim_set_interval(uint64_t ns);
 
 typedef struct dp_reclaim_info {
     int running;             /* thread alive                              */
