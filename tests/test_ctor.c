@@ -635,3 +635,42 @@ Test(ctor, dtor_may_put_objects_of_its_own_pool)
     atomic_store(&re.tries, 1);
     reentry_finish(pool, m);
 }
+
+/* A ctor that primes its own pool: the prime would need a page, whose
+ * construction would run this ctor again. */
+static int priming_ctor(void *obj, void *arg, int flags)
+{
+    (void)arg;
+    (void)flags;
+    memset(obj, 0x22, OBJSIZE);
+    if (atomic_load(&re.tries) > 0)
+        return 0;
+    if (atomic_fetch_add(&re.depth, 1) > 0) {
+        atomic_fetch_add(&re.recursed, 1);
+        atomic_fetch_sub(&re.depth, 1);
+        return -1;
+    }
+    atomic_fetch_add(&re.tries, 1);
+    errno = 0;
+    if (dp_pool_prime(re.pool, 1) == 0)
+        atomic_fetch_add(&re.got, 1);
+    else if (errno == EDEADLK)
+        atomic_fetch_add(&re.edeadlk, 1);
+    atomic_store(&re.last_errno, errno);
+    atomic_fetch_sub(&re.depth, 1);
+    return 0;
+}
+
+Test(ctor, ctor_priming_its_own_pool_gets_edeadlk_instead_of_recursing)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = reentry_pool(m, 0, DP_WAITOK, priming_ctor, NULL);
+    void *o = dp_pool_get(pool, DP_WAITOK);
+    cr_assert_not_null(o, "the outer get failed: %s", strerror(errno));
+    cr_assert_eq(atomic_load(&re.recursed), 0, "the ctor ran inside itself");
+    cr_assert_eq(atomic_load(&re.edeadlk), 1, "the ctor's prime: errno %d",
+                 atomic_load(&re.last_errno));
+    cr_assert_eq(tu_stats(pool).reserve_objs, 0);
+    dp_pool_put(pool, o);
+    reentry_finish(pool, m);
+}

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/futex.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <sys/syscall.h>
@@ -555,6 +556,54 @@ Test(reclaim, failed_prime_leaves_the_reserve_and_the_pages_as_they_were)
     dp_mock_clock_advance(m, 100 * AGE);
     cr_assert_eq(dp_reclaim_step(), 0);
     cr_assert_eq(dp_pool_reclaim(pool), 0);
+    finish(pool, m);
+}
+
+struct primer {
+    dp_pool_t *pool;
+    size_t n;
+    int rc, err;
+};
+
+static void *prime_thread(void *arg)
+{
+    struct primer *pr = arg;
+    errno = 0;
+    pr->rc = dp_pool_prime(pr->pool, pr->n);
+    pr->err = errno;
+    return NULL;
+}
+
+/* While a prime gathers its pages (its provider call held at the mock's
+ * gate), a reclaim pass must not return the empty pages it counts on, even
+ * with hiwat 0 (every empty page beyond keep urgent). */
+Test(reclaim, a_prime_under_way_keeps_its_pages_from_a_reclaim_pass,
+     .timeout = 60)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = policy_pool(
+        m, (struct policy){.lowat = 0, .hiwat = 0, .flags = DP_POOL_NOCACHE});
+    size_t opp = opp_of(pool);
+    void *o = dp_pool_get(pool, DP_WAITOK);
+    cr_assert_not_null(o);
+    dp_pool_put(pool, o); /* one empty page, urgent by hiwat 0 */
+    cr_assert_eq(tu_stats(pool).pages_empty, 1);
+
+    dp_mock_gate_close(m, DP_MOCK_ALLOC);
+    struct primer pr = {pool, 3 * opp, 0, 0};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, prime_thread, &pr), 0);
+    dp_mock_gate_wait(m, DP_MOCK_ALLOC, 1);
+    cr_assert_eq(dp_reclaim_step(), 0, "a pass returned a page the prime "
+                 "counts on");
+    dp_mock_gate_open(m, DP_MOCK_ALLOC);
+    pthread_join(t, NULL);
+    cr_assert_eq(pr.rc, 0, "prime: errno %d", pr.err);
+    dp_pool_stats_t s = tu_stats(pool);
+    cr_assert_eq(s.pages, 3);
+    cr_assert_eq(s.reserve_objs, 3 * opp);
+    cr_assert_eq(tu_counters(m).frees, 0);
+    cr_assert_eq(dp_reclaim_step(), 0, "the reserve went back");
     finish(pool, m);
 }
 
