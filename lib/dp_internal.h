@@ -153,7 +153,8 @@ struct dp_pool {
     uint32_t tc_flush;    /* objects a full bin returns to the pages     */
 
     /* Registry lock.  Written at every reclaim pass (reg_refs): not on
-     * the hot line. */
+     * the hot line.  After destroy, reg_next links the pool's memory on
+     * the stack of spare pools (pool.c, pool_mem). */
     struct dp_pool *reg_next, *reg_prev;
     unsigned reg_refs;    /* reclaim passes currently using the pool   */
     bool reg_dead;        /* being destroyed: passes skip it           */
