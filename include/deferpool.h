@@ -67,7 +67,9 @@ DP_API const char *dp_version(void);
  *      `flags` is DP_WAITOK or DP_NOWAIT: alloc may sleep only when it is
  *      DP_WAITOK.  Failure: return NULL (errno is not inspected).  A
  *      DP_WAITOK caller treats a failure as "try again later": it waits
- *      for a put or a reclaim, then retries.
+ *      for a put or a reclaim, then retries.  A page that is not aligned
+ *      to `align` is a provider bug: the process aborts with a message
+ *      naming the pool, the provider and the address.
  *  free(ctx, page, size)
  *      Give back a page obtained from alloc with the same size.  May
  *      sleep.  Is only ever called from a DP_WAITOK get, an explicit
@@ -77,8 +79,9 @@ DP_API const char *dp_version(void);
  *  Both callbacks are called with no pool lock held, from any thread,
  *  possibly concurrently: they must be thread-safe.  They may themselves
  *  get and put objects from *other* deferpool pools (the UVM map-entry
- *  situation); getting from the pool being served is a deadlock risk that
- *  the provider has to rule out itself, exactly as in the kernel.
+ *  situation).  The pool being served follows the rule for callbacks
+ *  under dp_pool_get(): a get from it that would need a page or a wait
+ *  fails with EDEADLK.
  */
 typedef struct dp_provider {
     void *(*alloc)(void *ctx, size_t size, size_t align, int flags);
@@ -135,8 +138,10 @@ typedef struct dp_pool_attr {
      * page is obtained from the provider (outside any pool lock, with the
      * get's flags); the object stays constructed while it sits in the
      * pool, and dtor runs when its page is returned.  ctor returns 0 on
-     * success, non-zero on failure (the page is then abandoned and the
-     * get fails or retries).  Either may be NULL. */
+     * success, non-zero on failure (the page is then abandoned; a
+     * DP_NOWAIT get fails, a DP_WAITOK get tries another page, at most
+     * DP_CTOR_TRIES pages in a row).  Either may be NULL.  Both may put
+     * objects of any pool; gets from their own pool: see dp_pool_get(). */
     int (*ctor)(void *obj, void *arg, int flags);
     void (*dtor)(void *obj, void *arg);
     void *cbarg;
@@ -167,6 +172,9 @@ typedef struct dp_pool_attr {
 #define DP_DEFAULT_HIWAT 1024 /* a bound on deferral; age does the rest */
 #define DP_DEFAULT_RECLAIM_AGE_NS 1000000000ull /* 1 s */
 #define DP_DEFAULT_RECLAIM_BUDGET 4
+/* A get gives up (NULL + ENOMEM) after this many pages in a row whose
+ * constructor failed. */
+#define DP_CTOR_TRIES 4
 #define DP_PAGESIZE_DEFAULT_MIN ((size_t)1 << 16)
 #define DP_PAGESIZE_MAX ((size_t)1 << 24)
 
@@ -192,7 +200,13 @@ DP_API dp_pool_t *dp_pool_create(const char *name, size_t objsize,
  * Blocks: yes (provider free; waits for a reclaim pass touching the pool).
  * Objects still out: the pool is left intact and usable, errno is set to
  * EBUSY and a message goes to stderr; a DP_POOL_DEBUG pool aborts instead.
- * pool NULL: errno EINVAL.  Must not race with other calls on the pool.
+ * pool NULL: errno EINVAL.
+ * Puts may race it: an object whose put has not yet brought it back to
+ * its page (or a thread cache) counts as out; once every object is back,
+ * destroy succeeds even while the put of the last one is still returning
+ * (pool memory is recycled for later pools, never unmapped).  A put
+ * after a successful destroy is undefined.  No other call on the pool
+ * may race it.
  */
 DP_API void dp_pool_destroy(dp_pool_t *pool);
 
@@ -209,19 +223,37 @@ DP_API void dp_pool_destroy(dp_pool_t *pool);
  *   never held across a provider call or a callback.
  * DP_WAITOK: never fails for lack of memory: at the hard limit, or when
  *   the provider fails, it sleeps until a put or a reclaim makes room.
+ *   It fails (NULL + ENOMEM) only when the constructor failed on
+ *   DP_CTOR_TRIES new pages in a row, sleeping 10 ms between tries.
  *   A get that reaches the pool (one the thread cache cannot serve) then
  *   hands at most reclaim_budget due empty pages back to the provider
  *   (outside the pool lock); a get served from the cache touches no page.
+ * Callbacks: on a thread running one of the pool's own callbacks (its
+ *   ctor or dtor, its provider's alloc or free), a get from that pool
+ *   takes a free object if there is one; one that would need a new page
+ *   (whose construction would run the callback again) or a wait (for
+ *   room this thread holds) fails at once with NULL + EDEADLK.
+ * Thread cache: a DP_WAITOK get creates the calling thread's cache (one
+ *   mmap, pthread_setspecific) on its first miss; a DP_NOWAIT get uses the
+ *   cache if the thread has one and never creates it.
+ * Not async-signal-safe: a get that misses the thread cache takes the
+ *   pool lock (a mutex), and may take the thread-cache lock; a get from a
+ *   signal handler that interrupted a deferpool call holding one of them
+ *   on the same thread (a get, prime, reclaim, stats or destroy of that
+ *   pool, say) deadlocks.  Put from signal handlers, never get.
  * Errors: NULL + EINVAL for a NULL pool or bad flags (neither or both of
- * WAITOK/NOWAIT, unknown bits, DP_ZERO on a pool with a constructor).
+ * WAITOK/NOWAIT, unknown bits, DP_ZERO on a pool with a constructor);
+ * NULL + ENOMEM as above; NULL + EDEADLK inside the pool's own callback.
  */
 DP_API void *dp_pool_get(dp_pool_t *pool, int flags);
 
 /*
  * As dp_pool_get(), but a DP_WAITOK wait ends at `deadline`, an absolute
- * CLOCK_MONOTONIC time: then NULL + ETIMEDOUT.  deadline NULL: no bound.
- * Ignored for DP_NOWAIT.  A deadline already passed still gets an object
- * if one is available without sleeping.
+ * CLOCK_MONOTONIC time: then NULL + ETIMEDOUT.  deadline NULL, or later
+ * than 2^64 ns (the year 2554): no bound.  NULL + EINVAL for a negative
+ * tv_sec or a tv_nsec outside [0, 1e9).  Ignored (not even checked) for
+ * DP_NOWAIT.  A deadline already passed still gets an object if one is
+ * available without sleeping.
  */
 DP_API void *dp_pool_get_timed(dp_pool_t *pool, int flags,
                                const struct timespec *deadline);
@@ -247,8 +279,11 @@ DP_API void dp_pool_put(dp_pool_t *pool, void *obj);
  * whichever thread got them.  A thread's caches are flushed when it
  * exits, drained by the reclaim thread once the thread has been idle for
  * a whole pass, by dp_pool_reclaim(), by dp_pool_destroy() and by a
- * getter about to sleep.  Requires membarrier(2) (Linux >= 4.14); without
- * it pools run uncached.
+ * getter about to sleep.  A thread's cache is created by its first
+ * DP_WAITOK get that misses (never by a DP_NOWAIT get or a put).  At most
+ * 256 pools have caches at a time; later ones run uncached until a cached
+ * pool is destroyed.  Requires membarrier(2) (Linux >= 4.14); without it
+ * pools run uncached.
  *
  * dp_thread_cache_flush: return the calling thread's cached objects of
  * every pool to their pages now.  Lock-free, no system call, no provider
@@ -272,8 +307,15 @@ DP_API size_t dp_pool_reclaim(dp_pool_t *pool);
  * Make at least `nobjs` objects available to DP_NOWAIT gets, allocating
  * pages now (DP_WAITOK provider calls), and keep pages enough for them out
  * of reach of the ageing policy from now on (the reserve only grows).
+ * The request is checked before any provider call: the pages `nobjs`
+ * objects need must fit under max_pages and in the machine's physical
+ * memory (sysconf _SC_PHYS_PAGES).  A prime that fails leaves the pool as
+ * it was: the reserve unchanged, and as many empty pages given back as it
+ * obtained.
  * Returns 0, or -1 with errno: EINVAL (NULL pool), ENOMEM (the hard limit
- * cannot hold that many objects, or the provider failed).
+ * or the machine cannot hold that many objects, the provider failed, or
+ * the ctor did), EDEADLK (called from the pool's own callback, and it
+ * needed a page).
  * Blocks: yes.  The guarantee holds against this thread's own gets; other
  * threads may of course take objects in between.
  */
@@ -300,7 +342,10 @@ DP_API int dp_reclaim_sync(void);
  * programs that drive reclamation from their own event loop instead of
  * the thread.  Returns pages returned.  Blocks: yes. */
 DP_API size_t dp_reclaim_step(void);
-DP_API void dp_reclaim_set_interval(uint64_t ns); /* 0: default 100 ms */
+/* 0: the default (reclaim_interval_ms, 100 ms).  An interval that ends
+ * past the end of the 64-bit nanosecond clock (UINT64_MAX, say) means:
+ * sleep until woken. */
+DP_API void dp_reclaim_set_interval(uint64_t ns);
 
 typedef struct dp_reclaim_info {
     int running;             /* thread alive                              */

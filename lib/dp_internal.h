@@ -153,7 +153,8 @@ struct dp_pool {
     uint32_t tc_flush;    /* objects a full bin returns to the pages     */
 
     /* Registry lock.  Written at every reclaim pass (reg_refs): not on
-     * the hot line. */
+     * the hot line.  After destroy, reg_next links the pool's memory on
+     * the stack of spare pools (pool.c, pool_mem). */
     struct dp_pool *reg_next, *reg_prev;
     unsigned reg_refs;    /* reclaim passes currently using the pool   */
     bool reg_dead;        /* being destroyed: passes skip it           */
@@ -171,6 +172,7 @@ struct dp_pool {
     size_t freeing;       /* pages taken off lists, being returned     */
     struct dp_page *dead; /* abandoned pages (ctor failed in NOWAIT)   */
     size_t lowat, hiwat, budget, reserve_pages;
+    size_t priming_pages; /* pages primes under way need (kept)         */
     uint64_t reserve_objs, age_ns;
     uint64_t st_pages_alloc, st_pages_freed, st_alloc_fail;
     uint64_t st_gets, st_gets_waited, st_gets_failed;
@@ -315,6 +317,10 @@ enum dp_pg_why {
 };
 DP_HIDDEN struct dp_page *dp_page_create(struct dp_pool *p, int flags,
                                          enum dp_pg_why *why);
+/* True while the calling thread runs one of p's callbacks (its
+ * provider's alloc or free, its ctor or dtor).  A get from p there may
+ * take free objects but must not grow or wait: it fails with EDEADLK. */
+DP_HIDDEN bool dp_in_callback_of(const struct dp_pool *p);
 /* Run dtors (unless the page is dead) and return it to the provider.
  * Called without the pool lock, never from a put. */
 DP_HIDDEN void dp_page_destroy(struct dp_pool *p, struct dp_page *pg);

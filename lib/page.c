@@ -17,12 +17,45 @@
  * initial-exec TLS: reading it is a plain %fs-relative load, no call. */
 DP_HIDDEN DP_TLS int dp_in_put;
 
+/* Thread-local: the pools whose callbacks (provider alloc/free, ctor,
+ * dtor) this thread is running now, innermost first.  Frames live on the
+ * stack of the function that runs the callbacks.  A get from one of those
+ * pools that would need a new page or a wait fails with EDEADLK
+ * (dp_in_callback_of) instead of recursing into the same callback or
+ * waiting for room that this thread itself holds. */
+struct cb_frame {
+    const struct dp_pool *pool;
+    struct cb_frame *prev;
+};
+static DP_TLS struct cb_frame *cb_top;
+
+static void cb_enter(struct cb_frame *f, const struct dp_pool *p)
+{
+    f->pool = p;
+    f->prev = cb_top;
+    cb_top = f;
+}
+
+static void cb_leave(struct cb_frame *f) { cb_top = f->prev; }
+
+bool dp_in_callback_of(const struct dp_pool *p)
+{
+    for (const struct cb_frame *f = cb_top; f; f = f->prev)
+        if (f->pool == p)
+            return true;
+    return false;
+}
+
 static void *prov_alloc(struct dp_pool *p, int flags)
 {
     if (DP_UNLIKELY(dp_in_put))
         atomic_fetch_add_explicit(&p->put_provider_calls, 1,
                                   memory_order_relaxed);
-    return p->prov.alloc(p->prov.ctx, p->pagesize, p->pagesize, flags);
+    struct cb_frame f;
+    cb_enter(&f, p);
+    void *pg = p->prov.alloc(p->prov.ctx, p->pagesize, p->pagesize, flags);
+    cb_leave(&f);
+    return pg;
 }
 
 static void prov_free(struct dp_pool *p, void *page)
@@ -30,7 +63,20 @@ static void prov_free(struct dp_pool *p, void *page)
     if (DP_UNLIKELY(dp_in_put))
         atomic_fetch_add_explicit(&p->put_provider_calls, 1,
                                   memory_order_relaxed);
+    struct cb_frame f;
+    cb_enter(&f, p);
     p->prov.free(p->prov.ctx, page, p->pagesize);
+    cb_leave(&f);
+}
+
+/* Run the dtor on slots [0, n) of pg, as one callback frame. */
+static void dtor_slots(struct dp_pool *p, struct dp_page *pg, uint32_t n)
+{
+    struct cb_frame f;
+    cb_enter(&f, p);
+    for (uint32_t i = 0; i < n; i++)
+        p->dtor(pg->slots + (size_t)i * p->slotsize, p->cbarg);
+    cb_leave(&f);
 }
 
 void dp_page_layout(size_t pagesize, size_t slotsize, size_t align, bool debug,
@@ -82,10 +128,15 @@ struct dp_page *dp_page_create(struct dp_pool *p, int flags,
     struct dp_page *pg = prov_alloc(p, flags);
     if (!pg)
         return NULL;
+    /* The pool finds an object's page by masking its address: a page
+     * off its alignment would send puts to the wrong header.  A provider
+     * bug, so abort, naming who did what (include/deferpool.h). */
     if (DP_UNLIKELY((uintptr_t)pg & (p->pagesize - 1))) {
         fprintf(stderr,
-                "deferpool: provider '%s' returned %p, not aligned to %zu\n",
-                p->prov.name ? p->prov.name : "?", (void *)pg, p->pagesize);
+                "deferpool: pool '%s': provider '%s' returned page %p, "
+                "not aligned to the page size %zu\n",
+                p->name, p->prov.name ? p->prov.name : "?", (void *)pg,
+                p->pagesize);
         abort();
     }
     page_init(p, pg);
@@ -94,15 +145,18 @@ struct dp_page *dp_page_create(struct dp_pool *p, int flags,
     if (p->ctor) {
         /* Bonwick: construct every object now, once; they stay
          * constructed while cached and are destroyed with the page. */
-        for (uint32_t i = 0; i < p->cap; i++) {
-            if (p->ctor(pg->slots + (size_t)i * p->slotsize, p->cbarg,
-                        flags) != 0) {
-                if (p->dtor)
-                    while (i-- > 0)
-                        p->dtor(pg->slots + (size_t)i * p->slotsize,
-                                p->cbarg);
-                goto fail;
-            }
+        struct cb_frame f;
+        cb_enter(&f, p);
+        uint32_t i = 0;
+        while (i < p->cap &&
+               p->ctor(pg->slots + (size_t)i * p->slotsize, p->cbarg,
+                       flags) == 0)
+            i++;
+        cb_leave(&f);
+        if (i < p->cap) {
+            if (p->dtor)
+                dtor_slots(p, pg, i);
+            goto fail;
         }
     }
     *why = DP_PG_OK;
@@ -127,7 +181,6 @@ fail:
 void dp_page_destroy(struct dp_pool *p, struct dp_page *pg)
 {
     if (p->dtor && pg->list != DP_L_DEAD)
-        for (uint32_t i = 0; i < p->cap; i++)
-            p->dtor(pg->slots + (size_t)i * p->slotsize, p->cbarg);
+        dtor_slots(p, pg, p->cap);
     page_free_raw(p, pg);
 }

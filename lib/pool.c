@@ -6,6 +6,7 @@
  */
 #include "dp_internal.h"
 
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,11 @@
  * if nobody wakes it (as NetBSD's pool_get sleeps with a timeout when the
  * back-end fails): the provider's memory may come back from elsewhere. */
 #define DP_PROVIDER_RETRY_NS 10000000ull /* 10 ms */
+
+/* Nanoseconds in a second, and the largest tv_sec whose deadline still
+ * fits a 64-bit nanosecond count (the year 2554). */
+#define DP_NS 1000000000ull
+#define DP_TV_SEC_MAX ((UINT64_MAX - (DP_NS - 1)) / DP_NS)
 
 /* ---- page lists (pool lock) ------------------------------------------ */
 
@@ -63,9 +69,12 @@ static void move_to_locked(struct dp_pool *p, struct dp_page *pg, uint8_t to)
     list_push_head(list_of(p, to), pg);
 }
 
+/* Empty pages never aged out: lowat, or the primed reserve plus what
+ * primes under way are gathering (dp_pool_prime). */
 static size_t keep_pages_locked(const struct dp_pool *p)
 {
-    return p->lowat > p->reserve_pages ? p->lowat : p->reserve_pages;
+    size_t r = p->reserve_pages + p->priming_pages;
+    return p->lowat > r ? p->lowat : r;
 }
 
 /* ---- the pending queue ----------------------------------------------- */
@@ -247,15 +256,17 @@ static uint32_t alloc_locked(struct dp_pool *p, uint32_t want, void **objs,
  * inflight), drop the pool lock for the provider call and the ctors,
  * retake it, and account the outcome.  Pool lock held on entry and exit;
  * the caller has checked npages < max_pages.  The page comes back on no
- * list; NULL when the provider failed or the ctor did.
+ * list; NULL when the provider failed or the ctor did (*why says which).
  */
-static struct dp_page *grow_locked(struct dp_pool *p, int flags)
+static struct dp_page *grow_locked(struct dp_pool *p, int flags,
+                                   enum dp_pg_why *whyp)
 {
     p->npages++;
     p->inflight++;
     pthread_mutex_unlock(&p->lock);
     enum dp_pg_why why;
     struct dp_page *pg = dp_page_create(p, flags, &why);
+    *whyp = why;
     pthread_mutex_lock(&p->lock);
     p->inflight--;
     switch (why) {
@@ -359,7 +370,8 @@ size_t dp_pool_refill(struct dp_pool *p)
     size_t n = 0;
     pthread_mutex_lock(&p->lock);
     while (p->empty.n + p->inflight < p->lowat && p->npages < p->max_pages) {
-        struct dp_page *pg = grow_locked(p, DP_WAITOK);
+        enum dp_pg_why why;
+        struct dp_page *pg = grow_locked(p, DP_WAITOK, &why);
         if (!pg)
             break;
         add_empty_locked(p, pg);
@@ -446,6 +458,7 @@ static void *pool_get(struct dp_pool *p, int flags, uint64_t deadline)
     }
     bool waited = false;
     int err = 0;
+    unsigned ctor_fails = 0; /* in a row, this get */
     void *o = NULL;
     /* The cache's hit path leaves a bin above its soft limit to us. */
     if (DP_UNLIKELY(dp_tcache_pop_over(p, &o))) {
@@ -455,8 +468,11 @@ static void *pool_get(struct dp_pool *p, int flags, uint64_t deadline)
     }
     struct dp_page *due = NULL;
     /* With a thread cache, take a batch: one for the caller, the rest
-     * for the cache, for one lock round trip. */
-    uint32_t want = dp_tcache_want(p);
+     * for the cache, for one lock round trip.  A DP_NOWAIT get uses the
+     * thread's cache but does not create it (that maps memory and
+     * registers a thread-specific key: docs/design.md §9). */
+    uint32_t want =
+        mode == DP_NOWAIT && !dp_tc ? 1 : dp_tcache_want(p);
     uint32_t got = 0;
     void *objs[DP_TC_MAXCAP / 2 + 1];
     struct dp_chain chain = {NULL, 0, want > 1 ? dp_tcache_chain_max(p) : 0};
@@ -476,13 +492,27 @@ static void *pool_get(struct dp_pool *p, int flags, uint64_t deadline)
             got = 1;
             break;
         }
+        /* No free object.  Inside one of this pool's own callbacks a new
+         * page would run the same callback again, and a wait would wait
+         * for room this thread holds: fail instead. */
+        if (DP_UNLIKELY(dp_in_callback_of(p))) {
+            err = EDEADLK;
+            break;
+        }
         uint64_t retry = 0;
         if (p->npages < p->max_pages) {
-            struct dp_page *pg = grow_locked(p, mode);
+            enum dp_pg_why why;
+            struct dp_page *pg = grow_locked(p, mode, &why);
             if (pg) {
                 move_to_locked(p, pg, DP_L_PARTIAL);
                 dp_wake_getters(p); /* the rest of the page is for them */
                 continue;
+            }
+            /* A constructor that keeps failing is not a shortage that a
+             * put can end: give up after DP_CTOR_TRIES pages in a row. */
+            if (why != DP_PG_NOMEM && ++ctor_fails >= DP_CTOR_TRIES) {
+                err = ENOMEM;
+                break;
             }
             retry = DP_PROVIDER_RETRY_NS;
         }
@@ -570,17 +600,23 @@ void *dp_pool_get_timed(dp_pool_t *p, int flags,
         if (DP_LIKELY(o != NULL))
             return o;
     }
+    /* The deadline is ignored for DP_NOWAIT, so it is not checked either;
+     * bad flags are reported by pool_get. */
     uint64_t d = 0;
-    if (deadline) {
+    if (deadline && !(flags & DP_NOWAIT)) {
         if (deadline->tv_sec < 0 || deadline->tv_nsec < 0 ||
-            deadline->tv_nsec >= 1000000000L) {
+            deadline->tv_nsec >= (long)DP_NS) {
             errno = EINVAL;
             return NULL;
         }
-        d = (uint64_t)deadline->tv_sec * 1000000000ull +
-            (uint64_t)deadline->tv_nsec;
-        if (d == 0)
-            d = 1; /* 0 means "no deadline" internally */
+        /* Beyond 2554 a deadline does not fit in 64-bit nanoseconds: no
+         * bound (0 means "no deadline" internally). */
+        if ((uint64_t)deadline->tv_sec <= DP_TV_SEC_MAX) {
+            d = (uint64_t)deadline->tv_sec * DP_NS +
+                (uint64_t)deadline->tv_nsec;
+            if (d == 0)
+                d = 1;
+        }
     }
     return pool_get(p, flags, d);
 }
@@ -769,6 +805,63 @@ void dp_pool_put(dp_pool_t *p, void *obj)
 
 static bool is_pow2(size_t x) { return x && !(x & (x - 1)); }
 
+/*
+ * Pool memory is never unmapped.  The put that returns a pool's last
+ * object reads the pool's `waiters` word after the page it emptied is on
+ * the pending queue, where destroy can see it; so a destroy that raced
+ * it may be done before that read.  Destroyed pools wait here, linked
+ * through reg_next, for the next create.  A lock-free stack with push and
+ * take-all only (no ABA): a create takes the whole stack, keeps the first
+ * and pushes the rest back as one chain.  No lock, so nothing to do at
+ * fork.
+ */
+#define DP_POOL_MAPSIZE ((sizeof(struct dp_pool) + 4095) & ~(size_t)4095)
+static struct dp_pool *_Atomic dp_spare_pools;
+
+static void spare_push(struct dp_pool *first, struct dp_pool *last)
+{
+    struct dp_pool *h = atomic_load_explicit(&dp_spare_pools, DP_RLX);
+    do {
+        last->reg_next = h;
+    } while (!atomic_compare_exchange_weak_explicit(
+        &dp_spare_pools, &h, first, memory_order_release, DP_RLX));
+}
+
+static struct dp_pool *pool_mem(void)
+{
+    struct dp_pool *p =
+        atomic_exchange_explicit(&dp_spare_pools, NULL, memory_order_acquire);
+    if (p) {
+        struct dp_pool *rest = p->reg_next, *last = rest;
+        if (rest) {
+            while (last->reg_next)
+                last = last->reg_next;
+            spare_push(rest, last);
+        }
+        memset(p, 0, DP_POOL_MAPSIZE);
+        return p;
+    }
+    p = mmap(NULL, DP_POOL_MAPSIZE, PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+/* A put between its CAS, which took a page's count to 0 and set QUEUED,
+ * and its push onto the pending queue: the page is not on the queue yet,
+ * but every object of it is home.  Destroy waits for such puts instead of
+ * counting their pages as busy. */
+static bool put_in_flight_locked(struct dp_pool *p)
+{
+    struct dp_list *lists[2] = {&p->partial, &p->full};
+    for (int i = 0; i < 2; i++)
+        for (struct dp_page *pg = lists[i]->head; pg; pg = pg->next) {
+            uint64_t st = atomic_load_explicit(&pg->state, DP_RLX);
+            if ((st & DP_PG_QUEUED) && (st & DP_PG_COUNT) == 0)
+                return true;
+        }
+    return false;
+}
+
 void dp_pool_attr_init(dp_pool_attr_t *a)
 {
     if (!a)
@@ -842,14 +935,12 @@ dp_pool_t *dp_pool_create_ex(const char *name, size_t objsize,
         return NULL;
     }
 
-    size_t psz = (sizeof(struct dp_pool) + 4095) & ~(size_t)4095;
-    struct dp_pool *p = mmap(NULL, psz, PROT_READ | PROT_WRITE,
-                             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) {
+    struct dp_pool *p = pool_mem();
+    if (!p) {
         errno = ENOMEM;
         return NULL;
     }
-    /* mmap memory is zeroed: every counter and list starts empty. */
+    /* Zeroed: every counter and list starts empty. */
     snprintf(p->name, sizeof(p->name), "%s", name ? name : "");
     p->objsize = objsize;
     p->slotsize = slot;
@@ -894,6 +985,12 @@ void dp_pool_destroy(dp_pool_t *p)
     struct dp_page *all = NULL;
     pthread_mutex_lock(&p->lock);
     dp_drain_pending_locked(p, 0);
+    while (put_in_flight_locked(p)) {
+        pthread_mutex_unlock(&p->lock);
+        sched_yield();
+        pthread_mutex_lock(&p->lock);
+        dp_drain_pending_locked(p, 0);
+    }
     if (p->partial.n || p->full.n || p->inflight || p->freeing) {
         uint64_t out = 0;
         for (struct dp_page *pg = p->partial.head; pg; pg = pg->next)
@@ -920,7 +1017,7 @@ void dp_pool_destroy(dp_pool_t *p)
     pthread_mutex_unlock(&p->lock);
     dp_release_pages(p, all);
     pthread_mutex_destroy(&p->lock);
-    munmap(p, (sizeof(struct dp_pool) + 4095) & ~(size_t)4095);
+    spare_push(p, p);
 }
 
 /* ---- reclaim and prime --------------------------------------------------- */
@@ -935,18 +1032,41 @@ size_t dp_pool_reclaim(dp_pool_t *p)
     return release_all_empty(p);
 }
 
+/* Pages of this size the machine could ever back: the bound of a prime
+ * on a pool without a hard limit. */
+static size_t phys_pages_of(size_t pagesize)
+{
+    long n = sysconf(_SC_PHYS_PAGES), sz = sysconf(_SC_PAGESIZE);
+    if (n <= 0 || sz <= 0)
+        return SIZE_MAX;
+    if ((size_t)n > SIZE_MAX / (size_t)sz)
+        return SIZE_MAX / pagesize;
+    return (size_t)n * (size_t)sz / pagesize;
+}
+
+/*
+ * The request is checked first, without calling the provider: the pages
+ * nobjs objects need must fit under max_pages and in the machine's
+ * physical memory.  While the prime gathers pages they count towards
+ * keep (priming_pages), so that no reclaim returns them under it; the
+ * reserve is raised only when it succeeds.  A prime that fails gives back
+ * as many empty pages as it obtained and leaves the reserve as it was.
+ */
 int dp_pool_prime(dp_pool_t *p, size_t nobjs)
 {
     if (!p) {
         errno = EINVAL;
         return -1;
     }
-    int err = 0;
-    pthread_mutex_lock(&p->lock);
-    if (nobjs > p->reserve_objs) {
-        p->reserve_objs = nobjs;
-        p->reserve_pages = (nobjs + p->cap - 1) / p->cap;
+    size_t need = nobjs / p->cap + (nobjs % p->cap != 0);
+    if (need > p->max_pages || need > phys_pages_of(p->pagesize)) {
+        errno = ENOMEM;
+        return -1;
     }
+    int err = 0;
+    size_t added = 0;
+    pthread_mutex_lock(&p->lock);
+    p->priming_pages += need;
     for (;;) {
         dp_drain_pending_locked(p, 0);
         uint64_t avail = (uint64_t)p->empty.n * p->cap;
@@ -958,18 +1078,34 @@ int dp_pool_prime(dp_pool_t *p, size_t nobjs)
         }
         if (avail >= nobjs)
             break;
+        if (dp_in_callback_of(p)) {
+            err = EDEADLK;
+            break;
+        }
         if (p->npages >= p->max_pages) {
             err = ENOMEM;
             break;
         }
-        struct dp_page *pg = grow_locked(p, DP_WAITOK);
+        enum dp_pg_why why;
+        struct dp_page *pg = grow_locked(p, DP_WAITOK, &why);
         if (!pg) {
             err = ENOMEM;
             break;
         }
         add_empty_locked(p, pg);
+        added++;
+    }
+    p->priming_pages -= need;
+    struct dp_page *back = NULL;
+    if (!err && nobjs > p->reserve_objs) {
+        p->reserve_objs = nobjs;
+        p->reserve_pages = need;
+    } else if (err && added) {
+        dp_collect_due_locked(p, 0, added, true, &back);
     }
     pthread_mutex_unlock(&p->lock);
+    if (back)
+        dp_release_pages(p, back);
     if (err) {
         errno = err;
         return -1;

@@ -155,7 +155,11 @@ static void *rt_main(void *arg)
         pthread_cond_broadcast(&dp_rt.cv);
         if (dp_rt.state != RT_RUNNING)
             break;
-        uint64_t until = dp_mono_ns() + interval_locked();
+        /* An interval past the end of the clock (UINT64_MAX, or
+         * reclaim_interval_ms near its maximum) is no bound: the sum
+         * would wrap into the past and the thread would never sleep. */
+        uint64_t iv = interval_locked(), now = dp_mono_ns();
+        uint64_t until = iv > UINT64_MAX - now ? 0 : now + iv;
         pthread_mutex_unlock(&dp_rt.lock);
         dp_futex_wait(&dp_rt.wake_seq, seq, until);
         pthread_mutex_lock(&dp_rt.lock);

@@ -7,11 +7,18 @@
 #include <criterion/criterion.h>
 #include <deferpool.h>
 #include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "testutil.h"
 
@@ -55,7 +62,7 @@ Test(cache, same_thread_put_keeps_objects_in_the_cache_and_flush_returns_them)
     dp_pool_t *p = mkpool(m, 0, 0);
     void *o[10];
     for (int i = 0; i < 10; i++)
-        cr_assert_not_null(o[i] = dp_pool_get(p, DP_NOWAIT));
+        cr_assert_not_null(o[i] = dp_pool_get(p, DP_WAITOK));
     for (int i = 0; i < 10; i++)
         dp_pool_put(p, o[i]);
     dp_pool_stats_t s = tu_stats(p);
@@ -77,9 +84,9 @@ Test(cache, a_get_after_a_put_on_the_same_thread_reuses_the_object)
 {
     dp_mock_t *m = dp_mock_create(0);
     dp_pool_t *p = mkpool(m, 0, 0);
-    void *a = dp_pool_get(p, DP_NOWAIT);
+    void *a = dp_pool_get(p, DP_WAITOK);
     dp_pool_put(p, a);
-    void *b = dp_pool_get(p, DP_NOWAIT);
+    void *b = dp_pool_get(p, DP_WAITOK);
     cr_assert_eq(a, b, "LIFO: the hottest object comes back");
     dp_pool_put(p, b);
     finish(p, m);
@@ -99,7 +106,7 @@ Test(cache, overflowing_bin_returns_its_oldest_objects_and_loses_none)
     static void *objs[OVF_N], *sorted[OVF_N];
     for (int round = 0; round < 40; round++) {
         for (int i = 0; i < OVF_N; i++) {
-            objs[i] = dp_pool_get(p, DP_NOWAIT);
+            objs[i] = dp_pool_get(p, DP_WAITOK);
             cr_assert_not_null(objs[i]);
             *(int *)objs[i] = i; /* the object is ours: write it */
         }
@@ -118,7 +125,7 @@ Test(cache, overflowing_bin_returns_its_oldest_objects_and_loses_none)
         cr_assert_leq(s.objs_cached, 272, "a bin holds at most 256 + 16");
         cr_assert_lt(s.objs_cached, OVF_N, "overflows reached the pages");
         /* LIFO through the overflows: the last object put comes back. */
-        void *o = dp_pool_get(p, DP_NOWAIT);
+        void *o = dp_pool_get(p, DP_WAITOK);
         cr_assert_eq(o, objs[OVF_N - 1], "round %d", round);
         dp_pool_put(p, o);
     }
@@ -140,7 +147,7 @@ Test(cache, a_get_above_the_soft_limit_returns_the_oldest_objects_first)
     dp_pool_t *p = mkpool(m, 0, 0);
     static void *objs[N];
     for (int i = 0; i < N; i++)
-        cr_assert_not_null(objs[i] = dp_pool_get(p, DP_NOWAIT));
+        cr_assert_not_null(objs[i] = dp_pool_get(p, DP_WAITOK));
     for (int i = 0; i < N; i++)
         dp_pool_put(p, objs[i]);
     dp_pool_stats_t s = tu_stats(p);
@@ -152,7 +159,7 @@ Test(cache, a_get_above_the_soft_limit_returns_the_oldest_objects_first)
     uint64_t prev = c0;
     int k = 0;
     for (; prev > 256; k++) {
-        void *o = dp_pool_get(p, DP_NOWAIT);
+        void *o = dp_pool_get(p, DP_WAITOK);
         cr_assert_eq(o, objs[N - 1 - k], "get %d: newest first", k);
         s = tu_stats(p);
         /* One object out, and between 1 and 16 of the oldest returned. */
@@ -164,7 +171,7 @@ Test(cache, a_get_above_the_soft_limit_returns_the_oldest_objects_first)
         prev = s.objs_cached;
     }
     /* At or below the soft limit, a get only pops. */
-    void *o = dp_pool_get(p, DP_NOWAIT);
+    void *o = dp_pool_get(p, DP_WAITOK);
     cr_assert_eq(o, objs[N - 1 - k]);
     s = tu_stats(p);
     cr_assert_eq(s.objs_cached, prev - 1);
@@ -262,6 +269,10 @@ Test(cache, refills_with_chains_keep_every_object_reachable_at_the_page_limit)
     static void *objs[LIM_PAGES * 4096 / 16];
     uint64_t rng = 7;
     size_t cap = 0;
+    /* DP_NOWAIT gets use a thread cache but do not create one. */
+    void *w = dp_pool_get(p, DP_WAITOK);
+    cr_assert_not_null(w);
+    dp_pool_put(p, w);
     while ((objs[cap] = dp_pool_get(p, DP_NOWAIT)) != NULL)
         cap++;
     cr_assert_eq(errno, ENOMEM);
@@ -444,7 +455,7 @@ Test(cache, a_getter_at_the_hard_limit_takes_objects_idling_in_another_cache)
      * they sit in its cache, the page stays at the limit. */
     void **o = calloc(cap, sizeof *o);
     for (size_t i = 0; i < cap; i++)
-        cr_assert_not_null(o[i] = dp_pool_get(p, DP_NOWAIT));
+        cr_assert_not_null(o[i] = dp_pool_get(p, DP_WAITOK));
     cr_assert_null(dp_pool_get(p, DP_NOWAIT));
     for (size_t i = 0; i < 5; i++)
         dp_pool_put(p, o[i]);
@@ -500,11 +511,11 @@ Test(cache, a_getter_at_the_hard_limit_takes_a_chain_idling_in_another_cache,
     /* 1,800 out and back: the bin keeps 256, the page's put stack gets
      * the rest; one more get takes that stack as the bin's chain. */
     for (size_t i = 0; i < 1800; i++)
-        cr_assert_not_null(o[i] = dp_pool_get(p, DP_NOWAIT));
+        cr_assert_not_null(o[i] = dp_pool_get(p, DP_WAITOK));
     for (size_t i = 0; i < 1800; i++)
         dp_pool_put(p, o[i]);
     for (size_t i = 0; i < 257; i++)
-        cr_assert_not_null(o[i] = dp_pool_get(p, DP_NOWAIT));
+        cr_assert_not_null(o[i] = dp_pool_get(p, DP_WAITOK));
     dp_pool_stats_t st = tu_stats(p);
     cr_assert_gt(st.objs_cached, 1000, "the bin holds a chain (%llu)",
                  (unsigned long long)st.objs_cached);
@@ -612,4 +623,201 @@ Test(cache, immediate_mode_releases_a_page_already_queued_by_an_earlier_put)
     cr_assert_eq(tu_counters(m).frees, 1, "the emptying put returned the page");
     cr_assert_eq(tu_stats(p).put_provider_calls, 1);
     finish(p, m);
+}
+
+/* ------------------------------------------------- DP_NOWAIT and the cache */
+
+struct nowait_probe {
+    dp_pool_t *p;
+    uint64_t cached_after_get, cached_after_put, cached_after_waitok;
+    int got;
+};
+
+static void *nowait_probe_thread(void *arg)
+{
+    struct nowait_probe *np = arg;
+    dp_pool_stats_t s;
+    void *o = dp_pool_get(np->p, DP_NOWAIT);
+    np->got = o != NULL;
+    dp_pool_stats(np->p, &s);
+    np->cached_after_get = s.objs_cached;
+    dp_pool_put(np->p, o);
+    dp_pool_stats(np->p, &s);
+    np->cached_after_put = s.objs_cached;
+    /* A DP_WAITOK get does create the cache: the probe can see one. */
+    o = dp_pool_get(np->p, DP_WAITOK);
+    dp_pool_stats(np->p, &s);
+    np->cached_after_waitok = s.objs_cached;
+    dp_pool_put(np->p, o);
+    return NULL;
+}
+
+/* Creating a cache maps memory and registers a thread-specific key
+ * (docs/design.md §9): a DP_NOWAIT get uses a cache the thread has but
+ * never creates one. */
+Test(cache, a_nowait_get_does_not_create_the_threads_cache)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *p = mkpool(m, 0, 0);
+    struct nowait_probe np = {.p = p};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, nowait_probe_thread, &np), 0);
+    pthread_join(t, NULL);
+    cr_assert(np.got);
+    cr_assert_eq(np.cached_after_get, 0,
+                 "the DP_NOWAIT get filled a new cache with %llu objects",
+                 (unsigned long long)np.cached_after_get);
+    cr_assert_eq(np.cached_after_put, 0, "the put went into a cache");
+    cr_assert_gt(np.cached_after_waitok, 0, "no cache even for DP_WAITOK");
+    finish(p, m);
+}
+
+/* ------------------------------------------------ more pools than bins */
+
+/* A cache has 256 bins: pools created while all are taken run uncached,
+ * correctly, and a destroyed pool's bin goes to the next pool. */
+Test(cache, pools_beyond_the_256_bins_run_uncached_and_lose_nothing)
+{
+    enum { NPOOLS = 300 };
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t **pools = calloc(NPOOLS, sizeof *pools);
+    size_t cached = 0, uncached = 0;
+    for (size_t i = 0; i < NPOOLS; i++) {
+        pools[i] = mkpool(m, 0, 0);
+        void *o[3];
+        for (int k = 0; k < 3; k++)
+            cr_assert_not_null(o[k] = dp_pool_get(pools[i], DP_WAITOK));
+        cr_assert(o[0] != o[1] && o[1] != o[2] && o[0] != o[2]);
+        for (int k = 0; k < 3; k++)
+            dp_pool_put(pools[i], o[k]);
+        dp_pool_stats_t s = tu_stats(pools[i]);
+        cr_assert_eq(s.objs_inuse, 0, "pool %zu", i);
+        cr_assert_eq(s.gets, 3, "pool %zu", i);
+        if (s.objs_cached) {
+            cached++;
+        } else {
+            uncached++;
+            cr_assert_eq(s.pages_empty, 1, "pool %zu: uncached puts reach "
+                         "the page", i);
+        }
+        cr_assert_eq(dp_pool_check(pools[i]), 0, "pool %zu", i);
+    }
+    if (cached == 0)
+        cr_skip_test("no thread caches here (membarrier unavailable)");
+    cr_assert_eq(cached, 256, "%zu pools had a cache", cached);
+    cr_assert_eq(uncached, NPOOLS - 256);
+    /* Free one bin: the next pool takes it. */
+    size_t first_cached = 0;
+    while (tu_stats(pools[first_cached]).objs_cached == 0)
+        first_cached++;
+    dp_thread_cache_flush();
+    dp_pool_destroy(pools[first_cached]);
+    pools[first_cached] = mkpool(m, 0, 0);
+    void *o = dp_pool_get(pools[first_cached], DP_WAITOK);
+    dp_pool_put(pools[first_cached], o);
+    cr_assert_gt(tu_stats(pools[first_cached]).objs_cached, 0,
+                 "a freed bin was not reused");
+    dp_thread_cache_flush();
+    for (size_t i = 0; i < NPOOLS; i++)
+        dp_pool_destroy(pools[i]);
+    free(pools);
+    dp_mock_counters_t c;
+    dp_mock_counters(m, &c);
+    cr_assert_eq(c.allocs, c.frees);
+    dp_mock_destroy(m);
+}
+
+/* ------------------------------------------------ without membarrier(2) */
+
+/* Forbid membarrier (ENOSYS, as on a kernel before 4.14 or under a
+ * sandbox's seccomp filter) in this thread and those it creates. */
+static int forbid_membarrier(void)
+{
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_membarrier, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof f / sizeof f[0], .filter = f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        return -1;
+    return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
+}
+
+struct nomb_worker {
+    dp_pool_t *p;
+    pthread_barrier_t *bar;
+    void *objs[200];
+};
+
+static void *nomb_thread(void *arg)
+{
+    struct nomb_worker *w = arg;
+    for (int k = 0; k < 200; k++)
+        w->objs[k] = dp_pool_get(w->p, k % 2 ? DP_WAITOK : DP_NOWAIT);
+    pthread_barrier_wait(w->bar); /* main checks the counts */
+    pthread_barrier_wait(w->bar);
+    return NULL;
+}
+
+/* The child's checks; its exit status is the number of the failed one. */
+static int nomb_child(void)
+{
+    if (forbid_membarrier() != 0)
+        return 100;
+    if (syscall(__NR_membarrier, 0, 0, 0) != -1 || errno != ENOSYS)
+        return 101;
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *p = mkpool(m, 0, 0);
+    pthread_barrier_t bar;
+    pthread_barrier_init(&bar, NULL, 3);
+    struct nomb_worker w[2] = {{.p = p, .bar = &bar}, {.p = p, .bar = &bar}};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        if (pthread_create(&t[i], NULL, nomb_thread, &w[i]) != 0)
+            return 102;
+    pthread_barrier_wait(&bar);
+    dp_pool_stats_t s;
+    dp_pool_stats(p, &s);
+    if (s.objs_inuse != 400 || s.objs_cached != 0)
+        return 1;
+    /* Each thread puts the other's objects: no cache holds any. */
+    for (int i = 0; i < 2; i++)
+        for (int k = 0; k < 200; k++) {
+            if (!w[i].objs[k])
+                return 2;
+            dp_pool_put(p, w[i].objs[k]);
+        }
+    dp_pool_stats(p, &s);
+    if (s.objs_inuse != 0 || s.objs_cached != 0 || s.pages_empty != s.pages)
+        return 3;
+    pthread_barrier_wait(&bar);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    if (dp_pool_check(p) != 0)
+        return 4;
+    if (dp_pool_reclaim(p) != s.pages)
+        return 5;
+    dp_pool_destroy(p);
+    dp_mock_counters_t c;
+    dp_mock_counters(m, &c);
+    if (c.allocs != c.frees)
+        return 6;
+    dp_mock_destroy(m);
+    return 0;
+}
+
+Test(cache, without_membarrier_pools_run_uncached_and_lose_nothing)
+{
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0)
+        _exit(nomb_child());
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFEXITED(st), "the child died (signal %d)",
+              WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    cr_assert_eq(WEXITSTATUS(st), 0, "check %d failed in the child",
+                 WEXITSTATUS(st));
 }

@@ -382,3 +382,295 @@ Test(ctor, zero_flag_on_a_pool_with_a_ctor_is_einval)
     dp_pool_put(pool, o);
     finish(pool, m);
 }
+
+/* ------------------------------------------- constructors that keep failing */
+
+Test(ctor, waitok_get_gives_up_with_enomem_after_dp_ctor_tries_failed_pages,
+     .timeout = 60)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = ctor_pool(m);
+    atomic_store(&cb.fail_first, ~0ul); /* every ctor call fails */
+    errno = 0;
+    cr_assert_null(dp_pool_get(pool, DP_WAITOK),
+                   "a DP_WAITOK get succeeded with a ctor that always fails");
+    cr_assert_eq(errno, ENOMEM, "errno %d", errno);
+    /* Each page fails at its first object: one ctor call per page. */
+    cr_assert_eq(atomic_load(&cb.ctor_failed), DP_CTOR_TRIES);
+    dp_mock_counters_t c = tu_counters(m);
+    cr_assert_eq(c.allocs, DP_CTOR_TRIES);
+    cr_assert_eq(c.frees, DP_CTOR_TRIES, "a failed page was not given back");
+    dp_pool_stats_t s = tu_stats(pool);
+    cr_assert_eq(s.gets_failed, 1);
+    cr_assert_eq(s.pages, 0);
+
+    /* One failure fewer than the bound: the get still succeeds. */
+    atomic_store(&cb.fail_first, 0);
+    atomic_store(&cb.ctor_calls, 0);
+    atomic_store(&cb.ctor_failed, 0);
+    atomic_store(&cb.fail_first, DP_CTOR_TRIES - 1);
+    void *o = dp_pool_get(pool, DP_WAITOK);
+    cr_assert_not_null(o, "get failed after %d ctor failures", DP_CTOR_TRIES - 1);
+    cr_assert(constructed(o));
+    dp_pool_put(pool, o);
+    finish(pool, m);
+}
+
+/* -------------------------------------------- callbacks re-entering the pool */
+
+/* What a callback saw when it got from its own pool. */
+static struct reentry {
+    dp_pool_t *pool;
+    int flags;             /* the get's flags                            */
+    atomic_int depth;      /* callbacks of this pool active (one thread) */
+    atomic_ulong recursed; /* a callback ran inside itself               */
+    atomic_ulong tries, got, edeadlk, other_err;
+    atomic_int last_errno;
+    atomic_int put_obj;    /* dtor: put `obj` back (0: get and put)      */
+    void *obj;
+} re;
+
+/* Get from re.pool (and put back what came); count how it went.  A
+ * second callback level means the get recursed into the same callback:
+ * recorded, and failed, so that the test ends instead of the stack. */
+static int reenter(void)
+{
+    if (atomic_fetch_add(&re.depth, 1) > 0) {
+        atomic_fetch_add(&re.recursed, 1);
+        atomic_fetch_sub(&re.depth, 1);
+        return -1;
+    }
+    atomic_fetch_add(&re.tries, 1);
+    errno = 0;
+    void *o = dp_pool_get(re.pool, re.flags);
+    if (o) {
+        atomic_fetch_add(&re.got, 1);
+        dp_pool_put(re.pool, o);
+    } else if (errno == EDEADLK) {
+        atomic_fetch_add(&re.edeadlk, 1);
+    } else {
+        atomic_fetch_add(&re.other_err, 1);
+    }
+    atomic_store(&re.last_errno, errno);
+    atomic_fetch_sub(&re.depth, 1);
+    return 0;
+}
+
+static int reentrant_ctor(void *obj, void *arg, int flags)
+{
+    (void)arg;
+    (void)flags;
+    memset(obj, 0x11, OBJSIZE);
+    /* Once per page is enough: the first object of a page. */
+    return atomic_load(&re.tries) == 0 ? reenter() : 0;
+}
+
+static dp_pool_t *reentry_pool(dp_mock_t *m, size_t max_pages, int flags,
+                               int (*c)(void *, void *, int),
+                               void (*d)(void *, void *))
+{
+    dp_pool_attr_t a;
+    ctor_attr(&a, m);
+    a.ctor = c;
+    a.dtor = d;
+    a.max_pages = max_pages;
+    a.lowat = 0;
+    a.flags |= DP_POOL_NOCACHE; /* every get reaches the pages */
+    dp_pool_t *pool = dp_pool_create("reentry", OBJSIZE, &a);
+    cr_assert_not_null(pool, "dp_pool_create: %s", strerror(errno));
+    re.pool = pool;
+    re.flags = flags;
+    return pool;
+}
+
+static void reentry_finish(dp_pool_t *pool, dp_mock_t *m)
+{
+    cr_assert_eq(dp_pool_check(pool), 0);
+    dp_pool_destroy(pool);
+    dp_mock_counters_t c = tu_counters(m);
+    cr_assert_eq(c.allocs, c.frees, "pages leaked: %" PRIu64 " allocated, %"
+                 PRIu64 " freed", c.allocs, c.frees);
+    dp_mock_destroy(m);
+}
+
+Test(ctor, ctor_getting_from_its_own_pool_gets_edeadlk_instead_of_recursing)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = reentry_pool(m, 0, DP_NOWAIT, reentrant_ctor, NULL);
+    void *o = dp_pool_get(pool, DP_WAITOK);
+    cr_assert_not_null(o, "the outer get failed: %s", strerror(errno));
+    cr_assert_eq(atomic_load(&re.recursed), 0, "the ctor ran inside itself");
+    cr_assert_eq(atomic_load(&re.tries), 1);
+    cr_assert_eq(atomic_load(&re.edeadlk), 1, "the ctor's get: errno %d",
+                 atomic_load(&re.last_errno));
+    cr_assert_eq(tu_counters(m).allocs, 1, "the ctor's get took a page");
+    dp_pool_put(pool, o);
+    reentry_finish(pool, m);
+}
+
+Test(ctor, ctor_waiting_on_its_own_full_pool_gets_edeadlk_instead_of_hanging,
+     .timeout = 60)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    /* One page, and the ctor is building it: a DP_WAITOK get inside it
+     * would wait for room only this thread can make. */
+    dp_pool_t *pool = reentry_pool(m, 1, DP_WAITOK, reentrant_ctor, NULL);
+    void *o = dp_pool_get(pool, DP_WAITOK);
+    cr_assert_not_null(o, "the outer get failed: %s", strerror(errno));
+    cr_assert_eq(atomic_load(&re.recursed), 0);
+    cr_assert_eq(atomic_load(&re.edeadlk), 1, "the ctor's get: errno %d",
+                 atomic_load(&re.last_errno));
+    dp_pool_put(pool, o);
+    reentry_finish(pool, m);
+}
+
+/* A provider whose alloc gets from the pool it is serving. */
+static int reentrant_hook(void *arg, int op, void *page, size_t size,
+                          int flags)
+{
+    (void)arg;
+    (void)page;
+    (void)size;
+    (void)flags;
+    if (op != DP_MOCK_ALLOC || atomic_load(&re.tries) > 0)
+        return 0;
+    return reenter();
+}
+
+Test(ctor, provider_getting_from_the_pool_it_serves_gets_edeadlk)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = reentry_pool(m, 0, DP_NOWAIT, NULL, NULL);
+    dp_mock_set_hook(m, reentrant_hook, NULL);
+    void *o = dp_pool_get(pool, DP_WAITOK);
+    cr_assert_not_null(o, "the outer get failed: %s", strerror(errno));
+    cr_assert_eq(atomic_load(&re.recursed), 0, "the provider ran inside itself");
+    cr_assert_eq(atomic_load(&re.edeadlk), 1, "the provider's get: errno %d",
+                 atomic_load(&re.last_errno));
+    cr_assert_eq(tu_counters(m).allocs, 1);
+    dp_pool_put(pool, o);
+    dp_mock_set_hook(m, NULL, NULL);
+    reentry_finish(pool, m);
+}
+
+/* A dtor that, on its first call, gets from its own pool (or puts re.obj
+ * back into it). */
+static void reentrant_dtor(void *obj, void *arg)
+{
+    (void)obj;
+    (void)arg;
+    if (atomic_load(&re.tries) > 0)
+        return;
+    if (atomic_load(&re.put_obj)) {
+        atomic_fetch_add(&re.tries, 1);
+        dp_pool_put(re.pool, re.obj);
+        return;
+    }
+    reenter();
+}
+
+Test(ctor, dtor_get_from_its_own_pool_takes_a_free_object_or_gets_edeadlk)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = reentry_pool(m, 0, DP_NOWAIT, NULL, reentrant_dtor);
+    atomic_store(&re.tries, 1); /* quiet while the test sets up */
+    size_t opp = tu_stats(pool).objs_per_page;
+    /* Page A: all out but one.  Page B: emptied. */
+    void **objs = calloc(2 * opp, sizeof *objs);
+    for (size_t i = 0; i < 2 * opp; i++)
+        cr_assert_not_null(objs[i] = dp_pool_get(pool, DP_WAITOK));
+    dp_pool_put(pool, objs[0]);
+    for (size_t i = opp; i < 2 * opp; i++)
+        dp_pool_put(pool, objs[i]);
+    cr_assert_eq(tu_stats(pool).pages_empty, 1);
+
+    /* Reclaim returns B; its dtor's get finds A's free object. */
+    atomic_store(&re.tries, 0);
+    cr_assert_eq(dp_pool_reclaim(pool), 1);
+    cr_assert_eq(atomic_load(&re.tries), 1);
+    cr_assert_eq(atomic_load(&re.got), 1, "errno %d",
+                 atomic_load(&re.last_errno));
+    cr_assert_eq(tu_counters(m).allocs, 2, "the dtor's get took a page");
+
+    /* Destroy: no free object anywhere, the dtor's get must not take a
+     * page for a pool that is going away. */
+    for (size_t i = 1; i < opp; i++)
+        dp_pool_put(pool, objs[i]);
+    free(objs);
+    atomic_store(&re.tries, 0);
+    dp_pool_destroy(pool);
+    cr_assert_eq(atomic_load(&re.recursed), 0);
+    cr_assert_eq(atomic_load(&re.edeadlk), 1, "the dtor's get: errno %d",
+                 atomic_load(&re.last_errno));
+    dp_mock_counters_t c = tu_counters(m);
+    cr_assert_eq(c.allocs, 2);
+    cr_assert_eq(c.allocs, c.frees, "pages leaked");
+    dp_mock_destroy(m);
+}
+
+Test(ctor, dtor_may_put_objects_of_its_own_pool)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = reentry_pool(m, 0, DP_NOWAIT, NULL, reentrant_dtor);
+    atomic_store(&re.tries, 1);
+    size_t opp = tu_stats(pool).objs_per_page;
+    void **objs = calloc(2 * opp, sizeof *objs);
+    for (size_t i = 0; i < 2 * opp; i++)
+        cr_assert_not_null(objs[i] = dp_pool_get(pool, DP_WAITOK));
+    /* Page B empties; page A stays out, and its first object is put back
+     * by the dtor of B's objects. */
+    for (size_t i = opp; i < 2 * opp; i++)
+        dp_pool_put(pool, objs[i]);
+    re.obj = objs[0];
+    atomic_store(&re.put_obj, 1);
+    atomic_store(&re.tries, 0);
+    cr_assert_eq(dp_pool_reclaim(pool), 1);
+    cr_assert_eq(atomic_load(&re.tries), 1);
+    dp_pool_stats_t s = tu_stats(pool);
+    cr_assert_eq(s.objs_inuse, opp - 1, "the dtor's put was lost");
+    cr_assert_eq(s.put_provider_calls, 0);
+    for (size_t i = 1; i < opp; i++)
+        dp_pool_put(pool, objs[i]);
+    free(objs);
+    atomic_store(&re.tries, 1);
+    reentry_finish(pool, m);
+}
+
+/* A ctor that primes its own pool: the prime would need a page, whose
+ * construction would run this ctor again. */
+static int priming_ctor(void *obj, void *arg, int flags)
+{
+    (void)arg;
+    (void)flags;
+    memset(obj, 0x22, OBJSIZE);
+    if (atomic_load(&re.tries) > 0)
+        return 0;
+    if (atomic_fetch_add(&re.depth, 1) > 0) {
+        atomic_fetch_add(&re.recursed, 1);
+        atomic_fetch_sub(&re.depth, 1);
+        return -1;
+    }
+    atomic_fetch_add(&re.tries, 1);
+    errno = 0;
+    if (dp_pool_prime(re.pool, 1) == 0)
+        atomic_fetch_add(&re.got, 1);
+    else if (errno == EDEADLK)
+        atomic_fetch_add(&re.edeadlk, 1);
+    atomic_store(&re.last_errno, errno);
+    atomic_fetch_sub(&re.depth, 1);
+    return 0;
+}
+
+Test(ctor, ctor_priming_its_own_pool_gets_edeadlk_instead_of_recursing)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = reentry_pool(m, 0, DP_WAITOK, priming_ctor, NULL);
+    void *o = dp_pool_get(pool, DP_WAITOK);
+    cr_assert_not_null(o, "the outer get failed: %s", strerror(errno));
+    cr_assert_eq(atomic_load(&re.recursed), 0, "the ctor ran inside itself");
+    cr_assert_eq(atomic_load(&re.edeadlk), 1, "the ctor's prime: errno %d",
+                 atomic_load(&re.last_errno));
+    cr_assert_eq(tu_stats(pool).reserve_objs, 0);
+    dp_pool_put(pool, o);
+    reentry_finish(pool, m);
+}

@@ -261,6 +261,68 @@ Test(limits, timed_nowait_get_at_hard_limit_ignores_deadline_and_fails_with_enom
     release_all(&f);
 }
 
+/* A deadline later than 2^64 ns (the year 2554) cannot be a nanosecond
+ * count: it is no bound, not a deadline that has passed. */
+Test(limits, timed_get_with_a_deadline_beyond_2554_sleeps_until_a_put)
+{
+    static const struct timespec far[] = {
+        {.tv_sec = (time_t)INT64_MAX, .tv_nsec = 999999999L},
+        {.tv_sec = (time_t)100000000000ll, .tv_nsec = 0}, /* year ~5138 */
+        {.tv_sec = (time_t)18446744073ll, .tv_nsec = 709551616L}, /* 2^64 ns */
+    };
+    for (size_t k = 0; k < sizeof far / sizeof far[0]; k++) {
+        struct full_pool f = fill_to_limit(0);
+        struct waiter w = {.pool = f.pool, .flags = DP_WAITOK, .timed = true,
+                           .deadline = &far[k]};
+        pthread_t t;
+        cr_assert_eq(pthread_create(&t, NULL, waiter_thread, &w), 0);
+        /* Asleep, or (the bug) already back. */
+        while (!atomic_load(&w.done) && tu_stats(f.pool).waiting < 1)
+            sched_yield();
+        if (atomic_load(&w.done)) {
+            pthread_join(t, NULL);
+            cr_assert_fail("deadline %lld.%09ld: the get returned at once "
+                           "(obj %p, errno %d)", (long long)far[k].tv_sec,
+                           far[k].tv_nsec, w.obj, w.err);
+        }
+        void *given = f.objs[0];
+        f.objs[0] = NULL;
+        dp_pool_put(f.pool, given);
+        pthread_join(t, NULL);
+        cr_assert_not_null(w.obj, "errno %d", w.err);
+        f.objs[0] = w.obj;
+        cr_assert_eq(tu_stats(f.pool).gets_waited, 1);
+        release_all(&f);
+    }
+}
+
+/* The deadline is ignored for DP_NOWAIT: not even checked. */
+Test(limits, timed_nowait_get_ignores_a_malformed_deadline)
+{
+    static const struct timespec bad[] = {
+        {.tv_sec = -1, .tv_nsec = 0},
+        {.tv_sec = 0, .tv_nsec = -1},
+        {.tv_sec = 0, .tv_nsec = 1000000000L},
+    };
+    struct full_pool f = fill_to_limit(0);
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        errno = 0;
+        cr_assert_null(dp_pool_get_timed(f.pool, DP_NOWAIT, &bad[k]));
+        cr_assert_eq(errno, ENOMEM, "case %zu: errno %d", k, errno);
+        /* With room, the get succeeds. */
+        void *given = f.objs[0];
+        dp_pool_put(f.pool, given);
+        errno = 0;
+        f.objs[0] = dp_pool_get_timed(f.pool, DP_NOWAIT, &bad[k]);
+        cr_assert_not_null(f.objs[0], "case %zu: errno %d", k, errno);
+        /* DP_WAITOK still rejects it. */
+        errno = 0;
+        cr_assert_null(dp_pool_get_timed(f.pool, DP_WAITOK, &bad[k]));
+        cr_assert_eq(errno, EINVAL, "case %zu: errno %d", k, errno);
+    }
+    release_all(&f);
+}
+
 /* ------------------------------------------- provider out of capacity */
 
 /*

@@ -78,6 +78,47 @@ static int holds(const void *obj, size_t n, uint64_t tag)
     return 1;
 }
 
+/* What a page really holds, measured rather than read from the pool's own
+ * statistics: a one-page pool without caches hands out objects until it
+ * has none left.  Also the smallest distance between two of them (the
+ * slot) and whether they all lie in one page. */
+struct geometry {
+    size_t objs, slot;
+};
+
+static struct geometry measure(size_t objsize, size_t pagesize)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_attr_t a;
+    mock_attr(&a, m);
+    a.pagesize = pagesize;
+    a.max_pages = 1;
+    a.lowat = 0;
+    a.flags |= DP_POOL_NOCACHE;
+    dp_pool_t *pool = dp_pool_create("measure", objsize, &a);
+    cr_assert_not_null(pool, "dp_pool_create: %s", strerror(errno));
+    size_t cap = pagesize / objsize + 1, n = 0;
+    void **objs = calloc(cap + 1, sizeof *objs);
+    while (n <= cap && (objs[n] = dp_pool_get(pool, DP_NOWAIT)) != NULL)
+        n++;
+    cr_assert_leq(n, pagesize / objsize, "more objects than fit in a page");
+    qsort(objs, n, sizeof *objs, tu_cmp_ptr);
+    struct geometry g = {n, SIZE_MAX};
+    for (size_t i = 0; i < n; i++) {
+        cr_assert_eq(page_of(objs[i], pagesize), page_of(objs[0], pagesize));
+        if (i && (size_t)((char *)objs[i] - (char *)objs[i - 1]) < g.slot)
+            g.slot = (size_t)((char *)objs[i] - (char *)objs[i - 1]);
+    }
+    for (size_t i = 0; i < n; i++)
+        dp_pool_put(pool, objs[i]);
+    free(objs);
+    dp_pool_destroy(pool);
+    dp_mock_destroy(m);
+    return g;
+}
+
+static size_t round_up(size_t x, size_t to) { return (x + to - 1) / to * to; }
+
 /* ------------------------------------------------------------------ tests */
 
 Test(pool, get_returns_an_object_and_put_takes_it_back)
@@ -112,8 +153,17 @@ Test(pool, objects_are_distinct_and_lie_inside_pages_from_the_provider)
     dp_mock_t *m = dp_mock_create(0);
     const size_t objsize = 72;
     dp_pool_t *pool = mock_pool(m, "distinct", objsize);
+    const size_t ps = 4096;
+    struct geometry g = measure(objsize, ps);
+    cr_assert_eq(g.slot, round_up(objsize, 16), "slot of a 72-byte object");
+    /* At most a page minus the slot-aligned header; at least what is
+     * left after a header of 4 cache lines. */
+    cr_assert_geq(g.objs, (ps - 256) / g.slot);
     dp_pool_stats_t s = tu_stats(pool);
-    size_t opp = s.objs_per_page, ps = s.pagesize;
+    cr_assert_eq(s.pagesize, ps);
+    cr_assert_eq(s.objs_per_page, g.objs);
+    cr_assert_eq(s.slotsize, g.slot);
+    size_t opp = g.objs;
     size_t n = 3 * opp + opp / 2 + 1;
 
     void **objs = calloc(n, sizeof *objs);
@@ -147,8 +197,9 @@ Test(pool, objects_are_distinct_and_lie_inside_pages_from_the_provider)
             distinct_pages++;
     }
     s = tu_stats(pool);
-    cr_assert_eq(distinct_pages, s.pages);
-    cr_assert_eq(s.pages, (n + opp - 1) / opp, "pages should be full before new ones");
+    cr_assert_eq(distinct_pages, 4, "3.5 pages of objects fill 4 pages");
+    cr_assert_eq(tu_counters(m).allocs, 4);
+    cr_assert_eq(s.pages, 4);
 
     for (size_t i = 0; i < n; i++)
         dp_pool_put(pool, objs[i]);
@@ -184,6 +235,50 @@ Test(pool, alignment_is_honoured_for_every_power_of_two_from_8_to_4096)
         dp_mock_counters_t c = tu_counters(m);
         cr_assert_eq(c.allocs, c.frees, "align %zu leaked pages", align);
     }
+    dp_mock_destroy(m);
+}
+
+/* Above the system page: the pool's page grows to hold the aligned
+ * header and slots (pagesize 0), and an explicit page too small for one
+ * aligned slot after the header is refused. */
+Test(pool, alignment_above_4096_is_honoured_up_to_1_mib)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    for (size_t align = 8192; align <= ((size_t)1 << 20); align *= 2) {
+        dp_pool_attr_t a;
+        mock_attr(&a, m);
+        a.align = align;
+        a.lowat = 0;
+        dp_pool_t *pool = dp_pool_create("bigalign", 100, &a);
+        cr_assert_not_null(pool, "align %zu rejected: %s", align,
+                           strerror(errno));
+        dp_pool_stats_t s = tu_stats(pool);
+        cr_assert_eq(s.slotsize % align, 0, "align %zu: slot %zu", align,
+                     s.slotsize);
+        size_t n = 2 * s.objs_per_page + 1;
+        void **objs = calloc(n, sizeof *objs);
+        for (size_t i = 0; i < n; i++) {
+            objs[i] = dp_pool_get(pool, i % 2 ? DP_NOWAIT : DP_WAITOK);
+            cr_assert_not_null(objs[i], "align %zu: get %zu", align, i);
+            cr_assert_eq((uintptr_t)objs[i] % align, 0,
+                         "object %p not aligned to %zu", objs[i], align);
+            memset(objs[i], 0x3c, 100);
+        }
+        for (size_t i = 0; i < n; i++)
+            dp_pool_put(pool, objs[i]);
+        free(objs);
+        cr_assert_eq(dp_pool_check(pool), 0);
+        dp_pool_destroy(pool);
+
+        /* A page of the alignment itself has no room after its header. */
+        a.pagesize = align;
+        errno = 0;
+        cr_assert_null(dp_pool_create("bigalign", 100, &a),
+                       "align %zu in a page of %zu accepted", align, align);
+        cr_assert_eq(errno, EINVAL);
+    }
+    dp_mock_counters_t c = tu_counters(m);
+    cr_assert_eq(c.allocs, c.frees);
     dp_mock_destroy(m);
 }
 
@@ -327,8 +422,11 @@ Test(pool, default_pagesize_is_the_smallest_power_of_two_from_64k_holding_eight_
         dp_pool_t *pool = dp_pool_create("defpage", sizes[k], &a);
         cr_assert_not_null(pool);
         dp_pool_stats_t s = tu_stats(pool);
-        size_t expect = DP_PAGESIZE_DEFAULT_MIN;
-        while (expect / s.slotsize < 8 && expect < ((size_t)1 << 20))
+        /* Default alignment 16: the slot is the size rounded up to it. */
+        size_t slot = round_up(sizes[k], 16);
+        cr_assert_eq(s.slotsize, slot);
+        size_t expect = (size_t)64 << 10;
+        while (expect / slot < 8 && expect < ((size_t)1 << 20))
             expect *= 2;
         cr_assert_eq(s.pagesize, expect, "objsize %zu slot %zu: pagesize %zu",
                      sizes[k], s.slotsize, s.pagesize);
@@ -353,7 +451,8 @@ Test(pool, stats_count_gets_puts_and_objects_in_use_exactly)
 {
     dp_mock_t *m = dp_mock_create(0);
     dp_pool_t *pool = mock_pool(m, "counts", 48);
-    size_t opp = tu_stats(pool).objs_per_page;
+    size_t opp = measure(48, 4096).objs;
+    cr_assert_eq(tu_stats(pool).objs_per_page, opp);
     size_t n = 2 * opp + 3;
     void **objs = calloc(n, sizeof *objs);
     for (size_t i = 0; i < n; i++) {
@@ -369,10 +468,11 @@ Test(pool, stats_count_gets_puts_and_objects_in_use_exactly)
     cr_assert_eq(s.puts, nput);
     cr_assert_eq(s.objs_inuse, n - nput);
     cr_assert_eq(s.puts, s.gets - s.objs_inuse);
-    cr_assert_eq(s.objs_free + s.objs_inuse, s.pages * opp,
-                 "free %" PRIu64 " + inuse %" PRIu64 " != %" PRIu64 " pages * %zu",
-                 s.objs_free, s.objs_inuse, s.pages, opp);
     cr_assert_eq(s.pages, 3);
+    cr_assert_eq(tu_counters(m).allocs, 3);
+    cr_assert_eq(s.objs_free, 3 * opp - (n - nput),
+                 "free %" PRIu64 " + inuse %" PRIu64 " != 3 pages * %zu",
+                 s.objs_free, s.objs_inuse, opp);
     cr_assert_eq(s.gets_failed, 0);
     cr_assert_eq(s.gets_waited, 0);
     cr_assert_eq(s.waiting, 0);
@@ -394,16 +494,23 @@ Test(pool, stats_count_gets_puts_and_objects_in_use_exactly)
 Test(pool, stats_pages_equal_pages_allocated_minus_pages_freed)
 {
     dp_mock_t *m = dp_mock_create(0);
-    dp_pool_t *pool = mock_pool(m, "pages", 64);
-    dp_pool_stats_t s = tu_stats(pool);
-    size_t opp = s.objs_per_page, n = 4 * opp;
+    dp_pool_attr_t a;
+    mock_attr(&a, m);
+    a.pagesize = 4096;
+    a.lowat = 1;
+    dp_pool_t *pool = dp_pool_create("pages", 64, &a);
+    cr_assert_not_null(pool);
+    dp_pool_stats_t s;
+    size_t opp = measure(64, 4096).objs, n = 4 * opp;
     void **objs = calloc(n, sizeof *objs);
     for (size_t i = 0; i < n; i++)
         cr_assert_not_null(objs[i] = dp_pool_get(pool, DP_WAITOK));
+    cr_assert_eq(tu_counters(m).allocs, 4);
     for (size_t i = 0; i < n; i++)
         dp_pool_put(pool, objs[i]);
     size_t freed = dp_pool_reclaim(pool);
-    cr_assert_eq(freed, 4 - s.lowat);
+    cr_assert_eq(freed, 3, "4 empty pages, lowat 1");
+    cr_assert_eq(tu_counters(m).frees, 3);
 
     for (size_t i = 0; i < 2 * opp; i++)
         cr_assert_not_null(objs[i] = dp_pool_get(pool, DP_WAITOK));
@@ -592,6 +699,79 @@ Test(pool, objects_at_the_far_end_of_the_largest_page_go_back_and_come_again)
         dp_pool_put(pool, objs[i]);
     free(objs);
     finish(pool, m);
+}
+
+struct racer {
+    dp_pool_t *pool;
+    void **objs;
+    size_t n;
+    pthread_barrier_t *start;
+};
+
+static void *racer_put(void *arg)
+{
+    struct racer *r = arg;
+    pthread_barrier_wait(r->start);
+    for (size_t i = 0; i < r->n; i++)
+        dp_pool_put(r->pool, r->objs[i]);
+    return NULL;
+}
+
+/* What destroy promises while other threads are still putting: it
+ * refuses (EBUSY, pool intact and usable) while any object is out, and
+ * succeeds once every object is back, even if the put that brought the
+ * last one home has not returned yet (the pool's memory is never
+ * unmapped, so that put's last reads stay harmless). */
+Test(pool, destroy_racing_puts_refuses_until_every_object_is_back)
+{
+    unsigned rounds = (unsigned)tu_scaled(20);
+    for (unsigned round = 0; round < rounds; round++) {
+        dp_mock_t *m = dp_mock_create(0);
+        dp_pool_attr_t a;
+        mock_attr(&a, m);
+        a.pagesize = 4096;
+        a.lowat = 0;
+        if (round % 2)
+            a.flags |= DP_POOL_NOCACHE;
+        dp_pool_t *pool = dp_pool_create("racing", 64, &a);
+        cr_assert_not_null(pool);
+        size_t n = 4 * measure(64, 4096).objs;
+        void **objs = calloc(2 * n, sizeof *objs);
+        for (size_t i = 0; i < 2 * n; i++)
+            cr_assert_not_null(objs[i] = dp_pool_get(pool, DP_WAITOK));
+        pthread_barrier_t start;
+        pthread_barrier_init(&start, NULL, 3);
+        struct racer r[2] = {{pool, objs, n, &start},
+                             {pool, objs + n, n, &start}};
+        pthread_t t[2];
+        for (int i = 0; i < 2; i++)
+            cr_assert_eq(pthread_create(&t[i], NULL, racer_put, &r[i]), 0);
+        pthread_barrier_wait(&start);
+        unsigned refused = 0;
+        for (;;) {
+            errno = 0;
+            dp_pool_destroy(pool);
+            if (errno != EBUSY)
+                break;
+            refused++;
+            /* Refused: the pool is intact (dp_pool_check wants a
+             * quiescent pool; the statistics are read under its lock). */
+            dp_pool_stats_t st = tu_stats(pool);
+            cr_assert_eq(st.gets, 2 * n, "round %u", round);
+            cr_assert_eq(st.pages_freed, 0, "round %u", round);
+            sched_yield();
+        }
+        for (int i = 0; i < 2; i++)
+            pthread_join(t[i], NULL);
+        pthread_barrier_destroy(&start);
+        dp_mock_counters_t c = tu_counters(m);
+        cr_assert_eq(c.allocs, c.frees, "round %u (%u refusals): %" PRIu64
+                     " pages allocated, %" PRIu64 " freed", round, refused,
+                     c.allocs, c.frees);
+        cr_assert_eq(c.pages_out, 0);
+        free(objs);
+        dp_mock_destroy(m);
+    }
 }
 
 Test(pool, put_of_a_null_object_is_a_no_op)

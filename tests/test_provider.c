@@ -13,10 +13,12 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "deferpool.h"
@@ -923,4 +925,64 @@ Test(provider_mock, alloc_with_bad_flags_aborts, .signal = SIGABRT)
     dp_mock_t *m = dp_mock_create(0);
     const dp_provider_t *pv = dp_mock_provider(m);
     pv->alloc(pv->ctx, PG, PG, DP_WAITOK | DP_NOWAIT);
+}
+
+/* ------------------------------------------- a provider that breaks the rules */
+
+/* Hands out a page one cache line past its alignment: the pool would find
+ * the wrong header by masking an object's address. */
+static void *misaligned_alloc(void *ctx, size_t size, size_t align, int flags)
+{
+    (void)ctx;
+    (void)flags;
+    char *p = aligned_alloc(align, 2 * size);
+    return p ? p + 64 : NULL;
+}
+
+static void misaligned_free(void *ctx, void *page, size_t size)
+{
+    (void)ctx;
+    (void)size;
+    free((char *)page - 64);
+}
+
+/* The child gets from a pool on that provider, with stderr on a pipe;
+ * the parent reads what it said and how it ended. */
+Test(provider_contract, a_misaligned_page_aborts_naming_the_pool_and_the_address)
+{
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        close(fds[0]);
+        dup2(fds[1], 2);
+        dp_provider_t prov = {misaligned_alloc, misaligned_free, NULL, "skewed"};
+        dp_pool_attr_t a;
+        dp_pool_attr_init(&a);
+        a.provider = &prov;
+        a.flags = DP_POOL_NOTHREAD;
+        a.pagesize = 4096;
+        dp_pool_t *pool = dp_pool_create("crooked", 64, &a);
+        if (!pool)
+            _exit(2);
+        void *o = dp_pool_get(pool, DP_WAITOK);
+        (void)o;
+        _exit(0); /* not reached when the page is caught */
+    }
+    close(fds[1]);
+    char buf[1024];
+    size_t n = 0;
+    ssize_t r;
+    while (n < sizeof buf - 1 && (r = read(fds[0], buf + n, sizeof buf - 1 - n)) > 0)
+        n += (size_t)r;
+    buf[n] = 0;
+    close(fds[0]);
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT,
+              "the get did not abort (status %#x); stderr: %s", st, buf);
+    cr_assert_not_null(strstr(buf, "pool 'crooked'"), "message: %s", buf);
+    cr_assert_not_null(strstr(buf, "'skewed'"), "message: %s", buf);
+    cr_assert_not_null(strstr(buf, "not aligned"), "message: %s", buf);
 }

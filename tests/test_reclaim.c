@@ -23,6 +23,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -526,6 +530,126 @@ Test(reclaim, primed_pages_are_not_aged_out)
     finish(pool, m);
 }
 
+Test(reclaim, failed_prime_leaves_the_reserve_and_the_pages_as_they_were)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = policy_pool(m, (struct policy){.lowat = 0, .hiwat = 16});
+    size_t opp = opp_of(pool);
+    cr_assert_eq(dp_pool_prime(pool, opp), 0, "prime: %s", strerror(errno));
+    cr_assert_eq(tu_stats(pool).reserve_objs, opp);
+    cr_assert_eq(tu_counters(m).allocs, 1);
+
+    /* The provider fails on the third page this prime asks for. */
+    dp_mock_fail_nth(m, 1 + 3);
+    errno = 0;
+    cr_assert_eq(dp_pool_prime(pool, 10 * opp), -1);
+    cr_assert_eq(errno, ENOMEM, "errno %d", errno);
+    dp_mock_fail_clear(m);
+    dp_mock_counters_t c = tu_counters(m);
+    cr_assert_eq(c.allocs, 1 + 2);
+    dp_pool_stats_t s = tu_stats(pool);
+    cr_assert_eq(s.reserve_objs, opp, "a failed prime raised the reserve");
+    cr_assert_eq(s.pages, 1, "the failed prime kept %" PRIu64 " page(s)",
+                 s.pages - 1);
+    cr_assert_eq(c.frees, 2);
+    /* The first prime's reserve is still kept. */
+    dp_mock_clock_advance(m, 100 * AGE);
+    cr_assert_eq(dp_reclaim_step(), 0);
+    cr_assert_eq(dp_pool_reclaim(pool), 0);
+    finish(pool, m);
+}
+
+struct primer {
+    dp_pool_t *pool;
+    size_t n;
+    int rc, err;
+};
+
+static void *prime_thread(void *arg)
+{
+    struct primer *pr = arg;
+    errno = 0;
+    pr->rc = dp_pool_prime(pr->pool, pr->n);
+    pr->err = errno;
+    return NULL;
+}
+
+/* While a prime gathers its pages (its provider call held at the mock's
+ * gate), a reclaim pass must not return the empty pages it counts on, even
+ * with hiwat 0 (every empty page beyond keep urgent). */
+Test(reclaim, a_prime_under_way_keeps_its_pages_from_a_reclaim_pass,
+     .timeout = 60)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = policy_pool(
+        m, (struct policy){.lowat = 0, .hiwat = 0, .flags = DP_POOL_NOCACHE});
+    size_t opp = opp_of(pool);
+    void *o = dp_pool_get(pool, DP_WAITOK);
+    cr_assert_not_null(o);
+    dp_pool_put(pool, o); /* one empty page, urgent by hiwat 0 */
+    cr_assert_eq(tu_stats(pool).pages_empty, 1);
+
+    dp_mock_gate_close(m, DP_MOCK_ALLOC);
+    struct primer pr = {pool, 3 * opp, 0, 0};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, prime_thread, &pr), 0);
+    dp_mock_gate_wait(m, DP_MOCK_ALLOC, 1);
+    cr_assert_eq(dp_reclaim_step(), 0, "a pass returned a page the prime "
+                 "counts on");
+    dp_mock_gate_open(m, DP_MOCK_ALLOC);
+    pthread_join(t, NULL);
+    cr_assert_eq(pr.rc, 0, "prime: errno %d", pr.err);
+    dp_pool_stats_t s = tu_stats(pool);
+    cr_assert_eq(s.pages, 3);
+    cr_assert_eq(s.reserve_objs, 3 * opp);
+    cr_assert_eq(tu_counters(m).frees, 0);
+    cr_assert_eq(dp_reclaim_step(), 0, "the reserve went back");
+    finish(pool, m);
+}
+
+Test(reclaim, prime_of_size_max_fails_with_enomem_without_calling_the_provider)
+{
+    static const size_t limits[] = {0, 10};
+    for (size_t k = 0; k < 2; k++) {
+        /* Capacity: what the old code would have mapped before failing
+         * stays bounded. */
+        dp_mock_t *m = dp_mock_create(64);
+        dp_pool_t *pool = policy_pool(
+            m, (struct policy){.lowat = 0, .hiwat = 16, .max_pages = limits[k]});
+        errno = 0;
+        cr_assert_eq(dp_pool_prime(pool, SIZE_MAX), -1);
+        cr_assert_eq(errno, ENOMEM, "max_pages %zu: errno %d", limits[k], errno);
+        cr_assert_eq(tu_counters(m).alloc_calls, 0,
+                     "max_pages %zu: the provider was called", limits[k]);
+        dp_pool_stats_t s = tu_stats(pool);
+        cr_assert_eq(s.reserve_objs, 0);
+        cr_assert_eq(s.pages, 0);
+        /* The pool still primes what it can hold. */
+        cr_assert_eq(dp_pool_prime(pool, 2 * opp_of(pool)), 0);
+        cr_assert_eq(tu_stats(pool).pages, 2);
+        finish(pool, m);
+    }
+}
+
+/* On a pool without a hard limit, the bound is the machine's memory: a
+ * prime that asks for more pages than that fails before any provider
+ * call, rather than mapping until the address space or the map count
+ * runs out. */
+Test(reclaim, prime_beyond_the_physical_memory_fails_without_calling_the_provider)
+{
+    long phys = sysconf(_SC_PHYS_PAGES), ps = sysconf(_SC_PAGESIZE);
+    cr_assert_gt(phys, 0);
+    dp_mock_t *m = dp_mock_create(64);
+    dp_pool_t *pool = policy_pool(m, (struct policy){.lowat = 0, .hiwat = 16});
+    size_t pages = (size_t)phys * (size_t)ps / 4096 + 1;
+    errno = 0;
+    cr_assert_eq(dp_pool_prime(pool, pages * opp_of(pool)), -1);
+    cr_assert_eq(errno, ENOMEM, "errno %d", errno);
+    cr_assert_eq(tu_counters(m).alloc_calls, 0, "the provider was called");
+    cr_assert_eq(tu_stats(pool).reserve_objs, 0);
+    finish(pool, m);
+}
+
 /* -------------------------------------------------------- the thread itself */
 
 Test(reclaim, reclaim_sync_waits_for_a_new_pass_so_passes_advance)
@@ -577,6 +701,73 @@ Test(reclaim, a_pool_without_nothread_starts_the_reclaim_thread)
     cr_assert_eq(dp_reclaim_sync(), 0);
     dp_pool_destroy(pool);
     finish(quiet, m);
+}
+
+/* The reclaim thread's state as the kernel sees it: true while it is
+ * asleep in FUTEX_WAIT_BITSET (its sleep between passes; its mutexes use
+ * plain FUTEX_WAIT).  /proc/self/task/TID/syscall names the system call
+ * a sleeping thread is in, "running" otherwise. */
+static bool asleep_between_passes(int tid)
+{
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/self/task/%d/syscall", tid);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+    bool ok = fgets(buf, sizeof buf, f) != NULL;
+    fclose(f);
+    long nr;
+    unsigned long uaddr, op;
+    return ok && sscanf(buf, "%ld %lx %lx", &nr, &uaddr, &op) == 3 &&
+           nr == SYS_futex && (op & 0x7f) == FUTEX_WAIT_BITSET;
+}
+
+/* The pool clock is read once per pass by the thread: it names the
+ * thread. */
+static atomic_int rt_tid;
+static uint64_t tid_clock(void *arg)
+{
+    (void)arg;
+    int me = (int)syscall(SYS_gettid);
+    if (me != getpid())
+        atomic_store(&rt_tid, me);
+    return 1000000000ull;
+}
+
+/* An interval past the end of the clock must mean "sleep until woken":
+ * if the deadline wrapped into the past, the thread would run pass after
+ * pass without sleeping.  Each sync may cause a pass or two; anything
+ * beyond that happened without a wake. */
+Test(reclaim, an_interval_past_the_end_of_the_clock_lets_the_thread_sleep,
+     .timeout = 60)
+{
+    static const uint64_t intervals[] = {UINT64_MAX,
+                                         UINT64_MAX / 1000000 * 1000000};
+    dp_pool_attr_t a;
+    dp_pool_attr_init(&a);
+    a.flags = DP_POOL_NOTHREAD;
+    a.clock = tid_clock;
+    dp_pool_t *pool = dp_pool_create("tid", OBJSIZE, &a);
+    cr_assert_not_null(pool);
+    cr_assert_eq(dp_reclaim_start(), 0);
+    for (size_t k = 0; k < 2; k++) {
+        dp_reclaim_set_interval(intervals[k]);
+        cr_assert_eq(info().interval_ns, intervals[k]);
+        cr_assert_eq(dp_reclaim_sync(), 0);
+        int tid = atomic_load(&rt_tid);
+        cr_assert_gt(tid, 0, "the thread never read the pool clock");
+        uint64_t passes = info().passes;
+        while (!asleep_between_passes(tid)) {
+            uint64_t now = info().passes;
+            cr_assert_leq(now, passes + 2,
+                          "interval %" PRIu64 ": %" PRIu64 " passes without "
+                          "a wake", intervals[k], now - passes);
+            sched_yield();
+        }
+        cr_assert_leq(info().passes, passes + 2);
+    }
+    dp_reclaim_stop();
+    dp_reclaim_set_interval(0);
+    dp_pool_destroy(pool);
 }
 
 Test(reclaim, reclaim_interval_is_set_and_reported)
