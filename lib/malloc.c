@@ -744,13 +744,16 @@ static void tl_flush(struct dp_tclist *l, bool forget)
         &mc_lq, &top, h, memory_order_release, MC_RLX));
 }
 
-/* Bytes to map for n user bytes at offset off (a multiple of MC_SYSPAGE),
- * or 0 on overflow. */
+/* Bytes a block needs for n user bytes at offset off (a multiple of
+ * MC_SYSPAGE), or 0 on overflow.  A request of 0 bytes gets one: at an
+ * offset of whole pages its pointer would otherwise be its block's end,
+ * the first frame of whatever is mapped after it, and registering that
+ * frame as the block's would take it from its owner. */
 static size_t large_len(size_t off, size_t n)
 {
     if (n > SIZE_MAX / 2 - off - MC_SYSPAGE)
         return 0;
-    return (off + n + MC_SYSPAGE - 1) & ~(MC_SYSPAGE - 1);
+    return (off + (n ? n : 1) + MC_SYSPAGE - 1) & ~(MC_SYSPAGE - 1);
 }
 
 /* grow: for realloc, which moves a growing block here (large_reuse). */
