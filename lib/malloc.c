@@ -37,7 +37,8 @@
  *   mc_lq       Treiber stack of freed blocks: push by free
  *               (release CAS), taken whole by an exchange (acquire) under
  *               mc_lc_lock.  Only whole-stack takes, so no ABA.
- *   mc_bin[], mc_binmap[], mc_lc_old, mc_lc_new, mc_lc_last  the cache
+ *   mc_bin[], mc_binmap[], mc_lc_old, mc_lc_new, mc_lc_last, mc_lc_trims
+ *               the cache
  *               of free blocks, under mc_lc_lock, and so are the links a
  *               cached block keeps in its user area (struct mc_cnode) and
  *               the page-map tags of cached blocks; its counters in mc_ls
@@ -260,6 +261,7 @@ static struct mc_large *mc_bin[MC_NBINS];  /* under mc_lc_lock */
 static uint64_t mc_binmap[MC_NBINS / 64];  /* under mc_lc_lock: non-empty */
 static struct mc_large *mc_lc_old, *mc_lc_new; /* under mc_lc_lock */
 static uint64_t mc_lc_last;                /* under mc_lc_lock: last stamp */
+static uint64_t mc_lc_trims; /* under mc_lc_lock: LC_TRIM_ALL passes begun */
 static uint64_t mc_age_ns = MC_DEFAULT_AGE_NS; /* set once by mc_init */
 
 /* Take mc_lc_lock and return the time to stamp arrivals with: the clock,
@@ -467,8 +469,11 @@ static struct mc_large *lc_fit_locked(size_t len)
  *     and split off what it does not need (grow: up to MC_GROW_ROOM x).
  * After the lock is dropped, evicted blocks of MC_CHUNK or more (all of
  * them for a trim) are unmapped; smaller ones are purged and put back
- * clean.  *nreturned counts both.  Runs from a reclaim pass, a medium or
- * large malloc or realloc, or a trim -- never from free.
+ * clean -- unless a dp_malloc_trim() ran while they were being purged
+ * (mc_lc_trims moved): that trim promised every free block unmapped, and
+ * could not take these, so they are unmapped instead.  *nreturned counts
+ * both.  Runs from a reclaim pass, a medium or large malloc or realloc,
+ * or a trim -- never from free.
  */
 static void lc_rest_locked(struct mc_large *rest, size_t rest_len,
                            uint64_t now, bool clean);
@@ -481,11 +486,27 @@ enum {
                     dp_malloc_trim(), and an allocation that failed       */
 };
 
+/* Unmap a list of blocks linked by next; how many. */
+static size_t large_unmap_list(struct mc_large *l)
+{
+    size_t n = 0;
+    while (l) {
+        struct mc_large *next = l->next;
+        large_unmap(l);
+        n++;
+        l = next;
+    }
+    return n;
+}
+
 static struct mc_large *large_cache(size_t want_len, bool grow, int trim,
                                     size_t *nreturned)
 {
     struct mc_large *evict = NULL, *purge = NULL, *got = NULL;
     uint64_t now = lc_lock();
+    uint64_t trims = mc_lc_trims;
+    if (trim == LC_TRIM_ALL)
+        mc_lc_trims++;
     struct mc_large *l = atomic_exchange_explicit(&mc_lq, NULL,
                                                   memory_order_acquire);
     while (l) {
@@ -552,13 +573,7 @@ static struct mc_large *large_cache(size_t want_len, bool grow, int trim,
         }
     }
     pthread_mutex_unlock(&mc_lc_lock);
-    size_t n = 0;
-    while (evict) {
-        struct mc_large *next = evict->next;
-        large_unmap(evict);
-        n++;
-        evict = next;
-    }
+    size_t n = large_unmap_list(evict);
     if (purge) {
         /* Out of the heap while the pages go (nobody can take them); the
          * header page stays, with the block's links. */
@@ -570,12 +585,18 @@ static struct mc_large *large_cache(size_t want_len, bool grow, int trim,
             n++;
         }
         now = lc_lock(); /* a merge puts the block at the list's end */
-        while (purge) {
-            struct mc_large *next = purge->next;
-            lc_insert_locked(purge, now, true);
-            purge = next;
+        if (mc_lc_trims != trims) {
+            evict = purge; /* dp_malloc_trim() ran meanwhile */
+        } else {
+            evict = NULL;
+            while (purge) {
+                struct mc_large *next = purge->next;
+                lc_insert_locked(purge, now, true);
+                purge = next;
+            }
         }
         pthread_mutex_unlock(&mc_lc_lock);
+        large_unmap_list(evict);
     }
     if (nreturned)
         *nreturned = n;
