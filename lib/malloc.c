@@ -37,11 +37,11 @@
  *   mc_lq       Treiber stack of freed blocks: push by free
  *               (release CAS), taken whole by an exchange (acquire) under
  *               mc_lc_lock.  Only whole-stack takes, so no ABA.
- *   mc_bin[], mc_binmap[], mc_lc_old, mc_lc_new, mc_lc_last  the cache
- *               of free blocks, under mc_lc_lock, and so are the links a
- *               cached block keeps in its user area (struct mc_cnode) and
- *               the page-map tags of cached blocks; its counters in mc_ls
- *               change only under it.
+ *   mc_bin[], mc_binmap[], mc_lc_old, mc_lc_new, mc_lc_last, mc_lc_trims
+ *               the cache of free blocks, under mc_lc_lock, and so are
+ *               the links a cached block keeps in its user area (struct
+ *               mc_cnode) and the page-map tags of cached blocks; its
+ *               counters in mc_ls change only under it.
  *               No system call is made with the lock held (evicted blocks
  *               are unmapped or purged after it is dropped).
  *   mc_ls       statistics, relaxed atomics.
@@ -253,6 +253,7 @@ static struct {
 #define MC_DEFAULT_AGE_NS 500000000ull /* malloc's own default: 500 ms */
 #define MC_NBINS 192
 #define MC_BIN_SCAN 8 /* blocks a best-fit search looks at in a mixed bin */
+#define MC_ALIGN_SCAN 64 /* blocks an aligned search looks at in all */
 #define MC_TAG_CACHED ((uintptr_t)2)
 
 static pthread_mutex_t mc_lc_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -260,6 +261,7 @@ static struct mc_large *mc_bin[MC_NBINS];  /* under mc_lc_lock */
 static uint64_t mc_binmap[MC_NBINS / 64];  /* under mc_lc_lock: non-empty */
 static struct mc_large *mc_lc_old, *mc_lc_new; /* under mc_lc_lock */
 static uint64_t mc_lc_last;                /* under mc_lc_lock: last stamp */
+static uint64_t mc_lc_trims; /* under mc_lc_lock: LC_TRIM_ALL passes begun */
 static uint64_t mc_age_ns = MC_DEFAULT_AGE_NS; /* set once by mc_init */
 
 /* Take mc_lc_lock and return the time to stamp arrivals with: the clock,
@@ -301,6 +303,49 @@ static inline struct mc_large *as_cached(void *v)
     return ((uintptr_t)v & 3u) == MC_TAG_CACHED
                ? (struct mc_large *)((uintptr_t)v - MC_TAG_CACHED)
                : NULL;
+}
+
+/*
+ * Where the user pointer sits in a block asked for at `align`
+ * (docs/malloc.md, "Aligned blocks"): 64 bytes in, past the header; for
+ * an alignment of 128 bytes to a page, `align` bytes in (the block starts
+ * on a page); above a page, one page in, the block starting a page before
+ * an aligned address, which large_place finds in a range that is
+ * large_pad bytes longer than the block.
+ */
+static inline size_t large_off(size_t align)
+{
+    return align <= MC_LARGE_HDR ? MC_LARGE_HDR
+           : align < MC_SYSPAGE  ? align
+                                 : MC_SYSPAGE;
+}
+
+static inline size_t large_pad(size_t align)
+{
+    return align > MC_SYSPAGE ? align - MC_SYSPAGE : 0;
+}
+
+static inline char *large_place(char *m, size_t align)
+{
+    if (align <= MC_SYSPAGE)
+        return m;
+    uintptr_t a = align;
+    return (char *)((((uintptr_t)m + MC_SYSPAGE + a - 1) & ~(a - 1)) -
+                    MC_SYSPAGE);
+}
+
+/* Move the user pointer of h (live or freed, owned by the caller) to
+ * `off`: the page map names h under the frame of its user pointer, and
+ * under no other frame of the block. */
+static void large_set_off(struct mc_large *h, size_t off)
+{
+    void *was = frame_of(large_user(h));
+    h->off = off;
+    void *now = frame_of(large_user(h));
+    if (now != was) {
+        dp_pagemap_store(now, h);
+        dp_pagemap_store(was, NULL);
+    }
 }
 
 static void large_unmap(struct mc_large *h)
@@ -457,18 +502,42 @@ static struct mc_large *lc_fit_locked(size_t len)
 }
 
 /*
+ * For an alignment above a page: the first cached block, by size from len
+ * up, that holds len bytes from its aligned start (large_place), looking
+ * at the first MC_BIN_SCAN blocks of each bin and MC_ALIGN_SCAN blocks in
+ * all -- so that a freed aligned block serves the same request again --
+ * else the best fit for len + large_pad(align) bytes, which always holds
+ * them.
+ */
+static struct mc_large *lc_fit_aligned_locked(size_t len, size_t align)
+{
+    unsigned seen = 0;
+    for (unsigned b = lc_bin(len); b < MC_NBINS && seen < MC_ALIGN_SCAN; b++) {
+        unsigned k = 0;
+        for (struct mc_large *e = mc_bin[b]; e && k < MC_BIN_SCAN;
+             e = cnode(e)->fnext, k++, seen++)
+            if (large_place((char *)e, align) + len <= (char *)e + e->maplen)
+                return e;
+    }
+    return lc_fit_locked(len + large_pad(align));
+}
+
+/*
  * The single consumer of mc_lq besides the fork child:
  *  1. take the whole queue (acquire exchange: no ABA) into the cache,
- *     stamped `now`, each block merged with its cached neighbours; a
- *     block with an aligned offset is not kept;
+ *     stamped `now`, each block merged with its cached neighbours; an
+ *     aligned block's user pointer goes back to the default offset;
  *  2. evict, oldest first, the dirty blocks past MC_LC_MAX_BYTES or
  *     older than the age; `all` (trim): every block, clean ones too;
- *  3. want_len != 0: take the best fit (lc_fit_locked), counted live,
- *     and split off what it does not need (grow: up to MC_GROW_ROOM x).
+ *  3. want_len != 0: take the best fit for want_len at want_align
+ *     (lc_take_locked).
  * After the lock is dropped, evicted blocks of MC_CHUNK or more (all of
  * them for a trim) are unmapped; smaller ones are purged and put back
- * clean.  *nreturned counts both.  Runs from a reclaim pass, a medium or
- * large malloc or realloc, or a trim -- never from free.
+ * clean -- unless a dp_malloc_trim() ran while they were being purged
+ * (mc_lc_trims moved): that trim promised every free block unmapped, and
+ * could not take these, so they are unmapped instead.  *nreturned counts
+ * both.  Runs from a reclaim pass, a medium or large malloc or realloc,
+ * or a trim -- never from free.
  */
 static void lc_rest_locked(struct mc_large *rest, size_t rest_len,
                            uint64_t now, bool clean);
@@ -481,23 +550,84 @@ enum {
                     dp_malloc_trim(), and an allocation that failed       */
 };
 
-static struct mc_large *large_cache(size_t want_len, bool grow, int trim,
-                                    size_t *nreturned)
+/* Unmap a list of blocks linked by next; how many. */
+static size_t large_unmap_list(struct mc_large *l)
+{
+    size_t n = 0;
+    while (l) {
+        struct mc_large *next = l->next;
+        large_unmap(l);
+        n++;
+        l = next;
+    }
+    return n;
+}
+
+/*
+ * Take the best fit for a block of len bytes at `align` out of the cache,
+ * in use, its user pointer at large_off(align), or NULL.  An alignment
+ * above a page asks for large_pad(align) bytes more and leaves the pages
+ * before the aligned start in the cache.  What the block does not need
+ * past len is split off and cached too (grow: it keeps up to MC_GROW_ROOM
+ * x len).  Split here, under the lock: a rest kept out of the cache even
+ * for a moment is memory another thread cannot find, and maps a chunk
+ * for.  Writing a new header may fault its page in; it is never a system
+ * call.
+ */
+static struct mc_large *lc_take_locked(size_t len, size_t align, bool grow,
+                                       uint64_t now)
+{
+    struct mc_large *got = align > MC_SYSPAGE
+                               ? lc_fit_aligned_locked(len, align)
+                               : lc_fit_locked(len);
+    if (!got)
+        return NULL;
+    bool clean = cnode(got)->clean;
+    size_t have = got->maplen;
+    lc_unlink_locked(got, NULL);
+    char *at = large_place((char *)got, align);
+    if (at != (char *)got) {
+        got->maplen = (size_t)(at - (char *)got);
+        lc_link_locked(got, now, clean);
+        atomic_fetch_add_explicit(&mc_ls.trims, 1, MC_RLX);
+        have -= got->maplen;
+        got = (struct mc_large *)at;
+        got->magic = MC_LARGE_MAGIC;
+    }
+    if (grow && len > MC_GROW_MIN) /* whole pages, so is the room */
+        len = len <= have / MC_GROW_ROOM ? len * MC_GROW_ROOM : have;
+    got->maplen = have;
+    if (have > len) {
+        got->maplen = len;
+        atomic_fetch_add_explicit(&mc_ls.trims, 1, MC_RLX);
+        lc_rest_locked((struct mc_large *)((char *)got + len), have - len,
+                       now, clean);
+    }
+    atomic_store_explicit(&got->state, MC_LIVE, MC_RLX);
+    got->next = NULL;
+    got->off = large_off(align);
+    got->align = align;
+    dp_pagemap_store(frame_of(large_user(got)), got);
+    return got;
+}
+
+static struct mc_large *large_cache(size_t want_len, size_t want_align,
+                                    bool grow, int trim, size_t *nreturned)
 {
     struct mc_large *evict = NULL, *purge = NULL, *got = NULL;
     uint64_t now = lc_lock();
+    uint64_t trims = mc_lc_trims;
+    if (trim == LC_TRIM_ALL)
+        mc_lc_trims++;
     struct mc_large *l = atomic_exchange_explicit(&mc_lq, NULL,
                                                   memory_order_acquire);
     while (l) {
         struct mc_large *next = l->next;
         atomic_fetch_sub_explicit(&mc_ls.queued, 1, MC_RLX);
         atomic_fetch_sub_explicit(&mc_ls.queued_bytes, l->maplen, MC_RLX);
-        if (l->off != MC_LARGE_HDR) {
-            l->next = evict;
-            evict = l;
-        } else {
-            lc_insert_locked(l, now, false);
-        }
+        large_set_off(l, MC_LARGE_HDR);
+        l->align = 0;
+        lc_insert_locked(l, now, false);
         l = next;
     }
     /* Due blocks: unmapped if they span a chunk or more, else purged and
@@ -533,32 +663,10 @@ static struct mc_large *large_cache(size_t want_len, bool grow, int trim,
             }
         }
     }
-    if (want_len && (got = lc_fit_locked(want_len)) != NULL) {
-        bool clean = cnode(got)->clean;
-        lc_unlink_locked(got, got);
-        atomic_store_explicit(&got->state, MC_LIVE, MC_RLX);
-        /* Split here, under the lock: a rest kept out of the cache even
-         * for a moment is memory another thread cannot find, and maps a
-         * chunk for.  Writing the rest's header may fault its page in;
-         * it is never a system call. */
-        size_t len = want_len, have = got->maplen;
-        if (grow && len > MC_GROW_MIN) /* whole pages, so is the room */
-            len = len <= have / MC_GROW_ROOM ? len * MC_GROW_ROOM : have;
-        if (have > len) {
-            got->maplen = len;
-            atomic_fetch_add_explicit(&mc_ls.trims, 1, MC_RLX);
-            lc_rest_locked((struct mc_large *)((char *)got + len), have - len,
-                           now, clean);
-        }
-    }
+    if (want_len)
+        got = lc_take_locked(want_len, want_align, grow, now);
     pthread_mutex_unlock(&mc_lc_lock);
-    size_t n = 0;
-    while (evict) {
-        struct mc_large *next = evict->next;
-        large_unmap(evict);
-        n++;
-        evict = next;
-    }
+    size_t n = large_unmap_list(evict);
     if (purge) {
         /* Out of the heap while the pages go (nobody can take them); the
          * header page stays, with the block's links. */
@@ -570,12 +678,18 @@ static struct mc_large *large_cache(size_t want_len, bool grow, int trim,
             n++;
         }
         now = lc_lock(); /* a merge puts the block at the list's end */
-        while (purge) {
-            struct mc_large *next = purge->next;
-            lc_insert_locked(purge, now, true);
-            purge = next;
+        if (mc_lc_trims != trims) {
+            evict = purge; /* dp_malloc_trim() ran meanwhile */
+        } else {
+            evict = NULL;
+            while (purge) {
+                struct mc_large *next = purge->next;
+                lc_insert_locked(purge, now, true);
+                purge = next;
+            }
         }
         pthread_mutex_unlock(&mc_lc_lock);
+        large_unmap_list(evict);
     }
     if (nreturned)
         *nreturned = n;
@@ -586,7 +700,7 @@ static struct mc_large *large_cache(size_t want_len, bool grow, int trim,
 static size_t mc_reclaim_hook(void)
 {
     size_t n = 0;
-    large_cache(0, false, LC_KEEP, &n);
+    large_cache(0, 0, false, LC_KEEP, &n);
     return n;
 }
 
@@ -613,20 +727,18 @@ static void large_rest(struct mc_large *rest, size_t rest_len, bool clean)
 }
 
 /*
- * A cached block of at least len bytes (default offset), counted in use,
- * or NULL: the best fit, with whole pages past len split off and cached
- * again.  A growing block above MC_GROW_MIN (realloc) keeps up to
- * MC_GROW_ROOM times len, to grow into in place.
+ * A cached block of at least len bytes for `align` (lc_take_locked),
+ * counted in use, or NULL.  A growing block above MC_GROW_MIN (realloc)
+ * keeps up to MC_GROW_ROOM times len, to grow into in place.
  */
-static struct mc_large *large_reuse(size_t len, bool grow)
+static struct mc_large *large_reuse(size_t len, size_t align, bool grow)
 {
     if (!atomic_load_explicit(&mc_lq, MC_RLX) &&
         !atomic_load_explicit(&mc_ls.cached, MC_RLX))
         return NULL;
-    struct mc_large *h = large_cache(len, grow, LC_KEEP, NULL);
+    struct mc_large *h = large_cache(len, align, grow, LC_KEEP, NULL);
     if (!h)
         return NULL;
-    h->next = NULL;
     atomic_fetch_add_explicit(&mc_ls.reused, 1, MC_RLX);
     atomic_fetch_add_explicit(&mc_ls.live, 1, MC_RLX);
     atomic_fetch_add_explicit(&mc_ls.live_bytes, h->maplen, MC_RLX);
@@ -695,8 +807,10 @@ static bool tl_push(struct mc_large *h)
 {
     int i = tl_index(h->maplen);
     struct dp_tcache *tc = dp_tc;
-    /* Before mc_init no one would ever flush the list. */
-    if (i < 0 || h->off != MC_LARGE_HDR || !tc ||
+    /* Before mc_init no one would ever flush the list.  A block aligned
+     * above a page goes to the heap, where the next such request finds it
+     * (a list serves only requests of the default placement). */
+    if (i < 0 || h->align > MC_SYSPAGE || !tc ||
         !atomic_load_explicit(&mc_inited, memory_order_acquire) ||
         !dp_tc_enter(tc))
         return false;
@@ -744,52 +858,77 @@ static void tl_flush(struct dp_tclist *l, bool forget)
         &mc_lq, &top, h, memory_order_release, MC_RLX));
 }
 
-/* Bytes to map for n user bytes at offset off (a multiple of MC_SYSPAGE),
- * or 0 on overflow. */
+/* Bytes a block needs for n user bytes at offset off (a multiple of
+ * MC_SYSPAGE), or 0 on overflow.  A request of 0 bytes gets one: at an
+ * offset of whole pages its pointer would otherwise be its block's end,
+ * the first frame of whatever is mapped after it, and registering that
+ * frame as the block's would take it from its owner. */
 static size_t large_len(size_t off, size_t n)
 {
     if (n > SIZE_MAX / 2 - off - MC_SYSPAGE)
         return 0;
-    return (off + n + MC_SYSPAGE - 1) & ~(MC_SYSPAGE - 1);
+    return (off + (n ? n : 1) + MC_SYSPAGE - 1) & ~(MC_SYSPAGE - 1);
 }
 
-/* grow: for realloc, which moves a growing block here (large_reuse). */
+/*
+ * A medium or large block of n bytes at `align` (0: none), its user
+ * pointer at large_off(align): from this thread's list, else the heap
+ * (after handing this thread's lists back, if need be), else a new
+ * mapping -- a chunk when the block and what its alignment may skip fit
+ * in half of one, the rest of the chunk cached; else a mapping of its
+ * own, the pages its alignment skipped unmapped at once (freed, the block
+ * still serves the same request: lc_fit_aligned_locked).  grow: for
+ * realloc, which moves a growing block here (large_reuse).
+ */
 static void *large_alloc(size_t n, size_t align, bool zero, bool grow)
 {
-    size_t off = align > MC_LARGE_HDR ? align : MC_LARGE_HDR;
+    size_t off = large_off(align), pad = large_pad(align);
     size_t len = large_len(off, n);
-    if (!len)
+    if (!len || pad > SIZE_MAX / 2 - len)
         return NULL;
     struct mc_large *h = NULL;
-    if (off == MC_LARGE_HDR &&
-        ((!grow && (h = tl_pop(len)) != NULL) ||
-         (h = large_reuse(len, grow)) != NULL ||
-         (dp_tcache_ext_drain(true) && (h = large_reuse(len, grow)) != NULL))) {
+    if (!grow && !pad && (h = tl_pop(len)) != NULL) {
+        large_set_off(h, off);
+        h->align = align;
+    } else if ((h = large_reuse(len, align, grow)) == NULL &&
+               dp_tcache_ext_drain(true)) {
+        h = large_reuse(len, align, grow);
+    }
+    if (h) {
         h->req = n;
         if (zero)
             memset(large_user(h), 0, n);
         return large_user(h);
     }
-    size_t maplen = off == MC_LARGE_HDR && len <= MC_CHUNK / 2 ? MC_CHUNK
-                                                                : len;
-    h = dp_provider_mmap()->alloc(NULL, maplen,
-                                  align > MC_SYSPAGE ? align : MC_SYSPAGE,
-                                  DP_WAITOK);
-    if (!h)
+    size_t need = len + pad;
+    size_t maplen = need <= MC_CHUNK / 2 ? MC_CHUNK : need;
+    char *m = dp_provider_mmap()->alloc(NULL, maplen, MC_SYSPAGE, DP_WAITOK);
+    if (!m)
         return NULL;
+    char *at = large_place(m, align);
+    if (maplen == need && pad) {
+        size_t lead = (size_t)(at - m), tail = maplen - lead - len;
+        if (lead)
+            dp_provider_mmap()->free(NULL, m, lead);
+        if (tail)
+            dp_provider_mmap()->free(NULL, at + len, tail);
+        m = at;
+        maplen = len;
+    }
     /* A chunk's untouched rest must stay untouched, and a purged block
      * purged: no huge page may fill them in (docs/tuning.md, `thp`).  A
      * mapping smaller than a huge page got the same advice from the
      * provider; a bigger block of its own keeps the system's policy. */
     if (maplen == MC_CHUNK)
-        dp_map_nohuge(h, maplen);
+        dp_map_nohuge(m, maplen);
     /* Every map node the block's frames may need, now, outside any lock
-     * (a node is an mmap); then the header's frame. */
-    if (dp_pagemap_reserve(h, maplen) != 0 ||
-        dp_pagemap_set(frame_of((char *)h + off), MC_SYSPAGE, h) != 0) {
-        dp_provider_mmap()->free(NULL, h, maplen);
+     * (a node is an mmap); then the user pointer's frame. */
+    if (dp_pagemap_reserve(m, maplen) != 0 ||
+        dp_pagemap_set(frame_of(at + off), MC_SYSPAGE, at) != 0) {
+        dp_provider_mmap()->free(NULL, m, maplen);
         return NULL;
     }
+    h = (struct mc_large *)at;
     h->magic = MC_LARGE_MAGIC;
     atomic_store_explicit(&h->state, MC_LIVE, MC_RLX);
     h->next = NULL;
@@ -800,8 +939,12 @@ static void *large_alloc(size_t n, size_t align, bool zero, bool grow)
     atomic_fetch_add_explicit(&mc_ls.maps, 1, MC_RLX);
     atomic_fetch_add_explicit(&mc_ls.live, 1, MC_RLX);
     atomic_fetch_add_explicit(&mc_ls.live_bytes, len, MC_RLX);
-    if (maplen > len)
-        large_rest((struct mc_large *)((char *)h + len), maplen - len, true);
+    /* The chunk's pages before and after the block: untouched, clean. */
+    if (at > m)
+        large_rest((struct mc_large *)m, (size_t)(at - m), true);
+    if (m + maplen > at + len)
+        large_rest((struct mc_large *)(at + len),
+                   (size_t)(m + maplen - (at + len)), true);
     return large_user(h);
 }
 
@@ -855,8 +998,7 @@ static void *large_resize(struct mc_large *h, size_t n)
         size_t slack = large_len(h->off, old - h->off + (old - h->off) / 2);
         if (slack > len)
             len = slack;
-        struct mc_large *nh =
-            h->off == MC_LARGE_HDR ? large_reuse(len, true) : NULL;
+        struct mc_large *nh = large_reuse(len, h->align, true);
         if (nh) {
             nh->req = n;
             memcpy(large_user(nh), large_user(h), large_usable(h));
@@ -864,7 +1006,7 @@ static void *large_resize(struct mc_large *h, size_t n)
             return large_user(nh);
         }
     }
-    if (len < old && old <= MC_CHUNK / 2 && h->off == MC_LARGE_HDR) {
+    if (len < old && old <= MC_CHUNK / 2) {
         /* A medium block shrinks in place: its tail goes to the cache. */
         h->req = n;
         h->maplen = len;
@@ -1533,7 +1675,7 @@ static size_t mc_trim(int how)
         dp_thread_cache_flush();
         dp_tcache_ext_drain(false);
     }
-    large_cache(0, false, how, &n);
+    large_cache(0, 0, false, how, &n);
     if (!atomic_load_explicit(&mc_inited, memory_order_acquire))
         return n;
     for (unsigned c = 0; c < MC_NCLASS; c++)

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /* n divided by DP_TEST_SCALE (default 1), at least 1. */
 static inline uint64_t mt_scaled(uint64_t n)
@@ -93,6 +94,22 @@ static inline int mt_layout(void **out, const size_t *sizes, int n)
             return 0;
     }
     return 1;
+}
+
+/* How many 4 KiB pages of [p, p + n) are resident, by mincore(2): what
+ * the kernel holds for the range, not what the allocator says.  A page
+ * that is not mapped (mincore: ENOMEM) is not resident. */
+static inline size_t mt_resident_pages(const void *p, size_t n)
+{
+    uintptr_t a = (uintptr_t)p & ~(uintptr_t)4095;
+    uintptr_t end = ((uintptr_t)p + n + 4095) & ~(uintptr_t)4095;
+    size_t r = 0;
+    for (; a < end; a += 4096) {
+        unsigned char v = 0;
+        if (mincore((void *)a, 4096, &v) == 0 && (v & 1))
+            r++;
+    }
+    return r;
 }
 
 /* C23 names glibc 2.36 does not declare. */

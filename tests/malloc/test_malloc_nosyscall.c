@@ -8,8 +8,9 @@
  * small ones to overflow its cache and empty pages), stores a flag and
  * leaves with a raw SYS_exit; pthread_join still works (the kernel clears
  * the tid word).  Once the blocks are freed by the thread that allocated
- * them, once by another thread.  Some of the large blocks come from the
- * large-block cache (filled beforehand).  Every scenario runs in a forked
+ * them, once by another thread.  Each size is asked for four times:
+ * by malloc and at alignments of 128 bytes, a page and 64 KiB.  Some of
+ * the large blocks come from the large-block cache (filled beforehand).  Every scenario runs in a forked
  * child that reports through its exit code; a negative control makes one
  * forbidden call to show the harness catches it.
  */
@@ -41,6 +42,14 @@ static const size_t sizes[] = {
 #define NSIZES (sizeof(sizes) / sizeof(sizes[0]))
 #define NSMALL 4000 /* 64-byte objects: overflow the bin, empty pages */
 #define NBLK (NSIZES * 4 + NSMALL)
+/* The alignment of each round of sizes (0: malloc). */
+static const size_t align_of_round[4] = {0, 128, 4096, 65536};
+
+/* Whether a block of round r, size i is a medium or large one. */
+static int is_large(int r, size_t i, size_t small_max)
+{
+    return sizes[i] > small_max || align_of_round[r] > 4096;
+}
 
 struct strict {
     void **blk;
@@ -55,7 +64,11 @@ static int alloc_all(void **blk)
     size_t k = 0;
     for (int r = 0; r < 4; r++)
         for (size_t i = 0; i < NSIZES; i++) {
-            if (!(blk[k] = malloc(sizes[i])))
+            if (!align_of_round[r])
+                blk[k] = malloc(sizes[i]);
+            else if (posix_memalign(&blk[k], align_of_round[r], sizes[i]))
+                blk[k] = NULL;
+            if (!blk[k])
                 return -1;
             memset(blk[k], 0x33, sizes[i] < 4096 ? sizes[i] : 4096);
             k++;
@@ -97,8 +110,9 @@ static int child_main(int alloc_here, int forbidden)
     dp_malloc_stats_t cold;
     dp_malloc_stats_get(&cold);
     size_t nlarge = 0;
-    for (size_t i = 0; i < NSIZES; i++)
-        nlarge += sizes[i] > cold.small_max;
+    for (int r = 0; r < 4; r++)
+        for (size_t i = 0; i < NSIZES; i++)
+            nlarge += is_large(r, i, cold.small_max);
     void *warm[NSIZES];
     for (size_t i = 0; i < NSIZES; i++)
         if (!(warm[i] = malloc(sizes[i] > cold.small_max ? 2 * sizes[i] : 1)))
@@ -121,7 +135,7 @@ static int child_main(int alloc_here, int forbidden)
     dp_malloc_stats_get(&after);
     /* Every large block freed: none live (they may already be unmapped). */
     if (after.large_inuse != (alloc_here ? before.large_inuse
-                                         : before.large_inuse - 4 * nlarge) ||
+                                         : before.large_inuse - nlarge) ||
         after.put_provider_calls != 0 ||
         after.large_reused <= cold.large_reused)
         return CH_BOOKS;

@@ -5,12 +5,15 @@
  * cached objects go back when it exits, and freed large blocks go back
  * from a later large allocation or malloc_trim -- never from free(); a
  * medium block waits on its thread's list until a malloc takes it or a
- * heap miss hands the lists back.
+ * heap miss hands the lists back; what a trim gives back leaves the
+ * process's resident pages (mincore), and malloc_trim says whether it gave
+ * anything back.
  */
 #include <criterion/criterion.h>
 #include <deferpool-malloc.h>
 
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -183,4 +186,104 @@ Test(malloc_nothread, a_heap_miss_hands_this_threads_lists_back_before_mapping)
     cr_assert_eq(s1.large_merges, s0.large_merges + 3);
     free(p);
     free(rest);
+}
+
+/* ---- what free() keeps and trim gives back, as the kernel sees it ------- */
+
+/* free() of a large block only queues it: its pages stay mapped and
+ * resident, nothing is unmapped; dp_malloc_trim() unmaps them. */
+Test(malloc_nothread, large_free_is_deferred_then_trimmed)
+{
+    const size_t n = 6 * MiB, pages = mt_blk_len(6 * MiB) / 4096;
+    dp_malloc_trim();
+    dp_malloc_stats_t a = st();
+    char *p = malloc(n);
+    cr_assert_not_null(p);
+    memset(p, 3, n);
+    dp_malloc_stats_t b = st();
+    cr_assert_eq(b.large_inuse, a.large_inuse + 1);
+    cr_assert_eq(b.large_bytes_inuse, a.large_bytes_inuse + mt_blk_len(n));
+    cr_assert_eq(mt_resident_pages(p - 64, mt_blk_len(n)), pages);
+    free(p);
+    dp_malloc_stats_t c = st();
+    cr_assert_eq(c.large_inuse, a.large_inuse);
+    cr_assert_eq(c.large_queued, a.large_queued + 1, "free() queues it");
+    cr_assert_eq(c.large_bytes_queued, a.large_bytes_queued + mt_blk_len(n));
+    cr_assert_eq(c.large_unmaps, b.large_unmaps, "free() unmapped it");
+    cr_assert_eq(mt_resident_pages(p - 64, mt_blk_len(n)), pages,
+                 "free() gave pages back");
+    cr_assert_geq(dp_malloc_trim(), 1);
+    c = st();
+    cr_assert_eq(c.large_queued, 0);
+    cr_assert_eq(c.large_bytes_queued, 0);
+    cr_assert_eq(c.large_cached, 0);
+    cr_assert_eq(c.large_unmaps, b.large_unmaps + 1);
+    cr_assert_eq(c.put_provider_calls, 0);
+    cr_assert_eq(mt_resident_pages(p - 64, mt_blk_len(n)), 0,
+                 "trim left pages resident");
+    cr_assert_eq(dp_malloc_stats_get(NULL), -1);
+}
+
+/* The pages a trim gives back leave the process: class pages emptied by
+ * free, a medium block purged by malloc_trim (all but its header page),
+ * then unmapped by dp_malloc_trim(), and an aligned block. */
+Test(malloc_nothread, trim_gives_the_pages_back_to_the_kernel)
+{
+    enum { NS = 600 };
+    const size_t sn = 6500; /* the 7168 class: 9 blocks a 64 KiB page */
+    static char *small[NS];
+    dp_malloc_trim();
+    for (int i = 0; i < NS; i++) {
+        cr_assert_not_null(small[i] = malloc(sn));
+        memset(small[i], 7, sn);
+    }
+    void *v[3];
+    const size_t sz[3] = {100 * KiB, 256 * KiB, 100 * KiB};
+    cr_assert(mt_layout(v, sz, 3));
+    char *m = v[1];
+    memset(m, 7, sz[1]);
+    char *al;
+    cr_assert_eq(posix_memalign((void **)&al, 64 * KiB, 1 * MiB), 0);
+    memset(al, 7, 1 * MiB);
+    size_t small_res = 0;
+    for (int i = 0; i < NS; i++)
+        small_res += mt_resident_pages(small[i], sn);
+    cr_assert_geq(small_res, NS);
+    const size_t mpages = mt_blk_len(sz[1]) / 4096;
+    cr_assert_eq(mt_resident_pages(m - 64, mt_blk_len(sz[1])), mpages);
+
+    for (int i = 0; i < NS; i++)
+        free(small[i]);
+    free(m);
+    free(al);
+    /* malloc_trim: the class pages go, the medium block (smaller than a
+     * chunk) is purged: only its header page stays. */
+    cr_assert_eq(malloc_trim(0), 1);
+    small_res = 0;
+    for (int i = 0; i < NS; i++)
+        small_res += mt_resident_pages(small[i], sn);
+    cr_assert_eq(small_res, 0, "%zu pages of freed small blocks resident",
+                 small_res);
+    cr_assert_eq(mt_resident_pages(m - 64, mt_blk_len(sz[1])), 1,
+                 "purged, but for its header");
+    cr_assert_eq(mt_resident_pages(al, 1 * MiB), 0);
+    /* dp_malloc_trim: every free block unmapped, the purged one too. */
+    dp_malloc_trim();
+    cr_assert_eq(mt_resident_pages(m - 64, mt_blk_len(sz[1])), 0);
+    free(v[0]);
+    free(v[2]);
+}
+
+/* malloc_trim() returns 1 when it gave memory back, 0 when there was
+ * nothing to give. */
+Test(malloc_nothread, malloc_trim_returns_1_only_when_it_gave_memory_back)
+{
+    malloc_trim(0);
+    cr_assert_eq(malloc_trim(0), 0, "nothing was left to give back");
+    void *big = malloc(4 * MiB);
+    memset(big, 1, 4 * MiB);
+    free(big);
+    cr_assert_eq(malloc_trim(0), 1);
+    cr_assert_eq(mallinfo2().keepcost, 0);
+    cr_assert_eq(malloc_trim(0), 0);
 }

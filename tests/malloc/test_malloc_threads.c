@@ -204,6 +204,50 @@ Test(malloc_threads, large_blocks_split_and_merged_under_several_threads)
     assert_churn_settled(&before);
 }
 
+/* dp_malloc_trim() promises every free block unmapped when it returns
+ * (include/deferpool-malloc.h), also while a reclaim pass is purging:
+ * such a pass holds the blocks it purges out of the heap, where the trim
+ * cannot take them, and must unmap them instead of putting them back.
+ * Each round maps 32 written blocks of 1 MiB, each a mapping of its own
+ * kept apart from the next by a live one, so that freed they stay
+ * smaller than a chunk and are purged, not unmapped; frees them; waits
+ * until the pass that finds them due has purged the first; trims at once,
+ * while that pass is still purging the others; and waits for a pass that
+ * began after the trim, so that the purging one has finished. */
+Test(malloc_threads, trim_while_a_pass_purges_leaves_no_free_block)
+{
+    enum { N = 32 };
+    const size_t B = 1 << 20;
+    size_t rounds = mt_scaled(8);
+    for (size_t r = 0; r < rounds; r++) {
+        void *b[N], *sep[N];
+        dp_malloc_trim(); /* every block below is a new mapping */
+        for (int i = 0; i < N; i++) {
+            cr_assert_not_null(b[i] = malloc(B));
+            memset(b[i], 1, B);
+            cr_assert_not_null(sep[i] = malloc(B));
+        }
+        dp_malloc_stats_t s;
+        dp_malloc_stats_get(&s);
+        uint64_t purges = s.large_purges;
+        for (int i = 0; i < N; i++)
+            free(b[i]);
+        do
+            dp_malloc_stats_get(&s);
+        while (s.large_purges == purges);
+        dp_malloc_trim();
+        cr_assert_eq(dp_malloc_reclaim_sync(), 0);
+        dp_malloc_stats_get(&s);
+        cr_assert_eq(s.large_queued + s.large_cached, 0,
+                     "round %zu: %llu blocks queued, %llu cached", r,
+                     (unsigned long long)s.large_queued,
+                     (unsigned long long)s.large_cached);
+        cr_assert_eq(s.large_bytes_cached, 0);
+        for (int i = 0; i < N; i++)
+            free(sep[i]);
+    }
+}
+
 /* Medium blocks (mostly 16 KiB to 128 KiB, now and then up to 4 MiB)
  * churned by three threads that also trade blocks through a mailbox, so
  * that many are freed by a thread that did not allocate them: thread
