@@ -25,13 +25,9 @@
  *             provider now: beyond hiwat, or older than the age limit
  *             beyond max(lowat, reserve).
  *
- * Lock order (outermost first); no lock is held across a provider call,
- * a ctor/dtor, or a futex wait:
- *   dp_rt.lock (reclaim-thread control)  -- never held with the others
- *   dp_registry.lock
- *     pool->lock
- *       dp_tcg.lock (thread caches; a drain holds it alone)
- *   mock->lock (leaf; see provider_mock.c)
+ * Lock order: docs/design.md §8 (and reclaim.c, "Fork", for the fork
+ * handlers).  No lock is held across a provider call, a ctor/dtor, or a
+ * futex wait.
  */
 #ifndef DP_INTERNAL_H
 #define DP_INTERNAL_H
@@ -580,9 +576,18 @@ DP_HIDDEN struct dp_tcache *dp_tcache_self(void);
 DP_HIDDEN size_t dp_tcache_ext_drain(bool self);
 /* Per list: entries summed over threads (n[]), and pops (dp_tcg.lock). */
 DP_HIDDEN void dp_tcache_ext_sum(uint64_t n[DP_TC_EXT], uint64_t *pops);
+/* Fork handlers' parts (order: reclaim.c, "Fork").  claim: before any
+ * lock, claim every other thread's cache (waits for owners, no lock
+ * held).  prepare: take dp_tcg.lock.  parent: release the claims and the
+ * lock.  child: flush and drop the claimed caches, lock kept;
+ * child_unlock releases it. */
+DP_HIDDEN void dp_tcache_atfork_claim(void);
 DP_HIDDEN void dp_tcache_atfork_prepare(void);
 DP_HIDDEN void dp_tcache_atfork_parent(void);
 DP_HIDDEN void dp_tcache_atfork_child(void);
+DP_HIDDEN void dp_tcache_atfork_child_unlock(void);
+/* The test hook at point `where` (deferpool.h, "Testing: hooks"). */
+DP_HIDDEN void dp_test_hook(int where);
 
 /* ---- pool.c ----------------------------------------------------------- */
 DP_HIDDEN void dp_page_put(struct dp_pool *p, void *obj);

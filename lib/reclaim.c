@@ -284,14 +284,16 @@ void dp_reclaim_info(dp_reclaim_info_t *out)
 /* ---- fork ------------------------------------------------------------------ */
 
 /*
- * prepare takes every deferpool lock in the lock order, so the child
- * starts with consistent pools.  Work that other threads had under way
+ * prepare first claims every other thread's cache (cache.c), then takes
+ * every deferpool lock in the lock order, so the child starts with
+ * consistent pools and caches.  Work that other threads had under way
  * outside any lock (provider calls) does not exist in the child: the
  * child handler forgets those reservations.  Pages the parent was in the
  * middle of returning stay mapped, unowned, in the child.
  */
 static void atfork_prepare(void)
 {
+    dp_tcache_atfork_claim(); /* before any lock: waits for owners */
     pthread_mutex_lock(&dp_rt.ctl);
     pthread_mutex_lock(&dp_rt.lock);
     pthread_mutex_lock(&dp_registry.lock);
@@ -313,6 +315,7 @@ static void atfork_parent(void)
 static void atfork_child(void)
 {
     dp_tcache_atfork_child();
+    dp_tcache_atfork_child_unlock();
     for (struct dp_pool *p = dp_registry.head; p; p = p->reg_next) {
         p->npages -= p->inflight + p->freeing;
         p->st_pages_freed += p->freeing; /* gone, as far as the child knows */

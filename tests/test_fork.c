@@ -350,3 +350,126 @@ Test(fork, pool_in_use_by_another_thread_at_fork_still_works_in_the_child, .time
     cr_assert_eq(tu_stats(pool).objs_inuse, 0);
     finish(pool, m);
 }
+
+/* --------------------------------------------- a cache halfway at the fork */
+
+/*
+ * The owner of a cache stops in the middle of a flush (the test hook:
+ * the oldest objects are back on their pages, the bin not yet updated)
+ * and another thread forks.  The fork must wait for the owner to leave
+ * (DP_TEST_FORK_WAIT opens the owner's gate) and the child must find the
+ * cache whole.  Without that, the child flushes the half-updated bin and
+ * hands the objects already returned out twice.
+ */
+#define HALF_OBJS 300
+#define HALF_PAGES 8
+
+struct half {
+    dp_pool_t *pool;
+    atomic_int armed;       /* the owner's next flush stops            */
+    atomic_uint puts_done;  /* puts the owner completed                */
+    atomic_uint puts_at_stop; /* puts_done when it stopped; the put under
+                                 way then is the owner's last before the
+                                 fork                                   */
+    tu_gate_t stopped;      /* the owner is inside its flush            */
+    tu_gate_t go;           /* the owner may finish the flush           */
+    tu_gate_t after;        /* the owner may put the rest (after fork)  */
+};
+
+static _Thread_local int half_is_owner;
+
+static void half_hook(int where, void *arg)
+{
+    struct half *h = arg;
+    if (where == DP_TEST_TC_FLUSH && half_is_owner &&
+        atomic_exchange(&h->armed, 0)) {
+        atomic_store(&h->puts_at_stop, atomic_load(&h->puts_done));
+        tu_gate_open(&h->stopped);
+        tu_gate_wait(&h->go);
+    } else if (where == DP_TEST_FORK_WAIT) {
+        tu_gate_open(&h->go); /* the fork waits for the owner: let it on */
+    }
+}
+
+static void *half_owner(void *arg)
+{
+    struct half *h = arg;
+    half_is_owner = 1;
+    void **objs = calloc(HALF_OBJS, sizeof *objs);
+    for (size_t i = 0; i < HALF_OBJS; i++)
+        objs[i] = dp_pool_get(h->pool, DP_WAITOK);
+    atomic_store(&h->armed, 1);
+    for (size_t i = 0; i < HALF_OBJS; i++) {
+        dp_pool_put(h->pool, objs[i]);
+        atomic_fetch_add(&h->puts_done, 1);
+        if (i == atomic_load(&h->puts_at_stop) && !atomic_load(&h->armed))
+            tu_gate_wait(&h->after); /* nothing more until the fork is done */
+    }
+    free(objs);
+    return NULL;
+}
+
+static int ptr_cmp(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t)*(void *const *)a, y = (uintptr_t)*(void *const *)b;
+    return x < y ? -1 : x > y;
+}
+
+Test(fork, child_never_sees_a_cache_its_owner_was_flushing_at_the_fork, .timeout = 120)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_attr_t a;
+    dp_pool_attr_init(&a);
+    a.provider = dp_mock_provider(m);
+    a.clock = dp_mock_clock;
+    a.clock_arg = m;
+    a.flags = DP_POOL_NOTHREAD; /* no GC may take the owner's bin first */
+    a.pagesize = 4096;
+    a.max_pages = HALF_PAGES;
+    dp_pool_t *pool = dp_pool_create("half", OBJSIZE, &a);
+    cr_assert_not_null(pool);
+    dp_reclaim_stop();
+    size_t opp = tu_stats(pool).objs_per_page;
+    cr_assert_geq(HALF_PAGES * opp, HALF_OBJS + 128, "the owner's refills must fit");
+
+    struct half h = {.pool = pool, .stopped = TU_GATE_INIT, .go = TU_GATE_INIT,
+                     .after = TU_GATE_INIT};
+    dp_test_set_hook(half_hook, &h);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, half_owner, &h), 0);
+    tu_gate_wait(&h.stopped);
+    cr_assert(dp_pool_stats(pool, &(dp_pool_stats_t){0}) == 0);
+
+    pid_t pid = fork_now();
+    if (pid == 0) {
+        /* The owner is gone: what it held out stays out, nothing else.
+         * Its put that was flushing completed before the fork. */
+        unsigned held = HALF_OBJS - atomic_load(&h.puts_at_stop) - 1;
+        CHILD_CHECK(dp_pool_check(pool) == 0);
+        dp_pool_stats_t s = tu_stats(pool);
+        CHILD_CHECK(s.objs_cached == 0);
+        CHILD_CHECK(s.objs_inuse == held);
+        /* Every free object exactly once: up to the hard limit. */
+        size_t cap = HALF_PAGES * opp, n = 0;
+        void **objs = calloc(cap + 1, sizeof *objs);
+        CHILD_CHECK(objs != NULL);
+        while (n <= cap && (objs[n] = dp_pool_get(pool, DP_NOWAIT)) != NULL)
+            n++;
+        CHILD_CHECK(n + held == cap);
+        qsort(objs, n, sizeof *objs, ptr_cmp);
+        for (size_t i = 1; i < n; i++)
+            CHILD_CHECK(objs[i] != objs[i - 1]);
+        for (size_t i = 0; i < n; i++)
+            dp_pool_put(pool, objs[i]);
+        CHILD_CHECK(tu_stats(pool).objs_inuse == held);
+        CHILD_CHECK(dp_pool_check(pool) == 0);
+        _exit(0);
+    }
+    tu_gate_open(&h.go);
+    tu_gate_open(&h.after);
+    wait_child_ok(pid);
+    pthread_join(t, NULL);
+    dp_test_set_hook(NULL, NULL);
+    cr_assert_eq(tu_stats(pool).objs_inuse, 0);
+    finish(pool, m);
+}
