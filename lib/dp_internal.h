@@ -621,5 +621,21 @@ DP_HIDDEN void dp_wake_all_waiters(void);
  * into every reclaim pass: fn runs with no lock held and returns the
  * number of pages it gave back.  One hook; NULL removes it. */
 DP_HIDDEN void dp_reclaim_set_hook(size_t (*fn)(void));
+/* The layer above joins the fork handlers (reclaim.c, "Fork", which
+ * lists the order): lock_outer after the caches are claimed and before
+ * dp_rt.ctl, lock_leaf after dp_tcg.lock; in the child, child() runs with
+ * every lock held, after the claimed caches were flushed (their ext
+ * lists handed to the layer).  Set once, from a constructor; l must stay
+ * valid. */
+struct dp_fork_layer {
+    void (*lock_outer)(void);
+    void (*unlock_outer)(void);
+    void (*lock_leaf)(void);
+    void (*unlock_leaf)(void);
+    void (*child)(void);
+};
+DP_HIDDEN void dp_fork_set_layer(const struct dp_fork_layer *l);
+/* Register the fork handlers (once; a constructor does it at load). */
+DP_HIDDEN void dp_fork_install(void);
 
 #endif /* DP_INTERNAL_H */

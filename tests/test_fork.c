@@ -19,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -97,6 +99,44 @@ static void wait_child_ok(pid_t pid)
     cr_assert(WIFEXITED(st), "child killed by signal %d",
               WIFSIGNALED(st) ? WTERMSIG(st) : 0);
     cr_assert_eq(WEXITSTATUS(st), 0, "child failed a check (see stderr)");
+}
+
+/*
+ * Run fn(arg) in a child process (the "runner"), in a process group of its
+ * own, and wait at most `secs` seconds for it and for every process it
+ * forks: they alone hold a pipe's write end, so poll() sees EOF when the
+ * last of them exits.  A hang kills the group and fails the test with a
+ * message naming `what`, at once rather than at the suite's timeout.  fn
+ * reports with CHILD_CHECK; returning means success.
+ */
+static void run_bounded(void (*fn)(void *), void *arg, int secs,
+                        const char *what)
+{
+    int pfd[2];
+    cr_assert_eq(pipe(pfd), 0, "pipe: %s", strerror(errno));
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        setpgid(0, 0);
+        close(pfd[0]);
+        fn(arg);
+        _exit(0);
+    }
+    setpgid(pid, pid); /* whichever of us runs first */
+    close(pfd[1]);
+    struct pollfd p = {.fd = pfd[0], .events = POLLIN};
+    int r;
+    while ((r = poll(&p, 1, secs * 1000)) == -1 && errno == EINTR)
+        ;
+    close(pfd[0]);
+    if (r == 0) {
+        kill(-pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        cr_assert_fail("%s: no progress for %d s (a deadlock in fork?)",
+                       what, secs);
+    }
+    wait_child_ok(pid);
 }
 
 static void finish(dp_pool_t *pool, dp_mock_t *m)
@@ -472,4 +512,86 @@ Test(fork, child_never_sees_a_cache_its_owner_was_flushing_at_the_fork, .timeout
     dp_test_set_hook(NULL, NULL);
     cr_assert_eq(tu_stats(pool).objs_inuse, 0);
     finish(pool, m);
+}
+
+/* ------------------------------------ program fork handlers that allocate */
+
+/*
+ * A program's own pthread_atfork handlers may allocate: get and put on a
+ * pool, malloc and free.  The library registers its handlers from a
+ * constructor, so a program's handlers, registered before or after the
+ * first pool, run outside ours: prepare before our locks are taken,
+ * parent and child after they are released (and after the child's
+ * reclaim thread is restarted).  Each order runs in a watchdog.
+ */
+static dp_pool_t *ph_pool;
+static atomic_uint ph_calls;
+
+static void ph_alloc(void)
+{
+    if (!ph_pool)
+        return;
+    void *o = dp_pool_get(ph_pool, DP_WAITOK);
+    void *small = malloc(100), *big = malloc((size_t)1 << 20);
+    CHILD_CHECK(o != NULL && small != NULL && big != NULL);
+    fill(o, 7);
+    dp_pool_put(ph_pool, o);
+    free(small);
+    free(big);
+    atomic_fetch_add(&ph_calls, 1);
+}
+
+static void ph_prepare(void) { ph_alloc(); }
+static void ph_parent(void) { ph_alloc(); }
+static void ph_child(void) { ph_alloc(); }
+
+static void ph_runner(void *arg)
+{
+    bool before = *(bool *)arg;
+    if (before)
+        CHILD_CHECK(pthread_atfork(ph_prepare, ph_parent, ph_child) == 0);
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_attr_t a;
+    dp_pool_attr_init(&a);
+    a.provider = dp_mock_provider(m);
+    a.pagesize = 4096;
+    a.flags = DP_POOL_NOCACHE; /* every get takes the pool lock */
+    ph_pool = dp_pool_create("handlers", OBJSIZE, &a); /* starts the thread */
+    CHILD_CHECK(ph_pool != NULL);
+    if (!before)
+        CHILD_CHECK(pthread_atfork(ph_prepare, ph_parent, ph_child) == 0);
+    child_get_put(ph_pool, 100);
+    CHILD_CHECK(info().running);
+
+    fflush(NULL);
+    pid_t pid = fork();
+    CHILD_CHECK(pid != -1);
+    if (pid == 0) {
+        CHILD_CHECK(atomic_load(&ph_calls) == 2); /* prepare, child */
+        child_get_put(ph_pool, 100);
+        CHILD_CHECK(info().running);
+        CHILD_CHECK(dp_reclaim_sync() == 0);
+        CHILD_CHECK(tu_stats(ph_pool).objs_inuse == 0);
+        CHILD_CHECK(dp_pool_check(ph_pool) == 0);
+        _exit(0);
+    }
+    int st;
+    CHILD_CHECK(waitpid(pid, &st, 0) == pid);
+    CHILD_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHILD_CHECK(atomic_load(&ph_calls) == 2); /* prepare, parent */
+    CHILD_CHECK(tu_stats(ph_pool).objs_inuse == 0);
+}
+
+Test(fork, program_handlers_registered_before_the_first_pool_may_allocate, .timeout = 120)
+{
+    bool before = true;
+    run_bounded(ph_runner, &before, 30, "fork with allocating handlers "
+                                        "registered before the first pool");
+}
+
+Test(fork, program_handlers_registered_after_the_first_pool_may_allocate, .timeout = 120)
+{
+    bool before = false;
+    run_bounded(ph_runner, &before, 30, "fork with allocating handlers "
+                                        "registered after the first pool");
 }
