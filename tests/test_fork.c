@@ -1,9 +1,11 @@
 /*
- * test_fork.c -- fork safety: after fork() in a process with a running
- * reclaim thread and live pools, the child can get and put, its reclaim
- * thread runs again and dp_reclaim_sync() works there, the parent is
- * unaffected, and a pool that another thread was using at the moment of
- * the fork still works in the child.
+ * test_fork.c -- fork and thread exit: after fork() in a process with a
+ * running reclaim thread and live pools, the child can get and put, its
+ * reclaim thread runs again and dp_reclaim_sync() works there, the parent
+ * is unaffected, and a pool that another thread was using at the moment
+ * of the fork -- even halfway through a flush of its cache -- still works
+ * in the child; a program's own fork handlers may allocate.  A thread
+ * that exits while a signal handler puts loses nothing.
  *
  * A child never uses Criterion: it checks with CHILD_CHECK, which reports
  * on stderr and exits 1; the parent asserts a clean exit 0.
@@ -594,4 +596,83 @@ Test(fork, program_handlers_registered_after_the_first_pool_may_allocate, .timeo
     bool before = false;
     run_bounded(ph_runner, &before, 30, "fork with allocating handlers "
                                         "registered after the first pool");
+}
+
+/* ------------------------------------------- thread exit and a signal put */
+
+/*
+ * A thread exits; its cache's destructor has flushed the bins (the hook
+ * DP_TEST_TC_EXIT) when a signal handler on that thread puts an object.
+ * The put must go to the page, not into the cache about to be freed.
+ */
+static dp_pool_t *exit_pool;
+static void *_Atomic exit_obj;
+static _Thread_local int exit_is_owner;
+static atomic_int exit_hook_ran;
+
+static void exit_handler(int sig)
+{
+    (void)sig;
+    void *o = atomic_exchange(&exit_obj, NULL);
+    if (o)
+        dp_pool_put(exit_pool, o);
+}
+
+static void exit_hook(int where, void *arg)
+{
+    (void)arg;
+    if (where == DP_TEST_TC_EXIT && exit_is_owner &&
+        !atomic_exchange(&exit_hook_ran, 1))
+        raise(SIGUSR1);
+}
+
+static void *exit_owner(void *arg)
+{
+    (void)arg;
+    exit_is_owner = 1;
+    void *objs[40];
+    for (size_t i = 0; i < 40; i++)
+        objs[i] = dp_pool_get(exit_pool, DP_WAITOK);
+    for (size_t i = 1; i < 40; i++)
+        dp_pool_put(exit_pool, objs[i]); /* into this thread's bin */
+    atomic_store(&exit_obj, objs[0]);    /* the handler puts this one */
+    return NULL;                         /* exit: the cache's destructor */
+}
+
+Test(fork, a_signal_handler_put_during_thread_exit_goes_to_the_pages, .timeout = 60)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_attr_t a;
+    dp_pool_attr_init(&a);
+    a.provider = dp_mock_provider(m);
+    a.clock = dp_mock_clock;
+    a.clock_arg = m;
+    a.flags = DP_POOL_NOTHREAD;
+    a.pagesize = 4096;
+    exit_pool = dp_pool_create("exit", OBJSIZE, &a);
+    cr_assert_not_null(exit_pool);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = exit_handler;
+    sigemptyset(&sa.sa_mask);
+    cr_assert_eq(sigaction(SIGUSR1, &sa, NULL), 0);
+    dp_test_set_hook(exit_hook, NULL);
+
+    unsigned rounds = (unsigned)tu_scaled(20);
+    for (unsigned r = 0; r < rounds; r++) {
+        atomic_store(&exit_hook_ran, 0);
+        pthread_t t;
+        cr_assert_eq(pthread_create(&t, NULL, exit_owner, NULL), 0);
+        pthread_join(t, NULL);
+        cr_assert(atomic_load(&exit_hook_ran), "the exit hook did not run");
+        cr_assert_null(atomic_load(&exit_obj), "the handler did not put");
+        dp_pool_stats_t s = tu_stats(exit_pool);
+        cr_assert_eq(s.objs_cached, 0);
+        cr_assert_eq(s.objs_inuse, 0, "round %u: %" PRIu64 " object(s) lost",
+                     r, s.objs_inuse);
+        cr_assert_eq(dp_pool_check(exit_pool), 0);
+    }
+    dp_test_set_hook(NULL, NULL);
+    signal(SIGUSR1, SIG_DFL);
+    finish(exit_pool, m);
 }
