@@ -362,7 +362,9 @@ DP_API int dp_pool_check(dp_pool_t *pool);
  * A page provider for tests: the stand-in for UVM.  Memory comes from
  * aligned_alloc (so sanitizers see pages after they are returned).
  * All functions are MT-Safe.  The counters are exact.  Fork: the mock has
- * no fork handlers; fork only while no thread is inside a mock call.
+ * no fork handlers; fork only while no thread is inside a mock call,
+ * except waiting at a closed gate (it holds no mock lock there; the
+ * child sees the call as never made and may open the gate).
  */
 typedef struct dp_mock dp_mock_t;
 

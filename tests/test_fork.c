@@ -104,34 +104,36 @@ static void wait_child_ok(pid_t pid)
 }
 
 /*
- * Run fn(arg) in a child process (the "runner"), in a process group of its
- * own, and wait at most `secs` seconds for it and for every process it
- * forks: they alone hold a pipe's write end, so poll() sees EOF when the
- * last of them exits.  A hang kills the group and fails the test with a
- * message naming `what`, at once rather than at the suite's timeout.  fn
- * reports with CHILD_CHECK; returning means success.
+ * A fork whose child (and whatever it forks) is waited for at most `secs`
+ * seconds: only they hold a pipe's write end, so poll() sees EOF when the
+ * last of them exits.  A hang kills the child's process group and fails
+ * the test with a message naming `what`, at once rather than at the
+ * suite's timeout.  fork_watched returns as fork() does; the parent gets
+ * the read end in *fd.
  */
-static void run_bounded(void (*fn)(void *), void *arg, int secs,
-                        const char *what)
+static pid_t fork_watched(int *fd)
 {
     int pfd[2];
     cr_assert_eq(pipe(pfd), 0, "pipe: %s", strerror(errno));
-    fflush(NULL);
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1, "fork: %s", strerror(errno));
+    pid_t pid = fork_now();
     if (pid == 0) {
         setpgid(0, 0);
         close(pfd[0]);
-        fn(arg);
-        _exit(0);
+        return 0;
     }
     setpgid(pid, pid); /* whichever of us runs first */
     close(pfd[1]);
-    struct pollfd p = {.fd = pfd[0], .events = POLLIN};
+    *fd = pfd[0];
+    return pid;
+}
+
+static void wait_watched(pid_t pid, int fd, int secs, const char *what)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
     int r;
     while ((r = poll(&p, 1, secs * 1000)) == -1 && errno == EINTR)
         ;
-    close(pfd[0]);
+    close(fd);
     if (r == 0) {
         kill(-pid, SIGKILL);
         waitpid(pid, NULL, 0);
@@ -139,6 +141,20 @@ static void run_bounded(void (*fn)(void *), void *arg, int secs,
                        what, secs);
     }
     wait_child_ok(pid);
+}
+
+/* fn(arg) in a watched child (a "runner"); it reports with CHILD_CHECK,
+ * returning means success. */
+static void run_bounded(void (*fn)(void *), void *arg, int secs,
+                        const char *what)
+{
+    int fd;
+    pid_t pid = fork_watched(&fd);
+    if (pid == 0) {
+        fn(arg);
+        _exit(0);
+    }
+    wait_watched(pid, fd, secs, what);
 }
 
 static void finish(dp_pool_t *pool, dp_mock_t *m)
@@ -675,4 +691,127 @@ Test(fork, a_signal_handler_put_during_thread_exit_goes_to_the_pages, .timeout =
     dp_test_set_hook(NULL, NULL);
     signal(SIGUSR1, SIG_DFL);
     finish(exit_pool, m);
+}
+
+/* ------------------------------------------- fork while inside the provider */
+
+/*
+ * One thread waits at the mock's closed alloc gate (a page reserved
+ * against the hard limit, the pool lock dropped), another at its closed
+ * free gate (a page being returned).  Neither exists in the child: it
+ * forgets the reservation, counts the page being returned as gone, and
+ * can fill the pool to its hard limit and return every page.
+ */
+struct in_provider {
+    dp_pool_t *pool;
+    void *got;
+    size_t returned;
+};
+
+static void *in_alloc(void *arg)
+{
+    struct in_provider *ip = arg;
+    ip->got = dp_pool_get(ip->pool, DP_WAITOK);
+    return NULL;
+}
+
+static void *in_free(void *arg)
+{
+    struct in_provider *ip = arg;
+    ip->returned = dp_pool_reclaim(ip->pool);
+    return NULL;
+}
+
+#define INP_LIMIT 4
+
+Test(fork, child_of_a_fork_while_threads_are_inside_the_provider_is_exact, .timeout = 120)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_attr_t a;
+    dp_pool_attr_init(&a);
+    a.provider = dp_mock_provider(m);
+    a.clock = dp_mock_clock;
+    a.clock_arg = m;
+    a.flags = DP_POOL_NOTHREAD | DP_POOL_NOCACHE;
+    a.pagesize = 4096;
+    a.max_pages = INP_LIMIT;
+    a.lowat = 0; /* the empty page is due to a reclaim */
+    dp_pool_t *pool = dp_pool_create("inprov", OBJSIZE, &a);
+    cr_assert_not_null(pool);
+    size_t opp = tu_stats(pool).objs_per_page;
+    /* Two full pages held, then a third page got and put back: empty. */
+    size_t nheld = 2 * opp;
+    void **held = calloc(nheld + 1, sizeof *held);
+    for (size_t i = 0; i < nheld + 1; i++)
+        cr_assert_not_null(held[i] = dp_pool_get(pool, DP_WAITOK));
+    dp_pool_put(pool, held[nheld]);
+    cr_assert_eq(tu_stats(pool).pages_empty, 1);
+
+    /* The empty page goes back: its free waits at the gate. */
+    struct in_provider ip = {.pool = pool};
+    dp_mock_gate_close(m, DP_MOCK_FREE);
+    pthread_t tf, ta;
+    cr_assert_eq(pthread_create(&tf, NULL, in_free, &ip), 0);
+    dp_mock_gate_wait(m, DP_MOCK_FREE, 1);
+    /* Room for one more page (the returning one still counts): its
+     * alloc waits at the gate. */
+    dp_mock_gate_close(m, DP_MOCK_ALLOC);
+    cr_assert_eq(pthread_create(&ta, NULL, in_alloc, &ip), 0);
+    dp_mock_gate_wait(m, DP_MOCK_ALLOC, 1);
+    dp_pool_stats_t s0 = tu_stats(pool);
+    cr_assert_eq(s0.pages, 3, "the returning page counts, the reserved one not yet");
+    dp_mock_counters_t c0 = tu_counters(m);
+    cr_assert_eq(c0.allocs, 3);
+    cr_assert_eq(c0.frees, 0);
+
+    int fd;
+    pid_t pid = fork_watched(&fd);
+    if (pid == 0) {
+        /* The held pages, nothing in flight. */
+        dp_pool_stats_t s = tu_stats(pool);
+        CHILD_CHECK(s.pages == 2);
+        CHILD_CHECK(s.pages_empty == 0);
+        CHILD_CHECK(s.objs_inuse == nheld);
+        CHILD_CHECK(s.pages_freed == s0.pages_freed + 1);
+        CHILD_CHECK(dp_pool_check(pool) == 0);
+        /* The provider works again; the hard limit has room for two
+         * pages (the reservation and the returning page are gone). */
+        dp_mock_gate_open(m, DP_MOCK_ALLOC);
+        dp_mock_gate_open(m, DP_MOCK_FREE);
+        size_t nmore = (INP_LIMIT - 2) * opp;
+        void **more = calloc(nmore, sizeof *more);
+        CHILD_CHECK(more != NULL);
+        for (size_t i = 0; i < nmore; i++)
+            CHILD_CHECK((more[i] = dp_pool_get(pool, DP_WAITOK)) != NULL);
+        errno = 0;
+        CHILD_CHECK(dp_pool_get(pool, DP_NOWAIT) == NULL && errno == ENOMEM);
+        CHILD_CHECK(tu_stats(pool).pages == INP_LIMIT);
+        CHILD_CHECK(tu_counters(m).allocs == c0.allocs + 2);
+        for (size_t i = 0; i < nmore; i++)
+            dp_pool_put(pool, more[i]);
+        for (size_t i = 0; i < nheld; i++)
+            dp_pool_put(pool, held[i]);
+        /* Every page the child knows goes back. */
+        CHILD_CHECK(dp_pool_reclaim(pool) == INP_LIMIT);
+        s = tu_stats(pool);
+        CHILD_CHECK(s.pages == 0 && s.objs_inuse == 0);
+        CHILD_CHECK(tu_counters(m).frees == INP_LIMIT);
+        CHILD_CHECK(dp_pool_check(pool) == 0);
+        _exit(0);
+    }
+    wait_watched(pid, fd, 30, "child of a fork while threads wait in the provider");
+
+    /* The parent: both calls complete. */
+    dp_mock_gate_open(m, DP_MOCK_ALLOC);
+    dp_mock_gate_open(m, DP_MOCK_FREE);
+    pthread_join(ta, NULL);
+    pthread_join(tf, NULL);
+    cr_assert_not_null(ip.got);
+    cr_assert_eq(ip.returned, 1);
+    dp_pool_put(pool, ip.got);
+    for (size_t i = 0; i < nheld; i++)
+        dp_pool_put(pool, held[i]);
+    free(held);
+    cr_assert_eq(tu_stats(pool).objs_inuse, 0);
+    finish(pool, m);
 }
