@@ -29,9 +29,10 @@ static struct {
     bool forking;          /* lock: a fork holds the claims ("Fork")  */
 } dp_tcg = {PTHREAD_MUTEX_INITIALIZER, NULL, {0}, 0, 0, false};
 
-/* The test hook (deferpool.h, "Testing: hooks"): read only on slow
- * paths. */
-static _Atomic(dp_test_hook_t) dp_test_hook_fn;
+static pthread_once_t dp_tcg_once = PTHREAD_ONCE_INIT;
+
+/* The test hook (deferpool.h, "Testing: hooks"). */
+DP_HIDDEN _Atomic(dp_test_hook_t) dp_test_hook_fn;
 static void *_Atomic dp_test_hook_arg;
 
 void dp_test_set_hook(dp_test_hook_t fn, void *arg)
@@ -40,15 +41,10 @@ void dp_test_set_hook(dp_test_hook_t fn, void *arg)
     atomic_store(&dp_test_hook_fn, fn);
 }
 
-void dp_test_hook(int where)
+void dp_test_hook_call(dp_test_hook_t fn, int where)
 {
-    dp_test_hook_t fn = atomic_load_explicit(&dp_test_hook_fn,
-                                             memory_order_acquire);
-    if (DP_UNLIKELY(fn != NULL))
-        fn(where, atomic_load_explicit(&dp_test_hook_arg, DP_RLX));
+    fn(where, atomic_load(&dp_test_hook_arg));
 }
-
-static pthread_once_t dp_tcg_once = PTHREAD_ONCE_INIT;
 
 void (*_Atomic dp_tc_ext_flush)(struct dp_tclist *l, bool forget);
 

@@ -586,8 +586,18 @@ DP_HIDDEN void dp_tcache_atfork_prepare(void);
 DP_HIDDEN void dp_tcache_atfork_parent(void);
 DP_HIDDEN void dp_tcache_atfork_child(void);
 DP_HIDDEN void dp_tcache_atfork_child_unlock(void);
-/* The test hook at point `where` (deferpool.h, "Testing: hooks"). */
-DP_HIDDEN void dp_test_hook(int where);
+/* The test hook at point `where` (deferpool.h, "Testing: hooks"): one
+ * load on the slow paths that have a point, a call only when a test set
+ * a hook. */
+extern DP_HIDDEN _Atomic(dp_test_hook_t) dp_test_hook_fn;
+DP_HIDDEN void dp_test_hook_call(dp_test_hook_t fn, int where);
+static inline void dp_test_hook(int where)
+{
+    dp_test_hook_t fn = atomic_load_explicit(&dp_test_hook_fn,
+                                             memory_order_acquire);
+    if (DP_UNLIKELY(fn != NULL))
+        dp_test_hook_call(fn, where);
+}
 
 /* ---- pool.c ----------------------------------------------------------- */
 DP_HIDDEN void dp_page_put(struct dp_pool *p, void *obj);
