@@ -37,7 +37,6 @@ static struct {
 } dp_rt = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
            PTHREAD_COND_INITIALIZER, RT_STOPPED, 0, false, 0, 0, 0, 0, 0};
 
-
 /* ---- registry ------------------------------------------------------------ */
 
 void dp_registry_add(struct dp_pool *p)
@@ -291,9 +290,9 @@ void dp_reclaim_info(dp_reclaim_info_t *out)
  * malloc, through dp_fork_set_layer):
  *
  *   prepare
- *     1. claim every other thread's cache (no lock held: owners inside a
- *        get/put are waited for, and such an owner may take the layer's
- *        locks)                                   dp_tcache_atfork_claim
+ *     1. claim every other thread's cache (owners inside a get/put are
+ *        waited for with no lock held, so nothing they do inside can
+ *        deadlock with us)                         dp_tcache_atfork_claim
  *     2. the layer's outer lock                   malloc: mc_init_lock
  *     3. dp_rt.ctl, 4. dp_rt.lock, 5. dp_registry.lock,
  *     6. every pool->lock in registry order, 7. dp_tcg.lock
