@@ -407,7 +407,9 @@ DP_API int dp_pool_check(dp_pool_t *pool);
  * A page provider for tests: the stand-in for UVM.  Memory comes from
  * aligned_alloc (so sanitizers see pages after they are returned).
  * All functions are MT-Safe.  The counters are exact.  Fork: the mock has
- * no fork handlers; fork only while no thread is inside a mock call.
+ * no fork handlers; fork only while no thread is inside a mock call,
+ * except waiting at a closed gate (it holds no mock lock there; the
+ * child sees the call as never made and may open the gate).
  */
 typedef struct dp_mock dp_mock_t;
 
@@ -477,6 +479,32 @@ DP_API void dp_mock_set_hook(dp_mock_t *m, dp_mock_hook_t hook, void *arg);
  * Starts at 1 s; only dp_mock_clock_advance() moves it. */
 DP_API uint64_t dp_mock_clock(void *mock);
 DP_API void dp_mock_clock_advance(dp_mock_t *m, uint64_t ns);
+
+/* ===================================================================== */
+/* Testing: hooks                                                        */
+/* ===================================================================== */
+
+/*
+ * A hook the library calls at the points below, so that a test can stop
+ * a thread exactly there (at a gate) and prove what another thread, a
+ * signal handler or fork() does meanwhile.  The points are on slow paths
+ * only: no get/put fast path reads the hook.  One hook for the process;
+ * NULL removes it.  fn runs on the thread that reached the point, with
+ * the state said below; it must not call into the library except where
+ * noted.  For tests only.
+ */
+/* A thread cache's owner has returned a flush's objects to the pages and
+ * not yet taken them off its bin (a put into a full bin, or a get above
+ * the soft limit).  The owner is inside its get/put. */
+#define DP_TEST_TC_FLUSH 1
+/* Thread exit: the exiting thread's cache is flushed and not yet freed.
+ * A signal handler may put here (the put must not use the cache). */
+#define DP_TEST_TC_EXIT 2
+/* fork() prepare handler: another thread is inside a get/put on its
+ * cache; the handler, holding no lock, yields and looks again. */
+#define DP_TEST_FORK_WAIT 3
+typedef void (*dp_test_hook_t)(int where, void *arg);
+DP_API void dp_test_set_hook(dp_test_hook_t fn, void *arg);
 
 #ifdef __cplusplus
 }

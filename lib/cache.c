@@ -26,9 +26,25 @@ static struct {
     uint64_t used[DP_TC_BINS / 64]; /* bin indices given to pools      */
     pthread_key_t key;     /* destructor flushes a thread's cache     */
     int state;             /* 0 untried, 1 usable, -1 no membarrier   */
-} dp_tcg = {PTHREAD_MUTEX_INITIALIZER, NULL, {0}, 0, 0};
+    bool forking;          /* lock: a fork holds the claims ("Fork")  */
+} dp_tcg = {PTHREAD_MUTEX_INITIALIZER, NULL, {0}, 0, 0, false};
 
 static pthread_once_t dp_tcg_once = PTHREAD_ONCE_INIT;
+
+/* The test hook (deferpool.h, "Testing: hooks"). */
+DP_HIDDEN _Atomic(dp_test_hook_t) dp_test_hook_fn;
+static void *_Atomic dp_test_hook_arg;
+
+void dp_test_set_hook(dp_test_hook_t fn, void *arg)
+{
+    atomic_store(&dp_test_hook_arg, arg);
+    atomic_store(&dp_test_hook_fn, fn);
+}
+
+void dp_test_hook_call(dp_test_hook_t fn, int where)
+{
+    fn(where, atomic_load(&dp_test_hook_arg));
+}
 
 void (*_Atomic dp_tc_ext_flush)(struct dp_tclist *l, bool forget);
 
@@ -170,6 +186,11 @@ static struct dp_tcache *tc_create(void)
         return NULL;
     }
     pthread_mutex_lock(&dp_tcg.lock);
+    /* A fork between its claims and its locks owns every cache: a new
+     * one starts claimed, so its owner keeps off it until the fork is
+     * done (dp_tcache_atfork_*). */
+    if (dp_tcg.forking)
+        atomic_store_explicit(&tc->drain, DP_TC_CLAIMED, DP_RLX);
     tc->next = dp_tcg.head;
     if (dp_tcg.head)
         dp_tcg.head->prev = tc;
@@ -288,6 +309,7 @@ static uint32_t bin_flush_oldest(struct dp_pool *p, struct dp_tcache *tc,
     uint32_t out = dp_page_put_runs(p, b->slots, p->tc_flush,
                                     DP_TC_FLUSH_RUNS);
     dp_in_put--;
+    dp_test_hook(DP_TEST_TC_FLUSH);
     n -= out;
     /* Move the base, not the stack; the stack moves back down at most
      * once per DP_TC_AREA - tc_max flushed objects. */
@@ -378,20 +400,31 @@ static void bin_flush(struct dp_tcache *tc, struct dp_tbin *b, bool forget)
 }
 
 /*
- * Claim each cache in `want` (a NULL-terminated array filtered by the
- * caller) that is not inside a get/put, and flush bin `idx` (or all bins
- * when idx < 0).  dp_tcg.lock held.  Returns how many were busy.
+ * Claim each cache in `want` (n of them, filtered by the caller) that is
+ * not inside a get/put, and flush bin `idx` (or all bins when idx < 0).
+ * dp_tcg.lock held.  Returns how many were busy.  A cache a fork holds
+ * claimed (drain already CLAIMED: any other drainer gives its claim back
+ * before it drops the lock) counts as busy.
  */
 static size_t claim_and_flush_locked(struct dp_tcache **want, size_t n,
                                      int idx, bool forget)
 {
     if (n == 0)
         return 0;
-    for (size_t i = 0; i < n; i++)
+    size_t busy = 0, k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (atomic_load_explicit(&want[i]->drain, DP_RLX) == DP_TC_CLAIMED) {
+            busy++;
+            continue;
+        }
         atomic_store_explicit(&want[i]->drain, DP_TC_REQ,
                               memory_order_relaxed);
+        want[k++] = want[i];
+    }
+    n = k;
+    if (n == 0)
+        return busy;
     bool can = heavy_barrier() == 0;
-    size_t busy = 0;
     for (size_t i = 0; i < n; i++) {
         struct dp_tcache *tc = want[i];
         if (!can || atomic_load_explicit(&tc->active, memory_order_acquire)) {
@@ -535,18 +568,24 @@ static void tc_unlink_locked(struct dp_tcache *tc)
         tc->next->prev = tc->prev;
 }
 
-/* Thread exit: give everything back.  Holding dp_tcg.lock means no
- * drainer is working on this cache, and a concurrent destroy cannot miss
- * these objects. */
+/* Thread exit: give everything back.  The cache leaves the thread
+ * first: a signal handler's put from here on finds no cache and goes to
+ * the pages, and active = 1 keeps any put that still holds the pointer
+ * off the bins (dp_tc_enter).  Holding dp_tcg.lock means no drainer is
+ * working on the cache, and a concurrent destroy cannot miss these
+ * objects. */
 static void tc_thread_exit(void *v)
 {
     struct dp_tcache *tc = v;
+    atomic_store_explicit(&tc->active, 1, DP_RLX);
+    dp_tc = NULL;
+    atomic_signal_fence(memory_order_seq_cst);
     pthread_mutex_lock(&dp_tcg.lock);
     tc_unlink_locked(tc);
-    dp_tc = NULL;
     for (int j = 0; j < DP_TC_BINS; j++)
         bin_flush(tc, &tc->bins[j], true);
     ext_flush(tc, true);
+    dp_test_hook(DP_TEST_TC_EXIT);
     pthread_mutex_unlock(&dp_tcg.lock);
     tc_unmap(tc);
 }
@@ -615,28 +654,104 @@ void dp_tcache_ext_sum(uint64_t n[DP_TC_EXT], uint64_t *pops)
 
 /* ---- fork ------------------------------------------------------------------ */
 
+/*
+ * The fork handlers' part for the caches (docs/design.md §10; the order
+ * of all handlers is in reclaim.c).  Before any lock is taken, claim
+ * every other thread's cache with the drainers' handshake, waiting --
+ * yielding, no lock held -- for owners inside a get/put to leave: an
+ * owner may be halfway through a flush, a chain pop or an ext-list
+ * flush, and the child must not see that.  The claims are held until
+ * the parent handler (owners meanwhile use the pages) or the child
+ * handler, where the claimed caches have no owner and are consistent.
+ * A cache that cannot be claimed (no membarrier) is left alone in the
+ * child: its objects stay out.
+ */
+void dp_tcache_atfork_claim(void)
+{
+    pthread_mutex_lock(&dp_tcg.lock);
+    dp_tcg.forking = true;
+    for (;;) {
+        struct dp_tcache *want[DP_TC_BATCH];
+        size_t n = 0, busy = 0;
+        bool more = false;
+        for (struct dp_tcache *tc = dp_tcg.head; tc; tc = tc->next) {
+            if (tc == dp_tc || atomic_load_explicit(&tc->drain, DP_RLX) ==
+                                   DP_TC_CLAIMED)
+                continue;
+            if (n == DP_TC_BATCH) {
+                more = true;
+                break;
+            }
+            atomic_store_explicit(&tc->drain, DP_TC_REQ, DP_RLX);
+            want[n++] = tc;
+        }
+        if (n == 0)
+            break;
+        if (heavy_barrier() != 0) {
+            for (size_t i = 0; i < n; i++)
+                atomic_store_explicit(&want[i]->drain, 0,
+                                      memory_order_release);
+            break;
+        }
+        for (size_t i = 0; i < n; i++) {
+            struct dp_tcache *tc = want[i];
+            if (atomic_load_explicit(&tc->active, memory_order_acquire)) {
+                atomic_store_explicit(&tc->drain, 0, memory_order_release);
+                busy++;
+            } else {
+                atomic_store_explicit(&tc->drain, DP_TC_CLAIMED, DP_RLX);
+            }
+        }
+        if (!busy && !more)
+            break;
+        if (busy) {
+            pthread_mutex_unlock(&dp_tcg.lock);
+            dp_test_hook(DP_TEST_FORK_WAIT);
+            sched_yield();
+            pthread_mutex_lock(&dp_tcg.lock);
+        }
+    }
+    pthread_mutex_unlock(&dp_tcg.lock);
+}
+
 void dp_tcache_atfork_prepare(void) { pthread_mutex_lock(&dp_tcg.lock); }
 
-void dp_tcache_atfork_parent(void) { pthread_mutex_unlock(&dp_tcg.lock); }
+void dp_tcache_atfork_parent(void)
+{
+    for (struct dp_tcache *tc = dp_tcg.head; tc; tc = tc->next)
+        if (atomic_load_explicit(&tc->drain, DP_RLX) == DP_TC_CLAIMED)
+            atomic_store_explicit(&tc->drain, 0, memory_order_release);
+    dp_tcg.forking = false;
+    pthread_mutex_unlock(&dp_tcg.lock);
+}
 
-/* In the child only the forking thread exists: the other threads' caches
- * have no owner, so flush them without a handshake and drop them. */
+/* In the child only the forking thread exists.  The other threads'
+ * caches were claimed outside any get/put: flush them and drop them.
+ * Called with every deferpool lock held; leaves dp_tcg.lock held. */
 void dp_tcache_atfork_child(void)
 {
     struct dp_tcache *tc = dp_tcg.head;
     while (tc) {
         struct dp_tcache *next = tc->next;
-        if (tc != dp_tc) {
+        if (tc == dp_tc) {
+            atomic_store(&tc->drain, 0);
+            atomic_store(&tc->active, 0);
+        } else if (atomic_load_explicit(&tc->drain, DP_RLX) ==
+                   DP_TC_CLAIMED) {
             tc_unlink_locked(tc);
             for (int j = 0; j < DP_TC_BINS; j++)
                 bin_flush(tc, &tc->bins[j], true);
             ext_flush(tc, true);
             tc_unmap(tc);
         } else {
-            atomic_store(&tc->drain, 0);
-            atomic_store(&tc->active, 0);
+            tc_unlink_locked(tc); /* unclaimable: its objects stay out */
         }
         tc = next;
     }
+    dp_tcg.forking = false;
+}
+
+void dp_tcache_atfork_child_unlock(void)
+{
     pthread_mutex_unlock(&dp_tcg.lock);
 }

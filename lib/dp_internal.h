@@ -25,13 +25,9 @@
  *             provider now: beyond hiwat, or older than the age limit
  *             beyond max(lowat, reserve).
  *
- * Lock order (outermost first); no lock is held across a provider call,
- * a ctor/dtor, or a futex wait:
- *   dp_rt.lock (reclaim-thread control)  -- never held with the others
- *   dp_registry.lock
- *     pool->lock
- *       dp_tcg.lock (thread caches; a drain holds it alone)
- *   mock->lock (leaf; see provider_mock.c)
+ * Lock order: docs/design.md §8 (and reclaim.c, "Fork", for the fork
+ * handlers).  No lock is held across a provider call, a ctor/dtor, or a
+ * futex wait.
  */
 #ifndef DP_INTERNAL_H
 #define DP_INTERNAL_H
@@ -586,9 +582,28 @@ DP_HIDDEN struct dp_tcache *dp_tcache_self(void);
 DP_HIDDEN size_t dp_tcache_ext_drain(bool self);
 /* Per list: entries summed over threads (n[]), and pops (dp_tcg.lock). */
 DP_HIDDEN void dp_tcache_ext_sum(uint64_t n[DP_TC_EXT], uint64_t *pops);
+/* Fork handlers' parts (order: reclaim.c, "Fork").  claim: before any
+ * lock, claim every other thread's cache (waits for owners, no lock
+ * held).  prepare: take dp_tcg.lock.  parent: release the claims and the
+ * lock.  child: flush and drop the claimed caches, lock kept;
+ * child_unlock releases it. */
+DP_HIDDEN void dp_tcache_atfork_claim(void);
 DP_HIDDEN void dp_tcache_atfork_prepare(void);
 DP_HIDDEN void dp_tcache_atfork_parent(void);
 DP_HIDDEN void dp_tcache_atfork_child(void);
+DP_HIDDEN void dp_tcache_atfork_child_unlock(void);
+/* The test hook at point `where` (deferpool.h, "Testing: hooks"): one
+ * load on the slow paths that have a point, a call only when a test set
+ * a hook. */
+extern DP_HIDDEN _Atomic(dp_test_hook_t) dp_test_hook_fn;
+DP_HIDDEN void dp_test_hook_call(dp_test_hook_t fn, int where);
+static inline void dp_test_hook(int where)
+{
+    dp_test_hook_t fn = atomic_load_explicit(&dp_test_hook_fn,
+                                             memory_order_acquire);
+    if (DP_UNLIKELY(fn != NULL))
+        dp_test_hook_call(fn, where);
+}
 
 /* ---- pool.c ----------------------------------------------------------- */
 DP_HIDDEN void dp_page_put(struct dp_pool *p, void *obj);
@@ -622,5 +637,21 @@ DP_HIDDEN void dp_wake_all_waiters(void);
  * into every reclaim pass: fn runs with no lock held and returns the
  * number of pages it gave back.  One hook; NULL removes it. */
 DP_HIDDEN void dp_reclaim_set_hook(size_t (*fn)(void));
+/* The layer above joins the fork handlers (reclaim.c, "Fork", which
+ * lists the order): lock_outer after the caches are claimed and before
+ * dp_rt.ctl, lock_leaf after dp_tcg.lock; in the child, child() runs with
+ * every lock held, after the claimed caches were flushed (their ext
+ * lists handed to the layer).  Set once, from a constructor; l must stay
+ * valid. */
+struct dp_fork_layer {
+    void (*lock_outer)(void);
+    void (*unlock_outer)(void);
+    void (*lock_leaf)(void);
+    void (*unlock_leaf)(void);
+    void (*child)(void);
+};
+DP_HIDDEN void dp_fork_set_layer(const struct dp_fork_layer *l);
+/* Register the fork handlers (once; a constructor does it at load). */
+DP_HIDDEN void dp_fork_install(void);
 
 #endif /* DP_INTERNAL_H */

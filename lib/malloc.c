@@ -53,8 +53,8 @@
  *               allocator (recursion guard).
  * Lock order: mc_init_lock is outermost (held while creating pools, which
  * take the core's registry and cache locks); mc_lc_lock is a leaf, taken
- * with no other lock held except by the fork handlers (after
- * mc_init_lock, before the core's); see lib/dp_internal.h.
+ * with no other lock held except by the fork handlers, which take it
+ * last (docs/design.md §8; the handlers' order: lib/reclaim.c, "Fork").
  */
 #include "dp_internal.h"
 
@@ -1043,16 +1043,22 @@ static void *large_resize(struct mc_large *h, size_t n)
 
 /* ---- initialisation, the reclaim thread, fork ---------------------------- */
 
-static void mc_atfork_prepare(void)
-{
-    pthread_mutex_lock(&mc_init_lock);
-    pthread_mutex_lock(&mc_lc_lock);
-}
-static void mc_atfork_parent(void)
-{
-    pthread_mutex_unlock(&mc_lc_lock);
-    pthread_mutex_unlock(&mc_init_lock);
-}
+/*
+ * Fork: this layer's part of the core's handlers, whose order
+ * lib/reclaim.c ("Fork") lists.  mc_init_lock is taken after the core has
+ * claimed the thread caches (an owner inside its cache may be flushing
+ * its lists here) and before the core's locks; mc_lc_lock, a leaf, last.
+ * Registered from the library constructor, so that a fork while another
+ * thread is inside mc_init, or a program handler registered in main()
+ * that allocates, finds them in place.
+ */
+static void mc_lock_init(void) { pthread_mutex_lock(&mc_init_lock); }
+static void mc_unlock_init(void) { pthread_mutex_unlock(&mc_init_lock); }
+static void mc_lock_lc(void) { pthread_mutex_lock(&mc_lc_lock); }
+static void mc_unlock_lc(void) { pthread_mutex_unlock(&mc_lc_lock); }
+
+/* In the child, every lock held, after the core handed the other
+ * threads' lists to mc_lq. */
 static void mc_atfork_child(void)
 {
     /* A thread that was starting the reclaim thread is gone: let the
@@ -1071,9 +1077,15 @@ static void mc_atfork_child(void)
     }
     atomic_store(&mc_ls.queued, n);
     atomic_store(&mc_ls.queued_bytes, bytes);
-    pthread_mutex_unlock(&mc_lc_lock);
-    pthread_mutex_unlock(&mc_init_lock);
 }
+
+static const struct dp_fork_layer mc_fork_layer = {
+    .lock_outer = mc_lock_init,
+    .unlock_outer = mc_unlock_init,
+    .lock_leaf = mc_lock_lc,
+    .unlock_leaf = mc_unlock_lc,
+    .child = mc_atfork_child,
+};
 
 /*
  * The malloc's reclaim age: DEFERPOOL_CONF reclaim_age_ms when it is
@@ -1147,11 +1159,6 @@ static bool mc_init(void)
             atomic_store(&dp_tc_ext_flush, tl_flush);
             if (dp_options()->stats_print)
                 mc_stats_fd = fcntl(2, F_DUPFD_CLOEXEC, 3);
-            /* After the core's handlers (registered with the first pool):
-             * prepare handlers run in reverse order, so ours takes
-             * mc_init_lock first, as the lock order wants. */
-            pthread_atfork(mc_atfork_prepare, mc_atfork_parent,
-                           mc_atfork_child);
             atomic_store_explicit(&mc_inited, 1, memory_order_release);
         }
     }
@@ -1182,6 +1189,11 @@ static void mc_print_at_exit(void);
 
 __attribute__((constructor)) static void mc_ctor(void)
 {
+    /* Inside the recursion guard: pthread_atfork may allocate. */
+    mc_depth++;
+    dp_fork_set_layer(&mc_fork_layer);
+    dp_fork_install();
+    mc_depth--;
     atomic_store(&mc_ready, 1);
 }
 

@@ -5,7 +5,8 @@
  *
  * Reclaim-thread states (dp_rt.state, dp_rt.lock):
  *   STOPPED --start--> RUNNING --stop--> STOPPING --joined--> STOPPED
- *   fork child: RUNNING in the parent -> restarted in the child.
+ *   fork child: RUNNING in the parent -> restarted in the child (after
+ *   every lock is released).
  */
 #include "dp_internal.h"
 
@@ -36,14 +37,11 @@ static struct {
 } dp_rt = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
            PTHREAD_COND_INITIALIZER, RT_STOPPED, 0, false, 0, 0, 0, 0, 0};
 
-static pthread_once_t dp_atfork_once = PTHREAD_ONCE_INIT;
-static void install_atfork(void);
-
 /* ---- registry ------------------------------------------------------------ */
 
 void dp_registry_add(struct dp_pool *p)
 {
-    pthread_once(&dp_atfork_once, install_atfork);
+    dp_fork_install(); /* done by the constructor; for a static link */
     pthread_mutex_lock(&dp_registry.lock);
     p->reg_dead = false;
     p->reg_prev = NULL;
@@ -203,7 +201,7 @@ static int start_ctl_locked(void)
 
 int dp_reclaim_start(void)
 {
-    pthread_once(&dp_atfork_once, install_atfork);
+    dp_fork_install();
     pthread_mutex_lock(&dp_rt.ctl);
     int r = start_ctl_locked();
     pthread_mutex_unlock(&dp_rt.ctl);
@@ -288,34 +286,76 @@ void dp_reclaim_info(dp_reclaim_info_t *out)
 /* ---- fork ------------------------------------------------------------------ */
 
 /*
- * prepare takes every deferpool lock in the lock order, so the child
- * starts with consistent pools.  Work that other threads had under way
- * outside any lock (provider calls) does not exist in the child: the
- * child handler forgets those reservations.  Pages the parent was in the
- * middle of returning stay mapped, unowned, in the child.
+ * Fork (docs/design.md §10).  A library constructor registers the
+ * handlers, so they come before any handler the program registers from
+ * main() on: the program's prepare handlers run before ours and its
+ * parent and child handlers after ours, and all of them may allocate.
+ * The complete order, for this layer and the one above (the drop-in
+ * malloc, through dp_fork_set_layer):
+ *
+ *   prepare
+ *     1. claim every other thread's cache (owners inside a get/put are
+ *        waited for with no lock held, so nothing they do inside can
+ *        deadlock with us)                         dp_tcache_atfork_claim
+ *     2. the layer's outer lock                   malloc: mc_init_lock
+ *     3. dp_rt.ctl, 4. dp_rt.lock, 5. dp_registry.lock,
+ *     6. every pool->lock in registry order, 7. dp_tcg.lock
+ *     8. the layer's leaf lock                    malloc: mc_lc_lock
+ *   parent: release 8 to 2, then the claims (1).
+ *   child, with every lock held: flush and drop the claimed caches (the
+ *     objects go back to their pages, the layer's lists to the layer);
+ *     forget the pools' in-flight provider calls; the layer's fix-ups;
+ *     release 8 to 2; then, with no lock held, restart the reclaim
+ *     thread if it was running (pthread_create allocates).
  */
+static _Atomic(const struct dp_fork_layer *) dp_fork_layer;
+
+void dp_fork_set_layer(const struct dp_fork_layer *l)
+{
+    atomic_store(&dp_fork_layer, l);
+}
+
 static void atfork_prepare(void)
 {
+    const struct dp_fork_layer *l = atomic_load(&dp_fork_layer);
+    dp_tcache_atfork_claim();
+    if (l)
+        l->lock_outer();
     pthread_mutex_lock(&dp_rt.ctl);
     pthread_mutex_lock(&dp_rt.lock);
     pthread_mutex_lock(&dp_registry.lock);
     for (struct dp_pool *p = dp_registry.head; p; p = p->reg_next)
         pthread_mutex_lock(&p->lock);
     dp_tcache_atfork_prepare();
+    if (l)
+        l->lock_leaf();
 }
 
 static void atfork_parent(void)
 {
-    dp_tcache_atfork_parent();
+    const struct dp_fork_layer *l = atomic_load(&dp_fork_layer);
+    if (l)
+        l->unlock_leaf();
+    dp_tcache_atfork_parent(); /* releases dp_tcg.lock and the claims */
     for (struct dp_pool *p = dp_registry.head; p; p = p->reg_next)
         pthread_mutex_unlock(&p->lock);
     pthread_mutex_unlock(&dp_registry.lock);
     pthread_mutex_unlock(&dp_rt.lock);
     pthread_mutex_unlock(&dp_rt.ctl);
+    if (l)
+        l->unlock_outer();
 }
 
+/*
+ * Work other threads had under way outside any lock does not exist in
+ * the child: in-flight provider allocations are forgotten (their
+ * reservations), pages the parent was returning count as returned (they
+ * stay mapped, unowned), waiter counts and registry references are
+ * cleared.
+ */
 static void atfork_child(void)
 {
+    const struct dp_fork_layer *l = atomic_load(&dp_fork_layer);
     dp_tcache_atfork_child();
     for (struct dp_pool *p = dp_registry.head; p; p = p->reg_next) {
         p->npages -= p->inflight + p->freeing;
@@ -324,8 +364,14 @@ static void atfork_child(void)
         p->freeing = 0;
         p->reg_refs = 0;
         atomic_store(&p->waiters, 0);
-        pthread_mutex_unlock(&p->lock);
     }
+    if (l) {
+        l->child();
+        l->unlock_leaf();
+    }
+    dp_tcache_atfork_child_unlock();
+    for (struct dp_pool *p = dp_registry.head; p; p = p->reg_next)
+        pthread_mutex_unlock(&p->lock);
     pthread_cond_init(&dp_registry.cv, NULL);
     pthread_mutex_unlock(&dp_registry.lock);
     bool restart = dp_rt.state != RT_STOPPED;
@@ -333,12 +379,21 @@ static void atfork_child(void)
     dp_rt.in_pass = false;
     pthread_cond_init(&dp_rt.cv, NULL);
     pthread_mutex_unlock(&dp_rt.lock);
-    if (restart)
-        start_ctl_locked();
     pthread_mutex_unlock(&dp_rt.ctl);
+    if (l)
+        l->unlock_outer();
+    if (restart)
+        dp_reclaim_autostart();
 }
 
-static void install_atfork(void)
+void dp_fork_install(void)
 {
-    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+    static _Atomic bool installed;
+    if (!atomic_exchange(&installed, true))
+        pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+__attribute__((constructor)) static void dp_fork_ctor(void)
+{
+    dp_fork_install();
 }

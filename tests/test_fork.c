@@ -1,9 +1,11 @@
 /*
- * test_fork.c -- fork safety: after fork() in a process with a running
- * reclaim thread and live pools, the child can get and put, its reclaim
- * thread runs again and dp_reclaim_sync() works there, the parent is
- * unaffected, and a pool that another thread was using at the moment of
- * the fork still works in the child.
+ * test_fork.c -- fork and thread exit: after fork() in a process with a
+ * running reclaim thread and live pools, the child can get and put, its
+ * reclaim thread runs again and dp_reclaim_sync() works there, the parent
+ * is unaffected, and a pool that another thread was using at the moment
+ * of the fork -- even halfway through a flush of its cache -- still works
+ * in the child; a program's own fork handlers may allocate.  A thread
+ * that exits while a signal handler puts loses nothing.
  *
  * A child never uses Criterion: it checks with CHILD_CHECK, which reports
  * on stderr and exits 1; the parent asserts a clean exit 0.
@@ -19,6 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -97,6 +101,60 @@ static void wait_child_ok(pid_t pid)
     cr_assert(WIFEXITED(st), "child killed by signal %d",
               WIFSIGNALED(st) ? WTERMSIG(st) : 0);
     cr_assert_eq(WEXITSTATUS(st), 0, "child failed a check (see stderr)");
+}
+
+/*
+ * A fork whose child (and whatever it forks) is waited for at most `secs`
+ * seconds: only they hold a pipe's write end, so poll() sees EOF when the
+ * last of them exits.  A hang kills the child's process group and fails
+ * the test with a message naming `what`, at once rather than at the
+ * suite's timeout.  fork_watched returns as fork() does; the parent gets
+ * the read end in *fd.
+ */
+static pid_t fork_watched(int *fd)
+{
+    int pfd[2];
+    cr_assert_eq(pipe(pfd), 0, "pipe: %s", strerror(errno));
+    pid_t pid = fork_now();
+    if (pid == 0) {
+        setpgid(0, 0);
+        close(pfd[0]);
+        return 0;
+    }
+    setpgid(pid, pid); /* whichever of us runs first */
+    close(pfd[1]);
+    *fd = pfd[0];
+    return pid;
+}
+
+static void wait_watched(pid_t pid, int fd, int secs, const char *what)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int r;
+    while ((r = poll(&p, 1, secs * 1000)) == -1 && errno == EINTR)
+        ;
+    close(fd);
+    if (r == 0) {
+        kill(-pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        cr_assert_fail("%s: no progress for %d s (a deadlock in fork?)",
+                       what, secs);
+    }
+    wait_child_ok(pid);
+}
+
+/* fn(arg) in a watched child (a "runner"); it reports with CHILD_CHECK,
+ * returning means success. */
+static void run_bounded(void (*fn)(void *), void *arg, int secs,
+                        const char *what)
+{
+    int fd;
+    pid_t pid = fork_watched(&fd);
+    if (pid == 0) {
+        fn(arg);
+        _exit(0);
+    }
+    wait_watched(pid, fd, secs, what);
 }
 
 static void finish(dp_pool_t *pool, dp_mock_t *m)
@@ -347,6 +405,413 @@ Test(fork, pool_in_use_by_another_thread_at_fork_still_works_in_the_child, .time
     atomic_store(&w.stop, 1);
     pthread_join(t, NULL);
     cr_assert_eq(atomic_load(&w.bad), 0, "the worker saw a failed get or a corrupted object");
+    cr_assert_eq(tu_stats(pool).objs_inuse, 0);
+    finish(pool, m);
+}
+
+/* --------------------------------------------- a cache halfway at the fork */
+
+/*
+ * The owner of a cache stops in the middle of a flush (the test hook:
+ * the oldest objects are back on their pages, the bin not yet updated)
+ * and another thread forks.  The fork must wait for the owner to leave
+ * (DP_TEST_FORK_WAIT opens the owner's gate) and the child must find the
+ * cache whole.  Without that, the child flushes the half-updated bin and
+ * hands the objects already returned out twice.
+ */
+#define HALF_OBJS 300
+#define HALF_PAGES 8
+
+struct half {
+    dp_pool_t *pool;
+    atomic_int armed;       /* the owner's next flush stops            */
+    atomic_uint puts_done;  /* puts the owner completed                */
+    atomic_uint puts_at_stop; /* puts_done when it stopped; the put under
+                                 way then is the owner's last before the
+                                 fork                                   */
+    tu_gate_t stopped;      /* the owner is inside its flush            */
+    tu_gate_t go;           /* the owner may finish the flush           */
+    tu_gate_t after;        /* the owner may put the rest (after fork)  */
+};
+
+static _Thread_local int half_is_owner;
+
+static void half_hook(int where, void *arg)
+{
+    struct half *h = arg;
+    if (where == DP_TEST_TC_FLUSH && half_is_owner &&
+        atomic_exchange(&h->armed, 0)) {
+        atomic_store(&h->puts_at_stop, atomic_load(&h->puts_done));
+        tu_gate_open(&h->stopped);
+        tu_gate_wait(&h->go);
+    } else if (where == DP_TEST_FORK_WAIT) {
+        tu_gate_open(&h->go); /* the fork waits for the owner: let it on */
+    }
+}
+
+static void *half_owner(void *arg)
+{
+    struct half *h = arg;
+    half_is_owner = 1;
+    void **objs = calloc(HALF_OBJS, sizeof *objs);
+    for (size_t i = 0; i < HALF_OBJS; i++)
+        objs[i] = dp_pool_get(h->pool, DP_WAITOK);
+    atomic_store(&h->armed, 1);
+    for (size_t i = 0; i < HALF_OBJS; i++) {
+        dp_pool_put(h->pool, objs[i]);
+        atomic_fetch_add(&h->puts_done, 1);
+        if (i == atomic_load(&h->puts_at_stop) && !atomic_load(&h->armed))
+            tu_gate_wait(&h->after); /* nothing more until the fork is done */
+    }
+    free(objs);
+    return NULL;
+}
+
+static int ptr_cmp(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t)*(void *const *)a, y = (uintptr_t)*(void *const *)b;
+    return x < y ? -1 : x > y;
+}
+
+Test(fork, child_never_sees_a_cache_its_owner_was_flushing_at_the_fork, .timeout = 120)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_attr_t a;
+    dp_pool_attr_init(&a);
+    a.provider = dp_mock_provider(m);
+    a.clock = dp_mock_clock;
+    a.clock_arg = m;
+    a.flags = DP_POOL_NOTHREAD; /* no GC may take the owner's bin first */
+    a.pagesize = 4096;
+    a.max_pages = HALF_PAGES;
+    dp_pool_t *pool = dp_pool_create("half", OBJSIZE, &a);
+    cr_assert_not_null(pool);
+    dp_reclaim_stop();
+    size_t opp = tu_stats(pool).objs_per_page;
+    cr_assert_geq(HALF_PAGES * opp, HALF_OBJS + 128, "the owner's refills must fit");
+
+    struct half h = {.pool = pool, .stopped = TU_GATE_INIT, .go = TU_GATE_INIT,
+                     .after = TU_GATE_INIT};
+    dp_test_set_hook(half_hook, &h);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, half_owner, &h), 0);
+    tu_gate_wait(&h.stopped);
+    cr_assert(dp_pool_stats(pool, &(dp_pool_stats_t){0}) == 0);
+
+    pid_t pid = fork_now();
+    if (pid == 0) {
+        /* The owner is gone: what it held out stays out, nothing else.
+         * Its put that was flushing completed before the fork. */
+        unsigned held = HALF_OBJS - atomic_load(&h.puts_at_stop) - 1;
+        CHILD_CHECK(dp_pool_check(pool) == 0);
+        dp_pool_stats_t s = tu_stats(pool);
+        CHILD_CHECK(s.objs_cached == 0);
+        CHILD_CHECK(s.objs_inuse == held);
+        /* Every free object exactly once: up to the hard limit. */
+        size_t cap = HALF_PAGES * opp, n = 0;
+        void **objs = calloc(cap + 1, sizeof *objs);
+        CHILD_CHECK(objs != NULL);
+        while (n <= cap && (objs[n] = dp_pool_get(pool, DP_NOWAIT)) != NULL)
+            n++;
+        CHILD_CHECK(n + held == cap);
+        qsort(objs, n, sizeof *objs, ptr_cmp);
+        for (size_t i = 1; i < n; i++)
+            CHILD_CHECK(objs[i] != objs[i - 1]);
+        for (size_t i = 0; i < n; i++)
+            dp_pool_put(pool, objs[i]);
+        CHILD_CHECK(tu_stats(pool).objs_inuse == held);
+        CHILD_CHECK(dp_pool_check(pool) == 0);
+        _exit(0);
+    }
+    tu_gate_open(&h.go);
+    tu_gate_open(&h.after);
+    wait_child_ok(pid);
+    pthread_join(t, NULL);
+    dp_test_set_hook(NULL, NULL);
+    cr_assert_eq(tu_stats(pool).objs_inuse, 0);
+    finish(pool, m);
+}
+
+/* ------------------------------------ program fork handlers that allocate */
+
+/*
+ * A program's own pthread_atfork handlers may allocate: get and put on a
+ * pool, malloc and free.  The library registers its handlers from a
+ * constructor, so a program's handlers, registered before or after the
+ * first pool, run outside ours: prepare before our locks are taken,
+ * parent and child after they are released (and after the child's
+ * reclaim thread is restarted).  Each order runs in a watchdog.
+ */
+static dp_pool_t *ph_pool;
+static atomic_uint ph_calls;
+
+static void ph_alloc(void)
+{
+    if (!ph_pool)
+        return;
+    void *o = dp_pool_get(ph_pool, DP_WAITOK);
+    void *small = malloc(100), *big = malloc((size_t)1 << 20);
+    CHILD_CHECK(o != NULL && small != NULL && big != NULL);
+    fill(o, 7);
+    dp_pool_put(ph_pool, o);
+    free(small);
+    free(big);
+    atomic_fetch_add(&ph_calls, 1);
+}
+
+static void ph_prepare(void) { ph_alloc(); }
+static void ph_parent(void) { ph_alloc(); }
+static void ph_child(void) { ph_alloc(); }
+
+static void ph_runner(void *arg)
+{
+    bool before = *(bool *)arg;
+    if (before)
+        CHILD_CHECK(pthread_atfork(ph_prepare, ph_parent, ph_child) == 0);
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_attr_t a;
+    dp_pool_attr_init(&a);
+    a.provider = dp_mock_provider(m);
+    a.pagesize = 4096;
+    a.flags = DP_POOL_NOCACHE; /* every get takes the pool lock */
+    ph_pool = dp_pool_create("handlers", OBJSIZE, &a); /* starts the thread */
+    CHILD_CHECK(ph_pool != NULL);
+    if (!before)
+        CHILD_CHECK(pthread_atfork(ph_prepare, ph_parent, ph_child) == 0);
+    child_get_put(ph_pool, 100);
+    CHILD_CHECK(info().running);
+
+    fflush(NULL);
+    pid_t pid = fork();
+    CHILD_CHECK(pid != -1);
+    if (pid == 0) {
+        CHILD_CHECK(atomic_load(&ph_calls) == 2); /* prepare, child */
+        child_get_put(ph_pool, 100);
+        CHILD_CHECK(info().running);
+        CHILD_CHECK(dp_reclaim_sync() == 0);
+        CHILD_CHECK(tu_stats(ph_pool).objs_inuse == 0);
+        CHILD_CHECK(dp_pool_check(ph_pool) == 0);
+        _exit(0);
+    }
+    int st;
+    CHILD_CHECK(waitpid(pid, &st, 0) == pid);
+    CHILD_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHILD_CHECK(atomic_load(&ph_calls) == 2); /* prepare, parent */
+    CHILD_CHECK(tu_stats(ph_pool).objs_inuse == 0);
+}
+
+Test(fork, program_handlers_registered_before_the_first_pool_may_allocate, .timeout = 120)
+{
+    bool before = true;
+    run_bounded(ph_runner, &before, 30, "fork with allocating handlers "
+                                        "registered before the first pool");
+}
+
+Test(fork, program_handlers_registered_after_the_first_pool_may_allocate, .timeout = 120)
+{
+    bool before = false;
+    run_bounded(ph_runner, &before, 30, "fork with allocating handlers "
+                                        "registered after the first pool");
+}
+
+/* ------------------------------------------- thread exit and a signal put */
+
+/*
+ * A thread exits; its cache's destructor has flushed the bins (the hook
+ * DP_TEST_TC_EXIT) when a signal handler on that thread puts an object.
+ * The put must go to the page, not into the cache about to be freed.
+ */
+static dp_pool_t *exit_pool;
+static void *_Atomic exit_obj;
+static _Thread_local int exit_is_owner;
+static atomic_int exit_hook_ran;
+
+static void exit_handler(int sig)
+{
+    (void)sig;
+    void *o = atomic_exchange(&exit_obj, NULL);
+    if (o)
+        dp_pool_put(exit_pool, o);
+}
+
+static void exit_hook(int where, void *arg)
+{
+    (void)arg;
+    if (where == DP_TEST_TC_EXIT && exit_is_owner &&
+        !atomic_exchange(&exit_hook_ran, 1))
+        raise(SIGUSR1);
+}
+
+static void *exit_owner(void *arg)
+{
+    (void)arg;
+    exit_is_owner = 1;
+    void *objs[40];
+    for (size_t i = 0; i < 40; i++)
+        objs[i] = dp_pool_get(exit_pool, DP_WAITOK);
+    for (size_t i = 1; i < 40; i++)
+        dp_pool_put(exit_pool, objs[i]); /* into this thread's bin */
+    atomic_store(&exit_obj, objs[0]);    /* the handler puts this one */
+    return NULL;                         /* exit: the cache's destructor */
+}
+
+Test(fork, a_signal_handler_put_during_thread_exit_goes_to_the_pages, .timeout = 60)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_attr_t a;
+    dp_pool_attr_init(&a);
+    a.provider = dp_mock_provider(m);
+    a.clock = dp_mock_clock;
+    a.clock_arg = m;
+    a.flags = DP_POOL_NOTHREAD;
+    a.pagesize = 4096;
+    exit_pool = dp_pool_create("exit", OBJSIZE, &a);
+    cr_assert_not_null(exit_pool);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = exit_handler;
+    sigemptyset(&sa.sa_mask);
+    cr_assert_eq(sigaction(SIGUSR1, &sa, NULL), 0);
+    dp_test_set_hook(exit_hook, NULL);
+
+    unsigned rounds = (unsigned)tu_scaled(20);
+    for (unsigned r = 0; r < rounds; r++) {
+        atomic_store(&exit_hook_ran, 0);
+        pthread_t t;
+        cr_assert_eq(pthread_create(&t, NULL, exit_owner, NULL), 0);
+        pthread_join(t, NULL);
+        cr_assert(atomic_load(&exit_hook_ran), "the exit hook did not run");
+        cr_assert_null(atomic_load(&exit_obj), "the handler did not put");
+        dp_pool_stats_t s = tu_stats(exit_pool);
+        cr_assert_eq(s.objs_cached, 0);
+        cr_assert_eq(s.objs_inuse, 0, "round %u: %" PRIu64 " object(s) lost",
+                     r, s.objs_inuse);
+        cr_assert_eq(dp_pool_check(exit_pool), 0);
+    }
+    dp_test_set_hook(NULL, NULL);
+    signal(SIGUSR1, SIG_DFL);
+    finish(exit_pool, m);
+}
+
+/* ------------------------------------------- fork while inside the provider */
+
+/*
+ * One thread waits at the mock's closed alloc gate (a page reserved
+ * against the hard limit, the pool lock dropped), another at its closed
+ * free gate (a page being returned).  Neither exists in the child: it
+ * forgets the reservation, counts the page being returned as gone, and
+ * can fill the pool to its hard limit and return every page.
+ */
+struct in_provider {
+    dp_pool_t *pool;
+    void *got;
+    size_t returned;
+};
+
+static void *in_alloc(void *arg)
+{
+    struct in_provider *ip = arg;
+    ip->got = dp_pool_get(ip->pool, DP_WAITOK);
+    return NULL;
+}
+
+static void *in_free(void *arg)
+{
+    struct in_provider *ip = arg;
+    ip->returned = dp_pool_reclaim(ip->pool);
+    return NULL;
+}
+
+#define INP_LIMIT 4
+
+Test(fork, child_of_a_fork_while_threads_are_inside_the_provider_is_exact, .timeout = 120)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_attr_t a;
+    dp_pool_attr_init(&a);
+    a.provider = dp_mock_provider(m);
+    a.clock = dp_mock_clock;
+    a.clock_arg = m;
+    a.flags = DP_POOL_NOTHREAD | DP_POOL_NOCACHE;
+    a.pagesize = 4096;
+    a.max_pages = INP_LIMIT;
+    a.lowat = 0; /* the empty page is due to a reclaim */
+    dp_pool_t *pool = dp_pool_create("inprov", OBJSIZE, &a);
+    cr_assert_not_null(pool);
+    size_t opp = tu_stats(pool).objs_per_page;
+    /* Two full pages held, then a third page got and put back: empty. */
+    size_t nheld = 2 * opp;
+    void **held = calloc(nheld + 1, sizeof *held);
+    for (size_t i = 0; i < nheld + 1; i++)
+        cr_assert_not_null(held[i] = dp_pool_get(pool, DP_WAITOK));
+    dp_pool_put(pool, held[nheld]);
+    cr_assert_eq(tu_stats(pool).pages_empty, 1);
+
+    /* The empty page goes back: its free waits at the gate. */
+    struct in_provider ip = {.pool = pool};
+    dp_mock_gate_close(m, DP_MOCK_FREE);
+    pthread_t tf, ta;
+    cr_assert_eq(pthread_create(&tf, NULL, in_free, &ip), 0);
+    dp_mock_gate_wait(m, DP_MOCK_FREE, 1);
+    /* Room for one more page (the returning one still counts): its
+     * alloc waits at the gate. */
+    dp_mock_gate_close(m, DP_MOCK_ALLOC);
+    cr_assert_eq(pthread_create(&ta, NULL, in_alloc, &ip), 0);
+    dp_mock_gate_wait(m, DP_MOCK_ALLOC, 1);
+    dp_pool_stats_t s0 = tu_stats(pool);
+    cr_assert_eq(s0.pages, 3, "the returning page counts, the reserved one not yet");
+    dp_mock_counters_t c0 = tu_counters(m);
+    cr_assert_eq(c0.allocs, 3);
+    cr_assert_eq(c0.frees, 0);
+
+    int fd;
+    pid_t pid = fork_watched(&fd);
+    if (pid == 0) {
+        /* The held pages, nothing in flight. */
+        dp_pool_stats_t s = tu_stats(pool);
+        CHILD_CHECK(s.pages == 2);
+        CHILD_CHECK(s.pages_empty == 0);
+        CHILD_CHECK(s.objs_inuse == nheld);
+        CHILD_CHECK(s.pages_freed == s0.pages_freed + 1);
+        CHILD_CHECK(dp_pool_check(pool) == 0);
+        /* The provider works again; the hard limit has room for two
+         * pages (the reservation and the returning page are gone). */
+        dp_mock_gate_open(m, DP_MOCK_ALLOC);
+        dp_mock_gate_open(m, DP_MOCK_FREE);
+        size_t nmore = (INP_LIMIT - 2) * opp;
+        void **more = calloc(nmore, sizeof *more);
+        CHILD_CHECK(more != NULL);
+        for (size_t i = 0; i < nmore; i++)
+            CHILD_CHECK((more[i] = dp_pool_get(pool, DP_WAITOK)) != NULL);
+        errno = 0;
+        CHILD_CHECK(dp_pool_get(pool, DP_NOWAIT) == NULL && errno == ENOMEM);
+        CHILD_CHECK(tu_stats(pool).pages == INP_LIMIT);
+        CHILD_CHECK(tu_counters(m).allocs == c0.allocs + 2);
+        for (size_t i = 0; i < nmore; i++)
+            dp_pool_put(pool, more[i]);
+        for (size_t i = 0; i < nheld; i++)
+            dp_pool_put(pool, held[i]);
+        /* Every page the child knows goes back. */
+        CHILD_CHECK(dp_pool_reclaim(pool) == INP_LIMIT);
+        s = tu_stats(pool);
+        CHILD_CHECK(s.pages == 0 && s.objs_inuse == 0);
+        CHILD_CHECK(tu_counters(m).frees == INP_LIMIT);
+        CHILD_CHECK(dp_pool_check(pool) == 0);
+        _exit(0);
+    }
+    wait_watched(pid, fd, 30, "child of a fork while threads wait in the provider");
+
+    /* The parent: both calls complete. */
+    dp_mock_gate_open(m, DP_MOCK_ALLOC);
+    dp_mock_gate_open(m, DP_MOCK_FREE);
+    pthread_join(ta, NULL);
+    pthread_join(tf, NULL);
+    cr_assert_not_null(ip.got);
+    cr_assert_eq(ip.returned, 1);
+    dp_pool_put(pool, ip.got);
+    for (size_t i = 0; i < nheld; i++)
+        dp_pool_put(pool, held[i]);
+    free(held);
     cr_assert_eq(tu_stats(pool).objs_inuse, 0);
     finish(pool, m);
 }
