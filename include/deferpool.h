@@ -233,9 +233,10 @@ DP_API void dp_pool_destroy(dp_pool_t *pool);
  *   takes a free object if there is one; one that would need a new page
  *   (whose construction would run the callback again) or a wait (for
  *   room this thread holds) fails at once with NULL + EDEADLK.
- * Thread cache: a DP_WAITOK get creates the calling thread's cache (one
- *   mmap, pthread_setspecific) on its first miss; a DP_NOWAIT get uses the
- *   cache if the thread has one and never creates it.
+ * Thread cache: the calling thread's first get that misses creates its
+ *   cache (two mmaps, madvise, pthread_setspecific, the cache lock); a
+ *   DP_NOWAIT get does so only if the cache lock is free at once, and
+ *   otherwise goes to the pages this time.
  * Not async-signal-safe: a get that misses the thread cache takes the
  *   pool lock (a mutex), and may take the thread-cache lock; a get from a
  *   signal handler that interrupted a deferpool call holding one of them

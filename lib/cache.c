@@ -162,7 +162,10 @@ static void tc_unmap(struct dp_tcache *tc)
     munmap(tc, sizeof(*tc));
 }
 
-static struct dp_tcache *tc_create(void)
+/* nowait: a DP_NOWAIT get's creation, which does not wait for the cache
+ * lock (a drain holds it across membarrier): if it is taken, the get
+ * goes uncached this time and a later miss tries again. */
+static struct dp_tcache *tc_create(bool nowait)
 {
     struct dp_tcache *tc =
         mmap(NULL, sizeof(*tc), PROT_READ | PROT_WRITE,
@@ -185,7 +188,13 @@ static struct dp_tcache *tc_create(void)
         tc_unmap(tc);
         return NULL;
     }
-    pthread_mutex_lock(&dp_tcg.lock);
+    if (!nowait) {
+        pthread_mutex_lock(&dp_tcg.lock);
+    } else if (pthread_mutex_trylock(&dp_tcg.lock) != 0) {
+        pthread_setspecific(dp_tcg.key, NULL);
+        tc_unmap(tc);
+        return NULL;
+    }
     /* A fork between its claims and its locks owns every cache: a new
      * one starts claimed, so its owner keeps off it until the fork is
      * done (dp_tcache_atfork_*). */
@@ -200,11 +209,11 @@ static struct dp_tcache *tc_create(void)
     return tc;
 }
 
-uint32_t dp_tcache_want(struct dp_pool *p)
+uint32_t dp_tcache_want(struct dp_pool *p, bool nowait)
 {
     if (p->tcidx < 0)
         return 1;
-    if (!dp_tc && !tc_create())
+    if (!dp_tc && !tc_create(nowait))
         return 1;
     return p->tc_batch + 1;
 }
@@ -608,7 +617,7 @@ struct dp_tcache *dp_tcache_self(void)
     if (dp_tc)
         return dp_tc;
     pthread_once(&dp_tcg_once, tcg_init);
-    return dp_tcg.state == 1 ? tc_create() : NULL;
+    return dp_tcg.state == 1 ? tc_create(false) : NULL;
 }
 
 size_t dp_tcache_ext_drain(bool self)

@@ -544,8 +544,10 @@ static inline bool dp_tcache_put(struct dp_pool *p, void *obj)
     return true;
 }
 
-/* How many objects a slow-path get should take (1: no cache). */
-DP_HIDDEN uint32_t dp_tcache_want(struct dp_pool *p);
+/* How many objects a slow-path get should take (1: no cache).  Creates
+ * the thread's cache on its first call; nowait (a DP_NOWAIT get): only
+ * if the cache lock is free at once. */
+DP_HIDDEN uint32_t dp_tcache_want(struct dp_pool *p, bool nowait);
 /* A page's put stack taken whole by a refill: `n` objects from `head`,
  * linked through their link words, NULL-terminated.  max: the longest
  * stack the refill may take this way. */

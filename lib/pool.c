@@ -468,11 +468,9 @@ static void *pool_get(struct dp_pool *p, int flags, uint64_t deadline)
     }
     struct dp_page *due = NULL;
     /* With a thread cache, take a batch: one for the caller, the rest
-     * for the cache, for one lock round trip.  A DP_NOWAIT get uses the
-     * thread's cache but does not create it (that maps memory and
-     * registers a thread-specific key: docs/design.md §9). */
-    uint32_t want =
-        mode == DP_NOWAIT && !dp_tc ? 1 : dp_tcache_want(p);
+     * for the cache, for one lock round trip.  The thread's first miss
+     * creates its cache (docs/design.md §9). */
+    uint32_t want = dp_tcache_want(p, mode == DP_NOWAIT);
     uint32_t got = 0;
     void *objs[DP_TC_MAXCAP / 2 + 1];
     struct dp_chain chain = {NULL, 0, want > 1 ? dp_tcache_chain_max(p) : 0};

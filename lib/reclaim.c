@@ -362,6 +362,7 @@ static void atfork_child(void)
         p->st_pages_freed += p->freeing; /* gone, as far as the child knows */
         p->inflight = 0;
         p->freeing = 0;
+        p->priming_pages = 0; /* primes of other threads: gone too */
         p->reg_refs = 0;
         atomic_store(&p->waiters, 0);
     }

@@ -627,48 +627,108 @@ Test(cache, immediate_mode_releases_a_page_already_queued_by_an_earlier_put)
 
 /* ------------------------------------------------- DP_NOWAIT and the cache */
 
+/* Gate for the exit hook: the exiting thread parks there holding the
+ * cache lock until the test opens it. */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int parked, open;
+} exit_gate = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+
+static void exit_gate_hook(int where, void *arg)
+{
+    (void)arg;
+    if (where != DP_TEST_TC_EXIT)
+        return;
+    pthread_mutex_lock(&exit_gate.mu);
+    exit_gate.parked = 1;
+    pthread_cond_broadcast(&exit_gate.cv);
+    while (!exit_gate.open)
+        pthread_cond_wait(&exit_gate.cv, &exit_gate.mu);
+    pthread_mutex_unlock(&exit_gate.mu);
+}
+
+/* Wait until *flag is set; fail with `what` after 60 s (a hang). */
+static void gate_wait(int *flag, const char *what)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 60;
+    pthread_mutex_lock(&exit_gate.mu);
+    int e = 0;
+    while (!*flag && e == 0)
+        e = pthread_cond_timedwait(&exit_gate.cv, &exit_gate.mu, &dl);
+    int ok = *flag;
+    pthread_mutex_unlock(&exit_gate.mu);
+    cr_assert(ok, "%s", what);
+}
+
+static void *cached_get_then_exit(void *arg)
+{
+    dp_pool_put(arg, dp_pool_get(arg, DP_WAITOK)); /* creates a cache */
+    return NULL;
+}
+
 struct nowait_probe {
     dp_pool_t *p;
-    uint64_t cached_after_get, cached_after_put, cached_after_waitok;
-    int got;
+    int done, go;                  /* exit_gate.mu */
+    uint64_t cached_locked, cached_free;
 };
 
 static void *nowait_probe_thread(void *arg)
 {
     struct nowait_probe *np = arg;
-    dp_pool_stats_t s;
+    /* The cache lock is held by the exiting thread: this get must not
+     * wait for it, and goes to the pages. */
     void *o = dp_pool_get(np->p, DP_NOWAIT);
-    np->got = o != NULL;
-    dp_pool_stats(np->p, &s);
-    np->cached_after_get = s.objs_cached;
+    cr_assert_not_null(o);
     dp_pool_put(np->p, o);
-    dp_pool_stats(np->p, &s);
-    np->cached_after_put = s.objs_cached;
-    /* A DP_WAITOK get does create the cache: the probe can see one. */
-    o = dp_pool_get(np->p, DP_WAITOK);
-    dp_pool_stats(np->p, &s);
-    np->cached_after_waitok = s.objs_cached;
+    pthread_mutex_lock(&exit_gate.mu);
+    np->done = 1;
+    pthread_cond_broadcast(&exit_gate.cv);
+    while (!np->go)
+        pthread_cond_wait(&exit_gate.cv, &exit_gate.mu);
+    pthread_mutex_unlock(&exit_gate.mu);
+    /* Lock free: the next miss creates the cache, which keeps the put. */
+    np->cached_locked = tu_stats(np->p).objs_cached;
+    o = dp_pool_get(np->p, DP_NOWAIT);
+    cr_assert_not_null(o);
     dp_pool_put(np->p, o);
+    np->cached_free = tu_stats(np->p).objs_cached;
     return NULL;
 }
 
-/* Creating a cache maps memory and registers a thread-specific key
- * (docs/design.md §9): a DP_NOWAIT get uses a cache the thread has but
- * never creates one. */
-Test(cache, a_nowait_get_does_not_create_the_threads_cache)
+/* A thread's first miss creates its cache whatever the flags; a DP_NOWAIT
+ * get does not wait for the cache lock to do so (a drain holds it across
+ * membarrier): while another thread holds it, the get is served from
+ * the pages, and the thread's next miss creates the cache. */
+Test(cache, a_nowait_get_creates_the_cache_but_never_waits_for_its_lock)
 {
     dp_mock_t *m = dp_mock_create(0);
     dp_pool_t *p = mkpool(m, 0, 0);
+    dp_test_set_hook(exit_gate_hook, NULL);
+    pthread_t x, y;
+    cr_assert_eq(pthread_create(&x, NULL, cached_get_then_exit, p), 0);
+    gate_wait(&exit_gate.parked, "the exiting thread never reached its hook");
     struct nowait_probe np = {.p = p};
-    pthread_t t;
-    cr_assert_eq(pthread_create(&t, NULL, nowait_probe_thread, &np), 0);
-    pthread_join(t, NULL);
-    cr_assert(np.got);
-    cr_assert_eq(np.cached_after_get, 0,
-                 "the DP_NOWAIT get filled a new cache with %llu objects",
-                 (unsigned long long)np.cached_after_get);
-    cr_assert_eq(np.cached_after_put, 0, "the put went into a cache");
-    cr_assert_gt(np.cached_after_waitok, 0, "no cache even for DP_WAITOK");
+    cr_assert_eq(pthread_create(&y, NULL, nowait_probe_thread, &np), 0);
+    gate_wait(&np.done, "a DP_NOWAIT get waited for the cache lock");
+    pthread_mutex_lock(&exit_gate.mu);
+    exit_gate.open = 1;
+    pthread_cond_broadcast(&exit_gate.cv);
+    pthread_mutex_unlock(&exit_gate.mu);
+    pthread_join(x, NULL); /* the cache lock is free from here on */
+    pthread_mutex_lock(&exit_gate.mu);
+    np.go = 1;
+    pthread_cond_broadcast(&exit_gate.cv);
+    pthread_mutex_unlock(&exit_gate.mu);
+    pthread_join(y, NULL);
+    dp_test_set_hook(NULL, NULL);
+    cr_assert_eq(np.cached_locked, 0,
+                 "the get under the held lock left %llu objects cached",
+                 (unsigned long long)np.cached_locked);
+    cr_assert_gt(np.cached_free, 0,
+                 "a DP_NOWAIT-only thread never got a cache");
     finish(p, m);
 }
 
