@@ -1521,7 +1521,8 @@ void dp_malloc_stats_print(FILE *f, int json)
 static void mc_print_at_exit(void)
 {
     FILE *f = mc_stats_fd >= 0 ? fdopen(mc_stats_fd, "w") : NULL;
-    dp_malloc_stats_print(f ? f : stderr, 0);
+    dp_malloc_stats_print(f ? f : stderr,
+                          dp_options()->stats_print == DP_SP_JSON);
     if (f)
         fclose(f);
 }

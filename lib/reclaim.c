@@ -70,6 +70,18 @@ void dp_registry_remove(struct dp_pool *p)
     pthread_mutex_unlock(&dp_registry.lock);
 }
 
+/* Call fn for every live pool, the registry lock held (so fn may take
+ * the pool lock, not the registry's).  Returns the pools visited. */
+size_t dp_registry_each(void (*fn)(struct dp_pool *p, void *arg), void *arg)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&dp_registry.lock);
+    for (struct dp_pool *p = dp_registry.head; p; p = p->reg_next, n++)
+        fn(p, arg);
+    pthread_mutex_unlock(&dp_registry.lock);
+    return n;
+}
+
 /* Wake getters asleep on any pool: pages went back to the provider,
  * which may be what a pool waiting on provider capacity needs. */
 void dp_wake_all_waiters(void)
