@@ -1601,6 +1601,76 @@ MC_EXPORT struct mallinfo mallinfo(void)
 
 MC_EXPORT void malloc_stats(void) { dp_malloc_stats_print(stderr, 0); }
 
+/*
+ * glibc's malloc_info() describes glibc's arenas, which hold nothing
+ * here.  This one writes deferpool's own numbers as XML: the root names
+ * the allocator, version and pid; one <size> per class in use; the large
+ * heap; the reclaim thread; and the bytes mapped (docs/malloc.md,
+ * "malloc_info").  options must be 0, as in glibc.
+ */
+MC_EXPORT int malloc_info(int options, FILE *fp)
+{
+    if (options != 0 || fp == NULL) {
+        errno = EINVAL;
+        return -1;
+    }
+    dp_malloc_stats_t t;
+    dp_malloc_stats_get(&t);
+    static dp_pool_stats_t cls[MC_NCLASS]; /* no stack burst, no malloc */
+    static pthread_mutex_t info_lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&info_lock);
+    unsigned nc = 0;
+    if (atomic_load_explicit(&mc_inited, memory_order_acquire))
+        for (unsigned c = 0; c < MC_NCLASS; c++)
+            if (dp_pool_stats(mc_pool[c], &cls[nc]) == 0 &&
+                (cls[nc].gets || cls[nc].pages))
+                nc++;
+    fprintf(fp,
+            "<malloc version=\"1\" allocator=\"deferpool-malloc\" "
+            "deferpool=\"%s\" pid=\"%lld\">\n"
+            "<small max=\"%llu\" classes=\"%llu\" inuse=\"%llu\" "
+            "bytes-inuse=\"%llu\" cached=\"%llu\" pages=\"%llu\" "
+            "pages-empty=\"%llu\" bytes-mapped=\"%llu\" "
+            "pages-freed=\"%llu\" put-provider-calls=\"%llu\">\n<sizes>\n",
+            dp_version(), (long long)getpid(), U(t.small_max),
+            U(t.small_classes), U(t.small_objs_inuse),
+            U(t.small_bytes_inuse), U(t.small_objs_cached), U(t.small_pages),
+            U(t.small_pages_empty), U(t.small_bytes_mapped),
+            U(t.small_pages_freed), U(t.put_provider_calls));
+    for (unsigned i = 0; i < nc; i++) {
+        const dp_pool_stats_t *c = &cls[i];
+        fprintf(fp,
+                "<size class=\"%zu\" page=\"%zu\" inuse=\"%llu\" "
+                "cached=\"%llu\" pages=\"%llu\" pages-empty=\"%llu\" "
+                "pages-alloc=\"%llu\" pages-freed=\"%llu\" gets=\"%llu\"/>\n",
+                c->objsize, c->pagesize, U(c->objs_inuse), U(c->objs_cached),
+                U(c->pages), U(c->pages_empty), U(c->pages_alloc),
+                U(c->pages_freed), U(c->gets));
+    }
+    fprintf(fp,
+            "</sizes>\n</small>\n"
+            "<large inuse=\"%llu\" bytes-inuse=\"%llu\" queued=\"%llu\" "
+            "bytes-queued=\"%llu\" cached=\"%llu\" bytes-cached=\"%llu\" "
+            "bytes-purged=\"%llu\" maps=\"%llu\" unmaps=\"%llu\" "
+            "reused=\"%llu\" merges=\"%llu\" purges=\"%llu\"/>\n"
+            "<bootstrap bytes=\"%llu\"/>\n"
+            "<reclaim running=\"%d\" passes=\"%llu\" pages-returned=\"%llu\" "
+            "interval-ns=\"%llu\" age-ns=\"%llu\"/>\n"
+            "<system type=\"mapped\" size=\"%llu\"/>\n"
+            "</malloc>\n",
+            U(t.large_inuse), U(t.large_bytes_inuse), U(t.large_queued),
+            U(t.large_bytes_queued), U(t.large_cached),
+            U(t.large_bytes_cached), U(t.large_bytes_purged), U(t.large_maps),
+            U(t.large_unmaps), U(t.large_reused), U(t.large_merges),
+            U(t.large_purges), U(t.bootstrap_bytes), t.reclaim_running,
+            U(t.reclaim_passes), U(t.reclaim_pages_returned),
+            U(t.reclaim_interval_ns), U(t.reclaim_age_ns),
+            U(t.small_bytes_mapped + t.large_bytes_inuse +
+              t.large_bytes_queued + t.large_bytes_cached));
+    pthread_mutex_unlock(&info_lock);
+    return ferror(fp) ? -1 : 0;
+}
+
 /* Every glibc parameter is accepted (1) and has no effect: the page-level
  * policy is set with DEFERPOOL_CONF.  Unknown parameters: 0. */
 MC_EXPORT int mallopt(int param, int value)
