@@ -59,6 +59,7 @@
 #include "dp_internal.h"
 
 #include "deferpool-malloc.h"
+#include "probes.h"
 
 #include <fcntl.h>
 #include <malloc.h>
@@ -309,6 +310,7 @@ static void large_unmap(struct mc_large *h)
     atomic_fetch_add_explicit(&mc_ls.unmaps, 1, MC_RLX);
     size_t len = h->maplen;
     h->magic = 0;
+    DP_PROBE(malloc_unmap, h, len);
     dp_provider_mmap()->free(NULL, h, len);
 }
 
@@ -797,6 +799,7 @@ static void *large_alloc(size_t n, size_t align, bool zero, bool grow)
     h->off = off;
     h->align = align;
     h->req = n;
+    DP_PROBE(malloc_map, h, maplen, n);
     atomic_fetch_add_explicit(&mc_ls.maps, 1, MC_RLX);
     atomic_fetch_add_explicit(&mc_ls.live, 1, MC_RLX);
     atomic_fetch_add_explicit(&mc_ls.live_bytes, len, MC_RLX);

@@ -8,6 +8,7 @@
  *   fork child: RUNNING in the parent -> restarted in the child.
  */
 #include "dp_internal.h"
+#include "probes.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -102,8 +103,9 @@ void dp_reclaim_set_hook(size_t (*fn)(void))
     atomic_store(&dp_reclaim_hook, fn);
 }
 
-static size_t step_all(size_t *filled)
+static size_t step_all(size_t *filled, int by)
 {
+    uint64_t t0 = dp_mono_ns();
     size_t returned = 0;
     dp_tcache_gc(); /* caches idle since the last pass pin no pages */
     size_t (*hook)(void) = atomic_load(&dp_reclaim_hook);
@@ -118,7 +120,9 @@ static size_t step_all(size_t *filled)
         }
         p->reg_refs++;
         pthread_mutex_unlock(&dp_registry.lock);
-        returned += dp_pool_reclaim_pass(p);
+        size_t n = dp_pool_reclaim_pass(p);
+        DP_PROBE(pages_release, p, p->name, n, by);
+        returned += n;
         *filled += dp_pool_refill(p);
         pthread_mutex_lock(&dp_registry.lock);
         struct dp_pool *next = p->reg_next;
@@ -131,13 +135,16 @@ static size_t step_all(size_t *filled)
         dp_wake_all_waiters();
     atomic_fetch_add(&dp_rt.pages_returned, returned);
     atomic_fetch_add(&dp_rt.pages_filled, *filled);
+    DP_PROBE(reclaim_pass, returned, *filled, dp_mono_ns() - t0, by);
+    (void)t0;
+    (void)by;
     return returned;
 }
 
 size_t dp_reclaim_step(void)
 {
     size_t filled = 0;
-    return step_all(&filled);
+    return step_all(&filled, DP_BY_STEP);
 }
 
 /* ---- the thread ------------------------------------------------------------ */
@@ -159,7 +166,7 @@ static void *rt_main(void *arg)
         pthread_mutex_unlock(&dp_rt.lock);
 
         size_t filled = 0;
-        step_all(&filled);
+        step_all(&filled, DP_BY_THREAD);
 
         pthread_mutex_lock(&dp_rt.lock);
         dp_rt.in_pass = false;
