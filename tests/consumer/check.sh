@@ -11,6 +11,7 @@
 #     shared library; malloc_consumer's malloc is deferpool's;
 #   - CMake: tests/consumer/cmake uses find_package(deferpool) and links
 #     each imported target;
+#   - man: `man deferpool`, `man dp_pool_get` find the installed pages;
 #   - Meson: examples/meson-subproject, with subprojects/deferpool being
 #     this source tree, builds, runs and installs its app and nothing of
 #     deferpool.
@@ -77,6 +78,20 @@ run_ok() {
         fail "$1 exited with an error: $out"
     [ "$out" = ok ] || fail "$1 printed '$out', expected 'ok'"
 }
+
+# ---- man pages: `man deferpool`, and a page per function ----------------
+page=$(find "$dest" -name deferpool.3 -path '*/man3/*' | head -n 1)
+[ -n "$page" ] || fail "no man3/deferpool.3 installed under $dest"
+manroot=$(dirname "$(dirname "$page")")
+for topic in deferpool dp_pool_get dp_stats_print; do
+    out=$(MANPATH=$manroot MAN_KEEP_STDERR=1 MANWIDTH=80 man "$topic" 2>&1) ||
+        fail "man $topic does not find the installed page: $out"
+    grep -q 'dp_pool_put' <<<"$out" || fail "man $topic does not show deferpool(3)"
+done
+if [ -f "$libdir/libdeferpool-malloc.so" ]; then
+    MANPATH=$manroot man -w deferpool-malloc >/dev/null 2>&1 ||
+        fail "man deferpool-malloc does not find the installed page"
+fi
 
 # ---- pkg-config --static, both .pc files --------------------------------
 have_malloc=0
