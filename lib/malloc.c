@@ -1006,7 +1006,7 @@ static bool mc_init(void)
         if (ok) {
             dp_reclaim_set_hook(mc_reclaim_hook);
             atomic_store(&dp_tc_ext_flush, tl_flush);
-            if (dp_options()->stats_print)
+            if (dp_options()->stats_print && mc_stats_fd < 0)
                 mc_stats_fd = fcntl(2, F_DUPFD_CLOEXEC, 3);
             /* After the core's handlers (registered with the first pool):
              * prepare handlers run in reverse order, so ours takes
@@ -1041,14 +1041,18 @@ static void mc_maybe_start(void)
 
 static void mc_print_at_exit(void);
 
+/* stats_print is read here too, not only at the first allocation after
+ * start-up: a program that never allocates still prints at exit. */
 __attribute__((constructor)) static void mc_ctor(void)
 {
     atomic_store(&mc_ready, 1);
+    if (dp_options()->stats_print && mc_stats_fd < 0)
+        mc_stats_fd = fcntl(2, F_DUPFD_CLOEXEC, 3);
 }
 
 __attribute__((destructor)) static void mc_dtor(void)
 {
-    if (atomic_load(&mc_inited) && dp_options()->stats_print)
+    if (dp_options()->stats_print)
         mc_print_at_exit();
 }
 
@@ -1413,6 +1417,24 @@ int dp_malloc_stats_get(dp_malloc_stats_t *out)
 
 #define U(x) ((unsigned long long)(x))
 
+/* The program's name as a JSON string (quotes, backslashes and control
+ * bytes escaped), so that output from several processes can be told
+ * apart. */
+static void json_program(FILE *f)
+{
+    const char *s = program_invocation_name ? program_invocation_name : "";
+    fputc('"', f);
+    for (const unsigned char *u = (const unsigned char *)s; *u; u++) {
+        if (*u == '"' || *u == '\\')
+            fprintf(f, "\\%c", *u);
+        else if (*u < 0x20 || *u == 0x7f)
+            fprintf(f, "\\u%04x", *u);
+        else
+            fputc(*u, f);
+    }
+    fputc('"', f);
+}
+
 void dp_malloc_stats_print(FILE *f, int json)
 {
     if (!f)
@@ -1430,13 +1452,17 @@ void dp_malloc_stats_print(FILE *f, int json)
                 (cls[nc].gets || cls[nc].pages))
                 nc++;
     if (json) {
+        fprintf(f, "{\"allocator\":\"deferpool-malloc\",\"version\":\"%s\","
+                   "\"pid\":%lld,\"program\":",
+                dp_version(), (long long)getpid());
+        json_program(f);
         fprintf(f,
-                "{\"allocator\":\"deferpool-malloc\",\"version\":\"%s\","
+                ","
                 "\"small\":{\"max\":%llu,\"classes\":%llu,\"objs_inuse\":%llu,"
                 "\"bytes_inuse\":%llu,\"objs_cached\":%llu,\"pages\":%llu,"
                 "\"pages_empty\":%llu,\"bytes_mapped\":%llu,"
                 "\"pages_freed\":%llu,\"put_provider_calls\":%llu},",
-                dp_version(), U(t.small_max), U(t.small_classes),
+                U(t.small_max), U(t.small_classes),
                 U(t.small_objs_inuse), U(t.small_bytes_inuse),
                 U(t.small_objs_cached), U(t.small_pages),
                 U(t.small_pages_empty), U(t.small_bytes_mapped),
@@ -1475,7 +1501,7 @@ void dp_malloc_stats_print(FILE *f, int json)
         fprintf(f, "]}\n");
     } else {
         fprintf(f,
-                "deferpool-malloc %s statistics\n"
+                "deferpool-malloc %s statistics: pid %lld, program %s\n"
                 "  small (<= %llu bytes, %llu classes): %llu objects in use "
                 "(%llu bytes), %llu cached\n"
                 "    pages: %llu held (%llu bytes), %llu empty, %llu returned; "
@@ -1488,7 +1514,9 @@ void dp_malloc_stats_print(FILE *f, int json)
                 "  bootstrap arena: %llu bytes\n"
                 "  reclaim thread: %s, %llu passes, %llu pages returned, "
                 "interval %llu ms, age %llu ms\n",
-                dp_version(), U(t.small_max), U(t.small_classes),
+                dp_version(), (long long)getpid(),
+                program_invocation_name ? program_invocation_name : "?",
+                U(t.small_max), U(t.small_classes),
                 U(t.small_objs_inuse), U(t.small_bytes_inuse),
                 U(t.small_objs_cached), U(t.small_pages),
                 U(t.small_bytes_mapped), U(t.small_pages_empty),

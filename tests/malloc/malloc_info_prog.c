@@ -1,5 +1,5 @@
 /*
- * malloc_info_prog.c -- for test_malloc_info.py: allocates small and
+ * malloc_info_prog.c -- for test_malloc_observe.py: allocates small and
  * large blocks, writes malloc_info(0, stderr) (unbuffered: stdio
  * allocates nothing), then prints dp_malloc_stats_get() on stdout as
  * key=value lines from a static buffer, so that the two describe the
