@@ -8,7 +8,6 @@
 #include "dp_internal.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -387,33 +386,3 @@ int dp_stats_print(FILE *f, int flags)
     }
     return (int)c.n;
 }
-
-#ifndef DP_MALLOC_CORE
-/*
- * DEFERPOOL_CONF stats_print: libdeferpool reads the options when it is
- * loaded (so a program that never creates a pool still sees `help` and
- * bad keys) and prints at unload, after the program's atexit handlers,
- * on a duplicate of stderr taken now: programs such as coreutils close
- * stderr in an atexit handler.  The drop-in malloc, which carries its own
- * copy of this file compiled with DP_MALLOC_CORE, prints its own
- * statistics instead (lib/malloc.c).
- */
-static int dp_stats_fd = -1;
-
-__attribute__((constructor)) static void dp_stats_ctor(void)
-{
-    if (dp_options()->stats_print != DP_SP_OFF)
-        dp_stats_fd = fcntl(2, F_DUPFD_CLOEXEC, 3);
-}
-
-__attribute__((destructor)) static void dp_stats_dtor(void)
-{
-    int how = dp_options()->stats_print;
-    if (how == DP_SP_OFF)
-        return;
-    FILE *f = dp_stats_fd >= 0 ? fdopen(dp_stats_fd, "w") : NULL;
-    dp_stats_print(f ? f : stderr, how == DP_SP_JSON ? DP_STATS_JSON : 0);
-    if (f)
-        fclose(f);
-}
-#endif

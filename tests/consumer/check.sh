@@ -120,6 +120,13 @@ for pair in $static_pairs; do
     esac
     run_ok "$tmp/$prog-static"
 done
+# A static program prints its pools at exit too (options.c is always
+# linked): the JSON parses.
+out=$(DEFERPOOL_CONF=stats_print:json "$tmp/consumer-static" 2>&1 >/dev/null) ||
+    fail "consumer-static with stats_print:json failed"
+python3 -c 'import json, sys; d = json.loads(sys.argv[1]); assert "pools" in d["deferpool"]' "$out" ||
+    fail "consumer-static with stats_print:json printed '$out'"
+
 
 # ---- CMake find_package --------------------------------------------------
 if ! command -v cmake >/dev/null 2>&1; then
