@@ -426,9 +426,9 @@ static int wait_locked(struct dp_pool *p, uint64_t deadline, uint64_t retry)
     pthread_mutex_unlock(&p->lock);
     dp_reclaim_wake(); /* other pools' empty pages may free the provider */
     DP_PROBE(get_sleep, p, p->name);
-    uint64_t slept = dp_mono_ns();
+    uint64_t slept = DP_PROBES_ON ? dp_mono_ns() : 0;
     dp_futex_wait(&p->wake_seq, seq, until);
-    slept = dp_mono_ns() - slept;
+    slept = DP_PROBES_ON ? dp_mono_ns() - slept : 0;
     DP_PROBE(get_wake, p, p->name, slept);
     (void)slept;
     pthread_mutex_lock(&p->lock);

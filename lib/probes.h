@@ -19,11 +19,15 @@ enum dp_probe_by {
     DP_BY_IMMEDIATE = 6, /* a put on a DP_POOL_IMMEDIATE pool             */
 };
 
+/* DP_PROBES_ON: 1 when probes are compiled in, so that a value computed
+ * only for a probe (a duration) costs nothing without them. */
 #if defined(DP_HAVE_SDT)
 #define SDT_USE_VARIADIC 1
 #include <sys/sdt.h>
+#define DP_PROBES_ON 1
 #define DP_PROBE(name, ...) STAP_PROBEV(deferpool, name, __VA_ARGS__)
 #else
+#define DP_PROBES_ON 0
 #define DP_PROBE(name, ...) ((void)0)
 #endif
 

@@ -105,7 +105,7 @@ void dp_reclaim_set_hook(size_t (*fn)(void))
 
 static size_t step_all(size_t *filled, int by)
 {
-    uint64_t t0 = dp_mono_ns();
+    uint64_t t0 = DP_PROBES_ON ? dp_mono_ns() : 0;
     size_t returned = 0;
     dp_tcache_gc(); /* caches idle since the last pass pin no pages */
     size_t (*hook)(void) = atomic_load(&dp_reclaim_hook);
@@ -135,7 +135,8 @@ static size_t step_all(size_t *filled, int by)
         dp_wake_all_waiters();
     atomic_fetch_add(&dp_rt.pages_returned, returned);
     atomic_fetch_add(&dp_rt.pages_filled, *filled);
-    DP_PROBE(reclaim_pass, returned, *filled, dp_mono_ns() - t0, by);
+    DP_PROBE(reclaim_pass, returned, *filled,
+             DP_PROBES_ON ? dp_mono_ns() - t0 : 0, by);
     (void)t0;
     (void)by;
     return returned;

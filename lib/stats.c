@@ -218,7 +218,7 @@ struct dp_scollect {
 static void collect_one(struct dp_pool *p, void *arg)
 {
     struct dp_scollect *c = arg;
-    if (c->n == c->cap)
+    if (c->n == c->cap || p->reg_dead) /* reg_dead: being destroyed */
         return;
     struct dp_srow *r = &c->rows[c->n];
     if (dp_pool_stats(p, &r->st) != 0)
