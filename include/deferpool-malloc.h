@@ -5,8 +5,9 @@
  * The library replaces the whole malloc family (malloc, free, calloc,
  * realloc, reallocarray, posix_memalign, aligned_alloc, memalign, valloc,
  * pvalloc, malloc_usable_size, free_sized, free_aligned_sized and the glibc
- * extras malloc_trim, mallinfo2, malloc_stats, mallopt), by LD_PRELOAD or
- * by linking with -ldeferpool-malloc.  free() never blocks and never makes
+ * extras malloc_trim, mallinfo2, malloc_stats, malloc_info, mallopt), by
+ * LD_PRELOAD or by linking with -ldeferpool-malloc (shared or static).
+ * free() never blocks and never makes
  * a system call, for any size.  This header declares what the library
  * offers on top of that.  It carries its own private copy of the deferpool
  * core: its pools and reclaim thread are not those of libdeferpool.

@@ -20,6 +20,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <time.h>
 
 #ifdef __cplusplus
@@ -399,6 +400,30 @@ DP_API int dp_pool_stats(dp_pool_t *pool, dp_pool_stats_t *out);
  * 0 when consistent; otherwise -1 + EIO after printing what is wrong to
  * stderr.  Blocks: briefly (pool lock).  Walks every free object: slow. */
 DP_API int dp_pool_check(dp_pool_t *pool);
+
+/* ===================================================================== */
+/* Statistics printer                                                    */
+/* ===================================================================== */
+
+#define DP_STATS_JSON 0x1 /* dp_stats_print: one JSON object, not text   */
+
+/*
+ * Print the statistics of every live pool to f (NULL: stderr): the
+ * process (pid, program name), the reclaim thread, and per pool its name,
+ * provider, sizes, objects out, free and cached, pages held and by state
+ * (partial, full, empty queued for return, pending) with the age of the
+ * oldest empty one, provider calls, gets, puts, waits and limits.
+ * flags 0: text, a header line and one line per pool; DP_STATS_JSON: one
+ * JSON object on one line (schema: docs/api.md, "dp_stats_print").
+ * Each pool's numbers are one dp_pool_stats() snapshot; the pools are
+ * read first, then printed, so no lock is held while f is written.
+ * Returns the number of pools printed, or -1 with errno: EINVAL (unknown
+ * flags), ENOMEM, EIO (writing to f failed).
+ * Blocks: briefly (registry and pool locks), plus whatever stdio does
+ * with f.  Allocates.  Also printed to stderr at exit with DEFERPOOL_CONF
+ * stats_print:1 (text) or stats_print:json.
+ */
+DP_API int dp_stats_print(FILE *f, int flags);
 
 /* ===================================================================== */
 /* Testing: the mock provider                                            */

@@ -226,10 +226,12 @@ static inline uint64_t dp_pool_now(const struct dp_pool *p)
 
 /* ---- options.c -------------------------------------------------------- */
 enum dp_thp { DP_THP_AUTO, DP_THP_NEVER, DP_THP_DEFAULT };
+enum dp_stats_print { DP_SP_OFF, DP_SP_TEXT, DP_SP_JSON };
 struct dp_options {
     bool background_thread;  /* auto-start the reclaim thread          */
     bool debug;              /* DP_POOL_DEBUG on every pool            */
-    bool stats_print;        /* malloc layer: print statistics at exit */
+    int stats_print;         /* print statistics at exit: enum
+                                dp_stats_print                         */
     uint64_t reclaim_interval_ns;
     uint64_t reclaim_age_ns; /* default for attr.reclaim_age_ns        */
     int thp;                 /* enum dp_thp, as set                    */
@@ -633,6 +635,8 @@ DP_HIDDEN dp_pool_t *dp_pool_create_ex(const char *name, size_t objsize,
 /* ---- reclaim.c -------------------------------------------------------- */
 DP_HIDDEN void dp_registry_add(struct dp_pool *p);
 DP_HIDDEN void dp_registry_remove(struct dp_pool *p);
+DP_HIDDEN size_t dp_registry_each(void (*fn)(struct dp_pool *p, void *arg),
+                                  void *arg);
 DP_HIDDEN void dp_reclaim_autostart(void);
 DP_HIDDEN void dp_wake_all_waiters(void);
 /* A layer above the pools (the malloc's deferred large blocks) hooks

@@ -59,6 +59,7 @@
 #include "dp_internal.h"
 
 #include "deferpool-malloc.h"
+#include "probes.h"
 
 #include <fcntl.h>
 #include <malloc.h>
@@ -354,6 +355,7 @@ static void large_unmap(struct mc_large *h)
     atomic_fetch_add_explicit(&mc_ls.unmaps, 1, MC_RLX);
     size_t len = h->maplen;
     h->magic = 0;
+    DP_PROBE(malloc_unmap, h, len);
     dp_provider_mmap()->free(NULL, h, len);
 }
 
@@ -936,6 +938,7 @@ static void *large_alloc(size_t n, size_t align, bool zero, bool grow)
     h->off = off;
     h->align = align;
     h->req = n;
+    DP_PROBE(malloc_map, h, maplen, n);
     atomic_fetch_add_explicit(&mc_ls.maps, 1, MC_RLX);
     atomic_fetch_add_explicit(&mc_ls.live, 1, MC_RLX);
     atomic_fetch_add_explicit(&mc_ls.live_bytes, len, MC_RLX);
@@ -1157,7 +1160,7 @@ static bool mc_init(void)
         if (ok) {
             dp_reclaim_set_hook(mc_reclaim_hook);
             atomic_store(&dp_tc_ext_flush, tl_flush);
-            if (dp_options()->stats_print)
+            if (dp_options()->stats_print && mc_stats_fd < 0)
                 mc_stats_fd = fcntl(2, F_DUPFD_CLOEXEC, 3);
             atomic_store_explicit(&mc_inited, 1, memory_order_release);
         }
@@ -1187,6 +1190,8 @@ static void mc_maybe_start(void)
 
 static void mc_print_at_exit(void);
 
+/* stats_print is read here too, not only at the first allocation after
+ * start-up: a program that never allocates still prints at exit. */
 __attribute__((constructor)) static void mc_ctor(void)
 {
     /* Inside the recursion guard: pthread_atfork may allocate. */
@@ -1195,11 +1200,13 @@ __attribute__((constructor)) static void mc_ctor(void)
     dp_fork_install();
     mc_depth--;
     atomic_store(&mc_ready, 1);
+    if (dp_options()->stats_print && mc_stats_fd < 0)
+        mc_stats_fd = fcntl(2, F_DUPFD_CLOEXEC, 3);
 }
 
 __attribute__((destructor)) static void mc_dtor(void)
 {
-    if (atomic_load(&mc_inited) && dp_options()->stats_print)
+    if (dp_options()->stats_print)
         mc_print_at_exit();
 }
 
@@ -1564,6 +1571,24 @@ int dp_malloc_stats_get(dp_malloc_stats_t *out)
 
 #define U(x) ((unsigned long long)(x))
 
+/* The program's name as a JSON string (quotes, backslashes and control
+ * bytes escaped), so that output from several processes can be told
+ * apart. */
+static void json_program(FILE *f)
+{
+    const char *s = program_invocation_name ? program_invocation_name : "";
+    fputc('"', f);
+    for (const unsigned char *u = (const unsigned char *)s; *u; u++) {
+        if (*u == '"' || *u == '\\')
+            fprintf(f, "\\%c", *u);
+        else if (*u < 0x20 || *u == 0x7f)
+            fprintf(f, "\\u%04x", *u);
+        else
+            fputc(*u, f);
+    }
+    fputc('"', f);
+}
+
 void dp_malloc_stats_print(FILE *f, int json)
 {
     if (!f)
@@ -1581,13 +1606,17 @@ void dp_malloc_stats_print(FILE *f, int json)
                 (cls[nc].gets || cls[nc].pages))
                 nc++;
     if (json) {
+        fprintf(f, "{\"allocator\":\"deferpool-malloc\",\"version\":\"%s\","
+                   "\"pid\":%lld,\"program\":",
+                dp_version(), (long long)getpid());
+        json_program(f);
         fprintf(f,
-                "{\"allocator\":\"deferpool-malloc\",\"version\":\"%s\","
+                ","
                 "\"small\":{\"max\":%llu,\"classes\":%llu,\"objs_inuse\":%llu,"
                 "\"bytes_inuse\":%llu,\"objs_cached\":%llu,\"pages\":%llu,"
                 "\"pages_empty\":%llu,\"bytes_mapped\":%llu,"
                 "\"pages_freed\":%llu,\"put_provider_calls\":%llu},",
-                dp_version(), U(t.small_max), U(t.small_classes),
+                U(t.small_max), U(t.small_classes),
                 U(t.small_objs_inuse), U(t.small_bytes_inuse),
                 U(t.small_objs_cached), U(t.small_pages),
                 U(t.small_pages_empty), U(t.small_bytes_mapped),
@@ -1626,7 +1655,7 @@ void dp_malloc_stats_print(FILE *f, int json)
         fprintf(f, "]}\n");
     } else {
         fprintf(f,
-                "deferpool-malloc %s statistics\n"
+                "deferpool-malloc %s statistics: pid %lld, program %s\n"
                 "  small (<= %llu bytes, %llu classes): %llu objects in use "
                 "(%llu bytes), %llu cached\n"
                 "    pages: %llu held (%llu bytes), %llu empty, %llu returned; "
@@ -1639,7 +1668,9 @@ void dp_malloc_stats_print(FILE *f, int json)
                 "  bootstrap arena: %llu bytes\n"
                 "  reclaim thread: %s, %llu passes, %llu pages returned, "
                 "interval %llu ms, age %llu ms\n",
-                dp_version(), U(t.small_max), U(t.small_classes),
+                dp_version(), (long long)getpid(),
+                program_invocation_name ? program_invocation_name : "?",
+                U(t.small_max), U(t.small_classes),
                 U(t.small_objs_inuse), U(t.small_bytes_inuse),
                 U(t.small_objs_cached), U(t.small_pages),
                 U(t.small_bytes_mapped), U(t.small_pages_empty),
@@ -1675,7 +1706,8 @@ void dp_malloc_stats_print(FILE *f, int json)
 static void mc_print_at_exit(void)
 {
     FILE *f = mc_stats_fd >= 0 ? fdopen(mc_stats_fd, "w") : NULL;
-    dp_malloc_stats_print(f ? f : stderr, 0);
+    dp_malloc_stats_print(f ? f : stderr,
+                          dp_options()->stats_print == DP_SP_JSON);
     if (f)
         fclose(f);
 }
@@ -1753,6 +1785,76 @@ MC_EXPORT struct mallinfo mallinfo(void)
 }
 
 MC_EXPORT void malloc_stats(void) { dp_malloc_stats_print(stderr, 0); }
+
+/*
+ * glibc's malloc_info() describes glibc's arenas, which hold nothing
+ * here.  This one writes deferpool's own numbers as XML: the root names
+ * the allocator, version and pid; one <size> per class in use; the large
+ * heap; the reclaim thread; and the bytes mapped (docs/malloc.md,
+ * "malloc_info").  options must be 0, as in glibc.
+ */
+MC_EXPORT int malloc_info(int options, FILE *fp)
+{
+    if (options != 0 || fp == NULL) {
+        errno = EINVAL;
+        return -1;
+    }
+    dp_malloc_stats_t t;
+    dp_malloc_stats_get(&t);
+    static dp_pool_stats_t cls[MC_NCLASS]; /* no stack burst, no malloc */
+    static pthread_mutex_t info_lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&info_lock);
+    unsigned nc = 0;
+    if (atomic_load_explicit(&mc_inited, memory_order_acquire))
+        for (unsigned c = 0; c < MC_NCLASS; c++)
+            if (dp_pool_stats(mc_pool[c], &cls[nc]) == 0 &&
+                (cls[nc].gets || cls[nc].pages))
+                nc++;
+    fprintf(fp,
+            "<malloc version=\"1\" allocator=\"deferpool-malloc\" "
+            "deferpool=\"%s\" pid=\"%lld\">\n"
+            "<small max=\"%llu\" classes=\"%llu\" inuse=\"%llu\" "
+            "bytes-inuse=\"%llu\" cached=\"%llu\" pages=\"%llu\" "
+            "pages-empty=\"%llu\" bytes-mapped=\"%llu\" "
+            "pages-freed=\"%llu\" put-provider-calls=\"%llu\">\n<sizes>\n",
+            dp_version(), (long long)getpid(), U(t.small_max),
+            U(t.small_classes), U(t.small_objs_inuse),
+            U(t.small_bytes_inuse), U(t.small_objs_cached), U(t.small_pages),
+            U(t.small_pages_empty), U(t.small_bytes_mapped),
+            U(t.small_pages_freed), U(t.put_provider_calls));
+    for (unsigned i = 0; i < nc; i++) {
+        const dp_pool_stats_t *c = &cls[i];
+        fprintf(fp,
+                "<size class=\"%zu\" page=\"%zu\" inuse=\"%llu\" "
+                "cached=\"%llu\" pages=\"%llu\" pages-empty=\"%llu\" "
+                "pages-alloc=\"%llu\" pages-freed=\"%llu\" gets=\"%llu\"/>\n",
+                c->objsize, c->pagesize, U(c->objs_inuse), U(c->objs_cached),
+                U(c->pages), U(c->pages_empty), U(c->pages_alloc),
+                U(c->pages_freed), U(c->gets));
+    }
+    fprintf(fp,
+            "</sizes>\n</small>\n"
+            "<large inuse=\"%llu\" bytes-inuse=\"%llu\" queued=\"%llu\" "
+            "bytes-queued=\"%llu\" cached=\"%llu\" bytes-cached=\"%llu\" "
+            "bytes-purged=\"%llu\" maps=\"%llu\" unmaps=\"%llu\" "
+            "reused=\"%llu\" merges=\"%llu\" purges=\"%llu\"/>\n"
+            "<bootstrap bytes=\"%llu\"/>\n"
+            "<reclaim running=\"%d\" passes=\"%llu\" pages-returned=\"%llu\" "
+            "interval-ns=\"%llu\" age-ns=\"%llu\"/>\n"
+            "<system type=\"mapped\" size=\"%llu\"/>\n"
+            "</malloc>\n",
+            U(t.large_inuse), U(t.large_bytes_inuse), U(t.large_queued),
+            U(t.large_bytes_queued), U(t.large_cached),
+            U(t.large_bytes_cached), U(t.large_bytes_purged), U(t.large_maps),
+            U(t.large_unmaps), U(t.large_reused), U(t.large_merges),
+            U(t.large_purges), U(t.bootstrap_bytes), t.reclaim_running,
+            U(t.reclaim_passes), U(t.reclaim_pages_returned),
+            U(t.reclaim_interval_ns), U(t.reclaim_age_ns),
+            U(t.small_bytes_mapped + t.large_bytes_inuse +
+              t.large_bytes_queued + t.large_bytes_cached));
+    pthread_mutex_unlock(&info_lock);
+    return ferror(fp) ? -1 : 0;
+}
 
 /* Every glibc parameter is accepted (1) and has no effect: the page-level
  * policy is set with DEFERPOOL_CONF.  Unknown parameters: 0. */

@@ -1,7 +1,10 @@
 /*
  * options.c -- the option table, read once from DEFERPOOL_CONF
  * ("key:value,key:value").  docs/tuning.md mirrors the table row for row.
- * A bad key or value is reported on stderr and the default is kept.
+ * A bad key or value is reported on stderr and the default is kept; the
+ * word `help` prints the table, with the values in effect, to stderr.
+ * Also here: the stats_print hooks that run when libdeferpool is loaded
+ * and unloaded (end of file).
  */
 #include "dp_internal.h"
 
@@ -24,7 +27,7 @@ static struct dp_options dp_opt = {
 };
 static pthread_once_t dp_opt_once = PTHREAD_ONCE_INIT;
 
-enum opt_kind { OPT_BOOL, OPT_MS, OPT_THP };
+enum opt_kind { OPT_BOOL, OPT_MS, OPT_THP, OPT_STATS };
 
 static const struct opt_row {
     const char *key;
@@ -42,8 +45,9 @@ static const struct opt_row {
      "reclaim thread period"},
     {"reclaim_age_ms", OPT_MS, offsetof(struct dp_options, reclaim_age_ns),
      "default age after which an empty page goes back"},
-    {"stats_print", OPT_BOOL, offsetof(struct dp_options, stats_print),
-     "drop-in malloc: print statistics to stderr at exit"},
+    {"stats_print", OPT_STATS, offsetof(struct dp_options, stats_print),
+     "print statistics to stderr at exit: 0, 1 (text) or json; every "
+     "live pool (libdeferpool), or the drop-in malloc's"},
     {"thp", OPT_THP, offsetof(struct dp_options, thp),
      "auto, never or default: keep transparent huge pages off page and "
      "chunk mappings (never), leave the system's policy (default), or "
@@ -96,7 +100,21 @@ static void set_one(const char *kv, size_t n)
         memcpy(buf, val, vlen);
         buf[vlen] = 0;
         char *end;
-        if (r->kind == OPT_THP) {
+        if (r->kind == OPT_STATS) {
+            int v;
+            if (!strcmp(buf, "1") || !strcmp(buf, "true") ||
+                !strcmp(buf, "text"))
+                v = DP_SP_TEXT;
+            else if (!strcmp(buf, "json"))
+                v = DP_SP_JSON;
+            else if (!strcmp(buf, "0") || !strcmp(buf, "false"))
+                v = DP_SP_OFF;
+            else {
+                warn("bad stats_print value (0, 1, json) in", kv, n);
+                return;
+            }
+            *(int *)((char *)&dp_opt + r->off) = v;
+        } else if (r->kind == OPT_THP) {
             int v;
             if (!strcmp(buf, "auto"))
                 v = DP_THP_AUTO;
@@ -135,12 +153,56 @@ static void set_one(const char *kv, size_t n)
     warn("unknown option", kv, klen);
 }
 
+/* DEFERPOOL_CONF=help: the table, with the values in effect. */
+static void print_help(void)
+{
+    static const char *const kinds[] = {
+        [OPT_BOOL] = "0|1",
+        [OPT_MS] = "milliseconds",
+        [OPT_THP] = "auto|never|default",
+        [OPT_STATS] = "0|1|json",
+    };
+    static const char *const thp[] = {[DP_THP_AUTO] = "auto",
+                                      [DP_THP_NEVER] = "never",
+                                      [DP_THP_DEFAULT] = "default"};
+    static const char *const sp[] = {
+        [DP_SP_OFF] = "0", [DP_SP_TEXT] = "1", [DP_SP_JSON] = "json"};
+    fprintf(stderr, "deferpool %s: DEFERPOOL_CONF=key:value,key:value "
+                    "(docs/tuning.md)\n",
+            dp_version());
+    for (size_t i = 0; i < sizeof(opt_table) / sizeof(opt_table[0]); i++) {
+        const struct opt_row *r = &opt_table[i];
+        const char *at = (const char *)&dp_opt + r->off;
+        char val[32];
+        switch (r->kind) {
+        case OPT_BOOL:
+            snprintf(val, sizeof(val), "%d", *(const bool *)at);
+            break;
+        case OPT_MS:
+            snprintf(val, sizeof(val), "%llu",
+                     (unsigned long long)(*(const uint64_t *)at / 1000000ull));
+            break;
+        case OPT_THP:
+            snprintf(val, sizeof(val), "%s", thp[*(const int *)at]);
+            break;
+        case OPT_STATS:
+            snprintf(val, sizeof(val), "%s", sp[*(const int *)at]);
+            break;
+        }
+        fprintf(stderr, "  %-20s %-18s now %-8s %s\n", r->key, kinds[r->kind],
+                val, r->doc);
+    }
+}
+
 static void parse(void)
 {
     const char *s = getenv("DEFERPOOL_CONF");
+    bool help = false;
     while (s && *s) {
         size_t n = strcspn(s, ",");
-        if (n)
+        if (n == 4 && !memcmp(s, "help", 4))
+            help = true;
+        else if (n)
             set_one(s, n);
         s += n;
         if (*s == ',')
@@ -148,6 +210,8 @@ static void parse(void)
     }
     dp_opt.nohuge = dp_opt.thp == DP_THP_NEVER ||
                     (dp_opt.thp == DP_THP_AUTO && thp_always());
+    if (help)
+        print_help();
 }
 
 const struct dp_options *dp_options(void)
@@ -155,3 +219,34 @@ const struct dp_options *dp_options(void)
     pthread_once(&dp_opt_once, parse);
     return &dp_opt;
 }
+
+#ifndef DP_MALLOC_CORE
+/*
+ * DEFERPOOL_CONF stats_print: libdeferpool reads the options when it is
+ * loaded (so a program that never creates a pool still sees `help` and
+ * bad keys) and prints dp_stats_print() (stats.c) at unload, after the
+ * program's atexit handlers, on a duplicate of stderr taken now: programs
+ * such as coreutils close stderr in an atexit handler.  Here, not in
+ * stats.c, so that a static link that uses pools always has it.  The
+ * drop-in malloc, which carries its own copy of this file compiled with
+ * DP_MALLOC_CORE, prints its own statistics instead (lib/malloc.c).
+ */
+static int dp_stats_fd = -1;
+
+__attribute__((constructor)) static void dp_stats_ctor(void)
+{
+    if (dp_options()->stats_print != DP_SP_OFF)
+        dp_stats_fd = fcntl(2, F_DUPFD_CLOEXEC, 3);
+}
+
+__attribute__((destructor)) static void dp_stats_dtor(void)
+{
+    int how = dp_options()->stats_print;
+    if (how == DP_SP_OFF)
+        return;
+    FILE *f = dp_stats_fd >= 0 ? fdopen(dp_stats_fd, "w") : NULL;
+    dp_stats_print(f ? f : stderr, how == DP_SP_JSON ? DP_STATS_JSON : 0);
+    if (f)
+        fclose(f);
+}
+#endif

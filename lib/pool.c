@@ -5,6 +5,7 @@
  * "Waiting".
  */
 #include "dp_internal.h"
+#include "probes.h"
 
 #include <sched.h>
 #include <stdio.h>
@@ -348,6 +349,7 @@ size_t dp_release_pages(struct dp_pool *p, struct dp_page *list)
     size_t n = 0;
     while (list) {
         struct dp_page *next = list->next;
+        DP_PROBE(page_free, p, p->name, list, p->pagesize);
         dp_page_destroy(p, list);
         list = next;
         n++;
@@ -390,7 +392,7 @@ size_t dp_pool_reclaim_pass(struct dp_pool *p)
     dp_drain_pending_locked(p, now);
     dp_collect_due_locked(p, now, SIZE_MAX, false, &due);
     pthread_mutex_unlock(&p->lock);
-    return dp_release_pages(p, due);
+    return dp_release_pages(p, due); /* probed by the caller (reclaim.c) */
 }
 
 /* ---- waiting ----------------------------------------------------------- */
@@ -435,7 +437,12 @@ static int wait_locked(struct dp_pool *p, uint64_t deadline, uint64_t retry)
         until = now + retry;
     pthread_mutex_unlock(&p->lock);
     dp_reclaim_wake(); /* other pools' empty pages may free the provider */
+    DP_PROBE(get_sleep, p, p->name);
+    uint64_t slept = DP_PROBES_ON ? dp_mono_ns() : 0;
     dp_futex_wait(&p->wake_seq, seq, until);
+    slept = DP_PROBES_ON ? dp_mono_ns() - slept : 0;
+    DP_PROBE(get_wake, p, p->name, slept);
+    (void)slept;
     pthread_mutex_lock(&p->lock);
     atomic_fetch_sub_explicit(&p->waiters, 1, memory_order_relaxed);
     return 0;
@@ -476,6 +483,7 @@ static void *pool_get(struct dp_pool *p, int flags, uint64_t deadline)
     struct dp_chain chain = {NULL, 0, want > 1 ? dp_tcache_chain_max(p) : 0};
     struct dp_chain *ch = chain.max > 1 ? &chain : NULL;
 
+    DP_PROBE(get_slow, p, p->name, flags);
     pthread_mutex_lock(&p->lock);
     for (;;) {
         if ((got = alloc_locked(p, want, objs, ch)) != 0) {
@@ -535,8 +543,11 @@ static void *pool_get(struct dp_pool *p, int flags, uint64_t deadline)
     }
     pthread_mutex_unlock(&p->lock);
 
-    if (due)
-        dp_release_pages(p, due);
+    if (due) {
+        size_t n = dp_release_pages(p, due);
+        DP_PROBE(pages_release, p, p->name, n, DP_BY_GET);
+        (void)n;
+    }
     if (!o) {
         errno = err;
         return NULL;
@@ -654,14 +665,17 @@ static void debug_check_put(struct dp_pool *p, struct dp_page *pg, void *obj)
 /* Return every empty page beyond keep, regardless of age (explicit
  * reclaim; and DP_POOL_IMMEDIATE puts, below).  Takes and drops the pool
  * lock; the provider is called without it. */
-static size_t release_all_empty(struct dp_pool *p)
+static size_t release_all_empty(struct dp_pool *p, int by)
 {
     struct dp_page *due = NULL;
     pthread_mutex_lock(&p->lock);
     dp_drain_pending_locked(p, 0);
     dp_collect_due_locked(p, 0, SIZE_MAX, true, &due);
     pthread_mutex_unlock(&p->lock);
-    return dp_release_pages(p, due);
+    size_t n = dp_release_pages(p, due);
+    DP_PROBE(pages_release, p, p->name, n, by);
+    (void)by;
+    return n;
 }
 
 /*
@@ -714,6 +728,8 @@ static void page_put_run(struct dp_pool *p, struct dp_page *pg, void *first,
         } while (!atomic_compare_exchange_weak_explicit(
             &p->pending, &h, pg, memory_order_seq_cst,
             memory_order_relaxed));
+        /* A nop unless traced: no syscall, no lock. */
+        DP_PROBE(put_queue, p, p->name, pg, (ns & DP_PG_COUNT) == 0);
         dp_wake_getters(p);
     }
     /* DP_POOL_IMMEDIATE: what a naive pool does when a put empties a page
@@ -722,7 +738,7 @@ static void page_put_run(struct dp_pool *p, struct dp_page *pg, void *first,
      * the benchmarks can show what deferral buys; put_provider_calls counts
      * it.  Whoever queued it, an emptied page is on the pending queue now. */
     if (DP_UNLIKELY(p->flags & DP_POOL_IMMEDIATE) && (ns & DP_PG_COUNT) == 0)
-        release_all_empty(p);
+        release_all_empty(p, DP_BY_IMMEDIATE);
 }
 
 /* Put one object straight to its page (no thread cache), from a put:
@@ -1013,7 +1029,9 @@ void dp_pool_destroy(dp_pool_t *p)
     p->lowat = lowat;
     p->reserve_pages = reserve;
     pthread_mutex_unlock(&p->lock);
-    dp_release_pages(p, all);
+    size_t n = dp_release_pages(p, all);
+    DP_PROBE(pages_release, p, p->name, n, DP_BY_DESTROY);
+    (void)n;
     pthread_mutex_destroy(&p->lock);
     spare_push(p, p);
 }
@@ -1027,7 +1045,7 @@ size_t dp_pool_reclaim(dp_pool_t *p)
         return 0;
     }
     dp_tcache_drain_pool(p, false, false); /* cached objects pin pages */
-    return release_all_empty(p);
+    return release_all_empty(p, DP_BY_RECLAIM);
 }
 
 /* Pages of this size the machine could ever back: the bound of a prime

@@ -9,6 +9,7 @@
  *   every lock is released).
  */
 #include "dp_internal.h"
+#include "probes.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -68,6 +69,18 @@ void dp_registry_remove(struct dp_pool *p)
     pthread_mutex_unlock(&dp_registry.lock);
 }
 
+/* Call fn for every live pool, the registry lock held (so fn may take
+ * the pool lock, not the registry's).  Returns the pools visited. */
+size_t dp_registry_each(void (*fn)(struct dp_pool *p, void *arg), void *arg)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&dp_registry.lock);
+    for (struct dp_pool *p = dp_registry.head; p; p = p->reg_next, n++)
+        fn(p, arg);
+    pthread_mutex_unlock(&dp_registry.lock);
+    return n;
+}
+
 /* Wake getters asleep on any pool: pages went back to the provider,
  * which may be what a pool waiting on provider capacity needs. */
 void dp_wake_all_waiters(void)
@@ -88,8 +101,9 @@ void dp_reclaim_set_hook(size_t (*fn)(void))
     atomic_store(&dp_reclaim_hook, fn);
 }
 
-static size_t step_all(size_t *filled)
+static size_t step_all(size_t *filled, int by)
 {
+    uint64_t t0 = DP_PROBES_ON ? dp_mono_ns() : 0;
     size_t returned = 0;
     dp_tcache_gc(); /* caches idle since the last pass pin no pages */
     size_t (*hook)(void) = atomic_load(&dp_reclaim_hook);
@@ -104,7 +118,9 @@ static size_t step_all(size_t *filled)
         }
         p->reg_refs++;
         pthread_mutex_unlock(&dp_registry.lock);
-        returned += dp_pool_reclaim_pass(p);
+        size_t n = dp_pool_reclaim_pass(p);
+        DP_PROBE(pages_release, p, p->name, n, by);
+        returned += n;
         *filled += dp_pool_refill(p);
         pthread_mutex_lock(&dp_registry.lock);
         struct dp_pool *next = p->reg_next;
@@ -117,13 +133,17 @@ static size_t step_all(size_t *filled)
         dp_wake_all_waiters();
     atomic_fetch_add(&dp_rt.pages_returned, returned);
     atomic_fetch_add(&dp_rt.pages_filled, *filled);
+    DP_PROBE(reclaim_pass, returned, *filled,
+             DP_PROBES_ON ? dp_mono_ns() - t0 : 0, by);
+    (void)t0;
+    (void)by;
     return returned;
 }
 
 size_t dp_reclaim_step(void)
 {
     size_t filled = 0;
-    return step_all(&filled);
+    return step_all(&filled, DP_BY_STEP);
 }
 
 /* ---- the thread ------------------------------------------------------------ */
@@ -145,7 +165,7 @@ static void *rt_main(void *arg)
         pthread_mutex_unlock(&dp_rt.lock);
 
         size_t filled = 0;
-        step_all(&filled);
+        step_all(&filled, DP_BY_THREAD);
 
         pthread_mutex_lock(&dp_rt.lock);
         dp_rt.in_pass = false;

@@ -1,13 +1,17 @@
 /*
  * stats.c -- statistics and the invariant checker.  Both take the pool
  * lock and first drain the pending queue, so what they report is what
- * the pool knows after every completed put.  docs/design.md,
- * "Statistics".
+ * the pool knows after every completed put; and the printer of every
+ * live pool, text or JSON (docs/api.md, "dp_stats_print").
+ * docs/design.md, "Statistics".
  */
 #include "dp_internal.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define DP_STR2(x) #x
 #define DP_STR(x) DP_STR2(x)
@@ -193,4 +197,192 @@ int dp_pool_check(dp_pool_t *p)
         return -1;
     }
     return 0;
+}
+
+/* ---- the statistics printer ---------------------------------------------- */
+
+/* One pool as dp_stats_print reads it: a dp_pool_stats() snapshot plus
+ * what only the library sees (the provider's name, pages by list). */
+struct dp_srow {
+    dp_pool_stats_t st;
+    char provider[32];
+    size_t partial, full;
+};
+
+struct dp_scollect {
+    struct dp_srow *rows;
+    size_t n, cap;
+};
+
+/* dp_registry_each callback: registry lock held, pool lock free. */
+static void collect_one(struct dp_pool *p, void *arg)
+{
+    struct dp_scollect *c = arg;
+    if (c->n == c->cap || p->reg_dead) /* reg_dead: being destroyed */
+        return;
+    struct dp_srow *r = &c->rows[c->n];
+    if (dp_pool_stats(p, &r->st) != 0)
+        return;
+    snprintf(r->provider, sizeof(r->provider), "%s",
+             p->prov.name ? p->prov.name : "");
+    pthread_mutex_lock(&p->lock);
+    r->partial = p->partial.n;
+    r->full = p->full.n;
+    pthread_mutex_unlock(&p->lock);
+    c->n++;
+}
+
+static void count_one(struct dp_pool *p, void *arg)
+{
+    (void)p;
+    (void)arg;
+}
+
+/* A JSON string: quotes, backslashes and control bytes escaped; other
+ * bytes as they are (names are the caller's, expected UTF-8). */
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (const unsigned char *u = (const unsigned char *)s; *u; u++) {
+        if (*u == '"' || *u == '\\')
+            fprintf(f, "\\%c", *u);
+        else if (*u < 0x20 || *u == 0x7f)
+            fprintf(f, "\\u%04x", *u);
+        else
+            fputc(*u, f);
+    }
+    fputc('"', f);
+}
+
+/* The same for text: one token, printable ASCII, spaces shown as '_'. */
+static void text_str(FILE *f, const char *s, int width)
+{
+    int n = 0;
+    for (const unsigned char *u = (const unsigned char *)s; *u; u++, n++)
+        fputc(*u > 0x20 && *u < 0x7f ? *u : '_', f);
+    if (n == 0) {
+        fputc('-', f);
+        n = 1;
+    }
+    for (; n < width; n++)
+        fputc(' ', f);
+}
+
+#define U(x) ((unsigned long long)(x))
+
+static void print_json(FILE *f, const struct dp_srow *rows, size_t n,
+                       const dp_reclaim_info_t *ri)
+{
+    fprintf(f, "{\"deferpool\":{\"version\":\"%s\",\"pid\":%lld,\"program\":",
+            dp_version(), (long long)getpid());
+    json_str(f, program_invocation_name ? program_invocation_name : "");
+    fprintf(f,
+            ",\"reclaim\":{\"running\":%s,\"passes\":%llu,"
+            "\"pages_returned\":%llu,\"pages_filled\":%llu,"
+            "\"interval_ns\":%llu},\"pools\":[",
+            ri->running ? "true" : "false", U(ri->passes),
+            U(ri->pages_returned), U(ri->pages_filled), U(ri->interval_ns));
+    for (size_t i = 0; i < n; i++) {
+        const dp_pool_stats_t *s = &rows[i].st;
+        fputs(i ? ",{\"name\":" : "{\"name\":", f);
+        json_str(f, s->name);
+        fputs(",\"provider\":", f);
+        json_str(f, rows[i].provider);
+        fprintf(f,
+                ",\"objsize\":%llu,\"slotsize\":%llu,\"pagesize\":%llu,"
+                "\"objs_per_page\":%llu,\"objs_inuse\":%llu,"
+                "\"objs_free\":%llu,\"objs_cached\":%llu,\"pages\":%llu,"
+                "\"pages_partial\":%llu,\"pages_full\":%llu,"
+                "\"pages_empty\":%llu,\"pages_pending\":%llu,"
+                "\"empty_oldest_age_ns\":%llu,\"pages_alloc\":%llu,"
+                "\"pages_freed\":%llu,\"provider_alloc_failures\":%llu,"
+                "\"gets\":%llu,\"puts\":%llu,\"gets_waited\":%llu,"
+                "\"gets_failed\":%llu,\"waiting\":%llu,"
+                "\"put_provider_calls\":%llu,\"reserve_objs\":%llu,"
+                "\"max_pages\":%llu,\"lowat\":%llu,\"hiwat\":%llu,"
+                "\"reclaim_age_ns\":%llu}",
+                U(s->objsize), U(s->slotsize), U(s->pagesize),
+                U(s->objs_per_page), U(s->objs_inuse), U(s->objs_free),
+                U(s->objs_cached), U(s->pages), U(rows[i].partial),
+                U(rows[i].full), U(s->pages_empty), U(s->pages_pending),
+                U(s->empty_oldest_age_ns), U(s->pages_alloc),
+                U(s->pages_freed), U(s->provider_alloc_failures), U(s->gets),
+                U(s->puts), U(s->gets_waited), U(s->gets_failed),
+                U(s->waiting), U(s->put_provider_calls), U(s->reserve_objs),
+                U(s->max_pages), U(s->lowat), U(s->hiwat),
+                U(s->reclaim_age_ns));
+    }
+    fputs("]}}\n", f);
+}
+
+static void print_text(FILE *f, const struct dp_srow *rows, size_t n,
+                       const dp_reclaim_info_t *ri)
+{
+    fprintf(f, "deferpool %s: pid %lld, program ", dp_version(),
+            (long long)getpid());
+    text_str(f, program_invocation_name ? program_invocation_name : "", 0);
+    fprintf(f,
+            ", %zu pools; reclaim thread %s, %llu passes, %llu pages "
+            "returned, %llu filled, interval %llu ms\n",
+            n, ri->running ? "running" : "stopped", U(ri->passes),
+            U(ri->pages_returned), U(ri->pages_filled),
+            U(ri->interval_ns / 1000000));
+    if (n == 0)
+        return;
+    fprintf(f,
+            "%-20s %-8s %7s %8s %10s %10s %8s %7s %7s %7s %7s %7s %9s "
+            "%8s %8s %5s %12s %12s %7s %6s %4s\n",
+            "pool", "provider", "objsize", "pagesize", "inuse", "free",
+            "cached", "pages", "partial", "full", "empty", "pending",
+            "oldest_ms", "allocs", "frees", "fails", "gets", "puts",
+            "waited", "failed", "wait");
+    for (size_t i = 0; i < n; i++) {
+        const dp_pool_stats_t *s = &rows[i].st;
+        text_str(f, s->name, 20);
+        fputc(' ', f);
+        text_str(f, rows[i].provider, 8);
+        fprintf(f,
+                " %7llu %8llu %10llu %10llu %8llu %7llu %7llu %7llu %7llu "
+                "%7llu %9llu %8llu %8llu %5llu %12llu %12llu %7llu %6llu "
+                "%4llu\n",
+                U(s->objsize), U(s->pagesize), U(s->objs_inuse),
+                U(s->objs_free), U(s->objs_cached), U(s->pages),
+                U(rows[i].partial), U(rows[i].full), U(s->pages_empty),
+                U(s->pages_pending), U(s->empty_oldest_age_ns / 1000000),
+                U(s->pages_alloc), U(s->pages_freed),
+                U(s->provider_alloc_failures), U(s->gets), U(s->puts),
+                U(s->gets_waited), U(s->gets_failed), U(s->waiting));
+    }
+}
+
+int dp_stats_print(FILE *f, int flags)
+{
+    if (flags & ~DP_STATS_JSON) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (!f)
+        f = stderr;
+    /* Count, allocate outside the registry lock, then read; pools created
+     * in between are left out (cap), not overrun. */
+    struct dp_scollect c = {NULL, 0, 0};
+    c.cap = dp_registry_each(count_one, NULL) + 16;
+    c.rows = calloc(c.cap, sizeof(*c.rows));
+    if (!c.rows) {
+        errno = ENOMEM;
+        return -1;
+    }
+    dp_registry_each(collect_one, &c);
+    dp_reclaim_info_t ri;
+    dp_reclaim_info(&ri);
+    if (flags & DP_STATS_JSON)
+        print_json(f, c.rows, c.n, &ri);
+    else
+        print_text(f, c.rows, c.n, &ri);
+    free(c.rows);
+    if (fflush(f) != 0 || ferror(f)) {
+        errno = EIO;
+        return -1;
+    }
+    return (int)c.n;
 }
