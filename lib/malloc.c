@@ -933,6 +933,12 @@ static void mc_atfork_child(void)
     pthread_mutex_unlock(&mc_init_lock);
 }
 
+#ifdef DP_TEST_HOOKS
+/* Test builds only (lib/testhooks.c): the malloc's locks, outermost. */
+void dp_test_malloc_lock(void) { mc_atfork_prepare(); }
+void dp_test_malloc_unlock(void) { mc_atfork_parent(); }
+#endif
+
 /*
  * The malloc's reclaim age: DEFERPOOL_CONF reclaim_age_ms when it is
  * given (with a value the core accepted), else MC_DEFAULT_AGE_NS, half

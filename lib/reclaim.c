@@ -334,6 +334,12 @@ static void atfork_child(void)
     pthread_mutex_unlock(&dp_rt.ctl);
 }
 
+#ifdef DP_TEST_HOOKS
+/* Test builds only (lib/testhooks.c): every core lock, in the lock order. */
+void dp_test_core_lock(void) { atfork_prepare(); }
+void dp_test_core_unlock(void) { atfork_parent(); }
+#endif
+
 static void install_atfork(void)
 {
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);

@@ -15,6 +15,8 @@
  *                     no provider call from a put, the books balance, the
  *                     pool destroys, and the mock got every page back.
  *   tu_rng            xorshift64*: cheap, per thread, reproducible.
+ *   tu_watchdog       fail a test that hangs within seconds, with a
+ *                     message naming what it waited for (watchdog.h).
  */
 #ifndef DP_TESTUTIL_H
 #define DP_TESTUTIL_H
@@ -25,6 +27,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "watchdog.h"
 
 #if defined(__SANITIZE_THREAD__)
 #define TU_TSAN 1
