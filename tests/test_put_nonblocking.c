@@ -762,6 +762,11 @@ static void *kicker_thread(void *arg)
         k->sent++;
         while (atomic_load_explicit(&sig.handled, memory_order_acquire) == h)
             sched_yield();
+        /* A handler that never returns (it took a lock its thread
+         * holds) shows here: fail within seconds. */
+        if (h % 256 == 0)
+            tu_watchdog(10, "the signal handler's put to return (it may "
+                            "wait for a lock its own thread holds)");
     }
     atomic_store(&sig.done, 1);
     return NULL;
@@ -821,6 +826,7 @@ static void run_signal_puts(unsigned pool_flags)
     }
     pthread_join(kt, NULL);
     signal(SIGUSR1, SIG_DFL);
+    tu_watchdog(60, "the closing checks");
 
     cr_assert_eq(atomic_load(&sig.next), sig.n, "the handler put %zu of %zu",
                  atomic_load(&sig.next), sig.n);

@@ -95,6 +95,20 @@ static inline int mt_layout(void **out, const size_t *sizes, int n)
     return 1;
 }
 
+/* Free memory that libc allocated (open_memstream, strdup, ...): with
+ * the malloc linked in under dpm_ names (sanitizer builds,
+ * dpm_prefix.h), that is not the malloc under test. */
+static inline void mt_libc_free(void *p)
+{
+#ifdef DP_MALLOC_PREFIXED
+#undef free
+    free(p);
+#define free dpm_free
+#else
+    free(p);
+#endif
+}
+
 /* C23 names glibc 2.36 does not declare. */
 void free_sized(void *p, size_t n);
 void free_aligned_sized(void *p, size_t align, size_t n);

@@ -356,11 +356,11 @@ Test(malloc_conformance, stats_print_text_and_json)
               "%s", buf);
     cr_assert_not_null(strstr(buf, "\"classes\":["));
     cr_assert_eq(buf[len - 2], '}');
-    free(buf);
+    mt_libc_free(buf);
     f = open_memstream(&buf, &len);
     dp_malloc_stats_print(f, 0);
     fclose(f);
     cr_assert_not_null(strstr(buf, "deferpool-malloc"));
     cr_assert_not_null(strstr(buf, "reclaim thread: running"));
-    free(buf);
+    mt_libc_free(buf);
 }
