@@ -102,6 +102,7 @@ static inline void mt_libc_free(void *p)
 {
 #ifdef DP_MALLOC_PREFIXED
 #undef free
+    extern void free(void *); /* <stdlib.h> declared dpm_free */
     free(p);
 #define free dpm_free
 #else
