@@ -42,7 +42,7 @@
 #define OBJSIZE 64
 #define STRICT_NOBJS 100000 /* not scaled: cheap, and the number is the point */
 
-TestSuite(put_nonblocking, .timeout = 240);
+TestSuite(put_nonblocking, .timeout = 240, .init = tu_watchdog_init);
 
 /* ====================================================== seccomp harness */
 
@@ -251,6 +251,7 @@ static void run_in_child(struct scenario sc, int expect)
     cr_assert_neq(pid, -1, "fork: %s", strerror(errno));
     if (pid == 0)
         _exit(child_main(sc)); /* _exit: no atexit/LSan in the child */
+    tu_watchdog_child(pid);
     int st;
     while (waitpid(pid, &st, 0) < 0)
         cr_assert_eq(errno, EINTR, "waitpid: %s", strerror(errno));
