@@ -55,6 +55,7 @@ static struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     pid_t owner;          /* the process the thread runs in (0: none) */
+    int running;          /* the thread has started                   */
     int armed;
     unsigned gen;         /* bumped at every (re-)arm and stop       */
     struct timespec deadline;
@@ -62,7 +63,7 @@ static struct {
     char what[200];
     pid_t children[TU_WD_CHILDREN];
     int nchildren;
-} tu_wd = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0,
+} tu_wd = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0,
            {0, 0}, 0, "", {0}, 0};
 
 static void tu_wd_expire(void)
@@ -84,6 +85,8 @@ static void *tu_wd_thread(void *arg)
 {
     (void)arg;
     pthread_mutex_lock(&tu_wd.mu);
+    tu_wd.running = 1;
+    pthread_cond_broadcast(&tu_wd.cv);
     for (;;) {
         while (!tu_wd.armed)
             pthread_cond_wait(&tu_wd.cv, &tu_wd.mu);
@@ -112,6 +115,7 @@ static inline void tu_watchdog(unsigned seconds, const char *what)
         pthread_cond_init(&tu_wd.cv, &ca);
         pthread_condattr_destroy(&ca);
         tu_wd.armed = 0;
+        tu_wd.running = 0;
         tu_wd.nchildren = 0;
         pthread_attr_t ta;
         pthread_attr_init(&ta);
@@ -124,6 +128,14 @@ static inline void tu_watchdog(unsigned seconds, const char *what)
         }
         pthread_attr_destroy(&ta);
         tu_wd.owner = getpid();
+        /* Wait until the thread runs: a test that forks right after
+         * arming must not fork while the new thread is still inside the
+         * thread library or a sanitizer's runtime, whose locks the child
+         * would inherit held. */
+        pthread_mutex_lock(&tu_wd.mu);
+        while (!tu_wd.running)
+            pthread_cond_wait(&tu_wd.cv, &tu_wd.mu);
+        pthread_mutex_unlock(&tu_wd.mu);
     }
     pthread_mutex_lock(&tu_wd.mu);
     tu_wd.seconds = seconds * TU_WD_SLOW;
