@@ -407,6 +407,13 @@ static void atfork_child(void)
         dp_reclaim_autostart();
 }
 
+#ifdef DP_TEST_HOOKS
+/* Test builds only (lib/testhooks.c): every lock of the library and of
+ * the layer above, in the fork order (the prepare handler). */
+void dp_test_core_lock(void) { atfork_prepare(); }
+void dp_test_core_unlock(void) { atfork_parent(); }
+#endif
+
 void dp_fork_install(void)
 {
     static _Atomic bool installed;

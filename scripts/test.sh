@@ -13,6 +13,12 @@
 # "all" ends with "total: N passed, N failed".  The exit status is non-zero
 # when anything failed.
 #
+# The suite cannot shrink unnoticed: every Test( declared in
+# tests/test_*.c and tests/malloc/test_*.c must have run (passed, failed
+# or skipped) in each mode, except the files a mode does not build
+# (sanitizer_skips below).  A shortfall is printed per file and counted
+# as failed tests.
+#
 # Tests divide their iteration counts by DP_TEST_SCALE, exported here:
 # plain 1, asan 4, tsan 10.
 set -uo pipefail
@@ -83,6 +89,60 @@ count_results() {
         END { flush(); printf "%d %d\n", pass, fail }'
 }
 
+# Print "<executable> <tests run>" for each test executable in a meson
+# testlog.txt: Criterion's "Tested:" (which leaves skipped tests out) plus
+# its "[SKIP]" lines (the tests run with --verbose).
+count_run() {
+    sed 's/\x1b\[[0-9;]*m//g' "$1" | awk '
+        function flush() { if (exe != "") run[exe] += t + sk; exe = "" }
+        /^=+ [0-9]+\/[0-9]+ =+$/ { flush(); intest = 1; t = 0; sk = 0; next }
+        /^Summary of Failures:$/ || /^Ok: +[0-9]+ *$/ { flush(); intest = 0; next }
+        intest && /^command:/ {
+            for (i = NF; i > 0; i--)
+                if ($i ~ /\/tests\/(malloc\/)?test_[A-Za-z0-9_]+$/) {
+                    exe = $i; sub(/.*\//, "", exe); break
+                }
+            next
+        }
+        intest && /Synthesis: Tested:/ {
+            for (i = 1; i <= NF; i++) if ($i == "Tested:") t += $(i + 1)
+            next
+        }
+        intest && /^\[SKIP\] / { sk++ }
+        END { flush(); for (e in run) print e, run[e] }'
+}
+
+# Test files a sanitizer build does not build (tests/malloc/meson.build):
+# programs and thp run programs under LD_PRELOAD of libdeferpool-malloc.so,
+# which such builds leave out; fork forks from a threaded parent whose
+# child starts threads, which neither sanitizer supports.
+sanitizer_skips=" tests/malloc/test_malloc_programs.c tests/malloc/test_malloc_thp.c tests/malloc/test_malloc_fork.c "
+
+# Compare the tests declared in the sources with those run in mode $1
+# (testlog $2).  Prints each shortfall; echoes the number of tests missing.
+missing_tests() {
+    local m=$1 log=$2 src exe declared ran missing=0
+    declare -A run=()
+    if [ -f "$log" ]; then
+        while read -r exe ran; do
+            run[$exe]=$ran
+        done < <(count_run "$log")
+    fi
+    for src in tests/test_*.c tests/malloc/test_*.c; do
+        if [ "$m" != plain ] && [[ $sanitizer_skips == *" $src "* ]]; then
+            continue
+        fi
+        exe=$(basename "$src" .c)
+        declared=$(grep -c '^Test(' "$src")
+        ran=${run[$exe]:-0}
+        if [ "$ran" -lt "$declared" ]; then
+            echo "$m: $src declares $declared tests, $ran ran" >&2
+            missing=$((missing + declared - ran))
+        fi
+    done
+    echo "$missing"
+}
+
 # --- ThreadSanitizer and Criterion ----------------------------------------
 # Real Criterion cannot start under TSan (Snaipe/Criterion#274: its
 # sandbox arena lands in TSan's reserved address range).  tests/meson.build
@@ -111,7 +171,7 @@ configure() {
 }
 
 run_mode() {
-    local m=$1 dir=build/test-$1 cc=${CC:-gcc} scale rc counts
+    local m=$1 dir=build/test-$1 cc=${CC:-gcc} scale rc counts missing
     local -a opts=(-Dtests=enabled -Dbenchmarks=disabled -Db_sanitize=none)
     local -a envs=()
 
@@ -171,6 +231,11 @@ run_mode() {
     # line for a failed run.
     if [ "$rc" -ne 0 ] && [ "${counts#* }" = 0 ]; then
         counts="${counts% *} 1"
+    fi
+    missing=$(missing_tests "$m" "$dir/meson-logs/testlog.txt")
+    if [ "$missing" -gt 0 ]; then
+        echo "$m: $missing declared tests did not run" >&2
+        counts="${counts% *} $((${counts#* } + missing))"
     fi
     report "$m" "${counts% *}" "${counts#* }"
 }

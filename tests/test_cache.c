@@ -56,6 +56,8 @@ static void assert_distinct(void **objs, size_t n, int round)
                       round, objs[i]);
 }
 
+TestSuite(cache, .init = tu_watchdog_init);
+
 Test(cache, same_thread_put_keeps_objects_in_the_cache_and_flush_returns_them)
 {
     dp_mock_t *m = dp_mock_create(0);

@@ -19,7 +19,7 @@
 #define OBJSIZE 64
 #define LIMIT 2
 
-TestSuite(limits, .timeout = 120);
+TestSuite(limits, .timeout = 120, .init = tu_watchdog_init);
 
 struct full_pool {
     dp_mock_t *m;

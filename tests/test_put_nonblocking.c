@@ -30,6 +30,7 @@
 #include "testutil.h"
 
 #include <linux/seccomp.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -41,7 +42,7 @@
 #define OBJSIZE 64
 #define STRICT_NOBJS 100000 /* not scaled: cheap, and the number is the point */
 
-TestSuite(put_nonblocking, .timeout = 240);
+TestSuite(put_nonblocking, .timeout = 240, .init = tu_watchdog_init);
 
 /* ====================================================== seccomp harness */
 
@@ -250,6 +251,7 @@ static void run_in_child(struct scenario sc, int expect)
     cr_assert_neq(pid, -1, "fork: %s", strerror(errno));
     if (pid == 0)
         _exit(child_main(sc)); /* _exit: no atexit/LSan in the child */
+    tu_watchdog_child(pid);
     int st;
     while (waitpid(pid, &st, 0) < 0)
         cr_assert_eq(errno, EINTR, "waitpid: %s", strerror(errno));
@@ -545,4 +547,307 @@ Test(put_nonblocking, putters_finish_while_dp_reclaim_step_is_stuck_in_provider_
 Test(put_nonblocking, putters_finish_while_dp_pool_reclaim_is_stuck_in_provider_free)
 {
     run_gated(BLK_POOL_RECLAIM, 0);
+}
+
+/* ============================================ every library lock held */
+
+/*
+ * The test program carries a private copy of the library built with
+ * -DDP_TEST_HOOKS (tests/meson.build), whose dp_test_lock_all() takes
+ * every deferpool lock in the lock order -- the registry, every pool's
+ * lock, the thread-cache list, the reclaim thread's -- as the fork
+ * prepare handler does.  One thread holds them all while others put:
+ * a put or a cache flush that took any of them would never finish, and
+ * the watchdog would fail the test.
+ */
+void dp_test_lock_all(void);
+void dp_test_unlock_all(void);
+
+struct locker {
+    tu_gate_t locked;  /* opened once every lock is held */
+    tu_gate_t release; /* the locker unlocks once this opens */
+};
+
+static void *locker_thread(void *arg)
+{
+    struct locker *l = arg;
+    dp_test_lock_all();
+    tu_gate_open(&l->locked);
+    tu_gate_wait(&l->release);
+    dp_test_unlock_all();
+    return NULL;
+}
+
+#define NOLOCK_PAGES 32 /* pages' worth of objects each putter puts */
+
+struct nolock_putter {
+    dp_pool_t *pool;
+    void **objs;
+    size_t n;
+    bool get_first;      /* get the objects itself (its cache is bound) */
+    tu_gate_t got;       /* opened when its gets are done               */
+    tu_gate_t *go;       /* puts start once this opens                  */
+    tu_gate_t done;      /* opened when its puts and flush are done     */
+    atomic_size_t put;   /* puts completed                              */
+};
+
+static void *nolock_putter_thread(void *arg)
+{
+    struct nolock_putter *p = arg;
+    if (p->get_first)
+        for (size_t i = 0; i < p->n; i++)
+            if (!(p->objs[i] = dp_pool_get(p->pool, DP_WAITOK)))
+                break;
+    tu_gate_open(&p->got);
+    tu_gate_wait(p->go);
+    for (size_t i = 0; i < p->n; i++) {
+        dp_pool_put(p->pool, p->objs[i]);
+        atomic_store_explicit(&p->put, i + 1, memory_order_relaxed);
+    }
+    /* Documented as safe wherever a put is. */
+    dp_thread_cache_flush();
+    tu_gate_open(&p->done);
+    return NULL; /* thread exit takes the cache lock: after the unlock */
+}
+
+static void run_nolock(unsigned pool_flags, bool reclaim_thread)
+{
+    tu_watchdog(30, "setting up the pool and the putters");
+    dp_mock_t *m = tu_mock(0);
+    dp_pool_attr_t a = tu_attr(m);
+    a.flags |= pool_flags;
+    a.lowat = 0;
+    a.hiwat = 0; /* every empty page is due at once */
+    dp_pool_t *pool = tu_pool("nolock", OBJSIZE, &a);
+    if (reclaim_thread)
+        cr_assert_eq(dp_reclaim_start(), 0);
+    size_t n = NOLOCK_PAGES * tu_stats(pool).objs_per_page;
+
+    /* Two putters: one puts what it got itself (through its cache: the
+     * bin overflows, flushes return runs, pages empty and are pushed on
+     * the pending queue), one puts what this thread got (a thread that
+     * never used the pool). */
+    tu_gate_t go = TU_GATE_INIT;
+    struct nolock_putter pt[2];
+    pthread_t tid[2];
+    for (int i = 0; i < 2; i++) {
+        pt[i] = (struct nolock_putter){.pool = pool, .n = n,
+                                       .get_first = i == 0,
+                                       .got = TU_GATE_INIT, .go = &go,
+                                       .done = TU_GATE_INIT};
+        pt[i].objs = calloc(n, sizeof(void *));
+        cr_assert_not_null(pt[i].objs);
+        atomic_init(&pt[i].put, 0);
+    }
+    for (size_t i = 0; i < n; i++)
+        cr_assert_not_null(pt[1].objs[i] = dp_pool_get(pool, DP_WAITOK));
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(pthread_create(&tid[i], NULL, nolock_putter_thread,
+                                    &pt[i]), 0);
+    for (int i = 0; i < 2; i++)
+        tu_gate_wait(&pt[i].got);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_not_null(pt[0].objs[i], "putter 0 could not get");
+    dp_pool_stats_t before = tu_stats(pool);
+    cr_assert_eq(before.objs_inuse, 2 * n);
+
+    struct locker l = {TU_GATE_INIT, TU_GATE_INIT};
+    pthread_t lt;
+    cr_assert_eq(pthread_create(&lt, NULL, locker_thread, &l), 0);
+    tu_gate_wait(&l.locked);
+
+    /* Every lock is held: the puts must still all complete. */
+    tu_watchdog(10, "dp_pool_put/dp_thread_cache_flush while another "
+                    "thread holds every deferpool lock (a put or a flush "
+                    "takes a lock)");
+    tu_gate_open(&go);
+    for (int i = 0; i < 2; i++)
+        tu_gate_wait(&pt[i].done);
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(atomic_load(&pt[i].put), n);
+
+    tu_watchdog(30, "unlocking, the putters' exit and the closing checks");
+    tu_gate_open(&l.release);
+    pthread_join(lt, NULL);
+    for (int i = 0; i < 2; i++)
+        pthread_join(tid[i], NULL);
+    if (reclaim_thread)
+        dp_reclaim_stop();
+    dp_pool_stats_t s = tu_stats(pool);
+    cr_assert_eq(s.objs_inuse, 0, "%llu objects still out",
+                 (unsigned long long)s.objs_inuse);
+    cr_assert_eq(s.gets, before.gets);
+    cr_assert_eq(s.put_provider_calls, 0);
+    cr_assert_geq(s.pages_empty + s.pages_freed, NOLOCK_PAGES,
+                  "the puts emptied no page");
+    for (int i = 0; i < 2; i++)
+        free(pt[i].objs);
+    tu_destroy_checked(pool, m);
+}
+
+Test(put_nonblocking, puts_and_cache_flushes_finish_while_another_thread_holds_every_lock)
+{
+    run_nolock(0, false);
+}
+
+Test(put_nonblocking, uncached_puts_finish_while_another_thread_holds_every_lock)
+{
+    run_nolock(DP_POOL_NOCACHE, false);
+}
+
+Test(put_nonblocking, debug_pool_puts_finish_while_another_thread_holds_every_lock)
+{
+    run_nolock(DP_POOL_DEBUG, false);
+}
+
+Test(put_nonblocking, puts_finish_while_another_thread_holds_every_lock_and_the_reclaim_thread_runs)
+{
+    run_nolock(0, true);
+}
+
+/* ===================================================== signal handlers */
+
+/*
+ * A handler puts while the thread it interrupted loops get/put on the
+ * same pool: the put may land in the middle of the thread's own get or
+ * put, inside its thread cache.  dp_tc_enter() keeps such a put off the
+ * cache (it goes to the page), or the handler would overwrite the slot
+ * the interrupted code is about to write, losing or duplicating objects.
+ * Another thread sends the signals, one at a time, each once the
+ * previous one was handled, until the handler has put SIG_PUTS objects.
+ * Every live object carries a stamp: a get that returns one still
+ * stamped is a duplicate.
+ */
+#define SIG_PUTS 20000
+#define SIG_LIVE 0x4c495645u /* "LIVE" */
+#define SIG_HELD 8           /* objects the loop holds at once */
+
+static struct {
+    dp_pool_t *pool;
+    void **objs;           /* the handler's objects, got beforehand */
+    size_t n;
+    atomic_size_t next;    /* handler: next object to put            */
+    atomic_size_t handled; /* handler runs                           */
+    atomic_int done;
+} sig;
+
+static uint32_t *stamp(void *o) { return (uint32_t *)((char *)o + 16); }
+
+static void put_handler(int signo)
+{
+    (void)signo;
+    int saved = errno;
+    size_t i = atomic_load_explicit(&sig.next, memory_order_relaxed);
+    if (i < sig.n) {
+        *stamp(sig.objs[i]) = 0;
+        dp_pool_put(sig.pool, sig.objs[i]);
+        atomic_store_explicit(&sig.next, i + 1, memory_order_relaxed);
+    }
+    atomic_fetch_add_explicit(&sig.handled, 1, memory_order_release);
+    errno = saved;
+}
+
+struct kicker {
+    pthread_t target;
+    size_t sent;
+};
+
+/* One signal at a time: the next once the handler has run. */
+static void *kicker_thread(void *arg)
+{
+    struct kicker *k = arg;
+    while (atomic_load_explicit(&sig.next, memory_order_relaxed) < sig.n) {
+        size_t h = atomic_load_explicit(&sig.handled, memory_order_acquire);
+        if (pthread_kill(k->target, SIGUSR1) != 0)
+            break;
+        k->sent++;
+        while (atomic_load_explicit(&sig.handled, memory_order_acquire) == h)
+            sched_yield();
+        /* A handler that never returns (it took a lock its thread
+         * holds) shows here: fail within seconds. */
+        if (h % 256 == 0)
+            tu_watchdog(10, "the signal handler's put to return (it may "
+                            "wait for a lock its own thread holds)");
+    }
+    atomic_store(&sig.done, 1);
+    return NULL;
+}
+
+static void run_signal_puts(unsigned pool_flags)
+{
+    tu_watchdog(60, "the signal-handler put loop");
+    dp_mock_t *m = tu_mock(0);
+    dp_pool_attr_t a = tu_attr(m);
+    a.flags |= pool_flags;
+    dp_pool_t *pool = tu_pool("sigput", OBJSIZE, &a);
+    sig.pool = pool;
+    sig.n = tu_scaled(SIG_PUTS);
+    sig.objs = calloc(sig.n, sizeof(void *));
+    cr_assert_not_null(sig.objs);
+    for (size_t i = 0; i < sig.n; i++) {
+        cr_assert_not_null(sig.objs[i] = dp_pool_get(pool, DP_WAITOK));
+        *stamp(sig.objs[i]) = SIG_LIVE;
+    }
+    atomic_init(&sig.next, 0);
+    atomic_init(&sig.handled, 0);
+    atomic_init(&sig.done, 0);
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = put_handler;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    cr_assert_eq(sigaction(SIGUSR1, &sa, NULL), 0);
+
+    struct kicker k = {.target = pthread_self()};
+    pthread_t kt;
+    cr_assert_eq(pthread_create(&kt, NULL, kicker_thread, &k), 0);
+    size_t dups = 0, nulls = 0, rounds = 0;
+    void *held[SIG_HELD];
+    while (!atomic_load_explicit(&sig.done, memory_order_relaxed)) {
+        for (int j = 0; j < SIG_HELD; j++) {
+            void *o = dp_pool_get(pool, DP_NOWAIT);
+            held[j] = o;
+            if (!o) {
+                nulls++;
+                continue;
+            }
+            dups += *stamp(o) == SIG_LIVE;
+            *stamp(o) = SIG_LIVE;
+        }
+        for (int j = 0; j < SIG_HELD; j++) {
+            if (!held[j])
+                continue;
+            *stamp(held[j]) = 0;
+            dp_pool_put(pool, held[j]);
+        }
+        /* A flush interrupted by a handler's put, now and then. */
+        if (++rounds % 64 == 0)
+            dp_thread_cache_flush();
+    }
+    pthread_join(kt, NULL);
+    signal(SIGUSR1, SIG_DFL);
+    tu_watchdog(60, "the closing checks");
+
+    cr_assert_eq(atomic_load(&sig.next), sig.n, "the handler put %zu of %zu",
+                 atomic_load(&sig.next), sig.n);
+    cr_assert_eq(dups, 0, "%zu objects handed out while still live", dups);
+    cr_assert_eq(nulls, 0, "%zu DP_NOWAIT gets failed", nulls);
+    dp_thread_cache_flush();
+    cr_assert_eq(dp_pool_check(pool), 0, "dp_pool_check found damage");
+    dp_pool_stats_t s = tu_stats(pool);
+    cr_assert_eq(s.objs_inuse, 0, "%llu objects lost (out, but nobody has "
+                 "them)", (unsigned long long)s.objs_inuse);
+    free(sig.objs);
+    tu_destroy_checked(pool, m);
+}
+
+Test(put_nonblocking, puts_from_a_signal_handler_interrupting_gets_and_puts_lose_nothing)
+{
+    run_signal_puts(0);
+}
+
+Test(put_nonblocking, uncached_puts_from_a_signal_handler_interrupting_gets_and_puts_lose_nothing)
+{
+    run_signal_puts(DP_POOL_NOCACHE);
 }

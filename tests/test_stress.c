@@ -24,7 +24,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
-TestSuite(stress, .timeout = 300);
+TestSuite(stress, .timeout = 300, .init = tu_watchdog_init);
 
 /* ---------------------------------------------------------- owner table */
 

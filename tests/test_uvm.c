@@ -30,7 +30,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
-TestSuite(uvm, .timeout = 240);
+TestSuite(uvm, .timeout = 240, .init = tu_watchdog_init);
 
 /* ----------------------------------------------------- traced calls */
 

@@ -15,6 +15,10 @@
  *                     no provider call from a put, the books balance, the
  *                     pool destroys, and the mock got every page back.
  *   tu_rng            xorshift64*: cheap, per thread, reproducible.
+ *   tu_watchdog       fail a test that hangs within seconds, with a
+ *                     message naming what it waited for (watchdog.h).
+ *   tu_watchdog_init  the same for a whole suite: TestSuite(x, .init =
+ *                     tu_watchdog_init) arms TU_WD_TEST seconds per test.
  */
 #ifndef DP_TESTUTIL_H
 #define DP_TESTUTIL_H
@@ -26,6 +30,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "watchdog.h"
+
 #if defined(__SANITIZE_THREAD__)
 #define TU_TSAN 1
 #elif defined(__has_feature)
@@ -36,6 +42,19 @@
 #ifndef TU_TSAN
 #define TU_TSAN 0
 #endif
+
+/* ------------------------------------------------------------ watchdog */
+
+/* Every test of the suites that use it takes well under a second in a
+ * plain build (and DP_TEST_SCALE keeps sanitizer runs alike): a test
+ * still running after this long waits for something that never comes. */
+#define TU_WD_TEST 20
+
+static inline void tu_watchdog_init(void)
+{
+    tu_watchdog(TU_WD_TEST, "this test (a waiter never woken, a thread "
+                            "that never finishes?)");
+}
 
 /* ------------------------------------------------------------- scaling */
 

@@ -112,6 +112,21 @@ static inline size_t mt_resident_pages(const void *p, size_t n)
     return r;
 }
 
+/* Free memory that libc allocated (open_memstream, strdup, ...): with
+ * the malloc linked in under dpm_ names (sanitizer builds,
+ * dpm_prefix.h), that is not the malloc under test. */
+static inline void mt_libc_free(void *p)
+{
+#ifdef DP_MALLOC_PREFIXED
+#undef free
+    extern void free(void *); /* <stdlib.h> declared dpm_free */
+    free(p);
+#define free dpm_free
+#else
+    free(p);
+#endif
+}
+
 /* C23 names glibc 2.36 does not declare. */
 void free_sized(void *p, size_t n);
 void free_aligned_sized(void *p, size_t align, size_t n);

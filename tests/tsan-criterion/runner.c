@@ -13,7 +13,8 @@
  * TSAN_OPTIONS sets exitcode), whichever comes first.  Death by any other
  * signal, or running past .timeout (the runner kills it), is a crash.
  *
- * Options: --filter=GLOB (or --pattern; matched against "suite/name"),
+ * Options: --filter=GLOB (or --pattern; an extended glob matched against
+ * "suite/name"; tests it leaves out are reported as skipped),
  * --timeout=SECONDS (default for tests without .timeout), --fail-fast,
  * --list, --help.  --jobs, --verbose and other Criterion options are
  * accepted and ignored: tests always run one at a time, verbosely.
@@ -535,8 +536,15 @@ int main(int argc, char **argv)
         char id[512];
 
         snprintf(id, sizeof(id), "%s/%s", t->suite, t->name);
-        if (filter && fnmatch(filter, id, 0) != 0)
+        /* Criterion's filters are extended globs (!(...), @(...)). */
+        if (filter && fnmatch(filter, id, FNM_EXTMATCH) != 0) {
+            /* As Criterion --verbose: a test filtered out is a skipped
+             * test (scripts/test.sh counts them). */
+            if (!list)
+                fprintf(stderr, "[SKIP] %s::%s: filtered out\n", t->suite,
+                        t->name);
             continue;
+        }
         all[n].test = t;
         for (const struct crs_suite *s = suite_list; s; s = s->next)
             if (strcmp(s->name, t->suite) == 0)

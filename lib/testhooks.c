@@ -1,0 +1,25 @@
+/*
+ * testhooks.c -- test-only entry points, compiled only into private
+ * copies of the library built with -DDP_TEST_HOOKS (tests/meson.build,
+ * tests/malloc/meson.build), never into the installed libraries.
+ *
+ * dp_test_lock_all() takes every lock of the library, and of the malloc
+ * when it is linked in (it joins through dp_fork_set_layer), in the fork
+ * prepare handler's order (docs/design.md §10); dp_test_unlock_all()
+ * releases them.  A test holds them in one thread while other threads
+ * put and free, to prove that those paths take no lock.
+ */
+#include "dp_internal.h"
+
+#ifndef DP_TEST_HOOKS
+#error "lib/testhooks.c is built only with -DDP_TEST_HOOKS"
+#endif
+
+void dp_test_core_lock(void);
+void dp_test_core_unlock(void);
+void dp_test_lock_all(void);
+void dp_test_unlock_all(void);
+
+void dp_test_lock_all(void) { dp_test_core_lock(); }
+
+void dp_test_unlock_all(void) { dp_test_core_unlock(); }
