@@ -224,22 +224,7 @@ static inline uint64_t dp_pool_now(const struct dp_pool *p)
     return p->clock ? p->clock(p->clock_arg) : dp_coarse_ns();
 }
 
-/* ---- options.c -------------------------------------------------------- */
-enum dp_thp { DP_THP_AUTO, DP_THP_NEVER, DP_THP_DEFAULT };
-enum dp_stats_print { DP_SP_OFF, DP_SP_TEXT, DP_SP_JSON };
-struct dp_options {
-    bool background_thread;  /* auto-start the reclaim thread          */
-    bool debug;              /* DP_POOL_DEBUG on every pool            */
-    int stats_print;         /* print statistics at exit: enum
-                                dp_stats_print                         */
-    uint64_t reclaim_interval_ns;
-    uint64_t reclaim_age_ns; /* default for attr.reclaim_age_ns        */
-    int thp;                 /* enum dp_thp, as set                    */
-    bool nohuge;             /* thp resolved: advise MADV_NOHUGEPAGE on
-                                mappings smaller than a huge page and
-                                on the malloc heap's chunks            */
-};
-DP_HIDDEN const struct dp_options *dp_options(void);
+#include "options.h"
 
 /* ---- provider.c ------------------------------------------------------- */
 /* A huge page (x86-64 and arm64 with 4 KiB pages). */
