@@ -159,6 +159,8 @@ static void put_n(dp_pool_t *pool, void **objs, size_t n)
 
 /* ------------------------------------------------------------------ tests */
 
+TestSuite(ctor, .init = tu_watchdog_init);
+
 Test(ctor, ctor_runs_once_per_object_when_its_page_arrives)
 {
     dp_mock_t *m = dp_mock_create(0);

@@ -111,6 +111,8 @@ static void wait_for_sleepers(dp_pool_t *pool, uint64_t n)
 
 /* ------------------------------------------------------------------ tests */
 
+TestSuite(faults, .init = tu_watchdog_init);
+
 Test(faults, nowait_get_fails_with_enomem_while_the_provider_fails)
 {
     dp_mock_t *m = dp_mock_create(0);

@@ -121,6 +121,8 @@ static size_t round_up(size_t x, size_t to) { return (x + to - 1) / to * to; }
 
 /* ------------------------------------------------------------------ tests */
 
+TestSuite(pool, .init = tu_watchdog_init);
+
 Test(pool, get_returns_an_object_and_put_takes_it_back)
 {
     dp_mock_t *m = dp_mock_create(0);

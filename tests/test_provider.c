@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "deferpool.h"
+#include "testutil.h"
 
 #define KiB ((size_t)1024)
 #define MiB (1024 * KiB)
@@ -71,6 +72,10 @@ static void check_mmap_page(size_t size)
     pv->free(pv->ctx, p, size);
     cr_assert_not(is_mapped(p, size), "page still mapped after free");
 }
+
+TestSuite(provider_contract, .init = tu_watchdog_init);
+TestSuite(provider_mmap, .init = tu_watchdog_init);
+TestSuite(provider_mock, .init = tu_watchdog_init);
 
 Test(provider_mmap, alloc_4k_is_aligned_writable_and_freed)
 {

@@ -216,6 +216,8 @@ static void scenario_age_and_lowat(const struct driver *d)
     finish(pool, m);
 }
 
+TestSuite(reclaim, .init = tu_watchdog_init);
+
 Test(reclaim, thread_returns_empty_pages_only_after_reclaim_age_and_keeps_lowat)
 {
     scenario_age_and_lowat(&by_thread);
