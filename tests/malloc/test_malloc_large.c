@@ -210,38 +210,6 @@ Test(malloc_large, a_second_free_of_a_block_is_ignored)
     free(q);
 }
 
-Test(malloc_large, best_fit_among_cached_blocks)
-{
-    empty_cache();
-    /* b1, b3 and b2 with live blocks between them (freed neighbours
-     * would merge). */
-    void *v[5];
-    const size_t sz[5] = {1 * MiB, 200 * KiB, 3 * MiB, 200 * KiB, 2 * MiB};
-    cr_assert(mt_layout(v, sz, 5));
-    void *b1 = v[0], *b3 = v[2], *b2 = v[4];
-    free(b1);
-    free(b3);
-    free(b2);
-    dp_malloc_stats_t s0 = st();
-    cr_assert_eq(s0.large_queued + s0.large_cached, 3, "free only queues");
-    void *x = malloc(2 * MiB - 4 * KiB);
-    cr_assert_eq(x, b2, "the smallest block that is big enough");
-    void *y = malloc(900 * KiB);
-    cr_assert_eq(y, b1);
-    dp_malloc_stats_t s1 = st();
-    cr_assert_eq(s1.large_maps, s0.large_maps);
-    cr_assert_eq(s1.large_queued, 0);
-    /* b3, and the whole pages x and y did not need, split off. */
-    cr_assert_eq(s1.large_cached, 3);
-    cr_assert_eq(s1.large_bytes_cached,
-                 mt_blk_len(3 * MiB) + mt_blk_len(2 * MiB) - mt_blk_len(2 * MiB - 4 * KiB) +
-                     mt_blk_len(1 * MiB) - mt_blk_len(900 * KiB));
-    free(x);
-    free(y);
-    free(v[1]);
-    free(v[3]);
-}
-
 Test(malloc_large, much_bigger_block_is_split_and_its_pieces_merge_again)
 {
     empty_cache();

@@ -287,3 +287,39 @@ Test(malloc_nothread, malloc_trim_returns_1_only_when_it_gave_memory_back)
     cr_assert_eq(mallinfo2().keepcost, 0);
     cr_assert_eq(malloc_trim(0), 0);
 }
+
+/* Best fit, with no reclaim pass that could move a freed block into the
+ * heap and merge it between the frees and the counts. */
+Test(malloc_nothread, best_fit_among_cached_blocks)
+{
+    dp_malloc_trim();
+    dp_malloc_stats_t se = st();
+    cr_assert_eq(se.large_queued + se.large_cached, 0);
+    /* b1, b3 and b2 with live blocks between them (freed neighbours
+     * would merge). */
+    void *v[5];
+    const size_t sz[5] = {1 * MiB, 200 * KiB, 3 * MiB, 200 * KiB, 2 * MiB};
+    cr_assert(mt_layout(v, sz, 5));
+    void *b1 = v[0], *b3 = v[2], *b2 = v[4];
+    free(b1);
+    free(b3);
+    free(b2);
+    dp_malloc_stats_t s0 = st();
+    cr_assert_eq(s0.large_queued + s0.large_cached, 3, "free only queues");
+    void *x = malloc(2 * MiB - 4 * KiB);
+    cr_assert_eq(x, b2, "the smallest block that is big enough");
+    void *y = malloc(900 * KiB);
+    cr_assert_eq(y, b1);
+    dp_malloc_stats_t s1 = st();
+    cr_assert_eq(s1.large_maps, s0.large_maps);
+    cr_assert_eq(s1.large_queued, 0);
+    /* b3, and the whole pages x and y did not need, split off. */
+    cr_assert_eq(s1.large_cached, 3);
+    cr_assert_eq(s1.large_bytes_cached,
+                 mt_blk_len(3 * MiB) + mt_blk_len(2 * MiB) - mt_blk_len(2 * MiB - 4 * KiB) +
+                     mt_blk_len(1 * MiB) - mt_blk_len(900 * KiB));
+    free(x);
+    free(y);
+    free(v[1]);
+    free(v[3]);
+}
