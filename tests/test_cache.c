@@ -870,7 +870,10 @@ static int nomb_child(void)
     return 0;
 }
 
-Test(cache, without_membarrier_pools_run_uncached_and_lose_nothing)
+/* A suite of its own, without the per-test watchdog: the child starts
+ * threads, which ThreadSanitizer refuses after a fork from a parent with
+ * more than one thread (the watchdog's). */
+Test(cache_nomembarrier, pools_run_uncached_and_lose_nothing)
 {
     pid_t pid = fork();
     cr_assert_neq(pid, -1);
