@@ -1,5 +1,5 @@
 /*
- * cache.c -- the per-thread cache layer: one bin of free objects per pool
+ * cache.c -- the thread-cache layer, between the pages and the pool: one bin of free objects per pool
  * per thread, in front of the page lists.  A same-thread get or put
  * touches only the thread's own cache lines, with no atomic RMW and no
  * fence.  Drainers (reclaim GC, explicit reclaim, destroy, a getter about
@@ -7,13 +7,12 @@
  * an asymmetric handshake built on membarrier(2).  docs/design.md,
  * "Thread caches".
  */
-#include "dp_internal.h"
+#include "cache.h"
+#include "os.h"
+#include "page.h"
 
 #include <linux/membarrier.h>
-#include <sched.h>
-#include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
 
 /* The calling thread's cache; NULL until its first get of a cached pool.
  * initial-exec TLS: one %fs-relative load, no __tls_get_addr. */
@@ -22,14 +21,14 @@ DP_HIDDEN DP_TLS struct dp_tcache *dp_tc;
 static struct {
     pthread_mutex_t lock;  /* the list, seen_sig, bin indices, and every
                               drain (drainers are serialised by it)    */
-    struct dp_tcache *head;
+    struct dp_tcache_list caches; /* lock: every thread's cache        */
     uint64_t used[DP_TC_BINS / 64]; /* bin indices given to pools      */
     pthread_key_t key;     /* destructor flushes a thread's cache     */
     int state;             /* 0 untried, 1 usable, -1 no membarrier   */
     bool forking;          /* lock: a fork holds the claims ("Fork")  */
-} dp_tcg = {PTHREAD_MUTEX_INITIALIZER, NULL, {0}, 0, 0, false};
+} dp_tcg = {PTHREAD_MUTEX_INITIALIZER, {NULL, NULL, 0}, {0}, 0, 0, false};
 
-static pthread_once_t dp_tcg_once = PTHREAD_ONCE_INIT;
+static pthread_once_t dp_tcg_once = PTHREAD_ONCE_INIT; /* tcg_init */
 
 /* The test hook (deferpool.h, "Testing: hooks"). */
 DP_HIDDEN _Atomic(dp_test_hook_t) dp_test_hook_fn;
@@ -46,20 +45,46 @@ void dp_test_hook_call(dp_test_hook_t fn, int where)
     fn(where, atomic_load(&dp_test_hook_arg));
 }
 
+/* The layer above's ext ops (cache.h): set once, read by every flush. */
+static _Atomic(const struct dp_tcache_ext_ops *) tc_ext_ops;
+
+void dp_tcache_ext_register(const struct dp_tcache_ext_ops *ops)
+{
+    atomic_store(&tc_ext_ops, ops);
+}
+
+/* Transitional (dp_internal.h): the malloc's flush function stored by
+ * name, called through the ops below until the malloc registers its own
+ * ops. */
 void (*_Atomic dp_tc_ext_flush)(struct dp_tclist *l, bool forget);
+
+static void ext_flush_by_name(struct dp_tclist *l, bool forget)
+{
+    atomic_load(&dp_tc_ext_flush)(l, forget);
+}
+
+static const struct dp_tcache_ext_ops ext_ops_by_name = {ext_flush_by_name};
+
+static const struct dp_tcache_ext_ops *ext_ops(void)
+{
+    const struct dp_tcache_ext_ops *ops = atomic_load(&tc_ext_ops);
+    if (ops)
+        return ops;
+    return atomic_load(&dp_tc_ext_flush) ? &ext_ops_by_name : NULL;
+}
 
 /* Hand back a cache's ext lists (same ownership rules as bin_flush). */
 static size_t ext_flush(struct dp_tcache *tc, bool forget)
 {
-    void (*fn)(struct dp_tclist *, bool) = atomic_load(&dp_tc_ext_flush);
+    const struct dp_tcache_ext_ops *ops = ext_ops();
     size_t n = 0;
-    if (!fn)
+    if (!ops)
         return 0;
     for (int i = 0; i < DP_TC_EXT; i++) {
         struct dp_tclist *l = &tc->ext[i];
         uint32_t k = atomic_load_explicit(&l->n, DP_RLX);
         if (k || forget)
-            fn(l, forget);
+            ops->flush(l, forget);
         n += k;
     }
     atomic_store_explicit(&tc->ext_units, 0, DP_RLX);
@@ -68,16 +93,11 @@ static size_t ext_flush(struct dp_tcache *tc, bool forget)
 
 static void tc_thread_exit(void *v);
 
-static int membarrier(int cmd)
-{
-    return (int)syscall(SYS_membarrier, cmd, 0, 0);
-}
-
 static void tcg_init(void)
 {
     /* Caches exist only where drainers can take them back: without
      * membarrier, every put and get goes to the pages. */
-    if (membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) != 0 ||
+    if (dp_os_membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) != 0 ||
         pthread_key_create(&dp_tcg.key, tc_thread_exit) != 0) {
         dp_tcg.state = -1;
         return;
@@ -89,11 +109,11 @@ static void tcg_init(void)
  * (then no cache may be claimed). */
 static int heavy_barrier(void)
 {
-    if (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0)
+    if (dp_os_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0)
         return 0;
     /* A forked child may need to register again. */
-    if (membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0 &&
-        membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0)
+    if (dp_os_membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0 &&
+        dp_os_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0)
         return 0;
     return -1;
 }
@@ -112,12 +132,8 @@ void dp_tcache_pool_init(struct dp_pool *p)
     max = max < 8 ? 8 : max > 256 ? 256 : max;
     p->tc_batch = (uint32_t)max / 2;
     /* A full bin returns its oldest quarter, at most 16 objects (and at
-     * most DP_TC_FLUSH_RUNS page runs).  A flush writes each returned
-     * object's link word and does one CAS per run of same-page objects;
-     * the put that cached the object has prefetched its line,
-     * but the flush is still what a put pays in the tail.  Measured on
-     * benchmarks/macro larson: free() p99.99 621 ns with a quarter (64),
-     * 491 with 16, 491 with 8 (docs/design.md, "Thread caches"). */
+     * most DP_TC_FLUSH_RUNS page runs): the flush is what a put pays in
+     * the tail, so it stays short (docs/benchmarks.md, larson). */
     p->tc_flush = max >= 64 ? 16 : max >= 4 ? (uint32_t)max / 4 : 1;
     p->tc_soft = (uint32_t)max;
     p->tc_max = (uint32_t)max + p->tc_flush;
@@ -140,10 +156,8 @@ void dp_tcache_pool_init(struct dp_pool *p)
  * dp_tcache_put_slow). */
 #define DP_TC_AREA ((size_t)2 * DP_TC_MAXCAP)
 /* A flush stops at the fourth page run (or tc_flush objects): each run
- * is a CAS on a page's state, a line another thread may hold.  Measured
- * on benchmarks/macro larson, free() p99.99 medians of back-to-back runs
- * in quiet periods: no limit 460 ns, 4 runs 441, mimalloc 401 (five
- * runs each); 4 runs ~400, 2 runs ~410, mimalloc ~430 (six each).
+ * is a CAS on a page's state, a line another thread may hold, and the
+ * flush is a put's tail latency (docs/benchmarks.md, larson).
  * Sequential frees fill a run per page and are not affected. */
 #define DP_TC_FLUSH_RUNS 4
 #define DP_TC_SLOTMEM ((size_t)DP_TC_BINS * DP_TC_AREA * sizeof(void *))
@@ -158,8 +172,8 @@ static void **bin_area(struct dp_tcache *tc, size_t i)
  * space only; a bin's slots cost memory once the bin is used. */
 static void tc_unmap(struct dp_tcache *tc)
 {
-    munmap(tc->slotmem, DP_TC_SLOTMEM);
-    munmap(tc, sizeof(*tc));
+    dp_os_unmap(tc->slotmem, DP_TC_SLOTMEM);
+    dp_os_unmap(tc, sizeof(*tc));
 }
 
 /* nowait: a DP_NOWAIT get's creation, which does not wait for the cache
@@ -167,15 +181,12 @@ static void tc_unmap(struct dp_tcache *tc)
  * goes uncached this time and a later miss tries again. */
 static struct dp_tcache *tc_create(bool nowait)
 {
-    struct dp_tcache *tc =
-        mmap(NULL, sizeof(*tc), PROT_READ | PROT_WRITE,
-             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (tc == MAP_FAILED)
+    struct dp_tcache *tc = dp_os_map(sizeof(*tc));
+    if (!tc)
         return NULL;
-    tc->slotmem = mmap(NULL, DP_TC_SLOTMEM, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (tc->slotmem == MAP_FAILED) {
-        munmap(tc, sizeof(*tc));
+    tc->slotmem = dp_os_map(DP_TC_SLOTMEM);
+    if (!tc->slotmem) {
+        dp_os_unmap(tc, sizeof(*tc));
         return NULL;
     }
     /* Both are touched sparsely (the bins in use): no huge page may make
@@ -200,10 +211,7 @@ static struct dp_tcache *tc_create(bool nowait)
      * done (dp_tcache_atfork_*). */
     if (dp_tcg.forking)
         atomic_store_explicit(&tc->drain, DP_TC_CLAIMED, DP_RLX);
-    tc->next = dp_tcg.head;
-    if (dp_tcg.head)
-        dp_tcg.head->prev = tc;
-    dp_tcg.head = tc;
+    DP_LIST_PUSH_HEAD(&dp_tcg.caches, tc, next, prev);
     pthread_mutex_unlock(&dp_tcg.lock);
     dp_tc = tc;
     return tc;
@@ -277,8 +285,7 @@ bool dp_tcache_fill(struct dp_pool *p, void *const *objs, uint32_t n,
     if (ok) { /* binds the bin (b->pool) for the chain too */
         /* Reversed, so that pops walk up through memory: a freshly
          * carved page is handed out in address order, which the
-         * hardware prefetcher follows (measured: 15 to 30% off a
-         * 200,000-live get/put round). */
+         * hardware prefetcher follows. */
         void **dst = b->slots + have;
         for (void *const *src = objs + n; src != objs;)
             *dst++ = *--src;
@@ -299,10 +306,8 @@ bool dp_tcache_fill(struct dp_pool *p, void *const *objs, uint32_t n,
  * least tc_flush more puts than gets ends in a full bin.  This is the
  * library's deferral again: what a free would have to do goes to the
  * allocating side, which may block anyway.  The get's hit path tests
- * `n - 1 < tc_soft` where it tested `n != 0`: the same one compare.
- * Measured on benchmarks/macro larson (docs/design.md §13): free()
- * p99.99 medians of 12 interleaved runs 331 ns, against 365 without the
- * soft limit and 376 for mimalloc; malloc's p99.99 rose by about 8%.
+ * `n - 1 < tc_soft`: one compare, as an emptiness test would be
+ * (docs/benchmarks.md, larson, for what it buys the free tail).
  */
 
 /* Return the bin's oldest objects (the bottom of its stack: up to
@@ -487,7 +492,7 @@ void dp_tcache_drain_pool(struct dp_pool *p, bool wait, bool release)
     pthread_mutex_lock(&dp_tcg.lock);
     for (;;) {
         struct tc_batch b = {.n = 0, .idx = idx, .forget = release};
-        for (struct dp_tcache *tc = dp_tcg.head; tc; tc = tc->next) {
+        for (struct dp_tcache *tc = dp_tcg.caches.head; tc; tc = tc->next) {
             /* A waiter or destroy must catch puts on their way into an
              * empty bin, and destroy must unbind every bin: they visit
              * every cache.  Others only those holding objects. */
@@ -499,7 +504,7 @@ void dp_tcache_drain_pool(struct dp_pool *p, bool wait, bool release)
         if (!b.busy || !wait)
             break;
         pthread_mutex_unlock(&dp_tcg.lock);
-        sched_yield();
+        dp_os_yield();
         pthread_mutex_lock(&dp_tcg.lock);
     }
     if (release) {
@@ -514,7 +519,7 @@ void dp_tcache_gc(void)
 {
     pthread_mutex_lock(&dp_tcg.lock);
     struct tc_batch batch = {.n = 0, .idx = -1, .forget = false};
-    for (struct dp_tcache *tc = dp_tcg.head; tc; tc = tc->next) {
+    for (struct dp_tcache *tc = dp_tcg.caches.head; tc; tc = tc->next) {
         /* A get changes `gets`; a put changes n, and a flush n and net
          * together; so if no bin's (gets, n, net) moved, the thread did
          * nothing since the last pass.  A signature collision only makes
@@ -559,7 +564,7 @@ void dp_tcache_sum(struct dp_pool *p, uint64_t *cached, uint64_t *gets)
     if (p->tcidx < 0)
         return;
     pthread_mutex_lock(&dp_tcg.lock);
-    for (struct dp_tcache *tc = dp_tcg.head; tc; tc = tc->next) {
+    for (struct dp_tcache *tc = dp_tcg.caches.head; tc; tc = tc->next) {
         struct dp_tbin *b = &tc->bins[p->tcidx];
         *cached += bin_held(tc, b);
         *gets += bin_gets(b);
@@ -569,12 +574,7 @@ void dp_tcache_sum(struct dp_pool *p, uint64_t *cached, uint64_t *gets)
 
 static void tc_unlink_locked(struct dp_tcache *tc)
 {
-    if (tc->prev)
-        tc->prev->next = tc->next;
-    else
-        dp_tcg.head = tc->next;
-    if (tc->next)
-        tc->next->prev = tc->prev;
+    DP_LIST_REMOVE(&dp_tcg.caches, tc, next, prev);
 }
 
 /* Thread exit: give everything back.  The cache leaves the thread
@@ -633,7 +633,7 @@ size_t dp_tcache_ext_drain(bool self)
     size_t n = 0;
     pthread_mutex_lock(&dp_tcg.lock);
     struct tc_batch batch = {.n = 0, .idx = -1, .forget = false};
-    for (struct dp_tcache *tc = dp_tcg.head; tc; tc = tc->next) {
+    for (struct dp_tcache *tc = dp_tcg.caches.head; tc; tc = tc->next) {
         bool any = false;
         for (int j = 0; j < DP_TC_EXT; j++) {
             uint32_t e = atomic_load_explicit(&tc->ext[j].n, DP_RLX);
@@ -653,7 +653,7 @@ void dp_tcache_ext_sum(uint64_t n[DP_TC_EXT], uint64_t *pops)
     memset(n, 0, DP_TC_EXT * sizeof(n[0]));
     *pops = 0;
     pthread_mutex_lock(&dp_tcg.lock);
-    for (struct dp_tcache *tc = dp_tcg.head; tc; tc = tc->next)
+    for (struct dp_tcache *tc = dp_tcg.caches.head; tc; tc = tc->next)
         for (int j = 0; j < DP_TC_EXT; j++) {
             n[j] += atomic_load_explicit(&tc->ext[j].n, DP_RLX);
             *pops += atomic_load_explicit(&tc->ext[j].pops, DP_RLX);
@@ -664,8 +664,8 @@ void dp_tcache_ext_sum(uint64_t n[DP_TC_EXT], uint64_t *pops)
 /* ---- fork ------------------------------------------------------------------ */
 
 /*
- * The fork handlers' part for the caches (docs/design.md §10; the order
- * of all handlers is in reclaim.c).  Before any lock is taken, claim
+ * The fork handlers' part for the caches (docs/design.md, "Fork"; fork.c
+ * calls them in order).  Before any lock is taken, claim
  * every other thread's cache with the drainers' handshake, waiting --
  * yielding, no lock held -- for owners inside a get/put to leave: an
  * owner may be halfway through a flush, a chain pop or an ext-list
@@ -683,7 +683,7 @@ void dp_tcache_atfork_claim(void)
         struct dp_tcache *want[DP_TC_BATCH];
         size_t n = 0, busy = 0;
         bool more = false;
-        for (struct dp_tcache *tc = dp_tcg.head; tc; tc = tc->next) {
+        for (struct dp_tcache *tc = dp_tcg.caches.head; tc; tc = tc->next) {
             if (tc == dp_tc || atomic_load_explicit(&tc->drain, DP_RLX) ==
                                    DP_TC_CLAIMED)
                 continue;
@@ -716,7 +716,7 @@ void dp_tcache_atfork_claim(void)
         if (busy) {
             pthread_mutex_unlock(&dp_tcg.lock);
             dp_test_hook(DP_TEST_FORK_WAIT);
-            sched_yield();
+            dp_os_yield();
             pthread_mutex_lock(&dp_tcg.lock);
         }
     }
@@ -727,7 +727,7 @@ void dp_tcache_atfork_prepare(void) { pthread_mutex_lock(&dp_tcg.lock); }
 
 void dp_tcache_atfork_parent(void)
 {
-    for (struct dp_tcache *tc = dp_tcg.head; tc; tc = tc->next)
+    for (struct dp_tcache *tc = dp_tcg.caches.head; tc; tc = tc->next)
         if (atomic_load_explicit(&tc->drain, DP_RLX) == DP_TC_CLAIMED)
             atomic_store_explicit(&tc->drain, 0, memory_order_release);
     dp_tcg.forking = false;
@@ -739,7 +739,7 @@ void dp_tcache_atfork_parent(void)
  * Called with every deferpool lock held; leaves dp_tcg.lock held. */
 void dp_tcache_atfork_child(void)
 {
-    struct dp_tcache *tc = dp_tcg.head;
+    struct dp_tcache *tc = dp_tcg.caches.head;
     while (tc) {
         struct dp_tcache *next = tc->next;
         if (tc == dp_tc) {

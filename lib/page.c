@@ -5,7 +5,8 @@
  * pool lock: provider calls and user callbacks may block or re-enter
  * deferpool (other pools).
  */
-#include "dp_internal.h"
+#include "page.h"
+#include "pagemap.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -4,14 +4,20 @@
  * pages are due to go back.  docs/design.md, "Pools", "The put path" and
  * "Waiting".
  */
-#include "dp_internal.h"
+#include "pool.h"
+#include "cache.h"
+#include "fork.h"
+#include "lifo.h"
+#include "options.h"
+#include "page.h"
+#include "pagemap.h"
 #include "probes.h"
+#include "reclaim.h"
 
-#include <sched.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 /* A DP_WAITOK get whose provider call failed retries after this long even
  * if nobody wakes it (as NetBSD's pool_get sleeps with a timeout when the
@@ -24,32 +30,6 @@
 #define DP_TV_SEC_MAX ((UINT64_MAX - (DP_NS - 1)) / DP_NS)
 
 /* ---- page lists (pool lock) ------------------------------------------ */
-
-static void list_remove(struct dp_list *l, struct dp_page *pg)
-{
-    if (pg->prev)
-        pg->prev->next = pg->next;
-    else
-        l->head = pg->next;
-    if (pg->next)
-        pg->next->prev = pg->prev;
-    else
-        l->tail = pg->prev;
-    pg->next = pg->prev = NULL;
-    l->n--;
-}
-
-static void list_push_head(struct dp_list *l, struct dp_page *pg)
-{
-    pg->prev = NULL;
-    pg->next = l->head;
-    if (l->head)
-        l->head->prev = pg;
-    else
-        l->tail = pg;
-    l->head = pg;
-    l->n++;
-}
 
 static struct dp_list *list_of(struct dp_pool *p, uint8_t which)
 {
@@ -65,9 +45,9 @@ static void move_to_locked(struct dp_pool *p, struct dp_page *pg, uint8_t to)
 {
     struct dp_list *from = list_of(p, pg->list);
     if (from)
-        list_remove(from, pg);
+        DP_LIST_REMOVE(from, pg, next, prev);
     pg->list = to;
-    list_push_head(list_of(p, to), pg);
+    DP_LIST_PUSH_HEAD(list_of(p, to), pg, next, prev);
 }
 
 /* Empty pages never aged out: lowat, or the primed reserve plus what
@@ -89,8 +69,7 @@ static size_t keep_pages_locked(const struct dp_pool *p)
  */
 void dp_drain_pending_locked(struct dp_pool *p, uint64_t now)
 {
-    struct dp_page *pg =
-        atomic_exchange_explicit(&p->pending, NULL, memory_order_seq_cst);
+    struct dp_page *pg = DP_LIFO_TAKE(&p->pending, memory_order_seq_cst);
     while (pg) {
         struct dp_page *next =
             atomic_load_explicit(&pg->qnext, memory_order_relaxed);
@@ -324,7 +303,7 @@ size_t dp_collect_due_locked(struct dp_pool *p, uint64_t now, size_t budget,
                    now - pg->empty_since >= p->age_ns;
         if (!due)
             break;
-        list_remove(&p->empty, pg);
+        DP_LIST_REMOVE(&p->empty, pg, next, prev);
         pg->list = DP_L_NONE;
         pg->next = *out;
         *out = pg;
@@ -696,6 +675,9 @@ static size_t release_all_empty(struct dp_pool *p, int by)
  *     on the pool's pending stack (seq_cst CAS), then loads `waiters`
  *     (seq_cst) and wakes sleeping getters if there are any.
  */
+#define PENDING_LINK(pg, next)                                                 \
+    atomic_store_explicit(&(pg)->qnext, (next), memory_order_relaxed)
+
 static void page_put_run(struct dp_pool *p, struct dp_page *pg, void *first,
                          void *last, uint32_t k)
 {
@@ -721,13 +703,7 @@ static void page_put_run(struct dp_pool *p, struct dp_page *pg, void *first,
         &pg->state, &s, ns, memory_order_release, memory_order_relaxed));
 
     if (queue) {
-        struct dp_page *h =
-            atomic_load_explicit(&p->pending, memory_order_relaxed);
-        do {
-            atomic_store_explicit(&pg->qnext, h, memory_order_relaxed);
-        } while (!atomic_compare_exchange_weak_explicit(
-            &p->pending, &h, pg, memory_order_seq_cst,
-            memory_order_relaxed));
+        DP_LIFO_PUSH(&p->pending, pg, pg, PENDING_LINK, memory_order_seq_cst);
         /* A nop unless traced: no syscall, no lock. */
         DP_PROBE(put_queue, p, p->name, pg, (ns & DP_PG_COUNT) == 0);
         dp_wake_getters(p);
@@ -817,34 +793,29 @@ void dp_pool_put(dp_pool_t *p, void *obj)
 
 /* ---- create / destroy --------------------------------------------------- */
 
-static bool is_pow2(size_t x) { return x && !(x & (x - 1)); }
-
 /*
  * Pool memory is never unmapped.  The put that returns a pool's last
  * object reads the pool's `waiters` word after the page it emptied is on
  * the pending queue, where destroy can see it; so a destroy that raced
  * it may be done before that read.  Destroyed pools wait here, linked
- * through reg_next, for the next create.  A lock-free stack with push and
- * take-all only (no ABA): a create takes the whole stack, keeps the first
- * and pushes the rest back as one chain.  No lock, so nothing to do at
- * fork.
+ * through reg_next, for the next create: a lifo.h stack, of which a
+ * create takes the whole, keeps the first and pushes the rest back as
+ * one chain.  No lock, so nothing to do at fork.
  */
 #define DP_POOL_MAPSIZE ((sizeof(struct dp_pool) + 4095) & ~(size_t)4095)
 static struct dp_pool *_Atomic dp_spare_pools;
 
+#define SPARE_LINK(p, next) ((p)->reg_next = (next))
+
 static void spare_push(struct dp_pool *first, struct dp_pool *last)
 {
-    struct dp_pool *h = atomic_load_explicit(&dp_spare_pools, DP_RLX);
-    do {
-        last->reg_next = h;
-    } while (!atomic_compare_exchange_weak_explicit(
-        &dp_spare_pools, &h, first, memory_order_release, DP_RLX));
+    DP_LIFO_PUSH(&dp_spare_pools, first, last, SPARE_LINK,
+                 memory_order_release);
 }
 
 static struct dp_pool *pool_mem(void)
 {
-    struct dp_pool *p =
-        atomic_exchange_explicit(&dp_spare_pools, NULL, memory_order_acquire);
+    struct dp_pool *p = DP_LIFO_TAKE(&dp_spare_pools, memory_order_acquire);
     if (p) {
         struct dp_pool *rest = p->reg_next, *last = rest;
         if (rest) {
@@ -855,9 +826,7 @@ static struct dp_pool *pool_mem(void)
         memset(p, 0, DP_POOL_MAPSIZE);
         return p;
     }
-    p = mmap(NULL, DP_POOL_MAPSIZE, PROT_READ | PROT_WRITE,
-             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    return p == MAP_FAILED ? NULL : p;
+    return dp_os_map(DP_POOL_MAPSIZE);
 }
 
 /* A put between its CAS, which took a page's count to 0 and set QUEUED,
@@ -904,13 +873,13 @@ dp_pool_t *dp_pool_create_ex(const char *name, size_t objsize,
     const struct dp_options *opt = dp_options();
     bool debug = (attr->flags & DP_POOL_DEBUG) || opt->debug;
     size_t align = attr->align ? attr->align : (objsize < 16 ? 8 : 16);
-    if (objsize == 0 || objsize > DP_PAGESIZE_MAX || !is_pow2(align) ||
+    if (objsize == 0 || objsize > DP_PAGESIZE_MAX || !dp_is_pow2(align) ||
         align > DP_PAGESIZE_MAX / 2 ||
         (attr->flags &
          ~(unsigned)(DP_POOL_DEBUG | DP_POOL_NOTHREAD | DP_POOL_NOCACHE |
                      DP_POOL_IMMEDIATE)) ||
         (attr->pagesize &&
-         (!is_pow2(attr->pagesize) || attr->pagesize < 4096 ||
+         (!dp_is_pow2(attr->pagesize) || attr->pagesize < 4096 ||
           attr->pagesize > DP_PAGESIZE_MAX)) ||
         attr->lowat > attr->hiwat ||
         (attr->max_pages && attr->lowat > attr->max_pages)) {
@@ -1001,7 +970,7 @@ void dp_pool_destroy(dp_pool_t *p)
     dp_drain_pending_locked(p, 0);
     while (put_in_flight_locked(p)) {
         pthread_mutex_unlock(&p->lock);
-        sched_yield();
+        dp_os_yield();
         pthread_mutex_lock(&p->lock);
         dp_drain_pending_locked(p, 0);
     }
@@ -1052,12 +1021,8 @@ size_t dp_pool_reclaim(dp_pool_t *p)
  * on a pool without a hard limit. */
 static size_t phys_pages_of(size_t pagesize)
 {
-    long n = sysconf(_SC_PHYS_PAGES), sz = sysconf(_SC_PAGESIZE);
-    if (n <= 0 || sz <= 0)
-        return SIZE_MAX;
-    if ((size_t)n > SIZE_MAX / (size_t)sz)
-        return SIZE_MAX / pagesize;
-    return (size_t)n * (size_t)sz / pagesize;
+    size_t b = dp_os_phys_bytes();
+    return b == SIZE_MAX ? SIZE_MAX : b / pagesize;
 }
 
 /*

@@ -8,9 +8,15 @@
  *   fork child: RUNNING in the parent -> restarted in the child (after
  *   every lock is released).
  */
-#include "dp_internal.h"
+#include "reclaim.h"
+#include "cache.h"
+#include "fork.h"
+#include "options.h"
+#include "page.h"
+#include "pool.h"
 #include "probes.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 
