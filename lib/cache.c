@@ -7,8 +7,7 @@
  * an asymmetric handshake built on membarrier(2).  docs/design.md,
  * "Thread caches".
  */
-#include "cache.h"
-#include "os.h"
+#include "cache_impl.h"
 #include "page.h"
 
 #include <linux/membarrier.h>
@@ -18,15 +17,9 @@
  * initial-exec TLS: one %fs-relative load, no __tls_get_addr. */
 DP_HIDDEN DP_TLS struct dp_tcache *dp_tc;
 
-static struct {
-    pthread_mutex_t lock;  /* the list, seen_sig, bin indices, and every
-                              drain (drainers are serialised by it)    */
-    struct dp_tcache_list caches; /* lock: every thread's cache        */
-    uint64_t used[DP_TC_BINS / 64]; /* bin indices given to pools      */
-    pthread_key_t key;     /* destructor flushes a thread's cache     */
-    int state;             /* 0 untried, 1 usable, -1 no membarrier   */
-    bool forking;          /* lock: a fork holds the claims ("Fork")  */
-} dp_tcg = {PTHREAD_MUTEX_INITIALIZER, {NULL, NULL, 0}, {0}, 0, 0, false};
+struct dp_tcg dp_tcg = {PTHREAD_MUTEX_INITIALIZER, {NULL, NULL, 0}, {0}, 0, 0,
+                        false};
+
 
 static pthread_once_t dp_tcg_once = PTHREAD_ONCE_INIT; /* tcg_init */
 
@@ -74,7 +67,7 @@ static const struct dp_tcache_ext_ops *ext_ops(void)
 }
 
 /* Hand back a cache's ext lists (same ownership rules as bin_flush). */
-static size_t ext_flush(struct dp_tcache *tc, bool forget)
+size_t dp_tc_flush_ext(struct dp_tcache *tc, bool forget)
 {
     const struct dp_tcache_ext_ops *ops = ext_ops();
     size_t n = 0;
@@ -105,18 +98,6 @@ static void tcg_init(void)
     dp_tcg.state = 1;
 }
 
-/* A full barrier on every CPU running one of our threads.  -1: could not
- * (then no cache may be claimed). */
-static int heavy_barrier(void)
-{
-    if (dp_os_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0)
-        return 0;
-    /* A forked child may need to register again. */
-    if (dp_os_membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0 &&
-        dp_os_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0)
-        return 0;
-    return -1;
-}
 
 void dp_tcache_pool_init(struct dp_pool *p)
 {
@@ -149,32 +130,12 @@ void dp_tcache_pool_init(struct dp_pool *p)
     pthread_mutex_unlock(&dp_tcg.lock);
 }
 
-/* Each bin's stack lives in an area twice its largest size: a flush takes
- * the bottom of the stack and moves the stack's base up instead of
- * moving the rest down, and only when the base has gone past the middle
- * does the stack move back to the start of the area (cache.c,
- * dp_tcache_put_slow). */
-#define DP_TC_AREA ((size_t)2 * DP_TC_MAXCAP)
 /* A flush stops at the fourth page run (or tc_flush objects): each run
  * is a CAS on a page's state, a line another thread may hold, and the
  * flush is a put's tail latency (docs/benchmarks.md, larson).
  * Sequential frees fill a run per page and are not affected. */
 #define DP_TC_FLUSH_RUNS 4
-#define DP_TC_SLOTMEM ((size_t)DP_TC_BINS * DP_TC_AREA * sizeof(void *))
 
-/* The start of bin i's slot area. */
-static void **bin_area(struct dp_tcache *tc, size_t i)
-{
-    return tc->slotmem + i * DP_TC_AREA;
-}
-
-/* One mapping for the cache and one for every bin's slot array: address
- * space only; a bin's slots cost memory once the bin is used. */
-static void tc_unmap(struct dp_tcache *tc)
-{
-    dp_os_unmap(tc->slotmem, DP_TC_SLOTMEM);
-    dp_os_unmap(tc, sizeof(*tc));
-}
 
 /* nowait: a DP_NOWAIT get's creation, which does not wait for the cache
  * lock (a drain holds it across membarrier): if it is taken, the get
@@ -226,26 +187,6 @@ uint32_t dp_tcache_want(struct dp_pool *p, bool nowait)
     return p->tc_batch + 1;
 }
 
-static void bin_set_n(struct dp_tbin *b, uint32_t n)
-{
-    atomic_store_explicit(&b->n, n, memory_order_relaxed);
-}
-
-static uint32_t bin_n(struct dp_tbin *b)
-{
-    return atomic_load_explicit(&b->n, memory_order_relaxed);
-}
-
-static struct dp_tchain *bin_chain(struct dp_tcache *tc, struct dp_tbin *b)
-{
-    return &tc->chains[b - tc->bins];
-}
-
-/* Objects the bin holds: its stack and its chain. */
-static uint32_t bin_held(struct dp_tcache *tc, struct dp_tbin *b)
-{
-    return bin_n(b) + atomic_load_explicit(&bin_chain(tc, b)->n, DP_RLX);
-}
 
 /*
  * Chains.  A refill that finds a page's put stack whole (the lock's list
@@ -377,15 +318,11 @@ bool dp_tcache_pop_over(struct dp_pool *p, void **o)
     return true;
 }
 
-static uint64_t bin_gets(struct dp_tbin *b)
-{
-    return atomic_load_explicit(&b->gets, DP_RLX);
-}
 
 /* Flush one bin (its owner or a drainer holding the claim).  forget:
  * also fold its get count into the pool and unbind it (thread exit,
  * pool destroy). */
-static void bin_flush(struct dp_tcache *tc, struct dp_tbin *b, bool forget)
+void dp_tc_flush_bin(struct dp_tcache *tc, struct dp_tbin *b, bool forget)
 {
     struct dp_pool *p = b->pool;
     if (!p)
@@ -413,169 +350,7 @@ static void bin_flush(struct dp_tcache *tc, struct dp_tbin *b, bool forget)
     }
 }
 
-/*
- * Claim each cache in `want` (n of them, filtered by the caller) that is
- * not inside a get/put, and flush bin `idx` (or all bins when idx < 0).
- * dp_tcg.lock held.  Returns how many were busy.  A cache a fork holds
- * claimed (drain already CLAIMED: any other drainer gives its claim back
- * before it drops the lock) counts as busy.
- */
-static size_t claim_and_flush_locked(struct dp_tcache **want, size_t n,
-                                     int idx, bool forget)
-{
-    if (n == 0)
-        return 0;
-    size_t busy = 0, k = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (atomic_load_explicit(&want[i]->drain, DP_RLX) == DP_TC_CLAIMED) {
-            busy++;
-            continue;
-        }
-        atomic_store_explicit(&want[i]->drain, DP_TC_REQ,
-                              memory_order_relaxed);
-        want[k++] = want[i];
-    }
-    n = k;
-    if (n == 0)
-        return busy;
-    bool can = heavy_barrier() == 0;
-    for (size_t i = 0; i < n; i++) {
-        struct dp_tcache *tc = want[i];
-        if (!can || atomic_load_explicit(&tc->active, memory_order_acquire)) {
-            atomic_store_explicit(&tc->drain, 0, memory_order_release);
-            busy++;
-            continue;
-        }
-        atomic_store_explicit(&tc->drain, DP_TC_CLAIMED, memory_order_relaxed);
-        if (idx >= 0) {
-            bin_flush(tc, &tc->bins[idx], forget);
-        } else {
-            for (int j = 0; j < DP_TC_BINS; j++)
-                bin_flush(tc, &tc->bins[j], forget);
-            ext_flush(tc, forget);
-        }
-        atomic_store_explicit(&tc->drain, 0, memory_order_release);
-    }
-    return busy;
-}
 
-#define DP_TC_BATCH 64
-
-/* Caches to claim and flush, gathered under dp_tcg.lock and handed to
- * claim_and_flush_locked() DP_TC_BATCH at a time (one membarrier each). */
-struct tc_batch {
-    struct dp_tcache *tc[DP_TC_BATCH];
-    size_t n;
-    int idx;     /* bin to flush; < 0: every bin and the ext lists */
-    bool forget;
-    size_t busy; /* caches found inside a get/put, so far */
-};
-
-static void batch_flush_locked(struct tc_batch *b)
-{
-    b->busy += claim_and_flush_locked(b->tc, b->n, b->idx, b->forget);
-    b->n = 0;
-}
-
-static void batch_add_locked(struct tc_batch *b, struct dp_tcache *tc)
-{
-    b->tc[b->n++] = tc;
-    if (b->n == DP_TC_BATCH)
-        batch_flush_locked(b);
-}
-
-void dp_tcache_drain_pool(struct dp_pool *p, bool wait, bool release)
-{
-    if (p->tcidx < 0)
-        return;
-    int idx = p->tcidx;
-    pthread_mutex_lock(&dp_tcg.lock);
-    for (;;) {
-        struct tc_batch b = {.n = 0, .idx = idx, .forget = release};
-        for (struct dp_tcache *tc = dp_tcg.caches.head; tc; tc = tc->next) {
-            /* A waiter or destroy must catch puts on their way into an
-             * empty bin, and destroy must unbind every bin: they visit
-             * every cache.  Others only those holding objects. */
-            if (!wait && !release && bin_held(tc, &tc->bins[idx]) == 0)
-                continue;
-            batch_add_locked(&b, tc);
-        }
-        batch_flush_locked(&b);
-        if (!b.busy || !wait)
-            break;
-        pthread_mutex_unlock(&dp_tcg.lock);
-        dp_os_yield();
-        pthread_mutex_lock(&dp_tcg.lock);
-    }
-    if (release) {
-        dp_tcg.used[idx / 64] &= ~(1ull << (idx % 64));
-        p->tcidx = -1;
-        p->tcbin = DP_TC_BINS;
-    }
-    pthread_mutex_unlock(&dp_tcg.lock);
-}
-
-void dp_tcache_gc(void)
-{
-    pthread_mutex_lock(&dp_tcg.lock);
-    struct tc_batch batch = {.n = 0, .idx = -1, .forget = false};
-    for (struct dp_tcache *tc = dp_tcg.caches.head; tc; tc = tc->next) {
-        /* A get changes `gets`; a put changes n, and a flush n and net
-         * together; so if no bin's (gets, n, net) moved, the thread did
-         * nothing since the last pass.  A signature collision only makes
-         * a busy cache look idle, which costs a refill, not correctness:
-         * the claim handshake still keeps off a cache in use. */
-        uint64_t sig = 0;
-        bool any = false;
-        for (int j = 0; j < DP_TC_BINS; j++) {
-            struct dp_tbin *b = &tc->bins[j];
-            uint32_t n = bin_held(tc, b);
-            sig = sig * 0x100000001b3ull +
-                  atomic_load_explicit(&b->gets, DP_RLX);
-            sig = sig * 0x100000001b3ull + n;
-            sig = sig * 0x100000001b3ull +
-                  (uint64_t)atomic_load_explicit(&b->net, DP_RLX);
-            any |= n != 0;
-        }
-        for (int j = 0; j < DP_TC_EXT; j++) {
-            struct dp_tclist *l = &tc->ext[j];
-            uint32_t n = atomic_load_explicit(&l->n, DP_RLX);
-            sig = sig * 0x100000001b3ull + n;
-            sig = sig * 0x100000001b3ull +
-                  atomic_load_explicit(&l->pops, DP_RLX);
-            any |= n != 0;
-        }
-        if (sig != tc->seen_sig) {
-            tc->seen_sig = sig; /* busy since the last pass: leave it */
-            continue;
-        }
-        if (!any)
-            continue;
-        batch_add_locked(&batch, tc);
-    }
-    batch_flush_locked(&batch);
-    pthread_mutex_unlock(&dp_tcg.lock);
-}
-
-void dp_tcache_sum(struct dp_pool *p, uint64_t *cached, uint64_t *gets)
-{
-    *cached = 0;
-    *gets = atomic_load(&p->tc_gets_folded);
-    if (p->tcidx < 0)
-        return;
-    pthread_mutex_lock(&dp_tcg.lock);
-    for (struct dp_tcache *tc = dp_tcg.caches.head; tc; tc = tc->next) {
-        struct dp_tbin *b = &tc->bins[p->tcidx];
-        *cached += bin_held(tc, b);
-        *gets += bin_gets(b);
-    }
-    pthread_mutex_unlock(&dp_tcg.lock);
-}
-
-static void tc_unlink_locked(struct dp_tcache *tc)
-{
-    DP_LIST_REMOVE(&dp_tcg.caches, tc, next, prev);
-}
 
 /* Thread exit: give everything back.  The cache leaves the thread
  * first: a signal handler's put from here on finds no cache and goes to
@@ -592,8 +367,8 @@ static void tc_thread_exit(void *v)
     pthread_mutex_lock(&dp_tcg.lock);
     tc_unlink_locked(tc);
     for (int j = 0; j < DP_TC_BINS; j++)
-        bin_flush(tc, &tc->bins[j], true);
-    ext_flush(tc, true);
+        dp_tc_flush_bin(tc, &tc->bins[j], true);
+    dp_tc_flush_ext(tc, true);
     dp_test_hook(DP_TEST_TC_EXIT);
     pthread_mutex_unlock(&dp_tcg.lock);
     tc_unmap(tc);
@@ -606,8 +381,8 @@ void dp_thread_cache_flush(void)
         return;
     dp_in_put++;
     for (int j = 0; j < DP_TC_BINS; j++)
-        bin_flush(tc, &tc->bins[j], false);
-    ext_flush(tc, false);
+        dp_tc_flush_bin(tc, &tc->bins[j], false);
+    dp_tc_flush_ext(tc, false);
     dp_in_put--;
     dp_tc_leave(tc);
 }
@@ -618,149 +393,4 @@ struct dp_tcache *dp_tcache_self(void)
         return dp_tc;
     pthread_once(&dp_tcg_once, tcg_init);
     return dp_tcg.state == 1 ? tc_create(false) : NULL;
-}
-
-size_t dp_tcache_ext_drain(bool self)
-{
-    if (self) {
-        struct dp_tcache *tc = dp_tc;
-        if (!tc || !dp_tc_enter(tc))
-            return 0;
-        size_t n = ext_flush(tc, false);
-        dp_tc_leave(tc);
-        return n;
-    }
-    size_t n = 0;
-    pthread_mutex_lock(&dp_tcg.lock);
-    struct tc_batch batch = {.n = 0, .idx = -1, .forget = false};
-    for (struct dp_tcache *tc = dp_tcg.caches.head; tc; tc = tc->next) {
-        bool any = false;
-        for (int j = 0; j < DP_TC_EXT; j++) {
-            uint32_t e = atomic_load_explicit(&tc->ext[j].n, DP_RLX);
-            any |= e != 0;
-            n += e;
-        }
-        if (any)
-            batch_add_locked(&batch, tc);
-    }
-    batch_flush_locked(&batch);
-    pthread_mutex_unlock(&dp_tcg.lock);
-    return n;
-}
-
-void dp_tcache_ext_sum(uint64_t n[DP_TC_EXT], uint64_t *pops)
-{
-    memset(n, 0, DP_TC_EXT * sizeof(n[0]));
-    *pops = 0;
-    pthread_mutex_lock(&dp_tcg.lock);
-    for (struct dp_tcache *tc = dp_tcg.caches.head; tc; tc = tc->next)
-        for (int j = 0; j < DP_TC_EXT; j++) {
-            n[j] += atomic_load_explicit(&tc->ext[j].n, DP_RLX);
-            *pops += atomic_load_explicit(&tc->ext[j].pops, DP_RLX);
-        }
-    pthread_mutex_unlock(&dp_tcg.lock);
-}
-
-/* ---- fork ------------------------------------------------------------------ */
-
-/*
- * The fork handlers' part for the caches (docs/design.md, "Fork"; fork.c
- * calls them in order).  Before any lock is taken, claim
- * every other thread's cache with the drainers' handshake, waiting --
- * yielding, no lock held -- for owners inside a get/put to leave: an
- * owner may be halfway through a flush, a chain pop or an ext-list
- * flush, and the child must not see that.  The claims are held until
- * the parent handler (owners meanwhile use the pages) or the child
- * handler, where the claimed caches have no owner and are consistent.
- * A cache that cannot be claimed (no membarrier) is left alone in the
- * child: its objects stay out.
- */
-void dp_tcache_atfork_claim(void)
-{
-    pthread_mutex_lock(&dp_tcg.lock);
-    dp_tcg.forking = true;
-    for (;;) {
-        struct dp_tcache *want[DP_TC_BATCH];
-        size_t n = 0, busy = 0;
-        bool more = false;
-        for (struct dp_tcache *tc = dp_tcg.caches.head; tc; tc = tc->next) {
-            if (tc == dp_tc || atomic_load_explicit(&tc->drain, DP_RLX) ==
-                                   DP_TC_CLAIMED)
-                continue;
-            if (n == DP_TC_BATCH) {
-                more = true;
-                break;
-            }
-            atomic_store_explicit(&tc->drain, DP_TC_REQ, DP_RLX);
-            want[n++] = tc;
-        }
-        if (n == 0)
-            break;
-        if (heavy_barrier() != 0) {
-            for (size_t i = 0; i < n; i++)
-                atomic_store_explicit(&want[i]->drain, 0,
-                                      memory_order_release);
-            break;
-        }
-        for (size_t i = 0; i < n; i++) {
-            struct dp_tcache *tc = want[i];
-            if (atomic_load_explicit(&tc->active, memory_order_acquire)) {
-                atomic_store_explicit(&tc->drain, 0, memory_order_release);
-                busy++;
-            } else {
-                atomic_store_explicit(&tc->drain, DP_TC_CLAIMED, DP_RLX);
-            }
-        }
-        if (!busy && !more)
-            break;
-        if (busy) {
-            pthread_mutex_unlock(&dp_tcg.lock);
-            dp_test_hook(DP_TEST_FORK_WAIT);
-            dp_os_yield();
-            pthread_mutex_lock(&dp_tcg.lock);
-        }
-    }
-    pthread_mutex_unlock(&dp_tcg.lock);
-}
-
-void dp_tcache_atfork_prepare(void) { pthread_mutex_lock(&dp_tcg.lock); }
-
-void dp_tcache_atfork_parent(void)
-{
-    for (struct dp_tcache *tc = dp_tcg.caches.head; tc; tc = tc->next)
-        if (atomic_load_explicit(&tc->drain, DP_RLX) == DP_TC_CLAIMED)
-            atomic_store_explicit(&tc->drain, 0, memory_order_release);
-    dp_tcg.forking = false;
-    pthread_mutex_unlock(&dp_tcg.lock);
-}
-
-/* In the child only the forking thread exists.  The other threads'
- * caches were claimed outside any get/put: flush them and drop them.
- * Called with every deferpool lock held; leaves dp_tcg.lock held. */
-void dp_tcache_atfork_child(void)
-{
-    struct dp_tcache *tc = dp_tcg.caches.head;
-    while (tc) {
-        struct dp_tcache *next = tc->next;
-        if (tc == dp_tc) {
-            atomic_store(&tc->drain, 0);
-            atomic_store(&tc->active, 0);
-        } else if (atomic_load_explicit(&tc->drain, DP_RLX) ==
-                   DP_TC_CLAIMED) {
-            tc_unlink_locked(tc);
-            for (int j = 0; j < DP_TC_BINS; j++)
-                bin_flush(tc, &tc->bins[j], true);
-            ext_flush(tc, true);
-            tc_unmap(tc);
-        } else {
-            tc_unlink_locked(tc); /* unclaimable: its objects stay out */
-        }
-        tc = next;
-    }
-    dp_tcg.forking = false;
-}
-
-void dp_tcache_atfork_child_unlock(void)
-{
-    pthread_mutex_unlock(&dp_tcg.lock);
 }
