@@ -46,9 +46,9 @@ void dp_tcache_ext_register(const struct dp_tcache_ext_ops *ops)
     atomic_store(&tc_ext_ops, ops);
 }
 
-/* Transitional (dp_internal.h): the malloc's flush function stored by
- * name, called through the ops below until the malloc registers its own
- * ops. */
+/* Transitional, declared in dp_internal.h for lib/malloc.c: a flush
+ * function stored by name, called through the ops below until the
+ * malloc registers ops of its own.  Set once. */
 void (*_Atomic dp_tc_ext_flush)(struct dp_tclist *l, bool forget);
 
 static void ext_flush_by_name(struct dp_tclist *l, bool forget)

@@ -16,8 +16,10 @@ struct dp_tcg {
                               drain (drainers are serialised by it)    */
     struct dp_tcache_list caches; /* lock: every thread's cache        */
     uint64_t used[DP_TC_BINS / 64]; /* bin indices given to pools      */
-    pthread_key_t key;     /* destructor flushes a thread's cache     */
-    int state;             /* 0 untried, 1 usable, -1 no membarrier   */
+    pthread_key_t key;     /* destructor flushes a thread's cache;
+                              set once by tcg_init (pthread_once)    */
+    int state;             /* 0 untried, 1 usable, -1 no membarrier;
+                              set once by tcg_init (pthread_once)    */
     bool forking;          /* lock: a fork holds the claims ("Fork")  */
 };
 extern DP_HIDDEN struct dp_tcg dp_tcg;

@@ -18,7 +18,7 @@
 
 /* Thread-local: non-zero while this thread is inside dp_pool_put().  The
  * provider wrappers below count any call made while it is set, so the
- * statistic put_provider_calls is measured rather than assumed.
+ * statistic put_provider_calls counts what would break the promise.
  * initial-exec TLS: reading it is a plain %fs-relative load, no call. */
 DP_HIDDEN DP_TLS int dp_in_put;
 
@@ -172,15 +172,12 @@ fail:
         *why = DP_PG_CTOR_FREED;
         return NULL;
     }
-    /* A DP_NOWAIT get must not call the provider's free: park the page on
-     * the dead list; a WAITOK get, reclaim or destroy returns it. */
-    pthread_mutex_lock(&p->lock);
+    /* A DP_NOWAIT get must not call the provider's free: the pool parks
+     * the page (its dead list) until a WAITOK get, reclaim or destroy
+     * returns it. */
     pg->list = DP_L_DEAD;
-    pg->next = p->dead;
-    p->dead = pg;
-    pthread_mutex_unlock(&p->lock);
     *why = DP_PG_CTOR_DEAD;
-    return NULL;
+    return pg;
 }
 
 void dp_page_destroy(struct dp_pool *p, struct dp_page *pg)

@@ -18,15 +18,16 @@ static inline void *dp_pg_top(struct dp_page *pg, uint64_t s)
 
 extern DP_HIDDEN DP_TLS int dp_in_put;
 /* Obtain and construct a page.  Called without the pool lock.  Returns
- * the page, or NULL with *why saying what happened (and so what the caller
- * must account): */
+ * the page (DP_PG_OK, DP_PG_CTOR_DEAD), or NULL, with *why saying what
+ * happened (and so what the caller must account): */
 enum dp_pg_why {
     DP_PG_OK,        /* page returned                                    */
     DP_PG_NOMEM,     /* the provider failed                              */
     DP_PG_CTOR_FREED,/* obtained, ctor failed, given back (WAITOK)       */
-    DP_PG_CTOR_DEAD, /* obtained, ctor failed, parked on p->dead: a
-                        DP_NOWAIT caller may not call the provider's free;
-                        it stays counted in npages                       */
+    DP_PG_CTOR_DEAD, /* obtained, ctor failed, marked DP_L_DEAD: a
+                        DP_NOWAIT caller may not call the provider's free,
+                        so the pool parks it on p->dead, still counted in
+                        npages                                           */
 };
 DP_HIDDEN struct dp_page *dp_page_create(struct dp_pool *p, int flags,
                                          enum dp_pg_why *why);

@@ -140,8 +140,8 @@ static uint32_t alloc_locked(struct dp_pool *p, uint32_t want, void **objs,
  * the caller has checked npages < max_pages.  The page comes back on no
  * list; NULL when the provider failed or the ctor did (*why says which).
  */
-static struct dp_page *grow_locked(struct dp_pool *p, int flags,
-                                   enum dp_pg_why *whyp)
+struct dp_page *dp_pool_grow_locked(struct dp_pool *p, int flags,
+                                    enum dp_pg_why *whyp)
 {
     p->npages++;
     p->inflight++;
@@ -153,7 +153,12 @@ static struct dp_page *grow_locked(struct dp_pool *p, int flags,
     p->inflight--;
     switch (why) {
     case DP_PG_OK:
-    case DP_PG_CTOR_DEAD: /* still held, on the dead list */
+        p->st_pages_alloc++;
+        break;
+    case DP_PG_CTOR_DEAD: /* still held: parked until returned */
+        pg->next = p->dead;
+        p->dead = pg;
+        pg = NULL;
         p->st_pages_alloc++;
         break;
     case DP_PG_NOMEM:
@@ -170,7 +175,7 @@ static struct dp_page *grow_locked(struct dp_pool *p, int flags,
 }
 
 /* File a new page as empty and ready (refill, prime); pool lock held. */
-static void add_empty_locked(struct dp_pool *p, struct dp_page *pg)
+void dp_pool_add_empty_locked(struct dp_pool *p, struct dp_page *pg)
 {
     pg->empty_since = dp_pool_now(p);
     move_to_locked(p, pg, DP_L_EMPTY);
@@ -246,10 +251,10 @@ size_t dp_pool_refill(struct dp_pool *p)
     pthread_mutex_lock(&p->lock);
     while (p->empty.n + p->inflight < p->lowat && p->npages < p->max_pages) {
         enum dp_pg_why why;
-        struct dp_page *pg = grow_locked(p, DP_WAITOK, &why);
+        struct dp_page *pg = dp_pool_grow_locked(p, DP_WAITOK, &why);
         if (!pg)
             break;
-        add_empty_locked(p, pg);
+        dp_pool_add_empty_locked(p, pg);
         n++;
     }
     pthread_mutex_unlock(&p->lock);
@@ -381,7 +386,7 @@ static void *pool_get(struct dp_pool *p, int flags, uint64_t deadline)
         uint64_t retry = 0;
         if (p->npages < p->max_pages) {
             enum dp_pg_why why;
-            struct dp_page *pg = grow_locked(p, mode, &why);
+            struct dp_page *pg = dp_pool_grow_locked(p, mode, &why);
             if (pg) {
                 move_to_locked(p, pg, DP_L_PARTIAL);
                 dp_wake_getters(p); /* the rest of the page is for them */
@@ -563,81 +568,4 @@ size_t dp_pool_reclaim(dp_pool_t *p)
     }
     dp_tcache_drain_pool(p, false, false); /* cached objects pin pages */
     return release_all_empty(p, DP_BY_RECLAIM);
-}
-
-/* Pages of this size the machine could ever back: the bound of a prime
- * on a pool without a hard limit. */
-static size_t phys_pages_of(size_t pagesize)
-{
-    size_t b = dp_os_phys_bytes();
-    return b == SIZE_MAX ? SIZE_MAX : b / pagesize;
-}
-
-/*
- * The request is checked first, without calling the provider: the pages
- * nobjs objects need must fit under max_pages and in the machine's
- * physical memory.  While the prime gathers pages they count towards
- * keep (priming_pages), so that no reclaim returns them under it; the
- * reserve is raised only when it succeeds.  A prime that fails gives back
- * as many empty pages as it obtained and leaves the reserve as it was.
- */
-int dp_pool_prime(dp_pool_t *p, size_t nobjs)
-{
-    if (!p) {
-        errno = EINVAL;
-        return -1;
-    }
-    size_t need = nobjs / p->cap + (nobjs % p->cap != 0);
-    if (need > p->max_pages || need > phys_pages_of(p->pagesize)) {
-        errno = ENOMEM;
-        return -1;
-    }
-    int err = 0;
-    size_t added = 0;
-    pthread_mutex_lock(&p->lock);
-    p->priming_pages += need;
-    for (;;) {
-        dp_drain_pending_locked(p, 0);
-        uint64_t avail = (uint64_t)p->empty.n * p->cap;
-        for (struct dp_page *pg = p->partial.head; pg; pg = pg->next) {
-            uint32_t c = atomic_load_explicit(&pg->state,
-                                              memory_order_relaxed) &
-                         DP_PG_COUNT;
-            avail += c < pg->cap ? pg->cap - c : 0;
-        }
-        if (avail >= nobjs)
-            break;
-        if (dp_in_callback_of(p)) {
-            err = EDEADLK;
-            break;
-        }
-        if (p->npages >= p->max_pages) {
-            err = ENOMEM;
-            break;
-        }
-        enum dp_pg_why why;
-        struct dp_page *pg = grow_locked(p, DP_WAITOK, &why);
-        if (!pg) {
-            err = ENOMEM;
-            break;
-        }
-        add_empty_locked(p, pg);
-        added++;
-    }
-    p->priming_pages -= need;
-    struct dp_page *back = NULL;
-    if (!err && nobjs > p->reserve_objs) {
-        p->reserve_objs = nobjs;
-        p->reserve_pages = need;
-    } else if (err && added) {
-        dp_collect_due_locked(p, 0, added, true, &back);
-    }
-    pthread_mutex_unlock(&p->lock);
-    if (back)
-        dp_release_pages(p, back);
-    if (err) {
-        errno = err;
-        return -1;
-    }
-    return 0;
 }

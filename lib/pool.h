@@ -9,6 +9,7 @@
 #define DP_POOL_H
 
 #include "os.h"
+#include "page.h"
 #include "types.h"
 
 /* The pool's reclaim clock: the caller's (attr.clock), or the coarse
@@ -29,6 +30,13 @@ DP_HIDDEN size_t dp_collect_due_locked(struct dp_pool *p, uint64_t now,
 /* Give a list from dp_collect_due_locked() back to the provider.  Called
  * without the pool lock; may block in the provider. */
 DP_HIDDEN size_t dp_release_pages(struct dp_pool *p, struct dp_page *list);
+/* Obtain one more page for p, dropping the pool lock around the provider
+ * and the ctors (pool.c).  Pool lock held on entry and exit; the caller
+ * has checked npages < max_pages.  NULL: *why says what failed. */
+DP_HIDDEN struct dp_page *dp_pool_grow_locked(struct dp_pool *p, int flags,
+                                              enum dp_pg_why *why);
+/* File a new page as empty and ready, and wake getters; pool lock held. */
+DP_HIDDEN void dp_pool_add_empty_locked(struct dp_pool *p, struct dp_page *pg);
 /* Allocate pages until lowat empty pages are ready (reclaim thread and
  * dp_reclaim_step only).  Returns pages allocated. */
 DP_HIDDEN size_t dp_pool_refill(struct dp_pool *p);
