@@ -1,5 +1,5 @@
 /*
- * pool.h -- the pool layer (pool.c, registry.c), above the pages and the
+ * pool.h -- the pool layer (pool.c, prime.c, registry.c), above the pages and the
  * thread caches: the pool lock's page lists, the pending queue, the
  * policy that picks due pages, and the registry of live pools that the
  * reclaim, statistics and fork code walk.  docs/design.md, "Pools",

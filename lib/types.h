@@ -138,7 +138,7 @@ struct dp_pool {
 
     /* Registry lock.  Written at every reclaim pass (reg_refs): not on
      * the hot line.  After destroy, reg_next links the pool's memory on
-     * the stack of spare pools (pool.c, pool_mem). */
+     * the stack of spare pools (create.c, pool_mem). */
     struct dp_pool *reg_next, *reg_prev;
     unsigned reg_refs;    /* reclaim passes currently using the pool   */
     bool reg_dead;        /* being destroyed: passes skip it           */
