@@ -5,12 +5,7 @@
 #ifndef DP_OPTIONS_H
 #define DP_OPTIONS_H
 
-#include <stdbool.h>
-#include <stdint.h>
-
-#ifndef DP_HIDDEN
-#define DP_HIDDEN __attribute__((visibility("hidden")))
-#endif
+#include "util.h"
 
 enum dp_thp { DP_THP_AUTO, DP_THP_NEVER, DP_THP_DEFAULT };
 enum dp_stats_print { DP_SP_OFF, DP_SP_TEXT, DP_SP_JSON };

@@ -1,11 +1,16 @@
 /*
- * page.c -- the page (slab) layer: obtaining a page from the provider,
- * laying out its header and slots, running constructors, and giving it
- * back.  docs/design.md, "Pages".  Every function here runs without the
- * pool lock: provider calls and user callbacks may block or re-enter
- * deferpool (other pools).
+ * page.c -- the page (slab) layer, above the provider: a page's life
+ * (obtain, lay out, construct, destroy) and its state machine (take
+ * objects under the pool lock, put runs lock-free, queue the page on
+ * its pool's pending stack).  docs/design.md, "Pages" and "The put
+ * path".  Provider calls and user callbacks run without the pool lock:
+ * they may block or re-enter deferpool (other pools).
  */
-#include "dp_internal.h"
+#include "page.h"
+#include "lifo.h"
+#include "os.h"
+#include "pagemap.h"
+#include "probes.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,7 +18,7 @@
 
 /* Thread-local: non-zero while this thread is inside dp_pool_put().  The
  * provider wrappers below count any call made while it is set, so the
- * statistic put_provider_calls is measured rather than assumed.
+ * statistic put_provider_calls counts what would break the promise.
  * initial-exec TLS: reading it is a plain %fs-relative load, no call. */
 DP_HIDDEN DP_TLS int dp_in_put;
 
@@ -167,15 +172,12 @@ fail:
         *why = DP_PG_CTOR_FREED;
         return NULL;
     }
-    /* A DP_NOWAIT get must not call the provider's free: park the page on
-     * the dead list; a WAITOK get, reclaim or destroy returns it. */
-    pthread_mutex_lock(&p->lock);
+    /* A DP_NOWAIT get must not call the provider's free: the pool parks
+     * the page (its dead list) until a WAITOK get, reclaim or destroy
+     * returns it. */
     pg->list = DP_L_DEAD;
-    pg->next = p->dead;
-    p->dead = pg;
-    pthread_mutex_unlock(&p->lock);
     *why = DP_PG_CTOR_DEAD;
-    return NULL;
+    return pg;
 }
 
 void dp_page_destroy(struct dp_pool *p, struct dp_page *pg)
@@ -184,3 +186,265 @@ void dp_page_destroy(struct dp_pool *p, struct dp_page *pg)
         dtor_slots(p, pg, p->cap);
     page_free_raw(p, pg);
 }
+
+/* ---- the state machine ------------------------------------------------ */
+
+static void debug_mark_out(struct dp_pool *p, struct dp_page *pg, void *obj)
+{
+    size_t i = (size_t)((char *)obj - pg->slots) / p->slotsize;
+    uint64_t bit = 1ull << (i % 64);
+    uint64_t old = atomic_fetch_or_explicit(&pg->outmap[i / 64], bit,
+                                            memory_order_relaxed);
+    if (old & bit) {
+        fprintf(stderr,
+                "deferpool: pool '%s': object %p handed out twice "
+                "(free list corrupted: use after put?)\n",
+                p->name, obj);
+        abort();
+    }
+}
+
+/* Take up to `want` objects from one page into objs[], or, when ch is
+ * given and holds no chain yet, the whole put stack as a chain (*ch) if
+ * it is no longer than ch->max.  Returns how many went into objs[];
+ * with the chain's, fewer than `want` only when every object of the
+ * page is out, so the
+ * page can go on the full list: any later put then sees the count drop
+ * from full and queues the page again.  Order: the lock's free list, the
+ * put stack (taken whole with one CAS), then the bump region, which
+ * touches no object memory.
+ *
+ * The count is raised once per batch.  A put pushes its objects and
+ * lowers the count in one CAS, so when the page looked exhausted but the
+ * count after our add is below cap, puts have landed on the stack since
+ * we took it: take them too rather than strand them on a full-listed
+ * page. */
+uint32_t dp_page_take_locked(struct dp_pool *p, struct dp_page *pg,
+                             uint32_t want, void **objs, struct dp_chain *ch)
+{
+    uint32_t k = 0, cn = 0; /* taken into objs[], and as a chain */
+    for (;;) {
+        uint32_t k0 = k, c = 0;
+        void *o = pg->lfree;
+        if (!o) {
+            /* Take the whole put stack, leaving the count as it is. */
+            uint64_t s = atomic_load_explicit(&pg->state, memory_order_relaxed);
+            while ((s >> DP_PG_TOP_SHIFT) != 0 &&
+                   !atomic_compare_exchange_weak_explicit(
+                       &pg->state, &s, s & DP_PG_LOW, memory_order_acquire,
+                       memory_order_relaxed))
+                ;
+            o = dp_pg_top(pg, s);
+            /* With the lock's list empty, every carved object is either
+             * out (the count this CAS read) or on the stack just taken:
+             * its length is known, so it can go to the bin unwalked
+             * (cache.c, "Chains"). */
+            if (o && ch && !ch->head && k < want) {
+                uint32_t len = pg->bump - ((uint32_t)s & DP_PG_COUNT);
+                if (len <= ch->max) {
+                    ch->head = o;
+                    ch->n = c = len;
+                    cn += len;
+                    o = NULL;
+                }
+            }
+        }
+        uint32_t have = k + cn;
+        while (o && have < want) {
+            objs[k++] = o;
+            have++;
+            o = *dp_link(p, o);
+        }
+        pg->lfree = o;
+        if (have < want && pg->bump < pg->cap) {
+            uint32_t n = pg->cap - pg->bump;
+            if (n > want - have)
+                n = want - have;
+            char *s = pg->slots + (size_t)pg->bump * p->slotsize;
+            for (uint32_t i = 0; i < n; i++, s += p->slotsize)
+                objs[k + i] = s;
+            pg->bump += n;
+            k += n;
+            have += n;
+        }
+        if (p->debug)
+            for (uint32_t i = k0; i < k; i++)
+                debug_mark_out(p, pg, objs[i]);
+        /* Only lock holders increment; putters decrement.  Relaxed is
+         * enough for the objects handed out: one reaches a putter only
+         * through the user's own synchronisation, which orders this
+         * increment before its put. */
+        uint32_t add = k - k0 + c;
+        uint32_t s = (uint32_t)atomic_fetch_add_explicit(
+            &pg->state, add, memory_order_acquire);
+        if (have >= want || (s & DP_PG_COUNT) + add >= pg->cap)
+            return k;
+    }
+}
+
+void dp_wake_getters(struct dp_pool *p)
+{
+    if (atomic_load_explicit(&p->waiters, memory_order_seq_cst)) {
+        atomic_fetch_add_explicit(&p->wake_seq, 1, memory_order_seq_cst);
+        dp_futex_wake_all(&p->wake_seq);
+    }
+}
+
+/* The pool layer's DP_POOL_IMMEDIATE release (page.h); set once at load,
+ * read by the rare put that empties a page of such a pool. */
+static _Atomic(size_t (*)(struct dp_pool *)) emptied_cb;
+
+void dp_page_set_emptied_cb(size_t (*cb)(struct dp_pool *p))
+{
+    atomic_store_explicit(&emptied_cb, cb, memory_order_release);
+}
+
+static void debug_check_put(struct dp_pool *p, struct dp_page *pg, void *obj)
+{
+    if (dp_pagemap_get(obj) != dp_pm_pool(p) || pg->magic != DP_PAGE_MAGIC ||
+        pg->pool != p) {
+        fprintf(stderr,
+                "deferpool: pool '%s': put of foreign pointer %p "
+                "(not an object of this pool)\n",
+                p->name, obj);
+        abort();
+    }
+    size_t off = (size_t)((char *)obj - pg->slots);
+    if ((char *)obj < pg->slots || off % p->slotsize != 0 ||
+        off / p->slotsize >= pg->cap) {
+        fprintf(stderr,
+                "deferpool: pool '%s': put of %p, which is not the start "
+                "of an object\n",
+                p->name, obj);
+        abort();
+    }
+    size_t i = off / p->slotsize;
+    uint64_t bit = 1ull << (i % 64);
+    uint64_t old = atomic_fetch_and_explicit(&pg->outmap[i / 64], ~bit,
+                                             memory_order_relaxed);
+    if (!(old & bit)) {
+        fprintf(stderr, "deferpool: pool '%s': double put of %p\n", p->name,
+                obj);
+        abort();
+    }
+}
+
+
+/*
+ * Return a run of k objects of one page (first..last linked through their
+ * link words).  Lock-free, no system call (but the one documented
+ * wake-up), no provider call, no sleep.  Memory ordering
+ * (docs/design.md, "The put path"):
+ *  1. One release CAS on the page's state word pushes the run on the put
+ *     stack (the top is stored as an offset in the high half) and
+ *     subtracts k from the count in the low half; the link writes are
+ *     visible to the lock holder that takes the stack with an acquire
+ *     CAS.  In the same step it sets QUEUED if this put made the page
+ *     empty or took it from full (count >= cap) to not full, and nobody
+ *     has queued it yet.  Doing all of it in one RMW matters: after the
+ *     count reaches 0 a page may be recycled, and only the QUEUED bit we
+ *     own keeps it alive until it is drained.
+ *  2. Only the putter that set QUEUED touches the page again: it links it
+ *     on the pool's pending stack (seq_cst CAS), then loads `waiters`
+ *     (seq_cst) and wakes sleeping getters if there are any.
+ */
+#define PENDING_LINK(pg, next)                                                 \
+    atomic_store_explicit(&(pg)->qnext, (next), memory_order_relaxed)
+
+static void page_put_run(struct dp_pool *p, struct dp_page *pg, void *first,
+                         void *last, uint32_t k)
+{
+    uint64_t top = (uint64_t)((char *)first - (char *)pg) << DP_PG_TOP_SHIFT;
+    uint64_t s = atomic_load_explicit(&pg->state, memory_order_relaxed), ns;
+    bool queue;
+    do {
+        *dp_link(p, last) = dp_pg_top(pg, s);
+        uint32_t lo = (uint32_t)s;
+        uint32_t c = lo & DP_PG_COUNT;
+        if (DP_UNLIKELY(c < k)) {
+            fprintf(stderr,
+                    "deferpool: pool '%s': put of %p to a page with fewer "
+                    "objects out (double put or foreign pointer)\n",
+                    p->name, first);
+            abort();
+        }
+        uint32_t nc = c - k;
+        queue = !(lo & DP_PG_QUEUED) &&
+                (nc == 0 || (c >= pg->cap && nc < pg->cap));
+        ns = top | (lo & DP_PG_QUEUED) | nc | (queue ? DP_PG_QUEUED : 0);
+    } while (!atomic_compare_exchange_weak_explicit(
+        &pg->state, &s, ns, memory_order_release, memory_order_relaxed));
+
+    if (queue) {
+        DP_LIFO_PUSH(&p->pending, pg, pg, PENDING_LINK, memory_order_seq_cst);
+        /* A nop unless traced: no syscall, no lock. */
+        DP_PROBE(put_queue, p, p->name, pg, (ns & DP_PG_COUNT) == 0);
+        dp_wake_getters(p);
+    }
+    /* DP_POOL_IMMEDIATE: what a naive pool does when a put empties a page
+     * -- take the pool lock and give the page back to the provider right
+     * here, inside the put.  It breaks deferpool's promise on purpose, so
+     * the benchmarks can show what deferral buys; put_provider_calls counts
+     * it.  Whoever queued it, an emptied page is on the pending queue now. */
+    if (DP_UNLIKELY(p->flags & DP_POOL_IMMEDIATE) && (ns & DP_PG_COUNT) == 0) {
+        size_t (*cb)(struct dp_pool *) =
+            atomic_load_explicit(&emptied_cb, memory_order_acquire);
+        if (cb)
+            cb(p);
+    }
+}
+
+/* Put one object straight to its page (no thread cache), from a put:
+ * provider calls made meanwhile count as put_provider_calls. */
+void dp_page_put(struct dp_pool *p, void *obj)
+{
+    struct dp_page *pg = (struct dp_page *)((uintptr_t)obj & p->pagemask);
+    if (DP_UNLIKELY(p->debug))
+        debug_check_put(p, pg, obj);
+    dp_in_put++;
+    page_put_run(p, pg, obj, obj, 1);
+    dp_in_put--;
+}
+
+/* Put objs[0..n) (a flushed cache) to their pages, one CAS per run of
+ * objects from the same page, but no more than max_runs runs: returns
+ * how many objects went back (all n unless the run limit stopped it,
+ * and at least one).  The run is linked through the objects' link words
+ * here, the only object memory a flush writes. */
+uint32_t dp_page_put_runs(struct dp_pool *p, void *const *objs, uint32_t n,
+                          uint32_t max_runs)
+{
+    uint32_t i = 0, runs = 0;
+    while (i < n && runs++ < max_runs) {
+        struct dp_page *pg =
+            (struct dp_page *)((uintptr_t)objs[i] & p->pagemask);
+        uint32_t j = i + 1;
+        while (j < n &&
+               (struct dp_page *)((uintptr_t)objs[j] & p->pagemask) == pg) {
+            *dp_link(p, objs[j - 1]) = objs[j];
+            j++;
+        }
+        page_put_run(p, pg, objs[i], objs[j - 1], j - i);
+        i = j;
+    }
+    return i;
+}
+
+void dp_page_put_array(struct dp_pool *p, void *const *objs, uint32_t n)
+{
+    dp_page_put_runs(p, objs, n, UINT32_MAX);
+}
+
+/* A chain is one page's put stack, still linked: one run, once its last
+ * object is found. */
+void dp_page_put_chain(struct dp_pool *p, void *head, uint32_t n)
+{
+    if (!n)
+        return;
+    void *last = head;
+    for (uint32_t i = 1; i < n; i++)
+        last = *dp_link(p, last);
+    page_put_run(p, (struct dp_page *)((uintptr_t)head & p->pagemask), head,
+                 last, n);
+}
+

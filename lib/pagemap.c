@@ -1,17 +1,16 @@
 /*
- * pagemap.c -- a process-wide radix map from 4 KiB address frames to
- * whoever owns them (dp_internal.h: a tagged pool, or a malloc-layer
- * large block), read lock-free.  Debug pools register their pages here so
+ * pagemap.c -- the page map, below the pages: a process-wide radix map
+ * from 4 KiB address frames to whoever owns them (pagemap.h: a tagged
+ * pool, or a malloc-layer block), read lock-free.  Debug pools register their pages here so
  * a put can tell a foreign pointer from an object without touching memory
  * the pointer may not own; the malloc layer's free() finds the pool or
  * block of a pointer here.  docs/design.md, "Debug checks".
  */
-#include "dp_internal.h"
-
-#include <sys/mman.h>
+#include "pagemap.h"
+#include "os.h"
 
 /* The root (zeroed, in .bss); the reader, dp_pagemap_get(), is inline in
- * dp_internal.h.  Writers: dp_pagemap_set() below. */
+ * pagemap.h.  Writers: dp_pagemap_set() below. */
 dp_pm_slot dp_pm_root[DP_PM_FAN];
 
 static dp_pm_slot *pm_child(dp_pm_slot *slot, bool create)
@@ -19,10 +18,8 @@ static dp_pm_slot *pm_child(dp_pm_slot *slot, bool create)
     void *n = atomic_load_explicit(slot, memory_order_acquire);
     if (n || !create)
         return n;
-    void *fresh = mmap(NULL, DP_PM_FAN * sizeof(dp_pm_slot),
-                       PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
-                       0);
-    if (fresh == MAP_FAILED)
+    void *fresh = dp_os_map(DP_PM_FAN * sizeof(dp_pm_slot));
+    if (!fresh)
         return NULL;
     /* A node is touched where frames are mapped: sparsely (docs/tuning.md,
      * `thp`). */
@@ -31,7 +28,7 @@ static dp_pm_slot *pm_child(dp_pm_slot *slot, bool create)
                                                 memory_order_acq_rel,
                                                 memory_order_acquire))
         return fresh;
-    munmap(fresh, DP_PM_FAN * sizeof(dp_pm_slot));
+    dp_os_unmap(fresh, DP_PM_FAN * sizeof(dp_pm_slot));
     return n;
 }
 

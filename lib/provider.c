@@ -1,40 +1,15 @@
 /*
- * provider.c -- page provider layer, docs/design.md §1 (Layers) and §9;
- * the contract is the page-provider section of include/deferpool.h.
+ * provider.c -- the provider layer, the bottom of the pools' stack: the
+ * default page provider.  docs/design.md §1 (Layers) and §9; the
+ * contract is the page-provider section of include/deferpool.h.
  * The default provider: anonymous private mmap, aligned by over-mapping
  * and trimming the unaligned head and tail (and kept off transparent huge
  * pages below their size, per the thp option); free is munmap.
  * Stateless, so it is thread-safe without locks and needs nothing at
  * fork.
  */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
-
-#include <stdint.h>
-#include <sys/mman.h>
-#include <unistd.h>
-
-#include "dp_internal.h"
-
-static int is_pow2(size_t x)
-{
-    return x != 0 && (x & (x - 1)) == 0;
-}
-
-/* glibc answers _SC_PAGESIZE from memory (no system call). */
-static size_t sys_pagesize(void)
-{
-    long ps = sysconf(_SC_PAGESIZE);
-    return ps > 0 ? (size_t)ps : 4096;
-}
-
-static void *map_anon(size_t len)
-{
-    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    return p == MAP_FAILED ? NULL : p;
-}
+#include "deferpool.h"
+#include "os.h"
 
 /*
  * mmap returns page-aligned memory, so alignments up to the system page
@@ -50,17 +25,17 @@ static void *mmap_alloc_raw(void *ctx, size_t size, size_t align, int flags)
 {
     (void)ctx;
     (void)flags;
-    size_t ps = sys_pagesize();
+    size_t ps = dp_os_pagesize();
 
-    if (size == 0 || !is_pow2(align))
+    if (size == 0 || !dp_is_pow2(align))
         return NULL;
     if (align <= ps)
-        return map_anon(size);
+        return dp_os_map(size);
 
     size_t len = size + (align - ps);
     if (len < size)
         return NULL; /* overflow */
-    char *raw = map_anon(len);
+    char *raw = dp_os_map(len);
     if (raw == NULL)
         return NULL;
 
@@ -71,16 +46,10 @@ static void *mmap_alloc_raw(void *ctx, size_t size, size_t align, int flags)
     size_t tail = len - head - body;
 
     if (head != 0)
-        munmap(raw, head);
+        dp_os_unmap(raw, head);
     if (tail != 0)
-        munmap((char *)aligned + body, tail);
+        dp_os_unmap((char *)aligned + body, tail);
     return (void *)aligned;
-}
-
-void dp_map_nohuge(void *p, size_t len)
-{
-    if (dp_options()->nohuge)
-        (void)madvise(p, len, MADV_NOHUGEPAGE);
 }
 
 /* A page smaller than a huge page ends up in one only when the kernel has
@@ -98,8 +67,7 @@ static void *mmap_alloc(void *ctx, size_t size, size_t align, int flags)
 static void mmap_free(void *ctx, void *page, size_t size)
 {
     (void)ctx;
-    /* Fails only for arguments that were never ours; nothing to report to. */
-    munmap(page, size);
+    dp_os_unmap(page, size);
 }
 
 static const dp_provider_t mmap_provider = {

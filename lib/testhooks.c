@@ -5,7 +5,7 @@
  *
  * dp_test_lock_all() takes every lock of the library, and of the malloc
  * when it is linked in (it joins through dp_fork_set_layer), in the fork
- * prepare handler's order (docs/design.md §10); dp_test_unlock_all()
+ * prepare handler's order (lib/fork.c); dp_test_unlock_all()
  * releases them.  A test holds them in one thread while other threads
  * put and free, to prove that those paths take no lock.
  */

@@ -1,0 +1,215 @@
+/*
+ * cache.h -- the thread-cache layer (cache.c), between the pages and the
+ * pool: each thread's bins of free objects, their inline get/put fast
+ * paths, the drainers' interface, and the extension lists a layer above
+ * keeps in each cache.  docs/design.md, "Thread caches".
+ */
+#ifndef DP_CACHE_H
+#define DP_CACHE_H
+
+#include "types.h"
+
+/* The calling thread's cache; NULL until its first cached get.  Owner
+ * only (thread-local); drainers reach other threads' caches through
+ * dp_tcg's list, never through this. */
+extern DP_HIDDEN DP_TLS struct dp_tcache *dp_tc;
+
+/* The test hook at point `where` (deferpool.h, "Testing: hooks"): one
+ * load on the slow paths that have a point, a call only when a test set
+ * a hook. */
+extern DP_HIDDEN _Atomic(dp_test_hook_t) dp_test_hook_fn;
+DP_HIDDEN void dp_test_hook_call(dp_test_hook_t fn, int where);
+static inline void dp_test_hook(int where)
+{
+    dp_test_hook_t fn = atomic_load_explicit(&dp_test_hook_fn,
+                                             memory_order_acquire);
+    if (DP_UNLIKELY(fn != NULL))
+        dp_test_hook_call(fn, where);
+}
+
+/*
+ * The owner's side of the handshake with drainers (docs/design.md,
+ * "Thread caches"): store active=1, then load drain.  The drainer stores
+ * drain=REQ, runs membarrier(PRIVATE_EXPEDITED) -- a full barrier on
+ * every CPU running one of our threads -- and then loads active.  So
+ * either the drainer sees active=1 and leaves the cache alone, or the
+ * owner sees drain!=0 and keeps off its bins.  The owner needs no fence
+ * and no RMW: a compiler barrier is enough.
+ */
+static inline bool dp_tc_enter(struct dp_tcache *tc)
+{
+    /* Already inside: a put from a signal handler that interrupted this
+     * thread's own get/put.  Leave the bins alone; use the pages. */
+    if (DP_UNLIKELY(atomic_load_explicit(&tc->active, DP_RLX)))
+        return false;
+    atomic_store_explicit(&tc->active, 1, DP_RLX);
+    atomic_signal_fence(memory_order_seq_cst);
+    if (DP_LIKELY(atomic_load_explicit(&tc->drain, memory_order_acquire) ==
+                  0))
+        return true;
+    atomic_store_explicit(&tc->active, 0, memory_order_release);
+    return false;
+}
+
+static inline void dp_tc_leave(struct dp_tcache *tc)
+{
+    atomic_signal_fence(memory_order_seq_cst);
+    atomic_store_explicit(&tc->active, 0, memory_order_release);
+}
+
+/* Fast path: pop this thread's bin (its stack, else its chain) into *o.
+ * false: no object (no cache, an empty bin, or a drainer at work on it).
+ * A bool result, not NULL, so that a caller's hit path returns the
+ * object untested. */
+/* A get's slow path, first: if this thread's bin holds more than
+ * tc_soft objects, return its oldest ones to the pages and pop one into
+ * *o (cache.c, "Soft limit").  false: nothing done. */
+DP_HIDDEN bool dp_tcache_pop_over(struct dp_pool *p, void **o);
+static inline bool dp_tcache_pop(struct dp_pool *p, void **o)
+{
+    struct dp_tcache *tc = dp_tc;
+    if (!tc || !dp_tc_enter(tc))
+        return false;
+    struct dp_tbin *b = &tc->bins[p->tcbin];
+    uint32_t n = atomic_load_explicit(&b->n, DP_RLX);
+    /* 1 <= n <= tc_soft: one unsigned compare, as `n != 0` was.  Above
+     * the soft limit, the slow path (dp_tcache_pop_over) takes over. */
+    if (DP_LIKELY(n - 1 < p->tc_soft)) {
+        *o = b->slots[n - 1];
+        atomic_store_explicit(&b->n, n - 1, DP_RLX);
+    } else if (n == 0 && tc->chains[p->tcbin].head) {
+        /* The stack is empty: pop the chain.  Its link load is the one a
+         * refill would have made walking the page's list; here the
+         * caller's own work overlaps it. */
+        struct dp_tchain *ch = &tc->chains[p->tcbin];
+        void *c = ch->head;
+        *o = c;
+        void *next = *(void **)((char *)c + p->linkoff);
+        ch->head = next;
+        /* The next pop loads next's link word, and the caller will write
+         * next: fetch its line for writing now, one get ahead (the
+         * chain may come from another core's frees). */
+        if (next)
+            dp_prefetchw((char *)next + p->linkoff);
+        DP_BUMP(&ch->n, -1);
+    } else {
+        dp_tc_leave(tc);
+        return false;
+    }
+    DP_BUMP(&b->gets, 1);
+    dp_tc_leave(tc);
+    return true;
+}
+
+/* The same, as an object or NULL. */
+static inline void *dp_tcache_get(struct dp_pool *p)
+{
+    void *o = NULL;
+    dp_tcache_pop(p, &o);
+    return o;
+}
+
+/* The bin is empty or full (or the pool is uncached): bind it, flush its
+ * oldest objects if full, push obj.  Called inside dp_tc_enter; leaves. */
+DP_HIDDEN void dp_tcache_put_slow(struct dp_pool *p, struct dp_tcache *tc,
+                                  void *obj);
+
+/* Fast path: obj into this thread's bin, or hand it to the bin's slow
+ * path.  false: nothing done; the caller puts to the page (no cache, a
+ * drainer is at work on it, or a getter is waiting).  Written so that
+ * dp_pool_put's fast path needs no stack frame: both slow paths are
+ * tail calls. */
+static inline bool dp_tcache_put(struct dp_pool *p, void *obj)
+{
+    struct dp_tcache *tc = dp_tc;
+    if (!tc || !dp_tc_enter(tc))
+        return false;
+    /* A getter is waiting for room: the put must reach the page and wake
+     * it.  The load comes after active=1, so a waiter's drain either sees
+     * us active and retries, or we see its waiters increment (cache.c). */
+    if (DP_UNLIKELY(atomic_load_explicit(&p->waiters, DP_RLX))) {
+        dp_tc_leave(tc);
+        return false;
+    }
+    struct dp_tbin *b = &tc->bins[p->tcbin];
+    uint32_t n = atomic_load_explicit(&b->n, DP_RLX);
+    /* Full, or empty (the bin may not be bound to p yet): the slow path.
+     * One unsigned compare covers both. */
+    if (DP_UNLIKELY(n - 1 >= p->tc_max - 1)) {
+        dp_tcache_put_slow(p, tc, obj); /* leaves the cache */
+        return true;
+    }
+    /* The flush that returns this object will write its link word: start
+     * fetching the line for writing now, off the critical path, so the
+     * flush (the put tail) does not wait for memory. */
+    dp_prefetchw((char *)obj + p->linkoff);
+    b->slots[n] = obj;
+    atomic_store_explicit(&b->n, n + 1, DP_RLX);
+    dp_tc_leave(tc);
+    return true;
+}
+
+/* How many objects a slow-path get should take (1: no cache).  Creates
+ * the thread's cache on its first call; nowait (a DP_NOWAIT get): only
+ * if the cache lock is free at once. */
+DP_HIDDEN uint32_t dp_tcache_want(struct dp_pool *p, bool nowait);
+/* The longest chain a bin takes: what the bin's stack holds, or 32 KiB of
+ * objects if that is more; 0 for an uncached pool. */
+DP_HIDDEN uint32_t dp_tcache_chain_max(struct dp_pool *p);
+/* Install n objects and the chain (may be NULL) in this thread's bin;
+ * false: nothing taken. */
+DP_HIDDEN bool dp_tcache_fill(struct dp_pool *p, void *const *objs,
+                              uint32_t n, const struct dp_chain *ch);
+DP_HIDDEN void dp_tcache_pool_init(struct dp_pool *p);
+/* Empty the pool's bins in every thread not inside a get/put right now.
+ * wait: visit every cache, even empty ones, and retry those caught
+ * inside a get/put until each has been claimed once: afterwards no put
+ * that started before the call is still on its way into a cache (waiters,
+ * destroy).  release: also unbind the bins and give the index back.
+ * May block (membarrier, cache lock, yields while waiting). */
+DP_HIDDEN void dp_tcache_drain_pool(struct dp_pool *p, bool wait,
+                                    bool release);
+/* Reclaim pass: empty the caches of threads idle since the last pass. */
+DP_HIDDEN void dp_tcache_gc(void);
+/* Objects cached and cache gets, summed over threads (pool lock held). */
+DP_HIDDEN void dp_tcache_sum(struct dp_pool *p, uint64_t *cached,
+                             uint64_t *gets);
+
+/* ---- the extension interface ---------------------------------------- */
+/*
+ * A layer above the pools (the malloc's thread lists) keeps DP_TC_EXT
+ * lists of its own in each thread's cache (tc->ext[], tallied in
+ * tc->ext_units), under the bins' rules: the owner inside
+ * dp_tc_enter/dp_tc_leave, or a drainer holding the claim.  The cache
+ * hands them back through the ops the layer registers once, before it
+ * uses a list; the ops must stay valid.
+ */
+struct dp_tcache_ext_ops {
+    /* Empty l: hand every entry back to the layer.  forget: the list's
+     * thread is gone; fold its counters.  Runs on the owner, on a
+     * drainer holding the claim, or at thread exit / in a fork child
+     * with the cache lock held: never makes a syscall. */
+    void (*flush)(struct dp_tclist *l, bool forget);
+};
+DP_HIDDEN void dp_tcache_ext_register(const struct dp_tcache_ext_ops *ops);
+/* This thread's cache, created if need be; NULL without caches. */
+DP_HIDDEN struct dp_tcache *dp_tcache_self(void);
+/* Flush every thread's ext lists (those not inside a get/put), or only
+ * this thread's (self).  Returns the entries handed back.  May block
+ * (cache lock, membarrier) unless self. */
+DP_HIDDEN size_t dp_tcache_ext_drain(bool self);
+/* Per list: entries summed over threads (n[]), and pops (cache lock). */
+DP_HIDDEN void dp_tcache_ext_sum(uint64_t n[DP_TC_EXT], uint64_t *pops);
+
+/* ---- fork (fork.c calls these in the order it lists) ------------------ */
+/* claim: before any lock, claim every other thread's cache (waits for
+ * owners, no lock held).  prepare: take the cache lock.  parent: release
+ * the claims and the lock.  child: flush and drop the claimed caches,
+ * lock kept; child_unlock releases it. */
+DP_HIDDEN void dp_tcache_atfork_claim(void);
+DP_HIDDEN void dp_tcache_atfork_prepare(void);
+DP_HIDDEN void dp_tcache_atfork_parent(void);
+DP_HIDDEN void dp_tcache_atfork_child(void);
+DP_HIDDEN void dp_tcache_atfork_child_unlock(void);
+
+#endif /* DP_CACHE_H */

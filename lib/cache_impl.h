@@ -1,0 +1,88 @@
+/*
+ * cache_impl.h -- the thread-cache layer's own shared state, between its
+ * two files: cache.c (a thread's own cache: create, refill, flush, exit)
+ * and drain.c (other threads' caches: claims, drains, GC, fork).
+ * Nothing outside the layer includes it.  docs/design.md, "Thread caches".
+ */
+#ifndef DP_CACHE_IMPL_H
+#define DP_CACHE_IMPL_H
+
+#include "cache.h"
+#include "os.h"
+
+/* Every thread's cache and the bin indices. */
+struct dp_tcg {
+    pthread_mutex_t lock;  /* the list, seen_sig, bin indices, and every
+                              drain (drainers are serialised by it)    */
+    struct dp_tcache_list caches; /* lock: every thread's cache        */
+    uint64_t used[DP_TC_BINS / 64]; /* bin indices given to pools      */
+    pthread_key_t key;     /* destructor flushes a thread's cache;
+                              set once by tcg_init (pthread_once)    */
+    int state;             /* 0 untried, 1 usable, -1 no membarrier;
+                              set once by tcg_init (pthread_once)    */
+    bool forking;          /* lock: a fork holds the claims ("Fork")  */
+};
+extern DP_HIDDEN struct dp_tcg dp_tcg;
+
+/* Each bin's stack lives in an area twice its largest size: a flush takes
+ * the bottom of the stack and moves the stack's base up instead of
+ * moving the rest down, and only when the base has gone past the middle
+ * does the stack move back to the start of the area (cache.c,
+ * dp_tcache_put_slow). */
+#define DP_TC_AREA ((size_t)2 * DP_TC_MAXCAP)
+#define DP_TC_SLOTMEM ((size_t)DP_TC_BINS * DP_TC_AREA * sizeof(void *))
+
+/* The start of bin i's slot area. */
+static inline void **bin_area(struct dp_tcache *tc, size_t i)
+{
+    return tc->slotmem + i * DP_TC_AREA;
+}
+
+/* One mapping for the cache and one for every bin's slot array: address
+ * space only; a bin's slots cost memory once the bin is used. */
+static inline void tc_unmap(struct dp_tcache *tc)
+{
+    dp_os_unmap(tc->slotmem, DP_TC_SLOTMEM);
+    dp_os_unmap(tc, sizeof(*tc));
+}
+
+static inline void bin_set_n(struct dp_tbin *b, uint32_t n)
+{
+    atomic_store_explicit(&b->n, n, memory_order_relaxed);
+}
+
+static inline uint32_t bin_n(struct dp_tbin *b)
+{
+    return atomic_load_explicit(&b->n, memory_order_relaxed);
+}
+
+static inline struct dp_tchain *bin_chain(struct dp_tcache *tc, struct dp_tbin *b)
+{
+    return &tc->chains[b - tc->bins];
+}
+
+/* Objects the bin holds: its stack and its chain. */
+static inline uint32_t bin_held(struct dp_tcache *tc, struct dp_tbin *b)
+{
+    return bin_n(b) + atomic_load_explicit(&bin_chain(tc, b)->n, DP_RLX);
+}
+
+static inline uint64_t bin_gets(struct dp_tbin *b)
+{
+    return atomic_load_explicit(&b->gets, DP_RLX);
+}
+
+static inline void tc_unlink_locked(struct dp_tcache *tc)
+{
+    DP_LIST_REMOVE(&dp_tcg.caches, tc, next, prev);
+}
+
+/* Flush one bin (its owner or a drainer holding the claim).  forget:
+ * also fold its get count into the pool and unbind it (thread exit,
+ * pool destroy, a fork child). */
+DP_HIDDEN void dp_tc_flush_bin(struct dp_tcache *tc, struct dp_tbin *b,
+                               bool forget);
+/* Hand back a cache's ext lists (same rules); returns the entries. */
+DP_HIDDEN size_t dp_tc_flush_ext(struct dp_tcache *tc, bool forget);
+
+#endif /* DP_CACHE_IMPL_H */

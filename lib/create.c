@@ -1,0 +1,233 @@
+/*
+ * create.c -- a pool's life cycle: create joins a new pool to every
+ * layer (page layout, its cache bin, the registry, the fork handlers,
+ * the reclaim thread) and destroy takes it out again.  It calls each
+ * layer and none calls it, so it sits above them all, beside the fork
+ * layer.  docs/design.md, "Pools" and §1.
+ */
+#include "cache.h"
+#include "fork.h"
+#include "lifo.h"
+#include "options.h"
+#include "page.h"
+#include "pool.h"
+#include "probes.h"
+#include "reclaim.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*
+ * Pool memory is never unmapped.  The put that returns a pool's last
+ * object reads the pool's `waiters` word after the page it emptied is on
+ * the pending queue, where destroy can see it; so a destroy that raced
+ * it may be done before that read.  Destroyed pools wait here, linked
+ * through reg_next, for the next create: a lifo.h stack, of which a
+ * create takes the whole, keeps the first and pushes the rest back as
+ * one chain.  No lock, so nothing to do at fork.
+ */
+#define DP_POOL_MAPSIZE ((sizeof(struct dp_pool) + 4095) & ~(size_t)4095)
+static struct dp_pool *_Atomic dp_spare_pools;
+
+#define SPARE_LINK(p, next) ((p)->reg_next = (next))
+
+static void spare_push(struct dp_pool *first, struct dp_pool *last)
+{
+    DP_LIFO_PUSH(&dp_spare_pools, first, last, SPARE_LINK,
+                 memory_order_release);
+}
+
+static struct dp_pool *pool_mem(void)
+{
+    struct dp_pool *p = DP_LIFO_TAKE(&dp_spare_pools, memory_order_acquire);
+    if (p) {
+        struct dp_pool *rest = p->reg_next, *last = rest;
+        if (rest) {
+            while (last->reg_next)
+                last = last->reg_next;
+            spare_push(rest, last);
+        }
+        memset(p, 0, DP_POOL_MAPSIZE);
+        return p;
+    }
+    return dp_os_map(DP_POOL_MAPSIZE);
+}
+
+/* A put between its CAS, which took a page's count to 0 and set QUEUED,
+ * and its push onto the pending queue: the page is not on the queue yet,
+ * but every object of it is home.  Destroy waits for such puts instead of
+ * counting their pages as busy. */
+static bool put_in_flight_locked(struct dp_pool *p)
+{
+    struct dp_list *lists[2] = {&p->partial, &p->full};
+    for (int i = 0; i < 2; i++)
+        for (struct dp_page *pg = lists[i]->head; pg; pg = pg->next) {
+            uint64_t st = atomic_load_explicit(&pg->state, DP_RLX);
+            if ((st & DP_PG_QUEUED) && (st & DP_PG_COUNT) == 0)
+                return true;
+        }
+    return false;
+}
+
+void dp_pool_attr_init(dp_pool_attr_t *a)
+{
+    if (!a)
+        return;
+    memset(a, 0, sizeof(*a));
+    a->lowat = DP_DEFAULT_LOWAT;
+    a->hiwat = DP_DEFAULT_HIWAT;
+    a->reclaim_age_ns = 0; /* library default, DEFERPOOL_CONF reclaim_age_ms */
+    a->reclaim_budget = DP_DEFAULT_RECLAIM_BUDGET;
+}
+
+dp_pool_t *dp_pool_create(const char *name, size_t objsize,
+                          const dp_pool_attr_t *attr)
+{
+    return dp_pool_create_ex(name, objsize, attr, 0);
+}
+
+dp_pool_t *dp_pool_create_ex(const char *name, size_t objsize,
+                             const dp_pool_attr_t *attr, unsigned iflags)
+{
+    dp_pool_attr_t def;
+    if (!attr) {
+        dp_pool_attr_init(&def);
+        attr = &def;
+    }
+    const struct dp_options *opt = dp_options();
+    bool debug = (attr->flags & DP_POOL_DEBUG) || opt->debug;
+    size_t align = attr->align ? attr->align : (objsize < 16 ? 8 : 16);
+    if (objsize == 0 || objsize > DP_PAGESIZE_MAX || !dp_is_pow2(align) ||
+        align > DP_PAGESIZE_MAX / 2 ||
+        (attr->flags &
+         ~(unsigned)(DP_POOL_DEBUG | DP_POOL_NOTHREAD | DP_POOL_NOCACHE |
+                     DP_POOL_IMMEDIATE)) ||
+        (attr->pagesize &&
+         (!dp_is_pow2(attr->pagesize) || attr->pagesize < 4096 ||
+          attr->pagesize > DP_PAGESIZE_MAX)) ||
+        attr->lowat > attr->hiwat ||
+        (attr->max_pages && attr->lowat > attr->max_pages)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (align < sizeof(void *))
+        align = sizeof(void *);
+    /* With a ctor the free-list link lives after the object so that it
+     * never clobbers constructed state. */
+    size_t linkoff = 0, slot = objsize;
+    if (attr->ctor) {
+        linkoff = (objsize + sizeof(void *) - 1) & ~(sizeof(void *) - 1);
+        slot = linkoff + sizeof(void *);
+    }
+    if (slot < sizeof(void *))
+        slot = sizeof(void *);
+    slot = (slot + align - 1) & ~(align - 1);
+
+    size_t pagesize = attr->pagesize, hdr;
+    uint32_t cap;
+    if (pagesize) {
+        dp_page_layout(pagesize, slot, align, debug, &hdr, &cap);
+    } else {
+        /* 64 KiB pages, as mimalloc's small pages: one provider call
+         * per many objects; bigger only to hold at least 8 objects. */
+        for (pagesize = DP_PAGESIZE_DEFAULT_MIN;; pagesize <<= 1) {
+            dp_page_layout(pagesize, slot, align, debug, &hdr, &cap);
+            if (cap >= 8 || (pagesize >= ((size_t)1 << 20) && cap >= 1) ||
+                pagesize == DP_PAGESIZE_MAX)
+                break;
+        }
+    }
+    if (cap == 0) {
+        errno = EINVAL;
+        return NULL;
+    }
+
+    struct dp_pool *p = pool_mem();
+    if (!p) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    /* Zeroed: every counter and list starts empty. */
+    snprintf(p->name, sizeof(p->name), "%s", name ? name : "");
+    p->objsize = objsize;
+    p->slotsize = slot;
+    p->align = align;
+    p->pagesize = pagesize;
+    p->linkoff = linkoff;
+    p->pagemask = ~(uintptr_t)(pagesize - 1);
+    p->hdrsize = hdr;
+    p->cap = cap;
+    p->ctor = attr->ctor;
+    p->dtor = attr->dtor;
+    p->cbarg = attr->cbarg;
+    p->prov = attr->provider ? *attr->provider : *dp_provider_mmap();
+    p->max_pages = attr->max_pages ? attr->max_pages : SIZE_MAX;
+    p->clock = attr->clock;
+    p->clock_arg = attr->clock_arg;
+    p->flags = attr->flags;
+    p->debug = debug;
+    p->pagemap = debug || (iflags & DP_IPOOL_PAGEMAP);
+    p->lowat = attr->lowat;
+    p->hiwat = attr->hiwat;
+    p->budget = attr->reclaim_budget ? attr->reclaim_budget
+                                     : DP_DEFAULT_RECLAIM_BUDGET;
+    p->age_ns = attr->reclaim_age_ns ? attr->reclaim_age_ns
+                                     : opt->reclaim_age_ns;
+    pthread_mutex_init(&p->lock, NULL);
+    dp_tcache_pool_init(p);
+    dp_fork_install(); /* done by the constructor; for a static link */
+    dp_registry_add(p);
+    if (!(attr->flags & DP_POOL_NOTHREAD) && opt->background_thread)
+        dp_reclaim_autostart();
+    return p;
+}
+
+void dp_pool_destroy(dp_pool_t *p)
+{
+    if (!p) {
+        errno = EINVAL;
+        return;
+    }
+    dp_registry_remove(p); /* waits for a reclaim pass using it */
+    dp_tcache_drain_pool(p, true, true); /* every thread's bin, and its index */
+    struct dp_page *all = NULL;
+    pthread_mutex_lock(&p->lock);
+    dp_drain_pending_locked(p, 0);
+    while (put_in_flight_locked(p)) {
+        pthread_mutex_unlock(&p->lock);
+        dp_os_yield();
+        pthread_mutex_lock(&p->lock);
+        dp_drain_pending_locked(p, 0);
+    }
+    if (p->partial.n || p->full.n || p->inflight || p->freeing) {
+        uint64_t out = 0;
+        for (struct dp_page *pg = p->partial.head; pg; pg = pg->next)
+            out += atomic_load(&pg->state) & DP_PG_COUNT;
+        for (struct dp_page *pg = p->full.head; pg; pg = pg->next)
+            out += atomic_load(&pg->state) & DP_PG_COUNT;
+        pthread_mutex_unlock(&p->lock);
+        fprintf(stderr,
+                "deferpool: dp_pool_destroy('%s'): %llu object(s) still "
+                "out; pool left intact\n",
+                p->name, (unsigned long long)out);
+        if (p->debug)
+            abort();
+        dp_tcache_pool_init(p);
+        dp_registry_add(p);
+        errno = EBUSY;
+        return;
+    }
+    size_t lowat = p->lowat, reserve = p->reserve_pages;
+    p->lowat = p->reserve_pages = 0;
+    dp_collect_due_locked(p, 0, SIZE_MAX, true, &all);
+    p->lowat = lowat;
+    p->reserve_pages = reserve;
+    pthread_mutex_unlock(&p->lock);
+    size_t n = dp_release_pages(p, all);
+    DP_PROBE(pages_release, p, p->name, n, DP_BY_DESTROY);
+    (void)n;
+    pthread_mutex_destroy(&p->lock);
+    spare_push(p, p);
+}

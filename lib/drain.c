@@ -1,0 +1,328 @@
+/*
+ * drain.c -- the thread-cache layer's drainer side: claiming other
+ * threads' caches with the membarrier handshake, and what is done with
+ * them (drain one pool's bins, the reclaim GC, statistics sums, the
+ * fork handlers' part).  docs/design.md, "Thread caches" and "Fork".
+ */
+#include "cache_impl.h"
+
+#include <linux/membarrier.h>
+#include <string.h>
+
+/* A full barrier on every CPU running one of our threads.  -1: could not
+ * (then no cache may be claimed). */
+static int heavy_barrier(void)
+{
+    if (dp_os_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0)
+        return 0;
+    /* A forked child may need to register again. */
+    if (dp_os_membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0 &&
+        dp_os_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0)
+        return 0;
+    return -1;
+}
+
+/*
+ * Claim each cache in `want` (n of them, filtered by the caller) that is
+ * not inside a get/put, and flush bin `idx` (or all bins when idx < 0).
+ * dp_tcg.lock held.  Returns how many were busy.  A cache a fork holds
+ * claimed (drain already CLAIMED: any other drainer gives its claim back
+ * before it drops the lock) counts as busy.
+ */
+static size_t claim_and_flush_locked(struct dp_tcache **want, size_t n,
+                                     int idx, bool forget)
+{
+    if (n == 0)
+        return 0;
+    size_t busy = 0, k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (atomic_load_explicit(&want[i]->drain, DP_RLX) == DP_TC_CLAIMED) {
+            busy++;
+            continue;
+        }
+        atomic_store_explicit(&want[i]->drain, DP_TC_REQ,
+                              memory_order_relaxed);
+        want[k++] = want[i];
+    }
+    n = k;
+    if (n == 0)
+        return busy;
+    bool can = heavy_barrier() == 0;
+    for (size_t i = 0; i < n; i++) {
+        struct dp_tcache *tc = want[i];
+        if (!can || atomic_load_explicit(&tc->active, memory_order_acquire)) {
+            atomic_store_explicit(&tc->drain, 0, memory_order_release);
+            busy++;
+            continue;
+        }
+        atomic_store_explicit(&tc->drain, DP_TC_CLAIMED, memory_order_relaxed);
+        if (idx >= 0) {
+            dp_tc_flush_bin(tc, &tc->bins[idx], forget);
+        } else {
+            for (int j = 0; j < DP_TC_BINS; j++)
+                dp_tc_flush_bin(tc, &tc->bins[j], forget);
+            dp_tc_flush_ext(tc, forget);
+        }
+        atomic_store_explicit(&tc->drain, 0, memory_order_release);
+    }
+    return busy;
+}
+
+#define DP_TC_BATCH 64
+
+/* Caches to claim and flush, gathered under dp_tcg.lock and handed to
+ * claim_and_flush_locked() DP_TC_BATCH at a time (one membarrier each). */
+struct tc_batch {
+    struct dp_tcache *tc[DP_TC_BATCH];
+    size_t n;
+    int idx;     /* bin to flush; < 0: every bin and the ext lists */
+    bool forget;
+    size_t busy; /* caches found inside a get/put, so far */
+};
+
+static void batch_flush_locked(struct tc_batch *b)
+{
+    b->busy += claim_and_flush_locked(b->tc, b->n, b->idx, b->forget);
+    b->n = 0;
+}
+
+static void batch_add_locked(struct tc_batch *b, struct dp_tcache *tc)
+{
+    b->tc[b->n++] = tc;
+    if (b->n == DP_TC_BATCH)
+        batch_flush_locked(b);
+}
+
+void dp_tcache_drain_pool(struct dp_pool *p, bool wait, bool release)
+{
+    if (p->tcidx < 0)
+        return;
+    int idx = p->tcidx;
+    pthread_mutex_lock(&dp_tcg.lock);
+    for (;;) {
+        struct tc_batch b = {.n = 0, .idx = idx, .forget = release};
+        for (struct dp_tcache *tc = dp_tcg.caches.head; tc; tc = tc->next) {
+            /* A waiter or destroy must catch puts on their way into an
+             * empty bin, and destroy must unbind every bin: they visit
+             * every cache.  Others only those holding objects. */
+            if (!wait && !release && bin_held(tc, &tc->bins[idx]) == 0)
+                continue;
+            batch_add_locked(&b, tc);
+        }
+        batch_flush_locked(&b);
+        if (!b.busy || !wait)
+            break;
+        pthread_mutex_unlock(&dp_tcg.lock);
+        dp_os_yield();
+        pthread_mutex_lock(&dp_tcg.lock);
+    }
+    if (release) {
+        dp_tcg.used[idx / 64] &= ~(1ull << (idx % 64));
+        p->tcidx = -1;
+        p->tcbin = DP_TC_BINS;
+    }
+    pthread_mutex_unlock(&dp_tcg.lock);
+}
+
+void dp_tcache_gc(void)
+{
+    pthread_mutex_lock(&dp_tcg.lock);
+    struct tc_batch batch = {.n = 0, .idx = -1, .forget = false};
+    for (struct dp_tcache *tc = dp_tcg.caches.head; tc; tc = tc->next) {
+        /* A get changes `gets`; a put changes n, and a flush n and net
+         * together; so if no bin's (gets, n, net) moved, the thread did
+         * nothing since the last pass.  A signature collision only makes
+         * a busy cache look idle, which costs a refill, not correctness:
+         * the claim handshake still keeps off a cache in use. */
+        uint64_t sig = 0;
+        bool any = false;
+        for (int j = 0; j < DP_TC_BINS; j++) {
+            struct dp_tbin *b = &tc->bins[j];
+            uint32_t n = bin_held(tc, b);
+            sig = sig * 0x100000001b3ull +
+                  atomic_load_explicit(&b->gets, DP_RLX);
+            sig = sig * 0x100000001b3ull + n;
+            sig = sig * 0x100000001b3ull +
+                  (uint64_t)atomic_load_explicit(&b->net, DP_RLX);
+            any |= n != 0;
+        }
+        for (int j = 0; j < DP_TC_EXT; j++) {
+            struct dp_tclist *l = &tc->ext[j];
+            uint32_t n = atomic_load_explicit(&l->n, DP_RLX);
+            sig = sig * 0x100000001b3ull + n;
+            sig = sig * 0x100000001b3ull +
+                  atomic_load_explicit(&l->pops, DP_RLX);
+            any |= n != 0;
+        }
+        if (sig != tc->seen_sig) {
+            tc->seen_sig = sig; /* busy since the last pass: leave it */
+            continue;
+        }
+        if (!any)
+            continue;
+        batch_add_locked(&batch, tc);
+    }
+    batch_flush_locked(&batch);
+    pthread_mutex_unlock(&dp_tcg.lock);
+}
+
+void dp_tcache_sum(struct dp_pool *p, uint64_t *cached, uint64_t *gets)
+{
+    *cached = 0;
+    *gets = atomic_load(&p->tc_gets_folded);
+    if (p->tcidx < 0)
+        return;
+    pthread_mutex_lock(&dp_tcg.lock);
+    for (struct dp_tcache *tc = dp_tcg.caches.head; tc; tc = tc->next) {
+        struct dp_tbin *b = &tc->bins[p->tcidx];
+        *cached += bin_held(tc, b);
+        *gets += bin_gets(b);
+    }
+    pthread_mutex_unlock(&dp_tcg.lock);
+}
+
+size_t dp_tcache_ext_drain(bool self)
+{
+    if (self) {
+        struct dp_tcache *tc = dp_tc;
+        if (!tc || !dp_tc_enter(tc))
+            return 0;
+        size_t n = dp_tc_flush_ext(tc, false);
+        dp_tc_leave(tc);
+        return n;
+    }
+    size_t n = 0;
+    pthread_mutex_lock(&dp_tcg.lock);
+    struct tc_batch batch = {.n = 0, .idx = -1, .forget = false};
+    for (struct dp_tcache *tc = dp_tcg.caches.head; tc; tc = tc->next) {
+        bool any = false;
+        for (int j = 0; j < DP_TC_EXT; j++) {
+            uint32_t e = atomic_load_explicit(&tc->ext[j].n, DP_RLX);
+            any |= e != 0;
+            n += e;
+        }
+        if (any)
+            batch_add_locked(&batch, tc);
+    }
+    batch_flush_locked(&batch);
+    pthread_mutex_unlock(&dp_tcg.lock);
+    return n;
+}
+
+void dp_tcache_ext_sum(uint64_t n[DP_TC_EXT], uint64_t *pops)
+{
+    memset(n, 0, DP_TC_EXT * sizeof(n[0]));
+    *pops = 0;
+    pthread_mutex_lock(&dp_tcg.lock);
+    for (struct dp_tcache *tc = dp_tcg.caches.head; tc; tc = tc->next)
+        for (int j = 0; j < DP_TC_EXT; j++) {
+            n[j] += atomic_load_explicit(&tc->ext[j].n, DP_RLX);
+            *pops += atomic_load_explicit(&tc->ext[j].pops, DP_RLX);
+        }
+    pthread_mutex_unlock(&dp_tcg.lock);
+}
+
+/* ---- fork ------------------------------------------------------------------ */
+
+/*
+ * The fork handlers' part for the caches (docs/design.md, "Fork"; fork.c
+ * calls them in order).  Before any lock is taken, claim
+ * every other thread's cache with the drainers' handshake, waiting --
+ * yielding, no lock held -- for owners inside a get/put to leave: an
+ * owner may be halfway through a flush, a chain pop or an ext-list
+ * flush, and the child must not see that.  The claims are held until
+ * the parent handler (owners meanwhile use the pages) or the child
+ * handler, where the claimed caches have no owner and are consistent.
+ * A cache that cannot be claimed (no membarrier) is left alone in the
+ * child: its objects stay out.
+ */
+void dp_tcache_atfork_claim(void)
+{
+    pthread_mutex_lock(&dp_tcg.lock);
+    dp_tcg.forking = true;
+    for (;;) {
+        struct dp_tcache *want[DP_TC_BATCH];
+        size_t n = 0, busy = 0;
+        bool more = false;
+        for (struct dp_tcache *tc = dp_tcg.caches.head; tc; tc = tc->next) {
+            if (tc == dp_tc || atomic_load_explicit(&tc->drain, DP_RLX) ==
+                                   DP_TC_CLAIMED)
+                continue;
+            if (n == DP_TC_BATCH) {
+                more = true;
+                break;
+            }
+            atomic_store_explicit(&tc->drain, DP_TC_REQ, DP_RLX);
+            want[n++] = tc;
+        }
+        if (n == 0)
+            break;
+        if (heavy_barrier() != 0) {
+            for (size_t i = 0; i < n; i++)
+                atomic_store_explicit(&want[i]->drain, 0,
+                                      memory_order_release);
+            break;
+        }
+        for (size_t i = 0; i < n; i++) {
+            struct dp_tcache *tc = want[i];
+            if (atomic_load_explicit(&tc->active, memory_order_acquire)) {
+                atomic_store_explicit(&tc->drain, 0, memory_order_release);
+                busy++;
+            } else {
+                atomic_store_explicit(&tc->drain, DP_TC_CLAIMED, DP_RLX);
+            }
+        }
+        if (!busy && !more)
+            break;
+        if (busy) {
+            pthread_mutex_unlock(&dp_tcg.lock);
+            dp_test_hook(DP_TEST_FORK_WAIT);
+            dp_os_yield();
+            pthread_mutex_lock(&dp_tcg.lock);
+        }
+    }
+    pthread_mutex_unlock(&dp_tcg.lock);
+}
+
+void dp_tcache_atfork_prepare(void) { pthread_mutex_lock(&dp_tcg.lock); }
+
+void dp_tcache_atfork_parent(void)
+{
+    for (struct dp_tcache *tc = dp_tcg.caches.head; tc; tc = tc->next)
+        if (atomic_load_explicit(&tc->drain, DP_RLX) == DP_TC_CLAIMED)
+            atomic_store_explicit(&tc->drain, 0, memory_order_release);
+    dp_tcg.forking = false;
+    pthread_mutex_unlock(&dp_tcg.lock);
+}
+
+/* In the child only the forking thread exists.  The other threads'
+ * caches were claimed outside any get/put: flush them and drop them.
+ * Called with every deferpool lock held; leaves dp_tcg.lock held. */
+void dp_tcache_atfork_child(void)
+{
+    struct dp_tcache *tc = dp_tcg.caches.head;
+    while (tc) {
+        struct dp_tcache *next = tc->next;
+        if (tc == dp_tc) {
+            atomic_store(&tc->drain, 0);
+            atomic_store(&tc->active, 0);
+        } else if (atomic_load_explicit(&tc->drain, DP_RLX) ==
+                   DP_TC_CLAIMED) {
+            tc_unlink_locked(tc);
+            for (int j = 0; j < DP_TC_BINS; j++)
+                dp_tc_flush_bin(tc, &tc->bins[j], true);
+            dp_tc_flush_ext(tc, true);
+            tc_unmap(tc);
+        } else {
+            tc_unlink_locked(tc); /* unclaimable: its objects stay out */
+        }
+        tc = next;
+    }
+    dp_tcg.forking = false;
+}
+
+void dp_tcache_atfork_child_unlock(void)
+{
+    pthread_mutex_unlock(&dp_tcg.lock);
+}
+

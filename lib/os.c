@@ -1,0 +1,42 @@
+/*
+ * os.c -- the OS layer's out-of-line primitives (os.h): mappings,
+ * madvise, membarrier, system sizes.  Nothing here takes a lock or
+ * calls into another layer but the options.  docs/design.md §1.
+ */
+#include "os.h"
+#include "options.h"
+
+#include <sys/mman.h>
+
+void *dp_os_map(size_t len)
+{
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void dp_os_unmap(void *p, size_t len) { (void)munmap(p, len); }
+
+void dp_map_nohuge(void *p, size_t len)
+{
+    if (dp_options()->nohuge)
+        (void)madvise(p, len, MADV_NOHUGEPAGE);
+}
+
+int dp_os_membarrier(int cmd) { return (int)syscall(SYS_membarrier, cmd, 0, 0); }
+
+size_t dp_os_pagesize(void)
+{
+    long ps = sysconf(_SC_PAGESIZE);
+    return ps > 0 ? (size_t)ps : 4096;
+}
+
+size_t dp_os_phys_bytes(void)
+{
+    long n = sysconf(_SC_PHYS_PAGES), sz = sysconf(_SC_PAGESIZE);
+    if (n <= 0 || sz <= 0)
+        return SIZE_MAX;
+    if ((size_t)n > SIZE_MAX / (size_t)sz)
+        return SIZE_MAX;
+    return (size_t)n * (size_t)sz;
+}

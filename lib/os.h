@@ -1,0 +1,80 @@
+/*
+ * os.h -- the OS layer, below everything else: memory mappings, futexes,
+ * membarrier, clocks.  Apart from the page providers' own calls, every
+ * system call the library makes is written here or in os.c.
+ * docs/design.md §1 (Layers) and "What may block".
+ */
+#ifndef DP_OS_H
+#define DP_OS_H
+
+#include "util.h"
+
+#include <limits.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+/* A huge page (x86-64 and arm64 with 4 KiB pages). */
+#define DP_HUGE_SIZE ((size_t)2 << 20)
+
+/* An anonymous private read-write mapping of len bytes; NULL on failure. */
+DP_HIDDEN void *dp_os_map(size_t len);
+/* Unmap [p, p + len).  Fails only for arguments that were never mapped,
+ * which nobody could act on: the result is dropped. */
+DP_HIDDEN void dp_os_unmap(void *p, size_t len);
+/* Keep transparent huge pages off [p, p + len) if the thp option says so
+ * (docs/tuning.md, `thp`).  One madvise; errors are ignored (a kernel
+ * without THP).  Never called from a put. */
+DP_HIDDEN void dp_map_nohuge(void *p, size_t len);
+/* membarrier(2) with cmd and no flags: 0, or -1 with errno. */
+DP_HIDDEN int dp_os_membarrier(int cmd);
+/* The system page size (glibc answers it from memory). */
+DP_HIDDEN size_t dp_os_pagesize(void);
+/* Bytes of physical memory; SIZE_MAX when unknown. */
+DP_HIDDEN size_t dp_os_phys_bytes(void);
+
+static inline void dp_os_yield(void) { sched_yield(); }
+
+static inline uint64_t dp_mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* The clock of the reclaim policy: ages are hundreds of milliseconds, so
+ * the kernel's last tick (CLOCK_MONOTONIC_COARSE, cheaper to read than
+ * CLOCK_MONOTONIC) is precise enough, and a WAITOK get that checks for
+ * due pages on each refill reads it. */
+static inline uint64_t dp_coarse_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* FUTEX_WAKE never blocks: this is the one syscall a put may make. */
+static inline void dp_futex_wake_all(_Atomic uint32_t *w)
+{
+    syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL,
+            0);
+}
+
+/* Sleep while *w == val, at most until abs_ns (CLOCK_MONOTONIC; 0: no
+ * bound).  Spurious returns are fine: every caller re-checks. */
+static inline void dp_futex_wait(_Atomic uint32_t *w, uint32_t val,
+                                 uint64_t abs_ns)
+{
+    struct timespec ts, *tp = NULL;
+    if (abs_ns) {
+        ts.tv_sec = (time_t)(abs_ns / 1000000000ull);
+        ts.tv_nsec = (long)(abs_ns % 1000000000ull);
+        tp = &ts;
+    }
+    syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT_BITSET_PRIVATE, val, tp, NULL,
+            FUTEX_BITSET_MATCH_ANY);
+}
+
+#endif /* DP_OS_H */

@@ -1,0 +1,244 @@
+/*
+ * types.h -- the core's data: struct dp_page, dp_pool and dp_tcache and
+ * their constants, shared by the page, cache and pool layers.  Every
+ * field says who may touch it and how (lock, atomic, owner only).
+ * docs/design.md §1 (Layers) and §8 (lock order, not repeated here).
+ *
+ * Glossary
+ *   page      A power-of-two sized, size-aligned block from the provider,
+ *             carved into slots.  Its header (struct dp_page) sits at the
+ *             start, so obj & ~(pagesize-1) finds it: no lookup on put.
+ *   slot      Room for one object plus, for pools with a constructor, a
+ *             trailing link word (the link must not clobber a constructed
+ *             object).  slotsize is a multiple of the alignment.
+ *   state     A page's atomic 64-bit word.  Low half: the number of
+ *             objects out (31 bits) plus DP_PG_QUEUED, set while the
+ *             page sits on the pool's pending queue.  High half: the top
+ *             of the put stack, the page's lock-free stack of objects put
+ *             back by any thread, as a byte offset in the page (0:
+ *             empty).  One CAS pushes a run and lowers the count.
+ *   lfree     A page's list of free objects, owned by the pool lock.
+ *   pending   The pool's lock-free stack of pages whose state crossed
+ *             "full -> not full" or "-> empty" in a put; drained by
+ *             whoever next holds the pool lock.
+ *   empty     The pool's list of empty pages (lock), oldest at the tail.
+ *   reserve   Pages dp_pool_prime() asked to keep beyond the age policy.
+ *   due       An empty page the policy says should go back to the
+ *             provider now: beyond hiwat, or older than the age limit
+ *             beyond max(lowat, reserve).
+ *   bin       A thread's cache of one pool's free objects: a stack of
+ *             pointers, and at most one chain (a page's put stack taken
+ *             whole).
+ *   drainer   A thread that takes objects out of other threads' bins
+ *             (reclaim GC, explicit reclaim, destroy, a getter about to
+ *             sleep), after claiming their caches (cache.c).
+ */
+#ifndef DP_TYPES_H
+#define DP_TYPES_H
+
+#include "deferpool.h"
+#include "list.h"
+#include "util.h"
+
+#include <pthread.h>
+
+#define DP_PAGE_MAGIC 0x64706167u /* "dpag" */
+#define DP_PG_QUEUED 0x80000000u
+#define DP_PG_COUNT 0x7fffffffu
+#define DP_PG_LOW 0xffffffffull /* count | QUEUED: the low half of state */
+#define DP_PG_TOP_SHIFT 32
+
+struct dp_page;
+struct dp_pool;
+struct dp_tcache;
+/* A pool's page lists (partial, full, empty). */
+DP_LIST_TYPE(dp_list, struct dp_page);
+/* The registry's list of pools (registry.c). */
+DP_LIST_TYPE(dp_pool_list, struct dp_pool);
+/* The list of every thread's cache (cache.c). */
+DP_LIST_TYPE(dp_tcache_list, struct dp_tcache);
+
+/* Which pool list a page is on (pool lock). */
+enum dp_pglist { DP_L_NONE = 0, DP_L_PARTIAL, DP_L_FULL, DP_L_EMPTY, DP_L_DEAD };
+
+struct dp_page {
+    /* Immutable while the page is held by the pool.  Read by every free()
+     * of the malloc layer (magic, pool) on any thread: a line of their
+     * own, so that puts and refills on other threads, which write the
+     * lines below, never invalidate it. */
+    uint32_t magic;
+    uint32_t cap;         /* slots in this page                        */
+    struct dp_pool *pool;
+    char *slots;          /* first slot                                */
+    /* Debug pools only: bit per slot, set while the object is out.
+     * Atomic because puts clear bits lock-free. */
+    _Atomic uint64_t *outmap;
+
+    /* Lock-free: written by putters on any thread. */
+    _Alignas(DP_CACHELINE) _Atomic uint64_t state; /* put-stack top |
+                                         count | DP_PG_QUEUED (glossary) */
+    struct dp_page *_Atomic qnext;    /* pending-queue link; written by
+                                         the putter that set QUEUED,
+                                         read by the drainer          */
+
+    /* Pool lock.  DP_LIST_REMOVE writes the neighbours' next/prev. */
+    _Alignas(DP_CACHELINE) void *lfree; /* free list owned by the lock */
+    uint32_t bump;        /* slots [0, bump) have been handed out once */
+    uint8_t list;         /* enum dp_pglist                            */
+    struct dp_page *next, *prev; /* list links (dead and release lists:
+                                    next only)                         */
+    uint64_t empty_since; /* clock when classified empty               */
+};
+
+struct dp_pool {
+    /* Hot: everything the get and put fast paths read, in the first cache
+     * line, so that a put touches one line of the pool (a program using
+     * many pools, as the malloc does, would otherwise miss on several).
+     * Immutable after dp_pool_create, except `waiters`, written only by
+     * getters that have to wait (rare), and tcbin/tcidx, reset by
+     * destroy. */
+    _Alignas(DP_CACHELINE) uint32_t tcbin; /* the bin the fast paths use:
+                             tcidx, or DP_TC_BINS (a bin that is always
+                             empty, so an uncached pool needs no test of
+                             its own)                                   */
+    uint32_t tc_max;      /* objects a bin may hold: a put to a full
+                             bin returns its oldest objects first      */
+    _Atomic uint32_t waiters; /* getters asleep or about to be; while
+                                  non-zero, puts bypass thread caches  */
+    _Atomic uint32_t wake_seq; /* futex word getters sleep on (written
+                                  by wakers, only while waiters != 0)  */
+    size_t linkoff;       /* offset of the free-list link in a slot     */
+    uintptr_t pagemask;   /* ~(pagesize - 1)                           */
+    size_t objsize;
+    int (*ctor)(void *, void *, int);
+    int tcidx;            /* thread-cache bin index; -1: not cached     */
+    unsigned flags;
+    uint32_t tc_soft;     /* a get from a bin holding more than this
+                             returns its oldest objects first, so that
+                             a put rarely has to (cache.c, "Soft
+                             limit"); tc_max - tc_flush, 0 uncached    */
+    bool debug;
+
+    /* Immutable after dp_pool_create. */
+    char name[32];
+    size_t slotsize, align, pagesize;
+    size_t hdrsize;       /* bytes before the first slot               */
+    uint32_t cap;         /* slots per page                            */
+    void (*dtor)(void *, void *);
+    void *cbarg;
+    dp_provider_t prov;
+    size_t max_pages;     /* SIZE_MAX when unlimited                   */
+    uint64_t (*clock)(void *);
+    void *clock_arg;
+    bool pagemap;         /* pages registered in the page map (debug
+                             pools, and pools created with
+                             DP_IPOOL_PAGEMAP)                         */
+    uint32_t tc_batch;    /* objects a refill takes                      */
+    uint32_t tc_flush;    /* objects a full bin returns to the pages     */
+
+    /* Registry lock.  Written at every reclaim pass (reg_refs): not on
+     * the hot line.  After destroy, reg_next links the pool's memory on
+     * the stack of spare pools (create.c, pool_mem). */
+    struct dp_pool *reg_next, *reg_prev;
+    unsigned reg_refs;    /* reclaim passes currently using the pool   */
+    bool reg_dead;        /* being destroyed: passes skip it           */
+
+    /* Lock-free, written by putters on page edges: own cache line. */
+    _Alignas(DP_CACHELINE) struct dp_page *_Atomic pending;
+    _Atomic uint64_t put_provider_calls; /* must stay 0: see page.c      */
+    _Atomic uint64_t tc_gets_folded; /* cache gets of bins since unbound */
+
+    /* Pool lock. */
+    _Alignas(DP_CACHELINE) pthread_mutex_t lock;
+    struct dp_list partial, full, empty;
+    size_t npages;        /* held + being allocated (reservations)     */
+    size_t inflight;      /* provider allocs under way (reservations)  */
+    size_t freeing;       /* pages taken off lists, being returned     */
+    struct dp_page *dead; /* abandoned pages (ctor failed in NOWAIT)   */
+    size_t lowat, hiwat, budget, reserve_pages;
+    size_t priming_pages; /* pages primes under way need (kept)         */
+    uint64_t reserve_objs, age_ns;
+    uint64_t st_pages_alloc, st_pages_freed, st_alloc_fail;
+    uint64_t st_gets, st_gets_waited, st_gets_failed;
+};
+/* The fast paths' fields share the pool's first line. */
+_Static_assert(offsetof(struct dp_pool, debug) < DP_CACHELINE,
+               "struct dp_pool: the hot fields overflow their line");
+
+#define DP_TC_BINS 256
+#define DP_TC_REQ 1     /* a drainer asks: owner, keep off the bins  */
+#define DP_TC_CLAIMED 2 /* a drainer owns the bins until it stores 0  */
+
+/* One pool's objects in one thread: a stack of pointers, so a get or put
+ * reads and writes no object memory.  slots, pool and the slot contents
+ * are touched only by the owner inside dp_tc_enter/dp_tc_leave, or by a
+ * drainer that has claimed the cache.  The counters are also read by
+ * statistics and the GC, hence atomic, but whoever owns the bin updates
+ * them with plain relaxed load+store pairs: no RMW.  Only gets are
+ * counted; a put touches n and its slot and nothing else (puts are
+ * derived: the pool's puts = gets - objects out). */
+/* Slots per bin: a pool's tc_max is at most this (a soft limit of up to
+ * 256 objects, plus one flush of 16). */
+#define DP_TC_MAXCAP 272
+struct dp_tbin {
+    void **slots;          /* base of the stack, [0, n) in use; inside
+                              the bin's area of 2 * DP_TC_MAXCAP slots,
+                              with room for tc_max above it          */
+    struct dp_pool *pool;  /* pool of the objects; NULL: bin unused.
+                              Set by the slow paths: the put fast path
+                              runs only on a non-empty bin, which is
+                              bound already                          */
+    _Atomic uint32_t n;    /* objects in the bin's stack             */
+    _Atomic uint64_t gets; /* gets served by the bin                 */
+    _Atomic int64_t net;   /* objects taken from pages minus objects
+                              returned to pages through this bin     */
+};
+
+/* A bin's chain: a page's put stack, taken whole by a refill and linked
+ * through the objects' link words; a get pops it when the bin's stack is
+ * empty (cache.c, "Chains").  Kept apart from struct dp_tbin so that the
+ * fast paths' bin stays 40 bytes.  Same rules as the bin. */
+struct dp_tchain {
+    void *head;
+    _Atomic uint32_t n;    /* objects on the chain (statistics read it) */
+};
+
+/* A list a layer above the pools keeps in each thread's cache (the
+ * malloc's medium blocks, malloc.c "Thread lists"), linked through the
+ * layer's own link word.  Same rules as a bin: the owner inside
+ * dp_tc_enter/dp_tc_leave, or a drainer holding the claim; counters
+ * updated with DP_BUMP, read by statistics and the GC. */
+#define DP_TC_EXT 16
+struct dp_tclist {
+    void *head;
+    _Atomic uint32_t n;     /* entries                                  */
+    _Atomic uint64_t pops;  /* entries taken by the owner, ever         */
+};
+/* A thread's cache.  Allocated by its thread's first cached get, on
+ * dp_tcg's list until the thread exits (cache.c). */
+struct dp_tcache {
+    _Atomic uint32_t active; /* owner: 1 inside a get/put             */
+    _Atomic uint32_t drain;  /* drainer: 0, DP_TC_REQ, DP_TC_CLAIMED   */
+    uint64_t seen_sig;       /* dp_tcg.lock: bins' signature at the
+                                last GC (cache.c, dp_tcache_gc)      */
+    struct dp_tcache *next, *prev; /* dp_tcg.lock                     */
+    void **slotmem;          /* immutable: the bins' slot arrays       */
+    struct dp_tbin bins[DP_TC_BINS + 1]; /* [DP_TC_BINS]: never used,
+                                            n stays 0 (dp_pool.tcbin)  */
+    struct dp_tchain chains[DP_TC_BINS + 1]; /* bins[i]'s chain; the
+                                               last stays empty        */
+    struct dp_tclist ext[DP_TC_EXT]; /* the layer above's lists       */
+    _Atomic uint64_t ext_units; /* the layer's tally of what its lists
+                                   hold (its unit); same rules as ext[];
+                                   a flush of the lists zeroes it      */
+};
+
+/* A page's put stack taken whole by a refill: `n` objects from `head`,
+ * linked through their link words, NULL-terminated.  max: the longest
+ * stack the refill may take this way. */
+struct dp_chain {
+    void *head;
+    uint32_t n, max;
+};
+
+#endif /* DP_TYPES_H */

@@ -1,0 +1,40 @@
+/*
+ * util.h -- below every layer: compiler attributes, relaxed-atomic
+ * shorthands, prefetch and the power-of-two test that every file of
+ * lib/ shares.  No state, no system call.  docs/design.md §1.
+ */
+#ifndef DP_UTIL_H
+#define DP_UTIL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define DP_HIDDEN __attribute__((visibility("hidden")))
+#define DP_NOINLINE __attribute__((noinline))
+/* initial-exec TLS: one %fs-relative load, no __tls_get_addr call. */
+#define DP_TLS __thread __attribute__((tls_model("initial-exec")))
+#define DP_LIKELY(x) __builtin_expect(!!(x), 1)
+#define DP_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define DP_CACHELINE 64
+
+#define DP_RLX memory_order_relaxed
+/* Owner-only increment of a counter others may read: no RMW. */
+#define DP_BUMP(a, d) atomic_store_explicit((a), atomic_load_explicit((a), DP_RLX) + (d), DP_RLX)
+
+static inline bool dp_is_pow2(size_t x) { return x && !(x & (x - 1)); }
+
+/* Fetch a line for writing.  GCC's __builtin_prefetch(.., 1, ..) emits a
+ * read prefetch without -mprfchw, so x86-64 says PREFETCHW itself (CPUs
+ * without it run it as a NOP). */
+static inline void dp_prefetchw(const void *a)
+{
+#if defined(__x86_64__)
+    __asm__ volatile("prefetchw %0" : : "m"(*(const char *)a));
+#else
+    __builtin_prefetch(a, 1, 3);
+#endif
+}
+
+#endif /* DP_UTIL_H */
