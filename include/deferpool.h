@@ -153,7 +153,8 @@ typedef struct dp_pool_attr {
     size_t hiwat;     /* empty pages above which reclaim is urged: pages
                          past it are returned at the next reclaim pass or
                          DP_WAITOK get without waiting for age; 0: every
-                         empty page beyond lowat is urgent              */
+                         empty page beyond lowat (and the prime
+                         reserve) is urgent, whatever lowat is          */
     uint64_t reclaim_age_ns; /* an empty page unused this long is returned
                                 (beyond lowat); 0: library default       */
     unsigned reclaim_budget; /* pages one DP_WAITOK get may hand back; 0:
@@ -189,8 +190,8 @@ DP_API void dp_pool_attr_init(dp_pool_attr_t *attr);
  * Starts the reclaim thread unless disabled (DP_POOL_NOTHREAD, or
  * DEFERPOOL_CONF "background_thread:0").
  * Errors: NULL + EINVAL for objsize 0, an object too large for the page,
- * an alignment or page size that is not a power of two, lowat > hiwat,
- * lowat > max_pages, or unknown flags; NULL + ENOMEM if the pool
+ * an alignment or page size that is not a power of two, lowat > hiwat
+ * (hiwat not 0), lowat > max_pages, or unknown flags; NULL + ENOMEM if the pool
  * structure cannot be allocated.
  */
 DP_API dp_pool_t *dp_pool_create(const char *name, size_t objsize,

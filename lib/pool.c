@@ -912,7 +912,7 @@ dp_pool_t *dp_pool_create_ex(const char *name, size_t objsize,
         (attr->pagesize &&
          (!is_pow2(attr->pagesize) || attr->pagesize < 4096 ||
           attr->pagesize > DP_PAGESIZE_MAX)) ||
-        attr->lowat > attr->hiwat ||
+        (attr->hiwat && attr->lowat > attr->hiwat) ||
         (attr->max_pages && attr->lowat > attr->max_pages)) {
         errno = EINVAL;
         return NULL;

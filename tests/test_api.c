@@ -1,0 +1,55 @@
+/*
+ * test_api.c -- the public interface's own promises: the attribute rules
+ * (hiwat 0), the results dp_pool_destroy() returns, the statistics
+ * structs' size field, and the version the header and the library agree
+ * on.  docs/api.md is the reference each test checks.
+ */
+#include <criterion/criterion.h>
+#include <deferpool.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "testutil.h"
+
+/* ------------------------------------------------------------ hiwat = 0 */
+
+Test(api, hiwat_zero_with_default_lowat_creates_and_makes_every_page_beyond_lowat_urgent)
+{
+    dp_mock_t *m = tu_mock(0);
+    dp_pool_attr_t a = tu_attr(m);
+    a.hiwat = 0; /* lowat stays at its default, 1 */
+    dp_pool_t *pool = tu_pool("hiwat0", 64, &a);
+    dp_pool_stats_t s = tu_stats(pool);
+    cr_assert_eq(s.lowat, DP_DEFAULT_LOWAT);
+    cr_assert_eq(s.hiwat, 0);
+
+    size_t n = 5 * s.objs_per_page;
+    void **objs = calloc(n, sizeof *objs);
+    cr_assert_not_null(objs);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_not_null(objs[i] = dp_pool_get(pool, DP_WAITOK));
+    for (size_t i = 0; i < n; i++)
+        dp_pool_put(pool, objs[i]);
+    free(objs);
+    dp_thread_cache_flush();
+    dp_reclaim_stop();
+    /* The mock clock never moves: the pages go by count alone. */
+    cr_assert_eq(dp_reclaim_step(), 4, "pages beyond lowat not urgent");
+    s = tu_stats(pool);
+    cr_assert_eq(s.pages_empty, DP_DEFAULT_LOWAT, "lowat not kept");
+    tu_destroy_checked(pool, m);
+}
+
+Test(api, lowat_above_a_nonzero_hiwat_is_einval)
+{
+    dp_pool_attr_t a;
+    dp_pool_attr_init(&a);
+    a.flags = DP_POOL_NOTHREAD;
+    a.lowat = 3;
+    a.hiwat = 2;
+    errno = 0;
+    cr_assert_null(dp_pool_create("bad", 64, &a));
+    cr_assert_eq(errno, EINVAL);
+}
