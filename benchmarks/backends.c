@@ -58,7 +58,11 @@ static int dp_init(const dpb_backend_conf_t *conf) {
     }
     return 0;
 }
-static void dp_fini(void) { dp_pool_destroy(dpb_dp_pool); }
+static void dp_fini(void)
+{
+    if (dp_pool_destroy(dpb_dp_pool) != 0)
+        perror("dpbench: dp_pool_destroy");
+}
 static const char *dp_ver(void) { return dp_version(); }
 
 #if defined(DPB_DEFERPOOL_IMMEDIATE)

@@ -199,10 +199,10 @@ DP_API dp_pool_t *dp_pool_create(const char *name, size_t objsize,
 
 /*
  * Return every page to the provider (running dtors) and free the pool.
+ * Returns 0, or -1 with errno: EBUSY (objects still out: the pool is left
+ * intact and usable, and a message goes to stderr; a DP_POOL_DEBUG pool
+ * aborts instead), EINVAL (pool NULL).
  * Blocks: yes (provider free; waits for a reclaim pass touching the pool).
- * Objects still out: the pool is left intact and usable, errno is set to
- * EBUSY and a message goes to stderr; a DP_POOL_DEBUG pool aborts instead.
- * pool NULL: errno EINVAL.
  * Puts may race it: an object whose put has not yet brought it back to
  * its page (or a thread cache) counts as out; once every object is back,
  * destroy succeeds even while the put of the last one is still returning
@@ -210,7 +210,7 @@ DP_API dp_pool_t *dp_pool_create(const char *name, size_t objsize,
  * after a successful destroy is undefined.  No other call on the pool
  * may race it.
  */
-DP_API void dp_pool_destroy(dp_pool_t *pool);
+DP_API int dp_pool_destroy(dp_pool_t *pool);
 
 /* ===================================================================== */
 /* Get and put                                                           */

@@ -988,11 +988,11 @@ dp_pool_t *dp_pool_create_ex(const char *name, size_t objsize,
     return p;
 }
 
-void dp_pool_destroy(dp_pool_t *p)
+int dp_pool_destroy(dp_pool_t *p)
 {
     if (!p) {
         errno = EINVAL;
-        return;
+        return -1;
     }
     dp_registry_remove(p); /* waits for a reclaim pass using it */
     dp_tcache_drain_pool(p, true, true); /* every thread's bin, and its index */
@@ -1021,7 +1021,7 @@ void dp_pool_destroy(dp_pool_t *p)
         dp_tcache_pool_init(p);
         dp_registry_add(p);
         errno = EBUSY;
-        return;
+        return -1;
     }
     size_t lowat = p->lowat, reserve = p->reserve_pages;
     p->lowat = p->reserve_pages = 0;
@@ -1034,6 +1034,7 @@ void dp_pool_destroy(dp_pool_t *p)
     (void)n;
     pthread_mutex_destroy(&p->lock);
     spare_push(p, p);
+    return 0;
 }
 
 /* ---- reclaim and prime --------------------------------------------------- */

@@ -39,7 +39,8 @@ static dp_pool_t *mkpool(dp_mock_t *m, unsigned flags, size_t max_pages)
 static void finish(dp_pool_t *p, dp_mock_t *m)
 {
     cr_assert_eq(dp_pool_check(p), 0);
-    dp_pool_destroy(p);
+    cr_assert_eq(dp_pool_destroy(p), 0, "dp_pool_destroy: %s",
+                 strerror(errno));
     dp_mock_counters_t c;
     dp_mock_counters(m, &c);
     cr_assert_eq(c.allocs, c.frees, "pages leaked: %llu allocs, %llu frees",
@@ -409,7 +410,8 @@ Test(cache, destroy_takes_back_objects_cached_by_a_live_idle_thread)
     pthread_t t;
     sleeper_start(&s, &t, p, 20);
     errno = 0;
-    dp_pool_destroy(p);
+    cr_assert_eq(dp_pool_destroy(p), 0, "dp_pool_destroy: %s",
+                 strerror(errno));
     cr_assert_eq(errno, 0, "cached objects are not objects out");
     dp_mock_counters_t c;
     dp_mock_counters(m, &c);
@@ -605,7 +607,8 @@ Test(cache, immediate_mode_returns_the_page_inside_the_put_and_it_is_counted)
     cr_assert_eq(tu_counters(m).frees, 1, "a default put never frees a page");
     cr_assert_eq(tu_stats(q).put_provider_calls, 0);
     cr_assert_eq(tu_stats(q).pages_empty, 1);
-    dp_pool_destroy(q);
+    cr_assert_eq(dp_pool_destroy(q), 0, "dp_pool_destroy: %s",
+                 strerror(errno));
     finish(p, m);
 }
 
@@ -773,7 +776,8 @@ Test(cache, pools_beyond_the_256_bins_run_uncached_and_lose_nothing)
     while (tu_stats(pools[first_cached]).objs_cached == 0)
         first_cached++;
     dp_thread_cache_flush();
-    dp_pool_destroy(pools[first_cached]);
+    cr_assert_eq(dp_pool_destroy(pools[first_cached]), 0, "dp_pool_destroy: %s",
+                 strerror(errno));
     pools[first_cached] = mkpool(m, 0, 0);
     void *o = dp_pool_get(pools[first_cached], DP_WAITOK);
     dp_pool_put(pools[first_cached], o);
@@ -781,7 +785,8 @@ Test(cache, pools_beyond_the_256_bins_run_uncached_and_lose_nothing)
                  "a freed bin was not reused");
     dp_thread_cache_flush();
     for (size_t i = 0; i < NPOOLS; i++)
-        dp_pool_destroy(pools[i]);
+        cr_assert_eq(dp_pool_destroy(pools[i]), 0, "dp_pool_destroy: %s",
+                     strerror(errno));
     free(pools);
     dp_mock_counters_t c;
     dp_mock_counters(m, &c);
@@ -861,7 +866,8 @@ static int nomb_child(void)
         return 4;
     if (dp_pool_reclaim(p) != s.pages)
         return 5;
-    dp_pool_destroy(p);
+    cr_assert_eq(dp_pool_destroy(p), 0, "dp_pool_destroy: %s",
+                 strerror(errno));
     dp_mock_counters_t c;
     dp_mock_counters(m, &c);
     if (c.allocs != c.frees)

@@ -10,7 +10,7 @@ int main(void)
     int ok = obj != NULL && dp_pool_stats(pool, &st) == 0 && st.objs_inuse == 1;
     dp_pool_put(pool, obj);
     ok = ok && dp_pool_stats(pool, &st) == 0 && st.objs_inuse == 0 && st.puts == 1;
-    dp_pool_destroy(pool);
+    ok = dp_pool_destroy(pool) == 0 && ok;
     puts(ok ? "ok" : "FAIL");
     return !ok;
 }
