@@ -37,9 +37,9 @@ extern "C" {
 /* Version                                                               */
 /* ===================================================================== */
 
-#define DP_VERSION_MAJOR 0
-#define DP_VERSION_MINOR 1
-#define DP_VERSION_PATCH 0
+/* DP_VERSION_MAJOR, DP_VERSION_MINOR, DP_VERSION_PATCH: the version of
+ * this header, generated from the project version in meson.build. */
+#include "deferpool_version.h"
 
 /* "MAJOR.MINOR.PATCH" of the library actually linked. */
 DP_API const char *dp_version(void);

@@ -53,3 +53,15 @@ Test(api, lowat_above_a_nonzero_hiwat_is_einval)
     cr_assert_null(dp_pool_create("bad", 64, &a));
     cr_assert_eq(errno, EINVAL);
 }
+
+/* -------------------------------------------------------------- version */
+
+Test(api, version_macros_and_dp_version_are_the_meson_project_version)
+{
+    char hdr[64];
+    snprintf(hdr, sizeof hdr, "%d.%d.%d", DP_VERSION_MAJOR, DP_VERSION_MINOR,
+             DP_VERSION_PATCH);
+    cr_assert_str_eq(hdr, DP_PROJECT_VERSION, "header says %s", hdr);
+    cr_assert_str_eq(dp_version(), DP_PROJECT_VERSION, "library says %s",
+                     dp_version());
+}
