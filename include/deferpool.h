@@ -23,6 +23,11 @@
 #include <stdio.h>
 #include <time.h>
 
+/* Strict C99's <time.h> need not declare struct timespec (C11 and POSIX
+ * do); declared here, dp_pool_get_timed()'s parameter names the one
+ * file-scope type in every language mode. */
+struct timespec;
+
 #ifdef __cplusplus
 extern "C" {
 #endif

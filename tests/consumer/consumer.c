@@ -1,4 +1,5 @@
-/* The smallest program against the installed library: tests/consumer/check.sh. */
+/* The smallest program against the installed library, compiled as C11,
+ * C99 and C++11 by tests/consumer/check.sh. */
 #include <deferpool.h>
 #include <stdio.h>
 
