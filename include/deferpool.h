@@ -118,15 +118,6 @@ typedef struct dp_pool dp_pool_t; /* opaque */
 #define DP_POOL_NOCACHE   0x4 /* no per-thread caches: every put goes
                                  straight to its page (debug pools never
                                  use caches) */
-#define DP_POOL_IMMEDIATE 0x8 /* FOR COMPARISON ONLY: behave like a naive
-                                 pool -- a put that empties a page takes
-                                 the pool lock and returns the page (and
-                                 any other empty page beyond lowat) to
-                                 the provider inside the put.  Breaks the
-                                 non-blocking promise on purpose, so
-                                 benchmarks can show what deferral buys;
-                                 counted in put_provider_calls.  Implies
-                                 DP_POOL_NOCACHE. */
 
 /*
  * Pool attributes.  Always initialise with dp_pool_attr_init() and then set

@@ -611,8 +611,15 @@ DP_HIDDEN void dp_wake_getters(struct dp_pool *p);
 DP_HIDDEN size_t dp_pool_refill(struct dp_pool *p);
 DP_HIDDEN size_t dp_pool_reclaim_pass(struct dp_pool *p);
 
-/* Internal creation flags, for layers built on pools (the malloc). */
+/* Internal creation flags, for layers built on pools (the malloc) and for
+ * the benchmarks' private copy of the library (benchmarks/meson.build). */
 #define DP_IPOOL_PAGEMAP 0x1 /* register pages in the page map */
+/* For comparison only: a naive pool -- the put that empties a page takes
+ * the pool lock and returns it (and any other empty page beyond lowat) to
+ * the provider, counted in put_provider_calls; implies DP_POOL_NOCACHE.
+ * Kept in p->flags (above the public DP_POOL_* bits), written once at
+ * create. */
+#define DP_IPOOL_IMMEDIATE 0x100
 DP_HIDDEN dp_pool_t *dp_pool_create_ex(const char *name, size_t objsize,
                                        const dp_pool_attr_t *attr,
                                        unsigned iflags);

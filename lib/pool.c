@@ -663,7 +663,7 @@ static void debug_check_put(struct dp_pool *p, struct dp_page *pg, void *obj)
 }
 
 /* Return every empty page beyond keep, regardless of age (explicit
- * reclaim; and DP_POOL_IMMEDIATE puts, below).  Takes and drops the pool
+ * reclaim; and DP_IPOOL_IMMEDIATE puts, below).  Takes and drops the pool
  * lock; the provider is called without it. */
 static size_t release_all_empty(struct dp_pool *p, int by)
 {
@@ -732,12 +732,12 @@ static void page_put_run(struct dp_pool *p, struct dp_page *pg, void *first,
         DP_PROBE(put_queue, p, p->name, pg, (ns & DP_PG_COUNT) == 0);
         dp_wake_getters(p);
     }
-    /* DP_POOL_IMMEDIATE: what a naive pool does when a put empties a page
+    /* DP_IPOOL_IMMEDIATE: what a naive pool does when a put empties a page
      * -- take the pool lock and give the page back to the provider right
      * here, inside the put.  It breaks deferpool's promise on purpose, so
      * the benchmarks can show what deferral buys; put_provider_calls counts
      * it.  Whoever queued it, an emptied page is on the pending queue now. */
-    if (DP_UNLIKELY(p->flags & DP_POOL_IMMEDIATE) && (ns & DP_PG_COUNT) == 0)
+    if (DP_UNLIKELY(p->flags & DP_IPOOL_IMMEDIATE) && (ns & DP_PG_COUNT) == 0)
         release_all_empty(p, DP_BY_IMMEDIATE);
 }
 
@@ -907,8 +907,7 @@ dp_pool_t *dp_pool_create_ex(const char *name, size_t objsize,
     if (objsize == 0 || objsize > DP_PAGESIZE_MAX || !is_pow2(align) ||
         align > DP_PAGESIZE_MAX / 2 ||
         (attr->flags &
-         ~(unsigned)(DP_POOL_DEBUG | DP_POOL_NOTHREAD | DP_POOL_NOCACHE |
-                     DP_POOL_IMMEDIATE)) ||
+         ~(unsigned)(DP_POOL_DEBUG | DP_POOL_NOTHREAD | DP_POOL_NOCACHE)) ||
         (attr->pagesize &&
          (!is_pow2(attr->pagesize) || attr->pagesize < 4096 ||
           attr->pagesize > DP_PAGESIZE_MAX)) ||
@@ -971,7 +970,7 @@ dp_pool_t *dp_pool_create_ex(const char *name, size_t objsize,
     p->max_pages = attr->max_pages ? attr->max_pages : SIZE_MAX;
     p->clock = attr->clock;
     p->clock_arg = attr->clock_arg;
-    p->flags = attr->flags;
+    p->flags = attr->flags | (iflags & DP_IPOOL_IMMEDIATE);
     p->debug = debug;
     p->pagemap = debug || (iflags & DP_IPOOL_PAGEMAP);
     p->lowat = attr->lowat;
