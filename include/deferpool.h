@@ -122,7 +122,10 @@ typedef struct dp_pool dp_pool_t; /* opaque */
 /*
  * Pool attributes.  Always initialise with dp_pool_attr_init() and then set
  * the fields you care about; fields added in later versions come from the
- * reserved space and default to zero = "library default".
+ * reserved space and default to zero = "library default".  The structs the
+ * library fills (dp_pool_stats_t, dp_reclaim_info_t, dp_mock_counters_t)
+ * grow the same way: their size never changes between versions with the
+ * same soname (docs/api.md, "Compatibility").
  */
 typedef struct dp_pool_attr {
     size_t align;    /* object alignment, power of two; 0: 8 for objects
@@ -352,6 +355,8 @@ typedef struct dp_reclaim_info {
     uint64_t pages_returned; /* by the thread and by dp_reclaim_step()    */
     uint64_t pages_filled;   /* allocated to keep lowat                   */
     uint64_t interval_ns;
+    uint64_t reserved[8];    /* zeroed; later fields come from here (ABI:
+                                docs/api.md, "Compatibility")             */
 } dp_reclaim_info_t;
 DP_API void dp_reclaim_info(dp_reclaim_info_t *out);
 
@@ -388,6 +393,8 @@ typedef struct dp_pool_stats {
     uint64_t reserve_objs;        /* dp_pool_prime() reserve              */
     size_t max_pages, lowat, hiwat;
     uint64_t reclaim_age_ns;
+    uint64_t reserved[8];         /* zeroed; later fields come from here
+                                     (ABI: docs/api.md, "Compatibility")  */
 } dp_pool_stats_t;
 
 /* Fill *out.  0, or -1 + EINVAL.  Blocks: briefly (pool lock). */
@@ -471,6 +478,9 @@ typedef struct dp_mock_counters {
     uint64_t bytes_out;
     uint64_t blocked_alloc, blocked_free; /* callers at a gate now      */
     uint64_t nowait_allocs;           /* alloc calls with DP_NOWAIT     */
+    uint64_t reserved[8];             /* zeroed; later fields come from
+                                         here (docs/api.md,
+                                         "Compatibility")               */
 } dp_mock_counters_t;
 DP_API void dp_mock_counters(dp_mock_t *m, dp_mock_counters_t *out);
 

@@ -13,6 +13,7 @@
 
 #include <signal.h>
 #include <stdio.h>
+#include <string.h>
 
 /* The registry: every live pool, so the thread can find them. */
 static struct {
@@ -294,6 +295,7 @@ void dp_reclaim_info(dp_reclaim_info_t *out)
 {
     if (!out)
         return;
+    memset(out, 0, sizeof(*out)); /* the reserved space reads 0 */
     pthread_mutex_lock(&dp_rt.lock);
     out->running = dp_rt.state == RT_RUNNING;
     out->passes = dp_rt.passes;

@@ -65,3 +65,41 @@ Test(api, version_macros_and_dp_version_are_the_meson_project_version)
     cr_assert_str_eq(dp_version(), DP_PROJECT_VERSION, "library says %s",
                      dp_version());
 }
+
+/* ------------------------------------------- statistics structs' reserve */
+
+/* The structs the library fills keep reserved space for later fields, and
+ * the library writes it (as zero) so that a caller built against a later
+ * header reads 0 for a field this library does not know. */
+#define RESERVED_ZERO(s)                                                      \
+    do {                                                                      \
+        for (size_t i_ = 0; i_ < sizeof((s).reserved) / sizeof((s).reserved[0]); \
+             i_++)                                                            \
+            cr_assert_eq((s).reserved[i_], 0, #s ".reserved[%zu] not zeroed", \
+                         i_);                                                 \
+    } while (0)
+
+Test(api, statistics_structs_have_reserved_space_that_the_library_zeroes)
+{
+    dp_mock_t *m = tu_mock(0);
+    dp_pool_attr_t a = tu_attr(m);
+    dp_pool_t *pool = tu_pool("reserve", 64, &a);
+
+    dp_pool_stats_t s;
+    memset(&s, 0xa5, sizeof s);
+    cr_assert_eq(dp_pool_stats(pool, &s), 0);
+    RESERVED_ZERO(s);
+    cr_assert_geq(sizeof s.reserved, 8 * sizeof(uint64_t));
+
+    dp_reclaim_info_t ri;
+    memset(&ri, 0xa5, sizeof ri);
+    dp_reclaim_info(&ri);
+    RESERVED_ZERO(ri);
+
+    dp_mock_counters_t c;
+    memset(&c, 0xa5, sizeof c);
+    dp_mock_counters(m, &c);
+    RESERVED_ZERO(c);
+
+    tu_destroy_checked(pool, m);
+}
