@@ -23,6 +23,9 @@ _Noreturn void dpb_oom(void) {
 /* ===================================================================== */
 #if defined(DPB_BACKEND_DEFERPOOL)
 #include <deferpool.h>
+#if defined(DPB_DEFERPOOL_IMMEDIATE)
+#include "immediate.h"
+#endif
 
 dp_pool_t *dpb_dp_pool;
 /*
@@ -38,32 +41,37 @@ static int dp_init(const dpb_backend_conf_t *conf) {
     dp_pool_attr_init(&attr);
     if (conf->reclaim_age_ns != 0)
         attr.reclaim_age_ns = conf->reclaim_age_ns;
+    const char *g = getenv("DPB_DEFERPOOL_GET");
+    if (g != NULL && strcmp(g, "nowait") == 0)
+        dpb_dp_flags = DP_NOWAIT;
 #if defined(DPB_DEFERPOOL_IMMEDIATE)
     /*
      * Immediate reclamation, for comparison only: a put that empties a
      * page returns it to the provider inside the put (a naive pool; no
-     * per-thread caches).  Shows what deferral buys.  meson builds this
-     * variant ("deferpool-immediate") only when deferpool.h defines
-     * DP_POOL_IMMEDIATE.
+     * per-thread caches).  Shows what deferral buys.  The mode is
+     * internal: this back-end ("deferpool-immediate") links a private copy
+     * of the library (benchmarks/meson.build, immediate.c).
      */
-    attr.flags |= DP_POOL_IMMEDIATE;
-#endif
-    const char *g = getenv("DPB_DEFERPOOL_GET");
-    if (g != NULL && strcmp(g, "nowait") == 0)
-        dpb_dp_flags = DP_NOWAIT;
+    dpb_dp_pool = dpb_pool_create_immediate("dpbench", conf->objsize, &attr);
+#else
     dpb_dp_pool = dp_pool_create("dpbench", conf->objsize, &attr);
+#endif
     if (dpb_dp_pool == NULL) {
         perror("dpbench: dp_pool_create");
         return -1;
     }
     return 0;
 }
-static void dp_fini(void) { dp_pool_destroy(dpb_dp_pool); }
+static void dp_fini(void)
+{
+    if (dp_pool_destroy(dpb_dp_pool) != 0)
+        perror("dpbench: dp_pool_destroy");
+}
 static const char *dp_ver(void) { return dp_version(); }
 
 #if defined(DPB_DEFERPOOL_IMMEDIATE)
 #define DPB_NAME "deferpool-immediate"
-#define DPB_FLAGS ", attr.flags DP_POOL_IMMEDIATE"
+#define DPB_FLAGS ", creation flag DP_IPOOL_IMMEDIATE"
 #else
 #define DPB_NAME "deferpool"
 #define DPB_FLAGS ""

@@ -127,7 +127,7 @@ int main(void)
     CHECK(arena_in_use() == 0);
     CHECK(arena.allocs == ARENA_PAGES && arena.frees == ARENA_PAGES &&
           arena.failures == 1);
-    dp_pool_destroy(pool);
+    CHECK(dp_pool_destroy(pool) == 0);
     free(objs);
     printf("%zu objects of 100 bytes in %d arena pages: ok\n", n,
            ARENA_PAGES);

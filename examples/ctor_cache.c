@@ -116,7 +116,7 @@ int main(void)
            "%lu destructor calls so far\n",
            (unsigned long long)st.gets, c,
            (unsigned long long)st.pages_alloc, st.objs_per_page, d);
-    dp_pool_destroy(pool);
+    ok = dp_pool_destroy(pool) == 0 && ok;
     d = atomic_load(&dtors);
     ok = ok && d == c; /* destroy destroyed the rest */
     printf("after destroy: %lu destructor calls: %s\n", d,

@@ -195,6 +195,7 @@ int main(void)
            (unsigned long long)s.pages, (unsigned long long)s.pages_empty,
            (unsigned long long)s.objs_inuse,
            (unsigned long long)s.put_provider_calls, ok ? "ok" : "FAIL");
-    dp_pool_destroy(pool);
+    if (dp_pool_destroy(pool) != 0)
+        ok = 0;
     return ok ? 0 : 1;
 }

@@ -253,8 +253,8 @@ static void pc_destroy(sqlite3_pcache *pc)
 {
     struct pc_cache *c = (struct pc_cache *)pc;
     pc_truncate(pc, 0);
-    dp_pool_destroy(c->pool);
-    pc_pools_destroyed++;
+    if (dp_pool_destroy(c->pool) == 0)
+        pc_pools_destroyed++;
     free(c->hash);
     free(c);
 }
@@ -377,10 +377,8 @@ static void mem_shutdown(void *arg)
 {
     (void)arg;
     for (uint32_t c = 0; c < MEM_NCLASS; c++) {
-        dp_pool_stats_t st;
-        if (dp_pool_stats(mem_pool[c], &st) == 0 && st.objs_inuse != 0)
+        if (dp_pool_destroy(mem_pool[c]) != 0)
             mem_pools_leaked++; /* SQLite left something allocated */
-        dp_pool_destroy(mem_pool[c]);
         mem_pool[c] = NULL;
     }
 }

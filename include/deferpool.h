@@ -23,6 +23,11 @@
 #include <stdio.h>
 #include <time.h>
 
+/* Strict C99's <time.h> need not declare struct timespec (C11 and POSIX
+ * do); declared here, dp_pool_get_timed()'s parameter names the one
+ * file-scope type in every language mode. */
+struct timespec;
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -37,9 +42,9 @@ extern "C" {
 /* Version                                                               */
 /* ===================================================================== */
 
-#define DP_VERSION_MAJOR 0
-#define DP_VERSION_MINOR 1
-#define DP_VERSION_PATCH 0
+/* DP_VERSION_MAJOR, DP_VERSION_MINOR, DP_VERSION_PATCH: the version of
+ * this header, generated from the project version in meson.build. */
+#include "deferpool_version.h"
 
 /* "MAJOR.MINOR.PATCH" of the library actually linked. */
 DP_API const char *dp_version(void);
@@ -113,20 +118,14 @@ typedef struct dp_pool dp_pool_t; /* opaque */
 #define DP_POOL_NOCACHE   0x4 /* no per-thread caches: every put goes
                                  straight to its page (debug pools never
                                  use caches) */
-#define DP_POOL_IMMEDIATE 0x8 /* FOR COMPARISON ONLY: behave like a naive
-                                 pool -- a put that empties a page takes
-                                 the pool lock and returns the page (and
-                                 any other empty page beyond lowat) to
-                                 the provider inside the put.  Breaks the
-                                 non-blocking promise on purpose, so
-                                 benchmarks can show what deferral buys;
-                                 counted in put_provider_calls.  Implies
-                                 DP_POOL_NOCACHE. */
 
 /*
  * Pool attributes.  Always initialise with dp_pool_attr_init() and then set
  * the fields you care about; fields added in later versions come from the
- * reserved space and default to zero = "library default".
+ * reserved space and default to zero = "library default".  The structs the
+ * library fills (dp_pool_stats_t, dp_reclaim_info_t, dp_mock_counters_t)
+ * grow the same way: their size never changes between versions with the
+ * same soname (docs/api.md, "Compatibility").
  */
 typedef struct dp_pool_attr {
     size_t align;    /* object alignment, power of two; 0: 8 for objects
@@ -153,7 +152,8 @@ typedef struct dp_pool_attr {
     size_t hiwat;     /* empty pages above which reclaim is urged: pages
                          past it are returned at the next reclaim pass or
                          DP_WAITOK get without waiting for age; 0: every
-                         empty page beyond lowat is urgent              */
+                         empty page beyond lowat (and the prime
+                         reserve) is urgent, whatever lowat is          */
     uint64_t reclaim_age_ns; /* an empty page unused this long is returned
                                 (beyond lowat); 0: library default       */
     unsigned reclaim_budget; /* pages one DP_WAITOK get may hand back; 0:
@@ -189,8 +189,8 @@ DP_API void dp_pool_attr_init(dp_pool_attr_t *attr);
  * Starts the reclaim thread unless disabled (DP_POOL_NOTHREAD, or
  * DEFERPOOL_CONF "background_thread:0").
  * Errors: NULL + EINVAL for objsize 0, an object too large for the page,
- * an alignment or page size that is not a power of two, lowat > hiwat,
- * lowat > max_pages, or unknown flags; NULL + ENOMEM if the pool
+ * an alignment or page size that is not a power of two, lowat > hiwat
+ * (hiwat not 0), lowat > max_pages, or unknown flags; NULL + ENOMEM if the pool
  * structure cannot be allocated.
  */
 DP_API dp_pool_t *dp_pool_create(const char *name, size_t objsize,
@@ -198,10 +198,10 @@ DP_API dp_pool_t *dp_pool_create(const char *name, size_t objsize,
 
 /*
  * Return every page to the provider (running dtors) and free the pool.
+ * Returns 0, or -1 with errno: EBUSY (objects still out: the pool is left
+ * intact and usable, and a message goes to stderr; a DP_POOL_DEBUG pool
+ * aborts instead), EINVAL (pool NULL).
  * Blocks: yes (provider free; waits for a reclaim pass touching the pool).
- * Objects still out: the pool is left intact and usable, errno is set to
- * EBUSY and a message goes to stderr; a DP_POOL_DEBUG pool aborts instead.
- * pool NULL: errno EINVAL.
  * Puts may race it: an object whose put has not yet brought it back to
  * its page (or a thread cache) counts as out; once every object is back,
  * destroy succeeds even while the put of the last one is still returning
@@ -209,7 +209,7 @@ DP_API dp_pool_t *dp_pool_create(const char *name, size_t objsize,
  * after a successful destroy is undefined.  No other call on the pool
  * may race it.
  */
-DP_API void dp_pool_destroy(dp_pool_t *pool);
+DP_API int dp_pool_destroy(dp_pool_t *pool);
 
 /* ===================================================================== */
 /* Get and put                                                           */
@@ -355,6 +355,8 @@ typedef struct dp_reclaim_info {
     uint64_t pages_returned; /* by the thread and by dp_reclaim_step()    */
     uint64_t pages_filled;   /* allocated to keep lowat                   */
     uint64_t interval_ns;
+    uint64_t reserved[8];    /* zeroed; later fields come from here (ABI:
+                                docs/api.md, "Compatibility")             */
 } dp_reclaim_info_t;
 DP_API void dp_reclaim_info(dp_reclaim_info_t *out);
 
@@ -391,6 +393,8 @@ typedef struct dp_pool_stats {
     uint64_t reserve_objs;        /* dp_pool_prime() reserve              */
     size_t max_pages, lowat, hiwat;
     uint64_t reclaim_age_ns;
+    uint64_t reserved[8];         /* zeroed; later fields come from here
+                                     (ABI: docs/api.md, "Compatibility")  */
 } dp_pool_stats_t;
 
 /* Fill *out.  0, or -1 + EINVAL.  Blocks: briefly (pool lock). */
@@ -474,6 +478,9 @@ typedef struct dp_mock_counters {
     uint64_t bytes_out;
     uint64_t blocked_alloc, blocked_free; /* callers at a gate now      */
     uint64_t nowait_allocs;           /* alloc calls with DP_NOWAIT     */
+    uint64_t reserved[8];             /* zeroed; later fields come from
+                                         here (docs/api.md,
+                                         "Compatibility")               */
 } dp_mock_counters_t;
 DP_API void dp_mock_counters(dp_mock_t *m, dp_mock_counters_t *out);
 

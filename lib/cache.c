@@ -105,7 +105,7 @@ void dp_tcache_pool_init(struct dp_pool *p)
     p->tcbin = DP_TC_BINS;
     pthread_once(&dp_tcg_once, tcg_init);
     if (dp_tcg.state != 1 || p->debug ||
-        (p->flags & (DP_POOL_NOCACHE | DP_POOL_IMMEDIATE)))
+        (p->flags & (DP_POOL_NOCACHE | DP_IPOOL_IMMEDIATE)))
         return;
     /* Hold up to 32 KiB of objects, between 8 and 256 of them, and
      * one flush more before a put must return some ("Soft limit"). */

@@ -102,12 +102,11 @@ dp_pool_t *dp_pool_create_ex(const char *name, size_t objsize,
     if (objsize == 0 || objsize > DP_PAGESIZE_MAX || !dp_is_pow2(align) ||
         align > DP_PAGESIZE_MAX / 2 ||
         (attr->flags &
-         ~(unsigned)(DP_POOL_DEBUG | DP_POOL_NOTHREAD | DP_POOL_NOCACHE |
-                     DP_POOL_IMMEDIATE)) ||
+         ~(unsigned)(DP_POOL_DEBUG | DP_POOL_NOTHREAD | DP_POOL_NOCACHE)) ||
         (attr->pagesize &&
          (!dp_is_pow2(attr->pagesize) || attr->pagesize < 4096 ||
           attr->pagesize > DP_PAGESIZE_MAX)) ||
-        attr->lowat > attr->hiwat ||
+        (attr->hiwat && attr->lowat > attr->hiwat) ||
         (attr->max_pages && attr->lowat > attr->max_pages)) {
         errno = EINVAL;
         return NULL;
@@ -166,7 +165,7 @@ dp_pool_t *dp_pool_create_ex(const char *name, size_t objsize,
     p->max_pages = attr->max_pages ? attr->max_pages : SIZE_MAX;
     p->clock = attr->clock;
     p->clock_arg = attr->clock_arg;
-    p->flags = attr->flags;
+    p->flags = attr->flags | (iflags & DP_IPOOL_IMMEDIATE);
     p->debug = debug;
     p->pagemap = debug || (iflags & DP_IPOOL_PAGEMAP);
     p->lowat = attr->lowat;
@@ -184,11 +183,11 @@ dp_pool_t *dp_pool_create_ex(const char *name, size_t objsize,
     return p;
 }
 
-void dp_pool_destroy(dp_pool_t *p)
+int dp_pool_destroy(dp_pool_t *p)
 {
     if (!p) {
         errno = EINVAL;
-        return;
+        return -1;
     }
     dp_registry_remove(p); /* waits for a reclaim pass using it */
     dp_tcache_drain_pool(p, true, true); /* every thread's bin, and its index */
@@ -217,7 +216,7 @@ void dp_pool_destroy(dp_pool_t *p)
         dp_tcache_pool_init(p);
         dp_registry_add(p);
         errno = EBUSY;
-        return;
+        return -1;
     }
     size_t lowat = p->lowat, reserve = p->reserve_pages;
     p->lowat = p->reserve_pages = 0;
@@ -230,4 +229,5 @@ void dp_pool_destroy(dp_pool_t *p)
     (void)n;
     pthread_mutex_destroy(&p->lock);
     spare_push(p, p);
+    return 0;
 }

@@ -290,7 +290,7 @@ void dp_wake_getters(struct dp_pool *p)
     }
 }
 
-/* The pool layer's DP_POOL_IMMEDIATE release (page.h); set once at load,
+/* The pool layer's DP_IPOOL_IMMEDIATE release (page.h); set once at load,
  * read by the rare put that empties a page of such a pool. */
 static _Atomic(size_t (*)(struct dp_pool *)) emptied_cb;
 
@@ -381,12 +381,12 @@ static void page_put_run(struct dp_pool *p, struct dp_page *pg, void *first,
         DP_PROBE(put_queue, p, p->name, pg, (ns & DP_PG_COUNT) == 0);
         dp_wake_getters(p);
     }
-    /* DP_POOL_IMMEDIATE: what a naive pool does when a put empties a page
+    /* DP_IPOOL_IMMEDIATE: what a naive pool does when a put empties a page
      * -- take the pool lock and give the page back to the provider right
      * here, inside the put.  It breaks deferpool's promise on purpose, so
      * the benchmarks can show what deferral buys; put_provider_calls counts
      * it.  Whoever queued it, an emptied page is on the pending queue now. */
-    if (DP_UNLIKELY(p->flags & DP_POOL_IMMEDIATE) && (ns & DP_PG_COUNT) == 0) {
+    if (DP_UNLIKELY(p->flags & DP_IPOOL_IMMEDIATE) && (ns & DP_PG_COUNT) == 0) {
         size_t (*cb)(struct dp_pool *) =
             atomic_load_explicit(&emptied_cb, memory_order_acquire);
         if (cb)

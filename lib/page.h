@@ -65,7 +65,7 @@ DP_HIDDEN uint32_t dp_page_put_runs(struct dp_pool *p, void *const *objs,
  * non-blocking futex wake when there are.  Safe from a put. */
 DP_HIDDEN void dp_wake_getters(struct dp_pool *p);
 /* Callback registered by the pool layer (pool.c, at load): a put on a
- * DP_POOL_IMMEDIATE pool that emptied a page calls it to give the pool's
+ * DP_IPOOL_IMMEDIATE pool that emptied a page calls it to give the pool's
  * empty pages back at once (the benchmarks' naive baseline). */
 DP_HIDDEN void dp_page_set_emptied_cb(size_t (*cb)(struct dp_pool *p));
 

@@ -512,7 +512,7 @@ void *dp_pool_get_timed(dp_pool_t *p, int flags,
 
 /* Return every empty page beyond keep, regardless of age (explicit
  * reclaim; and, through the page layer's emptied callback,
- * DP_POOL_IMMEDIATE puts).  Takes and drops the pool
+ * DP_IPOOL_IMMEDIATE puts).  Takes and drops the pool
  * lock; the provider is called without it. */
 static size_t release_all_empty(struct dp_pool *p, int by)
 {

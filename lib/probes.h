@@ -16,7 +16,7 @@ enum dp_probe_by {
     DP_BY_THREAD = 3,    /* the reclaim thread's pass                     */
     DP_BY_STEP = 4,      /* dp_reclaim_step()                             */
     DP_BY_DESTROY = 5,   /* dp_pool_destroy()                             */
-    DP_BY_IMMEDIATE = 6, /* a put on a DP_POOL_IMMEDIATE pool             */
+    DP_BY_IMMEDIATE = 6, /* a put on a DP_IPOOL_IMMEDIATE pool            */
 };
 
 /* DP_PROBES_ON: 1 when probes are compiled in, so that a value computed

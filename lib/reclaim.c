@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <string.h>
 
 enum rt_state { RT_STOPPED, RT_RUNNING, RT_STOPPING };
 
@@ -231,6 +232,7 @@ void dp_reclaim_info(dp_reclaim_info_t *out)
 {
     if (!out)
         return;
+    memset(out, 0, sizeof(*out)); /* the reserved space reads 0 */
     pthread_mutex_lock(&dp_rt.lock);
     out->running = dp_rt.state == RT_RUNNING;
     out->passes = dp_rt.passes;

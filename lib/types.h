@@ -90,6 +90,14 @@ struct dp_page {
     uint64_t empty_since; /* clock when classified empty               */
 };
 
+/* An internal creation flag kept in dp_pool.flags, above the public
+ * DP_POOL_* bits: for comparison only, a naive pool -- the put that empties
+ * a page takes the pool lock and returns it (and any other empty page
+ * beyond lowat) to the provider, counted in put_provider_calls; implies no
+ * thread cache.  Reached by the benchmarks' private copy of the library
+ * and by tests/test_immediate.c (dp_pool_create_ex). */
+#define DP_IPOOL_IMMEDIATE 0x100
+
 struct dp_pool {
     /* Hot: everything the get and put fast paths read, in the first cache
      * line, so that a put touches one line of the pool (a program using
@@ -112,7 +120,8 @@ struct dp_pool {
     size_t objsize;
     int (*ctor)(void *, void *, int);
     int tcidx;            /* thread-cache bin index; -1: not cached     */
-    unsigned flags;
+    unsigned flags;       /* DP_POOL_* of the attributes, and
+                             DP_IPOOL_IMMEDIATE                        */
     uint32_t tc_soft;     /* a get from a bin holding more than this
                              returns its oldest objects first, so that
                              a put rarely has to (cache.c, "Soft

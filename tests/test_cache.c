@@ -39,7 +39,8 @@ static dp_pool_t *mkpool(dp_mock_t *m, unsigned flags, size_t max_pages)
 static void finish(dp_pool_t *p, dp_mock_t *m)
 {
     cr_assert_eq(dp_pool_check(p), 0);
-    dp_pool_destroy(p);
+    cr_assert_eq(dp_pool_destroy(p), 0, "dp_pool_destroy: %s",
+                 strerror(errno));
     dp_mock_counters_t c;
     dp_mock_counters(m, &c);
     cr_assert_eq(c.allocs, c.frees, "pages leaked: %llu allocs, %llu frees",
@@ -409,7 +410,8 @@ Test(cache, destroy_takes_back_objects_cached_by_a_live_idle_thread)
     pthread_t t;
     sleeper_start(&s, &t, p, 20);
     errno = 0;
-    dp_pool_destroy(p);
+    cr_assert_eq(dp_pool_destroy(p), 0, "dp_pool_destroy: %s",
+                 strerror(errno));
     cr_assert_eq(errno, 0, "cached objects are not objects out");
     dp_mock_counters_t c;
     dp_mock_counters(m, &c);
@@ -580,53 +582,6 @@ Test(cache, objects_put_by_other_threads_are_counted_exactly)
     finish(xpool, m);
 }
 
-/* The comparison mode the benchmarks use: proves put_provider_calls is
- * measured (it can be non-zero), and that the default pool's 0 means
- * something. */
-Test(cache, immediate_mode_returns_the_page_inside_the_put_and_it_is_counted)
-{
-    dp_mock_t *m = dp_mock_create(0);
-    dp_pool_t *p = mkpool(m, DP_POOL_IMMEDIATE, 0);
-    void *o = dp_pool_get(p, DP_WAITOK);
-    cr_assert_not_null(o);
-    cr_assert_eq(tu_counters(m).frees, 0);
-    dp_pool_put(p, o);
-    cr_assert_eq(tu_counters(m).frees, 1, "the put returned the page itself");
-    dp_pool_stats_t s = tu_stats(p);
-    cr_assert_eq(s.put_provider_calls, 1);
-    cr_assert_eq(s.pages, 0);
-    cr_assert_eq(s.objs_cached, 0, "immediate mode is uncached");
-
-    /* The same sequence on a default pool: the page waits, no call. */
-    dp_pool_t *q = mkpool(m, 0, 0);
-    o = dp_pool_get(q, DP_WAITOK);
-    dp_pool_put(q, o);
-    dp_thread_cache_flush();
-    cr_assert_eq(tu_counters(m).frees, 1, "a default put never frees a page");
-    cr_assert_eq(tu_stats(q).put_provider_calls, 0);
-    cr_assert_eq(tu_stats(q).pages_empty, 1);
-    dp_pool_destroy(q);
-    finish(p, m);
-}
-
-Test(cache, immediate_mode_releases_a_page_already_queued_by_an_earlier_put)
-{
-    dp_mock_t *m = dp_mock_create(0);
-    dp_pool_t *p = mkpool(m, DP_POOL_IMMEDIATE, 0);
-    size_t cap = tu_stats(p).objs_per_page;
-    void **o = calloc(cap, sizeof *o);
-    for (size_t i = 0; i < cap; i++)
-        cr_assert_not_null(o[i] = dp_pool_get(p, DP_WAITOK));
-    /* The first put takes the full page below cap and queues it; no get
-     * drains the queue before the last put empties the page. */
-    for (size_t i = 0; i < cap; i++)
-        dp_pool_put(p, o[i]);
-    free(o);
-    cr_assert_eq(tu_counters(m).frees, 1, "the emptying put returned the page");
-    cr_assert_eq(tu_stats(p).put_provider_calls, 1);
-    finish(p, m);
-}
-
 /* ------------------------------------------------- DP_NOWAIT and the cache */
 
 /* Gate for the exit hook: the exiting thread parks there holding the
@@ -773,7 +728,8 @@ Test(cache, pools_beyond_the_256_bins_run_uncached_and_lose_nothing)
     while (tu_stats(pools[first_cached]).objs_cached == 0)
         first_cached++;
     dp_thread_cache_flush();
-    dp_pool_destroy(pools[first_cached]);
+    cr_assert_eq(dp_pool_destroy(pools[first_cached]), 0, "dp_pool_destroy: %s",
+                 strerror(errno));
     pools[first_cached] = mkpool(m, 0, 0);
     void *o = dp_pool_get(pools[first_cached], DP_WAITOK);
     dp_pool_put(pools[first_cached], o);
@@ -781,7 +737,8 @@ Test(cache, pools_beyond_the_256_bins_run_uncached_and_lose_nothing)
                  "a freed bin was not reused");
     dp_thread_cache_flush();
     for (size_t i = 0; i < NPOOLS; i++)
-        dp_pool_destroy(pools[i]);
+        cr_assert_eq(dp_pool_destroy(pools[i]), 0, "dp_pool_destroy: %s",
+                     strerror(errno));
     free(pools);
     dp_mock_counters_t c;
     dp_mock_counters(m, &c);
@@ -861,7 +818,8 @@ static int nomb_child(void)
         return 4;
     if (dp_pool_reclaim(p) != s.pages)
         return 5;
-    dp_pool_destroy(p);
+    if (dp_pool_destroy(p) != 0)
+        return 7;
     dp_mock_counters_t c;
     dp_mock_counters(m, &c);
     if (c.allocs != c.frees)

@@ -122,7 +122,8 @@ static dp_pool_t *ctor_pool(dp_mock_t *m)
 static void finish(dp_pool_t *pool, dp_mock_t *m)
 {
     cr_assert_eq(dp_pool_check(pool), 0);
-    dp_pool_destroy(pool);
+    cr_assert_eq(dp_pool_destroy(pool), 0, "dp_pool_destroy: %s",
+                 strerror(errno));
     dp_mock_counters_t c = tu_counters(m);
     cr_assert_eq(c.allocs, c.frees, "pages leaked: %" PRIu64 " allocated, %"
                  PRIu64 " freed", c.allocs, c.frees);
@@ -488,7 +489,8 @@ static dp_pool_t *reentry_pool(dp_mock_t *m, size_t max_pages, int flags,
 static void reentry_finish(dp_pool_t *pool, dp_mock_t *m)
 {
     cr_assert_eq(dp_pool_check(pool), 0);
-    dp_pool_destroy(pool);
+    cr_assert_eq(dp_pool_destroy(pool), 0, "dp_pool_destroy: %s",
+                 strerror(errno));
     dp_mock_counters_t c = tu_counters(m);
     cr_assert_eq(c.allocs, c.frees, "pages leaked: %" PRIu64 " allocated, %"
                  PRIu64 " freed", c.allocs, c.frees);
@@ -600,7 +602,8 @@ Test(ctor, dtor_get_from_its_own_pool_takes_a_free_object_or_gets_edeadlk)
         dp_pool_put(pool, objs[i]);
     free(objs);
     atomic_store(&re.tries, 0);
-    dp_pool_destroy(pool);
+    cr_assert_eq(dp_pool_destroy(pool), 0, "dp_pool_destroy: %s",
+                 strerror(errno));
     cr_assert_eq(atomic_load(&re.recursed), 0);
     cr_assert_eq(atomic_load(&re.edeadlk), 1, "the dtor's get: errno %d",
                  atomic_load(&re.last_errno));

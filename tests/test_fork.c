@@ -160,7 +160,8 @@ static void run_bounded(void (*fn)(void *), void *arg, int secs,
 static void finish(dp_pool_t *pool, dp_mock_t *m)
 {
     cr_assert_eq(dp_pool_check(pool), 0);
-    dp_pool_destroy(pool);
+    cr_assert_eq(dp_pool_destroy(pool), 0, "dp_pool_destroy: %s",
+                 strerror(errno));
     dp_reclaim_stop(); /* a thread left running slows exit under TSan */
     dp_mock_counters_t c = tu_counters(m);
     cr_assert_eq(c.allocs, c.frees, "pages leaked: %" PRIu64 " allocated, %"

@@ -48,7 +48,8 @@ static dp_pool_t *mock_pool(dp_mock_t *m, const char *name, size_t objsize)
 static void finish(dp_pool_t *pool, dp_mock_t *m)
 {
     cr_assert_eq(dp_pool_check(pool), 0, "invariants broken before destroy");
-    dp_pool_destroy(pool);
+    cr_assert_eq(dp_pool_destroy(pool), 0, "dp_pool_destroy: %s",
+                 strerror(errno));
     dp_mock_counters_t c = tu_counters(m);
     cr_assert_eq(c.allocs, c.frees,
                  "pages leaked: %" PRIu64 " allocated, %" PRIu64 " freed",
@@ -112,7 +113,8 @@ static struct geometry measure(size_t objsize, size_t pagesize)
     for (size_t i = 0; i < n; i++)
         dp_pool_put(pool, objs[i]);
     free(objs);
-    dp_pool_destroy(pool);
+    cr_assert_eq(dp_pool_destroy(pool), 0, "dp_pool_destroy: %s",
+                 strerror(errno));
     dp_mock_destroy(m);
     return g;
 }
@@ -233,7 +235,8 @@ Test(pool, alignment_is_honoured_for_every_power_of_two_from_8_to_4096)
             dp_pool_put(pool, objs[i]);
         free(objs);
         cr_assert_eq(dp_pool_check(pool), 0);
-        dp_pool_destroy(pool);
+        cr_assert_eq(dp_pool_destroy(pool), 0, "dp_pool_destroy: %s",
+                     strerror(errno));
         dp_mock_counters_t c = tu_counters(m);
         cr_assert_eq(c.allocs, c.frees, "align %zu leaked pages", align);
     }
@@ -270,7 +273,8 @@ Test(pool, alignment_above_4096_is_honoured_up_to_1_mib)
             dp_pool_put(pool, objs[i]);
         free(objs);
         cr_assert_eq(dp_pool_check(pool), 0);
-        dp_pool_destroy(pool);
+        cr_assert_eq(dp_pool_destroy(pool), 0, "dp_pool_destroy: %s",
+                     strerror(errno));
 
         /* A page of the alignment itself has no room after its header. */
         a.pagesize = align;
@@ -304,7 +308,8 @@ Test(pool, default_alignment_is_8_below_16_bytes_and_16_from_16_bytes)
         for (size_t i = 0; i < n; i++)
             dp_pool_put(pool, objs[i]);
         free(objs);
-        dp_pool_destroy(pool);
+        cr_assert_eq(dp_pool_destroy(pool), 0, "dp_pool_destroy: %s",
+                     strerror(errno));
     }
     dp_mock_counters_t c = tu_counters(m);
     cr_assert_eq(c.allocs, c.frees);
@@ -442,7 +447,8 @@ Test(pool, default_pagesize_is_the_smallest_power_of_two_from_64k_holding_eight_
         cr_assert_eq(dp_mock_log(m, dp_mock_log_length(m) - 1, &e, 1), 1);
         cr_assert_eq(e.size, expect, "the provider was asked for %zu bytes", e.size);
         dp_pool_put(pool, o);
-        dp_pool_destroy(pool);
+        cr_assert_eq(dp_pool_destroy(pool), 0, "dp_pool_destroy: %s",
+                     strerror(errno));
     }
     dp_mock_counters_t c = tu_counters(m);
     cr_assert_eq(c.allocs, c.frees);
@@ -752,9 +758,10 @@ Test(pool, destroy_racing_puts_refuses_until_every_object_is_back)
         unsigned refused = 0;
         for (;;) {
             errno = 0;
-            dp_pool_destroy(pool);
-            if (errno != EBUSY)
+            int rc = dp_pool_destroy(pool);
+            if (rc == 0)
                 break;
+            cr_assert_eq(errno, EBUSY, "round %u: %s", round, strerror(errno));
             refused++;
             /* Refused: the pool is intact (dp_pool_check wants a
              * quiescent pool; the statistics are read under its lock). */

@@ -227,9 +227,7 @@ static int child_main(struct scenario sc)
         if (c.allocs != ps.pages_alloc)
             return CH_BOOKS;
     }
-    errno = 0;
-    dp_pool_destroy(pool);
-    if (errno == EBUSY)
+    if (dp_pool_destroy(pool) != 0)
         return CH_DESTROY;
     if (m) {
         dp_mock_counters_t c;

@@ -103,7 +103,8 @@ static void make_empty_pages(dp_pool_t *pool, size_t npages)
 static void finish(dp_pool_t *pool, dp_mock_t *m)
 {
     cr_assert_eq(dp_pool_check(pool), 0, "invariants broken before destroy");
-    dp_pool_destroy(pool);
+    cr_assert_eq(dp_pool_destroy(pool), 0, "dp_pool_destroy: %s",
+                 strerror(errno));
     dp_reclaim_stop(); /* a thread left running slows exit under TSan */
     dp_mock_counters_t c = tu_counters(m);
     cr_assert_eq(c.allocs, c.frees,
@@ -701,7 +702,8 @@ Test(reclaim, a_pool_without_nothread_starts_the_reclaim_thread)
     cr_assert_not_null(pool);
     cr_assert(info().running, "the first ordinary pool did not start it");
     cr_assert_eq(dp_reclaim_sync(), 0);
-    dp_pool_destroy(pool);
+    cr_assert_eq(dp_pool_destroy(pool), 0, "dp_pool_destroy: %s",
+                 strerror(errno));
     finish(quiet, m);
 }
 
@@ -769,7 +771,8 @@ Test(reclaim, an_interval_past_the_end_of_the_clock_lets_the_thread_sleep,
     }
     dp_reclaim_stop();
     dp_reclaim_set_interval(0);
-    dp_pool_destroy(pool);
+    cr_assert_eq(dp_pool_destroy(pool), 0, "dp_pool_destroy: %s",
+                 strerror(errno));
 }
 
 Test(reclaim, reclaim_interval_is_set_and_reported)

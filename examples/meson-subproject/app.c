@@ -9,7 +9,8 @@ int main(void)
     if (obj == NULL)
         return 1;
     dp_pool_put(pool, obj);
-    dp_pool_destroy(pool);
+    if (dp_pool_destroy(pool) != 0)
+        return 1;
     puts("ok");
     return 0;
 }

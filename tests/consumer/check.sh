@@ -68,6 +68,26 @@ out=$(env -u LD_LIBRARY_PATH -u LD_PRELOAD "$tmp/consumer" 2>&1) ||
     fail "consumer exited with an error: $out"
 [ "$out" = ok ] || fail "consumer printed '$out', expected 'ok'"
 
+# The header is C99 and C++11 too: consumer.c compiles cleanly as both
+# (a C++ compiler is optional) and runs.
+# shellcheck disable=SC2086 # flags is a word list
+"${CC:-cc}" -std=c99 -Wall -Wextra -Werror -pedantic \
+    "$here/consumer.c" -o "$tmp/consumer-c99" $flags -Wl,-rpath,"$libdir" ||
+    fail "consumer.c does not compile as C99 against the installed header"
+out=$(env -u LD_LIBRARY_PATH -u LD_PRELOAD "$tmp/consumer-c99" 2>&1) ||
+    fail "consumer-c99 exited with an error: $out"
+[ "$out" = ok ] || fail "consumer-c99 printed '$out', expected 'ok'"
+if command -v "${CXX:-c++}" >/dev/null 2>&1; then
+    # shellcheck disable=SC2086 # flags is a word list
+    "${CXX:-c++}" -std=c++11 -Wall -Wextra -Werror -pedantic -x c++ \
+        "$here/consumer.c" -x none -o "$tmp/consumer-cxx" $flags \
+        -Wl,-rpath,"$libdir" ||
+        fail "consumer.c does not compile as C++11 against the installed header"
+    out=$(env -u LD_LIBRARY_PATH -u LD_PRELOAD "$tmp/consumer-cxx" 2>&1) ||
+        fail "consumer-cxx exited with an error: $out"
+    [ "$out" = ok ] || fail "consumer-cxx printed '$out', expected 'ok'"
+fi
+
 out=$(env -u LD_LIBRARY_PATH -u LD_PRELOAD "$tmp/example" 2>&1) ||
     fail "example exited with an error: $out"
 

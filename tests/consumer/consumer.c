@@ -1,4 +1,5 @@
-/* The smallest program against the installed library: tests/consumer/check.sh. */
+/* The smallest program against the installed library, compiled as C11,
+ * C99 and C++11 by tests/consumer/check.sh. */
 #include <deferpool.h>
 #include <stdio.h>
 
@@ -10,7 +11,7 @@ int main(void)
     int ok = obj != NULL && dp_pool_stats(pool, &st) == 0 && st.objs_inuse == 1;
     dp_pool_put(pool, obj);
     ok = ok && dp_pool_stats(pool, &st) == 0 && st.objs_inuse == 0 && st.puts == 1;
-    dp_pool_destroy(pool);
+    ok = dp_pool_destroy(pool) == 0 && ok;
     puts(ok ? "ok" : "FAIL");
     return !ok;
 }

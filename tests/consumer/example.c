@@ -23,6 +23,5 @@ int main(void)
     dp_pool_stats(conns, &st);
     printf("%s: %llu gets, %llu pages\n", st.name,
            (unsigned long long)st.gets, (unsigned long long)st.pages);
-    dp_pool_destroy(conns);
-    return 0;
+    return dp_pool_destroy(conns) == 0 ? 0 : 1;
 }
