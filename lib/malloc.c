@@ -26,7 +26,7 @@
  *          reused; free recognises them by address and does nothing.
  *
  * Globals and how they are synchronised:
- *   mc_pool[], mc_size[], mc_align[], mc_age_ns  written once by mc_init
+ *   mc_pool[], mc_align[], mc_age_ns  written once by mc_init
  *       under mc_init_lock, published by the release store of mc_inited
  *       (mc_age_ns also by the hook's registration).
  *   mc_inited   0 -> 1 once (release); readers acquire.
@@ -36,15 +36,16 @@
  *               enough in start-up to create a thread.
  *   mc_lq       Treiber stack of freed blocks: push by free
  *               (release CAS), taken whole by an exchange (acquire) under
- *               mc_lc_lock.  Only whole-stack takes, so no ABA.
- *   mc_bin[], mc_binmap[], mc_lc_old, mc_lc_new, mc_lc_last, mc_lc_trims
- *               the cache of free blocks, under mc_lc_lock, and so are
+ *               mc_heap_lock.  Only whole-stack takes, so no ABA.
+ *   mc_bin[], mc_binmap[], mc_heap_old, mc_heap_new, mc_heap_last,
+ *   mc_heap_trim_gen
+ *               the cache of free blocks, under mc_heap_lock, and so are
  *               the links a cached block keeps in its user area (struct
- *               mc_cnode) and the page-map tags of cached blocks; its
- *               counters in mc_ls change only under it.
+ *               mc_hnode) and the page-map tags of cached blocks; its
+ *               counters in mc_bs change only under it.
  *               No system call is made with the lock held (evicted blocks
  *               are unmapped or purged after it is dropped).
- *   mc_ls       statistics, relaxed atomics.
+ *   mc_bs       statistics, relaxed atomics.
  *   mc_tl_pops_folded  pops of exited threads' lists, atomic add.
  *   Thread lists: in the core's struct dp_tcache (ext[], ext_units),
  *               under its rules (dp_internal.h); see "Thread lists".
@@ -52,7 +53,7 @@
  *   mc_depth    thread-local: >0 while this thread is inside the
  *               allocator (recursion guard).
  * Lock order: mc_init_lock is outermost (held while creating pools, which
- * take the core's registry and cache locks); mc_lc_lock is a leaf, taken
+ * take the core's registry and cache locks); mc_heap_lock is a leaf, taken
  * with no other lock held except by the fork handlers, which take it
  * last (docs/design.md §8; the handlers' order: lib/reclaim.c, "Fork").
  */
@@ -78,7 +79,6 @@
 #define MC_ALIGN_MAX ((size_t)4096) /* largest alignment a pool gives */
 
 static dp_pool_t *mc_pool[MC_NCLASS];
-static size_t mc_size[MC_NCLASS];
 static size_t mc_align[MC_NCLASS];
 /* Sizes 0..128 by (n + 7) >> 3. */
 static const uint8_t mc_tiny[17] = {0, 0, 1, 2, 2, 3, 3, 4, 4,
@@ -152,22 +152,22 @@ static size_t boot_size(const void *p)
 
 /* ---- large blocks -------------------------------------------------------- */
 
-#define MC_LARGE_MAGIC 0x64706c67u /* "dplg"; != DP_PAGE_MAGIC */
-#define MC_LARGE_HDR ((size_t)64)  /* user data offset without alignment */
+#define MC_BLOCK_MAGIC 0x64706c67u /* "dplg"; != DP_PAGE_MAGIC */
+#define MC_BLOCK_HDR ((size_t)64)  /* user data offset without alignment */
 #define MC_SYSPAGE ((size_t)4096)
 
-/* mc_large.state: who has the block.  free() moves it from MC_LIVE to
+/* mc_block.state: who has the block.  free() moves it from MC_LIVE to
  * MC_QUEUED with a CAS, so a second free() of the same block fails that
  * CAS and is caught instead of queueing the block twice. */
 enum { MC_LIVE = 1, MC_QUEUED = 2, MC_CACHED = 3 };
 
 /* At the start of each large block.  The first field must be the magic:
  * free tells it from a struct dp_page by that word. */
-struct mc_large {
+struct mc_block {
     uint32_t magic;
     _Atomic uint32_t state; /* MC_LIVE; MC_QUEUED (free's CAS); MC_CACHED
-                               (under mc_lc_lock)                       */
-    struct mc_large *next;  /* mc_lq link: written before the push CAS   */
+                               (under mc_heap_lock)                       */
+    struct mc_block *next;  /* mc_lq link: written before the push CAS   */
     size_t maplen;          /* bytes of the block, a multiple of
                                MC_SYSPAGE (a mapping or part of one)    */
     size_t off;             /* user pointer = header + off                */
@@ -176,26 +176,26 @@ struct mc_large {
 };
 
 /* A cached block's links, kept in its user area (the block is free):
- * under mc_lc_lock. */
-struct mc_cnode {
-    struct mc_large *fnext, *fprev; /* its size bin, newest first       */
-    struct mc_large *anext, *aprev; /* arrival order, oldest first      */
-    uint64_t stamp;                 /* when it arrived (lc_lock)        */
+ * under mc_heap_lock. */
+struct mc_hnode {
+    struct mc_block *fnext, *fprev; /* its size bin, newest first       */
+    struct mc_block *anext, *aprev; /* arrival order, oldest first      */
+    uint64_t stamp;                 /* when it arrived (heap_lock)        */
     unsigned bin;
     unsigned clean;                 /* 1: its pages but the first are not
                                        resident (purged, or never
                                        touched); not on the arrival list */
 };
 
-static struct mc_large *_Atomic mc_lq;
+static struct mc_block *_Atomic mc_lq;
 
 static struct {
     _Atomic uint64_t live, live_bytes, queued, queued_bytes;
     _Atomic uint64_t cached, cached_bytes;
-    _Atomic uint64_t maps, unmaps, reused, trims, merges;
+    _Atomic uint64_t maps, unmaps, reused, splits, merges;
     _Atomic uint64_t purges, purged_bytes; /* purged_bytes: clean cached
-                                              blocks' bytes (mc_lc_lock) */
-} mc_ls;
+                                              blocks' bytes (mc_heap_lock) */
+} mc_bs;
 
 #define MC_RLX memory_order_relaxed
 
@@ -203,7 +203,7 @@ static struct {
  * The cache of free large blocks: a page-granular heap (docs/malloc.md,
  * "Large and medium blocks").  free() never sees it: it pushes on mc_lq.
  * The allocating side (a large or medium malloc, realloc, the reclaim
- * hook, trim) moves the queue into the cache under mc_lc_lock, stamping
+ * hook, trim) moves the queue into the cache under mc_heap_lock, stamping
  * each block with the time it arrived, and takes or evicts blocks there.
  * Evicted blocks are unmapped after the lock is dropped, so the lock is
  * never held across a system call.
@@ -229,10 +229,10 @@ static struct {
  *     frames need is created when the block is mapped (outside the lock),
  *     so the stores made under the lock never map memory.
  *   - Arrival order: a list, oldest first; what is older than the reclaim
- *     age, or past MC_LC_MAX_BYTES, is evicted from its head.
+ *     age, or past MC_HEAP_MAX_BYTES, is evicted from its head.
  *
  *   MC_CHUNK         the mapping a small request is cut from;
- *   MC_LC_MAX_BYTES  retention limit: blocks past it (oldest first) are
+ *   MC_HEAP_MAX_BYTES  retention limit: blocks past it (oldest first) are
  *                    unmapped at once, by whoever fills the cache; age
  *                    returns the rest;
  *   MC_MERGE_MAX     blocks merge only up to this size, so that one merged
@@ -247,8 +247,8 @@ static struct {
  *                    (medium blocks) a growing block takes what it needs.
  */
 #define MC_CHUNK ((size_t)2 << 20)
-#define MC_LC_MAX_BYTES ((size_t)1 << 30)
-#define MC_MERGE_MAX (MC_LC_MAX_BYTES / 4)
+#define MC_HEAP_MAX_BYTES ((size_t)1 << 30)
+#define MC_MERGE_MAX (MC_HEAP_MAX_BYTES / 4)
 #define MC_GROW_ROOM 16
 #define MC_GROW_MIN ((size_t)64 << 10)
 #define MC_DEFAULT_AGE_NS 500000000ull /* malloc's own default: 500 ms */
@@ -257,24 +257,24 @@ static struct {
 #define MC_ALIGN_SCAN 64 /* blocks an aligned search looks at in all */
 #define MC_TAG_CACHED ((uintptr_t)2)
 
-static pthread_mutex_t mc_lc_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct mc_large *mc_bin[MC_NBINS];  /* under mc_lc_lock */
-static uint64_t mc_binmap[MC_NBINS / 64];  /* under mc_lc_lock: non-empty */
-static struct mc_large *mc_lc_old, *mc_lc_new; /* under mc_lc_lock */
-static uint64_t mc_lc_last;                /* under mc_lc_lock: last stamp */
-static uint64_t mc_lc_trims; /* under mc_lc_lock: LC_TRIM_ALL passes begun */
+static pthread_mutex_t mc_heap_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct mc_block *mc_bin[MC_NBINS];  /* under mc_heap_lock */
+static uint64_t mc_binmap[MC_NBINS / 64];  /* under mc_heap_lock: non-empty */
+static struct mc_block *mc_heap_old, *mc_heap_new; /* under mc_heap_lock */
+static uint64_t mc_heap_last;                /* under mc_heap_lock: last stamp */
+static uint64_t mc_heap_trim_gen; /* under mc_heap_lock: HEAP_TRIM_ALL passes begun */
 static uint64_t mc_age_ns = MC_DEFAULT_AGE_NS; /* set once by mc_init */
 
-/* Take mc_lc_lock and return the time to stamp arrivals with: the clock,
+/* Take mc_heap_lock and return the time to stamp arrivals with: the clock,
  * read before the lock is taken, and never earlier than the last stamp,
  * so that the arrival list stays in stamp order. */
-static uint64_t lc_lock(void)
+static uint64_t heap_lock(void)
 {
     uint64_t now = dp_mono_ns();
-    pthread_mutex_lock(&mc_lc_lock);
-    if (now < mc_lc_last)
-        now = mc_lc_last;
-    mc_lc_last = now;
+    pthread_mutex_lock(&mc_heap_lock);
+    if (now < mc_heap_last)
+        now = mc_heap_last;
+    mc_heap_last = now;
     return now;
 }
 
@@ -283,26 +283,26 @@ static void *frame_of(const void *p)
     return (void *)((uintptr_t)p & ~(uintptr_t)(MC_SYSPAGE - 1));
 }
 
-static inline char *large_user(struct mc_large *h) { return (char *)h + h->off; }
-static inline size_t large_usable(struct mc_large *h) { return h->maplen - h->off; }
-static inline struct mc_cnode *cnode(struct mc_large *h)
+static inline char *block_user(struct mc_block *h) { return (char *)h + h->off; }
+static inline size_t block_usable(struct mc_block *h) { return h->maplen - h->off; }
+static inline struct mc_hnode *hnode(struct mc_block *h)
 {
-    return (struct mc_cnode *)((char *)h + MC_LARGE_HDR);
+    return (struct mc_hnode *)((char *)h + MC_BLOCK_HDR);
 }
 
 /* The block a page-map value names when it is a live or queued block's
  * header (low bits clear), else NULL. */
-static inline struct mc_large *as_large(void *v)
+static inline struct mc_block *as_block(void *v)
 {
-    struct mc_large *h = v;
-    return h && !((uintptr_t)v & 3u) && h->magic == MC_LARGE_MAGIC ? h : NULL;
+    struct mc_block *h = v;
+    return h && !((uintptr_t)v & 3u) && h->magic == MC_BLOCK_MAGIC ? h : NULL;
 }
 
 /* The cached block a page-map value names, else NULL. */
-static inline struct mc_large *as_cached(void *v)
+static inline struct mc_block *as_cached(void *v)
 {
     return ((uintptr_t)v & 3u) == MC_TAG_CACHED
-               ? (struct mc_large *)((uintptr_t)v - MC_TAG_CACHED)
+               ? (struct mc_block *)((uintptr_t)v - MC_TAG_CACHED)
                : NULL;
 }
 
@@ -311,22 +311,22 @@ static inline struct mc_large *as_cached(void *v)
  * (docs/malloc.md, "Aligned blocks"): 64 bytes in, past the header; for
  * an alignment of 128 bytes to a page, `align` bytes in (the block starts
  * on a page); above a page, one page in, the block starting a page before
- * an aligned address, which large_place finds in a range that is
- * large_pad bytes longer than the block.
+ * an aligned address, which block_place finds in a range that is
+ * block_pad bytes longer than the block.
  */
-static inline size_t large_off(size_t align)
+static inline size_t block_off(size_t align)
 {
-    return align <= MC_LARGE_HDR ? MC_LARGE_HDR
+    return align <= MC_BLOCK_HDR ? MC_BLOCK_HDR
            : align < MC_SYSPAGE  ? align
                                  : MC_SYSPAGE;
 }
 
-static inline size_t large_pad(size_t align)
+static inline size_t block_pad(size_t align)
 {
     return align > MC_SYSPAGE ? align - MC_SYSPAGE : 0;
 }
 
-static inline char *large_place(char *m, size_t align)
+static inline char *block_place(char *m, size_t align)
 {
     if (align <= MC_SYSPAGE)
         return m;
@@ -338,28 +338,28 @@ static inline char *large_place(char *m, size_t align)
 /* Move the user pointer of h (live or freed, owned by the caller) to
  * `off`: the page map names h under the frame of its user pointer, and
  * under no other frame of the block. */
-static void large_set_off(struct mc_large *h, size_t off)
+static void block_set_off(struct mc_block *h, size_t off)
 {
-    void *was = frame_of(large_user(h));
+    void *was = frame_of(block_user(h));
     h->off = off;
-    void *now = frame_of(large_user(h));
+    void *now = frame_of(block_user(h));
     if (now != was) {
         dp_pagemap_store(now, h);
         dp_pagemap_store(was, NULL);
     }
 }
 
-static void large_unmap(struct mc_large *h)
+static void block_unmap(struct mc_block *h)
 {
-    dp_pagemap_set(frame_of(large_user(h)), MC_SYSPAGE, NULL);
-    atomic_fetch_add_explicit(&mc_ls.unmaps, 1, MC_RLX);
+    dp_pagemap_set(frame_of(block_user(h)), MC_SYSPAGE, NULL);
+    atomic_fetch_add_explicit(&mc_bs.unmaps, 1, MC_RLX);
     size_t len = h->maplen;
     h->magic = 0;
     DP_PROBE(malloc_unmap, h, len);
     dp_provider_mmap()->free(NULL, h, len);
 }
 
-static unsigned lc_bin(size_t len)
+static unsigned heap_bin(size_t len)
 {
     size_t np = len / MC_SYSPAGE;
     if (np <= 64)
@@ -369,122 +369,122 @@ static unsigned lc_bin(size_t len)
     return b < MC_NBINS ? b : MC_NBINS - 1;
 }
 
-static inline void *lc_last_frame(struct mc_large *h)
+static inline void *heap_last_frame(struct mc_block *h)
 {
     return (char *)h + h->maplen - MC_SYSPAGE;
 }
 
 /* Into the cache, newest: its bin, the arrival list's end, its tags. */
-static void lc_link_locked(struct mc_large *h, uint64_t now, bool clean)
+static void heap_link_locked(struct mc_block *h, uint64_t now, bool clean)
 {
-    struct mc_cnode *c = cnode(h);
-    unsigned b = lc_bin(h->maplen);
+    struct mc_hnode *c = hnode(h);
+    unsigned b = heap_bin(h->maplen);
     c->bin = b;
     c->stamp = now;
     c->clean = clean;
     c->fprev = NULL;
     c->fnext = mc_bin[b];
     if (c->fnext)
-        cnode(c->fnext)->fprev = h;
+        hnode(c->fnext)->fprev = h;
     mc_bin[b] = h;
     mc_binmap[b / 64] |= (uint64_t)1 << (b % 64);
     c->anext = NULL;
     if (clean) {
         c->aprev = NULL;
-        atomic_fetch_add_explicit(&mc_ls.purged_bytes, h->maplen, MC_RLX);
+        atomic_fetch_add_explicit(&mc_bs.purged_bytes, h->maplen, MC_RLX);
     } else {
-        c->aprev = mc_lc_new;
-        if (mc_lc_new)
-            cnode(mc_lc_new)->anext = h;
+        c->aprev = mc_heap_new;
+        if (mc_heap_new)
+            hnode(mc_heap_new)->anext = h;
         else
-            mc_lc_old = h;
-        mc_lc_new = h;
+            mc_heap_old = h;
+        mc_heap_new = h;
     }
     atomic_store_explicit(&h->state, MC_CACHED, MC_RLX);
     void *tag = (void *)((uintptr_t)h | MC_TAG_CACHED);
     dp_pagemap_store(h, tag);
     if (h->maplen > MC_SYSPAGE)
-        dp_pagemap_store(lc_last_frame(h), tag);
-    atomic_fetch_add_explicit(&mc_ls.cached, 1, MC_RLX);
-    atomic_fetch_add_explicit(&mc_ls.cached_bytes, h->maplen, MC_RLX);
+        dp_pagemap_store(heap_last_frame(h), tag);
+    atomic_fetch_add_explicit(&mc_bs.cached, 1, MC_RLX);
+    atomic_fetch_add_explicit(&mc_bs.cached_bytes, h->maplen, MC_RLX);
 }
 
 /* Out of the cache; its first frame then maps to `first` (the header,
  * for a block handed out; NULL for one merged away or evicted). */
-static void lc_unlink_locked(struct mc_large *h, void *first)
+static void heap_unlink_locked(struct mc_block *h, void *first)
 {
-    struct mc_cnode *c = cnode(h);
+    struct mc_hnode *c = hnode(h);
     if (c->fprev) {
-        cnode(c->fprev)->fnext = c->fnext;
+        hnode(c->fprev)->fnext = c->fnext;
     } else {
         mc_bin[c->bin] = c->fnext;
         if (!c->fnext)
             mc_binmap[c->bin / 64] &= ~((uint64_t)1 << (c->bin % 64));
     }
     if (c->fnext)
-        cnode(c->fnext)->fprev = c->fprev;
+        hnode(c->fnext)->fprev = c->fprev;
     if (c->clean) {
-        atomic_fetch_sub_explicit(&mc_ls.purged_bytes, h->maplen, MC_RLX);
+        atomic_fetch_sub_explicit(&mc_bs.purged_bytes, h->maplen, MC_RLX);
     } else {
         if (c->aprev)
-            cnode(c->aprev)->anext = c->anext;
+            hnode(c->aprev)->anext = c->anext;
         else
-            mc_lc_old = c->anext;
+            mc_heap_old = c->anext;
         if (c->anext)
-            cnode(c->anext)->aprev = c->aprev;
+            hnode(c->anext)->aprev = c->aprev;
         else
-            mc_lc_new = c->aprev;
+            mc_heap_new = c->aprev;
     }
     if (h->maplen > MC_SYSPAGE)
-        dp_pagemap_store(lc_last_frame(h), NULL);
+        dp_pagemap_store(heap_last_frame(h), NULL);
     dp_pagemap_store(h, first);
-    atomic_fetch_sub_explicit(&mc_ls.cached, 1, MC_RLX);
-    atomic_fetch_sub_explicit(&mc_ls.cached_bytes, h->maplen, MC_RLX);
+    atomic_fetch_sub_explicit(&mc_bs.cached, 1, MC_RLX);
+    atomic_fetch_sub_explicit(&mc_bs.cached_bytes, h->maplen, MC_RLX);
 }
 
 /* A header swallowed by a merge: no longer a block. */
-static void large_forget_locked(struct mc_large *h)
+static void heap_forget_locked(struct mc_block *h)
 {
     dp_pagemap_store(h, NULL);
     h->magic = 0;
-    atomic_fetch_add_explicit(&mc_ls.merges, 1, MC_RLX);
+    atomic_fetch_add_explicit(&mc_bs.merges, 1, MC_RLX);
 }
 
 /* Cache h (default offset, not cached), merged with the cached blocks
  * that end where it starts and start where it ends. */
-static void lc_insert_locked(struct mc_large *h, uint64_t now, bool clean)
+static void heap_insert_locked(struct mc_block *h, uint64_t now, bool clean)
 {
-    struct mc_large *l = as_cached(dp_pagemap_get((char *)h - MC_SYSPAGE));
+    struct mc_block *l = as_cached(dp_pagemap_get((char *)h - MC_SYSPAGE));
     if (l && (char *)l + l->maplen == (char *)h &&
         l->maplen + h->maplen <= MC_MERGE_MAX) {
-        clean = clean && cnode(l)->clean;
-        lc_unlink_locked(l, l);
-        large_forget_locked(h);
+        clean = clean && hnode(l)->clean;
+        heap_unlink_locked(l, l);
+        heap_forget_locked(h);
         l->maplen += h->maplen;
         h = l;
     }
-    struct mc_large *r = as_cached(dp_pagemap_get((char *)h + h->maplen));
+    struct mc_block *r = as_cached(dp_pagemap_get((char *)h + h->maplen));
     if (r && (char *)r == (char *)h + h->maplen &&
         h->maplen + r->maplen <= MC_MERGE_MAX) {
-        clean = clean && cnode(r)->clean;
-        lc_unlink_locked(r, NULL);
+        clean = clean && hnode(r)->clean;
+        heap_unlink_locked(r, NULL);
         r->magic = 0;
-        atomic_fetch_add_explicit(&mc_ls.merges, 1, MC_RLX);
+        atomic_fetch_add_explicit(&mc_bs.merges, 1, MC_RLX);
         h->maplen += r->maplen;
     }
-    lc_link_locked(h, now, clean);
+    heap_link_locked(h, now, clean);
 }
 
 /* The smallest block of at least len bytes the bins show, or NULL:
  * exact in the one-page-count bins; in a mixed bin, the best of its first
  * MC_BIN_SCAN blocks; else the newest block of the next non-empty bin. */
-static struct mc_large *lc_fit_locked(size_t len)
+static struct mc_block *heap_fit_locked(size_t len)
 {
-    unsigned b = lc_bin(len);
-    struct mc_large *best = NULL;
+    unsigned b = heap_bin(len);
+    struct mc_block *best = NULL;
     unsigned k = 0;
-    for (struct mc_large *e = mc_bin[b]; e && k < MC_BIN_SCAN;
-         e = cnode(e)->fnext, k++) {
+    for (struct mc_block *e = mc_bin[b]; e && k < MC_BIN_SCAN;
+         e = hnode(e)->fnext, k++) {
         if (e->maplen >= len && (!best || e->maplen < best->maplen)) {
             best = e;
             if (e->maplen == len)
@@ -505,23 +505,23 @@ static struct mc_large *lc_fit_locked(size_t len)
 
 /*
  * For an alignment above a page: the first cached block, by size from len
- * up, that holds len bytes from its aligned start (large_place), looking
+ * up, that holds len bytes from its aligned start (block_place), looking
  * at the first MC_BIN_SCAN blocks of each bin and MC_ALIGN_SCAN blocks in
  * all -- so that a freed aligned block serves the same request again --
- * else the best fit for len + large_pad(align) bytes, which always holds
+ * else the best fit for len + block_pad(align) bytes, which always holds
  * them.
  */
-static struct mc_large *lc_fit_aligned_locked(size_t len, size_t align)
+static struct mc_block *heap_fit_aligned_locked(size_t len, size_t align)
 {
     unsigned seen = 0;
-    for (unsigned b = lc_bin(len); b < MC_NBINS && seen < MC_ALIGN_SCAN; b++) {
+    for (unsigned b = heap_bin(len); b < MC_NBINS && seen < MC_ALIGN_SCAN; b++) {
         unsigned k = 0;
-        for (struct mc_large *e = mc_bin[b]; e && k < MC_BIN_SCAN;
-             e = cnode(e)->fnext, k++, seen++)
-            if (large_place((char *)e, align) + len <= (char *)e + e->maplen)
+        for (struct mc_block *e = mc_bin[b]; e && k < MC_BIN_SCAN;
+             e = hnode(e)->fnext, k++, seen++)
+            if (block_place((char *)e, align) + len <= (char *)e + e->maplen)
                 return e;
     }
-    return lc_fit_locked(len + large_pad(align));
+    return heap_fit_locked(len + block_pad(align));
 }
 
 /*
@@ -529,36 +529,36 @@ static struct mc_large *lc_fit_aligned_locked(size_t len, size_t align)
  *  1. take the whole queue (acquire exchange: no ABA) into the cache,
  *     stamped `now`, each block merged with its cached neighbours; an
  *     aligned block's user pointer goes back to the default offset;
- *  2. evict, oldest first, the dirty blocks past MC_LC_MAX_BYTES or
+ *  2. evict, oldest first, the dirty blocks past MC_HEAP_MAX_BYTES or
  *     older than the age; `all` (trim): every block, clean ones too;
  *  3. want_len != 0: take the best fit for want_len at want_align
- *     (lc_take_locked).
+ *     (heap_take_locked).
  * After the lock is dropped, evicted blocks of MC_CHUNK or more (all of
  * them for a trim) are unmapped; smaller ones are purged and put back
  * clean -- unless a dp_malloc_trim() ran while they were being purged
- * (mc_lc_trims moved): that trim promised every free block unmapped, and
+ * (mc_heap_trim_gen moved): that trim promised every free block unmapped, and
  * could not take these, so they are unmapped instead.  *nreturned counts
  * both.  Runs from a reclaim pass, a medium or large malloc or realloc,
  * or a trim -- never from free.
  */
-static void lc_rest_locked(struct mc_large *rest, size_t rest_len,
+static void heap_rest_locked(struct mc_block *rest, size_t rest_len,
                            uint64_t now, bool clean);
 
-/* large_cache's trim argument. */
+/* heap_pass's trim argument. */
 enum {
-    LC_KEEP,     /* only what is due                                      */
-    LC_TRIM,     /* every dirty block now: malloc_trim()                  */
-    LC_TRIM_ALL, /* every free block unmapped, clean ones too:
+    HEAP_KEEP,     /* only what is due                                      */
+    HEAP_TRIM,     /* every dirty block now: malloc_trim()                  */
+    HEAP_TRIM_ALL, /* every free block unmapped, clean ones too:
                     dp_malloc_trim(), and an allocation that failed       */
 };
 
 /* Unmap a list of blocks linked by next; how many. */
-static size_t large_unmap_list(struct mc_large *l)
+static size_t block_unmap_list(struct mc_block *l)
 {
     size_t n = 0;
     while (l) {
-        struct mc_large *next = l->next;
-        large_unmap(l);
+        struct mc_block *next = l->next;
+        block_unmap(l);
         n++;
         l = next;
     }
@@ -567,8 +567,8 @@ static size_t large_unmap_list(struct mc_large *l)
 
 /*
  * Take the best fit for a block of len bytes at `align` out of the cache,
- * in use, its user pointer at large_off(align), or NULL.  An alignment
- * above a page asks for large_pad(align) bytes more and leaves the pages
+ * in use, its user pointer at block_off(align), or NULL.  An alignment
+ * above a page asks for block_pad(align) bytes more and leaves the pages
  * before the aligned start in the cache.  What the block does not need
  * past len is split off and cached too (grow: it keeps up to MC_GROW_ROOM
  * x len).  Split here, under the lock: a rest kept out of the cache even
@@ -576,76 +576,76 @@ static size_t large_unmap_list(struct mc_large *l)
  * for.  Writing a new header may fault its page in; it is never a system
  * call.
  */
-static struct mc_large *lc_take_locked(size_t len, size_t align, bool grow,
+static struct mc_block *heap_take_locked(size_t len, size_t align, bool grow,
                                        uint64_t now)
 {
-    struct mc_large *got = align > MC_SYSPAGE
-                               ? lc_fit_aligned_locked(len, align)
-                               : lc_fit_locked(len);
+    struct mc_block *got = align > MC_SYSPAGE
+                               ? heap_fit_aligned_locked(len, align)
+                               : heap_fit_locked(len);
     if (!got)
         return NULL;
-    bool clean = cnode(got)->clean;
+    bool clean = hnode(got)->clean;
     size_t have = got->maplen;
-    lc_unlink_locked(got, NULL);
-    char *at = large_place((char *)got, align);
+    heap_unlink_locked(got, NULL);
+    char *at = block_place((char *)got, align);
     if (at != (char *)got) {
         got->maplen = (size_t)(at - (char *)got);
-        lc_link_locked(got, now, clean);
-        atomic_fetch_add_explicit(&mc_ls.trims, 1, MC_RLX);
+        heap_link_locked(got, now, clean);
+        atomic_fetch_add_explicit(&mc_bs.splits, 1, MC_RLX);
         have -= got->maplen;
-        got = (struct mc_large *)at;
-        got->magic = MC_LARGE_MAGIC;
+        got = (struct mc_block *)at;
+        got->magic = MC_BLOCK_MAGIC;
     }
     if (grow && len > MC_GROW_MIN) /* whole pages, so is the room */
         len = len <= have / MC_GROW_ROOM ? len * MC_GROW_ROOM : have;
     got->maplen = have;
     if (have > len) {
         got->maplen = len;
-        atomic_fetch_add_explicit(&mc_ls.trims, 1, MC_RLX);
-        lc_rest_locked((struct mc_large *)((char *)got + len), have - len,
+        atomic_fetch_add_explicit(&mc_bs.splits, 1, MC_RLX);
+        heap_rest_locked((struct mc_block *)((char *)got + len), have - len,
                        now, clean);
     }
     atomic_store_explicit(&got->state, MC_LIVE, MC_RLX);
     got->next = NULL;
-    got->off = large_off(align);
+    got->off = block_off(align);
     got->align = align;
-    dp_pagemap_store(frame_of(large_user(got)), got);
+    dp_pagemap_store(frame_of(block_user(got)), got);
     return got;
 }
 
-static struct mc_large *large_cache(size_t want_len, size_t want_align,
+static struct mc_block *heap_pass(size_t want_len, size_t want_align,
                                     bool grow, int trim, size_t *nreturned)
 {
-    struct mc_large *evict = NULL, *purge = NULL, *got = NULL;
-    uint64_t now = lc_lock();
-    uint64_t trims = mc_lc_trims;
-    if (trim == LC_TRIM_ALL)
-        mc_lc_trims++;
-    struct mc_large *l = atomic_exchange_explicit(&mc_lq, NULL,
+    struct mc_block *evict = NULL, *purge = NULL, *got = NULL;
+    uint64_t now = heap_lock();
+    uint64_t trims = mc_heap_trim_gen;
+    if (trim == HEAP_TRIM_ALL)
+        mc_heap_trim_gen++;
+    struct mc_block *l = atomic_exchange_explicit(&mc_lq, NULL,
                                                   memory_order_acquire);
     while (l) {
-        struct mc_large *next = l->next;
-        atomic_fetch_sub_explicit(&mc_ls.queued, 1, MC_RLX);
-        atomic_fetch_sub_explicit(&mc_ls.queued_bytes, l->maplen, MC_RLX);
-        large_set_off(l, MC_LARGE_HDR);
+        struct mc_block *next = l->next;
+        atomic_fetch_sub_explicit(&mc_bs.queued, 1, MC_RLX);
+        atomic_fetch_sub_explicit(&mc_bs.queued_bytes, l->maplen, MC_RLX);
+        block_set_off(l, MC_BLOCK_HDR);
         l->align = 0;
-        lc_insert_locked(l, now, false);
+        heap_insert_locked(l, now, false);
         l = next;
     }
     /* Due blocks: unmapped if they span a chunk or more, else purged and
      * kept (clean), so that ageing never cuts a hole smaller than a chunk
-     * into a mapping (docs/malloc.md, "Purged, not unmapped").  LC_TRIM
-     * makes every dirty block due; LC_TRIM_ALL unmaps everything, clean
+     * into a mapping (docs/malloc.md, "Purged, not unmapped").  HEAP_TRIM
+     * makes every dirty block due; HEAP_TRIM_ALL unmaps everything, clean
      * blocks included. */
-    uint64_t dirty = atomic_load_explicit(&mc_ls.cached_bytes, MC_RLX) -
-                     atomic_load_explicit(&mc_ls.purged_bytes, MC_RLX);
-    while (mc_lc_old &&
-           (trim || now - cnode(mc_lc_old)->stamp >= mc_age_ns ||
-            dirty > MC_LC_MAX_BYTES)) {
-        struct mc_large *h = mc_lc_old;
+    uint64_t dirty = atomic_load_explicit(&mc_bs.cached_bytes, MC_RLX) -
+                     atomic_load_explicit(&mc_bs.purged_bytes, MC_RLX);
+    while (mc_heap_old &&
+           (trim || now - hnode(mc_heap_old)->stamp >= mc_age_ns ||
+            dirty > MC_HEAP_MAX_BYTES)) {
+        struct mc_block *h = mc_heap_old;
         dirty -= h->maplen;
-        lc_unlink_locked(h, NULL);
-        if (trim == LC_TRIM_ALL || h->maplen >= MC_CHUNK) {
+        heap_unlink_locked(h, NULL);
+        if (trim == HEAP_TRIM_ALL || h->maplen >= MC_CHUNK) {
             h->next = evict;
             evict = h;
         } else {
@@ -653,12 +653,12 @@ static struct mc_large *large_cache(size_t want_len, size_t want_align,
             purge = h;
         }
     }
-    if (trim == LC_TRIM_ALL) {
+    if (trim == HEAP_TRIM_ALL) {
         for (unsigned b = 0; b < MC_NBINS; b++) {
-            struct mc_large *h = mc_bin[b];
+            struct mc_block *h = mc_bin[b];
             while (h) {
-                struct mc_large *next = cnode(h)->fnext;
-                lc_unlink_locked(h, NULL);
+                struct mc_block *next = hnode(h)->fnext;
+                heap_unlink_locked(h, NULL);
                 h->next = evict;
                 evict = h;
                 h = next;
@@ -666,32 +666,32 @@ static struct mc_large *large_cache(size_t want_len, size_t want_align,
         }
     }
     if (want_len)
-        got = lc_take_locked(want_len, want_align, grow, now);
-    pthread_mutex_unlock(&mc_lc_lock);
-    size_t n = large_unmap_list(evict);
+        got = heap_take_locked(want_len, want_align, grow, now);
+    pthread_mutex_unlock(&mc_heap_lock);
+    size_t n = block_unmap_list(evict);
     if (purge) {
         /* Out of the heap while the pages go (nobody can take them); the
          * header page stays, with the block's links. */
-        for (struct mc_large *h = purge; h; h = h->next) {
+        for (struct mc_block *h = purge; h; h = h->next) {
             if (h->maplen > MC_SYSPAGE)
                 madvise((char *)h + MC_SYSPAGE, h->maplen - MC_SYSPAGE,
                         MADV_DONTNEED);
-            atomic_fetch_add_explicit(&mc_ls.purges, 1, MC_RLX);
+            atomic_fetch_add_explicit(&mc_bs.purges, 1, MC_RLX);
             n++;
         }
-        now = lc_lock(); /* a merge puts the block at the list's end */
-        if (mc_lc_trims != trims) {
+        now = heap_lock(); /* a merge puts the block at the list's end */
+        if (mc_heap_trim_gen != trims) {
             evict = purge; /* dp_malloc_trim() ran meanwhile */
         } else {
             evict = NULL;
             while (purge) {
-                struct mc_large *next = purge->next;
-                lc_insert_locked(purge, now, true);
+                struct mc_block *next = purge->next;
+                heap_insert_locked(purge, now, true);
                 purge = next;
             }
         }
-        pthread_mutex_unlock(&mc_lc_lock);
-        large_unmap_list(evict);
+        pthread_mutex_unlock(&mc_heap_lock);
+        block_unmap_list(evict);
     }
     if (nreturned)
         *nreturned = n;
@@ -702,48 +702,48 @@ static struct mc_large *large_cache(size_t want_len, size_t want_align,
 static size_t mc_reclaim_hook(void)
 {
     size_t n = 0;
-    large_cache(0, 0, false, LC_KEEP, &n);
+    heap_pass(0, 0, false, HEAP_KEEP, &n);
     return n;
 }
 
 /* Give the rest of a block, rest_len bytes at `rest`, to the cache. */
-static void lc_rest_locked(struct mc_large *rest, size_t rest_len,
+static void heap_rest_locked(struct mc_block *rest, size_t rest_len,
                            uint64_t now, bool clean)
 {
-    rest->magic = MC_LARGE_MAGIC;
+    rest->magic = MC_BLOCK_MAGIC;
     atomic_store_explicit(&rest->state, MC_QUEUED, MC_RLX);
     rest->next = NULL;
     rest->maplen = rest_len;
-    rest->off = MC_LARGE_HDR;
+    rest->off = MC_BLOCK_HDR;
     rest->align = 0;
     rest->req = 0;
-    lc_insert_locked(rest, now, clean);
+    heap_insert_locked(rest, now, clean);
 }
 
 /* clean: the rest's pages (but the header's) were never touched. */
-static void large_rest(struct mc_large *rest, size_t rest_len, bool clean)
+static void heap_give_rest(struct mc_block *rest, size_t rest_len, bool clean)
 {
-    uint64_t now = lc_lock();
-    lc_rest_locked(rest, rest_len, now, clean);
-    pthread_mutex_unlock(&mc_lc_lock);
+    uint64_t now = heap_lock();
+    heap_rest_locked(rest, rest_len, now, clean);
+    pthread_mutex_unlock(&mc_heap_lock);
 }
 
 /*
- * A cached block of at least len bytes for `align` (lc_take_locked),
+ * A cached block of at least len bytes for `align` (heap_take_locked),
  * counted in use, or NULL.  A growing block above MC_GROW_MIN (realloc)
  * keeps up to MC_GROW_ROOM times len, to grow into in place.
  */
-static struct mc_large *large_reuse(size_t len, size_t align, bool grow)
+static struct mc_block *heap_reuse(size_t len, size_t align, bool grow)
 {
     if (!atomic_load_explicit(&mc_lq, MC_RLX) &&
-        !atomic_load_explicit(&mc_ls.cached, MC_RLX))
+        !atomic_load_explicit(&mc_bs.cached, MC_RLX))
         return NULL;
-    struct mc_large *h = large_cache(len, align, grow, LC_KEEP, NULL);
+    struct mc_block *h = heap_pass(len, align, grow, HEAP_KEEP, NULL);
     if (!h)
         return NULL;
-    atomic_fetch_add_explicit(&mc_ls.reused, 1, MC_RLX);
-    atomic_fetch_add_explicit(&mc_ls.live, 1, MC_RLX);
-    atomic_fetch_add_explicit(&mc_ls.live_bytes, h->maplen, MC_RLX);
+    atomic_fetch_add_explicit(&mc_bs.reused, 1, MC_RLX);
+    atomic_fetch_add_explicit(&mc_bs.live, 1, MC_RLX);
+    atomic_fetch_add_explicit(&mc_bs.live_bytes, h->maplen, MC_RLX);
     return h;
 }
 
@@ -778,7 +778,7 @@ static inline int tl_index(size_t len)
     return i < DP_TC_EXT ? (int)i : -1;
 }
 
-static struct mc_large *tl_pop(size_t len)
+static struct mc_block *tl_pop(size_t len)
 {
     int i = tl_index(len);
     if (i < 0)
@@ -791,7 +791,7 @@ static struct mc_large *tl_pop(size_t len)
      * caller does not need, resident from their last use (gcc's peak RSS
      * grew by 1 MiB when a miss could take up to two pages more). */
     struct dp_tclist *l = &tc->ext[i];
-    struct mc_large *h = l->head;
+    struct mc_block *h = l->head;
     if (h) {
         l->head = h->next;
         DP_BUMP(&l->n, -1);
@@ -805,7 +805,7 @@ static struct mc_large *tl_pop(size_t len)
 }
 
 /* A block whose free() won the state CAS: onto this thread's list. */
-static bool tl_push(struct mc_large *h)
+static bool tl_push(struct mc_block *h)
 {
     int i = tl_index(h->maplen);
     struct dp_tcache *tc = dp_tc;
@@ -833,9 +833,9 @@ static bool tl_push(struct mc_large *h)
  * queued them (one push for the whole list). */
 static void tl_flush(struct dp_tclist *l, bool forget)
 {
-    struct mc_large *h = l->head, *tail = NULL;
+    struct mc_block *h = l->head, *tail = NULL;
     uint64_t n = 0, bytes = 0;
-    for (struct mc_large *e = h; e; e = e->next) {
+    for (struct mc_block *e = h; e; e = e->next) {
         n++;
         bytes += e->maplen;
         tail = e;
@@ -849,11 +849,11 @@ static void tl_flush(struct dp_tclist *l, bool forget)
     }
     if (!h)
         return;
-    atomic_fetch_sub_explicit(&mc_ls.live, n, MC_RLX);
-    atomic_fetch_sub_explicit(&mc_ls.live_bytes, bytes, MC_RLX);
-    atomic_fetch_add_explicit(&mc_ls.queued, n, MC_RLX);
-    atomic_fetch_add_explicit(&mc_ls.queued_bytes, bytes, MC_RLX);
-    struct mc_large *top = atomic_load_explicit(&mc_lq, MC_RLX);
+    atomic_fetch_sub_explicit(&mc_bs.live, n, MC_RLX);
+    atomic_fetch_sub_explicit(&mc_bs.live_bytes, bytes, MC_RLX);
+    atomic_fetch_add_explicit(&mc_bs.queued, n, MC_RLX);
+    atomic_fetch_add_explicit(&mc_bs.queued_bytes, bytes, MC_RLX);
+    struct mc_block *top = atomic_load_explicit(&mc_lq, MC_RLX);
     do {
         tail->next = top;
     } while (!atomic_compare_exchange_weak_explicit(
@@ -865,7 +865,7 @@ static void tl_flush(struct dp_tclist *l, bool forget)
  * offset of whole pages its pointer would otherwise be its block's end,
  * the first frame of whatever is mapped after it, and registering that
  * frame as the block's would take it from its owner. */
-static size_t large_len(size_t off, size_t n)
+static size_t block_len(size_t off, size_t n)
 {
     if (n > SIZE_MAX / 2 - off - MC_SYSPAGE)
         return 0;
@@ -874,40 +874,40 @@ static size_t large_len(size_t off, size_t n)
 
 /*
  * A medium or large block of n bytes at `align` (0: none), its user
- * pointer at large_off(align): from this thread's list, else the heap
+ * pointer at block_off(align): from this thread's list, else the heap
  * (after handing this thread's lists back, if need be), else a new
  * mapping -- a chunk when the block and what its alignment may skip fit
  * in half of one, the rest of the chunk cached; else a mapping of its
  * own, the pages its alignment skipped unmapped at once (freed, the block
- * still serves the same request: lc_fit_aligned_locked).  grow: for
- * realloc, which moves a growing block here (large_reuse).
+ * still serves the same request: heap_fit_aligned_locked).  grow: for
+ * realloc, which moves a growing block here (heap_reuse).
  */
-static void *large_alloc(size_t n, size_t align, bool zero, bool grow)
+static void *block_alloc(size_t n, size_t align, bool zero, bool grow)
 {
-    size_t off = large_off(align), pad = large_pad(align);
-    size_t len = large_len(off, n);
+    size_t off = block_off(align), pad = block_pad(align);
+    size_t len = block_len(off, n);
     if (!len || pad > SIZE_MAX / 2 - len)
         return NULL;
-    struct mc_large *h = NULL;
+    struct mc_block *h = NULL;
     if (!grow && !pad && (h = tl_pop(len)) != NULL) {
-        large_set_off(h, off);
+        block_set_off(h, off);
         h->align = align;
-    } else if ((h = large_reuse(len, align, grow)) == NULL &&
+    } else if ((h = heap_reuse(len, align, grow)) == NULL &&
                dp_tcache_ext_drain(true)) {
-        h = large_reuse(len, align, grow);
+        h = heap_reuse(len, align, grow);
     }
     if (h) {
         h->req = n;
         if (zero)
-            memset(large_user(h), 0, n);
-        return large_user(h);
+            memset(block_user(h), 0, n);
+        return block_user(h);
     }
     size_t need = len + pad;
     size_t maplen = need <= MC_CHUNK / 2 ? MC_CHUNK : need;
     char *m = dp_provider_mmap()->alloc(NULL, maplen, MC_SYSPAGE, DP_WAITOK);
     if (!m)
         return NULL;
-    char *at = large_place(m, align);
+    char *at = block_place(m, align);
     if (maplen == need && pad) {
         size_t lead = (size_t)(at - m), tail = maplen - lead - len;
         if (lead)
@@ -930,8 +930,8 @@ static void *large_alloc(size_t n, size_t align, bool zero, bool grow)
         dp_provider_mmap()->free(NULL, m, maplen);
         return NULL;
     }
-    h = (struct mc_large *)at;
-    h->magic = MC_LARGE_MAGIC;
+    h = (struct mc_block *)at;
+    h->magic = MC_BLOCK_MAGIC;
     atomic_store_explicit(&h->state, MC_LIVE, MC_RLX);
     h->next = NULL;
     h->maplen = len;
@@ -939,22 +939,22 @@ static void *large_alloc(size_t n, size_t align, bool zero, bool grow)
     h->align = align;
     h->req = n;
     DP_PROBE(malloc_map, h, maplen, n);
-    atomic_fetch_add_explicit(&mc_ls.maps, 1, MC_RLX);
-    atomic_fetch_add_explicit(&mc_ls.live, 1, MC_RLX);
-    atomic_fetch_add_explicit(&mc_ls.live_bytes, len, MC_RLX);
+    atomic_fetch_add_explicit(&mc_bs.maps, 1, MC_RLX);
+    atomic_fetch_add_explicit(&mc_bs.live, 1, MC_RLX);
+    atomic_fetch_add_explicit(&mc_bs.live_bytes, len, MC_RLX);
     /* The chunk's pages before and after the block: untouched, clean. */
     if (at > m)
-        large_rest((struct mc_large *)m, (size_t)(at - m), true);
+        heap_give_rest((struct mc_block *)m, (size_t)(at - m), true);
     if (m + maplen > at + len)
-        large_rest((struct mc_large *)(at + len),
+        heap_give_rest((struct mc_block *)(at + len),
                    (size_t)(m + maplen - (at + len)), true);
-    return large_user(h);
+    return block_user(h);
 }
 
 /* free() of a large block: no system call, no lock.  false: the block is
  * not live (a second free).  The header must not be touched after the
  * push: the block may be unmapped at once. */
-static bool large_free(struct mc_large *h)
+static bool block_free(struct mc_block *h)
 {
     uint32_t live = MC_LIVE;
     if (!atomic_compare_exchange_strong_explicit(&h->state, &live, MC_QUEUED,
@@ -962,11 +962,11 @@ static bool large_free(struct mc_large *h)
         return false;
     if (tl_push(h))
         return true;
-    atomic_fetch_sub_explicit(&mc_ls.live, 1, MC_RLX);
-    atomic_fetch_sub_explicit(&mc_ls.live_bytes, h->maplen, MC_RLX);
-    atomic_fetch_add_explicit(&mc_ls.queued, 1, MC_RLX);
-    atomic_fetch_add_explicit(&mc_ls.queued_bytes, h->maplen, MC_RLX);
-    struct mc_large *top = atomic_load_explicit(&mc_lq, MC_RLX);
+    atomic_fetch_sub_explicit(&mc_bs.live, 1, MC_RLX);
+    atomic_fetch_sub_explicit(&mc_bs.live_bytes, h->maplen, MC_RLX);
+    atomic_fetch_add_explicit(&mc_bs.queued, 1, MC_RLX);
+    atomic_fetch_add_explicit(&mc_bs.queued_bytes, h->maplen, MC_RLX);
+    struct mc_block *top = atomic_load_explicit(&mc_lq, MC_RLX);
     do {
         h->next = top;
     } while (!atomic_compare_exchange_weak_explicit(
@@ -989,43 +989,43 @@ static bool large_free(struct mc_large *h)
  * in place; a smaller one splits its tail off into the cache (no copy, no
  * system call).
  */
-static void *large_resize(struct mc_large *h, size_t n)
+static void *block_resize(struct mc_block *h, size_t n)
 {
     if (h->align > MC_SYSPAGE)
         return NULL; /* a move would lose the alignment */
-    size_t len = large_len(h->off, n);
+    size_t len = block_len(h->off, n);
     size_t old = h->maplen;
     if (!len)
         return NULL;
     if (len > old) {
-        size_t slack = large_len(h->off, old - h->off + (old - h->off) / 2);
+        size_t slack = block_len(h->off, old - h->off + (old - h->off) / 2);
         if (slack > len)
             len = slack;
-        struct mc_large *nh = large_reuse(len, h->align, true);
+        struct mc_block *nh = heap_reuse(len, h->align, true);
         if (nh) {
             nh->req = n;
-            memcpy(large_user(nh), large_user(h), large_usable(h));
-            large_free(h);
-            return large_user(nh);
+            memcpy(block_user(nh), block_user(h), block_usable(h));
+            block_free(h);
+            return block_user(nh);
         }
     }
     if (len < old && old <= MC_CHUNK / 2) {
         /* A medium block shrinks in place: its tail goes to the cache. */
         h->req = n;
         h->maplen = len;
-        atomic_fetch_sub_explicit(&mc_ls.live_bytes, old - len, MC_RLX);
-        atomic_fetch_add_explicit(&mc_ls.trims, 1, MC_RLX);
-        large_rest((struct mc_large *)((char *)h + len), old - len, false);
-        return large_user(h);
+        atomic_fetch_sub_explicit(&mc_bs.live_bytes, old - len, MC_RLX);
+        atomic_fetch_add_explicit(&mc_bs.splits, 1, MC_RLX);
+        heap_give_rest((struct mc_block *)((char *)h + len), old - len, false);
+        return block_user(h);
     }
     if (old <= MC_CHUNK / 2 && len != old)
         return NULL;
     h->req = n;
     if (len == old)
-        return large_user(h);
-    void *frame = frame_of(large_user(h));
+        return block_user(h);
+    void *frame = frame_of(block_user(h));
     dp_pagemap_set(frame, MC_SYSPAGE, NULL);
-    struct mc_large *nh = mremap(h, old, len, MREMAP_MAYMOVE);
+    struct mc_block *nh = mremap(h, old, len, MREMAP_MAYMOVE);
     if (nh == MAP_FAILED) {
         dp_pagemap_set(frame, MC_SYSPAGE, h);
         return NULL;
@@ -1036,12 +1036,12 @@ static void *large_resize(struct mc_large *h, size_t n)
      * free(), which ignores it -- a leak, not a crash.  A missing node for
      * a later frame only costs a missed merge (dp_pagemap_store). */
     (void)dp_pagemap_reserve(nh, len);
-    dp_pagemap_set(frame_of(large_user(nh)), MC_SYSPAGE, nh);
+    dp_pagemap_set(frame_of(block_user(nh)), MC_SYSPAGE, nh);
     if (len > old)
-        atomic_fetch_add_explicit(&mc_ls.live_bytes, len - old, MC_RLX);
+        atomic_fetch_add_explicit(&mc_bs.live_bytes, len - old, MC_RLX);
     else
-        atomic_fetch_sub_explicit(&mc_ls.live_bytes, old - len, MC_RLX);
-    return large_user(nh);
+        atomic_fetch_sub_explicit(&mc_bs.live_bytes, old - len, MC_RLX);
+    return block_user(nh);
 }
 
 /* ---- initialisation, the reclaim thread, fork ---------------------------- */
@@ -1050,15 +1050,15 @@ static void *large_resize(struct mc_large *h, size_t n)
  * Fork: this layer's part of the core's handlers, whose order
  * lib/reclaim.c ("Fork") lists.  mc_init_lock is taken after the core has
  * claimed the thread caches (an owner inside its cache may be flushing
- * its lists here) and before the core's locks; mc_lc_lock, a leaf, last.
+ * its lists here) and before the core's locks; mc_heap_lock, a leaf, last.
  * Registered from the library constructor, so that a fork while another
  * thread is inside mc_init, or a program handler registered in main()
  * that allocates, finds them in place.
  */
 static void mc_lock_init(void) { pthread_mutex_lock(&mc_init_lock); }
 static void mc_unlock_init(void) { pthread_mutex_unlock(&mc_init_lock); }
-static void mc_lock_lc(void) { pthread_mutex_lock(&mc_lc_lock); }
-static void mc_unlock_lc(void) { pthread_mutex_unlock(&mc_lc_lock); }
+static void mc_lock_heap(void) { pthread_mutex_lock(&mc_heap_lock); }
+static void mc_unlock_heap(void) { pthread_mutex_unlock(&mc_heap_lock); }
 
 /* In the child, every lock held, after the core handed the other
  * threads' lists to mc_lq. */
@@ -1071,22 +1071,22 @@ static void mc_atfork_child(void)
     /* A thread caught between its counter update and its push (free), or
      * holding a drained list (evicted blocks being unmapped), left the
      * queue counters off; the blocks it held stay mapped, unowned.
-     * Recount.  The cache itself is whole: we hold mc_lc_lock, and its
+     * Recount.  The cache itself is whole: we hold mc_heap_lock, and its
      * counters only change under it. */
     uint64_t n = 0, bytes = 0;
-    for (struct mc_large *h = atomic_load(&mc_lq); h; h = h->next) {
+    for (struct mc_block *h = atomic_load(&mc_lq); h; h = h->next) {
         n++;
         bytes += h->maplen;
     }
-    atomic_store(&mc_ls.queued, n);
-    atomic_store(&mc_ls.queued_bytes, bytes);
+    atomic_store(&mc_bs.queued, n);
+    atomic_store(&mc_bs.queued_bytes, bytes);
 }
 
 static const struct dp_fork_layer mc_fork_layer = {
     .lock_outer = mc_lock_init,
     .unlock_outer = mc_unlock_init,
-    .lock_leaf = mc_lock_lc,
-    .unlock_leaf = mc_unlock_lc,
+    .lock_leaf = mc_lock_heap,
+    .unlock_leaf = mc_unlock_heap,
     .child = mc_atfork_child,
 };
 
@@ -1152,7 +1152,6 @@ static bool mc_init(void)
             a.flags = DP_POOL_NOTHREAD; /* started lazily, below */
             char name[32];
             snprintf(name, sizeof(name), "malloc-%zu", sz);
-            mc_size[c] = sz;
             mc_align[c] = al;
             mc_pool[c] = dp_pool_create_ex(name, sz, &a, DP_IPOOL_PAGEMAP);
             ok = mc_pool[c] != NULL;
@@ -1246,7 +1245,7 @@ static void *mc_alloc(size_t n, size_t align, bool zero, bool grow)
         /* Re-entered from inside the allocator: bootstrap memory. */
         r = boot_alloc(n, align);
         if (!r)
-            r = large_alloc(n, align, zero, grow);
+            r = block_alloc(n, align, zero, grow);
         if (!r)
             errno = ENOMEM;
         return r;
@@ -1256,16 +1255,16 @@ static void *mc_alloc(size_t n, size_t align, bool zero, bool grow)
     if (DP_UNLIKELY(!mc_init())) {
         r = boot_alloc(n, align);
         if (!r)
-            r = large_alloc(n, align, zero, grow);
+            r = block_alloc(n, align, zero, grow);
     } else if ((c = small_class(n, align)) >= 0) {
         r = small_get((unsigned)c);
         if (r && zero)
             memset(r, 0, n);
     } else {
-        r = large_alloc(n, align, zero, grow);
+        r = block_alloc(n, align, zero, grow);
         if (!r) {
             dp_malloc_trim();
-            r = large_alloc(n, align, zero, grow);
+            r = block_alloc(n, align, zero, grow);
         }
     }
     mc_depth--;
@@ -1277,7 +1276,7 @@ static void *mc_alloc(size_t n, size_t align, bool zero, bool grow)
 }
 
 /* What kind of block p is, and its usable size. */
-enum mc_kind { MC_FOREIGN, MC_SMALL, MC_LARGE, MC_BOOT };
+enum mc_kind { MC_FOREIGN, MC_SMALL, MC_BLOCK, MC_BOOT };
 
 static enum mc_kind mc_lookup(const void *p, size_t *usable, void **hdr)
 {
@@ -1288,14 +1287,14 @@ static enum mc_kind mc_lookup(const void *p, size_t *usable, void **hdr)
         *hdr = pool;
         return MC_SMALL;
     }
-    struct mc_large *h = as_large(o);
+    struct mc_block *h = as_block(o);
     /* A freed block (queued, or on a thread list) is not a block any
      * more: realloc of it says EINVAL instead of resizing freed memory. */
-    if (h && large_user(h) == p &&
+    if (h && block_user(h) == p &&
         atomic_load_explicit(&h->state, MC_RLX) == MC_LIVE) {
-        *usable = large_usable(h);
+        *usable = block_usable(h);
         *hdr = h;
-        return MC_LARGE;
+        return MC_BLOCK;
     }
     if (is_boot(p)) {
         *usable = boot_size(p);
@@ -1336,8 +1335,8 @@ MC_EXPORT void free(void *p)
         dp_pool_put(pool, p);
         return;
     }
-    struct mc_large *h = as_large(o);
-    if (h && large_user(h) == p && large_free(h))
+    struct mc_block *h = as_block(o);
+    if (h && block_user(h) == p && block_free(h))
         return;
     /* Bootstrap memory is never reused.  A foreign pointer, a pointer
      * into a large block but not its start, and a second free of a large
@@ -1389,15 +1388,15 @@ MC_EXPORT void *realloc(void *p, size_t n)
     /* In place when it fits and would not waste more than half, or, for
      * a large block, when it grows (a roomy block taken from the cache
      * for growth, MC_GROW_ROOM, is not shrunk on the way up). */
-    if (k == MC_LARGE && n <= have &&
-        (n >= have / 2 || n >= ((struct mc_large *)hdr)->req)) {
-        ((struct mc_large *)hdr)->req = n;
+    if (k == MC_BLOCK && n <= have &&
+        (n >= have / 2 || n >= ((struct mc_block *)hdr)->req)) {
+        ((struct mc_block *)hdr)->req = n;
         return p;
     }
     if (n <= have && (n >= have / 2 || k == MC_BOOT || have <= 16))
         return p;
-    if (k == MC_LARGE && n > MC_SMALL_MAX) {
-        void *q = large_resize(hdr, n);
+    if (k == MC_BLOCK && n > MC_SMALL_MAX) {
+        void *q = block_resize(hdr, n);
         if (q)
             return q;
     }
@@ -1533,31 +1532,31 @@ int dp_malloc_stats_get(dp_malloc_stats_t *out)
             out->put_provider_calls += s.put_provider_calls;
         }
     }
-    /* Blocks on thread lists count as live in mc_ls: move them. */
+    /* Blocks on thread lists count as live in mc_bs: move them. */
     uint64_t tn[DP_TC_EXT], tpops, tl_n = 0, tl_bytes = 0;
     dp_tcache_ext_sum(tn, &tpops);
     for (int i = 0; i < DP_TC_EXT; i++) {
         tl_n += tn[i];
         tl_bytes += tn[i] * (MC_TL_MINPG + (uint64_t)i) * MC_SYSPAGE;
     }
-    out->large_inuse = atomic_load_explicit(&mc_ls.live, MC_RLX) - tl_n;
+    out->large_inuse = atomic_load_explicit(&mc_bs.live, MC_RLX) - tl_n;
     out->large_bytes_inuse =
-        atomic_load_explicit(&mc_ls.live_bytes, MC_RLX) - tl_bytes;
-    out->large_queued = atomic_load_explicit(&mc_ls.queued, MC_RLX) + tl_n;
+        atomic_load_explicit(&mc_bs.live_bytes, MC_RLX) - tl_bytes;
+    out->large_queued = atomic_load_explicit(&mc_bs.queued, MC_RLX) + tl_n;
     out->large_bytes_queued =
-        atomic_load_explicit(&mc_ls.queued_bytes, MC_RLX) + tl_bytes;
-    out->large_cached = atomic_load_explicit(&mc_ls.cached, MC_RLX);
-    out->large_bytes_cached = atomic_load_explicit(&mc_ls.cached_bytes, MC_RLX);
-    out->large_trims = atomic_load_explicit(&mc_ls.trims, MC_RLX);
+        atomic_load_explicit(&mc_bs.queued_bytes, MC_RLX) + tl_bytes;
+    out->large_cached = atomic_load_explicit(&mc_bs.cached, MC_RLX);
+    out->large_bytes_cached = atomic_load_explicit(&mc_bs.cached_bytes, MC_RLX);
+    out->large_trims = atomic_load_explicit(&mc_bs.splits, MC_RLX);
     out->large_bytes_trimmed = 0; /* rests are always cached now */
-    out->large_cache_max_bytes = MC_LC_MAX_BYTES;
-    out->large_merges = atomic_load_explicit(&mc_ls.merges, MC_RLX);
-    out->large_purges = atomic_load_explicit(&mc_ls.purges, MC_RLX);
-    out->large_bytes_purged = atomic_load_explicit(&mc_ls.purged_bytes, MC_RLX);
+    out->large_cache_max_bytes = MC_HEAP_MAX_BYTES;
+    out->large_merges = atomic_load_explicit(&mc_bs.merges, MC_RLX);
+    out->large_purges = atomic_load_explicit(&mc_bs.purges, MC_RLX);
+    out->large_bytes_purged = atomic_load_explicit(&mc_bs.purged_bytes, MC_RLX);
     out->reclaim_age_ns = mc_age_ns;
-    out->large_maps = atomic_load_explicit(&mc_ls.maps, MC_RLX);
-    out->large_unmaps = atomic_load_explicit(&mc_ls.unmaps, MC_RLX);
-    out->large_reused = atomic_load_explicit(&mc_ls.reused, MC_RLX) + tpops +
+    out->large_maps = atomic_load_explicit(&mc_bs.maps, MC_RLX);
+    out->large_unmaps = atomic_load_explicit(&mc_bs.unmaps, MC_RLX);
+    out->large_reused = atomic_load_explicit(&mc_bs.reused, MC_RLX) + tpops +
                         atomic_load(&mc_tl_pops_folded);
     out->bootstrap_bytes = atomic_load_explicit(&mc_boot_used, MC_RLX);
     dp_reclaim_info_t ri;
@@ -1719,7 +1718,7 @@ static size_t mc_trim(int how)
         dp_thread_cache_flush();
         dp_tcache_ext_drain(false);
     }
-    large_cache(0, 0, false, how, &n);
+    heap_pass(0, 0, false, how, &n);
     if (!atomic_load_explicit(&mc_inited, memory_order_acquire))
         return n;
     for (unsigned c = 0; c < MC_NCLASS; c++)
@@ -1727,7 +1726,7 @@ static size_t mc_trim(int how)
     return n;
 }
 
-size_t dp_malloc_trim(void) { return mc_trim(LC_TRIM_ALL); }
+size_t dp_malloc_trim(void) { return mc_trim(HEAP_TRIM_ALL); }
 
 int dp_malloc_reclaim_sync(void) { return dp_reclaim_sync(); }
 
@@ -1745,7 +1744,7 @@ void dp_malloc_thread_flush(void)
 MC_EXPORT int malloc_trim(size_t pad)
 {
     (void)pad;
-    return mc_trim(LC_TRIM) > 0;
+    return mc_trim(HEAP_TRIM) > 0;
 }
 
 MC_EXPORT struct mallinfo2 mallinfo2(void)
