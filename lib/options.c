@@ -29,26 +29,30 @@ static pthread_once_t dp_opt_once = PTHREAD_ONCE_INIT;
 
 enum opt_kind { OPT_BOOL, OPT_MS, OPT_THP, OPT_STATS };
 
+/* One row per option, indexed by enum dp_opt (options.h): the parser,
+ * `help` and the is-set bit all read this table.  Constant. */
 static const struct opt_row {
     const char *key;
     enum opt_kind kind;
     size_t off;
     const char *doc;
-} opt_table[] = {
-    {"background_thread", OPT_BOOL,
+} opt_table[DP_OPT_COUNT] = {
+    [DP_OPT_BACKGROUND_THREAD] = {"background_thread", OPT_BOOL,
      offsetof(struct dp_options, background_thread),
      "start the reclaim thread with the first pool"},
-    {"debug", OPT_BOOL, offsetof(struct dp_options, debug),
+    [DP_OPT_DEBUG] = {"debug", OPT_BOOL, offsetof(struct dp_options, debug),
      "validate every put in every pool (DP_POOL_DEBUG)"},
-    {"reclaim_interval_ms", OPT_MS,
+    [DP_OPT_RECLAIM_INTERVAL] = {"reclaim_interval_ms", OPT_MS,
      offsetof(struct dp_options, reclaim_interval_ns),
      "reclaim thread period"},
-    {"reclaim_age_ms", OPT_MS, offsetof(struct dp_options, reclaim_age_ns),
+    [DP_OPT_RECLAIM_AGE] = {"reclaim_age_ms", OPT_MS,
+     offsetof(struct dp_options, reclaim_age_ns),
      "default age after which an empty page goes back"},
-    {"stats_print", OPT_STATS, offsetof(struct dp_options, stats_print),
+    [DP_OPT_STATS_PRINT] = {"stats_print", OPT_STATS,
+     offsetof(struct dp_options, stats_print),
      "print statistics to stderr at exit: 0, 1 (text) or json; every "
      "live pool (libdeferpool), or the drop-in malloc's"},
-    {"thp", OPT_THP, offsetof(struct dp_options, thp),
+    [DP_OPT_THP] = {"thp", OPT_THP, offsetof(struct dp_options, thp),
      "auto, never or default: keep transparent huge pages off page and "
      "chunk mappings (never), leave the system's policy (default), or "
      "never when the system's policy is always (auto)"},
@@ -88,7 +92,7 @@ static void set_one(const char *kv, size_t n)
     size_t klen = (size_t)(colon - kv);
     const char *val = colon + 1;
     size_t vlen = n - klen - 1;
-    for (size_t i = 0; i < sizeof(opt_table) / sizeof(opt_table[0]); i++) {
+    for (size_t i = 0; i < DP_OPT_COUNT; i++) {
         const struct opt_row *r = &opt_table[i];
         if (strlen(r->key) != klen || memcmp(r->key, kv, klen) != 0)
             continue;
@@ -148,6 +152,7 @@ static void set_one(const char *kv, size_t n)
             }
             *(uint64_t *)((char *)&dp_opt + r->off) = ms * 1000000ull;
         }
+        dp_opt.set |= UINT32_C(1) << i;
         return;
     }
     warn("unknown option", kv, klen);
@@ -170,7 +175,7 @@ static void print_help(void)
     fprintf(stderr, "deferpool %s: DEFERPOOL_CONF=key:value,key:value "
                     "(docs/tuning.md)\n",
             dp_version());
-    for (size_t i = 0; i < sizeof(opt_table) / sizeof(opt_table[0]); i++) {
+    for (size_t i = 0; i < DP_OPT_COUNT; i++) {
         const struct opt_row *r = &opt_table[i];
         const char *at = (const char *)&dp_opt + r->off;
         char val[32];

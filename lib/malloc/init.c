@@ -6,10 +6,7 @@
  */
 #include "malloc_internal.h"
 
-#include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 extern char **environ;
 
@@ -65,37 +62,12 @@ static const struct dp_fork_layer mc_fork_layer = {
     .child = mc_atfork_child,
 };
 
-/*
- * The malloc's reclaim age: DEFERPOOL_CONF reclaim_age_ms when it is
- * given (with a value the core accepted), else MC_DEFAULT_AGE_NS, half
- * the core's default, so that RSS is back within about 0.6 s of the last
- * free (docs/malloc.md).  The core parses and validates the value; here we
- * only look whether the key was set, since its default cannot tell.
- */
+/* The malloc's reclaim age: DEFERPOOL_CONF reclaim_age_ms when it set
+ * one, else MC_DEFAULT_AGE_NS (malloc_internal.h). */
 static uint64_t mc_conf_age(void)
 {
-    static const char key[] = "reclaim_age_ms:";
-    uint64_t age = dp_options()->reclaim_age_ns; /* parses, warns */
-    int saved = errno;
-    const char *s = getenv("DEFERPOOL_CONF");
-    while (s && *s) {
-        size_t n = strcspn(s, ",");
-        if (n > sizeof(key) - 1 && !memcmp(s, key, sizeof(key) - 1) &&
-            s[sizeof(key) - 1] >= '0' && s[sizeof(key) - 1] <= '9') {
-            char *end;
-            errno = 0;
-            unsigned long long ms = strtoull(s + sizeof(key) - 1, &end, 10);
-            bool set = !errno && ms && (*end == ',' || !*end);
-            errno = saved;
-            if (set)
-                return age;
-        }
-        s += n;
-        if (*s == ',')
-            s++;
-    }
-    errno = saved;
-    return MC_DEFAULT_AGE_NS;
+    return dp_option_is_set(DP_OPT_RECLAIM_AGE) ? dp_options()->reclaim_age_ns
+                                                : MC_DEFAULT_AGE_NS;
 }
 
 /* Create the pools.  Called inside the recursion guard: allocations made
