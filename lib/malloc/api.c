@@ -11,8 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-
-/* The class serving n bytes at `align` (a power of two), or -1: large. */
+/* The class serving n bytes at `align` (a power of two), or -1: a block. */
 static int small_class(size_t n, size_t align)
 {
     if (n > MC_SMALL_MAX || align > MC_ALIGN_MAX)
@@ -32,7 +31,7 @@ static void *small_get(unsigned c)
 {
     void *o = dp_pool_get_timed(mc_pool[c], DP_WAITOK, &mc_past);
     if (DP_UNLIKELY(!o)) {
-        dp_malloc_trim(); /* queued large blocks may be what is missing */
+        dp_malloc_trim(); /* queued blocks may be what is missing */
         o = dp_pool_get_timed(mc_pool[c], DP_WAITOK, &mc_past);
     }
     return o;
@@ -124,7 +123,8 @@ MC_EXPORT void *malloc(size_t n)
  * free: a page-map lookup (lock-free loads), which names the pool of a
  * small block without reading its page header, then either dp_pool_put's
  * fast path (this thread's bin) or its lock-free page put, or a push of a
- * large block on mc_lq.  No lock, no system call, no provider call.
+ * block on its thread list or mc_lq.  No lock, no system call, no
+ * provider call.
  */
 MC_EXPORT void free(void *p)
 {
@@ -140,9 +140,9 @@ MC_EXPORT void free(void *p)
     if (h && block_user(h) == p && block_free(h))
         return;
     /* Bootstrap memory is never reused.  A foreign pointer, a pointer
-     * into a large block but not its start, and a second free of a large
-     * block (its state CAS fails, or the block is cached and its frame
-     * tagged) are ignored, except in debug mode (DEFERPOOL_CONF debug:1),
+     * into a block but not its start, and a second free of a block (its
+     * state CAS fails, or the block is cached and its frame tagged) are
+     * ignored, except in debug mode (DEFERPOOL_CONF debug:1),
      * where they abort, as interior pointers and double frees of small
      * blocks do there (the class pools are then DP_POOL_DEBUG pools). */
     if (DP_UNLIKELY(!boot_owns(p) &&
@@ -187,7 +187,7 @@ MC_EXPORT void *realloc(void *p, size_t n)
         return NULL;
     }
     /* In place when it fits and would not waste more than half, or, for
-     * a large block, when it grows (a roomy block taken from the cache
+     * a block, when it grows (a roomy block taken from the cache
      * for growth, MC_GROW_ROOM, is not shrunk on the way up). */
     if (k == MC_BLOCK && n <= have &&
         (n >= have / 2 || n >= ((struct mc_block *)hdr)->req)) {

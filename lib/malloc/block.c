@@ -3,7 +3,7 @@
  * classes, a page range with a struct mc_block header at its start.
  * Allocation (a thread list, the heap, or a new mapping), free (no lock,
  * no system call: onto a thread list or mc_lq), and resize.  Top layer
- * (docs/design.md §1); docs/malloc.md, "Large and medium blocks".
+ * (docs/design.md §1); docs/malloc.md, "Medium and large blocks".
  */
 #include "malloc_internal.h"
 
@@ -143,7 +143,7 @@ void *block_alloc(size_t n, size_t align, bool zero, bool grow)
     return block_user(h);
 }
 
-/* free() of a large block: no system call, no lock.  false: the block is
+/* free() of a block: no system call, no lock.  false: the block is
  * not live (a second free).  The header must not be touched after the
  * push: the block may be unmapped at once. */
 bool block_free(struct mc_block *h)
@@ -160,7 +160,7 @@ bool block_free(struct mc_block *h)
 }
 
 /*
- * Resize a large block to hold n bytes; NULL when it cannot (the block is
+ * Resize a block to hold n bytes; NULL when it cannot (the block is
  * then unchanged; realloc then copies).  Growth asks for half again the
  * current size, so that a string grown step by step is moved once every
  * few steps, not at each:

@@ -1,7 +1,7 @@
 /*
  * classes.c -- the drop-in malloc's size classes: which pool serves a
  * small request, and each class's size and alignment.  Top layer
- * (docs/design.md §1); docs/malloc.md, "Small blocks".
+ * (docs/design.md §1); docs/malloc.md, "Size classes".
  */
 #include "malloc_internal.h"
 

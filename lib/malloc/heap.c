@@ -1,19 +1,19 @@
 /*
  * heap.c -- the drop-in malloc's heap of free blocks: page-granular, best
  * fit by size bins, merged through the page map, aged out by purging or
- * unmapping.  Top layer (docs/design.md §1); docs/malloc.md, "Large and
- * medium blocks".
+ * unmapping.  Top layer (docs/design.md §1); docs/malloc.md, "Medium and
+ * large blocks".
  *
- * free() never sees the heap: it pushes on mc_lq.  free() never sees it: it pushes on mc_lq.
- * The allocating side (a large or medium malloc, realloc, the reclaim
- * hook, trim) moves the queue into the heap under mc_heap_lock, stamping
- * each block with the time it arrived, and takes or evicts blocks there.
+ * free() never sees the heap: it pushes on mc_lq.  The allocating side
+ * (a medium or large malloc, realloc, the reclaim hook, trim) moves the
+ * queue into the heap under mc_heap_lock, stamping each block with the
+ * time it arrived, and takes or evicts blocks there.
  * Evicted blocks are unmapped after the lock is dropped, so the lock is
  * never held across a system call.
  *
  * Memory comes in chunks: a request of at most MC_CHUNK / 2 maps
- * MC_CHUNK bytes, takes its block from the front and gives the heap the rest
- * (untouched, so not resident).  Blocks split and merge at page
+ * MC_CHUNK bytes, takes its block from the front and gives the heap the
+ * rest (untouched, so not resident).  Blocks split and merge at page
  * granularity, whatever size they were asked for, so memory one size
  * frees serves the next size at once -- what a class pool's slots cannot
  * do.  munmap and mremap work on any page range, so a block need not be

@@ -2,7 +2,8 @@
  * init.c -- the drop-in malloc's start-up: the class pools (mc_init), the
  * lazy start of the reclaim thread, the library constructor and
  * destructor, and this layer's part of the fork handlers.  Top layer
- * (docs/design.md §1, fork: §8); docs/malloc.md, "Start-up".
+ * (docs/design.md §1, fork: §8); docs/malloc.md, "Recursion and
+ * bootstrap", "The reclaim thread", "Fork".
  */
 #include "malloc_internal.h"
 
