@@ -100,17 +100,10 @@ MC_EXPORT int malloc_info(int options, FILE *fp)
         errno = EINVAL;
         return -1;
     }
-    dp_malloc_stats_t t;
-    dp_malloc_stats_get(&t);
-    static dp_pool_stats_t cls[MC_NCLASS]; /* no stack burst, no malloc */
-    static pthread_mutex_t info_lock = PTHREAD_MUTEX_INITIALIZER;
-    pthread_mutex_lock(&info_lock);
-    unsigned nc = 0;
-    if (atomic_load_explicit(&mc_inited, memory_order_acquire))
-        for (unsigned c = 0; c < MC_NCLASS; c++)
-            if (dp_pool_stats(mc_pool[c], &cls[nc]) == 0 &&
-                (cls[nc].gets || cls[nc].pages))
-                nc++;
+    const dp_malloc_stats_t *tp;
+    const dp_pool_stats_t *cls;
+    unsigned nc = mc_stats_snapshot(&tp, &cls);
+    const dp_malloc_stats_t t = *tp;
     fprintf(fp,
             "<malloc version=\"1\" allocator=\"deferpool-malloc\" "
             "deferpool=\"%s\" pid=\"%lld\">\n"
@@ -153,7 +146,7 @@ MC_EXPORT int malloc_info(int options, FILE *fp)
             U(t.reclaim_interval_ns), U(t.reclaim_age_ns),
             U(t.small_bytes_mapped + t.large_bytes_inuse +
               t.large_bytes_queued + t.large_bytes_cached));
-    pthread_mutex_unlock(&info_lock);
+    mc_stats_release();
     return ferror(fp) ? -1 : 0;
 }
 

@@ -280,6 +280,9 @@ DP_HIDDEN void tl_flush(struct dp_tclist *l, bool forget);
 /* ---- statistics (stats.c) -------------------------------------------------- */
 
 DP_HIDDEN void mc_stats_keep_stderr(void);
+DP_HIDDEN unsigned mc_stats_snapshot(const dp_malloc_stats_t **t,
+                                     const dp_pool_stats_t **cls);
+DP_HIDDEN void mc_stats_release(void);
 DP_HIDDEN void mc_stats_print_at_exit(void);
 
 /* ---- trim (glibc.c) -------------------------------------------------------- */

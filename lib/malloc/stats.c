@@ -4,6 +4,7 @@
  * stats_print).  Top layer (docs/design.md §1); docs/malloc.md.
  */
 #include "malloc_internal.h"
+#include "stats.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -63,7 +64,7 @@ int dp_malloc_stats_get(dp_malloc_stats_t *out)
     out->large_cached = atomic_load_explicit(&mc_bs.cached, MC_RLX);
     out->large_bytes_cached = atomic_load_explicit(&mc_bs.cached_bytes, MC_RLX);
     out->large_trims = atomic_load_explicit(&mc_bs.splits, MC_RLX);
-    out->large_bytes_trimmed = 0; /* rests are always cached now */
+    out->large_bytes_trimmed = 0; /* a split's rest always goes to the heap */
     out->large_cache_max_bytes = MC_HEAP_MAX_BYTES;
     out->large_merges = atomic_load_explicit(&mc_bs.merges, MC_RLX);
     out->large_purges = atomic_load_explicit(&mc_bs.purges, MC_RLX);
@@ -83,135 +84,146 @@ int dp_malloc_stats_get(dp_malloc_stats_t *out)
     return 0;
 }
 
-#define U(x) ((unsigned long long)(x))
+/* The printers' snapshot: static, so no stack burst and no malloc;
+ * under mc_snap_lock from mc_stats_snapshot() to mc_stats_release(). */
+static pthread_mutex_t mc_snap_lock = PTHREAD_MUTEX_INITIALIZER;
+static dp_malloc_stats_t mc_snap;
+static dp_pool_stats_t mc_snap_cls[MC_NCLASS];
 
-/* The program's name as a JSON string (quotes, backslashes and control
- * bytes escaped), so that output from several processes can be told
- * apart. */
-static void json_program(FILE *f)
+/* Gather first, print after (stdio may allocate): the totals and the
+ * classes ever used, which stay valid, and locked, until
+ * mc_stats_release().  Returns how many classes *cls holds. */
+unsigned mc_stats_snapshot(const dp_malloc_stats_t **t,
+                           const dp_pool_stats_t **cls)
 {
-    const char *s = program_invocation_name ? program_invocation_name : "";
-    fputc('"', f);
-    for (const unsigned char *u = (const unsigned char *)s; *u; u++) {
-        if (*u == '"' || *u == '\\')
-            fprintf(f, "\\%c", *u);
-        else if (*u < 0x20 || *u == 0x7f)
-            fprintf(f, "\\u%04x", *u);
-        else
-            fputc(*u, f);
-    }
-    fputc('"', f);
+    dp_malloc_stats_t now;
+    dp_malloc_stats_get(&now);
+    pthread_mutex_lock(&mc_snap_lock);
+    mc_snap = now;
+    unsigned nc = 0;
+    if (atomic_load_explicit(&mc_inited, memory_order_acquire))
+        for (unsigned c = 0; c < MC_NCLASS; c++)
+            if (dp_pool_stats(mc_pool[c], &mc_snap_cls[nc]) == 0 &&
+                (mc_snap_cls[nc].gets || mc_snap_cls[nc].pages))
+                nc++;
+    *t = &mc_snap;
+    *cls = mc_snap_cls;
+    return nc;
 }
+
+void mc_stats_release(void) { pthread_mutex_unlock(&mc_snap_lock); }
+
+/* The fields of dp_malloc_stats_t, in JSON order, each named once: JSON
+ * key, text label (NULL: JSON only), and where it is.  docs/malloc.md
+ * explains each; include/deferpool-malloc.h says what each counts. */
+static const struct dp_sf_section sec_small = {"small", "small"};
+static const struct dp_sf_section sec_large = {"large", "large"};
+static const struct dp_sf_section sec_reclaim = {"reclaim", "reclaim thread"};
+#define M(field) offsetof(dp_malloc_stats_t, field)
+static const struct dp_sfield malloc_fields[] = {
+    {&sec_small, "max", "max", DP_SF_U64, 0, 0, M(small_max)},
+    {&sec_small, "classes", "classes", DP_SF_U64, 0, 0, M(small_classes)},
+    {&sec_small, "objs_inuse", "objects in use", DP_SF_U64, 0, 0,
+     M(small_objs_inuse)},
+    {&sec_small, "bytes_inuse", "bytes in use", DP_SF_U64, 0, 0,
+     M(small_bytes_inuse)},
+    {&sec_small, "objs_cached", "cached", DP_SF_U64, 0, 0,
+     M(small_objs_cached)},
+    {&sec_small, "pages", "pages", DP_SF_U64, 0, 0, M(small_pages)},
+    {&sec_small, "pages_empty", "empty", DP_SF_U64, 0, 0,
+     M(small_pages_empty)},
+    {&sec_small, "bytes_mapped", "bytes mapped", DP_SF_U64, 0, 0,
+     M(small_bytes_mapped)},
+    {&sec_small, "pages_freed", "pages returned", DP_SF_U64, 0, 0,
+     M(small_pages_freed)},
+    {&sec_small, "put_provider_calls", "provider calls from free:",
+     DP_SF_U64, 0, 0, M(put_provider_calls)},
+    {&sec_large, "inuse", "in use", DP_SF_U64, 0, 0, M(large_inuse)},
+    {&sec_large, "bytes_inuse", "bytes in use", DP_SF_U64, 0, 0,
+     M(large_bytes_inuse)},
+    {&sec_large, "queued", "queued", DP_SF_U64, 0, 0, M(large_queued)},
+    {&sec_large, "bytes_queued", "bytes queued", DP_SF_U64, 0, 0,
+     M(large_bytes_queued)},
+    {&sec_large, "cached", "cached", DP_SF_U64, 0, 0, M(large_cached)},
+    {&sec_large, "bytes_cached", "bytes cached", DP_SF_U64, 0, 0,
+     M(large_bytes_cached)},
+    {&sec_large, "cache_max_bytes", "limit", DP_SF_U64, 0, 0,
+     M(large_cache_max_bytes)},
+    {&sec_large, "maps", "mapped", DP_SF_U64, 0, 0, M(large_maps)},
+    {&sec_large, "unmaps", "unmapped", DP_SF_U64, 0, 0, M(large_unmaps)},
+    {&sec_large, "reused", "reused", DP_SF_U64, 0, 0, M(large_reused)},
+    {&sec_large, "splits", "split", DP_SF_U64, 0, 0, M(large_trims)},
+    {&sec_large, "bytes_trimmed", NULL, DP_SF_U64, 0, 0,
+     M(large_bytes_trimmed)},
+    {&sec_large, "merges", "merged", DP_SF_U64, 0, 0, M(large_merges)},
+    {&sec_large, "purges", "purged", DP_SF_U64, 0, 0, M(large_purges)},
+    {&sec_large, "bytes_purged", "bytes purged now", DP_SF_U64, 0, 0,
+     M(large_bytes_purged)},
+    {NULL, "bootstrap_bytes", "bootstrap arena bytes", DP_SF_U64, 0, 0,
+     M(bootstrap_bytes)},
+    {&sec_reclaim, "running", "running", DP_SF_RUNNING, 0, 0,
+     M(reclaim_running)},
+    {&sec_reclaim, "passes", "passes", DP_SF_U64, 0, 0, M(reclaim_passes)},
+    {&sec_reclaim, "pages_returned", "pages returned", DP_SF_U64, 0, 0,
+     M(reclaim_pages_returned)},
+    {&sec_reclaim, "interval_ns", "interval ms", DP_SF_U64, 0, 1000000,
+     M(reclaim_interval_ns)},
+    {&sec_reclaim, "age_ns", "age ms", DP_SF_U64, 0, 1000000,
+     M(reclaim_age_ns)},
+};
+#undef M
+
+/* A size class's fields, in JSON order; text columns. */
+#define C(field) offsetof(dp_pool_stats_t, field)
+static const struct dp_sfield class_fields[] = {
+    {NULL, "size", "class", DP_SF_SIZE, 8, 0, C(objsize)},
+    {NULL, "pagesize", "page", DP_SF_SIZE, 8, 0, C(pagesize)},
+    {NULL, "objs_inuse", "in use", DP_SF_U64, 10, 0, C(objs_inuse)},
+    {NULL, "objs_cached", "cached", DP_SF_U64, 8, 0, C(objs_cached)},
+    {NULL, "pages", "pages", DP_SF_U64, 7, 0, C(pages)},
+    {NULL, "pages_empty", "empty", DP_SF_U64, 6, 0, C(pages_empty)},
+    {NULL, "pages_alloc", "allocd", DP_SF_U64, 9, 0, C(pages_alloc)},
+    {NULL, "pages_freed", "freed", DP_SF_U64, 9, 0, C(pages_freed)},
+    {NULL, "gets", "gets", DP_SF_U64, 12, 0, C(gets)},
+};
+#undef C
 
 void dp_malloc_stats_print(FILE *f, int json)
 {
     if (!f)
         f = stderr;
-    /* Gather first, print after: stdio may allocate. */
-    dp_malloc_stats_t t;
-    dp_malloc_stats_get(&t);
-    static dp_pool_stats_t cls[MC_NCLASS]; /* no stack burst, no malloc */
-    static pthread_mutex_t print_lock = PTHREAD_MUTEX_INITIALIZER;
-    pthread_mutex_lock(&print_lock);
-    unsigned nc = 0;
-    if (atomic_load_explicit(&mc_inited, memory_order_acquire))
-        for (unsigned c = 0; c < MC_NCLASS; c++)
-            if (dp_pool_stats(mc_pool[c], &cls[nc]) == 0 &&
-                (cls[nc].gets || cls[nc].pages))
-                nc++;
+    const dp_malloc_stats_t *t;
+    const dp_pool_stats_t *cls;
+    unsigned nc = mc_stats_snapshot(&t, &cls);
     if (json) {
         fprintf(f, "{\"allocator\":\"deferpool-malloc\",\"version\":\"%s\","
                    "\"pid\":%lld,\"program\":",
                 dp_version(), (long long)getpid());
-        json_program(f);
-        fprintf(f,
-                ","
-                "\"small\":{\"max\":%llu,\"classes\":%llu,\"objs_inuse\":%llu,"
-                "\"bytes_inuse\":%llu,\"objs_cached\":%llu,\"pages\":%llu,"
-                "\"pages_empty\":%llu,\"bytes_mapped\":%llu,"
-                "\"pages_freed\":%llu,\"put_provider_calls\":%llu},",
-                U(t.small_max), U(t.small_classes),
-                U(t.small_objs_inuse), U(t.small_bytes_inuse),
-                U(t.small_objs_cached), U(t.small_pages),
-                U(t.small_pages_empty), U(t.small_bytes_mapped),
-                U(t.small_pages_freed), U(t.put_provider_calls));
-        fprintf(f,
-                "\"large\":{\"inuse\":%llu,\"bytes_inuse\":%llu,\"queued\":%llu,"
-                "\"bytes_queued\":%llu,\"cached\":%llu,\"bytes_cached\":%llu,"
-                "\"cache_max_bytes\":%llu,\"maps\":%llu,\"unmaps\":%llu,"
-                "\"reused\":%llu,\"splits\":%llu,\"bytes_trimmed\":%llu,"
-                "\"merges\":%llu,\"purges\":%llu,\"bytes_purged\":%llu},"
-                "\"bootstrap_bytes\":%llu,",
-                U(t.large_inuse), U(t.large_bytes_inuse), U(t.large_queued),
-                U(t.large_bytes_queued), U(t.large_cached),
-                U(t.large_bytes_cached), U(t.large_cache_max_bytes),
-                U(t.large_maps), U(t.large_unmaps), U(t.large_reused),
-                U(t.large_trims), U(t.large_bytes_trimmed),
-                U(t.large_merges), U(t.large_purges), U(t.large_bytes_purged),
-                U(t.bootstrap_bytes));
-        fprintf(f,
-                "\"reclaim\":{\"running\":%d,\"passes\":%llu,"
-                "\"pages_returned\":%llu,\"interval_ns\":%llu,"
-                "\"age_ns\":%llu},\"classes\":[",
-                t.reclaim_running, U(t.reclaim_passes),
-                U(t.reclaim_pages_returned), U(t.reclaim_interval_ns),
-                U(t.reclaim_age_ns));
+        dp_json_str(f, program_invocation_name ? program_invocation_name : "");
+        dp_sf_json(f, malloc_fields, DP_SF_COUNT(malloc_fields), t, 0);
+        fputs(",\"classes\":[", f);
         for (unsigned i = 0; i < nc; i++) {
-            const dp_pool_stats_t *s = &cls[i];
-            fprintf(f,
-                    "%s{\"size\":%zu,\"pagesize\":%zu,\"objs_inuse\":%llu,"
-                    "\"objs_cached\":%llu,\"pages\":%llu,\"pages_empty\":%llu,"
-                    "\"pages_alloc\":%llu,\"pages_freed\":%llu,\"gets\":%llu}",
-                    i ? "," : "", s->objsize, s->pagesize, U(s->objs_inuse),
-                    U(s->objs_cached), U(s->pages), U(s->pages_empty),
-                    U(s->pages_alloc), U(s->pages_freed), U(s->gets));
+            fputs(i ? ",{" : "{", f);
+            dp_sf_json(f, class_fields, DP_SF_COUNT(class_fields), &cls[i], 1);
+            fputc('}', f);
         }
         fprintf(f, "]}\n");
     } else {
-        fprintf(f,
-                "deferpool-malloc %s statistics: pid %lld, program %s\n"
-                "  small (<= %llu bytes, %llu classes): %llu objects in use "
-                "(%llu bytes), %llu cached\n"
-                "    pages: %llu held (%llu bytes), %llu empty, %llu returned; "
-                "provider calls from free: %llu\n"
-                "  large: %llu in use (%llu bytes), %llu queued (%llu bytes), "
-                "%llu cached (%llu bytes, limit %llu)\n"
-                "    %llu mapped, %llu unmapped, %llu reused, "
-                "%llu split, %llu merged, %llu purged (%llu bytes purged "
-                "now)\n"
-                "  bootstrap arena: %llu bytes\n"
-                "  reclaim thread: %s, %llu passes, %llu pages returned, "
-                "interval %llu ms, age %llu ms\n",
+        fprintf(f, "deferpool-malloc %s statistics: pid %lld, program %s\n",
                 dp_version(), (long long)getpid(),
-                program_invocation_name ? program_invocation_name : "?",
-                U(t.small_max), U(t.small_classes),
-                U(t.small_objs_inuse), U(t.small_bytes_inuse),
-                U(t.small_objs_cached), U(t.small_pages),
-                U(t.small_bytes_mapped), U(t.small_pages_empty),
-                U(t.small_pages_freed), U(t.put_provider_calls),
-                U(t.large_inuse), U(t.large_bytes_inuse), U(t.large_queued),
-                U(t.large_bytes_queued), U(t.large_cached),
-                U(t.large_bytes_cached), U(t.large_cache_max_bytes),
-                U(t.large_maps), U(t.large_unmaps), U(t.large_reused),
-                U(t.large_trims), U(t.large_merges), U(t.large_purges),
-                U(t.large_bytes_purged), U(t.bootstrap_bytes),
-                t.reclaim_running ? "running" : "stopped", U(t.reclaim_passes),
-                U(t.reclaim_pages_returned), U(t.reclaim_interval_ns / 1000000),
-                U(t.reclaim_age_ns / 1000000));
-        if (nc)
-            fprintf(f, "  %8s %8s %10s %8s %7s %6s %9s %9s %12s\n", "class",
-                    "page", "in use", "cached", "pages", "empty", "allocd",
-                    "freed", "gets");
+                program_invocation_name ? program_invocation_name : "?");
+        dp_sf_text_lines(f, malloc_fields, DP_SF_COUNT(malloc_fields), t);
+        if (nc) {
+            fputc(' ', f);
+            dp_sf_text_head(f, class_fields, DP_SF_COUNT(class_fields));
+        }
         for (unsigned i = 0; i < nc; i++) {
-            const dp_pool_stats_t *s = &cls[i];
-            fprintf(f, "  %8zu %8zu %10llu %8llu %7llu %6llu %9llu %9llu %12llu\n",
-                    s->objsize, s->pagesize, U(s->objs_inuse),
-                    U(s->objs_cached), U(s->pages), U(s->pages_empty),
-                    U(s->pages_alloc), U(s->pages_freed), U(s->gets));
+            fputc(' ', f);
+            dp_sf_text_row(f, class_fields, DP_SF_COUNT(class_fields), &cls[i]);
         }
     }
     fflush(f);
-    pthread_mutex_unlock(&print_lock);
+    mc_stats_release();
 }
 
 /* stats_print:1 -- on a private duplicate of stderr taken at start-up:
