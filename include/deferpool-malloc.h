@@ -37,10 +37,13 @@ extern "C" {
 
 /*
  * A snapshot of the allocator.  "small" is everything served by the
- * size-class pools (requests up to dp_malloc_stats_t.small_max bytes),
- * "large" every bigger block: medium ones cut from 2 MiB chunks, larger
- * ones mapped one by one, all split and merged at page granularity.  Each field is consistent on its
- * own; the set is exact only when no thread is allocating.
+ * size-class pools (requests up to dp_malloc_stats_t.small_max bytes);
+ * "large" (the field names keep the word for the ABI) is every other
+ * block: medium ones cut from 2 MiB chunks, larger ones mapped one by
+ * one, all split and merged at page granularity in a heap of free
+ * blocks.  Each field is consistent on its own; the set is exact only
+ * when no thread is allocating.  Fields are never removed or reordered:
+ * new ones are added at the end.
  */
 typedef struct dp_malloc_stats {
     uint64_t small_max;          /* largest size served by a pool        */
@@ -52,14 +55,16 @@ typedef struct dp_malloc_stats {
     uint64_t small_pages_empty;  /* of which empty, queued for return    */
     uint64_t small_bytes_mapped; /* bytes of those pages                 */
     uint64_t small_pages_freed;  /* pages given back to the kernel, ever */
-    uint64_t large_inuse;        /* large blocks allocated, not freed    */
+    uint64_t large_inuse;        /* blocks allocated, not freed          */
     uint64_t large_bytes_inuse;  /* their mapped bytes                   */
-    uint64_t large_queued;       /* freed, not yet moved into the cache  */
+    uint64_t large_queued;       /* freed, not yet moved into the heap
+                                    (queued, or on a thread list)        */
     uint64_t large_bytes_queued; /* their mapped bytes                   */
     uint64_t large_maps;         /* mappings made (chunks and blocks of
                                     their own), ever                     */
     uint64_t large_unmaps;       /* blocks unmapped, ever                */
-    uint64_t large_reused;       /* freed blocks handed out again        */
+    uint64_t large_reused;       /* free blocks handed out again (from
+                                    the heap or a thread list), ever     */
     uint64_t bootstrap_bytes;    /* static arena used for allocations
                                     made before start-up or from inside
                                     the allocator (never reused)         */
@@ -70,21 +75,22 @@ typedef struct dp_malloc_stats {
     uint64_t reclaim_pages_returned; /* by passes, incl. large blocks
                                         unmapped or purged              */
     uint64_t reclaim_interval_ns;
-    /* Added with the large-block cache (docs/malloc.md). */
-    uint64_t large_cached;       /* freed blocks kept for reuse          */
+    uint64_t large_cached;       /* free blocks in the heap              */
     uint64_t large_bytes_cached; /* their mapped bytes                   */
-    uint64_t large_cache_max_bytes; /* retention limit of that cache     */
-    uint64_t large_trims;        /* blocks split: a reuse or a chunk
-                                    that needed less, a medium block
-                                    shrunk (the rest went to the cache) */
-    uint64_t large_bytes_trimmed; /* always 0 since rests are always
-                                    cached; kept for the ABI             */
+    uint64_t large_cache_max_bytes; /* retention limit of the heap: dirty
+                                    bytes past it are returned at once  */
+    uint64_t large_trims;        /* splits, ever: a block cut in two when
+                                    a reuse or a new chunk needed less,
+                                    when an alignment skipped its first
+                                    pages, or when a medium block shrank
+                                    (the rest went to the heap); printed
+                                    as "splits"                          */
+    uint64_t large_bytes_trimmed; /* always 0: a split's rest always
+                                    goes to the heap; kept for the ABI   */
     uint64_t reclaim_age_ns;     /* age after which empty pages and
                                     cached blocks go back                */
-    /* Added with splitting and merging of cached large blocks. */
-    uint64_t large_merges;       /* freed blocks merged with a cached
-                                    neighbour, ever                      */
-    /* Added with purging (docs/malloc.md, "Purged, not unmapped"). */
+    uint64_t large_merges;       /* free blocks merged with a neighbour
+                                    in the heap, ever                    */
     uint64_t large_purges;       /* due free blocks purged (MADV_DONTNEED
                                     of all pages but the header's) and
                                     kept, ever                           */

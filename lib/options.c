@@ -27,28 +27,74 @@ static struct dp_options dp_opt = {
 };
 static pthread_once_t dp_opt_once = PTHREAD_ONCE_INIT;
 
+/* A value given as a word: each option of such a kind has a table of
+ * the words it accepts, the first word for each value being the one
+ * `help` shows.  Constant. */
+struct opt_word {
+    const char *word;
+    int value;
+};
+static const struct opt_word bool_words[] = {
+    {"0", 0}, {"1", 1}, {"false", 0}, {"true", 1}, {NULL, 0}};
+static const struct opt_word thp_words[] = {{"auto", DP_THP_AUTO},
+                                            {"never", DP_THP_NEVER},
+                                            {"default", DP_THP_DEFAULT},
+                                            {NULL, 0}};
+static const struct opt_word stats_words[] = {
+    {"0", DP_SP_OFF},   {"1", DP_SP_TEXT},     {"json", DP_SP_JSON},
+    {"false", DP_SP_OFF}, {"true", DP_SP_TEXT}, {"text", DP_SP_TEXT},
+    {NULL, 0}};
+
 enum opt_kind { OPT_BOOL, OPT_MS, OPT_THP, OPT_STATS };
 
+/* Per kind: the accepted words (NULL: a number of milliseconds), what
+ * `help` shows, and the warning for a bad value. */
+static const struct opt_kind_info {
+    const struct opt_word *words;
+    const char *shows;
+    const char *bad;
+} opt_kinds[] = {
+    [OPT_BOOL] = {bool_words, "0|1", "bad boolean in"},
+    [OPT_MS] = {NULL, "milliseconds", "bad number of milliseconds in"},
+    [OPT_THP] = {thp_words, "auto|never|default",
+                 "bad thp value (auto, never, default) in"},
+    [OPT_STATS] = {stats_words, "0|1|json",
+                   "bad stats_print value (0, 1, json) in"},
+};
+
+/* The word for value v, or NULL when it has none. */
+static const char *word_of(const struct opt_word *w, int v)
+{
+    for (; w->word; w++)
+        if (w->value == v)
+            return w->word;
+    return NULL;
+}
+
+/* One row per option, indexed by enum dp_opt (options.h): the parser,
+ * `help` and the is-set bit all read this table.  Constant. */
 static const struct opt_row {
     const char *key;
     enum opt_kind kind;
     size_t off;
     const char *doc;
-} opt_table[] = {
-    {"background_thread", OPT_BOOL,
+} opt_table[DP_OPT_COUNT] = {
+    [DP_OPT_BACKGROUND_THREAD] = {"background_thread", OPT_BOOL,
      offsetof(struct dp_options, background_thread),
      "start the reclaim thread with the first pool"},
-    {"debug", OPT_BOOL, offsetof(struct dp_options, debug),
+    [DP_OPT_DEBUG] = {"debug", OPT_BOOL, offsetof(struct dp_options, debug),
      "validate every put in every pool (DP_POOL_DEBUG)"},
-    {"reclaim_interval_ms", OPT_MS,
+    [DP_OPT_RECLAIM_INTERVAL] = {"reclaim_interval_ms", OPT_MS,
      offsetof(struct dp_options, reclaim_interval_ns),
      "reclaim thread period"},
-    {"reclaim_age_ms", OPT_MS, offsetof(struct dp_options, reclaim_age_ns),
+    [DP_OPT_RECLAIM_AGE] = {"reclaim_age_ms", OPT_MS,
+     offsetof(struct dp_options, reclaim_age_ns),
      "default age after which an empty page goes back"},
-    {"stats_print", OPT_STATS, offsetof(struct dp_options, stats_print),
+    [DP_OPT_STATS_PRINT] = {"stats_print", OPT_STATS,
+     offsetof(struct dp_options, stats_print),
      "print statistics to stderr at exit: 0, 1 (text) or json; every "
      "live pool (libdeferpool), or the drop-in malloc's"},
-    {"thp", OPT_THP, offsetof(struct dp_options, thp),
+    [DP_OPT_THP] = {"thp", OPT_THP, offsetof(struct dp_options, thp),
      "auto, never or default: keep transparent huge pages off page and "
      "chunk mappings (never), leave the system's policy (default), or "
      "never when the system's policy is always (auto)"},
@@ -88,7 +134,7 @@ static void set_one(const char *kv, size_t n)
     size_t klen = (size_t)(colon - kv);
     const char *val = colon + 1;
     size_t vlen = n - klen - 1;
-    for (size_t i = 0; i < sizeof(opt_table) / sizeof(opt_table[0]); i++) {
+    for (size_t i = 0; i < DP_OPT_COUNT; i++) {
         const struct opt_row *r = &opt_table[i];
         if (strlen(r->key) != klen || memcmp(r->key, kv, klen) != 0)
             continue;
@@ -99,55 +145,32 @@ static void set_one(const char *kv, size_t n)
         }
         memcpy(buf, val, vlen);
         buf[vlen] = 0;
-        char *end;
-        if (r->kind == OPT_STATS) {
-            int v;
-            if (!strcmp(buf, "1") || !strcmp(buf, "true") ||
-                !strcmp(buf, "text"))
-                v = DP_SP_TEXT;
-            else if (!strcmp(buf, "json"))
-                v = DP_SP_JSON;
-            else if (!strcmp(buf, "0") || !strcmp(buf, "false"))
-                v = DP_SP_OFF;
-            else {
-                warn("bad stats_print value (0, 1, json) in", kv, n);
+        const struct opt_kind_info *k = &opt_kinds[r->kind];
+        char *at = (char *)&dp_opt + r->off;
+        if (k->words) {
+            const struct opt_word *w = k->words;
+            while (w->word && strcmp(w->word, buf) != 0)
+                w++;
+            if (!w->word) {
+                warn(k->bad, kv, n);
                 return;
             }
-            *(int *)((char *)&dp_opt + r->off) = v;
-        } else if (r->kind == OPT_THP) {
-            int v;
-            if (!strcmp(buf, "auto"))
-                v = DP_THP_AUTO;
-            else if (!strcmp(buf, "never"))
-                v = DP_THP_NEVER;
-            else if (!strcmp(buf, "default"))
-                v = DP_THP_DEFAULT;
-            else {
-                warn("bad thp value (auto, never, default) in", kv, n);
-                return;
-            }
-            *(int *)((char *)&dp_opt + r->off) = v;
-        } else if (r->kind == OPT_BOOL) {
-            bool b;
-            if (!strcmp(buf, "1") || !strcmp(buf, "true"))
-                b = true;
-            else if (!strcmp(buf, "0") || !strcmp(buf, "false"))
-                b = false;
-            else {
-                warn("bad boolean in", kv, n);
-                return;
-            }
-            *(bool *)((char *)&dp_opt + r->off) = b;
+            if (r->kind == OPT_BOOL)
+                *(bool *)at = w->value;
+            else
+                *(int *)at = w->value;
         } else {
+            char *end;
             errno = 0;
             unsigned long long ms = strtoull(buf, &end, 10);
             if (errno || *end || buf[0] == '-' || ms == 0 ||
                 ms > UINT64_MAX / 1000000ull) {
-                warn("bad number of milliseconds in", kv, n);
+                warn(k->bad, kv, n);
                 return;
             }
-            *(uint64_t *)((char *)&dp_opt + r->off) = ms * 1000000ull;
+            *(uint64_t *)at = ms * 1000000ull;
         }
+        dp_opt.set |= UINT32_C(1) << i;
         return;
     }
     warn("unknown option", kv, klen);
@@ -156,41 +179,23 @@ static void set_one(const char *kv, size_t n)
 /* DEFERPOOL_CONF=help: the table, with the values in effect. */
 static void print_help(void)
 {
-    static const char *const kinds[] = {
-        [OPT_BOOL] = "0|1",
-        [OPT_MS] = "milliseconds",
-        [OPT_THP] = "auto|never|default",
-        [OPT_STATS] = "0|1|json",
-    };
-    static const char *const thp[] = {[DP_THP_AUTO] = "auto",
-                                      [DP_THP_NEVER] = "never",
-                                      [DP_THP_DEFAULT] = "default"};
-    static const char *const sp[] = {
-        [DP_SP_OFF] = "0", [DP_SP_TEXT] = "1", [DP_SP_JSON] = "json"};
     fprintf(stderr, "deferpool %s: DEFERPOOL_CONF=key:value,key:value "
                     "(docs/tuning.md)\n",
             dp_version());
-    for (size_t i = 0; i < sizeof(opt_table) / sizeof(opt_table[0]); i++) {
+    for (size_t i = 0; i < DP_OPT_COUNT; i++) {
         const struct opt_row *r = &opt_table[i];
+        const struct opt_kind_info *k = &opt_kinds[r->kind];
         const char *at = (const char *)&dp_opt + r->off;
         char val[32];
-        switch (r->kind) {
-        case OPT_BOOL:
-            snprintf(val, sizeof(val), "%d", *(const bool *)at);
-            break;
-        case OPT_MS:
+        if (!k->words)
             snprintf(val, sizeof(val), "%llu",
                      (unsigned long long)(*(const uint64_t *)at / 1000000ull));
-            break;
-        case OPT_THP:
-            snprintf(val, sizeof(val), "%s", thp[*(const int *)at]);
-            break;
-        case OPT_STATS:
-            snprintf(val, sizeof(val), "%s", sp[*(const int *)at]);
-            break;
-        }
-        fprintf(stderr, "  %-20s %-18s now %-8s %s\n", r->key, kinds[r->kind],
-                val, r->doc);
+        else
+            snprintf(val, sizeof(val), "%s",
+                     word_of(k->words, r->kind == OPT_BOOL ? *(const bool *)at
+                                                           : *(const int *)at));
+        fprintf(stderr, "  %-20s %-18s now %-8s %s\n", r->key, k->shows, val,
+                r->doc);
     }
 }
 

@@ -1,6 +1,7 @@
 /*
  * options.h -- the library's options (lib/options.c), read once from
- * DEFERPOOL_CONF; docs/tuning.md lists them.
+ * DEFERPOOL_CONF; docs/tuning.md lists them.  Bottom of the graph: it
+ * includes nothing of the library's.
  */
 #ifndef DP_OPTIONS_H
 #define DP_OPTIONS_H
@@ -9,6 +10,19 @@
 
 enum dp_thp { DP_THP_AUTO, DP_THP_NEVER, DP_THP_DEFAULT };
 enum dp_stats_print { DP_SP_OFF, DP_SP_TEXT, DP_SP_JSON };
+
+/* The options, one per row of options.c's table, in its order. */
+enum dp_opt {
+    DP_OPT_BACKGROUND_THREAD,
+    DP_OPT_DEBUG,
+    DP_OPT_RECLAIM_INTERVAL,
+    DP_OPT_RECLAIM_AGE,
+    DP_OPT_STATS_PRINT,
+    DP_OPT_THP,
+    DP_OPT_COUNT
+};
+
+/* Written once, under a pthread_once in dp_options(); read-only after. */
 struct dp_options {
     bool background_thread;  /* auto-start the reclaim thread          */
     bool debug;              /* DP_POOL_DEBUG on every pool            */
@@ -20,7 +34,17 @@ struct dp_options {
     bool nohuge;             /* thp resolved: advise MADV_NOHUGEPAGE on
                                 mappings smaller than a huge page and
                                 on the malloc heap's chunks            */
+    uint32_t set;            /* bit 1 << enum dp_opt: DEFERPOOL_CONF
+                                gave the option a value it accepted, so
+                                a layer with a default of its own knows
+                                whether to use it                      */
 };
 DP_HIDDEN const struct dp_options *dp_options(void);
+
+/* DEFERPOOL_CONF set option o (with a value it accepted). */
+static inline bool dp_option_is_set(enum dp_opt o)
+{
+    return dp_options()->set & (UINT32_C(1) << o);
+}
 
 #endif /* DP_OPTIONS_H */

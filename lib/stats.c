@@ -6,6 +6,7 @@
  * docs/design.md, "Statistics".
  */
 #include "dp_internal.h"
+#include "stats.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -199,7 +200,6 @@ int dp_pool_check(dp_pool_t *p)
     return 0;
 }
 
-/* ---- the statistics printer ---------------------------------------------- */
 
 /* One pool as dp_stats_print reads it: a dp_pool_stats() snapshot plus
  * what only the library sees (the provider's name, pages by list). */
@@ -238,9 +238,11 @@ static void count_one(struct dp_pool *p, void *arg)
     (void)arg;
 }
 
-/* A JSON string: quotes, backslashes and control bytes escaped; other
- * bytes as they are (names are the caller's, expected UTF-8). */
-static void json_str(FILE *f, const char *s)
+/* ---- field tables (stats.h) --------------------------------------------- */
+
+/* Other bytes go out as they are (names are the caller's, expected
+ * UTF-8). */
+void dp_json_str(FILE *f, const char *s)
 {
     fputc('"', f);
     for (const unsigned char *u = (const unsigned char *)s; *u; u++) {
@@ -252,6 +254,104 @@ static void json_str(FILE *f, const char *s)
             fputc(*u, f);
     }
     fputc('"', f);
+}
+
+static unsigned long long sf_value(const struct dp_sfield *fd,
+                                   const void *row)
+{
+    const char *at = (const char *)row + fd->off;
+    switch (fd->kind) {
+    case DP_SF_SIZE:
+        return *(const size_t *)at;
+    case DP_SF_INT:
+    case DP_SF_RUNNING:
+        return (unsigned long long)*(const int *)at;
+    default:
+        return *(const uint64_t *)at;
+    }
+}
+
+void dp_sf_json(FILE *f, const struct dp_sfield *t, size_t n, const void *row,
+                int first)
+{
+    const struct dp_sf_section *sec = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (t[i].sec != sec) {
+            if (sec)
+                fputc('}', f);
+            sec = t[i].sec;
+            if (sec) {
+                fprintf(f, "%s\"%s\":{", first ? "" : ",", sec->key);
+                first = 1;
+            }
+        }
+        fprintf(f, "%s\"%s\":", first ? "" : ",", t[i].key);
+        if (t[i].kind == DP_SF_INT || t[i].kind == DP_SF_RUNNING)
+            fprintf(f, "%d", *(const int *)((const char *)row + t[i].off));
+        else
+            fprintf(f, "%llu", sf_value(&t[i], row));
+        first = 0;
+    }
+    if (sec)
+        fputc('}', f);
+}
+
+static unsigned long long sf_text_value(const struct dp_sfield *fd,
+                                        const void *row)
+{
+    unsigned long long v = sf_value(fd, row);
+    return fd->div ? v / fd->div : v;
+}
+
+void dp_sf_text_head(FILE *f, const struct dp_sfield *t, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (t[i].text && t[i].width)
+            fprintf(f, " %*s", t[i].width, t[i].text);
+    fputc('\n', f);
+}
+
+void dp_sf_text_row(FILE *f, const struct dp_sfield *t, size_t n,
+                    const void *row)
+{
+    for (size_t i = 0; i < n; i++)
+        if (t[i].text && t[i].width)
+            fprintf(f, " %*llu", t[i].width, sf_text_value(&t[i], row));
+    fputc('\n', f);
+}
+
+void dp_sf_text_lines(FILE *f, const struct dp_sfield *t, size_t n,
+                      const void *row)
+{
+    const struct dp_sf_section *sec = NULL;
+    int open = 0, first = 1;
+    for (size_t i = 0; i < n; i++) {
+        if (!t[i].text)
+            continue;
+        if (!open || t[i].sec != sec) {
+            if (open)
+                fputc('\n', f);
+            sec = t[i].sec;
+            fprintf(f, "  %s:", sec ? sec->text : t[i].text);
+            open = 1;
+            first = 1;
+        }
+        fputs(first ? " " : ", ", f);
+        first = 0;
+        if (t[i].kind == DP_SF_RUNNING) {
+            fputs(*(const int *)((const char *)row + t[i].off) ? "running"
+                                                               : "stopped",
+                  f);
+        } else if (sec) {
+            fprintf(f, "%s %llu", t[i].text, sf_text_value(&t[i], row));
+        } else {
+            fprintf(f, "%llu", sf_text_value(&t[i], row)); /* own line */
+            fputc('\n', f);
+            open = 0;
+        }
+    }
+    if (open)
+        fputc('\n', f);
 }
 
 /* The same for text: one token, printable ASCII, spaces shown as '_'. */
@@ -268,6 +368,42 @@ static void text_str(FILE *f, const char *s, int width)
         fputc(' ', f);
 }
 
+/* A pool's fields, in JSON order; those with a width are text columns. */
+#define P(field) offsetof(struct dp_srow, field)
+static const struct dp_sfield pool_fields[] = {
+    {NULL, "objsize", "objsize", DP_SF_SIZE, 7, 0, P(st.objsize)},
+    {NULL, "slotsize", NULL, DP_SF_SIZE, 0, 0, P(st.slotsize)},
+    {NULL, "pagesize", "pagesize", DP_SF_SIZE, 8, 0, P(st.pagesize)},
+    {NULL, "objs_per_page", NULL, DP_SF_SIZE, 0, 0, P(st.objs_per_page)},
+    {NULL, "objs_inuse", "inuse", DP_SF_U64, 10, 0, P(st.objs_inuse)},
+    {NULL, "objs_free", "free", DP_SF_U64, 10, 0, P(st.objs_free)},
+    {NULL, "objs_cached", "cached", DP_SF_U64, 8, 0, P(st.objs_cached)},
+    {NULL, "pages", "pages", DP_SF_U64, 7, 0, P(st.pages)},
+    {NULL, "pages_partial", "partial", DP_SF_SIZE, 7, 0, P(partial)},
+    {NULL, "pages_full", "full", DP_SF_SIZE, 7, 0, P(full)},
+    {NULL, "pages_empty", "empty", DP_SF_U64, 7, 0, P(st.pages_empty)},
+    {NULL, "pages_pending", "pending", DP_SF_U64, 7, 0, P(st.pages_pending)},
+    {NULL, "empty_oldest_age_ns", "oldest_ms", DP_SF_U64, 9, 1000000,
+     P(st.empty_oldest_age_ns)},
+    {NULL, "pages_alloc", "allocs", DP_SF_U64, 8, 0, P(st.pages_alloc)},
+    {NULL, "pages_freed", "frees", DP_SF_U64, 8, 0, P(st.pages_freed)},
+    {NULL, "provider_alloc_failures", "fails", DP_SF_U64, 5, 0,
+     P(st.provider_alloc_failures)},
+    {NULL, "gets", "gets", DP_SF_U64, 12, 0, P(st.gets)},
+    {NULL, "puts", "puts", DP_SF_U64, 12, 0, P(st.puts)},
+    {NULL, "gets_waited", "waited", DP_SF_U64, 7, 0, P(st.gets_waited)},
+    {NULL, "gets_failed", "failed", DP_SF_U64, 6, 0, P(st.gets_failed)},
+    {NULL, "waiting", "wait", DP_SF_U64, 4, 0, P(st.waiting)},
+    {NULL, "put_provider_calls", NULL, DP_SF_U64, 0, 0,
+     P(st.put_provider_calls)},
+    {NULL, "reserve_objs", NULL, DP_SF_U64, 0, 0, P(st.reserve_objs)},
+    {NULL, "max_pages", NULL, DP_SF_SIZE, 0, 0, P(st.max_pages)},
+    {NULL, "lowat", NULL, DP_SF_SIZE, 0, 0, P(st.lowat)},
+    {NULL, "hiwat", NULL, DP_SF_SIZE, 0, 0, P(st.hiwat)},
+    {NULL, "reclaim_age_ns", NULL, DP_SF_U64, 0, 0, P(st.reclaim_age_ns)},
+};
+#undef P
+
 #define U(x) ((unsigned long long)(x))
 
 static void print_json(FILE *f, const struct dp_srow *rows, size_t n,
@@ -275,7 +411,7 @@ static void print_json(FILE *f, const struct dp_srow *rows, size_t n,
 {
     fprintf(f, "{\"deferpool\":{\"version\":\"%s\",\"pid\":%lld,\"program\":",
             dp_version(), (long long)getpid());
-    json_str(f, program_invocation_name ? program_invocation_name : "");
+    dp_json_str(f, program_invocation_name ? program_invocation_name : "");
     fprintf(f,
             ",\"reclaim\":{\"running\":%s,\"passes\":%llu,"
             "\"pages_returned\":%llu,\"pages_filled\":%llu,"
@@ -285,32 +421,11 @@ static void print_json(FILE *f, const struct dp_srow *rows, size_t n,
     for (size_t i = 0; i < n; i++) {
         const dp_pool_stats_t *s = &rows[i].st;
         fputs(i ? ",{\"name\":" : "{\"name\":", f);
-        json_str(f, s->name);
+        dp_json_str(f, s->name);
         fputs(",\"provider\":", f);
-        json_str(f, rows[i].provider);
-        fprintf(f,
-                ",\"objsize\":%llu,\"slotsize\":%llu,\"pagesize\":%llu,"
-                "\"objs_per_page\":%llu,\"objs_inuse\":%llu,"
-                "\"objs_free\":%llu,\"objs_cached\":%llu,\"pages\":%llu,"
-                "\"pages_partial\":%llu,\"pages_full\":%llu,"
-                "\"pages_empty\":%llu,\"pages_pending\":%llu,"
-                "\"empty_oldest_age_ns\":%llu,\"pages_alloc\":%llu,"
-                "\"pages_freed\":%llu,\"provider_alloc_failures\":%llu,"
-                "\"gets\":%llu,\"puts\":%llu,\"gets_waited\":%llu,"
-                "\"gets_failed\":%llu,\"waiting\":%llu,"
-                "\"put_provider_calls\":%llu,\"reserve_objs\":%llu,"
-                "\"max_pages\":%llu,\"lowat\":%llu,\"hiwat\":%llu,"
-                "\"reclaim_age_ns\":%llu}",
-                U(s->objsize), U(s->slotsize), U(s->pagesize),
-                U(s->objs_per_page), U(s->objs_inuse), U(s->objs_free),
-                U(s->objs_cached), U(s->pages), U(rows[i].partial),
-                U(rows[i].full), U(s->pages_empty), U(s->pages_pending),
-                U(s->empty_oldest_age_ns), U(s->pages_alloc),
-                U(s->pages_freed), U(s->provider_alloc_failures), U(s->gets),
-                U(s->puts), U(s->gets_waited), U(s->gets_failed),
-                U(s->waiting), U(s->put_provider_calls), U(s->reserve_objs),
-                U(s->max_pages), U(s->lowat), U(s->hiwat),
-                U(s->reclaim_age_ns));
+        dp_json_str(f, rows[i].provider);
+        dp_sf_json(f, pool_fields, DP_SF_COUNT(pool_fields), &rows[i], 0);
+        fputc('}', f);
     }
     fputs("]}}\n", f);
 }
@@ -329,29 +444,13 @@ static void print_text(FILE *f, const struct dp_srow *rows, size_t n,
             U(ri->interval_ns / 1000000));
     if (n == 0)
         return;
-    fprintf(f,
-            "%-20s %-8s %7s %8s %10s %10s %8s %7s %7s %7s %7s %7s %9s "
-            "%8s %8s %5s %12s %12s %7s %6s %4s\n",
-            "pool", "provider", "objsize", "pagesize", "inuse", "free",
-            "cached", "pages", "partial", "full", "empty", "pending",
-            "oldest_ms", "allocs", "frees", "fails", "gets", "puts",
-            "waited", "failed", "wait");
+    fprintf(f, "%-20s %-8s", "pool", "provider");
+    dp_sf_text_head(f, pool_fields, DP_SF_COUNT(pool_fields));
     for (size_t i = 0; i < n; i++) {
-        const dp_pool_stats_t *s = &rows[i].st;
-        text_str(f, s->name, 20);
+        text_str(f, rows[i].st.name, 20);
         fputc(' ', f);
         text_str(f, rows[i].provider, 8);
-        fprintf(f,
-                " %7llu %8llu %10llu %10llu %8llu %7llu %7llu %7llu %7llu "
-                "%7llu %9llu %8llu %8llu %5llu %12llu %12llu %7llu %6llu "
-                "%4llu\n",
-                U(s->objsize), U(s->pagesize), U(s->objs_inuse),
-                U(s->objs_free), U(s->objs_cached), U(s->pages),
-                U(rows[i].partial), U(rows[i].full), U(s->pages_empty),
-                U(s->pages_pending), U(s->empty_oldest_age_ns / 1000000),
-                U(s->pages_alloc), U(s->pages_freed),
-                U(s->provider_alloc_failures), U(s->gets), U(s->puts),
-                U(s->gets_waited), U(s->gets_failed), U(s->waiting));
+        dp_sf_text_row(f, pool_fields, DP_SF_COUNT(pool_fields), &rows[i]);
     }
 }
 

@@ -344,3 +344,14 @@ Test(malloc_conformance, stats_print_text_and_json)
     cr_assert_not_null(strstr(buf, "reclaim thread: running"));
     mt_libc_free(buf);
 }
+
+/* DEFERPOOL_CONF sets no reclaim_age_ms here: the malloc keeps its own
+ * default age (lib/malloc/malloc_internal.h, MC_DEFAULT_AGE_NS), not the
+ * core's, which it can tell by the option's is-set bit. */
+Test(malloc_conformance, reclaim_age_is_the_mallocs_own_default_when_unset)
+{
+    free(malloc(300));
+    dp_malloc_stats_t s;
+    cr_assert_eq(dp_malloc_stats_get(&s), 0);
+    cr_assert_eq(s.reclaim_age_ns, 500000000ull);
+}

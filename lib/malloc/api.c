@@ -1,0 +1,308 @@
+/*
+ * api.c -- the drop-in malloc's malloc family: malloc, free, calloc,
+ * realloc and the aligned and sized variants, each a size-class pool's
+ * inline fast path or a block's.  Top layer (docs/design.md §1);
+ * docs/malloc.md, "Allocation", "free", "realloc".
+ */
+#include "malloc_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* The class serving n bytes at `align` (a power of two), or -1: a block. */
+static int small_class(size_t n, size_t align)
+{
+    if (n > MC_SMALL_MAX || align > MC_ALIGN_MAX)
+        return -1;
+    unsigned c = mc_class(n);
+    if (align > 8)
+        while (c < MC_NCLASS && mc_align[c] < align)
+            c++;
+    return c < MC_NCLASS ? (int)c : -1;
+}
+
+static const struct timespec mc_past = {0, 1};
+
+/* A pool get that may take locks and call the provider but never sleeps
+ * waiting for memory: a deadline in the past fails at once instead. */
+static void *small_get(unsigned c)
+{
+    void *o = dp_pool_get_timed(mc_pool[c], DP_WAITOK, &mc_past);
+    if (DP_UNLIKELY(!o)) {
+        dp_malloc_trim(); /* queued blocks may be what is missing */
+        o = dp_pool_get_timed(mc_pool[c], DP_WAITOK, &mc_past);
+    }
+    return o;
+}
+
+/* Every allocation that the thread cache did not serve. */
+static void *mc_alloc(size_t n, size_t align, bool zero, bool grow)
+{
+    void *r;
+    if (DP_UNLIKELY(mc_depth)) {
+        /* Re-entered from inside the allocator: bootstrap memory. */
+        r = boot_alloc(n, align);
+        if (!r)
+            r = block_alloc(n, align, zero, grow);
+        if (!r)
+            errno = ENOMEM;
+        return r;
+    }
+    mc_depth++;
+    int c;
+    if (DP_UNLIKELY(!mc_init())) {
+        r = boot_alloc(n, align);
+        if (!r)
+            r = block_alloc(n, align, zero, grow);
+    } else if ((c = small_class(n, align)) >= 0) {
+        r = small_get((unsigned)c);
+        if (r && zero)
+            memset(r, 0, n);
+    } else {
+        r = block_alloc(n, align, zero, grow);
+        if (!r) {
+            dp_malloc_trim();
+            r = block_alloc(n, align, zero, grow);
+        }
+    }
+    mc_depth--;
+    if (DP_UNLIKELY(atomic_load_explicit(&mc_rt, MC_RLX) != 2))
+        mc_maybe_start();
+    if (!r)
+        errno = ENOMEM;
+    return r;
+}
+
+/* What kind of block p is, and its usable size. */
+enum mc_kind { MC_FOREIGN, MC_SMALL, MC_BLOCK, MC_BOOT };
+
+static enum mc_kind mc_lookup(const void *p, size_t *usable, void **hdr)
+{
+    void *o = dp_pagemap_get(p);
+    struct dp_pool *pool = dp_pm_as_pool(o);
+    if (pool) {
+        *usable = pool->objsize;
+        *hdr = pool;
+        return MC_SMALL;
+    }
+    struct mc_block *h = as_block(o);
+    /* A freed block (queued, or on a thread list) is not a block any
+     * more: realloc of it says EINVAL instead of resizing freed memory. */
+    if (h && block_user(h) == p &&
+        atomic_load_explicit(&h->state, MC_RLX) == MC_LIVE) {
+        *usable = block_usable(h);
+        *hdr = h;
+        return MC_BLOCK;
+    }
+    if (boot_owns(p)) {
+        *usable = boot_size(p);
+        *hdr = NULL;
+        return MC_BOOT;
+    }
+    *usable = 0;
+    *hdr = NULL;
+    return MC_FOREIGN;
+}
+
+/* ---- the malloc family ----------------------------------------------------- */
+
+MC_EXPORT void *malloc(size_t n)
+{
+    if (DP_LIKELY(n <= MC_SMALL_MAX &&
+                  atomic_load_explicit(&mc_inited, memory_order_acquire))) {
+        void *o = dp_tcache_get(mc_pool[mc_class(n)]);
+        if (DP_LIKELY(o != NULL))
+            return o;
+    }
+    return mc_alloc(n, 0, false, false);
+}
+
+/*
+ * free: a page-map lookup (lock-free loads), which names the pool of a
+ * small block without reading its page header, then either dp_pool_put's
+ * fast path (this thread's bin) or its lock-free page put, or a push of a
+ * block on its thread list or mc_lq.  No lock, no system call, no
+ * provider call.
+ */
+MC_EXPORT void free(void *p)
+{
+    if (DP_UNLIKELY(!p))
+        return;
+    void *o = dp_pagemap_get(p);
+    struct dp_pool *pool = dp_pm_as_pool(o);
+    if (DP_LIKELY(pool != NULL)) {
+        dp_pool_put(pool, p);
+        return;
+    }
+    struct mc_block *h = as_block(o);
+    if (h && block_user(h) == p && block_free(h))
+        return;
+    /* Bootstrap memory is never reused.  A foreign pointer, a pointer
+     * into a block but not its start, and a second free of a block (its
+     * state CAS fails, or the block is cached and its frame tagged) are
+     * ignored, except in debug mode (DEFERPOOL_CONF debug:1),
+     * where they abort, as interior pointers and double frees of small
+     * blocks do there (the class pools are then DP_POOL_DEBUG pools). */
+    if (DP_UNLIKELY(!boot_owns(p) &&
+                    atomic_load_explicit(&mc_inited, memory_order_acquire) &&
+                    dp_options()->debug)) {
+        static const char msg[] =
+            "deferpool-malloc: free() of a pointer it never handed out\n";
+        (void)!write(2, msg, sizeof(msg) - 1);
+        abort();
+    }
+}
+
+MC_EXPORT void *calloc(size_t nmemb, size_t size)
+{
+    size_t n;
+    if (DP_UNLIKELY(__builtin_mul_overflow(nmemb, size, &n))) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (DP_LIKELY(n <= MC_SMALL_MAX &&
+                  atomic_load_explicit(&mc_inited, memory_order_acquire))) {
+        void *o = dp_tcache_get(mc_pool[mc_class(n)]);
+        if (DP_LIKELY(o != NULL))
+            return memset(o, 0, n);
+    }
+    return mc_alloc(n, 0, true, false);
+}
+
+MC_EXPORT void *realloc(void *p, size_t n)
+{
+    if (!p)
+        return malloc(n);
+    if (n == 0) { /* glibc: frees and returns NULL */
+        free(p);
+        return NULL;
+    }
+    size_t have;
+    void *hdr;
+    enum mc_kind k = mc_lookup(p, &have, &hdr);
+    if (k == MC_FOREIGN) {
+        errno = EINVAL;
+        return NULL;
+    }
+    /* In place when it fits and would not waste more than half, or, for
+     * a block, when it grows (a roomy block taken from the cache
+     * for growth, MC_GROW_ROOM, is not shrunk on the way up). */
+    if (k == MC_BLOCK && n <= have &&
+        (n >= have / 2 || n >= ((struct mc_block *)hdr)->req)) {
+        ((struct mc_block *)hdr)->req = n;
+        return p;
+    }
+    if (n <= have && (n >= have / 2 || k == MC_BOOT || have <= 16))
+        return p;
+    if (k == MC_BLOCK && n > MC_SMALL_MAX) {
+        void *q = block_resize(hdr, n);
+        if (q)
+            return q;
+    }
+    /* A block growing past the small classes is likely to keep growing:
+     * let it take a roomy cached block (MC_GROW_ROOM). */
+    void *q = n > MC_SMALL_MAX && n > have ? mc_alloc(n, 0, false, true)
+                                           : malloc(n);
+    if (!q)
+        return NULL;
+    memcpy(q, p, n < have ? n : have);
+    free(p);
+    return q;
+}
+
+MC_EXPORT void *reallocarray(void *p, size_t nmemb, size_t size)
+{
+    size_t n;
+    if (__builtin_mul_overflow(nmemb, size, &n)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return realloc(p, n);
+}
+
+static inline bool is_pow2(size_t x) { return x && !(x & (x - 1)); }
+
+static void *aligned(size_t align, size_t n)
+{
+    if (align <= 8)
+        return malloc(n);
+    return mc_alloc(n, align, false, false);
+}
+
+MC_EXPORT int posix_memalign(void **out, size_t align, size_t n)
+{
+    if (!is_pow2(align) || align % sizeof(void *) != 0)
+        return EINVAL;
+    int saved = errno;
+    void *p = aligned(align, n);
+    errno = saved;
+    if (!p)
+        return ENOMEM;
+    *out = p;
+    return 0;
+}
+
+/* As glibc >= 2.38: an alignment that is not a power of two is EINVAL. */
+MC_EXPORT void *aligned_alloc(size_t align, size_t n)
+{
+    if (!is_pow2(align)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return aligned(align, n);
+}
+
+/* As glibc: a non-power-of-two alignment is rounded up. */
+MC_EXPORT void *memalign(size_t align, size_t n)
+{
+    if (align > SIZE_MAX / 2 + 1) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (!is_pow2(align)) {
+        size_t a = 1;
+        while (a < align)
+            a <<= 1;
+        align = a;
+    }
+    return aligned(align, n);
+}
+
+MC_EXPORT void *valloc(size_t n) { return aligned(MC_SYSPAGE, n); }
+
+MC_EXPORT void *pvalloc(size_t n)
+{
+    if (n > SIZE_MAX - MC_SYSPAGE) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    n = n ? (n + MC_SYSPAGE - 1) & ~(MC_SYSPAGE - 1) : MC_SYSPAGE;
+    return aligned(MC_SYSPAGE, n);
+}
+
+MC_EXPORT size_t malloc_usable_size(void *p)
+{
+    if (!p)
+        return 0;
+    size_t have;
+    void *hdr;
+    mc_lookup(p, &have, &hdr);
+    return have;
+}
+
+/* C23. */
+MC_EXPORT void free_sized(void *p, size_t n);
+MC_EXPORT void free_aligned_sized(void *p, size_t align, size_t n);
+MC_EXPORT void free_sized(void *p, size_t n)
+{
+    (void)n;
+    free(p);
+}
+MC_EXPORT void free_aligned_sized(void *p, size_t align, size_t n)
+{
+    (void)align;
+    (void)n;
+    free(p);
+}

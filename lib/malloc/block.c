@@ -1,0 +1,231 @@
+/*
+ * block.c -- the drop-in malloc's blocks: everything above the size
+ * classes, a page range with a struct mc_block header at its start.
+ * Allocation (a thread list, the heap, or a new mapping), free (no lock,
+ * no system call: onto a thread list or mc_lq), and resize.  Top layer
+ * (docs/design.md §1); docs/malloc.md, "Medium and large blocks".
+ */
+#include "malloc_internal.h"
+
+#include "probes.h"
+
+#include <string.h>
+#include <sys/mman.h>
+
+/* Block statistics: malloc_internal.h. */
+struct mc_block_stats mc_bs;
+
+/* Move the user pointer of h (live or freed, owned by the caller) to
+ * `off`: the page map names h under the frame of its user pointer, and
+ * under no other frame of the block. */
+void block_set_off(struct mc_block *h, size_t off)
+{
+    void *was = frame_of(block_user(h));
+    h->off = off;
+    void *now = frame_of(block_user(h));
+    if (now != was) {
+        dp_pagemap_store(now, h);
+        dp_pagemap_store(was, NULL);
+    }
+}
+
+void block_unmap(struct mc_block *h)
+{
+    dp_pagemap_set(frame_of(block_user(h)), MC_SYSPAGE, NULL);
+    atomic_fetch_add_explicit(&mc_bs.unmaps, 1, MC_RLX);
+    size_t len = h->maplen;
+    h->magic = 0;
+    DP_PROBE(malloc_unmap, h, len);
+    dp_provider_mmap()->free(NULL, h, len);
+}
+
+/* Unmap a list of blocks linked by next; how many. */
+size_t block_unmap_list(struct mc_block *l)
+{
+    size_t n = 0;
+    while (l) {
+        struct mc_block *next = l->next;
+        block_unmap(l);
+        n++;
+        l = next;
+    }
+    return n;
+}
+
+/* Bytes a block needs for n user bytes at offset off (a multiple of
+ * MC_SYSPAGE), or 0 on overflow.  A request of 0 bytes gets one: at an
+ * offset of whole pages its pointer would otherwise be its block's end,
+ * the first frame of whatever is mapped after it, and registering that
+ * frame as the block's would take it from its owner. */
+static size_t block_len(size_t off, size_t n)
+{
+    if (n > SIZE_MAX / 2 - off - MC_SYSPAGE)
+        return 0;
+    return (off + (n ? n : 1) + MC_SYSPAGE - 1) & ~(MC_SYSPAGE - 1);
+}
+
+/*
+ * A medium or large block of n bytes at `align` (0: none), its user
+ * pointer at block_off(align): from this thread's list, else the heap
+ * (after handing this thread's lists back, if need be), else a new
+ * mapping -- a chunk when the block and what its alignment may skip fit
+ * in half of one, the rest of the chunk cached; else a mapping of its
+ * own, the pages its alignment skipped unmapped at once (freed, the block
+ * still serves the same request: heap_fit_aligned_locked).  grow: for
+ * realloc, which moves a growing block here (heap_reuse).
+ */
+void *block_alloc(size_t n, size_t align, bool zero, bool grow)
+{
+    size_t off = block_off(align), pad = block_pad(align);
+    size_t len = block_len(off, n);
+    if (!len || pad > SIZE_MAX / 2 - len)
+        return NULL;
+    struct mc_block *h = NULL;
+    if (!grow && !pad && (h = tl_pop(len)) != NULL) {
+        block_set_off(h, off);
+        h->align = align;
+    } else if ((h = heap_reuse(len, align, grow)) == NULL &&
+               dp_tcache_ext_drain(true)) {
+        h = heap_reuse(len, align, grow);
+    }
+    if (h) {
+        h->req = n;
+        if (zero)
+            memset(block_user(h), 0, n);
+        return block_user(h);
+    }
+    size_t need = len + pad;
+    size_t maplen = need <= MC_CHUNK / 2 ? MC_CHUNK : need;
+    char *m = dp_provider_mmap()->alloc(NULL, maplen, MC_SYSPAGE, DP_WAITOK);
+    if (!m)
+        return NULL;
+    char *at = block_place(m, align);
+    if (maplen == need && pad) {
+        size_t lead = (size_t)(at - m), tail = maplen - lead - len;
+        if (lead)
+            dp_provider_mmap()->free(NULL, m, lead);
+        if (tail)
+            dp_provider_mmap()->free(NULL, at + len, tail);
+        m = at;
+        maplen = len;
+    }
+    /* A chunk's untouched rest must stay untouched, and a purged block
+     * purged: no huge page may fill them in (docs/tuning.md, `thp`).  A
+     * mapping smaller than a huge page got the same advice from the
+     * provider; a bigger block of its own keeps the system's policy. */
+    if (maplen == MC_CHUNK)
+        dp_map_nohuge(m, maplen);
+    /* Every map node the block's frames may need, now, outside any lock
+     * (a node is an mmap); then the user pointer's frame. */
+    if (dp_pagemap_reserve(m, maplen) != 0 ||
+        dp_pagemap_set(frame_of(at + off), MC_SYSPAGE, at) != 0) {
+        dp_provider_mmap()->free(NULL, m, maplen);
+        return NULL;
+    }
+    h = (struct mc_block *)at;
+    h->magic = MC_BLOCK_MAGIC;
+    atomic_store_explicit(&h->state, MC_LIVE, MC_RLX);
+    h->next = NULL;
+    h->maplen = len;
+    h->off = off;
+    h->align = align;
+    h->req = n;
+    DP_PROBE(malloc_map, h, maplen, n);
+    atomic_fetch_add_explicit(&mc_bs.maps, 1, MC_RLX);
+    atomic_fetch_add_explicit(&mc_bs.live, 1, MC_RLX);
+    atomic_fetch_add_explicit(&mc_bs.live_bytes, len, MC_RLX);
+    /* The chunk's pages before and after the block: untouched, clean. */
+    if (at > m)
+        heap_give_rest((struct mc_block *)m, (size_t)(at - m), true);
+    if (m + maplen > at + len)
+        heap_give_rest((struct mc_block *)(at + len),
+                   (size_t)(m + maplen - (at + len)), true);
+    return block_user(h);
+}
+
+/* free() of a block: no system call, no lock.  false: the block is
+ * not live (a second free).  The header must not be touched after the
+ * push: the block may be unmapped at once. */
+bool block_free(struct mc_block *h)
+{
+    uint32_t live = MC_LIVE;
+    if (!atomic_compare_exchange_strong_explicit(&h->state, &live, MC_QUEUED,
+                                                 MC_RLX, MC_RLX))
+        return false;
+    if (tl_push(h))
+        return true;
+    mc_bs_live_to_queued(1, h->maplen);
+    mc_lq_push(h, h);
+    return true;
+}
+
+/*
+ * Resize a block to hold n bytes; NULL when it cannot (the block is
+ * then unchanged; realloc then copies).  Growth asks for half again the
+ * current size, so that a string grown step by step is moved once every
+ * few steps, not at each:
+ *   1. into a cached block (pages already faulted): copy, then free the
+ *      old block (it joins the cache);
+ *   2. else, for a block of more than MC_CHUNK / 2, mremap(MREMAP_MAYMOVE)
+ *      of the block itself, no copy.  A smaller block is left to realloc,
+ *      whose new block is cut from a chunk: an mremap would move it into
+ *      a mapping of its own.
+ * Shrinking (below half) a block of more than MC_CHUNK / 2 is an mremap
+ * in place; a smaller one splits its tail off into the cache (no copy, no
+ * system call).
+ */
+void *block_resize(struct mc_block *h, size_t n)
+{
+    if (h->align > MC_SYSPAGE)
+        return NULL; /* a move would lose the alignment */
+    size_t len = block_len(h->off, n);
+    size_t old = h->maplen;
+    if (!len)
+        return NULL;
+    if (len > old) {
+        size_t slack = block_len(h->off, old - h->off + (old - h->off) / 2);
+        if (slack > len)
+            len = slack;
+        struct mc_block *nh = heap_reuse(len, h->align, true);
+        if (nh) {
+            nh->req = n;
+            memcpy(block_user(nh), block_user(h), block_usable(h));
+            block_free(h);
+            return block_user(nh);
+        }
+    }
+    if (len < old && old <= MC_CHUNK / 2) {
+        /* A medium block shrinks in place: its tail goes to the cache. */
+        h->req = n;
+        h->maplen = len;
+        atomic_fetch_sub_explicit(&mc_bs.live_bytes, old - len, MC_RLX);
+        atomic_fetch_add_explicit(&mc_bs.splits, 1, MC_RLX);
+        heap_give_rest((struct mc_block *)((char *)h + len), old - len, false);
+        return block_user(h);
+    }
+    if (old <= MC_CHUNK / 2 && len != old)
+        return NULL;
+    h->req = n;
+    if (len == old)
+        return block_user(h);
+    void *frame = frame_of(block_user(h));
+    dp_pagemap_set(frame, MC_SYSPAGE, NULL);
+    struct mc_block *nh = mremap(h, old, len, MREMAP_MAYMOVE);
+    if (nh == MAP_FAILED) {
+        dp_pagemap_set(frame, MC_SYSPAGE, h);
+        return NULL;
+    }
+    nh->maplen = len;
+    /* Cannot fail for the frame we cleared; for a new one it can (no
+     * memory for a map node): the block then stays valid but unknown to
+     * free(), which ignores it -- a leak, not a crash.  A missing node for
+     * a later frame only costs a missed merge (dp_pagemap_store). */
+    (void)dp_pagemap_reserve(nh, len);
+    dp_pagemap_set(frame_of(block_user(nh)), MC_SYSPAGE, nh);
+    if (len > old)
+        atomic_fetch_add_explicit(&mc_bs.live_bytes, len - old, MC_RLX);
+    else
+        atomic_fetch_sub_explicit(&mc_bs.live_bytes, old - len, MC_RLX);
+    return block_user(nh);
+}
+

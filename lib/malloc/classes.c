@@ -1,0 +1,28 @@
+/*
+ * classes.c -- the drop-in malloc's size classes: which pool serves a
+ * small request, and each class's size and alignment.  Top layer
+ * (docs/design.md §1); docs/malloc.md, "Size classes".
+ */
+#include "malloc_internal.h"
+
+/* Sizes 0..128 by (n + 7) >> 3.  Constant. */
+const uint8_t mc_tiny[17] = {0, 0, 1, 2, 2, 3, 3, 4, 4,
+                             5, 5, 6, 6, 7, 7, 8, 8};
+
+size_t mc_class_size(unsigned c)
+{
+    static const size_t tiny[9] = {8, 16, 32, 48, 64, 80, 96, 112, 128};
+    if (c < 9)
+        return tiny[c];
+    unsigned j = c - 9, lg = 7 + j / 4;
+    return ((size_t)1 << lg) + ((size_t)(j % 4 + 1) << (lg - 2));
+}
+
+/* The largest power of two dividing the class size, between 16 (8 for the
+ * 8-byte class) and MC_ALIGN_MAX: what its pool guarantees. */
+size_t mc_class_align(unsigned c)
+{
+    size_t sz = mc_class_size(c);
+    size_t al = sz & -sz;
+    return c == 0 ? 8 : al < 16 ? 16 : al > MC_ALIGN_MAX ? MC_ALIGN_MAX : al;
+}

@@ -1,0 +1,504 @@
+/*
+ * heap.c -- the drop-in malloc's heap of free blocks: page-granular, best
+ * fit by size bins, merged through the page map, aged out by purging or
+ * unmapping.  Top layer (docs/design.md §1); docs/malloc.md, "Medium and
+ * large blocks".
+ *
+ * free() never sees the heap: it pushes on mc_lq.  The allocating side
+ * (a medium or large malloc, realloc, the reclaim hook, trim) moves the
+ * queue into the heap under mc_heap_lock, stamping each block with the
+ * time it arrived, and takes or evicts blocks there.
+ * Evicted blocks are unmapped after the lock is dropped, so the lock is
+ * never held across a system call.
+ *
+ * Memory comes in chunks: a request of at most MC_CHUNK / 2 maps
+ * MC_CHUNK bytes, takes its block from the front and gives the heap the
+ * rest (untouched, so not resident).  Blocks split and merge at page
+ * granularity, whatever size they were asked for, so memory one size
+ * frees serves the next size at once -- what a class pool's slots cannot
+ * do.  munmap and mremap work on any page range, so a block need not be
+ * a whole mapping.
+ *   - Best fit by size bins: one bin per page count up to 64 pages, then
+ *     four per doubling; a bitmap finds the next non-empty bin.  A
+ *     malloc takes the smallest block it finds that holds len bytes and
+ *     splits off the rest (whole pages), which goes back to the heap.
+ *   - Merging by the page map: a cached block's first and last frames map
+ *     to its header tagged MC_TAG_CACHED, so a block arriving looks up
+ *     the frame before it and the frame after it and merges with a cached
+ *     neighbour in O(1).  The headers swallowed lose their magic and
+ *     their map entry, so a stale pointer to one is a foreign pointer.
+ *     The tag also makes free() of a cached block a foreign free (caught
+ *     in debug mode), not a second queueing.  Every map node a block's
+ *     frames need is created when the block is mapped (outside the lock),
+ *     so the stores made under the lock never map memory.
+ *   - Arrival order: a list, oldest first; what is older than the reclaim
+ *     age, or past MC_HEAP_MAX_BYTES, is evicted from its head.
+ *
+ *   MC_MERGE_MAX     blocks merge only up to this size, so that one merged
+ *                    block never holds most of the retention limit
+ *                    (MC_HEAP_MAX_BYTES).
+ */
+#include "malloc_internal.h"
+
+#include <sys/mman.h>
+
+#define MC_MERGE_MAX (MC_HEAP_MAX_BYTES / 4)
+#define MC_NBINS 192
+#define MC_BIN_SCAN 8 /* blocks a best-fit search looks at in a mixed bin */
+#define MC_ALIGN_SCAN 64 /* blocks an aligned search looks at in all */
+#define MC_TAG_CACHED ((uintptr_t)2)
+
+/* The heap: every field below is under mc_heap_lock. */
+static pthread_mutex_t mc_heap_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct mc_block *mc_bin[MC_NBINS];  /* by size, newest first    */
+static uint64_t mc_binmap[MC_NBINS / 64];  /* bins that are non-empty  */
+static struct mc_block *mc_heap_old, *mc_heap_new; /* arrival order    */
+static uint64_t mc_heap_last;              /* the last arrival stamp   */
+static uint64_t mc_heap_trim_gen;          /* HEAP_TRIM_ALL passes begun */
+
+/* Freed blocks not yet in the heap: malloc_internal.h. */
+struct mc_block *_Atomic mc_lq;
+/* Written once by mc_init before mc_inited is published. */
+uint64_t mc_age_ns = MC_DEFAULT_AGE_NS;
+
+/* Take mc_heap_lock and return the time to stamp arrivals with: the clock,
+ * read before the lock is taken, and never earlier than the last stamp,
+ * so that the arrival list stays in stamp order. */
+static uint64_t heap_lock(void)
+{
+    uint64_t now = dp_mono_ns();
+    pthread_mutex_lock(&mc_heap_lock);
+    if (now < mc_heap_last)
+        now = mc_heap_last;
+    mc_heap_last = now;
+    return now;
+}
+
+/* A cached block's links, kept in its user area (the block is free):
+ * under mc_heap_lock. */
+struct mc_hnode {
+    struct mc_block *fnext, *fprev; /* its size bin, newest first       */
+    struct mc_block *anext, *aprev; /* arrival order, oldest first      */
+    uint64_t stamp;                 /* when it arrived                  */
+    unsigned bin;
+    unsigned clean;                 /* 1: its pages but the first are not
+                                       resident (purged, or never
+                                       touched); not on the arrival list */
+};
+
+static inline struct mc_hnode *hnode(struct mc_block *h)
+{
+    return (struct mc_hnode *)((char *)h + MC_BLOCK_HDR);
+}
+
+/* The cached block a page-map value names, else NULL. */
+static inline struct mc_block *as_cached(void *v)
+{
+    return ((uintptr_t)v & 3u) == MC_TAG_CACHED
+               ? (struct mc_block *)((uintptr_t)v - MC_TAG_CACHED)
+               : NULL;
+}
+
+/* The bin of blocks of len bytes: one per page count up to 64 pages,
+ * then four per doubling. */
+static unsigned heap_bin(size_t len)
+{
+    size_t np = len / MC_SYSPAGE;
+    if (np <= 64)
+        return (unsigned)np - 1;
+    unsigned lg = 63u - (unsigned)__builtin_clzl(np);
+    unsigned b = 64u + (lg - 6u) * 4u + (unsigned)((np >> (lg - 2)) & 3u);
+    return b < MC_NBINS ? b : MC_NBINS - 1;
+}
+
+static inline void *heap_last_frame(struct mc_block *h)
+{
+    return (char *)h + h->maplen - MC_SYSPAGE;
+}
+
+/* Into the cache, newest: its bin, the arrival list's end, its tags. */
+static void heap_link_locked(struct mc_block *h, uint64_t now, bool clean)
+{
+    struct mc_hnode *c = hnode(h);
+    unsigned b = heap_bin(h->maplen);
+    c->bin = b;
+    c->stamp = now;
+    c->clean = clean;
+    c->fprev = NULL;
+    c->fnext = mc_bin[b];
+    if (c->fnext)
+        hnode(c->fnext)->fprev = h;
+    mc_bin[b] = h;
+    mc_binmap[b / 64] |= (uint64_t)1 << (b % 64);
+    c->anext = NULL;
+    if (clean) {
+        c->aprev = NULL;
+        atomic_fetch_add_explicit(&mc_bs.purged_bytes, h->maplen, MC_RLX);
+    } else {
+        c->aprev = mc_heap_new;
+        if (mc_heap_new)
+            hnode(mc_heap_new)->anext = h;
+        else
+            mc_heap_old = h;
+        mc_heap_new = h;
+    }
+    atomic_store_explicit(&h->state, MC_CACHED, MC_RLX);
+    void *tag = (void *)((uintptr_t)h | MC_TAG_CACHED);
+    dp_pagemap_store(h, tag);
+    if (h->maplen > MC_SYSPAGE)
+        dp_pagemap_store(heap_last_frame(h), tag);
+    atomic_fetch_add_explicit(&mc_bs.cached, 1, MC_RLX);
+    atomic_fetch_add_explicit(&mc_bs.cached_bytes, h->maplen, MC_RLX);
+}
+
+/* Out of the cache; its first frame then maps to `first` (the header,
+ * for a block handed out; NULL for one merged away or evicted). */
+static void heap_unlink_locked(struct mc_block *h, void *first)
+{
+    struct mc_hnode *c = hnode(h);
+    if (c->fprev) {
+        hnode(c->fprev)->fnext = c->fnext;
+    } else {
+        mc_bin[c->bin] = c->fnext;
+        if (!c->fnext)
+            mc_binmap[c->bin / 64] &= ~((uint64_t)1 << (c->bin % 64));
+    }
+    if (c->fnext)
+        hnode(c->fnext)->fprev = c->fprev;
+    if (c->clean) {
+        atomic_fetch_sub_explicit(&mc_bs.purged_bytes, h->maplen, MC_RLX);
+    } else {
+        if (c->aprev)
+            hnode(c->aprev)->anext = c->anext;
+        else
+            mc_heap_old = c->anext;
+        if (c->anext)
+            hnode(c->anext)->aprev = c->aprev;
+        else
+            mc_heap_new = c->aprev;
+    }
+    if (h->maplen > MC_SYSPAGE)
+        dp_pagemap_store(heap_last_frame(h), NULL);
+    dp_pagemap_store(h, first);
+    atomic_fetch_sub_explicit(&mc_bs.cached, 1, MC_RLX);
+    atomic_fetch_sub_explicit(&mc_bs.cached_bytes, h->maplen, MC_RLX);
+}
+
+/* A header swallowed by a merge: no longer a block. */
+static void heap_forget_locked(struct mc_block *h)
+{
+    dp_pagemap_store(h, NULL);
+    h->magic = 0;
+    atomic_fetch_add_explicit(&mc_bs.merges, 1, MC_RLX);
+}
+
+/* Cache h (default offset, not cached), merged with the cached blocks
+ * that end where it starts and start where it ends. */
+static void heap_insert_locked(struct mc_block *h, uint64_t now, bool clean)
+{
+    struct mc_block *l = as_cached(dp_pagemap_get((char *)h - MC_SYSPAGE));
+    if (l && (char *)l + l->maplen == (char *)h &&
+        l->maplen + h->maplen <= MC_MERGE_MAX) {
+        clean = clean && hnode(l)->clean;
+        heap_unlink_locked(l, l);
+        heap_forget_locked(h);
+        l->maplen += h->maplen;
+        h = l;
+    }
+    struct mc_block *r = as_cached(dp_pagemap_get((char *)h + h->maplen));
+    if (r && (char *)r == (char *)h + h->maplen &&
+        h->maplen + r->maplen <= MC_MERGE_MAX) {
+        clean = clean && hnode(r)->clean;
+        heap_unlink_locked(r, NULL);
+        r->magic = 0;
+        atomic_fetch_add_explicit(&mc_bs.merges, 1, MC_RLX);
+        h->maplen += r->maplen;
+    }
+    heap_link_locked(h, now, clean);
+}
+
+/* The smallest block of at least len bytes the bins show, or NULL:
+ * exact in the one-page-count bins; in a mixed bin, the best of its first
+ * MC_BIN_SCAN blocks; else the newest block of the next non-empty bin. */
+static struct mc_block *heap_fit_locked(size_t len)
+{
+    unsigned b = heap_bin(len);
+    struct mc_block *best = NULL;
+    unsigned k = 0;
+    for (struct mc_block *e = mc_bin[b]; e && k < MC_BIN_SCAN;
+         e = hnode(e)->fnext, k++) {
+        if (e->maplen >= len && (!best || e->maplen < best->maplen)) {
+            best = e;
+            if (e->maplen == len)
+                break;
+        }
+    }
+    if (best)
+        return best;
+    for (unsigned w = (b + 1) / 64; w < MC_NBINS / 64; w++) {
+        uint64_t m = mc_binmap[w];
+        if (w == (b + 1) / 64)
+            m &= ~(uint64_t)0 << ((b + 1) % 64);
+        if (m)
+            return mc_bin[w * 64 + (unsigned)__builtin_ctzll(m)];
+    }
+    return NULL;
+}
+
+/*
+ * For an alignment above a page: the first cached block, by size from len
+ * up, that holds len bytes from its aligned start (block_place), looking
+ * at the first MC_BIN_SCAN blocks of each bin and MC_ALIGN_SCAN blocks in
+ * all -- so that a freed aligned block serves the same request again --
+ * else the best fit for len + block_pad(align) bytes, which always holds
+ * them.
+ */
+static struct mc_block *heap_fit_aligned_locked(size_t len, size_t align)
+{
+    unsigned seen = 0;
+    for (unsigned b = heap_bin(len); b < MC_NBINS && seen < MC_ALIGN_SCAN; b++) {
+        unsigned k = 0;
+        for (struct mc_block *e = mc_bin[b]; e && k < MC_BIN_SCAN;
+             e = hnode(e)->fnext, k++, seen++)
+            if (block_place((char *)e, align) + len <= (char *)e + e->maplen)
+                return e;
+    }
+    return heap_fit_locked(len + block_pad(align));
+}
+
+/* Give the rest of a block, rest_len bytes at `rest`, to the heap. */
+static void heap_rest_locked(struct mc_block *rest, size_t rest_len,
+                             uint64_t now, bool clean)
+{
+    rest->magic = MC_BLOCK_MAGIC;
+    atomic_store_explicit(&rest->state, MC_QUEUED, MC_RLX);
+    rest->next = NULL;
+    rest->maplen = rest_len;
+    rest->off = MC_BLOCK_HDR;
+    rest->align = 0;
+    rest->req = 0;
+    heap_insert_locked(rest, now, clean);
+}
+
+/*
+ * Take the best fit for a block of len bytes at `align` out of the heap,
+ * in use, its user pointer at block_off(align), or NULL.  An alignment
+ * above a page asks for block_pad(align) bytes more and leaves the pages
+ * before the aligned start in the heap.  What the block does not need
+ * past len is split off and given to the heap too (grow: it keeps up to MC_GROW_ROOM
+ * x len).  Split here, under the lock: a rest kept out of the heap even
+ * for a moment is memory another thread cannot find, and maps a chunk
+ * for.  Writing a new header may fault its page in; it is never a system
+ * call.
+ */
+static struct mc_block *heap_take_locked(size_t len, size_t align, bool grow,
+                                         uint64_t now)
+{
+    struct mc_block *got = align > MC_SYSPAGE
+                               ? heap_fit_aligned_locked(len, align)
+                               : heap_fit_locked(len);
+    if (!got)
+        return NULL;
+    bool clean = hnode(got)->clean;
+    size_t have = got->maplen;
+    heap_unlink_locked(got, NULL);
+    char *at = block_place((char *)got, align);
+    if (at != (char *)got) {
+        got->maplen = (size_t)(at - (char *)got);
+        heap_link_locked(got, now, clean);
+        atomic_fetch_add_explicit(&mc_bs.splits, 1, MC_RLX);
+        have -= got->maplen;
+        got = (struct mc_block *)at;
+        got->magic = MC_BLOCK_MAGIC;
+    }
+    if (grow && len > MC_GROW_MIN) /* whole pages, so is the room */
+        len = len <= have / MC_GROW_ROOM ? len * MC_GROW_ROOM : have;
+    got->maplen = have;
+    if (have > len) {
+        got->maplen = len;
+        atomic_fetch_add_explicit(&mc_bs.splits, 1, MC_RLX);
+        heap_rest_locked((struct mc_block *)((char *)got + len), have - len,
+                         now, clean);
+    }
+    atomic_store_explicit(&got->state, MC_LIVE, MC_RLX);
+    got->next = NULL;
+    got->off = block_off(align);
+    got->align = align;
+    dp_pagemap_store(frame_of(block_user(got)), got);
+    return got;
+}
+
+/*
+ * A heap pass is the single consumer of mc_lq besides the fork child.
+ * It runs from a reclaim pass, a medium or large malloc or realloc, or a
+ * trim -- never from free -- in three steps, each a function below:
+ *   drain    take the whole queue into the heap;
+ *   evict    unlink what is due (and, for a trim, more);
+ *   take     (a malloc) the best fit, split (heap_take_locked);
+ * and, after the lock is dropped, release: unmap or purge what was
+ * evicted.  The lock is never held across a system call.
+ */
+
+/* Drain: the whole queue (acquire exchange: no ABA) into the heap,
+ * stamped `now`, each block merged with its cached neighbours; an
+ * aligned block's user pointer goes back to the default offset. */
+static void heap_drain_locked(uint64_t now)
+{
+    struct mc_block *l = atomic_exchange_explicit(&mc_lq, NULL,
+                                                  memory_order_acquire);
+    while (l) {
+        struct mc_block *next = l->next;
+        atomic_fetch_sub_explicit(&mc_bs.queued, 1, MC_RLX);
+        atomic_fetch_sub_explicit(&mc_bs.queued_bytes, l->maplen, MC_RLX);
+        block_set_off(l, MC_BLOCK_HDR);
+        l->align = 0;
+        heap_insert_locked(l, now, false);
+        l = next;
+    }
+}
+
+/* Evict: unlink, oldest first, the dirty blocks past MC_HEAP_MAX_BYTES
+ * or older than the age onto *unmap if they span a chunk or more, else
+ * onto *purge, so that ageing never cuts a hole smaller than a chunk
+ * into a mapping (docs/malloc.md, "Purged, not unmapped").  HEAP_TRIM
+ * makes every dirty block due; HEAP_TRIM_ALL unmaps everything, clean
+ * blocks included. */
+static void heap_evict_locked(uint64_t now, enum mc_heap_mode mode,
+                              struct mc_block **unmap,
+                              struct mc_block **purge)
+{
+    uint64_t dirty = atomic_load_explicit(&mc_bs.cached_bytes, MC_RLX) -
+                     atomic_load_explicit(&mc_bs.purged_bytes, MC_RLX);
+    while (mc_heap_old &&
+           (mode != HEAP_KEEP || now - hnode(mc_heap_old)->stamp >= mc_age_ns ||
+            dirty > MC_HEAP_MAX_BYTES)) {
+        struct mc_block *h = mc_heap_old;
+        dirty -= h->maplen;
+        heap_unlink_locked(h, NULL);
+        if (mode == HEAP_TRIM_ALL || h->maplen >= MC_CHUNK) {
+            h->next = *unmap;
+            *unmap = h;
+        } else {
+            h->next = *purge;
+            *purge = h;
+        }
+    }
+    if (mode != HEAP_TRIM_ALL)
+        return;
+    for (unsigned b = 0; b < MC_NBINS; b++) {
+        struct mc_block *h = mc_bin[b];
+        while (h) {
+            struct mc_block *next = hnode(h)->fnext;
+            heap_unlink_locked(h, NULL);
+            h->next = *unmap;
+            *unmap = h;
+            h = next;
+        }
+    }
+}
+
+/* Release, with mc_heap_lock not held: unmap `unmap`; purge `purge` and
+ * put it back clean -- unless a dp_malloc_trim() ran while it was being
+ * purged (mc_heap_trim_gen moved from trim_gen): that trim promised every
+ * free block unmapped, and could not take these, so they are unmapped
+ * instead.  Returns how many blocks were unmapped or purged. */
+static size_t heap_release(struct mc_block *unmap, struct mc_block *purge,
+                           uint64_t trim_gen)
+{
+    size_t n = block_unmap_list(unmap);
+    if (!purge)
+        return n;
+    /* Out of the heap while the pages go (nobody can take them); the
+     * header page stays, with the block's links. */
+    for (struct mc_block *h = purge; h; h = h->next) {
+        if (h->maplen > MC_SYSPAGE)
+            madvise((char *)h + MC_SYSPAGE, h->maplen - MC_SYSPAGE,
+                    MADV_DONTNEED);
+        atomic_fetch_add_explicit(&mc_bs.purges, 1, MC_RLX);
+        n++;
+    }
+    uint64_t now = heap_lock(); /* a merge puts the block at the list's end */
+    if (mc_heap_trim_gen != trim_gen) {
+        unmap = purge; /* dp_malloc_trim() ran meanwhile */
+    } else {
+        unmap = NULL;
+        while (purge) {
+            struct mc_block *next = purge->next;
+            heap_insert_locked(purge, now, true);
+            purge = next;
+        }
+    }
+    pthread_mutex_unlock(&mc_heap_lock);
+    block_unmap_list(unmap);
+    return n;
+}
+
+/* One pass: drain, evict by `mode`, and, when want_len is not 0, take
+ * the best fit for want_len at want_align; then release.  *nreturned (if
+ * not NULL): blocks unmapped or purged. */
+static struct mc_block *heap_pass(size_t want_len, size_t want_align,
+                                  bool grow, enum mc_heap_mode mode,
+                                  size_t *nreturned)
+{
+    struct mc_block *unmap = NULL, *purge = NULL, *got = NULL;
+    uint64_t now = heap_lock();
+    uint64_t trim_gen = mc_heap_trim_gen;
+    if (mode == HEAP_TRIM_ALL)
+        mc_heap_trim_gen++;
+    heap_drain_locked(now);
+    heap_evict_locked(now, mode, &unmap, &purge);
+    if (want_len)
+        got = heap_take_locked(want_len, want_align, grow, now);
+    pthread_mutex_unlock(&mc_heap_lock);
+    size_t n = heap_release(unmap, purge, trim_gen);
+    if (nreturned)
+        *nreturned = n;
+    return got;
+}
+
+/* The reclaim pass hook (reclaim thread or dp_reclaim_step). */
+size_t heap_reclaim_hook(void)
+{
+    size_t n = 0;
+    heap_pass(0, 0, false, HEAP_KEEP, &n);
+    return n;
+}
+
+/* A trim's heap pass (glibc.c): blocks unmapped or purged. */
+size_t heap_trim(enum mc_heap_mode mode)
+{
+    size_t n = 0;
+    heap_pass(0, 0, false, mode, &n);
+    return n;
+}
+
+/* clean: the rest's pages (but the header's) were never touched. */
+void heap_give_rest(struct mc_block *rest, size_t rest_len, bool clean)
+{
+    uint64_t now = heap_lock();
+    heap_rest_locked(rest, rest_len, now, clean);
+    pthread_mutex_unlock(&mc_heap_lock);
+}
+
+/*
+ * A cached block of at least len bytes for `align` (heap_take_locked),
+ * counted in use, or NULL.  A growing block above MC_GROW_MIN (realloc)
+ * keeps up to MC_GROW_ROOM times len, to grow into in place.
+ */
+struct mc_block *heap_reuse(size_t len, size_t align, bool grow)
+{
+    if (!atomic_load_explicit(&mc_lq, MC_RLX) &&
+        !atomic_load_explicit(&mc_bs.cached, MC_RLX))
+        return NULL;
+    struct mc_block *h = heap_pass(len, align, grow, HEAP_KEEP, NULL);
+    if (!h)
+        return NULL;
+    atomic_fetch_add_explicit(&mc_bs.reused, 1, MC_RLX);
+    atomic_fetch_add_explicit(&mc_bs.live, 1, MC_RLX);
+    atomic_fetch_add_explicit(&mc_bs.live_bytes, h->maplen, MC_RLX);
+    return h;
+}
+
+/* The fork handlers' leaf lock (init.c, docs/design.md §8). */
+void heap_fork_lock(void) { pthread_mutex_lock(&mc_heap_lock); }
+void heap_fork_unlock(void) { pthread_mutex_unlock(&mc_heap_lock); }

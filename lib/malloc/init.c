@@ -1,0 +1,152 @@
+/*
+ * init.c -- the drop-in malloc's start-up: the class pools (mc_init), the
+ * lazy start of the reclaim thread, the library constructor and
+ * destructor, and this layer's part of the fork handlers.  Top layer
+ * (docs/design.md §1, fork: §8); docs/malloc.md, "Recursion and
+ * bootstrap", "The reclaim thread", "Fork".
+ */
+#include "malloc_internal.h"
+
+#include <stdio.h>
+
+extern char **environ;
+
+/* Globals: malloc_internal.h says how each is synchronised. */
+dp_pool_t *mc_pool[MC_NCLASS];
+size_t mc_align[MC_NCLASS];
+_Atomic int mc_inited;
+_Atomic int mc_rt;
+DP_TLS unsigned mc_depth;
+static _Atomic int mc_ready;  /* the constructor ran (malloc_internal.h) */
+/* Held while creating the pools; outermost (docs/design.md §8). */
+static pthread_mutex_t mc_init_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/*
+ * Fork: this layer's part of the core's handlers, whose order
+ * docs/design.md §8 gives.  mc_init_lock is taken after the core has
+ * claimed the thread caches (an owner inside its cache may be flushing
+ * its lists here) and before the core's locks; mc_heap_lock, a leaf, last.
+ * Registered from the library constructor, so that a fork while another
+ * thread is inside mc_init, or a program handler registered in main()
+ * that allocates, finds them in place.
+ */
+static void mc_lock_init(void) { pthread_mutex_lock(&mc_init_lock); }
+static void mc_unlock_init(void) { pthread_mutex_unlock(&mc_init_lock); }
+
+/* In the child, every lock held, after the core handed the other
+ * threads' lists to mc_lq. */
+static void mc_atfork_child(void)
+{
+    /* A thread that was starting the reclaim thread is gone: let the
+     * next allocation try (the core restarts a thread that was running). */
+    int one = 1;
+    atomic_compare_exchange_strong(&mc_rt, &one, 0);
+    /* A thread caught between its counter update and its push (free), or
+     * holding a drained list (evicted blocks being unmapped), left the
+     * queue counters off; the blocks it held stay mapped, unowned.
+     * Recount.  The cache itself is whole: we hold mc_heap_lock, and its
+     * counters only change under it. */
+    uint64_t n = 0, bytes = 0;
+    for (struct mc_block *h = atomic_load(&mc_lq); h; h = h->next) {
+        n++;
+        bytes += h->maplen;
+    }
+    atomic_store(&mc_bs.queued, n);
+    atomic_store(&mc_bs.queued_bytes, bytes);
+}
+
+static const struct dp_fork_layer mc_fork_layer = {
+    .lock_outer = mc_lock_init,
+    .unlock_outer = mc_unlock_init,
+    .lock_leaf = heap_fork_lock,
+    .unlock_leaf = heap_fork_unlock,
+    .child = mc_atfork_child,
+};
+
+/* The malloc's reclaim age: DEFERPOOL_CONF reclaim_age_ms when it set
+ * one, else MC_DEFAULT_AGE_NS (malloc_internal.h). */
+static uint64_t mc_conf_age(void)
+{
+    return dp_option_is_set(DP_OPT_RECLAIM_AGE) ? dp_options()->reclaim_age_ns
+                                                : MC_DEFAULT_AGE_NS;
+}
+
+/* Create the pools.  Called inside the recursion guard: allocations made
+ * on the way (pthread_atfork, ...) come from the bootstrap arena.  false:
+ * too early (no environment yet, so DEFERPOOL_CONF cannot be read) or no
+ * memory; the caller serves the request another way. */
+bool mc_init(void)
+{
+    if (DP_LIKELY(atomic_load_explicit(&mc_inited, memory_order_acquire)))
+        return true;
+    if (!environ)
+        return false;
+    pthread_mutex_lock(&mc_init_lock);
+    bool ok = atomic_load_explicit(&mc_inited, MC_RLX);
+    if (!ok) {
+        ok = true;
+        mc_age_ns = mc_conf_age();
+        for (unsigned c = 0; c < MC_NCLASS && ok; c++) {
+            if (mc_pool[c])
+                continue;
+            size_t sz = mc_class_size(c), al = mc_class_align(c);
+            dp_pool_attr_t a;
+            dp_pool_attr_init(&a);
+            a.align = al;
+            a.lowat = 0;  /* everything may age out: RSS comes back */
+            a.reclaim_age_ns = mc_age_ns;
+            a.flags = DP_POOL_NOTHREAD; /* started lazily, below */
+            char name[32];
+            snprintf(name, sizeof(name), "malloc-%zu", sz);
+            mc_align[c] = al;
+            mc_pool[c] = dp_pool_create_ex(name, sz, &a, DP_IPOOL_PAGEMAP);
+            ok = mc_pool[c] != NULL;
+        }
+        if (ok) {
+            dp_reclaim_set_hook(heap_reclaim_hook);
+            atomic_store(&dp_tc_ext_flush, tl_flush);
+            mc_stats_keep_stderr();
+            atomic_store_explicit(&mc_inited, 1, memory_order_release);
+        }
+    }
+    pthread_mutex_unlock(&mc_init_lock);
+    return ok;
+}
+
+/*
+ * Start the reclaim thread, once, from an allocation made outside the
+ * recursion guard, after the library constructor ran (so never from the
+ * loader's first allocations, before libc is set up).  pthread_create
+ * allocates (the new thread's DTV): those calls find mc_rt == 1 and go
+ * on normally; no lock of ours is held.  The library is linked with
+ * -z now, so the thread never enters the lazy binder.
+ */
+void mc_maybe_start(void)
+{
+    int zero = 0;
+    if (!atomic_load_explicit(&mc_ready, MC_RLX) ||
+        !atomic_compare_exchange_strong(&mc_rt, &zero, 1))
+        return;
+    if (dp_options()->background_thread)
+        dp_reclaim_autostart();
+    atomic_store(&mc_rt, 2);
+}
+
+/* stats_print is read here too, not only at the first allocation after
+ * start-up: a program that never allocates still prints at exit. */
+__attribute__((constructor)) static void mc_ctor(void)
+{
+    /* Inside the recursion guard: pthread_atfork may allocate. */
+    mc_depth++;
+    dp_fork_set_layer(&mc_fork_layer);
+    dp_fork_install();
+    mc_depth--;
+    atomic_store(&mc_ready, 1);
+    mc_stats_keep_stderr();
+}
+
+__attribute__((destructor)) static void mc_dtor(void)
+{
+    if (dp_options()->stats_print)
+        mc_stats_print_at_exit();
+}

@@ -1,0 +1,292 @@
+/*
+ * malloc_internal.h -- the drop-in malloc's private interface: its types,
+ * its constants, and how each of its globals is synchronised.  The top
+ * layer (docs/design.md §1); docs/malloc.md is its theory of operation.
+ * Included only by the files of lib/malloc/.
+ *
+ * Glossary
+ *   small    a request of at most MC_SMALL_MAX bytes at most MC_ALIGN_MAX
+ *            aligned: an object of a size-class pool (classes.c); free is
+ *            dp_pool_put.
+ *   block    everything else: a page range with a struct mc_block header
+ *            at its start, registered in the page map under the frame of
+ *            its user pointer (block.c).  A medium block (up to
+ *            MC_CHUNK / 2) is cut from a chunk; a larger one is a mapping
+ *            of its own.
+ *   chunk    an MC_CHUNK mapping that medium blocks are cut from.
+ *   queue    mc_lq: blocks freed and not yet in the heap; free() pushes,
+ *            the allocating side takes the whole stack.
+ *   heap     the free blocks, split and merged at page granularity,
+ *            found by best fit, aged out by purging or unmapping
+ *            (heap.c).  A block in it is "cached".
+ *   thread list  a freed medium block kept by the freeing thread for its
+ *            own next malloc of the same page count (tlist.c).
+ *   boot     memory handed out before the environment exists or from
+ *            inside the allocator, from a static arena; never reused
+ *            (boot.c).
+ *
+ * Globals and how they are synchronised:
+ *   mc_pool[], mc_align[]  written once by mc_init under mc_init_lock,
+ *       published by the release store of mc_inited.
+ *   mc_age_ns   written once by mc_init, before mc_inited is published;
+ *       read by the heap (any thread that reads mc_inited, or the reclaim
+ *       pass, started after it).
+ *   mc_inited   0 -> 1 once (release); readers acquire.
+ *   mc_rt       reclaim-thread start state, CAS (0 none, 1 starting,
+ *               2 done); reset 1 -> 0 in a fork child.
+ *   mc_ready    set by the library constructor: the process is far enough
+ *               in start-up to create a thread.
+ *   mc_depth    thread-local: > 0 while this thread is inside the
+ *               allocator (recursion guard).
+ *   mc_lq       Treiber stack of freed blocks: pushed by free (release
+ *               CAS), taken whole by an exchange (acquire) under
+ *               mc_heap_lock.  Only whole-stack takes, so no ABA.
+ *   mc_bs       block statistics, relaxed atomics; the heap's counters
+ *               (cached, cached_bytes, purged_bytes) change only under
+ *               mc_heap_lock.
+ *   mc_tl_pops_folded  pops of exited threads' lists, atomic add.
+ *   The heap (heap.c: bins, arrival list, the links a cached block keeps
+ *               in its user area, the page-map tags of cached blocks):
+ *               under mc_heap_lock, which is never held across a system
+ *               call.
+ *   Thread lists: in the core's struct dp_tcache (ext[], ext_units),
+ *               under its rules (dp_internal.h).
+ *   The bootstrap arena's bump pointer: CAS (boot.c).
+ * Lock order: docs/design.md §8.  mc_init_lock is outermost; mc_heap_lock
+ * is a leaf.
+ */
+#ifndef DP_MALLOC_INTERNAL_H
+#define DP_MALLOC_INTERNAL_H
+
+#include "dp_internal.h"
+
+#include "deferpool-malloc.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MC_EXPORT __attribute__((visibility("default")))
+#define MC_RLX memory_order_relaxed
+
+/* ---- size classes (classes.c) -------------------------------------------- */
+
+/* 8, 16, 32, 48, ..., 128, then four classes per doubling up to 8 KiB. */
+#define MC_NCLASS 33
+#define MC_SMALL_MAX ((size_t)8192)
+#define MC_ALIGN_MAX ((size_t)4096) /* largest alignment a pool gives */
+
+extern DP_HIDDEN dp_pool_t *mc_pool[MC_NCLASS];
+extern DP_HIDDEN size_t mc_align[MC_NCLASS];
+extern DP_HIDDEN const uint8_t mc_tiny[17]; /* sizes 0..128 by (n + 7) >> 3 */
+
+/* Inline: malloc()'s fast path indexes mc_pool[] with it. */
+static inline unsigned mc_class(size_t n)
+{
+    if (n <= 128)
+        return mc_tiny[(n + 7) >> 3];
+    size_t m = n - 1;
+    unsigned lg = 63u - (unsigned)__builtin_clzl(m);
+    return 9u + (lg - 7u) * 4u + (unsigned)((m >> (lg - 2)) & 3u);
+}
+
+DP_HIDDEN size_t mc_class_size(unsigned c);
+DP_HIDDEN size_t mc_class_align(unsigned c);
+
+/* ---- state (init.c) -------------------------------------------------------- */
+
+extern DP_HIDDEN _Atomic int mc_inited;
+extern DP_HIDDEN _Atomic int mc_rt;
+extern DP_HIDDEN DP_TLS unsigned mc_depth;
+extern DP_HIDDEN uint64_t mc_age_ns;
+
+DP_HIDDEN bool mc_init(void);
+DP_HIDDEN void mc_maybe_start(void);
+
+/* ---- bootstrap arena (boot.c) -------------------------------------------- */
+
+DP_HIDDEN bool boot_owns(const void *p);
+DP_HIDDEN void *boot_alloc(size_t n, size_t align);
+DP_HIDDEN size_t boot_size(const void *p);
+DP_HIDDEN size_t boot_used(void);
+
+/* ---- blocks (block.c) ------------------------------------------------------ */
+
+#define MC_BLOCK_MAGIC 0x64706c67u /* "dplg"; != DP_PAGE_MAGIC */
+#define MC_BLOCK_HDR ((size_t)64)  /* user data offset without alignment */
+#define MC_SYSPAGE ((size_t)4096)
+/* A request of at most MC_CHUNK / 2 is cut from a chunk of MC_CHUNK. */
+#define MC_CHUNK ((size_t)2 << 20)
+
+/* mc_block.state: who has the block.  free() moves it from MC_LIVE to
+ * MC_QUEUED with a CAS, so a second free() of the same block fails that
+ * CAS and is caught instead of queueing the block twice. */
+enum { MC_LIVE = 1, MC_QUEUED = 2, MC_CACHED = 3 };
+
+/* At the start of each block.  The first field must be the magic: free
+ * tells it from a struct dp_page by that word.  Fields other than state
+ * belong to whoever has the block: its user while live, the pusher until
+ * the push, the heap (mc_heap_lock) once cached. */
+struct mc_block {
+    uint32_t magic;
+    _Atomic uint32_t state; /* MC_LIVE; MC_QUEUED (free's CAS); MC_CACHED
+                               (under mc_heap_lock)                      */
+    struct mc_block *next;  /* mc_lq or thread-list link: written before
+                               the push                                  */
+    size_t maplen;          /* bytes of the block, a multiple of
+                               MC_SYSPAGE (a mapping or part of one)     */
+    size_t off;             /* user pointer = header + off               */
+    size_t align;           /* alignment asked for (mremap keeps <= 4K)  */
+    size_t req;             /* size last asked for (malloc, realloc)     */
+};
+
+/* Block statistics (mc_bs): relaxed atomics. */
+struct mc_block_stats {
+    _Atomic uint64_t live, live_bytes;     /* handed out (thread lists too) */
+    _Atomic uint64_t queued, queued_bytes; /* on mc_lq                      */
+    _Atomic uint64_t cached, cached_bytes; /* in the heap (mc_heap_lock)    */
+    _Atomic uint64_t maps, unmaps;         /* mappings made, blocks unmapped */
+    _Atomic uint64_t reused;               /* handed out from the heap      */
+    _Atomic uint64_t splits;               /* a block cut in two            */
+    _Atomic uint64_t merges;               /* a block merged into another   */
+    _Atomic uint64_t purges;               /* due blocks purged             */
+    _Atomic uint64_t purged_bytes;         /* clean cached blocks' bytes
+                                              (mc_heap_lock)                */
+};
+extern DP_HIDDEN struct mc_block_stats mc_bs;
+extern DP_HIDDEN struct mc_block *_Atomic mc_lq;
+
+/* Push the list h..tail (linked by next) on mc_lq: a Treiber push
+ * (release, so the links and headers are seen by the heap's acquire
+ * exchange).  The stack is only ever taken whole, so there is no ABA. */
+static inline void mc_lq_push(struct mc_block *h, struct mc_block *tail)
+{
+    struct mc_block *top = atomic_load_explicit(&mc_lq, MC_RLX);
+    do {
+        tail->next = top;
+    } while (!atomic_compare_exchange_weak_explicit(
+        &mc_lq, &top, h, memory_order_release, MC_RLX));
+}
+
+/* n freed blocks of `bytes` in all leave the live counts for the queue. */
+static inline void mc_bs_live_to_queued(uint64_t n, uint64_t bytes)
+{
+    atomic_fetch_sub_explicit(&mc_bs.live, n, MC_RLX);
+    atomic_fetch_sub_explicit(&mc_bs.live_bytes, bytes, MC_RLX);
+    atomic_fetch_add_explicit(&mc_bs.queued, n, MC_RLX);
+    atomic_fetch_add_explicit(&mc_bs.queued_bytes, bytes, MC_RLX);
+}
+
+static inline void *frame_of(const void *p)
+{
+    return (void *)((uintptr_t)p & ~(uintptr_t)(MC_SYSPAGE - 1));
+}
+
+static inline char *block_user(struct mc_block *h) { return (char *)h + h->off; }
+static inline size_t block_usable(struct mc_block *h) { return h->maplen - h->off; }
+
+/* The block a page-map value names when it is a live or queued block's
+ * header (low bits clear), else NULL.  Inline: free() asks it. */
+static inline struct mc_block *as_block(void *v)
+{
+    struct mc_block *h = v;
+    return h && !((uintptr_t)v & 3u) && h->magic == MC_BLOCK_MAGIC ? h : NULL;
+}
+
+/*
+ * Where the user pointer sits in a block asked for at `align`
+ * (docs/malloc.md, "Aligned blocks"): 64 bytes in, past the header; for
+ * an alignment of 128 bytes to a page, `align` bytes in (the block starts
+ * on a page); above a page, one page in, the block starting a page before
+ * an aligned address, which block_place finds in a range that is
+ * block_pad bytes longer than the block.
+ */
+static inline size_t block_off(size_t align)
+{
+    return align <= MC_BLOCK_HDR ? MC_BLOCK_HDR
+           : align < MC_SYSPAGE  ? align
+                                 : MC_SYSPAGE;
+}
+
+static inline size_t block_pad(size_t align)
+{
+    return align > MC_SYSPAGE ? align - MC_SYSPAGE : 0;
+}
+
+static inline char *block_place(char *m, size_t align)
+{
+    if (align <= MC_SYSPAGE)
+        return m;
+    uintptr_t a = align;
+    return (char *)((((uintptr_t)m + MC_SYSPAGE + a - 1) & ~(a - 1)) -
+                    MC_SYSPAGE);
+}
+
+DP_HIDDEN void block_set_off(struct mc_block *h, size_t off);
+DP_HIDDEN void block_unmap(struct mc_block *h);
+DP_HIDDEN size_t block_unmap_list(struct mc_block *l);
+DP_HIDDEN void *block_alloc(size_t n, size_t align, bool zero, bool grow);
+DP_HIDDEN bool block_free(struct mc_block *h);
+DP_HIDDEN void *block_resize(struct mc_block *h, size_t n);
+
+/* ---- the heap of free blocks (heap.c) ------------------------------------ */
+
+/*
+ *   MC_HEAP_MAX_BYTES  retention limit: blocks past it (oldest first) are
+ *                      evicted at once, by whoever fills the heap; age
+ *                      returns the rest;
+ *   MC_GROW_ROOM       a block above MC_GROW_MIN that realloc is growing
+ *                      tends to keep growing: it takes this many times
+ *                      the size asked for, and then grows in place (no
+ *                      copy, no page fault, no syscall).  The factor is
+ *                      the best of those tried on benchmarks/macro
+ *                      realloc (docs/benchmarks.md).  Below MC_GROW_MIN
+ *                      (medium blocks) a growing block takes what it
+ *                      needs.
+ *   MC_DEFAULT_AGE_NS  the malloc's reclaim age when DEFERPOOL_CONF sets
+ *                      none: half the core's default, so that RSS comes
+ *                      back soon after the last free (docs/malloc.md).
+ */
+#define MC_HEAP_MAX_BYTES ((size_t)1 << 30)
+#define MC_GROW_ROOM 16
+#define MC_GROW_MIN ((size_t)64 << 10)
+#define MC_DEFAULT_AGE_NS 500000000ull
+
+/* What a heap pass evicts besides what is due. */
+enum mc_heap_mode {
+    HEAP_KEEP,     /* only what is due                                     */
+    HEAP_TRIM,     /* every dirty block now: malloc_trim()                 */
+    HEAP_TRIM_ALL, /* every free block unmapped, clean ones too:
+                      dp_malloc_trim(), and an allocation that failed      */
+};
+
+DP_HIDDEN struct mc_block *heap_reuse(size_t len, size_t align, bool grow);
+DP_HIDDEN void heap_give_rest(struct mc_block *rest, size_t rest_len,
+                              bool clean);
+DP_HIDDEN size_t heap_trim(enum mc_heap_mode mode);
+DP_HIDDEN size_t heap_reclaim_hook(void);
+DP_HIDDEN void heap_fork_lock(void);
+DP_HIDDEN void heap_fork_unlock(void);
+
+/* ---- thread lists (tlist.c) ---------------------------------------------- */
+
+#define MC_TL_MINPG 3 /* a request just above MC_SMALL_MAX, plus header */
+extern DP_HIDDEN _Atomic uint64_t mc_tl_pops_folded;
+
+DP_HIDDEN struct mc_block *tl_pop(size_t len);
+DP_HIDDEN bool tl_push(struct mc_block *h);
+DP_HIDDEN void tl_flush(struct dp_tclist *l, bool forget);
+
+/* ---- statistics (stats.c) -------------------------------------------------- */
+
+DP_HIDDEN void mc_stats_keep_stderr(void);
+DP_HIDDEN unsigned mc_stats_snapshot(const dp_malloc_stats_t **t,
+                                     const dp_pool_stats_t **cls);
+DP_HIDDEN void mc_stats_release(void);
+DP_HIDDEN void mc_stats_print_at_exit(void);
+
+/* ---- trim (glibc.c) -------------------------------------------------------- */
+
+DP_HIDDEN size_t mc_trim(enum mc_heap_mode mode);
+
+#endif /* DP_MALLOC_INTERNAL_H */

@@ -1,0 +1,106 @@
+/*
+ * tlist.c -- the drop-in malloc's thread lists (docs/malloc.md, "Thread
+ * lists"); top layer, docs/design.md §1.  A freed medium block of
+ * MC_TL_MINPG to MC_TL_MINPG + DP_TC_EXT - 1 pages goes onto a list of
+ * its page count in the freeing thread's cache (struct dp_tcache.ext),
+ * and a malloc of that many pages takes it back from there: no lock, no
+ * atomic RMW but the block's state CAS, no shared line.  The global
+ * counters do not see a block on a thread list: it still counts as live
+ * there, and dp_malloc_stats_get() moves the lists' sums (kept per list by
+ * its owner) from live to queued.  A thread's lists hold at most
+ * MC_TL_BYTES in all (tallied in dp_tcache.ext_units): a listed block
+ * cannot merge, so the bound trades peak RSS for speed (docs/malloc.md,
+ * "Thread lists"; docs/benchmarks.md).  The
+ * core's drains hand lists back through tl_flush(): the reclaim GC for
+ * idle threads (a thread that sleeps forever does not keep its blocks),
+ * thread exit, trim, and this thread's own malloc when the heap has no
+ * fit (before mapping new memory, what the thread holds goes back to be
+ * merged).
+ */
+#include "malloc_internal.h"
+
+#define MC_TL_BYTES ((size_t)512 << 10) /* all of a thread's lists */
+
+/* Pops of exited threads' lists: atomic add. */
+_Atomic uint64_t mc_tl_pops_folded;
+
+/* The list for blocks of len bytes, or -1. */
+static inline int tl_index(size_t len)
+{
+    size_t i = len / MC_SYSPAGE - MC_TL_MINPG;
+    return i < DP_TC_EXT ? (int)i : -1;
+}
+
+struct mc_block *tl_pop(size_t len)
+{
+    int i = tl_index(len);
+    if (i < 0)
+        return NULL;
+    /* The malloc side creates the cache (an mmap): free() only uses it. */
+    struct dp_tcache *tc = dp_tcache_self();
+    if (!tc || !dp_tc_enter(tc))
+        return NULL;
+    /* Only the exact page count: a bigger block would bring pages the
+     * caller does not need, resident from their last use. */
+    struct dp_tclist *l = &tc->ext[i];
+    struct mc_block *h = l->head;
+    if (h) {
+        l->head = h->next;
+        DP_BUMP(&l->n, -1);
+        DP_BUMP(&l->pops, 1);
+        DP_BUMP(&tc->ext_units, -h->maplen);
+    }
+    dp_tc_leave(tc);
+    if (h)
+        atomic_store_explicit(&h->state, MC_LIVE, MC_RLX);
+    return h;
+}
+
+/* A block whose free() won the state CAS: onto this thread's list. */
+bool tl_push(struct mc_block *h)
+{
+    int i = tl_index(h->maplen);
+    struct dp_tcache *tc = dp_tc;
+    /* Before mc_init no one would ever flush the list.  A block aligned
+     * above a page goes to the heap, where the next such request finds it
+     * (a list serves only requests of the default placement). */
+    if (i < 0 || h->align > MC_SYSPAGE || !tc ||
+        !atomic_load_explicit(&mc_inited, memory_order_acquire) ||
+        !dp_tc_enter(tc))
+        return false;
+    struct dp_tclist *l = &tc->ext[i];
+    bool ok = atomic_load_explicit(&tc->ext_units, DP_RLX) + h->maplen <=
+              MC_TL_BYTES;
+    if (ok) {
+        h->next = l->head;
+        l->head = h;
+        DP_BUMP(&l->n, 1);
+        DP_BUMP(&tc->ext_units, h->maplen);
+    }
+    dp_tc_leave(tc);
+    return ok;
+}
+
+/* dp_tc_ext_flush: a list's blocks onto mc_lq, as a free() would have
+ * queued them (one push for the whole list). */
+void tl_flush(struct dp_tclist *l, bool forget)
+{
+    struct mc_block *h = l->head, *tail = NULL;
+    uint64_t n = 0, bytes = 0;
+    for (struct mc_block *e = h; e; e = e->next) {
+        n++;
+        bytes += e->maplen;
+        tail = e;
+    }
+    l->head = NULL;
+    atomic_store_explicit(&l->n, 0, DP_RLX);
+    if (forget) {
+        atomic_fetch_add(&mc_tl_pops_folded,
+                         atomic_load_explicit(&l->pops, DP_RLX));
+        atomic_store_explicit(&l->pops, 0, DP_RLX);
+    }
+    if (!h)
+        return;
+    mc_bs_live_to_queued(n, bytes);
+    mc_lq_push(h, tail);
+}
