@@ -46,24 +46,9 @@ void dp_tcache_ext_register(const struct dp_tcache_ext_ops *ops)
     atomic_store(&tc_ext_ops, ops);
 }
 
-/* Transitional, declared in dp_internal.h for lib/malloc.c: a flush
- * function stored by name, called through the ops below until the
- * malloc registers ops of its own.  Set once. */
-void (*_Atomic dp_tc_ext_flush)(struct dp_tclist *l, bool forget);
-
-static void ext_flush_by_name(struct dp_tclist *l, bool forget)
-{
-    atomic_load(&dp_tc_ext_flush)(l, forget);
-}
-
-static const struct dp_tcache_ext_ops ext_ops_by_name = {ext_flush_by_name};
-
 static const struct dp_tcache_ext_ops *ext_ops(void)
 {
-    const struct dp_tcache_ext_ops *ops = atomic_load(&tc_ext_ops);
-    if (ops)
-        return ops;
-    return atomic_load(&dp_tc_ext_flush) ? &ext_ops_by_name : NULL;
+    return atomic_load(&tc_ext_ops);
 }
 
 /* Hand back a cache's ext lists (same ownership rules as bin_flush). */

@@ -1,6 +1,6 @@
 /*
  * dp_internal.h -- an umbrella over the core's layer headers, for the
- * files built on the whole core (lib/malloc.c, lib/stats.c,
+ * files built on the whole core (lib/malloc/, lib/stats.c,
  * lib/options.c, lib/testhooks.c).  The core's own files include the
  * layer headers they use, so that the includes draw the layer graph
  * (docs/design.md §1).
@@ -30,11 +30,5 @@
 #include "pool.h"
 #include "reclaim.h"
 #include "fork.h"
-
-/* Transitional: lib/malloc.c still stores its thread lists' flush
- * function here instead of registering a struct dp_tcache_ext_ops
- * (cache.h); cache.c calls it while no ops are registered. */
-extern DP_HIDDEN void (*_Atomic dp_tc_ext_flush)(struct dp_tclist *l,
-                                                 bool forget);
 
 #endif /* DP_INTERNAL_H */

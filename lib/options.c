@@ -234,7 +234,7 @@ const struct dp_options *dp_options(void)
  * such as coreutils close stderr in an atexit handler.  Here, not in
  * stats.c, so that a static link that uses pools always has it.  The
  * drop-in malloc, which carries its own copy of this file compiled with
- * DP_MALLOC_CORE, prints its own statistics instead (lib/malloc.c).
+ * DP_MALLOC_CORE, prints its own statistics instead (lib/malloc/).
  */
 static int dp_stats_fd = -1;
 

@@ -104,7 +104,7 @@ bool mc_init(void)
         }
         if (ok) {
             dp_reclaim_set_hook(heap_reclaim_hook);
-            atomic_store(&dp_tc_ext_flush, tl_flush);
+            dp_tcache_ext_register(&mc_tl_ext_ops);
             mc_stats_keep_stderr();
             atomic_store_explicit(&mc_inited, 1, memory_order_release);
         }

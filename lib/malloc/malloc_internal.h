@@ -275,7 +275,7 @@ extern DP_HIDDEN _Atomic uint64_t mc_tl_pops_folded;
 
 DP_HIDDEN struct mc_block *tl_pop(size_t len);
 DP_HIDDEN bool tl_push(struct mc_block *h);
-DP_HIDDEN void tl_flush(struct dp_tclist *l, bool forget);
+extern DP_HIDDEN const struct dp_tcache_ext_ops mc_tl_ext_ops; /* tl_flush */
 
 /* ---- statistics (stats.c) -------------------------------------------------- */
 

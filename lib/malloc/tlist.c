@@ -81,9 +81,9 @@ bool tl_push(struct mc_block *h)
     return ok;
 }
 
-/* dp_tc_ext_flush: a list's blocks onto mc_lq, as a free() would have
+/* mc_tl_ext_ops.flush: a list's blocks onto mc_lq, as a free() would have
  * queued them (one push for the whole list). */
-void tl_flush(struct dp_tclist *l, bool forget)
+static void tl_flush(struct dp_tclist *l, bool forget)
 {
     struct mc_block *h = l->head, *tail = NULL;
     uint64_t n = 0, bytes = 0;
@@ -104,3 +104,6 @@ void tl_flush(struct dp_tclist *l, bool forget)
     mc_bs_live_to_queued(n, bytes);
     mc_lq_push(h, tail);
 }
+
+/* The thread cache hands the lists back through these (cache.h). */
+const struct dp_tcache_ext_ops mc_tl_ext_ops = {.flush = tl_flush};
