@@ -15,6 +15,7 @@
 #include "reclaim.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -231,3 +232,34 @@ int dp_pool_destroy(dp_pool_t *p)
     spare_push(p, p);
     return 0;
 }
+
+#ifndef DP_MALLOC_CORE
+/*
+ * DEFERPOOL_CONF stats_print: libdeferpool prints dp_stats_print() (stats.c)
+ * at unload, after the program's atexit handlers, on a duplicate of
+ * stderr taken at load: programs such as coreutils close stderr in an
+ * atexit handler.  Here, at the top of the graph, so that a static link
+ * that creates pools always has it (options.c reads the options at
+ * load).  The drop-in malloc, which carries its own copy of this file
+ * compiled with DP_MALLOC_CORE, prints its own statistics instead
+ * (lib/malloc/).
+ */
+static int dp_stats_fd = -1;
+
+__attribute__((constructor)) static void dp_stats_ctor(void)
+{
+    if (dp_options()->stats_print != DP_SP_OFF)
+        dp_stats_fd = fcntl(2, F_DUPFD_CLOEXEC, 3);
+}
+
+__attribute__((destructor)) static void dp_stats_dtor(void)
+{
+    int how = dp_options()->stats_print;
+    if (how == DP_SP_OFF)
+        return;
+    FILE *f = dp_stats_fd >= 0 ? fdopen(dp_stats_fd, "w") : NULL;
+    dp_stats_print(f ? f : stderr, how == DP_SP_JSON ? DP_STATS_JSON : 0);
+    if (f)
+        fclose(f);
+}
+#endif

@@ -6,9 +6,13 @@
  * Also here: the stats_print hooks that run when libdeferpool is loaded
  * and unloaded (end of file).
  */
-#include "dp_internal.h"
+#include "options.h"
 
+#include "deferpool.h"
+
+#include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -219,39 +223,19 @@ static void parse(void)
         print_help();
 }
 
+#define DP_STR2(x) #x
+#define DP_STR(x) DP_STR2(x)
+
+/* Here, at the bottom of the graph, because help prints it. */
+const char *dp_version(void)
+{
+    return DP_STR(DP_VERSION_MAJOR) "." DP_STR(DP_VERSION_MINOR) "." DP_STR(
+        DP_VERSION_PATCH);
+}
+
 const struct dp_options *dp_options(void)
 {
     pthread_once(&dp_opt_once, parse);
     return &dp_opt;
 }
 
-#ifndef DP_MALLOC_CORE
-/*
- * DEFERPOOL_CONF stats_print: libdeferpool reads the options when it is
- * loaded (so a program that never creates a pool still sees `help` and
- * bad keys) and prints dp_stats_print() (stats.c) at unload, after the
- * program's atexit handlers, on a duplicate of stderr taken now: programs
- * such as coreutils close stderr in an atexit handler.  Here, not in
- * stats.c, so that a static link that uses pools always has it.  The
- * drop-in malloc, which carries its own copy of this file compiled with
- * DP_MALLOC_CORE, prints its own statistics instead (lib/malloc/).
- */
-static int dp_stats_fd = -1;
-
-__attribute__((constructor)) static void dp_stats_ctor(void)
-{
-    if (dp_options()->stats_print != DP_SP_OFF)
-        dp_stats_fd = fcntl(2, F_DUPFD_CLOEXEC, 3);
-}
-
-__attribute__((destructor)) static void dp_stats_dtor(void)
-{
-    int how = dp_options()->stats_print;
-    if (how == DP_SP_OFF)
-        return;
-    FILE *f = dp_stats_fd >= 0 ? fdopen(dp_stats_fd, "w") : NULL;
-    dp_stats_print(f ? f : stderr, how == DP_SP_JSON ? DP_STATS_JSON : 0);
-    if (f)
-        fclose(f);
-}
-#endif

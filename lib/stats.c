@@ -14,15 +14,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define DP_STR2(x) #x
-#define DP_STR(x) DP_STR2(x)
-
-const char *dp_version(void)
-{
-    return DP_STR(DP_VERSION_MAJOR) "." DP_STR(DP_VERSION_MINOR) "." DP_STR(
-        DP_VERSION_PATCH);
-}
-
 static uint64_t count_of(const struct dp_page *pg)
 {
     return atomic_load_explicit(&((struct dp_page *)pg)->state,
