@@ -3,7 +3,7 @@
  * layer (page layout, its cache bin, the registry, the fork handlers,
  * the reclaim thread) and destroy takes it out again.  It calls each
  * layer and none calls it, so it sits above them all, beside the fork
- * layer.  docs/design.md, "Pools" and §1.
+ * layer.  docs/design.md §1.
  */
 #include "cache.h"
 #include "fork.h"

@@ -2,7 +2,7 @@
  * pool.c -- the pool layer, above the pages and the thread caches: get
  * and put, waiting, the pending queue of pages that puts changed, the
  * choice of which empty pages are due to go back, prime and reclaim.
- * docs/design.md, "Pools", "The put path" and "Waiting".
+ * docs/design.md §4 (the put path), §5 (the get path), §6 (waiting).
  */
 #include "pool.h"
 #include "cache.h"
@@ -277,8 +277,8 @@ size_t dp_pool_reclaim_pass(struct dp_pool *p)
 
 /*
  * Sleep until a put or a reclaim may have made room.  Called and returns
- * with the pool lock held.  The lost-wake-up argument (docs/design.md,
- * "Waiting"): we publish `waiters` with a seq_cst RMW and then re-check
+ * with the pool lock held.  The lost-wake-up argument (docs/design.md
+ * §6): we publish `waiters` with a seq_cst RMW and then re-check
  * the pending queue with a seq_cst exchange; a putter pushes its page on
  * the pending queue with a seq_cst CAS and then loads `waiters` seq_cst.
  * In the single total order of seq_cst operations one of us sees the

@@ -2,8 +2,7 @@
  * pool.h -- the pool layer (pool.c, prime.c, registry.c), above the pages and the
  * thread caches: the pool lock's page lists, the pending queue, the
  * policy that picks due pages, and the registry of live pools that the
- * reclaim, statistics and fork code walk.  docs/design.md, "Pools",
- * "Waiting" and "Reclamation".
+ * reclaim, statistics and fork code walk.  docs/design.md §4-§7.
  */
 #ifndef DP_POOL_H
 #define DP_POOL_H

@@ -1,7 +1,7 @@
 /*
  * prime.c -- the pool layer's reserve: dp_pool_prime() fills a pool with
  * the pages a number of objects needs, up front, and keeps them from
- * the age policy.  docs/design.md, "Pools" (reserve) and "Reclamation".
+ * the age policy.  docs/design.md §7 (reclamation, the reserve).
  */
 #include "pool.h"
 #include "page.h"

@@ -8,6 +8,8 @@
 #define _GNU_SOURCE
 #endif
 
+#include "pageset.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -55,21 +57,6 @@
 #define GATE_ALLOC 0 /* index of the alloc gate in per-gate arrays */
 #define GATE_FREE  1 /* index of the free gate */
 #define MOCK_CLOCK_START 1000000000ull /* 1 s, in ns */
-
-/* One outstanding page in the open-addressing table. */
-struct page_slot {
-    void *page;  /* NULL: empty slot */
-    size_t size; /* size the page was allocated with */
-};
-
-/* Outstanding pages: linear probing, power-of-two capacity, kept at most
- * half full; deletion shifts entries back, so there are no tombstones.
- * Every field is guarded by the owning mock's lock. */
-struct page_set {
-    struct page_slot *slots; /* cap entries, or NULL before the first insert */
-    size_t cap;              /* 0 or a power of two */
-    size_t len;              /* occupied slots */
-};
 
 struct dp_mock {
     dp_provider_t provider;   /* immutable after create; ctx = this mock */
@@ -177,85 +164,6 @@ static int gate_index(int which, const char *fn)
 static uint64_t *blocked_counter_locked(dp_mock_t *m, int idx)
 {
     return idx == GATE_ALLOC ? &m->c.blocked_alloc : &m->c.blocked_free;
-}
-
-/* ------------------------------------------------------------------ */
-/* Outstanding-page table                                             */
-/* ------------------------------------------------------------------ */
-
-static size_t ps_hash(const void *p)
-{
-    uint64_t x = (uint64_t)(uintptr_t)p;
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    return (size_t)x;
-}
-
-static struct page_slot *ps_find_locked(struct page_set *s, const void *page)
-{
-    if (s->cap == 0)
-        return NULL;
-    size_t mask = s->cap - 1;
-    for (size_t i = ps_hash(page) & mask;; i = (i + 1) & mask) {
-        if (s->slots[i].page == page)
-            return &s->slots[i];
-        if (s->slots[i].page == NULL)
-            return NULL;
-    }
-}
-
-static void ps_put_locked(struct page_set *s, void *page, size_t size)
-{
-    size_t mask = s->cap - 1;
-    size_t i = ps_hash(page) & mask;
-    while (s->slots[i].page != NULL)
-        i = (i + 1) & mask;
-    s->slots[i].page = page;
-    s->slots[i].size = size;
-    s->len++;
-}
-
-static void ps_insert_locked(struct page_set *s, void *page, size_t size)
-{
-    if ((s->len + 1) * 2 > s->cap) {
-        size_t ncap = s->cap ? s->cap * 2 : 64;
-        struct page_slot *old = s->slots;
-        size_t ocap = s->cap;
-        s->slots = calloc(ncap, sizeof(*s->slots));
-        if (s->slots == NULL)
-            die("out of memory for the outstanding-page table");
-        s->cap = ncap;
-        s->len = 0;
-        for (size_t i = 0; i < ocap; i++)
-            if (old[i].page != NULL)
-                ps_put_locked(s, old[i].page, old[i].size);
-        free(old);
-    }
-    ps_put_locked(s, page, size);
-}
-
-/* Backward-shift deletion: move later members of the probe run into the
- * hole unless their home slot lies cyclically in (hole, j]. */
-static void ps_remove_locked(struct page_set *s, struct page_slot *slot)
-{
-    size_t mask = s->cap - 1;
-    size_t i = (size_t)(slot - s->slots);
-    size_t j = i;
-    for (;;) {
-        j = (j + 1) & mask;
-        if (s->slots[j].page == NULL)
-            break;
-        size_t k = ps_hash(s->slots[j].page) & mask;
-        bool stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
-        if (stays)
-            continue;
-        s->slots[i] = s->slots[j];
-        i = j;
-    }
-    s->slots[i].page = NULL;
-    s->slots[i].size = 0;
-    s->len--;
 }
 
 /* ------------------------------------------------------------------ */
@@ -389,7 +297,8 @@ static void *mock_alloc(void *ctx, size_t size, size_t align, int flags)
         unlock(m);
         return NULL;
     }
-    ps_insert_locked(&m->out, page, size);
+    if (dp_ps_insert(&m->out, page, size) != 0)
+        die("out of memory for the outstanding-page table");
     m->c.allocs++;
     m->c.pages_out++;
     m->c.bytes_out += size;
@@ -429,14 +338,14 @@ static void mock_free(void *ctx, void *page, size_t size)
     m->inflight++;
     gate_pass_locked(m, GATE_FREE);
     m->c.free_calls++;
-    struct page_slot *slot = ps_find_locked(&m->out, page);
+    struct page_slot *slot = dp_ps_find(&m->out, page);
     if (slot == NULL)
         die_bad_free_locked(m, page, size);
     if (slot->size != size)
         die("free of page %p with size %zu, but it was allocated with "
             "size %zu", page, size, slot->size);
     /* Out of the table now, so a racing second free of it aborts. */
-    ps_remove_locked(&m->out, slot);
+    dp_ps_remove(&m->out, slot);
     dp_mock_hook_t hook = m->hook;
     void *hook_arg = m->hook_arg;
     unlock(m);
