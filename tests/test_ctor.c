@@ -121,19 +121,13 @@ static dp_pool_t *ctor_pool(dp_mock_t *m)
  * nothing destructed that was not constructed, cbarg always right. */
 static void finish(dp_pool_t *pool, dp_mock_t *m)
 {
-    cr_assert_eq(dp_pool_check(pool), 0);
-    cr_assert_eq(dp_pool_destroy(pool), 0, "dp_pool_destroy: %s",
-                 strerror(errno));
-    dp_mock_counters_t c = tu_counters(m);
-    cr_assert_eq(c.allocs, c.frees, "pages leaked: %" PRIu64 " allocated, %"
-                 PRIu64 " freed", c.allocs, c.frees);
+    tu_destroy_checked(pool, m); /* and the mock */
     cr_assert_eq(atomic_load(&cb.ctor_ok), atomic_load(&cb.dtor_calls),
                  "%lu objects constructed, %lu destructed",
                  atomic_load(&cb.ctor_ok), atomic_load(&cb.dtor_calls));
     cr_assert_eq(atomic_load(&cb.dtor_unconstructed), 0,
                  "dtor saw objects not in their constructed state");
     cr_assert_eq(atomic_load(&cb.bad_arg), 0, "callbacks got the wrong cbarg");
-    dp_mock_destroy(m);
 }
 
 static void **get_n(dp_pool_t *pool, size_t n, int flags)
@@ -488,13 +482,7 @@ static dp_pool_t *reentry_pool(dp_mock_t *m, size_t max_pages, int flags,
 
 static void reentry_finish(dp_pool_t *pool, dp_mock_t *m)
 {
-    cr_assert_eq(dp_pool_check(pool), 0);
-    cr_assert_eq(dp_pool_destroy(pool), 0, "dp_pool_destroy: %s",
-                 strerror(errno));
-    dp_mock_counters_t c = tu_counters(m);
-    cr_assert_eq(c.allocs, c.frees, "pages leaked: %" PRIu64 " allocated, %"
-                 PRIu64 " freed", c.allocs, c.frees);
-    dp_mock_destroy(m);
+    tu_destroy_checked(pool, m); /* and the mock */
 }
 
 Test(ctor, ctor_getting_from_its_own_pool_gets_edeadlk_instead_of_recursing)

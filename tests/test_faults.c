@@ -78,14 +78,7 @@ static void assert_pool_works(dp_pool_t *pool)
 
 static void finish(dp_pool_t *pool, dp_mock_t *m)
 {
-    cr_assert_eq(dp_pool_check(pool), 0);
-    cr_assert_eq(dp_pool_destroy(pool), 0, "dp_pool_destroy: %s",
-                 strerror(errno));
-    dp_mock_counters_t c = tu_counters(m);
-    cr_assert_eq(c.allocs, c.frees, "pages leaked: %" PRIu64 " allocated, %"
-                 PRIu64 " freed", c.allocs, c.frees);
-    cr_assert_eq(c.pages_out, 0);
-    dp_mock_destroy(m);
+    tu_destroy_checked(pool, m); /* and the mock */
 }
 
 struct getter {

@@ -477,13 +477,8 @@ static int ptr_cmp(const void *a, const void *b)
 Test(fork, child_never_sees_a_cache_its_owner_was_flushing_at_the_fork, .timeout = 120)
 {
     dp_mock_t *m = dp_mock_create(0);
-    dp_pool_attr_t a;
-    dp_pool_attr_init(&a);
-    a.provider = dp_mock_provider(m);
-    a.clock = dp_mock_clock;
-    a.clock_arg = m;
-    a.flags = DP_POOL_NOTHREAD; /* no GC may take the owner's bin first */
-    a.pagesize = 4096;
+    dp_pool_attr_t a = tu_attr(m); /* NOTHREAD: no GC may take the owner's
+                                      bin first */
     a.max_pages = HALF_PAGES;
     dp_pool_t *pool = dp_pool_create("half", OBJSIZE, &a);
     cr_assert_not_null(pool);
@@ -659,13 +654,7 @@ static void *exit_owner(void *arg)
 Test(fork, a_signal_handler_put_during_thread_exit_goes_to_the_pages, .timeout = 60)
 {
     dp_mock_t *m = dp_mock_create(0);
-    dp_pool_attr_t a;
-    dp_pool_attr_init(&a);
-    a.provider = dp_mock_provider(m);
-    a.clock = dp_mock_clock;
-    a.clock_arg = m;
-    a.flags = DP_POOL_NOTHREAD;
-    a.pagesize = 4096;
+    dp_pool_attr_t a = tu_attr(m);
     exit_pool = dp_pool_create("exit", OBJSIZE, &a);
     cr_assert_not_null(exit_pool);
     struct sigaction sa;
