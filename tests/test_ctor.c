@@ -427,10 +427,23 @@ static struct reentry {
     void *obj;
 } re;
 
-/* Get from re.pool (and put back what came); count how it went.  A
- * second callback level means the get recursed into the same callback:
+/* What a callback tries on its own pool: 0 if it worked, else -1 and
+ * errno. */
+static int get_and_put(void)
+{
+    void *o = dp_pool_get(re.pool, re.flags);
+    if (!o)
+        return -1;
+    dp_pool_put(re.pool, o);
+    return 0;
+}
+
+static int prime_one(void) { return dp_pool_prime(re.pool, 1); }
+
+/* Try op on re.pool from inside one of its callbacks; count how it went.
+ * A second callback level means op recursed into the same callback:
  * recorded, and failed, so that the test ends instead of the stack. */
-static int reenter(void)
+static int reenter_with(int (*op)(void))
 {
     if (atomic_fetch_add(&re.depth, 1) > 0) {
         atomic_fetch_add(&re.recursed, 1);
@@ -439,19 +452,18 @@ static int reenter(void)
     }
     atomic_fetch_add(&re.tries, 1);
     errno = 0;
-    void *o = dp_pool_get(re.pool, re.flags);
-    if (o) {
+    if (op() == 0)
         atomic_fetch_add(&re.got, 1);
-        dp_pool_put(re.pool, o);
-    } else if (errno == EDEADLK) {
+    else if (errno == EDEADLK)
         atomic_fetch_add(&re.edeadlk, 1);
-    } else {
+    else
         atomic_fetch_add(&re.other_err, 1);
-    }
     atomic_store(&re.last_errno, errno);
     atomic_fetch_sub(&re.depth, 1);
     return 0;
 }
+
+static int reenter(void) { return reenter_with(get_and_put); }
 
 static int reentrant_ctor(void *obj, void *arg, int flags)
 {
@@ -636,22 +648,7 @@ static int priming_ctor(void *obj, void *arg, int flags)
     (void)arg;
     (void)flags;
     memset(obj, 0x22, OBJSIZE);
-    if (atomic_load(&re.tries) > 0)
-        return 0;
-    if (atomic_fetch_add(&re.depth, 1) > 0) {
-        atomic_fetch_add(&re.recursed, 1);
-        atomic_fetch_sub(&re.depth, 1);
-        return -1;
-    }
-    atomic_fetch_add(&re.tries, 1);
-    errno = 0;
-    if (dp_pool_prime(re.pool, 1) == 0)
-        atomic_fetch_add(&re.got, 1);
-    else if (errno == EDEADLK)
-        atomic_fetch_add(&re.edeadlk, 1);
-    atomic_store(&re.last_errno, errno);
-    atomic_fetch_sub(&re.depth, 1);
-    return 0;
+    return atomic_load(&re.tries) == 0 ? reenter_with(prime_one) : 0;
 }
 
 Test(ctor, ctor_priming_its_own_pool_gets_edeadlk_instead_of_recursing)
