@@ -11,6 +11,20 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include <criterion/criterion.h>
+#include <deferpool-malloc.h>
+
+#define KiB ((size_t)1 << 10)
+#define MiB ((size_t)1 << 20)
+
+/* The malloc's statistics, asserting the call worked. */
+static inline dp_malloc_stats_t mt_stats(void)
+{
+    dp_malloc_stats_t s;
+    cr_assert_eq(dp_malloc_stats_get(&s), 0);
+    return s;
+}
+
 /* n divided by DP_TEST_SCALE (default 1), at least 1. */
 static inline uint64_t mt_scaled(uint64_t n)
 {

@@ -18,15 +18,6 @@
 
 #include "malloc_testutil.h"
 
-#define KiB ((size_t)1 << 10)
-#define MiB ((size_t)1 << 20)
-
-static dp_malloc_stats_t st(void)
-{
-    dp_malloc_stats_t s;
-    cr_assert_eq(dp_malloc_stats_get(&s), 0);
-    return s;
-}
 
 /* The three ways to ask for an aligned block. */
 static void *alloc_by(int how, size_t align, size_t n)
@@ -78,16 +69,16 @@ Test(malloc_aligned, a_small_block_next_to_a_size_zero_aligned_block_keeps_worki
     static void *small[MAXSMALL];
     void *zero[ROUNDS];
     size_t k = 0;
-    dp_malloc_stats_t s0 = st();
+    dp_malloc_stats_t s0 = mt_stats();
     for (int r = 0; r < ROUNDS; r++) {
         /* Allocate until a class page is mapped... */
-        uint64_t pages = st().small_pages;
+        uint64_t pages = mt_stats().small_pages;
         do {
             cr_assert_lt(k, MAXSMALL);
             cr_assert_not_null(small[k] = malloc(n));
             mt_fill(small[k], n, k);
             k++;
-        } while (st().small_pages == pages);
+        } while (mt_stats().small_pages == pages);
         /* ...and map a size-0 aligned block at once. */
         zero[r] = aligned_alloc((8 * KiB) << (r % 3), 0);
         cr_assert_not_null(zero[r]);
@@ -105,7 +96,7 @@ Test(malloc_aligned, a_small_block_next_to_a_size_zero_aligned_block_keeps_worki
         free(small[i]);
     }
     dp_malloc_thread_flush();
-    dp_malloc_stats_t s1 = st();
+    dp_malloc_stats_t s1 = mt_stats();
     cr_assert_eq(s1.small_objs_inuse, s0.small_objs_inuse,
                  "%llu small blocks were not freed",
                  (unsigned long long)(s1.small_objs_inuse - s0.small_objs_inuse));
@@ -120,7 +111,7 @@ Test(malloc_aligned, above_a_page_alignment_usable_size_realloc_and_free)
 {
     static const size_t sizes[] = {0, 1, 100, 4095, 4096, 8193, 100000,
                                    (1 << 20) + 1};
-    dp_malloc_stats_t s0 = st();
+    dp_malloc_stats_t s0 = mt_stats();
     for (size_t a = 8 * KiB; a <= 1 * MiB; a <<= 1) {
         for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
             for (int how = 0; how < 3; how++) {
@@ -145,7 +136,7 @@ Test(malloc_aligned, above_a_page_alignment_usable_size_realloc_and_free)
             }
         }
     }
-    dp_malloc_stats_t s = st();
+    dp_malloc_stats_t s = mt_stats();
     cr_assert_eq(s.large_inuse, s0.large_inuse);
 }
 
@@ -171,7 +162,7 @@ Test(malloc_aligned, a_second_free_of_an_aligned_block_is_ignored)
  * same block comes back, and no new memory is mapped after the first. */
 static void one_live_loop(size_t align, size_t n, size_t iters)
 {
-    dp_malloc_stats_t s0 = st();
+    dp_malloc_stats_t s0 = mt_stats();
     char *first = NULL;
     for (size_t i = 0; i < iters; i++) {
         char *p = alloc_by((int)(i % 3), align, n);
@@ -183,7 +174,7 @@ static void one_live_loop(size_t align, size_t n, size_t iters)
             p[n - 1] = 2;
         if (i == 0)
             first = p;
-        dp_malloc_stats_t s = st();
+        dp_malloc_stats_t s = mt_stats();
         cr_assert_eq(p, first, "align %zu size %zu: iteration %zu got a new block",
                      align, n, i);
         cr_assert_leq(s.large_maps, s0.large_maps + 1,
@@ -192,7 +183,7 @@ static void one_live_loop(size_t align, size_t n, size_t iters)
                       (unsigned long long)(s.large_maps - s0.large_maps), i + 1);
         free(p);
     }
-    dp_malloc_stats_t s = st();
+    dp_malloc_stats_t s = mt_stats();
     cr_assert_geq(s.large_reused, s0.large_reused + iters - 1);
     cr_assert_eq(s.large_inuse, s0.large_inuse);
 }
@@ -221,10 +212,10 @@ Test(malloc_aligned, page_aligned_large_blocks_come_from_the_heap)
     enum { NS = sizeof(sizes) / sizeof(sizes[0]) };
     dp_malloc_trim();
     size_t rounds = mt_scaled(50);
-    dp_malloc_stats_t s1 = st();
+    dp_malloc_stats_t s1 = mt_stats();
     for (size_t r = 0; r < rounds; r++) {
         if (r == 1)
-            s1 = st();
+            s1 = mt_stats();
         for (size_t i = 0; i < NS; i++) {
             void *p;
             cr_assert_eq(posix_memalign(&p, 4 * KiB, sizes[i]), 0);
@@ -234,7 +225,7 @@ Test(malloc_aligned, page_aligned_large_blocks_come_from_the_heap)
             free(p);
         }
     }
-    dp_malloc_stats_t s = st();
+    dp_malloc_stats_t s = mt_stats();
     if (rounds > 1) {
         cr_assert_eq(s.large_maps, s1.large_maps,
                      "%llu mappings after the first round",
@@ -244,6 +235,6 @@ Test(malloc_aligned, page_aligned_large_blocks_come_from_the_heap)
     /* The heap holds what was freed until a trim gives it back. */
     cr_assert_gt(s.large_bytes_cached + s.large_bytes_queued, 8 * MiB);
     dp_malloc_trim();
-    s = st();
+    s = mt_stats();
     cr_assert_eq(s.large_cached + s.large_queued, 0);
 }

@@ -21,30 +21,21 @@
 
 #include "malloc_testutil.h"
 
-#define KiB ((size_t)1 << 10)
-#define MiB ((size_t)1 << 20)
 #define AGE_NS 60000000000ull /* reclaim_age_ms:60000 in meson.build */
-
-static dp_malloc_stats_t st(void)
-{
-    dp_malloc_stats_t s;
-    cr_assert_eq(dp_malloc_stats_get(&s), 0);
-    return s;
-}
 
 /* Start from an empty cache, with the reclaim thread running. */
 static void empty_cache(void)
 {
     free(malloc(100 * KiB)); /* starts the reclaim thread if need be */
     dp_malloc_trim();
-    dp_malloc_stats_t s = st();
+    dp_malloc_stats_t s = mt_stats();
     cr_assert_eq(s.large_queued + s.large_cached, 0);
 }
 
 Test(malloc_large, the_age_comes_from_DEFERPOOL_CONF)
 {
     empty_cache();
-    cr_assert_eq(st().reclaim_age_ns, AGE_NS);
+    cr_assert_eq(mt_stats().reclaim_age_ns, AGE_NS);
 }
 
 Test(malloc_large, freed_block_is_reused_by_a_similar_or_smaller_malloc)
@@ -53,7 +44,7 @@ Test(malloc_large, freed_block_is_reused_by_a_similar_or_smaller_malloc)
     /* More than half a chunk: a mapping of its own. */
     char *a = malloc(1 * MiB);
     mt_fill(a, 1 * MiB, 1);
-    dp_malloc_stats_t s0 = st();
+    dp_malloc_stats_t s0 = mt_stats();
     cr_assert_eq(s0.large_cached, 0);
     free(a);
     /* The same size: the very block, no mapping. */
@@ -66,7 +57,7 @@ Test(malloc_large, freed_block_is_reused_by_a_similar_or_smaller_malloc)
     cr_assert_eq(c, a);
     cr_assert_geq(malloc_usable_size(c), 700 * KiB);
     cr_assert_lt(malloc_usable_size(c), 700 * KiB + 4 * KiB);
-    dp_malloc_stats_t s1 = st();
+    dp_malloc_stats_t s1 = mt_stats();
     cr_assert_eq(s1.large_maps, s0.large_maps, "no new mapping");
     cr_assert_eq(s1.large_unmaps, s0.large_unmaps);
     cr_assert_eq(s1.large_reused, s0.large_reused + 2);
@@ -86,7 +77,7 @@ Test(malloc_large, freed_block_is_reused_by_a_similar_or_smaller_malloc)
 Test(malloc_large, medium_blocks_are_cut_from_one_chunk)
 {
     empty_cache();
-    dp_malloc_stats_t s0 = st();
+    dp_malloc_stats_t s0 = mt_stats();
     cr_assert_eq(s0.small_max, 8 * KiB);
     /* Above small_max and up to half a chunk: cut side by side from one
      * 2 MiB mapping, whatever their sizes. */
@@ -101,7 +92,7 @@ Test(malloc_large, medium_blocks_are_cut_from_one_chunk)
         if (i)
             cr_assert_eq(b[i], b[i - 1] + mt_blk_len(sz[i - 1]), "block %d", i);
     }
-    dp_malloc_stats_t s1 = st();
+    dp_malloc_stats_t s1 = mt_stats();
     cr_assert_eq(s1.large_maps, s0.large_maps + 1, "one chunk");
     cr_assert_eq(s1.large_inuse, s0.large_inuse + N);
     cr_assert_eq(s1.large_cached, 1, "the chunk's rest");
@@ -129,7 +120,7 @@ Test(malloc_large, memory_one_size_frees_serves_another_size_at_once)
      * back (an idle thread's lists go back at a reclaim pass, and a
      * malloc the heap cannot serve hands back its own thread's first). */
     dp_malloc_thread_flush();
-    dp_malloc_stats_t s0 = st();
+    dp_malloc_stats_t s0 = mt_stats();
     /* 20 KiB blocks then take the same pages, from the first one on: the
      * freed blocks merged with each other and with the chunk's rest, and
      * the merged block is split at page granularity. */
@@ -141,7 +132,7 @@ Test(malloc_large, memory_one_size_frees_serves_another_size_at_once)
         cr_assert_eq(c[i], b[0] + i * mt_blk_len(20 * KiB), "block %zu", i);
         mt_fill(c[i], 20 * KiB, 100 + i);
     }
-    dp_malloc_stats_t s1 = st();
+    dp_malloc_stats_t s1 = mt_stats();
     cr_assert_eq(s1.large_maps, s0.large_maps, "no new mapping");
     cr_assert_eq(s1.large_unmaps, s0.large_unmaps);
     cr_assert_eq(s1.large_merges - s0.large_merges, N, "eight blocks into the rest");
@@ -156,13 +147,13 @@ Test(malloc_large, a_medium_block_shrinks_in_place_and_its_tail_is_reused)
     empty_cache();
     char *p = malloc(200 * KiB);
     mt_fill(p, 200 * KiB, 5);
-    dp_malloc_stats_t s0 = st();
+    dp_malloc_stats_t s0 = mt_stats();
     char *r = realloc(p, 50 * KiB);
     cr_assert_eq(r, p, "shrunk in place, no copy");
     cr_assert_eq(mt_check(r, 50 * KiB, 5), 50 * KiB);
     cr_assert_geq(malloc_usable_size(r), 50 * KiB);
     cr_assert_lt(malloc_usable_size(r), 50 * KiB + 4 * KiB);
-    dp_malloc_stats_t s1 = st();
+    dp_malloc_stats_t s1 = mt_stats();
     size_t tail = mt_blk_len(200 * KiB) - mt_blk_len(50 * KiB);
     cr_assert_eq(s1.large_maps, s0.large_maps);
     cr_assert_eq(s1.large_unmaps, s0.large_unmaps, "no system call");
@@ -182,7 +173,7 @@ Test(malloc_large, a_second_free_of_a_block_is_ignored)
     char *p = malloc(100 * KiB);
     char *q = malloc(100 * KiB);
     cr_assert_eq(q, p + mt_blk_len(100 * KiB));
-    dp_malloc_stats_t s0 = st();
+    dp_malloc_stats_t s0 = mt_stats();
     free(p);
     free(p);      /* queued: its state is no longer live */
     free(p + 64); /* not a block's start */
@@ -191,13 +182,13 @@ Test(malloc_large, a_second_free_of_a_block_is_ignored)
     cr_assert_null(realloc(p, 200 * KiB));
     cr_assert_eq(errno, EINVAL);
     cr_assert_eq(malloc_usable_size(p), 0);
-    dp_malloc_stats_t s1 = st();
+    dp_malloc_stats_t s1 = mt_stats();
     cr_assert_eq(s1.large_queued + s1.large_cached, s0.large_cached + 1);
     cr_assert_eq(s1.large_inuse, s0.large_inuse - 1);
     /* Into the cache (tagged there), and freed once more. */
     cr_assert_eq(dp_malloc_reclaim_sync(), 0);
     free(p);
-    s1 = st();
+    s1 = mt_stats();
     cr_assert_eq(s1.large_queued, 0);
     cr_assert_eq(s1.large_cached, s0.large_cached + 1);
     cr_assert_eq(s1.large_inuse, s0.large_inuse - 1);
@@ -215,12 +206,12 @@ Test(malloc_large, much_bigger_block_is_split_and_its_pieces_merge_again)
     empty_cache();
     char *big = malloc(8 * MiB);
     free(big);
-    dp_malloc_stats_t s0 = st();
+    dp_malloc_stats_t s0 = mt_stats();
     /* 8 MiB serves 1.5 MiB: split, the rest goes back to the cache. */
     char *p = malloc(3 * MiB / 2);
     cr_assert_eq(p, big);
     mt_fill(p, 3 * MiB / 2, 7);
-    dp_malloc_stats_t s1 = st();
+    dp_malloc_stats_t s1 = mt_stats();
     cr_assert_eq(s1.large_maps, s0.large_maps);
     cr_assert_eq(s1.large_trims, s0.large_trims + 1);
     cr_assert_eq(s1.large_unmaps, s0.large_unmaps, "nothing unmapped");
@@ -236,7 +227,7 @@ Test(malloc_large, much_bigger_block_is_split_and_its_pieces_merge_again)
     char *r = malloc(6 * MiB);
     cr_assert(r > q && r < big + 8 * MiB, "%p from the rest of %p", r, big);
     mt_fill(r, 6 * MiB, 9);
-    dp_malloc_stats_t s2 = st();
+    dp_malloc_stats_t s2 = mt_stats();
     cr_assert_eq(s2.large_maps, s0.large_maps);
     cr_assert_eq(s2.large_cached, 1, "what r did not need");
     cr_assert_eq(s2.large_bytes_cached, mt_blk_len(8 * MiB) - mt_blk_len(3 * MiB / 2) -
@@ -251,7 +242,7 @@ Test(malloc_large, much_bigger_block_is_split_and_its_pieces_merge_again)
     free(r);
     char *x = malloc(8 * MiB - 8 * KiB);
     cr_assert_eq(x, big);
-    dp_malloc_stats_t s3 = st();
+    dp_malloc_stats_t s3 = mt_stats();
     cr_assert_eq(s3.large_maps, s0.large_maps);
     cr_assert_eq(s3.large_merges, s2.large_merges + 3);
     cr_assert_eq(s3.large_cached, 1, "the 8 KiB x does not need");
@@ -271,7 +262,7 @@ Test(malloc_large, realloc_growth_moves_into_a_cached_block)
     mt_fill(p, 200 * KiB, 3);
     char *spare = malloc(400 * KiB);
     free(spare);
-    dp_malloc_stats_t s0 = st();
+    dp_malloc_stats_t s0 = mt_stats();
     /* Growth asks for half again the size (300 KiB): the 400 KiB block. */
     char *q = realloc(p, 220 * KiB);
     cr_assert_eq(q, spare);
@@ -280,7 +271,7 @@ Test(malloc_large, realloc_growth_moves_into_a_cached_block)
     char *r = realloc(q, 390 * KiB);
     cr_assert_eq(r, q);
     cr_assert_eq(mt_check(r, 200 * KiB, 3), 200 * KiB);
-    dp_malloc_stats_t s1 = st();
+    dp_malloc_stats_t s1 = mt_stats();
     cr_assert_eq(s1.large_maps, s0.large_maps, "no new mapping");
     cr_assert_eq(s1.large_reused, s0.large_reused + 1);
     cr_assert_eq(s1.large_inuse, s0.large_inuse);
@@ -296,7 +287,7 @@ Test(malloc_large, realloc_growth_moves_into_a_cached_block)
 Test(malloc_large, realloc_grown_strings_need_few_mappings)
 {
     empty_cache();
-    dp_malloc_stats_t s0 = st();
+    dp_malloc_stats_t s0 = mt_stats();
     /* Like benchmarks/macro/realloc_grow.c: strings grown by 1/8 from
      * 64 KiB to 1 MiB, four side by side, one after another. */
     enum { LIVE = 4, ROUNDS = 20 };
@@ -327,7 +318,7 @@ Test(malloc_large, realloc_grown_strings_need_few_mappings)
             free(s[i]);
         }
     }
-    dp_malloc_stats_t s1 = st();
+    dp_malloc_stats_t s1 = mt_stats();
     /* Without the cache each string made its own mapping. */
     cr_assert_lt(s1.large_maps - s0.large_maps, (uint64_t)ROUNDS * LIVE / 2,
                  "%llu mappings for %d strings",
@@ -343,7 +334,7 @@ Test(malloc_large, small_block_grown_past_64k_takes_a_roomy_block_and_stays)
     free(big);
     char *p = malloc(6 * KiB); /* a class pool's */
     mt_fill(p, 6 * KiB, 9);
-    dp_malloc_stats_t s0 = st();
+    dp_malloc_stats_t s0 = mt_stats();
     /* A growing block takes room for MC_GROW_ROOM (16) times what it asks
      * for from the cached 4 MiB block; the rest stays cached.  It then
      * grows in place within that room although it uses less than half of
@@ -353,7 +344,7 @@ Test(malloc_large, small_block_grown_past_64k_takes_a_roomy_block_and_stays)
     size_t room = malloc_usable_size(q);
     cr_assert_geq(room, 16 * 80 * KiB);
     cr_assert_lt(room, 16 * 80 * KiB + 64 * KiB);
-    dp_malloc_stats_t s1 = st();
+    dp_malloc_stats_t s1 = mt_stats();
     cr_assert_eq(s1.large_cached, 1, "the rest of the 4 MiB block");
     cr_assert_eq(s1.large_trims, s0.large_trims + 1);
     for (size_t n = 90 * KiB; n <= room; n += n / 8) {
@@ -361,7 +352,7 @@ Test(malloc_large, small_block_grown_past_64k_takes_a_roomy_block_and_stays)
         cr_assert_eq(r, q, "moved at %zu", n);
     }
     cr_assert_eq(mt_check(q, 6 * KiB, 9), 6 * KiB);
-    s1 = st();
+    s1 = mt_stats();
     cr_assert_eq(s1.large_maps, s0.large_maps);
     cr_assert_eq(s1.large_trims, s0.large_trims + 1);
     /* A real shrink below half still gives the pages back. */
@@ -380,11 +371,11 @@ Test(malloc_large, cache_keeps_at_most_its_byte_limit)
     void *b[N];
     for (int i = 0; i < N; i++)
         cr_assert_not_null(b[i] = malloc(B));
-    dp_malloc_stats_t s0 = st();
+    dp_malloc_stats_t s0 = mt_stats();
     for (int i = 0; i < N; i++)
         free(b[i]);
     cr_assert_eq(dp_malloc_reclaim_sync(), 0);
-    dp_malloc_stats_t s1 = st();
+    dp_malloc_stats_t s1 = mt_stats();
     cr_assert_eq(s1.large_cache_max_bytes, 1024 * MiB);
     cr_assert_leq(s1.large_bytes_cached, s1.large_cache_max_bytes);
     /* Neighbours merge, up to a quarter of the limit: the oldest block
@@ -406,10 +397,10 @@ Test(malloc_large, aligned_blocks_are_kept_and_reused)
     empty_cache();
     char *p;
     cr_assert_eq(posix_memalign((void **)&p, 64 * KiB, 1 * MiB), 0);
-    dp_malloc_stats_t s0 = st();
+    dp_malloc_stats_t s0 = mt_stats();
     free(p);
     cr_assert_eq(dp_malloc_reclaim_sync(), 0);
-    dp_malloc_stats_t s1 = st();
+    dp_malloc_stats_t s1 = mt_stats();
     cr_assert_eq(s1.large_queued, 0);
     cr_assert_eq(s1.large_cached, 1);
     cr_assert_eq(s1.large_unmaps, s0.large_unmaps);
@@ -421,7 +412,7 @@ Test(malloc_large, aligned_blocks_are_kept_and_reused)
      * the block of the same length holds 1 MiB at the default offset. */
     char *u = malloc(1 * MiB);
     cr_assert_eq(u, p - 4096 + 64);
-    dp_malloc_stats_t s2 = st();
+    dp_malloc_stats_t s2 = mt_stats();
     cr_assert_eq(s2.large_maps, s0.large_maps);
     cr_assert_eq(s2.large_unmaps, s0.large_unmaps);
     free(u);

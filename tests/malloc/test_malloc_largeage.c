@@ -15,16 +15,7 @@
 
 #include "malloc_testutil.h"
 
-#define KiB ((size_t)1 << 10)
-#define MiB ((size_t)1 << 20)
 #define AGE_NS 300000000ull /* reclaim_age_ms:300 in meson.build */
-
-static dp_malloc_stats_t st(void)
-{
-    dp_malloc_stats_t s;
-    cr_assert_eq(dp_malloc_stats_get(&s), 0);
-    return s;
-}
 
 static uint64_t now_ns(void)
 {
@@ -38,7 +29,7 @@ static void empty_cache(void)
 {
     free(malloc(100 * KiB)); /* starts the reclaim thread if need be */
     dp_malloc_trim();
-    dp_malloc_stats_t s = st();
+    dp_malloc_stats_t s = mt_stats();
     cr_assert_eq(s.large_queued + s.large_cached, 0);
 }
 
@@ -68,14 +59,14 @@ Test(malloc_largeage, reclaim_thread_empties_the_cache_after_the_age)
             b[i] = v[2 * i];
             memset(b[i], 0x5a, sz[2 * i]); /* resident, and not zero */
         }
-        s0 = st();
+        s0 = mt_stats();
         t0 = now_ns();
         for (int i = 0; i < 4; i++)
             free(b[i]);
         int readings = 0;
         for (;;) {
             cr_assert_eq(dp_malloc_reclaim_sync(), 0);
-            s = st();
+            s = mt_stats();
             uint64_t seen = now_ns() - t0;
             cr_assert_eq(s.large_queued, 0, "a pass moves them into the cache");
             if (seen >= AGE_NS)
@@ -98,7 +89,7 @@ Test(malloc_largeage, reclaim_thread_empties_the_cache_after_the_age)
             s.large_bytes_purged != mt_blk_len(1 * MiB)) &&
            now_ns() - t0 < 10000000000ull) {
         cr_assert_eq(dp_malloc_reclaim_sync(), 0);
-        s = st();
+        s = mt_stats();
     }
     uint64_t took = now_ns() - t0;
     /* The blocks of 2, 3 and 4 MiB are unmapped; the 1 MiB one, smaller
@@ -117,7 +108,7 @@ Test(malloc_largeage, reclaim_thread_empties_the_cache_after_the_age)
     cr_assert_eq(p, (char *)b[0]);
     for (size_t k = 4096; k < 1 * MiB; k += 4096)
         cr_assert_eq(p[k], 0, "byte %zu", k);
-    dp_malloc_stats_t s2 = st();
+    dp_malloc_stats_t s2 = mt_stats();
     cr_assert_eq(s2.large_maps, s.large_maps);
     cr_assert_eq(s2.large_bytes_purged, 0);
     free(p);

@@ -115,15 +115,6 @@ Test(malloc_nothread, freed_large_blocks_are_kept_by_a_later_allocation_until_tr
     free(v[1]);
 }
 
-#define KiB ((size_t)1 << 10)
-#define MiB ((size_t)1 << 20)
-
-static dp_malloc_stats_t st(void)
-{
-    dp_malloc_stats_t s;
-    cr_assert_eq(dp_malloc_stats_get(&s), 0);
-    return s;
-}
 
 /* Medium blocks on the thread's lists (docs/malloc.md, "Thread lists"):
  * here no reclaim pass can hand them back behind the test's back. */
@@ -132,10 +123,10 @@ Test(malloc_nothread, a_medium_block_comes_back_from_the_thread_list)
     dp_malloc_trim(); /* an empty heap */
     char *p = malloc(40 * KiB);
     char *q = malloc(40 * KiB);
-    dp_malloc_stats_t s0 = st();
+    dp_malloc_stats_t s0 = mt_stats();
     free(p);
     /* On this thread's list: freed (queued), not yet in the heap. */
-    dp_malloc_stats_t s1 = st();
+    dp_malloc_stats_t s1 = mt_stats();
     cr_assert_eq(s1.large_inuse, s0.large_inuse - 1);
     cr_assert_eq(s1.large_queued, s0.large_queued + 1);
     cr_assert_eq(s1.large_bytes_queued, s0.large_bytes_queued + mt_blk_len(40 * KiB));
@@ -143,7 +134,7 @@ Test(malloc_nothread, a_medium_block_comes_back_from_the_thread_list)
      * without the heap: nothing split, merged or mapped. */
     char *r = malloc(40 * KiB + 1000); /* 11 pages with the header, as p */
     cr_assert_eq(r, p);
-    dp_malloc_stats_t s2 = st();
+    dp_malloc_stats_t s2 = mt_stats();
     cr_assert_eq(s2.large_inuse, s0.large_inuse);
     cr_assert_eq(s2.large_queued, s0.large_queued);
     cr_assert_eq(s2.large_reused, s0.large_reused + 1);
@@ -173,14 +164,14 @@ Test(malloc_nothread, a_heap_miss_hands_this_threads_lists_back_before_mapping)
     cr_assert_eq(rest, b[3] + mt_blk_len(48 * KiB));
     for (int i = 0; i < 4; i++)
         free(b[i]);
-    dp_malloc_stats_t s0 = st();
+    dp_malloc_stats_t s0 = mt_stats();
     cr_assert_eq(s0.large_cached, 0);
     cr_assert_eq(s0.large_queued, 4, "on this thread's list");
     /* 150 KiB fits none of them alone: they go back to the heap, merge,
      * and serve it, with no new mapping. */
     char *p = malloc(150 * KiB);
     cr_assert_eq(p, b[0]);
-    dp_malloc_stats_t s1 = st();
+    dp_malloc_stats_t s1 = mt_stats();
     cr_assert_eq(s1.large_maps, s0.large_maps);
     cr_assert_eq(s1.large_queued, 0);
     cr_assert_eq(s1.large_merges, s0.large_merges + 3);
@@ -196,16 +187,16 @@ Test(malloc_nothread, large_free_is_deferred_then_trimmed)
 {
     const size_t n = 6 * MiB, pages = mt_blk_len(6 * MiB) / 4096;
     dp_malloc_trim();
-    dp_malloc_stats_t a = st();
+    dp_malloc_stats_t a = mt_stats();
     char *p = malloc(n);
     cr_assert_not_null(p);
     memset(p, 3, n);
-    dp_malloc_stats_t b = st();
+    dp_malloc_stats_t b = mt_stats();
     cr_assert_eq(b.large_inuse, a.large_inuse + 1);
     cr_assert_eq(b.large_bytes_inuse, a.large_bytes_inuse + mt_blk_len(n));
     cr_assert_eq(mt_resident_pages(p - 64, mt_blk_len(n)), pages);
     free(p);
-    dp_malloc_stats_t c = st();
+    dp_malloc_stats_t c = mt_stats();
     cr_assert_eq(c.large_inuse, a.large_inuse);
     cr_assert_eq(c.large_queued, a.large_queued + 1, "free() queues it");
     cr_assert_eq(c.large_bytes_queued, a.large_bytes_queued + mt_blk_len(n));
@@ -213,7 +204,7 @@ Test(malloc_nothread, large_free_is_deferred_then_trimmed)
     cr_assert_eq(mt_resident_pages(p - 64, mt_blk_len(n)), pages,
                  "free() gave pages back");
     cr_assert_geq(dp_malloc_trim(), 1);
-    c = st();
+    c = mt_stats();
     cr_assert_eq(c.large_queued, 0);
     cr_assert_eq(c.large_bytes_queued, 0);
     cr_assert_eq(c.large_cached, 0);
@@ -293,7 +284,7 @@ Test(malloc_nothread, malloc_trim_returns_1_only_when_it_gave_memory_back)
 Test(malloc_nothread, best_fit_among_cached_blocks)
 {
     dp_malloc_trim();
-    dp_malloc_stats_t se = st();
+    dp_malloc_stats_t se = mt_stats();
     cr_assert_eq(se.large_queued + se.large_cached, 0);
     /* b1, b3 and b2 with live blocks between them (freed neighbours
      * would merge). */
@@ -304,13 +295,13 @@ Test(malloc_nothread, best_fit_among_cached_blocks)
     free(b1);
     free(b3);
     free(b2);
-    dp_malloc_stats_t s0 = st();
+    dp_malloc_stats_t s0 = mt_stats();
     cr_assert_eq(s0.large_queued + s0.large_cached, 3, "free only queues");
     void *x = malloc(2 * MiB - 4 * KiB);
     cr_assert_eq(x, b2, "the smallest block that is big enough");
     void *y = malloc(900 * KiB);
     cr_assert_eq(y, b1);
-    dp_malloc_stats_t s1 = st();
+    dp_malloc_stats_t s1 = mt_stats();
     cr_assert_eq(s1.large_maps, s0.large_maps);
     cr_assert_eq(s1.large_queued, 0);
     /* b3, and the whole pages x and y did not need, split off. */
