@@ -7,11 +7,9 @@
 #ifndef DP_PAGESET_H
 #define DP_PAGESET_H
 
-#include <stddef.h>
+#include "util.h"
 
-#ifndef DP_HIDDEN
-#define DP_HIDDEN __attribute__((visibility("hidden")))
-#endif
+#include <stddef.h>
 
 /* One outstanding page in the open-addressing table. */
 struct page_slot {

@@ -128,11 +128,6 @@ static void unlock(dp_mock_t *m)
     pthread_mutex_unlock(&m->lock);
 }
 
-static bool is_pow2(size_t x)
-{
-    return x != 0 && (x & (x - 1)) == 0;
-}
-
 static uint64_t splitmix64(uint64_t *state)
 {
     uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
@@ -252,7 +247,7 @@ static void *mock_alloc(void *ctx, size_t size, size_t align, int flags)
     check_mock(m, "alloc");
     if (flags != DP_WAITOK && flags != DP_NOWAIT)
         die("alloc: flags must be DP_WAITOK or DP_NOWAIT, got %#x", flags);
-    if (!is_pow2(align) || size == 0 || size % align != 0)
+    if (!dp_is_pow2(align) || size == 0 || size % align != 0)
         die("alloc: bad size %zu / align %zu (align must be a power of two "
             "dividing size)", size, align);
 

@@ -222,7 +222,6 @@ MC_EXPORT void *reallocarray(void *p, size_t nmemb, size_t size)
     return realloc(p, n);
 }
 
-static inline bool is_pow2(size_t x) { return x && !(x & (x - 1)); }
 
 static void *aligned(size_t align, size_t n)
 {
@@ -233,7 +232,7 @@ static void *aligned(size_t align, size_t n)
 
 MC_EXPORT int posix_memalign(void **out, size_t align, size_t n)
 {
-    if (!is_pow2(align) || align % sizeof(void *) != 0)
+    if (!dp_is_pow2(align) || align % sizeof(void *) != 0)
         return EINVAL;
     int saved = errno;
     void *p = aligned(align, n);
@@ -247,7 +246,7 @@ MC_EXPORT int posix_memalign(void **out, size_t align, size_t n)
 /* As glibc >= 2.38: an alignment that is not a power of two is EINVAL. */
 MC_EXPORT void *aligned_alloc(size_t align, size_t n)
 {
-    if (!is_pow2(align)) {
+    if (!dp_is_pow2(align)) {
         errno = EINVAL;
         return NULL;
     }
@@ -261,7 +260,7 @@ MC_EXPORT void *memalign(size_t align, size_t n)
         errno = EINVAL;
         return NULL;
     }
-    if (!is_pow2(align)) {
+    if (!dp_is_pow2(align)) {
         size_t a = 1;
         while (a < align)
             a <<= 1;
