@@ -29,33 +29,53 @@ static int heavy_barrier(void)
  * claimed (drain already CLAIMED: any other drainer gives its claim back
  * before it drops the lock) counts as busy.
  */
+/* The drainer's side of the handshake (docs/design.md §13): ask every
+ * cache in want[0..n) (none of them claimed), one membarrier, then claim
+ * those not inside a get/put; the others are released and set to NULL in
+ * want.  Returns how many were busy, or SIZE_MAX when the barrier failed
+ * (then none is claimed).  dp_tcg.lock held. */
+static size_t claim_locked(struct dp_tcache **want, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        atomic_store_explicit(&want[i]->drain, DP_TC_REQ, DP_RLX);
+    if (heavy_barrier() != 0) {
+        for (size_t i = 0; i < n; i++)
+            atomic_store_explicit(&want[i]->drain, 0, memory_order_release);
+        return SIZE_MAX;
+    }
+    size_t busy = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (atomic_load_explicit(&want[i]->active, memory_order_acquire)) {
+            atomic_store_explicit(&want[i]->drain, 0, memory_order_release);
+            want[i] = NULL;
+            busy++;
+        } else {
+            atomic_store_explicit(&want[i]->drain, DP_TC_CLAIMED, DP_RLX);
+        }
+    }
+    return busy;
+}
+
 static size_t claim_and_flush_locked(struct dp_tcache **want, size_t n,
                                      int idx, bool forget)
 {
-    if (n == 0)
-        return 0;
     size_t busy = 0, k = 0;
     for (size_t i = 0; i < n; i++) {
-        if (atomic_load_explicit(&want[i]->drain, DP_RLX) == DP_TC_CLAIMED) {
-            busy++;
-            continue;
-        }
-        atomic_store_explicit(&want[i]->drain, DP_TC_REQ,
-                              memory_order_relaxed);
-        want[k++] = want[i];
+        if (atomic_load_explicit(&want[i]->drain, DP_RLX) == DP_TC_CLAIMED)
+            busy++; /* a fork holds it */
+        else
+            want[k++] = want[i];
     }
-    n = k;
-    if (n == 0)
+    if (k == 0)
         return busy;
-    bool can = heavy_barrier() == 0;
-    for (size_t i = 0; i < n; i++) {
+    size_t b = claim_locked(want, k);
+    if (b == SIZE_MAX)
+        return busy + k;
+    busy += b;
+    for (size_t i = 0; i < k; i++) {
         struct dp_tcache *tc = want[i];
-        if (!can || atomic_load_explicit(&tc->active, memory_order_acquire)) {
-            atomic_store_explicit(&tc->drain, 0, memory_order_release);
-            busy++;
+        if (!tc)
             continue;
-        }
-        atomic_store_explicit(&tc->drain, DP_TC_CLAIMED, memory_order_relaxed);
         if (idx >= 0) {
             dp_tc_flush_bin(tc, &tc->bins[idx], forget);
         } else {
@@ -252,26 +272,13 @@ void dp_tcache_atfork_claim(void)
                 more = true;
                 break;
             }
-            atomic_store_explicit(&tc->drain, DP_TC_REQ, DP_RLX);
             want[n++] = tc;
         }
         if (n == 0)
             break;
-        if (heavy_barrier() != 0) {
-            for (size_t i = 0; i < n; i++)
-                atomic_store_explicit(&want[i]->drain, 0,
-                                      memory_order_release);
+        busy = claim_locked(want, n);
+        if (busy == SIZE_MAX)
             break;
-        }
-        for (size_t i = 0; i < n; i++) {
-            struct dp_tcache *tc = want[i];
-            if (atomic_load_explicit(&tc->active, memory_order_acquire)) {
-                atomic_store_explicit(&tc->drain, 0, memory_order_release);
-                busy++;
-            } else {
-                atomic_store_explicit(&tc->drain, DP_TC_CLAIMED, DP_RLX);
-            }
-        }
         if (!busy && !more)
             break;
         if (busy) {
