@@ -43,6 +43,7 @@ esac
 total_pass=0
 total_fail=0
 status=0
+failures=""     # "<mode>: <what>" lines, printed again before the totals
 
 # Print "<label>: P passed, F failed" and add to the totals.
 report() {
@@ -87,6 +88,25 @@ count_results() {
             next
         }
         END { flush(); printf "%d %d\n", pass, fail }'
+}
+
+# Print what failed in a meson testlog.txt, one line each: Criterion's
+# "[FAIL]" lines (with their assertion messages) and each executable whose
+# result is neither success nor skip.
+list_failures() {
+    sed 's/\x1b\[[0-9;]*m//g' "$1" | awk '
+        /^=+ [0-9]+\/[0-9]+ =+$/ { exe = ""; next }
+        /^test: / && exe == "" { sub(/^test: */, ""); exe = $0; next }
+        /^result:/ {
+            r = $0; sub(/^result: */, "", r); sub(/ *$/, "", r)
+            if (r != "exit status 0" && r != "exit status 77") print exe ": " r
+            next
+        }
+        /^\[----\] .*(Assertion Failed|Unexpected signal)/ { inmsg = 1 }
+        inmsg && /^\[----\] / { print "  " $0; next }
+        /^\[FAIL\] / { print "  " $0; inmsg = 0; next }
+        /ERROR: (Address|Thread|UndefinedBehavior|Leak)Sanitizer|^SUMMARY: / { print "  " $0 }
+    ' | head -n 60
 }
 
 # Print "<executable> <tests run>" for each test executable in a meson
@@ -237,6 +257,10 @@ run_mode() {
         echo "$m: $missing declared tests did not run" >&2
         counts="${counts% *} $((${counts#* } + missing))"
     fi
+    if [ "${counts#* }" -ne 0 ] && [ -f "$dir/meson-logs/testlog.txt" ]; then
+        failures+=$(list_failures "$dir/meson-logs/testlog.txt" |
+                    sed "s/^/$m: /")$'\n'
+    fi
     report "$m" "${counts% *}" "${counts#* }"
 }
 
@@ -244,6 +268,10 @@ if [ "$mode" = all ]; then
     for m in plain asan tsan; do
         run_mode "$m"
     done
+    if [ -n "$failures" ]; then
+        echo "what failed:"
+        printf '%s' "$failures"
+    fi
     echo "total: $total_pass passed, $total_fail failed"
 else
     run_mode "$mode"
