@@ -7,6 +7,7 @@
 #ifndef DP_CACHE_H
 #define DP_CACHE_H
 
+#include "link.h"
 #include "types.h"
 
 /* The calling thread's cache; NULL until its first cached get.  Owner
@@ -84,7 +85,7 @@ static inline bool dp_tcache_pop(struct dp_pool *p, void **o)
         struct dp_tchain *ch = &tc->chains[p->tcbin];
         void *c = ch->head;
         *o = c;
-        void *next = *(void **)((char *)c + p->linkoff);
+        void *next = dp_link_get(p, c);
         ch->head = next;
         /* The next pop loads next's link word, and the caller will write
          * next: fetch its line for writing now, one get ahead (the

@@ -144,6 +144,7 @@ dp_pool_t *dp_pool_create_ex(const char *name, size_t objsize,
         return NULL;
     }
 
+    dp_link_key_init(); /* before any link is written (link.h) */
     struct dp_pool *p = pool_mem();
     if (!p) {
         errno = ENOMEM;

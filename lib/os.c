@@ -7,6 +7,7 @@
 #include "options.h"
 
 #include <sys/mman.h>
+#include <sys/random.h>
 
 void *dp_os_map(size_t len)
 {
@@ -39,4 +40,16 @@ size_t dp_os_phys_bytes(void)
     if ((size_t)n > SIZE_MAX / (size_t)sz)
         return SIZE_MAX;
     return (size_t)n * (size_t)sz;
+}
+
+uintptr_t dp_os_random(void)
+{
+    uintptr_t r = 0;
+    if (syscall(SYS_getrandom, &r, sizeof(r), GRND_NONBLOCK) ==
+        (long)sizeof(r))
+        return r;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    r = (uintptr_t)ts.tv_nsec * 0x9e3779b97f4a7c15ull ^ (uintptr_t)&r;
+    return r ^ (r >> 29);
 }

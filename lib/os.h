@@ -30,6 +30,9 @@ DP_HIDDEN void dp_os_unmap(void *p, size_t len);
 DP_HIDDEN void dp_map_nohuge(void *p, size_t len);
 /* membarrier(2) with cmd and no flags: 0, or -1 with errno. */
 DP_HIDDEN int dp_os_membarrier(int cmd);
+/* A random word (getrandom, never blocking); falls back to the clock and
+ * an address when the kernel has no entropy to give yet. */
+DP_HIDDEN uintptr_t dp_os_random(void);
 /* The system page size (glibc answers it from memory). */
 DP_HIDDEN size_t dp_os_pagesize(void);
 /* Bytes of physical memory; SIZE_MAX when unknown. */

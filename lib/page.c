@@ -22,6 +22,28 @@
  * initial-exec TLS: reading it is a plain %fs-relative load, no call. */
 DP_HIDDEN DP_TLS int dp_in_put;
 
+/* ---- safe-linking (link.h) ------------------------------------------- */
+_Atomic uintptr_t dp_link_key;
+
+void dp_link_key_init(void)
+{
+    if (atomic_load_explicit(&dp_link_key, memory_order_acquire))
+        return;
+    uintptr_t k = dp_os_random() | 1, zero = 0;
+    atomic_compare_exchange_strong_explicit(&dp_link_key, &zero, k,
+                                            memory_order_acq_rel,
+                                            memory_order_acquire);
+}
+
+void dp_link_corrupt(const struct dp_pool *p, const void *obj, uintptr_t next)
+{
+    fprintf(stderr,
+            "deferpool: pool '%s': free object %p holds a corrupted link "
+            "(decodes to %#lx, outside its page): written after put?\n",
+            p->name, obj, (unsigned long)next);
+    abort();
+}
+
 /* Thread-local: the pools whose callbacks (provider alloc/free, ctor,
  * dtor) this thread is running now, innermost first.  Frames live on the
  * stack of the function that runs the callbacks.  A get from one of those
@@ -253,7 +275,7 @@ uint32_t dp_page_take_locked(struct dp_pool *p, struct dp_page *pg,
         while (o && have < want) {
             objs[k++] = o;
             have++;
-            o = *dp_link(p, o);
+            o = dp_link_get(p, o);
         }
         pg->lfree = o;
         if (have < want && pg->bump < pg->cap) {
@@ -358,7 +380,7 @@ static void page_put_run(struct dp_pool *p, struct dp_page *pg, void *first,
     uint64_t s = atomic_load_explicit(&pg->state, memory_order_relaxed), ns;
     bool queue;
     do {
-        *dp_link(p, last) = dp_pg_top(pg, s);
+        dp_link_set(p, last, dp_pg_top(pg, s));
         uint32_t lo = (uint32_t)s;
         uint32_t c = lo & DP_PG_COUNT;
         if (DP_UNLIKELY(c < k)) {
@@ -421,7 +443,7 @@ uint32_t dp_page_put_runs(struct dp_pool *p, void *const *objs, uint32_t n,
         uint32_t j = i + 1;
         while (j < n &&
                (struct dp_page *)((uintptr_t)objs[j] & p->pagemask) == pg) {
-            *dp_link(p, objs[j - 1]) = objs[j];
+            dp_link_set(p, objs[j - 1], objs[j]);
             j++;
         }
         page_put_run(p, pg, objs[i], objs[j - 1], j - i);
@@ -443,7 +465,7 @@ void dp_page_put_chain(struct dp_pool *p, void *head, uint32_t n)
         return;
     void *last = head;
     for (uint32_t i = 1; i < n; i++)
-        last = *dp_link(p, last);
+        last = dp_link_get(p, last);
     page_put_run(p, (struct dp_page *)((uintptr_t)head & p->pagemask), head,
                  last, n);
 }

@@ -7,6 +7,7 @@
 #ifndef DP_PAGE_H
 #define DP_PAGE_H
 
+#include "link.h"
 #include "types.h"
 
 /* The top of the put stack recorded in state word s, or NULL. */
@@ -40,11 +41,6 @@ DP_HIDDEN bool dp_in_callback_of(const struct dp_pool *p);
 DP_HIDDEN void dp_page_destroy(struct dp_pool *p, struct dp_page *pg);
 DP_HIDDEN void dp_page_layout(size_t pagesize, size_t slotsize, size_t align,
                               bool debug, size_t *hdrsize, uint32_t *cap);
-
-static inline void **dp_link(const struct dp_pool *p, void *obj)
-{
-    return (void **)((char *)obj + p->linkoff);
-}
 
 /* Take up to `want` objects from pg into objs[], or, when ch is given
  * and holds no chain yet, pg's whole put stack as a chain (page.c).

@@ -370,7 +370,7 @@ static void *pool_get(struct dp_pool *p, int flags, uint64_t deadline)
         }
         if (chain.n) { /* the caller's object is the chain's first */
             o = chain.head;
-            chain.head = *dp_link(p, o);
+            chain.head = dp_link_get(p, o);
             chain.n--;
             objs[0] = o;
             got = 1;

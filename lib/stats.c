@@ -99,7 +99,7 @@ static uint64_t walk_free(struct dp_pool *p, struct dp_page *pg, void *o,
             break;
         CHECK(++n <= pg->cap, "page %p: free list longer than the page",
               (void *)pg);
-        o = *dp_link(p, o);
+        o = dp_link_peek(p, o);
     }
     *badp += bad;
     return n;

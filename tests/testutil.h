@@ -227,4 +227,54 @@ static inline uint64_t tu_rng(uint64_t *s)
     return x * 0x2545f4914f6cdd1dull;
 }
 
+/* ------------------------------------------------------- abort checks */
+
+/*
+ * Run fn(arg) in a forked child with its stderr captured, and expect it
+ * to die by SIGABRT with a message that contains every string of want[]
+ * (NULL-terminated; "%p" entries are not expanded, pass the text).  The
+ * child's output goes to out (NUL-terminated) for the caller's messages.
+ * Returns 1 when all of that held; the caller asserts on it.
+ */
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static inline int tu_expect_abort(void (*fn)(void *), void *arg,
+                                  const char *const *want, char *out,
+                                  size_t outlen)
+{
+    int fd[2];
+    out[0] = 0;
+    if (pipe(fd) != 0)
+        return 0;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        return 0;
+    if (pid == 0) {
+        close(fd[0]);
+        dup2(fd[1], 2);
+        signal(SIGABRT, SIG_DFL);
+        fn(arg);
+        _exit(0); /* no abort: the parent sees exit status 0 */
+    }
+    close(fd[1]);
+    size_t have = 0;
+    ssize_t r;
+    while ((r = read(fd[0], out + have, outlen - 1 - have)) > 0)
+        have += (size_t)r;
+    out[have] = 0;
+    close(fd[0]);
+    int st;
+    if (waitpid(pid, &st, 0) != pid)
+        return 0;
+    if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGABRT)
+        return 0;
+    for (; want && *want; want++)
+        if (!strstr(out, *want))
+            return 0;
+    return 1;
+}
+
 #endif /* DP_TESTUTIL_H */
