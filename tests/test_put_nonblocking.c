@@ -712,13 +712,17 @@ Test(put_nonblocking, puts_finish_while_another_thread_holds_every_lock_and_the_
  * cache (it goes to the page), or the handler would overwrite the slot
  * the interrupted code is about to write, losing or duplicating objects.
  * Another thread sends the signals, one at a time, each once the
- * previous one was handled, until the handler has put SIG_PUTS objects.
+ * previous one was handled, until the handler has put SIG_PUTS objects,
+ * SIG_BATCH per signal: each signal costs a scheduling round trip
+ * between the two threads, which on a loaded 2-CPU machine can take
+ * milliseconds, so the count of signals, not of puts, bounds the run.
  * Every live object carries a stamp: a get that returns one still
  * stamped is a duplicate.
  */
 #define SIG_PUTS 20000
 #define SIG_LIVE 0x4c495645u /* "LIVE" */
 #define SIG_HELD 8           /* objects the loop holds at once */
+#define SIG_BATCH 16         /* objects the handler puts per signal */
 
 static struct {
     dp_pool_t *pool;
@@ -736,7 +740,7 @@ static void put_handler(int signo)
     (void)signo;
     int saved = errno;
     size_t i = atomic_load_explicit(&sig.next, memory_order_relaxed);
-    if (i < sig.n) {
+    for (int b = 0; b < SIG_BATCH && i < sig.n; b++, i++) {
         *stamp(sig.objs[i]) = 0;
         dp_pool_put(sig.pool, sig.objs[i]);
         atomic_store_explicit(&sig.next, i + 1, memory_order_relaxed);

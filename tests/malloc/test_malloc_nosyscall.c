@@ -377,6 +377,10 @@ Test(malloc_nosyscall, free_of_every_size_finishes_while_another_thread_holds_ev
 #define SIG_SIZE 48
 #define SIG_LIVE 0x4c495645u /* "LIVE" */
 #define SIG_HELD 8
+/* Blocks the handler frees per signal: each signal costs a scheduling
+ * round trip between the two threads, which on a loaded 2-CPU machine
+ * can take milliseconds, so the count of signals bounds the run. */
+#define SIG_BATCH 16
 
 static struct {
     void **blk;
@@ -395,7 +399,7 @@ static void free_handler(int signo)
     (void)signo;
     int saved = errno;
     size_t i = atomic_load_explicit(&sg.next, memory_order_relaxed);
-    if (i < sg.n) {
+    for (int b = 0; b < SIG_BATCH && i < sg.n; b++, i++) {
         *stamp(sg.blk[i]) = 0;
         free(sg.blk[i]);
         atomic_store_explicit(&sg.next, i + 1, memory_order_relaxed);
