@@ -105,7 +105,7 @@ list_failures() {
         /^\[----\] .*(Assertion Failed|Unexpected signal)/ { inmsg = 1 }
         inmsg && /^\[----\] / { print "  " $0; next }
         /^\[FAIL\] / { print "  " $0; inmsg = 0; next }
-        /ERROR: (Address|Thread|UndefinedBehavior|Leak)Sanitizer|^SUMMARY: / { print "  " $0 }
+        /ERROR: (Address|Thread|UndefinedBehavior|Leak)Sanitizer|^SUMMARY: |^watchdog: / { print "  " $0 }
     ' | head -n 60
 }
 
