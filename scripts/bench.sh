@@ -18,7 +18,7 @@
 #   DPB_RSS_IDLE_MS idle time after each RSS cycle          (default 3000)
 #   DPB_NO_STRACE=1 skip the syscall-counting latency run
 #   DPB_NO_MACRO=1  skip the drop-in malloc's macro workloads
-#                   (benchmarks/macro/run.sh, about 100 s)
+#                   (benchmarks/macro/run.sh, about 4 minutes)
 #
 # Output: benchmarks/results/<UTC timestamp>/ (git-ignored; raw JSON/CSV,
 # strace logs, PNGs, summary.json, table.md), and a copy of the summary,

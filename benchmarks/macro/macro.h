@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -85,6 +86,30 @@ static inline double mb_scale(void)
     const char *s = getenv("MACRO_SCALE");
     double v = s != NULL ? strtod(s, NULL) : 1.0;
     return v > 0 ? v : 1.0;
+}
+
+/* Spin a little, then yield: waiting for another thread of the workload
+ * (the machine may have fewer cores than the workload has threads). */
+static inline void mb_wait_a_bit(unsigned *spins)
+{
+    if (++*spins < 64)
+        __builtin_ia32_pause();
+    else
+        sched_yield();
+}
+
+/* A block's check pattern: its first word holds its size, its last byte
+ * a tag derived from it, so a consumer can check what it frees. */
+static inline void mb_stamp(void *p, size_t sz)
+{
+    ((size_t *)p)[0] = sz;
+    ((unsigned char *)p)[sz - 1] = (unsigned char)(sz * 131u);
+}
+
+static inline int mb_stamp_bad(const void *p)
+{
+    size_t sz = ((const size_t *)p)[0];
+    return ((const unsigned char *)p)[sz - 1] != (unsigned char)(sz * 131u);
 }
 
 static inline void mb_print_elapsed(uint64_t t0, uint64_t t1)

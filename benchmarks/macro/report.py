@@ -4,7 +4,9 @@ and macro.png.  Usage: report.py OUTDIR (OUTDIR/raw holds the runs).
 Every figure is the median of the repetitions.  Time is the program's own
 elapsed time for the C workloads (it leaves out start-up and the burst's
 idle second) and the wall time from /usr/bin/time for the real programs.
-Peak RSS is /usr/bin/time's %M.  Ratios are to jemalloc in the same run.
+Peak RSS is /usr/bin/time's %M, page faults its %R (minor faults of the
+workload process).  Ratios are to jemalloc in the same run; a last table
+gives deferpool's ratios to mimalloc.
 """
 import glob
 import json
@@ -14,7 +16,9 @@ import statistics
 import sys
 
 ORDER = ["glibc", "jemalloc", "mimalloc", "tcmalloc", "deferpool"]
-WORKLOADS = ["larson", "prodcons", "burst", "realloc", "large", "python", "gcc"]
+WORKLOADS = ["larson", "prodcons", "one_to_many", "xthread_random",
+             "handover_exit", "threads_churn", "burst", "realloc",
+             "realloc_mix", "large", "python", "gcc"]
 REAL = {"python", "gcc"}
 LAT = ["p50", "p99", "p99.9", "p99.99", "max"]
 
@@ -25,8 +29,9 @@ def parse(out):
         base = tf[: -len(".time")]
         alloc, wl, rep = os.path.basename(base).split(".")
         lines = [l for l in open(tf).read().splitlines() if l.strip()]
-        wall, maxrss = lines[-1].split()
-        r = {"wall_s": float(wall), "peak_rss_kib": int(maxrss),
+        f = lines[-1].split()
+        r = {"wall_s": float(f[0]), "peak_rss_kib": int(f[1]),
+             "minflt": int(f[2]) if len(f) > 2 else None,
              "ok": not any(l.startswith("Command") for l in lines)}
         if os.path.exists(base + ".out"):
             for l in open(base + ".out"):
@@ -62,6 +67,7 @@ def summarize(runs):
                     s["ok"] = False
             s["wall_s"] = med([r["wall_s"] for r in rs])
             s["peak_rss_kib"] = med([r["peak_rss_kib"] for r in rs])
+            s["minflt"] = med([r["minflt"] for r in rs])
             if wl == "burst":
                 for k in ("rss_base_kib", "rss_after_free_kib", "rss_idle_kib",
                           "rss_end_kib", "idle_ms"):
@@ -101,20 +107,24 @@ def main():
     # Ratios to jemalloc and geometric means.
     geo = {}
     for a in allocs:
-        tr, pr = [], []
+        tr, pr, fr = [], [], []
         for w in wls:
             s, j = res[w].get(a), res[w].get("jemalloc")
             if s is None or j is None:
                 continue
             s["time_ratio"] = ratio(s["time_s"], j["time_s"])
             s["peak_rss_ratio"] = ratio(s["peak_rss_kib"], j["peak_rss_kib"])
+            s["minflt_ratio"] = ratio(s["minflt"], j["minflt"])
             if w == "burst":
                 s["rss_idle_ratio"] = ratio(s["rss_idle_kib"], j["rss_idle_kib"])
             if s["time_ratio"]:
                 tr.append(s["time_ratio"])
             if s["peak_rss_ratio"]:
                 pr.append(s["peak_rss_ratio"])
+            if s["minflt_ratio"]:
+                fr.append(s["minflt_ratio"])
         geo[a] = {
+            "minflt_ratio": math.exp(sum(map(math.log, fr)) / len(fr)) if fr else None,
             "time_ratio": math.exp(sum(map(math.log, tr)) / len(tr)) if tr else None,
             "peak_rss_ratio": math.exp(sum(map(math.log, pr)) / len(pr)) if pr else None,
         }
@@ -148,7 +158,33 @@ def main():
         tg["free_p9999_le_mimalloc"] = {"deferpool_ns": d, "mimalloc_ns": m,
                                         "met": d <= m}
 
-    json.dump({"meta": meta, "results": res, "geomean": geo, "targets": tg},
+    # Issue 14: deferpool against mimalloc, workload by workload.
+    vs_mi = {}
+    for w in wls:
+        d, m = res[w].get("deferpool"), res[w].get("mimalloc")
+        if d is None or m is None:
+            continue
+        vs_mi[w] = {"time_ratio": ratio(d["time_s"], m["time_s"]),
+                    "peak_rss_ratio": ratio(d["peak_rss_kib"], m["peak_rss_kib"]),
+                    "minflt_ratio": ratio(d["minflt"], m["minflt"])}
+    if vs_mi:
+        above = [w for w in vs_mi if (vs_mi[w]["minflt_ratio"] or 0) > 1.5]
+        tg["minflt_le_1.5x_mimalloc"] = {"workloads_above": above,
+                                         "met": not above}
+        slower = [w for w in ("one_to_many", "xthread_random", "handover_exit",
+                              "realloc_mix") if w in vs_mi
+                  and (vs_mi[w]["time_ratio"] or 0) > 1.0]
+        tg["time_le_mimalloc_mt_realloc"] = {"workloads_above": slower,
+                                             "met": not slower}
+    if "realloc_mix" in res and "deferpool" in res["realloc_mix"] \
+            and "jemalloc" in res["realloc_mix"]:
+        d = res["realloc_mix"]["deferpool"]
+        tg["realloc_mix_peak_rss_le_jemalloc"] = {
+            "ratio": d.get("peak_rss_ratio"),
+            "met": (d.get("peak_rss_ratio") or 9) <= 1.0}
+
+    json.dump({"meta": meta, "results": res, "geomean": geo,
+               "vs_mimalloc": vs_mi, "targets": tg},
               open(os.path.join(out, "results.json"), "w"), indent=1)
 
     # table.md
@@ -170,7 +206,8 @@ def main():
         bad = ("" if s["ok"] and s.get("output_matches_glibc") is not False
                else " **FAIL**")
         v = s[key]
-        txt = ("%.3f s" % v) if unit == "s" else ("%.0f MiB" % (v / 1024))
+        txt = ("%.3f s" % v if unit == "s" else "%.0f MiB" % (v / 1024)
+               if unit == "k" else "%.0f" % v)
         return "%s (%s)%s" % (txt, fmt_r(s.get(rkey)), bad)
 
     L.append("**Time**")
@@ -191,6 +228,26 @@ def main():
     L.append("| **geomean peak-RSS ratio** | " + " | ".join(
         "**%s**" % fmt_r(geo[a]["peak_rss_ratio"]) for a in allocs) + " |")
     L.append("")
+    L.append("**Minor page faults** (`/usr/bin/time %R`)")
+    L.append("")
+    L += [hdr, sep]
+    for w in wls:
+        L.append("| %s | " % w + " | ".join(
+            cell(w, a, "minflt", "minflt_ratio", "n") for a in allocs) + " |")
+    L.append("| **geomean fault ratio** | " + " | ".join(
+        "**%s**" % fmt_r(geo[a]["minflt_ratio"]) for a in allocs) + " |")
+    L.append("")
+    if vs_mi:
+        L.append("**deferpool / mimalloc** (issue 14's targets: time <= 1, "
+                 "faults <= 1.5)")
+        L.append("")
+        L += ["| workload | time | peak RSS | faults |", "|---|---|---|---|"]
+        for w in vs_mi:
+            v = vs_mi[w]
+            L.append("| %s | %s | %s | %s |" % (
+                w, fmt_r(v["time_ratio"]), fmt_r(v["peak_rss_ratio"]),
+                fmt_r(v["minflt_ratio"])))
+        L.append("")
     if "burst" in res:
         b = res["burst"]
         L.append("**RSS of the burst workload** (3 × ~512 MiB allocated and "
@@ -236,10 +293,11 @@ def main():
     except ImportError:
         print("report.py: no matplotlib, no plot", file=sys.stderr)
         return
-    fig, ax = plt.subplots(1, 3, figsize=(17, 4.8))
+    fig, ax = plt.subplots(1, 4, figsize=(22, 4.8))
     width = 0.8 / len(allocs)
     for k, (key, title) in enumerate((("time_ratio", "time / jemalloc"),
-                                      ("peak_rss_ratio", "peak RSS / jemalloc"))):
+                                      ("peak_rss_ratio", "peak RSS / jemalloc"),
+                                      ("minflt_ratio", "page faults / jemalloc"))):
         for i, a in enumerate(allocs):
             ys = [res[w].get(a, {}).get(key) or 0 for w in wls]
             ax[k].bar([x + i * width for x in range(len(wls))], ys, width, label=a)
@@ -254,14 +312,14 @@ def main():
             s = res["burst"].get(a)
             if s and "rss_series_kib" in s:
                 ser = s["rss_series_kib"]
-                ax[2].plot([t for t, _ in ser], [v / 1024 for _, v in ser],
+                ax[3].plot([t for t, _ in ser], [v / 1024 for _, v in ser],
                            marker="o", label=a)
-        ax[2].axvline(1000, color="grey", lw=0.8, ls="--")
-        ax[2].set_xlabel("ms after the last free() (dashed: the 1 s reading)")
-        ax[2].set_ylabel("VmRSS (MiB)")
-        ax[2].set_ylim(bottom=0)
-        ax[2].set_title("burst: RSS while idle")
-        ax[2].legend(fontsize=8)
+        ax[3].axvline(1000, color="grey", lw=0.8, ls="--")
+        ax[3].set_xlabel("ms after the last free() (dashed: the 1 s reading)")
+        ax[3].set_ylabel("VmRSS (MiB)")
+        ax[3].set_ylim(bottom=0)
+        ax[3].set_title("burst: RSS while idle")
+        ax[3].legend(fontsize=8)
     fig.suptitle("deferpool macro benchmarks, %s, %s, %d CPUs" %
                  (meta["date_utc"][:10], meta["cpu"], meta["nproc"]))
     fig.tight_layout()

@@ -7,12 +7,12 @@
 # (default ${TMPDIR:-/tmp}/deferpool-macro), then runs every workload under
 # LD_PRELOAD of each allocator found -- glibc (no preload), jemalloc,
 # mimalloc, tcmalloc, deferpool -- REPS times (default 3), interleaving the
-# allocators.  Each run goes through `/usr/bin/time -f '%e %M'` for wall
-# seconds and peak RSS; the programs print their own elapsed time, RSS
+# allocators.  Each run goes through `/usr/bin/time -f '%e %M %R'` for wall
+# seconds, peak RSS and minor page faults; the programs print their own elapsed time, RSS
 # after idle and free() latency.  report.py takes the medians and writes
 # outdir/results.json, outdir/table.md and outdir/macro.png (ratios to
 # jemalloc measured in the same run).  Default outdir:
-# benchmarks/macro/results.  About 2-3 minutes on 2 cores.
+# benchmarks/macro/results.  About 4 minutes on 2 cores.
 #
 # Environment:
 #   DP_MALLOC_LIB   libdeferpool-malloc.so to measure (default: the first
@@ -52,7 +52,8 @@ if [ ! -x /usr/bin/time ]; then
 fi
 
 # --- the workload programs -------------------------------------------------
-for p in larson prodcons burst realloc_grow large; do
+for p in larson prodcons burst realloc_grow realloc_mix large threads_churn \
+         xthread_random handover_exit one_to_many; do
     if [ ! -x "$bld/$p" ] || [ "$here/$p.c" -nt "$bld/$p" ] ||
        [ "$here/macro.h" -nt "$bld/$p" ]; then
         cc -O2 -std=c11 -Wall -Wextra -pthread -o "$bld/$p" "$here/$p.c"
@@ -109,7 +110,8 @@ knobs=$(env | grep -E '^(DEFERPOOL_CONF|MALLOC_CONF|MIMALLOC_[A-Z_]*|TCMALLOC_[A
     echo "run.sh: warning: allocator settings in the environment:" $knobs >&2
 
 # --- the workloads: name and command ---------------------------------------
-workloads=(larson prodcons burst realloc large python gcc)
+workloads=(larson prodcons one_to_many xthread_random handover_exit
+           threads_churn burst realloc realloc_mix large python gcc)
 if [ -n "${MACRO_WORKLOADS:-}" ]; then
     read -r -a workloads <<<"$MACRO_WORKLOADS"
 fi
@@ -119,6 +121,11 @@ cmd_of() {
     prodcons) echo "$bld/prodcons" ;;
     burst) echo "$bld/burst" ;;
     realloc) echo "$bld/realloc_grow" ;;
+    realloc_mix) echo "$bld/realloc_mix" ;;
+    threads_churn) echo "$bld/threads_churn" ;;
+    xthread_random) echo "$bld/xthread_random" ;;
+    handover_exit) echo "$bld/handover_exit" ;;
+    one_to_many) echo "$bld/one_to_many" ;;
     large) echo "$bld/large" ;;
     python) echo "env PYTHONMALLOC=malloc python3 $here/pywork.py ${MACRO_SCALE:-1}" ;;
     gcc) echo "gcc -O2 -S $bld/gen.c -o /dev/stdout" ;;
@@ -142,7 +149,7 @@ for r in $(seq 1 "$max_reps"); do
         for a in "${allocs[@]}"; do
             f=$out/raw/$a.$w.$r
             # shellcheck disable=SC2046
-            if ! /usr/bin/time -f '%e %M' -o "$f.time" \
+            if ! /usr/bin/time -f '%e %M %R' -o "$f.time" \
                     env LD_PRELOAD="${preload[$a]}" $(cmd_of "$w") \
                     >"$f.out" 2>"$f.err"; then
                 echo "run.sh: $a $w (rep $r) failed, see $f.err" >&2

@@ -164,15 +164,17 @@ bool block_free(struct mc_block *h)
  * then unchanged; realloc then copies).  Growth asks for half again the
  * current size, so that a string grown step by step is moved once every
  * few steps, not at each:
- *   1. into a cached block (pages already faulted): copy, then free the
+ *   1. in place, into the cached block that starts where this one ends
+ *      (heap_extend): no copy, no system call;
+ *   2. into a cached block (pages already faulted): copy, then free the
  *      old block (it joins the cache);
- *   2. else, for a block of more than MC_CHUNK / 2, mremap(MREMAP_MAYMOVE)
+ *   3. else, for a block of more than MC_CHUNK / 2, mremap(MREMAP_MAYMOVE)
  *      of the block itself, no copy.  A smaller block is left to realloc,
  *      whose new block is cut from a chunk: an mremap would move it into
  *      a mapping of its own.
- * Shrinking (below half) a block of more than MC_CHUNK / 2 is an mremap
- * in place; a smaller one splits its tail off into the cache (no copy, no
- * system call).
+ * Shrinking splits the tail off into the cache, in place, whatever the
+ * block's size: no copy, no system call, and the pages stay for the next
+ * growth until the return policy purges or unmaps them (heap.c).
  */
 void *block_resize(struct mc_block *h, size_t n)
 {
@@ -186,6 +188,10 @@ void *block_resize(struct mc_block *h, size_t n)
         size_t slack = block_len(h->off, old - h->off + (old - h->off) / 2);
         if (slack > len)
             len = slack;
+        if (heap_extend(h, block_len(h->off, n), len)) {
+            h->req = n;
+            return block_user(h);
+        }
         struct mc_block *nh = heap_reuse(len, h->align, true);
         if (nh) {
             nh->req = n;
@@ -194,8 +200,8 @@ void *block_resize(struct mc_block *h, size_t n)
             return block_user(nh);
         }
     }
-    if (len < old && old <= MC_CHUNK / 2) {
-        /* A medium block shrinks in place: its tail goes to the cache. */
+    if (len < old) {
+        /* In place: the tail goes to the cache. */
         h->req = n;
         h->maplen = len;
         atomic_fetch_sub_explicit(&mc_bs.live_bytes, old - len, MC_RLX);
@@ -222,10 +228,6 @@ void *block_resize(struct mc_block *h, size_t n)
      * a later frame only costs a missed merge (dp_pagemap_store). */
     (void)dp_pagemap_reserve(nh, len);
     dp_pagemap_set(frame_of(block_user(nh)), MC_SYSPAGE, nh);
-    if (len > old)
-        atomic_fetch_add_explicit(&mc_bs.live_bytes, len - old, MC_RLX);
-    else
-        atomic_fetch_sub_explicit(&mc_bs.live_bytes, old - len, MC_RLX);
+    atomic_fetch_add_explicit(&mc_bs.live_bytes, len - old, MC_RLX);
     return block_user(nh);
 }
-

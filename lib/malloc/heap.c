@@ -472,6 +472,46 @@ size_t heap_trim(enum mc_heap_mode mode)
     return n;
 }
 
+/*
+ * Grow the live block h (its caller's) in place to at least len bytes,
+ * to `want` if there is room, by taking the front of the cached block
+ * that starts where h ends; the rest of that block stays cached.  false:
+ * no such neighbour, or it is too small (h is unchanged).  The queue is
+ * drained first, so a neighbour freed a moment ago counts.  No copy, no
+ * system call; pages already resident stay so.
+ */
+bool heap_extend(struct mc_block *h, size_t len, size_t want)
+{
+    char *end = (char *)h + h->maplen;
+    if (!atomic_load_explicit(&mc_lq, MC_RLX) &&
+        !atomic_load_explicit(&mc_bs.cached, MC_RLX))
+        return false;
+    uint64_t now = heap_lock();
+    heap_drain_locked(now);
+    struct mc_block *r = as_cached(dp_pagemap_get(end));
+    if (!r || (char *)r != end || h->maplen + r->maplen < len) {
+        pthread_mutex_unlock(&mc_heap_lock);
+        return false;
+    }
+    bool clean = hnode(r)->clean;
+    size_t old = h->maplen, total = old + r->maplen;
+    heap_unlink_locked(r, NULL);
+    r->magic = 0;
+    atomic_fetch_add_explicit(&mc_bs.merges, 1, MC_RLX);
+    if (want < len)
+        want = len;
+    h->maplen = total;
+    if (total > want) {
+        h->maplen = want;
+        atomic_fetch_add_explicit(&mc_bs.splits, 1, MC_RLX);
+        heap_rest_locked((struct mc_block *)((char *)h + want), total - want,
+                         now, clean);
+    }
+    atomic_fetch_add_explicit(&mc_bs.live_bytes, h->maplen - old, MC_RLX);
+    pthread_mutex_unlock(&mc_heap_lock);
+    return true;
+}
+
 /* clean: the rest's pages (but the header's) were never touched. */
 void heap_give_rest(struct mc_block *rest, size_t rest_len, bool clean)
 {

@@ -240,7 +240,9 @@ DP_HIDDEN void *block_resize(struct mc_block *h, size_t n);
  *                      the size asked for, and then grows in place (no
  *                      copy, no page fault, no syscall).  The factor is
  *                      the best of those tried on benchmarks/macro
- *                      realloc (docs/benchmarks.md).  Below MC_GROW_MIN
+ *                      realloc and realloc_mix (docs/benchmarks.md);
+ *                      growth in place into a free neighbour
+ *                      (heap_extend) does the rest.  Below MC_GROW_MIN
  *                      (medium blocks) a growing block takes what it
  *                      needs.
  *   MC_DEFAULT_AGE_NS  the malloc's reclaim age when DEFERPOOL_CONF sets
@@ -248,7 +250,7 @@ DP_HIDDEN void *block_resize(struct mc_block *h, size_t n);
  *                      back soon after the last free (docs/malloc.md).
  */
 #define MC_HEAP_MAX_BYTES ((size_t)1 << 30)
-#define MC_GROW_ROOM 16
+#define MC_GROW_ROOM 2
 #define MC_GROW_MIN ((size_t)64 << 10)
 #define MC_DEFAULT_AGE_NS 500000000ull
 
@@ -261,6 +263,7 @@ enum mc_heap_mode {
 };
 
 DP_HIDDEN struct mc_block *heap_reuse(size_t len, size_t align, bool grow);
+DP_HIDDEN bool heap_extend(struct mc_block *h, size_t len, size_t want);
 DP_HIDDEN void heap_give_rest(struct mc_block *rest, size_t rest_len,
                               bool clean);
 DP_HIDDEN size_t heap_trim(enum mc_heap_mode mode);
