@@ -291,19 +291,24 @@ Test(malloc_hardening, malloc_usable_size_of_a_bad_pointer_is_zero)
 static char decoy[64 * 1024] __attribute__((aligned(4096)));
 
 /* A cached block's user area holds its heap links: a use after free
- * writes the address of a decoy there, then a malloc walks the heap. */
+ * writes there the address of another cached block's header -- a value a
+ * plain link could hold, which only the encoding tells from a real one --
+ * then a malloc walks the heap. */
 static void write_after_free_cached(void *arg)
 {
     (void)arg;
     dp_malloc_trim();
-    char *p = malloc(100 * KiB), *guard = malloc(100 * KiB);
+    char *p = malloc(100 * KiB), *g1 = malloc(100 * KiB);
+    char *other = malloc(200 * KiB), *g2 = malloc(100 * KiB);
     free(p);
-    dp_malloc_reclaim_sync(); /* into the heap */
+    free(other);
+    dp_malloc_reclaim_sync(); /* both into the heap, apart */
     fprintf(stderr, "header %p\n", (void *)(p - 64));
     for (int i = 0; i < 4; i++)
-        ((uintptr_t *)p)[i] = (uintptr_t)decoy;
+        ((uintptr_t *)p)[i] = (uintptr_t)(other - 64);
     (void)!malloc(100 * KiB);
-    (void)guard;
+    (void)g1;
+    (void)g2;
 }
 
 /* A queued block's header holds its queue link (mc_block.next, the
@@ -346,6 +351,34 @@ Test(malloc_hardening, a_link_written_after_free_aborts_naming_the_block)
 }
 
 /* ---- normal use never trips a check ------------------------------------- */
+
+/* Allocate sz bytes by way w: each path that hands a small block out
+ * (the thread-cache hits of malloc and calloc, the pool's get behind
+ * aligned_alloc) must clear the tag the block's last free left. */
+static void *alloc_way(int w, size_t sz)
+{
+    switch (w) {
+    case 0: return malloc(sz);
+    case 1: return calloc(1, sz);
+    case 2: return calloc(1, 0); /* writes no byte of the block */
+    case 3: return aligned_alloc(16, sz);
+    default: return realloc(NULL, sz);
+    }
+}
+
+Test(malloc_hardening, a_block_handed_out_again_by_any_call_frees_cleanly)
+{
+    for (int w = 0; w < 5; w++)
+        for (unsigned c = 0; c < NCLASS; c++) {
+            size_t sz = class_size(c);
+            void *p = alloc_way(w, sz);
+            cr_assert_not_null(p);
+            free(p);
+            void *q = alloc_way(w, sz); /* p again: this thread's bin */
+            cr_assert_eq(q, p, "way %d, class %zu", w, sz);
+            free(q); /* aborts if q still carried its tag */
+        }
+}
 
 /* Every class and some blocks, allocated, filled with a pattern whose
  * words include what a tag or a link could look like (the block's own
