@@ -34,7 +34,7 @@ static void *small_get(unsigned c)
         o = dp_pool_get_timed(mc_pool[c], DP_WAITOK, &mc_past);
     }
     if (o)
-        mc_untag(o, c);
+        mc_untag(mc_pool[c], o);
     return o;
 }
 
@@ -122,14 +122,24 @@ MC_EXPORT void *malloc(size_t n)
 {
     if (DP_LIKELY(n <= MC_SMALL_MAX &&
                   atomic_load_explicit(&mc_inited, memory_order_acquire))) {
-        unsigned c = mc_class(n);
-        void *o = dp_tcache_get(mc_pool[c]);
+        dp_pool_t *pool = mc_pool[mc_class(n)];
+        void *o = dp_tcache_get(pool);
         if (DP_LIKELY(o != NULL)) {
-            mc_untag(o, c);
+            mc_untag(pool, o);
             return o;
         }
     }
     return mc_alloc(n, 0, false, false);
+}
+
+/* free() of anything but a small block: out of line, so that the small
+ * block's path needs no stack frame. */
+static DP_NOINLINE void mc_free_block(void *p, void *o)
+{
+    struct mc_block *h = as_block(o);
+    if (DP_LIKELY(h && block_user(h) == p && block_free(h)))
+        return;
+    mc_bad_free(p, o, "free");
 }
 
 /*
@@ -154,16 +164,15 @@ MC_EXPORT void free(void *p)
     struct dp_pool *pool = dp_pm_as_pool(o);
     if (DP_LIKELY(pool != NULL)) {
         uintptr_t *w = mc_tag_word(pool, p), tag = mc_tag(p);
-        if (DP_UNLIKELY(mc_small_bad(pool, p, w, tag)))
-            mc_small_abort(pool, p, "free"); /* returns for a debug pool */
+        if (DP_UNLIKELY(mc_small_bad(pool, p, w, tag))) {
+            mc_small_free_bad(pool, p); /* a tail call: no stack frame */
+            return;
+        }
         *w = tag;
         dp_pool_put(pool, p);
         return;
     }
-    struct mc_block *h = as_block(o);
-    if (DP_LIKELY(h && block_user(h) == p && block_free(h)))
-        return;
-    mc_bad_free(p, o, "free");
+    mc_free_block(p, o);
 }
 
 MC_EXPORT void *calloc(size_t nmemb, size_t size)
@@ -175,10 +184,10 @@ MC_EXPORT void *calloc(size_t nmemb, size_t size)
     }
     if (DP_LIKELY(n <= MC_SMALL_MAX &&
                   atomic_load_explicit(&mc_inited, memory_order_acquire))) {
-        unsigned c = mc_class(n);
-        void *o = dp_tcache_get(mc_pool[c]);
+        dp_pool_t *pool = mc_pool[mc_class(n)];
+        void *o = dp_tcache_get(pool);
         if (DP_LIKELY(o != NULL)) {
-            mc_untag(o, c); /* n may not reach the tag word */
+            mc_untag(pool, o); /* n may not reach the tag word */
             return memset(o, 0, n);
         }
     }

@@ -63,6 +63,13 @@ void mc_small_abort(const struct dp_pool *pool, void *p, const char *fn)
            fn, p, pool->name);
 }
 
+void mc_small_free_bad(struct dp_pool *pool, void *p)
+{
+    mc_small_abort(pool, p, "free");
+    *mc_tag_word(pool, p) = mc_tag(p);
+    dp_pool_put(pool, p);
+}
+
 void mc_bad_free(void *p, void *o, const char *fn)
 {
     if (boot_owns(p) || !atomic_load_explicit(&mc_inited, memory_order_acquire))

@@ -359,10 +359,10 @@ static inline uintptr_t *mc_tag_word(const struct dp_pool *pool, void *p)
     return (uintptr_t *)p + (pool->objsize > sizeof(uintptr_t));
 }
 
-/* Class c's block o is being handed out. */
-static inline void mc_untag(void *o, unsigned c)
+/* pool's block o is being handed out. */
+static inline void mc_untag(const struct dp_pool *pool, void *o)
 {
-    ((uintptr_t *)o)[c != 0] = 0;
+    *mc_tag_word(pool, o) = 0;
 }
 
 /* An 8-byte block whose word 0 decodes as a free-list link: NULL, or an
@@ -388,6 +388,8 @@ static inline bool mc_small_bad(const struct dp_pool *pool, void *p,
  * which reports bad puts itself and may place objects differently. */
 DP_HIDDEN void mc_small_abort(const struct dp_pool *pool, void *p,
                               const char *fn);
+/* free() of such a p: mc_small_abort, then, for a debug pool, the put. */
+DP_HIDDEN void mc_small_free_bad(struct dp_pool *pool, void *p);
 /* free() or realloc() (fn) of p, which is no small block and no live
  * block's start, page-map value o: aborts with a message naming p and,
  * when p lies in one, the block, unless p is bootstrap memory or the
