@@ -10,7 +10,9 @@
  *
  * Each misuse runs in a forked child (tu_expect_abort), on blocks the
  * parent allocated, so that the parent knows the addresses the message
- * must name.
+ * must name.  Runs with background_thread:0 (tests/malloc/meson.build):
+ * a fork child would restart the reclaim thread, which TSan does not
+ * allow after a multi-threaded fork.
  */
 #include <criterion/criterion.h>
 #include <deferpool.h>
@@ -198,24 +200,29 @@ Test(malloc_hardening, double_free_of_a_medium_or_large_block_aborts)
     }
 }
 
-/* Freed and moved into the heap (cached, its frames tagged there), then
- * freed again. */
+/* Freed and moved into the heap (cached, its frames tagged there) by the
+ * heap pass of a medium malloc that the block cannot serve, then freed
+ * again. */
 static void free_cache_free(void *arg)
 {
     free(arg);
-    dp_malloc_reclaim_sync();
+    (void)!malloc(300 * KiB);
     free(arg);
 }
 
 Test(malloc_hardening, double_free_of_a_cached_block_aborts)
 {
-    char *p = malloc(100 * KiB);
+    /* A fresh chunk: p at its start, a live block after it, so that p
+     * merges with no cached neighbour and keeps its header. */
+    dp_malloc_trim();
+    char *p = malloc(100 * KiB), *guard = malloc(100 * KiB);
     char ps[32], out[1024];
     const char *want[] = {"free(): double free of", pstr(ps, p),
                           "a freed block", NULL};
     cr_assert(tu_expect_abort(free_cache_free, p, want, out, sizeof out),
               "stderr: \"%s\"", out);
     free(p);
+    free(guard);
 }
 
 Test(malloc_hardening, interior_free_of_a_medium_or_large_block_aborts)
@@ -302,7 +309,7 @@ static void write_after_free_cached(void *arg)
     char *other = malloc(200 * KiB), *g2 = malloc(100 * KiB);
     free(p);
     free(other);
-    dp_malloc_reclaim_sync(); /* both into the heap, apart */
+    (void)!malloc(300 * KiB); /* its heap pass caches both, apart */
     fprintf(stderr, "header %p\n", (void *)(p - 64));
     for (int i = 0; i < 4; i++)
         ((uintptr_t *)p)[i] = (uintptr_t)(other - 64);
@@ -324,8 +331,7 @@ static void write_after_free_queued(void *arg)
     fprintf(stderr, "header %p\n", (void *)(b - 64));
     uintptr_t *hdr = (uintptr_t *)((uintptr_t)b - 64);
     hdr[1] = (uintptr_t)decoy;
-    (void)!malloc(sz);             /* a thread list's pop */
-    dp_malloc_reclaim_sync(); /* the queue's drain */
+    (void)!malloc(sz); /* a thread list's pop, or the queue's drain */
 }
 
 Test(malloc_hardening, a_link_written_after_free_aborts_naming_the_block)
