@@ -8,7 +8,10 @@
  * extras malloc_trim, mallinfo2, malloc_stats, malloc_info, mallopt), by
  * LD_PRELOAD or by linking with -ldeferpool-malloc (shared or static).
  * free() never blocks and never makes
- * a system call, for any size.  This header declares what the library
+ * a system call, for any size; free() and realloc() of a pointer the
+ * library did not hand out, of an interior pointer or of a freed block
+ * abort with a message naming it (docs/malloc.md, "Hardening").  This
+ * header declares what the library
  * offers on top of that.  It carries its own private copy of the deferpool
  * core: its pools and reclaim thread are not those of libdeferpool.
  *

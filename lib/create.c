@@ -160,6 +160,8 @@ dp_pool_t *dp_pool_create_ex(const char *name, size_t objsize,
     p->pagemask = ~(uintptr_t)(pagesize - 1);
     p->hdrsize = hdr;
     p->cap = cap;
+    p->slot_tz = (uint32_t)__builtin_ctzl(slot);
+    p->slot_inv = dp_inverse_odd(slot >> p->slot_tz);
     p->ctor = attr->ctor;
     p->dtor = attr->dtor;
     p->cbarg = attr->cbarg;

@@ -17,6 +17,25 @@ static inline void *dp_pg_top(struct dp_page *pg, uint64_t s)
     return off ? (char *)pg + off : NULL;
 }
 
+/*
+ * The slot test: the index of the slot that starts at addr, an address in
+ * one of p's pages, or a value >= p->cap when no slot starts there (addr
+ * lies inside a slot, in the page header, or past the last slot).  No
+ * division: for slotsize d = d0 * 2^k (d0 odd) and the offset x from the
+ * first slot (wrapping below it), x is a multiple of d exactly when
+ * rotr(x * inverse(d0), k) <= (2^64 - 1) / d, and then it equals x / d
+ * (Granlund and Montgomery, "Division by invariant integers using
+ * multiplication", §9); every index below cap passes that bound, so one
+ * compare with cap tests divisibility and range at once.
+ */
+static inline uint64_t dp_slot_index(const struct dp_pool *p, const void *addr)
+{
+    uint64_t x = ((uintptr_t)addr & ~p->pagemask) - p->hdrsize;
+    uint64_t q = x * p->slot_inv;
+    unsigned k = p->slot_tz;
+    return (q >> k) | (q << ((64 - k) & 63));
+}
+
 extern DP_HIDDEN DP_TLS int dp_in_put;
 /* Obtain and construct a page.  Called without the pool lock.  Returns
  * the page (DP_PG_OK, DP_PG_CTOR_DEAD), or NULL, with *why saying what

@@ -25,6 +25,17 @@
 
 static inline bool dp_is_pow2(size_t x) { return x && !(x & (x - 1)); }
 
+/* The inverse of odd d modulo 2^64: d * dp_inverse_odd(d) == 1.  Newton's
+ * iteration x' = x(2 - dx) doubles the correct low bits; d itself is
+ * right to 3 bits (d*d == 1 mod 8 for odd d), so five steps give 96. */
+static inline uint64_t dp_inverse_odd(uint64_t d)
+{
+    uint64_t x = d;
+    for (int i = 0; i < 5; i++)
+        x *= 2 - d * x;
+    return x;
+}
+
 /* Fetch a line for writing.  GCC's __builtin_prefetch(.., 1, ..) emits a
  * read prefetch without -mprfchw, so x86-64 says PREFETCHW itself (CPUs
  * without it run it as a NOP). */

@@ -9,7 +9,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 /* The class serving n bytes at `align` (a power of two), or -1: a block. */
 static int small_class(size_t n, size_t align)
@@ -34,6 +33,8 @@ static void *small_get(unsigned c)
         dp_malloc_trim(); /* queued blocks may be what is missing */
         o = dp_pool_get_timed(mc_pool[c], DP_WAITOK, &mc_past);
     }
+    if (o)
+        mc_untag(mc_pool[c], o);
     return o;
 }
 
@@ -78,18 +79,25 @@ static void *mc_alloc(size_t n, size_t align, bool zero, bool grow)
 /* What kind of block p is, and its usable size. */
 enum mc_kind { MC_FOREIGN, MC_SMALL, MC_BLOCK, MC_BOOT };
 
-static enum mc_kind mc_lookup(const void *p, size_t *usable, void **hdr)
+/* fn: the caller, "realloc", which aborts on a pointer free() would
+ * abort on (mc_small_abort, mc_bad_free); NULL: a query
+ * (malloc_usable_size), which calls such a pointer foreign. */
+static enum mc_kind mc_lookup(void *p, size_t *usable, void **hdr,
+                              const char *fn)
 {
     void *o = dp_pagemap_get(p);
     struct dp_pool *pool = dp_pm_as_pool(o);
-    if (pool) {
+    if (pool && (!mc_small_bad(pool, p, mc_tag_word(pool, p), mc_tag(p)) ||
+                 pool->debug)) {
         *usable = pool->objsize;
         *hdr = pool;
         return MC_SMALL;
     }
+    if (pool && fn)
+        mc_small_abort(pool, p, fn); /* returns for a debug pool */
     struct mc_block *h = as_block(o);
     /* A freed block (queued, or on a thread list) is not a block any
-     * more: realloc of it says EINVAL instead of resizing freed memory. */
+     * more. */
     if (h && block_user(h) == p &&
         atomic_load_explicit(&h->state, MC_RLX) == MC_LIVE) {
         *usable = block_usable(h);
@@ -101,6 +109,8 @@ static enum mc_kind mc_lookup(const void *p, size_t *usable, void **hdr)
         *hdr = NULL;
         return MC_BOOT;
     }
+    if (!pool && fn)
+        mc_bad_free(p, o, fn); /* returns before mc_init */
     *usable = 0;
     *hdr = NULL;
     return MC_FOREIGN;
@@ -112,11 +122,24 @@ MC_EXPORT void *malloc(size_t n)
 {
     if (DP_LIKELY(n <= MC_SMALL_MAX &&
                   atomic_load_explicit(&mc_inited, memory_order_acquire))) {
-        void *o = dp_tcache_get(mc_pool[mc_class(n)]);
-        if (DP_LIKELY(o != NULL))
+        dp_pool_t *pool = mc_pool[mc_class(n)];
+        void *o = dp_tcache_get(pool);
+        if (DP_LIKELY(o != NULL)) {
+            mc_untag(pool, o);
             return o;
+        }
     }
     return mc_alloc(n, 0, false, false);
+}
+
+/* free() of anything but a small block: out of line, so that the small
+ * block's path needs no stack frame. */
+static DP_NOINLINE void mc_free_block(void *p, void *o)
+{
+    struct mc_block *h = as_block(o);
+    if (DP_LIKELY(h && block_user(h) == p && block_free(h)))
+        return;
+    mc_bad_free(p, o, "free");
 }
 
 /*
@@ -125,6 +148,13 @@ MC_EXPORT void *malloc(size_t n)
  * fast path (this thread's bin) or its lock-free page put, or a push of a
  * block on its thread list or mc_lq.  No lock, no system call, no
  * provider call.
+ *
+ * A small block must start a slot and not carry the free tag
+ * (mc_small_bad: a multiply, a rotate, two compares and the tag word's
+ * load); the tag is written before the put, after which the block is the
+ * pool's.  A block must be named by its user pointer's frame and win its
+ * state CAS.  Anything else aborts with a message (harden.c), except
+ * bootstrap memory, which is never reused, and anything before mc_init.
  */
 MC_EXPORT void free(void *p)
 {
@@ -133,26 +163,16 @@ MC_EXPORT void free(void *p)
     void *o = dp_pagemap_get(p);
     struct dp_pool *pool = dp_pm_as_pool(o);
     if (DP_LIKELY(pool != NULL)) {
+        uintptr_t *w = mc_tag_word(pool, p), tag = mc_tag(p);
+        if (DP_UNLIKELY(mc_small_bad(pool, p, w, tag))) {
+            mc_small_free_bad(pool, p); /* a tail call: no stack frame */
+            return;
+        }
+        *w = tag;
         dp_pool_put(pool, p);
         return;
     }
-    struct mc_block *h = as_block(o);
-    if (h && block_user(h) == p && block_free(h))
-        return;
-    /* Bootstrap memory is never reused.  A foreign pointer, a pointer
-     * into a block but not its start, and a second free of a block (its
-     * state CAS fails, or the block is cached and its frame tagged) are
-     * ignored, except in debug mode (DEFERPOOL_CONF debug:1),
-     * where they abort, as interior pointers and double frees of small
-     * blocks do there (the class pools are then DP_POOL_DEBUG pools). */
-    if (DP_UNLIKELY(!boot_owns(p) &&
-                    atomic_load_explicit(&mc_inited, memory_order_acquire) &&
-                    dp_options()->debug)) {
-        static const char msg[] =
-            "deferpool-malloc: free() of a pointer it never handed out\n";
-        (void)!write(2, msg, sizeof(msg) - 1);
-        abort();
-    }
+    mc_free_block(p, o);
 }
 
 MC_EXPORT void *calloc(size_t nmemb, size_t size)
@@ -164,9 +184,12 @@ MC_EXPORT void *calloc(size_t nmemb, size_t size)
     }
     if (DP_LIKELY(n <= MC_SMALL_MAX &&
                   atomic_load_explicit(&mc_inited, memory_order_acquire))) {
-        void *o = dp_tcache_get(mc_pool[mc_class(n)]);
-        if (DP_LIKELY(o != NULL))
+        dp_pool_t *pool = mc_pool[mc_class(n)];
+        void *o = dp_tcache_get(pool);
+        if (DP_LIKELY(o != NULL)) {
+            mc_untag(pool, o); /* n may not reach the tag word */
             return memset(o, 0, n);
+        }
     }
     return mc_alloc(n, 0, true, false);
 }
@@ -181,8 +204,8 @@ MC_EXPORT void *realloc(void *p, size_t n)
     }
     size_t have;
     void *hdr;
-    enum mc_kind k = mc_lookup(p, &have, &hdr);
-    if (k == MC_FOREIGN) {
+    enum mc_kind k = mc_lookup(p, &have, &hdr, "realloc");
+    if (k == MC_FOREIGN) { /* before mc_init only */
         errno = EINVAL;
         return NULL;
     }
@@ -287,7 +310,7 @@ MC_EXPORT size_t malloc_usable_size(void *p)
         return 0;
     size_t have;
     void *hdr;
-    mc_lookup(p, &have, &hdr);
+    mc_lookup(p, &have, &hdr, NULL);
     return have;
 }
 

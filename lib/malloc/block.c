@@ -44,7 +44,7 @@ size_t block_unmap_list(struct mc_block *l)
 {
     size_t n = 0;
     while (l) {
-        struct mc_block *next = l->next;
+        struct mc_block *next = mc_next_get(l);
         block_unmap(l);
         n++;
         l = next;
@@ -94,6 +94,9 @@ void *block_alloc(size_t n, size_t align, bool zero, bool grow)
             memset(block_user(h), 0, n);
         return block_user(h);
     }
+    /* Before the first link is written into a block (mc_link_set): a
+     * block may be made before the first pool is. */
+    dp_link_key_init();
     size_t need = len + pad;
     size_t maplen = need <= MC_CHUNK / 2 ? MC_CHUNK : need;
     char *m = dp_provider_mmap()->alloc(NULL, maplen, MC_SYSPAGE, DP_WAITOK);
@@ -125,7 +128,7 @@ void *block_alloc(size_t n, size_t align, bool zero, bool grow)
     h = (struct mc_block *)at;
     h->magic = MC_BLOCK_MAGIC;
     atomic_store_explicit(&h->state, MC_LIVE, MC_RLX);
-    h->next = NULL;
+    mc_next_set(h, NULL);
     h->maplen = len;
     h->off = off;
     h->align = align;

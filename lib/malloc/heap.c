@@ -75,10 +75,10 @@ static uint64_t heap_lock(void)
 }
 
 /* A cached block's links, kept in its user area (the block is free):
- * under mc_heap_lock. */
+ * under mc_heap_lock.  Safe-linked (mc_link_t), read through hn_get. */
 struct mc_hnode {
-    struct mc_block *fnext, *fprev; /* its size bin, newest first       */
-    struct mc_block *anext, *aprev; /* arrival order, oldest first      */
+    mc_link_t fnext, fprev;         /* its size bin, newest first       */
+    mc_link_t anext, aprev;         /* arrival order, oldest first      */
     uint64_t stamp;                 /* when it arrived                  */
     unsigned bin;
     unsigned clean;                 /* 1: its pages but the first are not
@@ -98,6 +98,22 @@ static inline struct mc_block *as_cached(void *v)
                ? (struct mc_block *)((uintptr_t)v - MC_TAG_CACHED)
                : NULL;
 }
+
+/* A cached block's link `what` (at w): NULL or a cached block, whose
+ * first frame the page map names tagged; anything else was written over
+ * (a use after free) and aborts, so a heap walk never follows it. */
+static inline struct mc_block *hn_get(struct mc_block *h, const mc_link_t *w,
+                                      const char *what)
+{
+    uintptr_t v = mc_link_peek(w);
+    if (DP_UNLIKELY(v && (!mc_link_plausible(v) ||
+                          dp_pagemap_get((void *)v) !=
+                              (void *)(v | MC_TAG_CACHED))))
+        mc_link_corrupt(h, what, v);
+    return (struct mc_block *)v;
+}
+#define HN_GET(h, f) hn_get((h), &hnode(h)->f, #f)
+#define HN_SET(h, f, v) mc_link_set(&hnode(h)->f, (v))
 
 /* The bin of blocks of len bytes: one per page count up to 64 pages,
  * then four per doubling. */
@@ -124,20 +140,20 @@ static void heap_link_locked(struct mc_block *h, uint64_t now, bool clean)
     c->bin = b;
     c->stamp = now;
     c->clean = clean;
-    c->fprev = NULL;
-    c->fnext = mc_bin[b];
-    if (c->fnext)
-        hnode(c->fnext)->fprev = h;
+    HN_SET(h, fprev, NULL);
+    HN_SET(h, fnext, mc_bin[b]);
+    if (mc_bin[b])
+        HN_SET(mc_bin[b], fprev, h);
     mc_bin[b] = h;
     mc_binmap[b / 64] |= (uint64_t)1 << (b % 64);
-    c->anext = NULL;
+    HN_SET(h, anext, NULL);
     if (clean) {
-        c->aprev = NULL;
+        HN_SET(h, aprev, NULL);
         atomic_fetch_add_explicit(&mc_bs.purged_bytes, h->maplen, MC_RLX);
     } else {
-        c->aprev = mc_heap_new;
+        HN_SET(h, aprev, mc_heap_new);
         if (mc_heap_new)
-            hnode(mc_heap_new)->anext = h;
+            HN_SET(mc_heap_new, anext, h);
         else
             mc_heap_old = h;
         mc_heap_new = h;
@@ -156,26 +172,28 @@ static void heap_link_locked(struct mc_block *h, uint64_t now, bool clean)
 static void heap_unlink_locked(struct mc_block *h, void *first)
 {
     struct mc_hnode *c = hnode(h);
-    if (c->fprev) {
-        hnode(c->fprev)->fnext = c->fnext;
+    struct mc_block *fprev = HN_GET(h, fprev), *fnext = HN_GET(h, fnext);
+    if (fprev) {
+        HN_SET(fprev, fnext, fnext);
     } else {
-        mc_bin[c->bin] = c->fnext;
-        if (!c->fnext)
+        mc_bin[c->bin] = fnext;
+        if (!fnext)
             mc_binmap[c->bin / 64] &= ~((uint64_t)1 << (c->bin % 64));
     }
-    if (c->fnext)
-        hnode(c->fnext)->fprev = c->fprev;
+    if (fnext)
+        HN_SET(fnext, fprev, fprev);
     if (c->clean) {
         atomic_fetch_sub_explicit(&mc_bs.purged_bytes, h->maplen, MC_RLX);
     } else {
-        if (c->aprev)
-            hnode(c->aprev)->anext = c->anext;
+        struct mc_block *aprev = HN_GET(h, aprev), *anext = HN_GET(h, anext);
+        if (aprev)
+            HN_SET(aprev, anext, anext);
         else
-            mc_heap_old = c->anext;
-        if (c->anext)
-            hnode(c->anext)->aprev = c->aprev;
+            mc_heap_old = anext;
+        if (anext)
+            HN_SET(anext, aprev, aprev);
         else
-            mc_heap_new = c->aprev;
+            mc_heap_new = aprev;
     }
     if (h->maplen > MC_SYSPAGE)
         dp_pagemap_store(heap_last_frame(h), NULL);
@@ -226,7 +244,7 @@ static struct mc_block *heap_fit_locked(size_t len)
     struct mc_block *best = NULL;
     unsigned k = 0;
     for (struct mc_block *e = mc_bin[b]; e && k < MC_BIN_SCAN;
-         e = hnode(e)->fnext, k++) {
+         e = HN_GET(e, fnext), k++) {
         if (e->maplen >= len && (!best || e->maplen < best->maplen)) {
             best = e;
             if (e->maplen == len)
@@ -259,7 +277,7 @@ static struct mc_block *heap_fit_aligned_locked(size_t len, size_t align)
     for (unsigned b = heap_bin(len); b < MC_NBINS && seen < MC_ALIGN_SCAN; b++) {
         unsigned k = 0;
         for (struct mc_block *e = mc_bin[b]; e && k < MC_BIN_SCAN;
-             e = hnode(e)->fnext, k++, seen++)
+             e = HN_GET(e, fnext), k++, seen++)
             if (block_place((char *)e, align) + len <= (char *)e + e->maplen)
                 return e;
     }
@@ -272,7 +290,7 @@ static void heap_rest_locked(struct mc_block *rest, size_t rest_len,
 {
     rest->magic = MC_BLOCK_MAGIC;
     atomic_store_explicit(&rest->state, MC_QUEUED, MC_RLX);
-    rest->next = NULL;
+    mc_next_set(rest, NULL);
     rest->maplen = rest_len;
     rest->off = MC_BLOCK_HDR;
     rest->align = 0;
@@ -321,7 +339,7 @@ static struct mc_block *heap_take_locked(size_t len, size_t align, bool grow,
                          now, clean);
     }
     atomic_store_explicit(&got->state, MC_LIVE, MC_RLX);
-    got->next = NULL;
+    mc_next_set(got, NULL);
     got->off = block_off(align);
     got->align = align;
     dp_pagemap_store(frame_of(block_user(got)), got);
@@ -347,7 +365,7 @@ static void heap_drain_locked(uint64_t now)
     struct mc_block *l = atomic_exchange_explicit(&mc_lq, NULL,
                                                   memory_order_acquire);
     while (l) {
-        struct mc_block *next = l->next;
+        struct mc_block *next = mc_next_queued(l);
         atomic_fetch_sub_explicit(&mc_bs.queued, 1, MC_RLX);
         atomic_fetch_sub_explicit(&mc_bs.queued_bytes, l->maplen, MC_RLX);
         block_set_off(l, MC_BLOCK_HDR);
@@ -376,10 +394,10 @@ static void heap_evict_locked(uint64_t now, enum mc_heap_mode mode,
         dirty -= h->maplen;
         heap_unlink_locked(h, NULL);
         if (mode == HEAP_TRIM_ALL || h->maplen >= MC_CHUNK) {
-            h->next = *unmap;
+            mc_next_set(h, *unmap);
             *unmap = h;
         } else {
-            h->next = *purge;
+            mc_next_set(h, *purge);
             *purge = h;
         }
     }
@@ -388,9 +406,9 @@ static void heap_evict_locked(uint64_t now, enum mc_heap_mode mode,
     for (unsigned b = 0; b < MC_NBINS; b++) {
         struct mc_block *h = mc_bin[b];
         while (h) {
-            struct mc_block *next = hnode(h)->fnext;
+            struct mc_block *next = HN_GET(h, fnext);
             heap_unlink_locked(h, NULL);
-            h->next = *unmap;
+            mc_next_set(h, *unmap);
             *unmap = h;
             h = next;
         }
@@ -410,7 +428,7 @@ static size_t heap_release(struct mc_block *unmap, struct mc_block *purge,
         return n;
     /* Out of the heap while the pages go (nobody can take them); the
      * header page stays, with the block's links. */
-    for (struct mc_block *h = purge; h; h = h->next) {
+    for (struct mc_block *h = purge; h; h = mc_next_get(h)) {
         if (h->maplen > MC_SYSPAGE)
             madvise((char *)h + MC_SYSPAGE, h->maplen - MC_SYSPAGE,
                     MADV_DONTNEED);
@@ -423,7 +441,7 @@ static size_t heap_release(struct mc_block *unmap, struct mc_block *purge,
     } else {
         unmap = NULL;
         while (purge) {
-            struct mc_block *next = purge->next;
+            struct mc_block *next = mc_next_get(purge);
             heap_insert_locked(purge, now, true);
             purge = next;
         }

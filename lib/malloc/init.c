@@ -47,7 +47,7 @@ static void mc_atfork_child(void)
      * Recount.  The cache itself is whole: we hold mc_heap_lock, and its
      * counters only change under it. */
     uint64_t n = 0, bytes = 0;
-    for (struct mc_block *h = atomic_load(&mc_lq); h; h = h->next) {
+    for (struct mc_block *h = atomic_load(&mc_lq); h; h = mc_next_queued(h)) {
         n++;
         bytes += h->maplen;
     }

@@ -118,6 +118,12 @@ DP_HIDDEN size_t boot_used(void);
 /* A request of at most MC_CHUNK / 2 is cut from a chunk of MC_CHUNK. */
 #define MC_CHUNK ((size_t)2 << 20)
 
+/* A pointer kept where a use after free or an overflow of the block
+ * before may write: a freed block's header (next) or its user area (the
+ * heap's links).  Stored safe-linked, as link.h stores a pool's links and
+ * with its secret: v ^ (address of the word >> 12) ^ dp_link_key. */
+typedef uintptr_t mc_link_t;
+
 /* mc_block.state: who has the block.  free() moves it from MC_LIVE to
  * MC_QUEUED with a CAS, so a second free() of the same block fails that
  * CAS and is caught instead of queueing the block twice. */
@@ -131,7 +137,8 @@ struct mc_block {
     uint32_t magic;
     _Atomic uint32_t state; /* MC_LIVE; MC_QUEUED (free's CAS); MC_CACHED
                                (under mc_heap_lock)                      */
-    struct mc_block *next;  /* mc_lq or thread-list link: written before
+    mc_link_t next;         /* mc_lq, thread-list or eviction link,
+                               safe-linked (mc_next_*): written before
                                the push                                  */
     size_t maplen;          /* bytes of the block, a multiple of
                                MC_SYSPAGE (a mapping or part of one)     */
@@ -156,6 +163,58 @@ struct mc_block_stats {
 extern DP_HIDDEN struct mc_block_stats mc_bs;
 extern DP_HIDDEN struct mc_block *_Atomic mc_lq;
 
+/* ---- safe-linked pointers (harden.c) --------------------------------- */
+
+/* Abort: the link `what` in block h decoded to v, which is not what such
+ * a link may point to (written after free?). */
+DP_HIDDEN _Noreturn void mc_link_corrupt(const void *h, const char *what,
+                                         uintptr_t v);
+
+static inline void mc_link_set(mc_link_t *w, const void *v)
+{
+    *w = (uintptr_t)v ^ dp_link_mask(w);
+}
+
+static inline uintptr_t mc_link_peek(const mc_link_t *w)
+{
+    return *w ^ dp_link_mask(w);
+}
+
+/* A block header: page-aligned, in the 47-bit user address space. */
+static inline bool mc_link_plausible(uintptr_t v)
+{
+    return !(v & (MC_SYSPAGE - 1)) && !(v >> 47);
+}
+
+static inline void mc_next_set(struct mc_block *h, const struct mc_block *n)
+{
+    mc_link_set(&h->next, n);
+}
+
+/* The next block on a list of blocks out of the heap (the eviction
+ * lists): a block header, or NULL. */
+static inline struct mc_block *mc_next_get(struct mc_block *h)
+{
+    uintptr_t v = mc_link_peek(&h->next);
+    if (DP_UNLIKELY(v && !mc_link_plausible(v)))
+        mc_link_corrupt(h, "next", v);
+    return (struct mc_block *)v;
+}
+
+/* The next block on mc_lq or a thread list: NULL, or a freed block that
+ * the page map names under the frame of its user pointer (the header's,
+ * or the next one for an alignment above a page: block_off). */
+static inline struct mc_block *mc_next_queued(struct mc_block *h)
+{
+    uintptr_t v = mc_link_peek(&h->next);
+    if (DP_UNLIKELY(v && (!mc_link_plausible(v) ||
+                          (dp_pagemap_get((void *)v) != (void *)v &&
+                           dp_pagemap_get((void *)(v + MC_SYSPAGE)) !=
+                               (void *)v))))
+        mc_link_corrupt(h, "next", v);
+    return (struct mc_block *)v;
+}
+
 /* Push the list h..tail (linked by next) on mc_lq: a Treiber push
  * (release, so the links and headers are seen by the heap's acquire
  * exchange).  The stack is only ever taken whole, so there is no ABA. */
@@ -163,7 +222,7 @@ static inline void mc_lq_push(struct mc_block *h, struct mc_block *tail)
 {
     struct mc_block *top = atomic_load_explicit(&mc_lq, MC_RLX);
     do {
-        tail->next = top;
+        mc_next_set(tail, top);
     } while (!atomic_compare_exchange_weak_explicit(
         &mc_lq, &top, h, memory_order_release, MC_RLX));
 }
@@ -279,6 +338,66 @@ extern DP_HIDDEN _Atomic uint64_t mc_tl_pops_folded;
 DP_HIDDEN struct mc_block *tl_pop(size_t len);
 DP_HIDDEN bool tl_push(struct mc_block *h);
 extern DP_HIDDEN const struct dp_tcache_ext_ops mc_tl_ext_ops; /* tl_flush */
+
+/* ---- hardening (harden.c) ------------------------------------------------ */
+/*
+ * free() of a small block checks that it starts a slot of its pool's page
+ * (dp_slot_index) and is not tagged free: free() writes mc_tag(p) into
+ * the block's tag word before the put, and every path that hands a
+ * small block out clears it (mc_untag).  The tag word is word 1, which no
+ * pool writes (the class pools have no ctor: their link is word 0); the
+ * 8-byte class has only word 0, which the pool overwrites with a link
+ * once the block leaves the thread's bin, so there free() also takes a
+ * word 0 that decodes as a link (link.h) for a free block.  docs/malloc.md,
+ * "Hardening".
+ */
+static inline uintptr_t mc_tag(const void *p)
+{
+    return (uintptr_t)p ^
+           atomic_load_explicit(&dp_link_key, memory_order_relaxed);
+}
+
+static inline uintptr_t *mc_tag_word(const struct dp_pool *pool, void *p)
+{
+    return (uintptr_t *)p + (pool->objsize > sizeof(uintptr_t));
+}
+
+/* pool's block o is being handed out. */
+static inline void mc_untag(const struct dp_pool *pool, void *o)
+{
+    *mc_tag_word(pool, o) = 0;
+}
+
+/* An 8-byte block whose word 0 decodes as a free-list link: NULL, or an
+ * aligned address in its own page. */
+static inline bool mc_linked8(const struct dp_pool *pool, void *p)
+{
+    uintptr_t v = (uintptr_t)dp_link_peek(pool, p);
+    return !v || (!((v ^ (uintptr_t)p) & pool->pagemask) &&
+                  !(v & (sizeof(uintptr_t) - 1)));
+}
+
+/* p, in a page of pool, is not a live block's start.  The pool's check
+ * and tag word as free() reads them. */
+static inline bool mc_small_bad(const struct dp_pool *pool, void *p,
+                                const uintptr_t *w, uintptr_t tag)
+{
+    return dp_slot_index(pool, p) >= pool->cap || *w == tag ||
+           ((void *)w == p && mc_linked8(pool, p));
+}
+
+/* free() or realloc() (fn) of p, in a page of pool, that mc_small_bad
+ * flagged: aborts with a message, unless pool is a debug pool (debug:1),
+ * which reports bad puts itself and may place objects differently. */
+DP_HIDDEN void mc_small_abort(const struct dp_pool *pool, void *p,
+                              const char *fn);
+/* free() of such a p: mc_small_abort, then, for a debug pool, the put. */
+DP_HIDDEN void mc_small_free_bad(struct dp_pool *pool, void *p);
+/* free() or realloc() (fn) of p, which is no small block and no live
+ * block's start, page-map value o: aborts with a message naming p and,
+ * when p lies in one, the block, unless p is bootstrap memory or the
+ * malloc is not initialised yet (then it returns). */
+DP_HIDDEN void mc_bad_free(void *p, void *o, const char *fn);
 
 /* ---- statistics (stats.c) -------------------------------------------------- */
 

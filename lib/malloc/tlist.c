@@ -45,7 +45,7 @@ struct mc_block *tl_pop(size_t len)
     struct dp_tclist *l = &tc->ext[i];
     struct mc_block *h = l->head;
     if (h) {
-        l->head = h->next;
+        l->head = mc_next_queued(h);
         DP_BUMP(&l->n, -1);
         DP_BUMP(&l->pops, 1);
         DP_BUMP(&tc->ext_units, -h->maplen);
@@ -72,7 +72,7 @@ bool tl_push(struct mc_block *h)
     bool ok = atomic_load_explicit(&tc->ext_units, DP_RLX) + h->maplen <=
               MC_TL_BYTES;
     if (ok) {
-        h->next = l->head;
+        mc_next_set(h, l->head);
         l->head = h;
         DP_BUMP(&l->n, 1);
         DP_BUMP(&tc->ext_units, h->maplen);
@@ -87,7 +87,7 @@ static void tl_flush(struct dp_tclist *l, bool forget)
 {
     struct mc_block *h = l->head, *tail = NULL;
     uint64_t n = 0, bytes = 0;
-    for (struct mc_block *e = h; e; e = e->next) {
+    for (struct mc_block *e = h; e; e = mc_next_queued(e)) {
         n++;
         bytes += e->maplen;
         tail = e;
