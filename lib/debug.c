@@ -84,10 +84,22 @@ static void fill(uint32_t pat, char *s, size_t n)
 }
 
 /* The offset of the first byte of [s, s + n) that differs from the
- * pattern, or n. */
+ * pattern, or n.  Eight bytes at a time where aligned. */
 static size_t first_bad(uint32_t pat, const char *s, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
+    size_t i = 0;
+    while (i < n && ((uintptr_t)(s + i) & 7))
+        if ((uint8_t)s[i] != pat_byte(pat, s + i))
+            return i;
+        else
+            i++;
+    uint64_t w = (uint64_t)pat << 32 | pat, v;
+    for (; n - i >= 8; i += 8) {
+        memcpy(&v, s + i, 8);
+        if (v != w)
+            break;
+    }
+    for (; i < n; i++)
         if ((uint8_t)s[i] != pat_byte(pat, s + i))
             return i;
     return n;
