@@ -140,8 +140,6 @@ static void print_audit(const struct dp_pool *p, void *obj)
         fprintf(stderr, "  (no get or put recorded)\n");
 }
 
-static _Noreturn void die(void) { abort(); }
-
 /* The first damaged redzone byte of obj, as an offset from its start
  * (negative: before it); 0 if intact (offset 0 is never a redzone). */
 static ptrdiff_t redzone_damage(const struct dp_pool *p, char *obj)
@@ -178,7 +176,7 @@ static void check_redzones(const struct dp_pool *p, void *obj,
     if (DP_UNLIKELY(at)) {
         report_redzone(p, obj, at, when);
         print_audit(p, obj);
-        die();
+        abort();
     }
 }
 
@@ -204,7 +202,7 @@ void dp_debug_foreign(const struct dp_pool *p, const void *obj)
                 "deferpool: pool '%s': put of foreign pointer %p (not in "
                 "any page of this pool)\n",
                 p->name, obj);
-    die();
+    abort();
 }
 
 /* ---- the hooks ----------------------------------------------------------- */
@@ -265,7 +263,7 @@ void dp_debug_mark_out(struct dp_pool *p, struct dp_page *pg, void *obj)
                 "(free list corrupted: use after put?)\n",
                 p->name, obj);
         print_audit(p, obj);
-        die();
+        abort();
     }
 }
 
@@ -278,7 +276,7 @@ void dp_debug_got(struct dp_pool *p, void *obj)
         if (DP_UNLIKELY(at < p->objsize)) {
             report_junk(p, obj, at);
             print_audit(p, obj);
-            die();
+            abort();
         }
         fill(DP_DEBUG_UNINIT_PATTERN, obj, p->objsize);
     }
@@ -293,7 +291,7 @@ static _Noreturn void double_put(const struct dp_pool *p, void *obj)
     fprintf(stderr, "deferpool: pool '%s': double put of %p\n", p->name,
             obj);
     print_audit(p, obj);
-    die();
+    abort();
 }
 
 void dp_debug_put(struct dp_pool *p, struct dp_page *pg, void *obj)
@@ -308,7 +306,7 @@ void dp_debug_put(struct dp_pool *p, struct dp_page *pg, void *obj)
                 "deferpool: pool '%s': put of %p, which is not an object "
                 "(page header)\n",
                 p->name, obj);
-        die();
+        abort();
     }
     if (off % p->slotsize != 0) {
         void *start = pg->slots + off / p->slotsize * p->slotsize;
@@ -316,7 +314,7 @@ void dp_debug_put(struct dp_pool *p, struct dp_page *pg, void *obj)
                 "deferpool: pool '%s': put of %p, which is not the start "
                 "of an object: offset +%zu in object %p\n",
                 p->name, obj, off % p->slotsize, start);
-        die();
+        abort();
     }
     size_t i = off / p->slotsize;
     uint64_t bit = 1ull << (i % 64);
@@ -373,13 +371,17 @@ int dp_debug_check_page(struct dp_pool *p, struct dp_page *pg)
 
 struct leak {
     void *obj;
-    uint32_t n;
+    uint32_t n;      /* frames in st          */
+    uint32_t group;  /* objects with st: the report prints the biggest
+                        group first         */
     void *st[DEPTH];
 };
 
 static int leak_cmp(const void *a, const void *b)
 {
     const struct leak *x = a, *y = b;
+    if (x->group != y->group)
+        return x->group > y->group ? -1 : 1;
     if (x->n != y->n)
         return x->n < y->n ? -1 : 1;
     int c = memcmp(x->st, y->st, x->n * sizeof(void *));
@@ -447,10 +449,15 @@ long dp_debug_leaks(struct dp_pool *p, FILE *f)
     n = collect_locked(p, v, cap);
     pthread_mutex_unlock(&p->lock);
     size_t have = n < cap ? n : cap;
-    qsort(v, have, sizeof(*v), leak_cmp);
+    qsort(v, have, sizeof(*v), leak_cmp); /* by stack */
     size_t groups = 0;
-    for (size_t i = 0; i < have; i++)
-        groups += i == 0 || !same_stack(&v[i], &v[i - 1]);
+    for (size_t i = 0, j; i < have; i = j, groups++) {
+        for (j = i + 1; j < have && same_stack(&v[j], &v[i]); j++)
+            ;
+        for (size_t k = i; k < j; k++)
+            v[k].group = (uint32_t)(j - i);
+    }
+    qsort(v, have, sizeof(*v), leak_cmp); /* biggest group first */
     bool audit = p->dbg & DP_POOL_AUDIT;
     fprintf(f, "deferpool: pool '%s': %zu object(s) still out", p->name, n);
     if (audit)
