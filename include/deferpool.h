@@ -109,15 +109,37 @@ DP_API const dp_provider_t *dp_provider_mmap(void);
 typedef struct dp_pool dp_pool_t; /* opaque */
 
 /* Pool flags (dp_pool_attr_t.flags). */
-#define DP_POOL_DEBUG     0x1 /* validate every put: foreign pointers and
-                                 double puts abort with a message; also
-                                 enabled for all pools by DEFERPOOL_CONF
-                                 "debug:1" or the meson option debug_checks */
+#define DP_POOL_DEBUG     0x1 /* debug mode's default set: validate every
+                                 put (foreign, interior and double puts
+                                 abort with a message naming the pool and
+                                 the pointer), plus DP_POOL_REDZONE and
+                                 DP_POOL_JUNK; no thread cache.  Also set
+                                 for every pool by DEFERPOOL_CONF "debug:1"
+                                 or the meson option debug_checks
+                                 (docs/api.md, "Debug mode") */
 #define DP_POOL_NOTHREAD  0x2 /* do not auto-start the reclaim thread when
                                  this pool is created */
 #define DP_POOL_NOCACHE   0x4 /* no per-thread caches: every put goes
                                  straight to its page (debug pools never
-                                 use caches) */
+                                 use caches); a put of a pointer outside
+                                 the pool's pages aborts with a message */
+/* Finer debug flags; each implies DP_POOL_DEBUG's put validation. */
+#define DP_POOL_REDZONE  0x10 /* canaries before and after each object,
+                                 checked at put, at get and by
+                                 dp_pool_check() */
+#define DP_POOL_JUNK     0x20 /* DP_DEBUG_FREE_PATTERN written over an
+                                 object at put and verified when it is
+                                 handed out again (a write after put
+                                 aborts), DP_DEBUG_UNINIT_PATTERN written
+                                 at get; ignored for pools with a ctor */
+#define DP_POOL_AUDIT    0x40 /* record the stacks (backtrace()) of each
+                                 object's last get and put: printed with
+                                 every debug report and grouped in the
+                                 leak report */
+/* The bytes of a junked object: the 32-bit word, little-endian, at every
+ * 4-byte aligned address. */
+#define DP_DEBUG_FREE_PATTERN   0xdeadbeefu /* free (put, or never out) */
+#define DP_DEBUG_UNINIT_PATTERN 0xbaddcafeu /* got, not yet written    */
 
 /*
  * Pool attributes.  Always initialise with dp_pool_attr_init() and then set
@@ -400,10 +422,26 @@ typedef struct dp_pool_stats {
 /* Fill *out.  0, or -1 + EINVAL.  Blocks: briefly (pool lock). */
 DP_API int dp_pool_stats(dp_pool_t *pool, dp_pool_stats_t *out);
 
-/* Check the pool's internal invariants (lists, counts, free lists).
+/* Check the pool's internal invariants (lists, counts, free lists; on a
+ * debug pool also every redzone and every free object's junk pattern).
  * 0 when consistent; otherwise -1 + EIO after printing what is wrong to
  * stderr.  Blocks: briefly (pool lock).  Walks every free object: slow. */
 DP_API int dp_pool_check(dp_pool_t *pool);
+
+/*
+ * Leak report of a debug pool (DP_POOL_DEBUG or a finer debug flag): the
+ * objects out now, printed to f (NULL: stderr) -- with DP_POOL_AUDIT
+ * grouped by the stack of their get, with a count and the first
+ * addresses of each group, as libumem's findleaks; without it, the count
+ * and the first addresses.  Prints nothing when no object is out.
+ * dp_pool_destroy() prints it before refusing a pool with objects out,
+ * and DEFERPOOL_CONF "leaks:1" prints it for every live debug pool at
+ * exit.  A snapshot: gets and puts may run meanwhile.
+ * Returns the number of objects out, or -1 + EINVAL (NULL pool, or not a
+ * debug pool).  Blocks: briefly (pool lock, twice); maps and unmaps a
+ * buffer; may allocate (qsort, stdio).  Never from a signal handler.
+ */
+DP_API long dp_pool_leaks(dp_pool_t *pool, FILE *f);
 
 /* ===================================================================== */
 /* Statistics printer                                                    */

@@ -6,6 +6,7 @@
  * layer.  docs/design.md §1.
  */
 #include "cache.h"
+#include "debug.h"
 #include "fork.h"
 #include "lifo.h"
 #include "options.h"
@@ -98,12 +99,14 @@ dp_pool_t *dp_pool_create_ex(const char *name, size_t objsize,
         attr = &def;
     }
     const struct dp_options *opt = dp_options();
-    bool debug = (attr->flags & DP_POOL_DEBUG) || opt->debug;
+    unsigned dbg = dp_debug_features(attr->flags, opt->debug, attr->ctor);
+    bool debug = dbg || ((attr->flags | opt->debug) & DP_POOL_DEBUG);
     size_t align = attr->align ? attr->align : (objsize < 16 ? 8 : 16);
     if (objsize == 0 || objsize > DP_PAGESIZE_MAX || !dp_is_pow2(align) ||
         align > DP_PAGESIZE_MAX / 2 ||
         (attr->flags &
-         ~(unsigned)(DP_POOL_DEBUG | DP_POOL_NOTHREAD | DP_POOL_NOCACHE)) ||
+         ~(unsigned)(DP_POOL_DEBUG | DP_POOL_NOTHREAD | DP_POOL_NOCACHE |
+                     DP_POOL_REDZONE | DP_POOL_JUNK | DP_POOL_AUDIT)) ||
         (attr->pagesize &&
          (!dp_is_pow2(attr->pagesize) || attr->pagesize < 4096 ||
           attr->pagesize > DP_PAGESIZE_MAX)) ||
@@ -124,16 +127,25 @@ dp_pool_t *dp_pool_create_ex(const char *name, size_t objsize,
     if (slot < sizeof(void *))
         slot = sizeof(void *);
     slot = (slot + align - 1) & ~(align - 1);
+    /* A debug pool's slot: redzones, the link after the object, the
+     * audit record (debug.c). */
+    struct dp_debug_layout dl = {0, 0, 0, 0};
+    if (debug) {
+        dp_debug_layout(objsize, align, dbg, &dl);
+        linkoff = dl.linkoff;
+        slot = dl.slot;
+    }
 
     size_t pagesize = attr->pagesize, hdr;
     uint32_t cap;
     if (pagesize) {
-        dp_page_layout(pagesize, slot, align, debug, &hdr, &cap);
+        dp_page_layout(pagesize, slot, align, debug, dl.front, &hdr, &cap);
     } else {
         /* 64 KiB pages, as mimalloc's small pages: one provider call
          * per many objects; bigger only to hold at least 8 objects. */
         for (pagesize = DP_PAGESIZE_DEFAULT_MIN;; pagesize <<= 1) {
-            dp_page_layout(pagesize, slot, align, debug, &hdr, &cap);
+            dp_page_layout(pagesize, slot, align, debug, dl.front, &hdr,
+                           &cap);
             if (cap >= 8 || (pagesize >= ((size_t)1 << 20) && cap >= 1) ||
                 pagesize == DP_PAGESIZE_MAX)
                 break;
@@ -171,7 +183,11 @@ dp_pool_t *dp_pool_create_ex(const char *name, size_t objsize,
     p->clock_arg = attr->clock_arg;
     p->flags = attr->flags | (iflags & DP_IPOOL_IMMEDIATE);
     p->debug = debug;
-    p->pagemap = debug || (iflags & DP_IPOOL_PAGEMAP);
+    p->dbg = dbg;
+    p->dbg_recoff = dl.recoff;
+    /* NOCACHE pools too: their put checks the map (page.c). */
+    p->pagemap = debug || (attr->flags & DP_POOL_NOCACHE) ||
+                 (iflags & DP_IPOOL_PAGEMAP);
     p->lowat = attr->lowat;
     p->hiwat = attr->hiwat;
     p->budget = attr->reclaim_budget ? attr->reclaim_budget
@@ -179,12 +195,23 @@ dp_pool_t *dp_pool_create_ex(const char *name, size_t objsize,
     p->age_ns = attr->reclaim_age_ns ? attr->reclaim_age_ns
                                      : opt->reclaim_age_ns;
     pthread_mutex_init(&p->lock, NULL);
+    if (debug)
+        dp_debug_pool_init(p);
     dp_tcache_pool_init(p);
     dp_fork_install(); /* done by the constructor; for a static link */
     dp_registry_add(p);
     if (!(attr->flags & DP_POOL_NOTHREAD) && opt->background_thread)
         dp_reclaim_autostart();
     return p;
+}
+
+long dp_pool_leaks(dp_pool_t *p, FILE *f)
+{
+    if (!p || !p->debug) {
+        errno = EINVAL;
+        return -1;
+    }
+    return dp_debug_leaks(p, f ? f : stderr);
 }
 
 int dp_pool_destroy(dp_pool_t *p)
@@ -211,6 +238,8 @@ int dp_pool_destroy(dp_pool_t *p)
         for (struct dp_page *pg = p->full.head; pg; pg = pg->next)
             out += atomic_load(&pg->state) & DP_PG_COUNT;
         pthread_mutex_unlock(&p->lock);
+        if (p->debug)
+            dp_debug_leaks(p, stderr);
         fprintf(stderr,
                 "deferpool: dp_pool_destroy('%s'): %llu object(s) still "
                 "out; pool left intact\n",

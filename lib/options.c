@@ -22,9 +22,9 @@
 static struct dp_options dp_opt = {
     .background_thread = true,
 #ifdef DP_DEBUG_DEFAULT
-    .debug = true,
+    .debug = DP_POOL_DEBUG,
 #else
-    .debug = false,
+    .debug = 0,
 #endif
     .reclaim_interval_ns = 100000000ull,          /* 100 ms */
     .reclaim_age_ns = DP_DEFAULT_RECLAIM_AGE_NS,  /* 1 s    */
@@ -48,8 +48,19 @@ static const struct opt_word stats_words[] = {
     {"0", DP_SP_OFF},   {"1", DP_SP_TEXT},     {"json", DP_SP_JSON},
     {"false", DP_SP_OFF}, {"true", DP_SP_TEXT}, {"text", DP_SP_TEXT},
     {NULL, 0}};
+/* debug: words joined by '+', each adding flags. */
+static const struct opt_word debug_words[] = {
+    {"0", 0},
+    {"1", DP_POOL_DEBUG},
+    {"redzone", DP_POOL_REDZONE},
+    {"junk", DP_POOL_JUNK},
+    {"audit", DP_POOL_AUDIT},
+    {"all", DP_POOL_DEBUG | DP_POOL_AUDIT},
+    {"false", 0},
+    {"true", DP_POOL_DEBUG},
+    {NULL, 0}};
 
-enum opt_kind { OPT_BOOL, OPT_MS, OPT_THP, OPT_STATS };
+enum opt_kind { OPT_BOOL, OPT_MS, OPT_THP, OPT_STATS, OPT_DEBUG };
 
 /* Per kind: the accepted words (NULL: a number of milliseconds), what
  * `help` shows, and the warning for a bad value. */
@@ -64,6 +75,9 @@ static const struct opt_kind_info {
                  "bad thp value (auto, never, default) in"},
     [OPT_STATS] = {stats_words, "0|1|json",
                    "bad stats_print value (0, 1, json) in"},
+    [OPT_DEBUG] = {debug_words, "0|1|redzone+junk+audit|all",
+                   "bad debug value (0, 1, all, or redzone, junk, audit "
+                   "joined by +) in"},
 };
 
 /* The word for value v, or NULL when it has none. */
@@ -86,8 +100,9 @@ static const struct opt_row {
     [DP_OPT_BACKGROUND_THREAD] = {"background_thread", OPT_BOOL,
      offsetof(struct dp_options, background_thread),
      "start the reclaim thread with the first pool"},
-    [DP_OPT_DEBUG] = {"debug", OPT_BOOL, offsetof(struct dp_options, debug),
-     "validate every put in every pool (DP_POOL_DEBUG)"},
+    [DP_OPT_DEBUG] = {"debug", OPT_DEBUG, offsetof(struct dp_options, debug),
+     "debug mode for every pool: 1 (DP_POOL_DEBUG: put checks, redzones, "
+     "junk), all (and audit), or redzone, junk, audit joined by +"},
     [DP_OPT_RECLAIM_INTERVAL] = {"reclaim_interval_ms", OPT_MS,
      offsetof(struct dp_options, reclaim_interval_ns),
      "reclaim thread period"},
@@ -102,6 +117,9 @@ static const struct opt_row {
      "auto, never or default: keep transparent huge pages off page and "
      "chunk mappings (never), leave the system's policy (default), or "
      "never when the system's policy is always (auto)"},
+    [DP_OPT_LEAKS] = {"leaks", OPT_BOOL, offsetof(struct dp_options, leaks),
+     "print the leak report of every live debug pool at exit (default: "
+     "on when debug includes audit)"},
 };
 
 /* The system's THP policy is "always": every anonymous mapping may be
@@ -151,7 +169,22 @@ static void set_one(const char *kv, size_t n)
         buf[vlen] = 0;
         const struct opt_kind_info *k = &opt_kinds[r->kind];
         char *at = (char *)&dp_opt + r->off;
-        if (k->words) {
+        if (r->kind == OPT_DEBUG) {
+            unsigned v = 0;
+            for (char *t = buf, *e; t; t = e) {
+                if ((e = strchr(t, '+')) != NULL)
+                    *e++ = 0;
+                const struct opt_word *w = k->words;
+                while (w->word && strcmp(w->word, t) != 0)
+                    w++;
+                if (!w->word) {
+                    warn(k->bad, kv, n);
+                    return;
+                }
+                v |= (unsigned)w->value;
+            }
+            *(unsigned *)at = v;
+        } else if (k->words) {
             const struct opt_word *w = k->words;
             while (w->word && strcmp(w->word, buf) != 0)
                 w++;
@@ -180,6 +213,24 @@ static void set_one(const char *kv, size_t n)
     warn("unknown option", kv, klen);
 }
 
+/* The debug option's value v as words. */
+static void debug_words_of(unsigned v, char *out, size_t len)
+{
+    const char *w = word_of(debug_words, (int)v);
+    if (w) {
+        snprintf(out, len, "%s", w);
+        return;
+    }
+    if (v & DP_POOL_DEBUG)
+        v |= DP_POOL_REDZONE | DP_POOL_JUNK;
+    snprintf(out, len, "%s%s%s%s%s", v & DP_POOL_REDZONE ? "redzone" : "",
+             (v & DP_POOL_REDZONE) && (v & (DP_POOL_JUNK | DP_POOL_AUDIT))
+                 ? "+" : "",
+             v & DP_POOL_JUNK ? "junk" : "",
+             (v & DP_POOL_JUNK) && (v & DP_POOL_AUDIT) ? "+" : "",
+             v & DP_POOL_AUDIT ? "audit" : "");
+}
+
 /* DEFERPOOL_CONF=help: the table, with the values in effect. */
 static void print_help(void)
 {
@@ -191,7 +242,9 @@ static void print_help(void)
         const struct opt_kind_info *k = &opt_kinds[r->kind];
         const char *at = (const char *)&dp_opt + r->off;
         char val[32];
-        if (!k->words)
+        if (r->kind == OPT_DEBUG)
+            debug_words_of(*(const unsigned *)at, val, sizeof(val));
+        else if (!k->words)
             snprintf(val, sizeof(val), "%llu",
                      (unsigned long long)(*(const uint64_t *)at / 1000000ull));
         else
@@ -217,6 +270,8 @@ static void parse(void)
         if (*s == ',')
             s++;
     }
+    if (!(dp_opt.set & (UINT32_C(1) << DP_OPT_LEAKS)))
+        dp_opt.leaks = (dp_opt.debug & DP_POOL_AUDIT) != 0;
     dp_opt.nohuge = dp_opt.thp == DP_THP_NEVER ||
                     (dp_opt.thp == DP_THP_AUTO && thp_always());
     if (help)

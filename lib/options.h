@@ -19,13 +19,17 @@ enum dp_opt {
     DP_OPT_RECLAIM_AGE,
     DP_OPT_STATS_PRINT,
     DP_OPT_THP,
+    DP_OPT_LEAKS,
     DP_OPT_COUNT
 };
 
 /* Written once, under a pthread_once in dp_options(); read-only after. */
 struct dp_options {
     bool background_thread;  /* auto-start the reclaim thread          */
-    bool debug;              /* DP_POOL_DEBUG on every pool            */
+    unsigned debug;          /* debug flags for every pool: DP_POOL_DEBUG,
+                                DP_POOL_REDZONE, DP_POOL_JUNK,
+                                DP_POOL_AUDIT (include/deferpool.h)    */
+    bool leaks;              /* leak report of debug pools at exit     */
     int stats_print;         /* print statistics at exit: enum
                                 dp_stats_print                         */
     uint64_t reclaim_interval_ns;

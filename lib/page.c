@@ -7,6 +7,7 @@
  * they may block or re-enter deferpool (other pools).
  */
 #include "page.h"
+#include "debug.h"
 #include "lifo.h"
 #include "os.h"
 #include "pagemap.h"
@@ -107,12 +108,13 @@ static void dtor_slots(struct dp_pool *p, struct dp_page *pg, uint32_t n)
 }
 
 void dp_page_layout(size_t pagesize, size_t slotsize, size_t align, bool debug,
-                    size_t *hdrsize, uint32_t *cap)
+                    size_t front, size_t *hdrsize, uint32_t *cap)
 {
     size_t hdr = sizeof(struct dp_page);
     size_t c0 = pagesize > hdr ? (pagesize - hdr) / slotsize : 0;
     if (debug)
         hdr += ((c0 + 63) / 64) * sizeof(uint64_t);
+    hdr += front;
     hdr = (hdr + align - 1) & ~(align - 1);
     *hdrsize = hdr;
     size_t c = hdr < pagesize ? (pagesize - hdr) / slotsize : 0;
@@ -137,6 +139,7 @@ static void page_init(struct dp_pool *p, struct dp_page *pg)
         pg->outmap = (_Atomic uint64_t *)(pg + 1);
         for (uint32_t i = 0; i < (p->cap + 63) / 64; i++)
             atomic_init(&pg->outmap[i], 0);
+        dp_debug_page_init(p, pg);
     }
 }
 
@@ -211,21 +214,6 @@ void dp_page_destroy(struct dp_pool *p, struct dp_page *pg)
 
 /* ---- the state machine ------------------------------------------------ */
 
-static void debug_mark_out(struct dp_pool *p, struct dp_page *pg, void *obj)
-{
-    size_t i = (size_t)((char *)obj - pg->slots) / p->slotsize;
-    uint64_t bit = 1ull << (i % 64);
-    uint64_t old = atomic_fetch_or_explicit(&pg->outmap[i / 64], bit,
-                                            memory_order_relaxed);
-    if (old & bit) {
-        fprintf(stderr,
-                "deferpool: pool '%s': object %p handed out twice "
-                "(free list corrupted: use after put?)\n",
-                p->name, obj);
-        abort();
-    }
-}
-
 /* Take up to `want` objects from one page into objs[], or, when ch is
  * given and holds no chain yet, the whole put stack as a chain (*ch) if
  * it is no longer than ch->max.  Returns how many went into objs[];
@@ -291,7 +279,7 @@ uint32_t dp_page_take_locked(struct dp_pool *p, struct dp_page *pg,
         }
         if (p->debug)
             for (uint32_t i = k0; i < k; i++)
-                debug_mark_out(p, pg, objs[i]);
+                dp_debug_mark_out(p, pg, objs[i]);
         /* Only lock holders increment; putters decrement.  Relaxed is
          * enough for the objects handed out: one reaches a putter only
          * through the user's own synchronisation, which orders this
@@ -320,37 +308,6 @@ void dp_page_set_emptied_cb(size_t (*cb)(struct dp_pool *p))
 {
     atomic_store_explicit(&emptied_cb, cb, memory_order_release);
 }
-
-static void debug_check_put(struct dp_pool *p, struct dp_page *pg, void *obj)
-{
-    if (dp_pagemap_get(obj) != dp_pm_pool(p) || pg->magic != DP_PAGE_MAGIC ||
-        pg->pool != p) {
-        fprintf(stderr,
-                "deferpool: pool '%s': put of foreign pointer %p "
-                "(not an object of this pool)\n",
-                p->name, obj);
-        abort();
-    }
-    size_t off = (size_t)((char *)obj - pg->slots);
-    if ((char *)obj < pg->slots || off % p->slotsize != 0 ||
-        off / p->slotsize >= pg->cap) {
-        fprintf(stderr,
-                "deferpool: pool '%s': put of %p, which is not the start "
-                "of an object\n",
-                p->name, obj);
-        abort();
-    }
-    size_t i = off / p->slotsize;
-    uint64_t bit = 1ull << (i % 64);
-    uint64_t old = atomic_fetch_and_explicit(&pg->outmap[i / 64], ~bit,
-                                             memory_order_relaxed);
-    if (!(old & bit)) {
-        fprintf(stderr, "deferpool: pool '%s': double put of %p\n", p->name,
-                obj);
-        abort();
-    }
-}
-
 
 /*
  * Return a run of k objects of one page (first..last linked through their
@@ -422,7 +379,10 @@ void dp_page_put(struct dp_pool *p, void *obj)
 {
     struct dp_page *pg = (struct dp_page *)((uintptr_t)obj & p->pagemask);
     if (DP_UNLIKELY(p->debug))
-        debug_check_put(p, pg, obj);
+        dp_debug_put(p, pg, obj);
+    else if (DP_UNLIKELY(p->flags & DP_POOL_NOCACHE) &&
+             dp_pagemap_get(obj) != dp_pm_pool(p))
+        dp_debug_foreign(p, obj); /* before pg, maybe unmapped, is read */
     dp_in_put++;
     page_put_run(p, pg, obj, obj, 1);
     dp_in_put--;

@@ -58,8 +58,11 @@ DP_HIDDEN bool dp_in_callback_of(const struct dp_pool *p);
 /* Run dtors (unless the page is dead) and return it to the provider.
  * Called without the pool lock, never from a put. */
 DP_HIDDEN void dp_page_destroy(struct dp_pool *p, struct dp_page *pg);
+/* Header size and slots per page.  debug: room for the out bitmap;
+ * front: bytes the first object needs before it (its redzone). */
 DP_HIDDEN void dp_page_layout(size_t pagesize, size_t slotsize, size_t align,
-                              bool debug, size_t *hdrsize, uint32_t *cap);
+                              bool debug, size_t front, size_t *hdrsize,
+                              uint32_t *cap);
 
 /* Take up to `want` objects from pg into objs[], or, when ch is given
  * and holds no chain yet, pg's whole put stack as a chain (page.c).

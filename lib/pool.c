@@ -6,6 +6,7 @@
  */
 #include "pool.h"
 #include "cache.h"
+#include "debug.h"
 #include "lifo.h"
 #include "page.h"
 #include "probes.h"
@@ -437,6 +438,10 @@ static void *pool_get(struct dp_pool *p, int flags, uint64_t deadline)
         if (chain.n)
             dp_page_put_chain(p, chain.head, chain.n);
     }
+    /* Debug pools are uncached: got == 1.  Outside the lock: audit
+     * calls backtrace(). */
+    if (DP_UNLIKELY(p->debug))
+        dp_debug_got(p, o);
     if (flags & DP_ZERO)
         memset(o, 0, p->objsize);
     return o;

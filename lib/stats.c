@@ -7,6 +7,7 @@
  */
 #include "dp_internal.h"
 #include "stats.h"
+#include "debug.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -142,6 +143,7 @@ static int check_list(struct dp_pool *p, struct dp_list *l, uint8_t which,
             CHECK(bits == c, "page %p: %llu objects marked out, count %llu",
                   (void *)pg, (unsigned long long)bits,
                   (unsigned long long)c);
+            bad += dp_debug_check_page(p, pg);
         }
         *inuse += c;
         if (n > (size_t)1 << 40)

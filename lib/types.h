@@ -147,6 +147,9 @@ struct dp_pool {
                              DP_IPOOL_PAGEMAP)                         */
     uint32_t tc_batch;    /* objects a refill takes                      */
     uint32_t tc_flush;    /* objects a full bin returns to the pages     */
+    unsigned dbg;         /* debug pools: DP_POOL_REDZONE | DP_POOL_JUNK
+                             | DP_POOL_AUDIT in effect (debug.h)       */
+    size_t dbg_recoff;    /* debug pools: the audit record in a slot   */
 
     /* Registry lock.  Written at every reclaim pass (reg_refs): not on
      * the hot line.  After destroy, reg_next links the pool's memory on

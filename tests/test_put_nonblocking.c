@@ -282,6 +282,18 @@ Test(put_nonblocking, put_from_a_thread_that_never_used_the_pool_makes_no_syscal
     run_in_child((struct scenario){.who = PUT_FRESH_GETTER_GONE}, CH_OK);
 }
 
+/* A debug pool with every check and the audit record: the put checks
+ * the page map, the redzones and the out bitmap, captures its stack with
+ * backtrace() (made ready at create) and writes the junk, all without a
+ * system call. */
+Test(put_nonblocking, debug_audit_pool_puts_make_no_syscall)
+{
+    run_in_child((struct scenario){.who = PUT_FRESH_GETTER_LIVE,
+                                   .pool_flags = DP_POOL_DEBUG |
+                                                 DP_POOL_AUDIT},
+                 CH_OK);
+}
+
 /* The harness can fail: one forbidden system call after the same puts and
  * the thread is killed before its flag, while the child's main thread
  * lives on to report it. */

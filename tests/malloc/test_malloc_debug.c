@@ -66,3 +66,89 @@ Test(malloc_debug, free_of_a_pointer_into_a_large_block_aborts,
     free(p + 64);
     cr_assert_fail("free() of an interior pointer returned");
 }
+
+/* ---- overflows and writes after free: the class pools are debug pools */
+
+#include <deferpool.h>
+#include <malloc.h>
+
+#include "../testutil.h"
+
+static void overflow_then_free(void *arg)
+{
+    size_t n = *(const size_t *)arg;
+    char *p = malloc(n);
+    if (!p)
+        _exit(3);
+    size_t usable = malloc_usable_size(p);
+    fprintf(stderr, "block %p, usable %zu\n", (void *)p, usable);
+    p[usable] = 'x'; /* one byte past what the block may hold */
+    free(p);
+}
+
+Test(malloc_debug, a_one_byte_overflow_of_a_small_block_is_reported_at_free)
+{
+    size_t sizes[] = {48, 1, 1000};
+    for (int i = 0; i < 3; i++) {
+        const char *const want[] = {"pool 'malloc-",
+                                    "redzone overwritten at offset +",
+                                    "(1 byte(s) past the end", NULL};
+        char out[8192];
+        cr_assert(tu_expect_abort(overflow_then_free, &sizes[i], want, out,
+                                  sizeof(out)),
+                  "malloc(%zu): no report; the child said:\n%s", sizes[i],
+                  out);
+        char obj[64], line[128];
+        cr_assert_eq(sscanf(out, "block %63[^,]", obj), 1, "%s", out);
+        snprintf(line, sizeof(line), "object %s: redzone", obj);
+        cr_assert_not_null(strstr(out, line), "no '%s' in:\n%s", line, out);
+    }
+}
+
+/* The freed block is handed out again by one of the next mallocs of its
+ * class (which ones depends on the page's free lists): each checks the
+ * pattern free() wrote. */
+static void write_after_free(void *arg)
+{
+    (void)arg;
+    char *p = malloc(64);
+    if (!p)
+        _exit(3);
+    free(p);
+    p[17] = 0; /* the misuse */
+    for (int i = 0; i < 100000; i++)
+        if (!malloc(64))
+            _exit(4);
+    fprintf(stderr, "no report after 100000 mallocs\n");
+}
+
+Test(malloc_debug, a_write_after_free_of_a_small_block_is_reported_by_malloc)
+{
+    const char *const want[] = {"pool 'malloc-64'",
+                                "written after put at offset +17", NULL};
+    char out[8192];
+    cr_assert(tu_expect_abort(write_after_free, NULL, want, out, sizeof(out)),
+              "no report; the child said:\n%s", out);
+}
+
+Test(malloc_debug, every_usable_byte_is_the_callers_and_realloc_keeps_it)
+{
+    for (size_t n = 1; n <= 2048; n = n * 3 + 1) {
+        unsigned char *p = malloc(n);
+        cr_assert_not_null(p);
+        size_t usable = malloc_usable_size(p);
+        cr_assert_geq(usable, n);
+        for (size_t i = 0; i < usable; i++)
+            p[i] = (unsigned char)(i * 7 + n);
+        unsigned char *q = realloc(p, usable * 2 + 100);
+        cr_assert_not_null(q);
+        for (size_t i = 0; i < usable; i++)
+            cr_assert_eq(q[i], (unsigned char)(i * 7 + n),
+                         "malloc(%zu): byte %zu lost by realloc", n, i);
+        unsigned char *r = realloc(q, n);
+        cr_assert_not_null(r);
+        for (size_t i = 0; i < n; i++)
+            cr_assert_eq(r[i], (unsigned char)(i * 7 + n));
+        free(r); /* a redzone written by realloc would abort here */
+    }
+}
