@@ -102,7 +102,7 @@ static void dtor_slots(struct dp_pool *p, struct dp_page *pg, uint32_t n)
     struct cb_frame f;
     cb_enter(&f, p);
     for (uint32_t i = 0; i < n; i++)
-        p->dtor(pg->slots + (size_t)i * p->slotsize, p->cbarg);
+        p->dtor(dp_pg_slots(p, pg) + (size_t)i * p->slotsize, p->cbarg);
     cb_leave(&f);
 }
 
@@ -124,7 +124,6 @@ static void page_init(struct dp_pool *p, struct dp_page *pg)
     pg->magic = DP_PAGE_MAGIC;
     pg->cap = p->cap;
     pg->pool = p;
-    pg->slots = (char *)pg + p->hdrsize;
     atomic_init(&pg->state, 0);
     atomic_init(&pg->qnext, NULL);
     pg->lfree = NULL;
@@ -145,6 +144,7 @@ static void page_free_raw(struct dp_pool *p, struct dp_page *pg)
     if (p->pagemap)
         dp_pagemap_set(pg, p->pagesize, NULL);
     pg->magic = 0;
+    dp_an_page_free(p, pg);
     prov_free(p, pg);
 }
 
@@ -176,7 +176,7 @@ struct dp_page *dp_page_create(struct dp_pool *p, int flags,
         cb_enter(&f, p);
         uint32_t i = 0;
         while (i < p->cap &&
-               p->ctor(pg->slots + (size_t)i * p->slotsize, p->cbarg,
+               p->ctor(dp_pg_slots(p, pg) + (size_t)i * p->slotsize, p->cbarg,
                        flags) == 0)
             i++;
         cb_leave(&f);
@@ -186,6 +186,7 @@ struct dp_page *dp_page_create(struct dp_pool *p, int flags,
             goto fail;
         }
     }
+    dp_an_page_new(p, pg);
     *why = DP_PG_OK;
     return pg;
 fail:
@@ -204,8 +205,10 @@ fail:
 
 void dp_page_destroy(struct dp_pool *p, struct dp_page *pg)
 {
-    if (p->dtor && pg->list != DP_L_DEAD)
+    if (p->dtor && pg->list != DP_L_DEAD) {
+        dp_an_page_open_slots(p, pg);
         dtor_slots(p, pg, p->cap);
+    }
     page_free_raw(p, pg);
 }
 
@@ -213,7 +216,7 @@ void dp_page_destroy(struct dp_pool *p, struct dp_page *pg)
 
 static void debug_mark_out(struct dp_pool *p, struct dp_page *pg, void *obj)
 {
-    size_t i = (size_t)((char *)obj - pg->slots) / p->slotsize;
+    size_t i = (size_t)((char *)obj - dp_pg_slots(p, pg)) / p->slotsize;
     uint64_t bit = 1ull << (i % 64);
     uint64_t old = atomic_fetch_or_explicit(&pg->outmap[i / 64], bit,
                                             memory_order_relaxed);
@@ -282,7 +285,7 @@ uint32_t dp_page_take_locked(struct dp_pool *p, struct dp_page *pg,
             uint32_t n = pg->cap - pg->bump;
             if (n > want - have)
                 n = want - have;
-            char *s = pg->slots + (size_t)pg->bump * p->slotsize;
+            char *s = dp_pg_slots(p, pg) + (size_t)pg->bump * p->slotsize;
             for (uint32_t i = 0; i < n; i++, s += p->slotsize)
                 objs[k + i] = s;
             pg->bump += n;
@@ -331,8 +334,8 @@ static void debug_check_put(struct dp_pool *p, struct dp_page *pg, void *obj)
                 p->name, obj);
         abort();
     }
-    size_t off = (size_t)((char *)obj - pg->slots);
-    if ((char *)obj < pg->slots || off % p->slotsize != 0 ||
+    size_t off = (size_t)((char *)obj - dp_pg_slots(p, pg));
+    if ((char *)obj < dp_pg_slots(p, pg) || off % p->slotsize != 0 ||
         off / p->slotsize >= pg->cap) {
         fprintf(stderr,
                 "deferpool: pool '%s': put of %p, which is not the start "
@@ -421,6 +424,7 @@ static void page_put_run(struct dp_pool *p, struct dp_page *pg, void *first,
 void dp_page_put(struct dp_pool *p, void *obj)
 {
     struct dp_page *pg = (struct dp_page *)((uintptr_t)obj & p->pagemask);
+    dp_an_put_vg(p, obj);
     if (DP_UNLIKELY(p->debug))
         debug_check_put(p, pg, obj);
     dp_in_put++;
@@ -443,7 +447,7 @@ uint32_t dp_page_put_runs(struct dp_pool *p, void *const *objs, uint32_t n,
         uint32_t j = i + 1;
         while (j < n &&
                (struct dp_page *)((uintptr_t)objs[j] & p->pagemask) == pg) {
-            dp_link_set(p, objs[j - 1], objs[j]);
+            dp_link_set_cached(p, objs[j - 1], objs[j]);
             j++;
         }
         page_put_run(p, pg, objs[i], objs[j - 1], j - i);
@@ -465,7 +469,7 @@ void dp_page_put_chain(struct dp_pool *p, void *head, uint32_t n)
         return;
     void *last = head;
     for (uint32_t i = 1; i < n; i++)
-        last = dp_link_get(p, last);
+        last = dp_link_get_cached(p, last);
     page_put_run(p, (struct dp_page *)((uintptr_t)head & p->pagemask), head,
                  last, n);
 }
