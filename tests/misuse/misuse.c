@@ -117,12 +117,15 @@ int main(int argc, char **argv)
     if (!strcmp(what, "write_after_put")) {
         dp_pool_put(p, o);
         o->buf[8] = 1;
+        return 0;
     } else if (!strcmp(what, "read_after_put")) {
         dp_pool_put(p, o);
         printf("%d\n", o->buf[8]);
+        return 0;
     } else if (!strcmp(what, "double_put")) {
         dp_pool_put(p, o);
         dp_pool_put(p, o);
+        return 0;
     } else if (!strcmp(what, "overflow")) {
         ((volatile char *)o)[sizeof(struct obj)] = 1;
     } else if (!strcmp(what, "uninit")) {
