@@ -292,7 +292,9 @@ DP_API void *dp_pool_get_timed(dp_pool_t *pool, int flags,
  * call, which never blocks.
  * obj NULL: no-op.  pool NULL: errno EINVAL, nothing else.
  * A foreign pointer or a double put is undefined behaviour, except on a
- * DP_POOL_DEBUG pool, where it aborts with a message naming the pool.
+ * DP_POOL_DEBUG pool, where it aborts with a message naming the pool, and
+ * in an AddressSanitizer build of the library, where a double put does
+ * (docs/api.md, "Using deferpool with ASan and Valgrind").
  */
 DP_API void dp_pool_put(dp_pool_t *pool, void *obj);
 

@@ -89,7 +89,7 @@ void dp_tcache_pool_init(struct dp_pool *p)
     p->tcidx = -1;
     p->tcbin = DP_TC_BINS;
     pthread_once(&dp_tcg_once, tcg_init);
-    if (dp_tcg.state != 1 || p->debug ||
+    if (dp_tcg.state != 1 || p->debug || p->vg ||
         (p->flags & (DP_POOL_NOCACHE | DP_IPOOL_IMMEDIATE)))
         return;
     /* Hold up to 32 KiB of objects, between 8 and 256 of them, and

@@ -85,7 +85,7 @@ static inline bool dp_tcache_pop(struct dp_pool *p, void **o)
         struct dp_tchain *ch = &tc->chains[p->tcbin];
         void *c = ch->head;
         *o = c;
-        void *next = dp_link_get(p, c);
+        void *next = dp_link_get_cached(p, c);
         ch->head = next;
         /* The next pop loads next's link word, and the caller will write
          * next: fetch its line for writing now, one get ahead (the
@@ -99,6 +99,7 @@ static inline bool dp_tcache_pop(struct dp_pool *p, void **o)
     }
     DP_BUMP(&b->gets, 1);
     dp_tc_leave(tc);
+    dp_an_get_asan(p, *o);
     return true;
 }
 

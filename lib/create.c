@@ -197,6 +197,8 @@ dp_pool_t *dp_pool_create_ex(const char *name, size_t objsize,
     pthread_mutex_init(&p->lock, NULL);
     if (debug)
         dp_debug_pool_init(p);
+    dp_an_pool_create(p); /* before the cache: a Valgrind pool has none */
+    p->leak_report = !(iflags & DP_IPOOL_PAGEMAP);
     dp_tcache_pool_init(p);
     dp_fork_install(); /* done by the constructor; for a static link */
     dp_registry_add(p);
@@ -261,6 +263,7 @@ int dp_pool_destroy(dp_pool_t *p)
     DP_PROBE(pages_release, p, p->name, n, DP_BY_DESTROY);
     (void)n;
     pthread_mutex_destroy(&p->lock);
+    dp_an_pool_destroy(p);
     spare_push(p, p);
     return 0;
 }

@@ -233,7 +233,7 @@ void dp_debug_pool_init(struct dp_pool *p)
 void dp_debug_page_init(struct dp_pool *p, struct dp_page *pg)
 {
     for (uint32_t i = 0; i < p->cap; i++) {
-        char *o = pg->slots + (size_t)i * p->slotsize;
+        char *o = dp_pg_slots(p, pg) + (size_t)i * p->slotsize;
         if (p->dbg & DP_POOL_REDZONE) {
             fill(RZ_PATTERN, o - FRONT_RZ, FRONT_RZ);
             fill(RZ_PATTERN, o + p->objsize, p->linkoff - p->objsize);
@@ -248,7 +248,7 @@ void dp_debug_page_init(struct dp_pool *p, struct dp_page *pg)
 static size_t slot_index(const struct dp_pool *p, const struct dp_page *pg,
                          const void *obj)
 {
-    return (size_t)((const char *)obj - pg->slots) / p->slotsize;
+    return (size_t)((const char *)obj - dp_pg_slots(p, pg)) / p->slotsize;
 }
 
 void dp_debug_mark_out(struct dp_pool *p, struct dp_page *pg, void *obj)
@@ -300,8 +300,8 @@ void dp_debug_put(struct dp_pool *p, struct dp_page *pg, void *obj)
     if (dp_pagemap_get(obj) != dp_pm_pool(p) || pg->magic != DP_PAGE_MAGIC ||
         pg->pool != p)
         dp_debug_foreign(p, obj);
-    size_t off = (size_t)((char *)obj - pg->slots);
-    if ((char *)obj < pg->slots || off / p->slotsize >= pg->cap) {
+    size_t off = (size_t)((char *)obj - dp_pg_slots(p, pg));
+    if ((char *)obj < dp_pg_slots(p, pg) || off / p->slotsize >= pg->cap) {
         fprintf(stderr,
                 "deferpool: pool '%s': put of %p, which is not an object "
                 "(page header)\n",
@@ -309,7 +309,7 @@ void dp_debug_put(struct dp_pool *p, struct dp_page *pg, void *obj)
         abort();
     }
     if (off % p->slotsize != 0) {
-        void *start = pg->slots + off / p->slotsize * p->slotsize;
+        void *start = dp_pg_slots(p, pg) + off / p->slotsize * p->slotsize;
         fprintf(stderr,
                 "deferpool: pool '%s': put of %p, which is not the start "
                 "of an object: offset +%zu in object %p\n",
@@ -346,7 +346,7 @@ int dp_debug_check_page(struct dp_pool *p, struct dp_page *pg)
 {
     int bad = 0;
     for (uint32_t i = 0; i < p->cap; i++) {
-        char *o = pg->slots + (size_t)i * p->slotsize;
+        char *o = dp_pg_slots(p, pg) + (size_t)i * p->slotsize;
         if (p->dbg & DP_POOL_REDZONE) {
             ptrdiff_t at = redzone_damage(p, o);
             if (at) {
@@ -407,7 +407,7 @@ static size_t collect_locked(struct dp_pool *p, struct leak *out, size_t cap)
                     if (out && n < cap) {
                         struct leak *e = &out[n];
                         memset(e, 0, sizeof(*e));
-                        e->obj = pg->slots + (size_t)i * p->slotsize;
+                        e->obj = dp_pg_slots(p, pg) + (size_t)i * p->slotsize;
                         if (p->dbg & DP_POOL_AUDIT) {
                             struct rec *r = rec_of(p, e->obj);
                             e->n = r->nget <= DEPTH ? r->nget : DEPTH;

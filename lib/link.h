@@ -12,6 +12,7 @@
 #ifndef DP_LINK_H
 #define DP_LINK_H
 
+#include "annotate.h"
 #include "types.h"
 
 /* The per-process secret: set once, before the first pool exists
@@ -40,7 +41,19 @@ static inline uintptr_t dp_link_mask(const uintptr_t *w)
 static inline void *dp_link_peek(const struct dp_pool *p, void *obj)
 {
     uintptr_t *w = dp_link_word(p, obj);
-    return (void *)(*w ^ dp_link_mask(w));
+    dp_an_link_open(p, w);
+    uintptr_t v = *w;
+    dp_an_link_close(p, w);
+    return (void *)(v ^ dp_link_mask(w));
+}
+
+static inline void *dp_link_check(const struct dp_pool *p, void *obj,
+                                  uintptr_t v)
+{
+    if (DP_UNLIKELY(v && (((v ^ (uintptr_t)obj) & p->pagemask) ||
+                          (v & (p->align - 1)))))
+        dp_link_corrupt(p, obj, v);
+    return (void *)v;
 }
 
 /* The next object after obj, NULL at the end; aborts if the link was
@@ -49,17 +62,39 @@ static inline void *dp_link_peek(const struct dp_pool *p, void *obj)
 static inline void *dp_link_get(const struct dp_pool *p, void *obj)
 {
     uintptr_t *w = dp_link_word(p, obj);
-    uintptr_t v = *w ^ dp_link_mask(w);
-    if (DP_UNLIKELY(v && (((v ^ (uintptr_t)obj) & p->pagemask) ||
-                          (v & (p->align - 1)))))
-        dp_link_corrupt(p, obj, v);
-    return (void *)v;
+    dp_an_link_open(p, w);
+    uintptr_t v = *w;
+    dp_an_link_close(p, w);
+    return dp_link_check(p, obj, v ^ dp_link_mask(w));
+}
+
+/* dp_link_get and dp_link_set for the paths only cached pools take (the
+ * bins' chains and flushes): Valgrind pools have no cache (annotate.h),
+ * so these skip its flag test. */
+static inline void *dp_link_get_cached(const struct dp_pool *p, void *obj)
+{
+    uintptr_t *w = dp_link_word(p, obj);
+    dp_an_link_open_cached(w);
+    uintptr_t v = *w;
+    dp_an_link_close_cached(w);
+    return dp_link_check(p, obj, v ^ dp_link_mask(w));
 }
 
 static inline void dp_link_set(const struct dp_pool *p, void *obj, void *next)
 {
     uintptr_t *w = dp_link_word(p, obj);
+    dp_an_link_open(p, w);
     *w = (uintptr_t)next ^ dp_link_mask(w);
+    dp_an_link_close(p, w);
+}
+
+static inline void dp_link_set_cached(const struct dp_pool *p, void *obj,
+                                      void *next)
+{
+    uintptr_t *w = dp_link_word(p, obj);
+    dp_an_link_open_cached(w);
+    *w = (uintptr_t)next ^ dp_link_mask(w);
+    dp_an_link_close_cached(w);
 }
 
 #endif /* DP_LINK_H */

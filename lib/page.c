@@ -103,7 +103,7 @@ static void dtor_slots(struct dp_pool *p, struct dp_page *pg, uint32_t n)
     struct cb_frame f;
     cb_enter(&f, p);
     for (uint32_t i = 0; i < n; i++)
-        p->dtor(pg->slots + (size_t)i * p->slotsize, p->cbarg);
+        p->dtor(dp_pg_slots(p, pg) + (size_t)i * p->slotsize, p->cbarg);
     cb_leave(&f);
 }
 
@@ -126,7 +126,6 @@ static void page_init(struct dp_pool *p, struct dp_page *pg)
     pg->magic = DP_PAGE_MAGIC;
     pg->cap = p->cap;
     pg->pool = p;
-    pg->slots = (char *)pg + p->hdrsize;
     atomic_init(&pg->state, 0);
     atomic_init(&pg->qnext, NULL);
     pg->lfree = NULL;
@@ -148,6 +147,7 @@ static void page_free_raw(struct dp_pool *p, struct dp_page *pg)
     if (p->pagemap)
         dp_pagemap_set(pg, p->pagesize, NULL);
     pg->magic = 0;
+    dp_an_page_free(p, pg);
     prov_free(p, pg);
 }
 
@@ -179,7 +179,7 @@ struct dp_page *dp_page_create(struct dp_pool *p, int flags,
         cb_enter(&f, p);
         uint32_t i = 0;
         while (i < p->cap &&
-               p->ctor(pg->slots + (size_t)i * p->slotsize, p->cbarg,
+               p->ctor(dp_pg_slots(p, pg) + (size_t)i * p->slotsize, p->cbarg,
                        flags) == 0)
             i++;
         cb_leave(&f);
@@ -189,6 +189,7 @@ struct dp_page *dp_page_create(struct dp_pool *p, int flags,
             goto fail;
         }
     }
+    dp_an_page_new(p, pg);
     *why = DP_PG_OK;
     return pg;
 fail:
@@ -207,8 +208,10 @@ fail:
 
 void dp_page_destroy(struct dp_pool *p, struct dp_page *pg)
 {
-    if (p->dtor && pg->list != DP_L_DEAD)
+    if (p->dtor && pg->list != DP_L_DEAD) {
+        dp_an_page_open_slots(p, pg);
         dtor_slots(p, pg, p->cap);
+    }
     page_free_raw(p, pg);
 }
 
@@ -270,7 +273,7 @@ uint32_t dp_page_take_locked(struct dp_pool *p, struct dp_page *pg,
             uint32_t n = pg->cap - pg->bump;
             if (n > want - have)
                 n = want - have;
-            char *s = pg->slots + (size_t)pg->bump * p->slotsize;
+            char *s = dp_pg_slots(p, pg) + (size_t)pg->bump * p->slotsize;
             for (uint32_t i = 0; i < n; i++, s += p->slotsize)
                 objs[k + i] = s;
             pg->bump += n;
@@ -378,6 +381,7 @@ static void page_put_run(struct dp_pool *p, struct dp_page *pg, void *first,
 void dp_page_put(struct dp_pool *p, void *obj)
 {
     struct dp_page *pg = (struct dp_page *)((uintptr_t)obj & p->pagemask);
+    dp_an_put_vg(p, obj);
     if (DP_UNLIKELY(p->debug))
         dp_debug_put(p, pg, obj);
     else if (DP_UNLIKELY(p->flags & DP_POOL_NOCACHE) &&
@@ -403,7 +407,7 @@ uint32_t dp_page_put_runs(struct dp_pool *p, void *const *objs, uint32_t n,
         uint32_t j = i + 1;
         while (j < n &&
                (struct dp_page *)((uintptr_t)objs[j] & p->pagemask) == pg) {
-            dp_link_set(p, objs[j - 1], objs[j]);
+            dp_link_set_cached(p, objs[j - 1], objs[j]);
             j++;
         }
         page_put_run(p, pg, objs[i], objs[j - 1], j - i);
@@ -425,7 +429,7 @@ void dp_page_put_chain(struct dp_pool *p, void *head, uint32_t n)
         return;
     void *last = head;
     for (uint32_t i = 1; i < n; i++)
-        last = dp_link_get(p, last);
+        last = dp_link_get_cached(p, last);
     page_put_run(p, (struct dp_page *)((uintptr_t)head & p->pagemask), head,
                  last, n);
 }

@@ -348,6 +348,7 @@ static void *pool_get(struct dp_pool *p, int flags, uint64_t deadline)
     void *o = NULL;
     /* The cache's hit path leaves a bin above its soft limit to us. */
     if (DP_UNLIKELY(dp_tcache_pop_over(p, &o))) {
+        dp_an_get_asan(p, o);
         if (flags & DP_ZERO)
             memset(o, 0, p->objsize);
         return o;
@@ -371,7 +372,7 @@ static void *pool_get(struct dp_pool *p, int flags, uint64_t deadline)
         }
         if (chain.n) { /* the caller's object is the chain's first */
             o = chain.head;
-            chain.head = dp_link_get(p, o);
+            chain.head = dp_link_get_cached(p, o);
             chain.n--;
             objs[0] = o;
             got = 1;
@@ -438,6 +439,8 @@ static void *pool_get(struct dp_pool *p, int flags, uint64_t deadline)
         if (chain.n)
             dp_page_put_chain(p, chain.head, chain.n);
     }
+    dp_an_get_asan(p, o);
+    dp_an_get_vg(p, o);
     /* Debug pools are uncached: got == 1.  Outside the lock: audit
      * calls backtrace(). */
     if (DP_UNLIKELY(p->debug))
@@ -558,6 +561,8 @@ static DP_NOINLINE void put_uncached(struct dp_pool *p, void *obj)
 
 void dp_pool_put(dp_pool_t *p, void *obj)
 {
+    if (DP_AN_ASAN && p && obj)
+        dp_an_put_asan(p, obj);
     if (DP_LIKELY(p && obj) && DP_LIKELY(dp_tcache_put(p, obj)))
         return;
     put_uncached(p, obj);

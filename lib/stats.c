@@ -91,8 +91,8 @@ static uint64_t walk_free(struct dp_pool *p, struct dp_page *pg, void *o,
     int bad = 0;
     uint64_t n = 0;
     while (o && bad == 0) {
-        size_t off = (size_t)((char *)o - pg->slots);
-        CHECK((char *)o >= pg->slots && off % p->slotsize == 0 &&
+        size_t off = (size_t)((char *)o - dp_pg_slots(p, pg));
+        CHECK((char *)o >= dp_pg_slots(p, pg) && off % p->slotsize == 0 &&
                   off / p->slotsize < pg->bump,
               "page %p: free object %p is not a handed-out slot", (void *)pg,
               o);

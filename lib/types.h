@@ -69,7 +69,6 @@ struct dp_page {
     uint32_t magic;
     uint32_t cap;         /* slots in this page                        */
     struct dp_pool *pool;
-    char *slots;          /* first slot                                */
     /* Debug pools only: bit per slot, set while the object is out.
      * Atomic because puts clear bits lock-free. */
     _Atomic uint64_t *outmap;
@@ -142,6 +141,10 @@ struct dp_pool {
     size_t max_pages;     /* SIZE_MAX when unlimited                   */
     uint64_t (*clock)(void *);
     void *clock_arg;
+    bool vg;              /* described to Valgrind (annotate.h): no
+                             thread cache                              */
+    bool leak_report;     /* ASan builds: objects still out at exit are
+                             reported (annotate.c); not the malloc's   */
     bool pagemap;         /* pages registered in the page map (debug
                              pools, and pools created with
                              DP_IPOOL_PAGEMAP)                         */
@@ -176,6 +179,15 @@ struct dp_pool {
     uint64_t st_pages_alloc, st_pages_freed, st_alloc_fail;
     uint64_t st_gets, st_gets_waited, st_gets_failed;
 };
+/* The first slot of pg, hdrsize bytes in.  Computed rather than kept in
+ * the header: a pointer to slot 0 there would make a leaked first object
+ * "still reachable" to Valgrind's leak check (annotate.h). */
+static inline char *dp_pg_slots(const struct dp_pool *p,
+                                const struct dp_page *pg)
+{
+    return (char *)pg + p->hdrsize;
+}
+
 /* The fast paths' fields share the pool's first line. */
 _Static_assert(offsetof(struct dp_pool, debug) < DP_CACHELINE,
                "struct dp_pool: the hot fields overflow their line");

@@ -15,7 +15,7 @@ usage() {
 }
 
 test_pkgs=(meson ninja-build pkg-config gcc g++ clang libcriterion-dev python3
-           cmake systemtap-sdt-dev man-db libsqlite3-dev)
+           cmake systemtap-sdt-dev man-db libsqlite3-dev valgrind)
 bench_pkgs=(meson ninja-build pkg-config gcc g++ clang libcriterion-dev
             libseccomp-dev libbenchmark-dev libjemalloc-dev libmimalloc-dev
             libgoogle-perftools-dev python3-matplotlib gnuplot-nox strace)

@@ -58,6 +58,7 @@
 #ifndef DP_MALLOC_INTERNAL_H
 #define DP_MALLOC_INTERNAL_H
 
+#include "annotate.h"
 #include "dp_internal.h"
 
 #include "deferpool-malloc.h"
@@ -377,12 +378,26 @@ static inline bool mc_linked8(const struct dp_pool *pool, void *p)
                   !(v & (sizeof(uintptr_t) - 1)));
 }
 
+/* In an ASan build a free block is poisoned (annotate.h): a poisoned tag
+ * word is a freed block's, and reading it would be ASan's report, not
+ * ours.  Always false in other builds. */
+static inline bool mc_poisoned(const struct dp_pool *pool, const void *w)
+{
+#if DP_AN_ASAN
+    return DP_AN_ON(pool) && __asan_address_is_poisoned(w);
+#else
+    (void)pool, (void)w;
+    return false;
+#endif
+}
+
 /* p, in a page of pool, is not a live block's start.  The pool's check
  * and tag word as free() reads them. */
 static inline bool mc_small_bad(const struct dp_pool *pool, void *p,
                                 const uintptr_t *w, uintptr_t tag)
 {
-    return dp_slot_index(pool, p) >= pool->cap || *w == tag ||
+    return dp_slot_index(pool, p) >= pool->cap || mc_poisoned(pool, w) ||
+           *w == tag ||
            ((void *)w == p && mc_linked8(pool, p));
 }
 
