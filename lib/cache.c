@@ -289,6 +289,10 @@ static uint32_t bin_shed(struct dp_pool *p, struct dp_tcache *tc,
                          struct dp_tbin *b, uint32_t n)
 {
     struct dp_tchain *bc = bin_chain(tc, b);
+    /* While a getter waits, what a bin sheds must reach the pages, whose
+     * edges wake it (a get sheds too: "Soft limit"). */
+    if (atomic_load_explicit(&p->waiters, DP_RLX))
+        return bin_flush_oldest(p, tc, b, n);
     struct dp_mag *m = bc->spare;
     if (m)
         bc->spare = NULL;
