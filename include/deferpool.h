@@ -531,9 +531,10 @@ DP_API void dp_mock_clock_advance(dp_mock_t *m, uint64_t ns);
  * the state said below; it must not call into the library except where
  * noted.  For tests only.
  */
-/* A thread cache's owner has returned a flush's objects to the pages and
- * not yet taken them off its bin (a put into a full bin, or a get above
- * the soft limit).  The owner is inside its get/put. */
+/* A thread cache's owner has returned a flush's objects to the pages, or
+ * pushed a magazine of them to the depot, and not yet taken them off its
+ * bin (a put into a full bin, or a get above the soft limit).  The owner
+ * is inside its get/put. */
 #define DP_TEST_TC_FLUSH 1
 /* Thread exit: the exiting thread's cache is flushed and not yet freed.
  * A signal handler may put here (the put must not use the cache). */
