@@ -501,7 +501,7 @@ void dp_thread_cache_flush(void)
         /* The depots of the pools this thread uses too: what the thread
          * shed may sit there (lock-free, like the flush). */
         if (p)
-            dp_depot_drain(p, true);
+            dp_depot_drain(p, true, 0);
     }
     dp_tc_flush_ext(tc, false);
     dp_in_put--;

@@ -47,6 +47,7 @@ void dp_depot_init(struct dp_pool *p)
     atomic_store_explicit(&p->depot_count, 0, DP_RLX);
     atomic_store_explicit(&p->depot_low, 0, DP_RLX);
     atomic_store_explicit(&p->mag_short, 0, DP_RLX);
+    atomic_store_explicit(&p->depot_since, 0, DP_RLX);
     p->mags = 0;
     memset(p->mag_chunk, 0, sizeof(p->mag_chunk));
     /* A magazine is a refill's worth: what an empty bin would take from
@@ -182,13 +183,20 @@ struct dp_mag *dp_depot_stock(struct dp_pool *p, uint32_t k, bool mine)
     return own;
 }
 
-size_t dp_depot_drain(struct dp_pool *p, bool all)
+size_t dp_depot_drain(struct dp_pool *p, bool all, uint64_t now)
 {
     if (!p->mag_cap)
         return 0;
-    /* The ageing rule (umem's working set): the depot never went below
-     * depot_low magazines since the last trim, so that many were not
-     * needed: return them, and start a new interval at the depth left. */
+    /* The ageing rule (umem's working set, over the pool's page age): the
+     * depot never went below depot_low magazines for a whole age_ns, so
+     * that many were not needed: return them, and start a new interval
+     * at the depth left. */
+    if (!all) {
+        uint64_t since = atomic_load_explicit(&p->depot_since, DP_RLX);
+        if (now - since < p->age_ns)
+            return 0;
+        atomic_store_explicit(&p->depot_since, now, DP_RLX);
+    }
     uint32_t k = all ? UINT32_MAX
                      : atomic_load_explicit(&p->depot_low, DP_RLX);
     size_t n = 0;

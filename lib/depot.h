@@ -45,10 +45,11 @@ DP_HIDDEN void dp_depot_give_empty(struct dp_pool *p, struct dp_mag *m);
 DP_HIDDEN struct dp_mag *dp_depot_stock(struct dp_pool *p, uint32_t k,
                                         bool mine);
 /* Return the depot's objects to their pages: every magazine (all), or
- * the magazines no get needed since the last call (the ageing rule).
+ * (a reclaim pass, now: the pool's clock) the magazines no get needed
+ * for the pool's age_ns (the ageing rule).
  * Lock-free and no system call: safe wherever a put is.  Returns the
  * objects returned. */
-DP_HIDDEN size_t dp_depot_drain(struct dp_pool *p, bool all);
+DP_HIDDEN size_t dp_depot_drain(struct dp_pool *p, bool all, uint64_t now);
 /* Objects in the depot's full magazines. */
 DP_HIDDEN uint64_t dp_depot_objects(struct dp_pool *p);
 /* Unmap every magazine (destroy, after dp_depot_drain(p, true), with no

@@ -145,7 +145,7 @@ void dp_tcache_drain_pool(struct dp_pool *p, bool wait, bool release)
     pthread_mutex_unlock(&dp_tcg.lock);
     /* The depot too, after the bins: a put caught inside a bin may still
      * shed a magazine. */
-    dp_depot_drain(p, true);
+    dp_depot_drain(p, true, 0);
     if (release)
         dp_depot_fini(p); /* the bins gave their spares back */
 }

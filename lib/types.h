@@ -178,6 +178,8 @@ struct dp_pool {
                                      trim (the ageing rule)            */
     _Atomic uint32_t mag_short;   /* magazines bins went without: the
                                      next refills make some (cache.c)  */
+    _Atomic uint64_t depot_since; /* reclaim passes: the pool clock when
+                                     the ageing interval began         */
 
     /* Pool lock. */
     _Alignas(DP_CACHELINE) pthread_mutex_t lock;

@@ -162,8 +162,9 @@ Test(depot, reclaim_passes_trim_an_idle_depot_and_its_pages_go_back)
     uint64_t pages = s.pages;
     cr_assert_lt(s.pages_empty, pages, "the depot pins pages");
 
-    /* The first pass only notes the depot's depth; the next returns what
-     * no get needed since (all of it), and the pages follow.  The GC takes
+    /* The first pass only notes the depot's depth; the next, an age
+     * later, returns what no get needed since (all of it), and the pages
+     * follow.  The GC takes
      * this thread's idle bin in the same passes. */
     for (int i = 0; i < 4; i++) {
         dp_mock_clock_advance(m, 2000000000ull);
@@ -185,13 +186,17 @@ Test(depot, a_depot_in_use_keeps_what_its_gets_need)
     dp_pool_t *p = depot_pool(m, "busydepot");
     static void *objs[AN];
     cycle(p, objs, AN, 2);
+    dp_mock_clock_advance(m, 2000000000ull);
     dp_reclaim_step(); /* notes the depth */
     /* Gets between the passes take most of the depot: the magazines they
-     * left were not needed, and only those go. */
+     * left were not needed for a whole age, and only those go. */
     size_t k = AN - 1000;
     for (size_t i = 0; i < k; i++)
         cr_assert_not_null(objs[i] = dp_pool_get(p, DP_WAITOK));
     uint64_t before = tu_stats(p).objs_cached;
+    dp_reclaim_step(); /* within the age: nothing goes */
+    cr_assert_eq(tu_stats(p).objs_cached, before);
+    dp_mock_clock_advance(m, 2000000000ull);
     dp_reclaim_step();
     dp_pool_stats_t s = tu_stats(p);
     cr_assert_eq(s.objs_inuse, k);
