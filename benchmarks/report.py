@@ -16,6 +16,9 @@ Reads what scripts/bench.sh leaves in RESULTS_DIR:
     latency-<alloc>.strace[.gz]  strace -f -ttt of a second latency run
                               (optional: syscalls inside the put phases)
     rss-<alloc>.json/.csv     RSS over time (rss.c)
+    direct-pairs.json         the 1-thread patterns as a plain C loop,
+                              deferpool against mimalloc, tcmalloc and
+                              jemalloc in one process (direct_pairs.c)
     meta.json                 machine and run description (optional)
 Writes into RESULTS_DIR: summary.json, table.md, latency_cdf.png, rss.png.
 Prints the table.
@@ -356,6 +359,14 @@ def build(d):
                       "geomean_ns": geomean(ns) if ok else None,
                       "geomean_ratio": geomean(rt) if ok else None}
 
+    # Direct pairs (direct_pairs.c): best-of-rounds ns per pair.
+    dpj = load_json(os.path.join(d, "direct-pairs.json"))
+    if dpj:
+        ns = dpj["ns"]
+        gm = {a: geomean(v) for a, v in ns.items()}
+        S["direct_pairs"] = {"patterns": dpj["patterns"], "ns": ns,
+                             "geomean_ns": gm, "rounds": dpj["rounds"]}
+
     # Targets (the issue's): deferpool against jemalloc and mimalloc.
     dp = "deferpool"
     T = S["targets"]
@@ -384,6 +395,21 @@ def build(d):
                   "value": ratio_of(ld, lj),
                   "status": status(None if ld is None or lj is None
                                    else ld <= lj)})
+    dpp = S.get("direct_pairs")
+    if dpp and all(a in dpp["ns"] for a in (dp, "mimalloc", "tcmalloc")):
+        ns = dpp["ns"]
+        ok = all(ns[dp][k] < min(ns["mimalloc"][k], ns["tcmalloc"][k])
+                 for k in range(len(dpp["patterns"])))
+        T.append({"target": "direct pairs: each pattern faster than "
+                            "mimalloc and tcmalloc",
+                  "value": max(ns[dp][k] / min(ns["mimalloc"][k],
+                                               ns["tcmalloc"][k])
+                               for k in range(len(dpp["patterns"]))),
+                  "unit": "worst deferpool/best of the two",
+                  "status": status(ok)})
+        gr = dpp["geomean_ns"][dp] / dpp["geomean_ns"]["mimalloc"]
+        T.append({"target": "direct pairs: geomean <= 0.80x mimalloc",
+                  "value": gr, "status": status(gr <= 0.80)})
     sc = (lat.get(dp) or {}).get("syscalls")
     n = sc["put_thread_total"] if sc and sc["phases"] else None
     T.append({"target": "zero syscalls during puts", "value": n,
@@ -474,6 +500,26 @@ def table_lines(S):
              "summary.json)." % (
                  round(NOISY_CV * 100),
                  fmt(lat.get(REF, {}).get("timer_overhead_ns_p50"), "time")))
+    dpp = S.get("direct_pairs")
+    if dpp:
+        names = list(dpp["ns"])
+        L.append("")
+        L.append("Direct pairs (benchmarks/direct_pairs.c: 64 B get+put, a "
+                 "plain C loop of direct calls, all four in one process, "
+                 "best of %d rounds), ns per pair:" % dpp["rounds"])
+        L.append("")
+        L.append("| live objects | " + " | ".join(names) +
+                 " | dp/mimalloc | dp/tcmalloc |")
+        L.append("|---|" + "---|" * (len(names) + 2))
+        rows = [(str(p), [dpp["ns"][a][k] for a in names])
+                for k, p in enumerate(dpp["patterns"])]
+        rows.append(("geomean", [dpp["geomean_ns"][a] for a in names]))
+        for label, vals in rows:
+            v = dict(zip(names, vals))
+            L.append("| %s | %s | %s | %s |" % (
+                label, " | ".join("%.2f" % x for x in vals),
+                r2(ratio_of(v.get("deferpool"), v.get("mimalloc"))),
+                r2(ratio_of(v.get("deferpool"), v.get("tcmalloc")))))
     L.append("")
     L.append("| target (deferpool) | value | status |")
     L.append("|---|---|---|")

@@ -311,9 +311,13 @@ DP_API void dp_pool_put(dp_pool_t *pool, void *obj);
  * pool is destroyed.  Requires membarrier(2) (Linux >= 4.14); without it
  * pools run uncached.
  *
+ * Objects a thread's cache overflows with go to its pool's depot, whole
+ * magazines any thread's cache may take; the reclaim thread returns
+ * what stayed unused there for a pass to the pages.
+ *
  * dp_thread_cache_flush: return the calling thread's cached objects of
- * every pool to their pages now.  Lock-free, no system call, no provider
- * call: safe wherever a put is.
+ * every pool to their pages now, and the depots of those pools.
+ * Lock-free, no system call, no provider call: safe wherever a put is.
  */
 DP_API void dp_thread_cache_flush(void);
 
@@ -399,7 +403,8 @@ typedef struct dp_pool_stats {
     uint64_t objs_inuse;          /* handed out and not yet put back      */
     uint64_t objs_free;           /* free objects held in pages, including
                                      objs_cached                          */
-    uint64_t objs_cached;         /* free objects in per-thread caches    */
+    uint64_t objs_cached;         /* free objects in per-thread caches
+                                     and the pool's depot                 */
     uint64_t pages;               /* pages held from the provider         */
     uint64_t pages_empty;         /* empty pages queued for reuse/return  */
     uint64_t pages_pending;       /* pages being returned/allocated now   */
@@ -566,9 +571,10 @@ DP_API void dp_mock_clock_advance(dp_mock_t *m, uint64_t ns);
  * the state said below; it must not call into the library except where
  * noted.  For tests only.
  */
-/* A thread cache's owner has returned a flush's objects to the pages and
- * not yet taken them off its bin (a put into a full bin, or a get above
- * the soft limit).  The owner is inside its get/put. */
+/* A thread cache's owner has returned a flush's objects to the pages, or
+ * pushed a magazine of them to the depot, and not yet taken them off its
+ * bin (a put into a full bin, or a get above the soft limit).  The owner
+ * is inside its get/put. */
 #define DP_TEST_TC_FLUSH 1
 /* Thread exit: the exiting thread's cache is flushed and not yet freed.
  * A signal handler may put here (the put must not use the cache). */

@@ -8,6 +8,7 @@
  * "Thread caches".
  */
 #include "cache_impl.h"
+#include "depot.h"
 #include "page.h"
 
 #include <linux/membarrier.h>
@@ -90,8 +91,10 @@ void dp_tcache_pool_init(struct dp_pool *p)
     p->tcbin = DP_TC_BINS;
     pthread_once(&dp_tcg_once, tcg_init);
     if (dp_tcg.state != 1 || p->debug || p->vg ||
-        (p->flags & (DP_POOL_NOCACHE | DP_IPOOL_IMMEDIATE)))
+        (p->flags & (DP_POOL_NOCACHE | DP_IPOOL_IMMEDIATE))) {
+        dp_depot_init(p); /* none */
         return;
+    }
     /* Hold up to 32 KiB of objects, between 8 and 256 of them, and
      * one flush more before a put must return some ("Soft limit"). */
     size_t max = (32u << 10) / p->slotsize;
@@ -113,6 +116,7 @@ void dp_tcache_pool_init(struct dp_pool *p)
         }
     }
     pthread_mutex_unlock(&dp_tcg.lock);
+    dp_depot_init(p);
 }
 
 /* A flush stops at the fourth page run (or tc_flush objects): each run
@@ -120,6 +124,9 @@ void dp_tcache_pool_init(struct dp_pool *p)
  * flush is a put's tail latency (docs/benchmarks.md, larson).
  * Sequential frees fill a run per page and are not affected. */
 #define DP_TC_FLUSH_RUNS 4
+
+/* Empty magazines a refill makes at most when bins went without. */
+#define DP_MAG_STOCK 8
 
 
 /* nowait: a DP_NOWAIT get's creation, which does not wait for the cache
@@ -236,6 +243,23 @@ bool dp_tcache_fill(struct dp_pool *p, void *const *objs, uint32_t n,
  * (docs/benchmarks.md, larson, for what it buys the free tail).
  */
 
+/* The bin's oldest `out` objects have left: move the stack's base up
+ * past them; the stack moves back down at most once per DP_TC_AREA -
+ * tc_max objects shed.  Returns the objects left. */
+static uint32_t bin_drop_oldest(struct dp_pool *p, struct dp_tcache *tc,
+                                struct dp_tbin *b, uint32_t n, uint32_t out)
+{
+    n -= out;
+    void **area = bin_area(tc, (size_t)p->tcidx);
+    b->slots += out;
+    if (b->slots + p->tc_max > area + DP_TC_AREA) {
+        memmove(area, b->slots, n * sizeof(void *));
+        b->slots = area;
+    }
+    DP_BUMP(&b->net, -(int64_t)out);
+    return n;
+}
+
 /* Return the bin's oldest objects (the bottom of its stack: up to
  * tc_flush of them, in at most DP_TC_FLUSH_RUNS page runs) to the pages;
  * keep the newer ones (warm).  Returns the objects left.  The owner,
@@ -250,17 +274,46 @@ static uint32_t bin_flush_oldest(struct dp_pool *p, struct dp_tcache *tc,
                                     DP_TC_FLUSH_RUNS);
     dp_in_put--;
     dp_test_hook(DP_TEST_TC_FLUSH);
-    n -= out;
-    /* Move the base, not the stack; the stack moves back down at most
-     * once per DP_TC_AREA - tc_max flushed objects. */
-    void **area = bin_area(tc, (size_t)p->tcidx);
-    b->slots += out;
-    if (b->slots + p->tc_max > area + DP_TC_AREA) {
-        memmove(area, b->slots, n * sizeof(void *));
-        b->slots = area;
+    return bin_drop_oldest(p, tc, b, n, out);
+}
+
+/*
+ * The depot (depot.c).  A bin above its soft limit sheds its oldest
+ * mag_cap objects as one magazine: copied into an empty magazine (the
+ * bin's spare, else one popped from the depot's empty stack) and pushed
+ * on the full stack.  Lock-free, no system call, no object memory
+ * touched: what a put may do.  Without an empty magazine, or with the
+ * depot at its bound, the bin flushes to the pages as before.
+ */
+static uint32_t bin_shed(struct dp_pool *p, struct dp_tcache *tc,
+                         struct dp_tbin *b, uint32_t n)
+{
+    struct dp_tchain *bc = bin_chain(tc, b);
+    /* While a getter waits, what a bin sheds must reach the pages, whose
+     * edges wake it (a get sheds too: "Soft limit"). */
+    if (atomic_load_explicit(&p->waiters, DP_RLX))
+        return bin_flush_oldest(p, tc, b, n);
+    struct dp_mag *m = bc->spare;
+    if (m)
+        bc->spare = NULL;
+    else if (p->mag_cap)
+        m = dp_depot_pop_empty(p);
+    if (m) {
+        uint32_t k = p->mag_cap; /* <= tc_soft / 2 < n */
+        memcpy(m->o, b->slots, k * sizeof(void *));
+        m->n = k;
+        if (dp_depot_push(p, m)) {
+            dp_test_hook(DP_TEST_TC_FLUSH);
+            return bin_drop_oldest(p, tc, b, n, k);
+        }
+        m->n = 0;
+        bc->spare = m;
+    } else if (p->mag_cap) {
+        /* Ask refills for a magazine: a plain load and store, not an RMW
+         * (a count lost to a race only delays a magazine). */
+        DP_BUMP(&p->mag_short, 1);
     }
-    DP_BUMP(&b->net, -(int64_t)out);
-    return n;
+    return bin_flush_oldest(p, tc, b, n);
 }
 
 /* The bin is empty (bind it to p) or full (return its oldest objects
@@ -277,30 +330,103 @@ void dp_tcache_put_slow(struct dp_pool *p, struct dp_tcache *tc, void *obj)
     struct dp_tbin *b = &tc->bins[p->tcidx];
     uint32_t n = bin_n(b);
     if (n >= p->tc_max)
-        n = bin_flush_oldest(p, tc, b, n);
+        n = bin_shed(p, tc, b, n);
     b->slots[n] = obj;
     b->pool = p;
     bin_set_n(b, n + 1);
     dp_tc_leave(tc);
 }
 
-bool dp_tcache_pop_over(struct dp_pool *p, void **o)
+/* A magazine popped from the depot: one object for the caller, the rest
+ * into the bin, the magazine kept as the bin's spare (or given back
+ * empty).  The bin must be empty; otherwise (a signal handler's put got
+ * there first, a drainer holds the cache, a getter waits) the objects go
+ * to the pages, where a waiting getter finds them. */
+static void bin_load(struct dp_pool *p, struct dp_mag *m, void **o)
+{
+    uint32_t n = m->n;
+    *o = m->o[--n];
+    struct dp_tcache *tc = dp_tc;
+    if (tc && dp_tc_enter(tc)) {
+        struct dp_tbin *b = &tc->bins[p->tcidx];
+        struct dp_tchain *bc = bin_chain(tc, b);
+        if (bin_n(b) == 0 && !atomic_load_explicit(&p->waiters, DP_RLX)) {
+            memcpy(b->slots, m->o, n * sizeof(void *));
+            b->pool = p;
+            bin_set_n(b, n);
+            DP_BUMP(&b->net, (int64_t)n);
+            DP_BUMP(&b->gets, 1);
+            if (!bc->spare) {
+                m->n = 0;
+                bc->spare = m;
+                m = NULL;
+            }
+            dp_tc_leave(tc);
+            if (m)
+                dp_depot_give_empty(p, m);
+            return;
+        }
+        dp_tc_leave(tc);
+    }
+    dp_page_put_array(p, m->o, n);
+    dp_depot_give_empty(p, m);
+    /* A get from the cache layer, counted where a bin's would be. */
+    atomic_fetch_add(&p->tc_gets_folded, 1);
+}
+
+bool dp_tcache_pop_slow(struct dp_pool *p, void **o)
 {
     struct dp_tcache *tc = dp_tc;
     if (!tc || p->tcidx < 0 || !dp_tc_enter(tc))
         return false;
     struct dp_tbin *b = &tc->bins[p->tcidx];
+    struct dp_tchain *bc = bin_chain(tc, b);
     uint32_t n = bin_n(b);
-    if (n <= p->tc_soft) {
+    if (n > p->tc_soft) {
+        n = bin_shed(p, tc, b, n);
+        *o = b->slots[n - 1];
+        bin_set_n(b, n - 1);
+        DP_BUMP(&b->gets, 1);
         dp_tc_leave(tc);
-        return false;
+        return true;
     }
-    n = bin_flush_oldest(p, tc, b, n);
-    *o = b->slots[n - 1];
-    bin_set_n(b, n - 1);
-    DP_BUMP(&b->gets, 1);
+    bool empty = n == 0 && !bc->head && p->mag_cap &&
+                 !atomic_load_explicit(&p->waiters, DP_RLX);
+    /* A bin going to the pages makes empty magazines for the puts: one
+     * for its own spare, and up to DP_MAG_STOCK for the depot's empty
+     * stack while bins have gone without (mag_short; another thread's
+     * puts may need them). */
+    bool mine = empty && !bc->spare;
+    uint32_t shared = empty ? atomic_load_explicit(&p->mag_short, DP_RLX)
+                            : 0;
     dp_tc_leave(tc);
-    return true;
+    if (!empty)
+        return false;
+    struct dp_mag *m = dp_depot_pop(p);
+    if (m) {
+        bin_load(p, m, o);
+        return true;
+    }
+    if (shared > DP_MAG_STOCK)
+        shared = DP_MAG_STOCK;
+    if (shared) { /* a store, not an RMW; never below 0 */
+        uint32_t left = atomic_load_explicit(&p->mag_short, DP_RLX);
+        atomic_store_explicit(&p->mag_short, left > shared ? left - shared : 0,
+                              DP_RLX);
+    }
+    if ((mine || shared) && (m = dp_depot_stock(p, shared, mine)) != NULL) {
+        if (dp_tc_enter(tc)) {
+            if (!bc->spare) {
+                b->pool = p;
+                bc->spare = m;
+                m = NULL;
+            }
+            dp_tc_leave(tc);
+        }
+        if (m)
+            dp_depot_give_empty(p, m);
+    }
+    return false;
 }
 
 
@@ -326,6 +452,10 @@ void dp_tc_flush_bin(struct dp_tcache *tc, struct dp_tbin *b, bool forget)
         bc->head = NULL;
         atomic_store_explicit(&bc->n, 0, DP_RLX);
         DP_BUMP(&b->net, -(int64_t)cn);
+    }
+    if (bc->spare) { /* the empty magazine goes back to the depot */
+        dp_depot_give_empty(p, bc->spare);
+        bc->spare = NULL;
     }
     if (forget) {
         atomic_fetch_add(&p->tc_gets_folded, bin_gets(b));
@@ -365,8 +495,14 @@ void dp_thread_cache_flush(void)
     if (!tc || !dp_tc_enter(tc))
         return;
     dp_in_put++;
-    for (int j = 0; j < DP_TC_BINS; j++)
+    for (int j = 0; j < DP_TC_BINS; j++) {
+        struct dp_pool *p = tc->bins[j].pool;
         dp_tc_flush_bin(tc, &tc->bins[j], false);
+        /* The depots of the pools this thread uses too: what the thread
+         * shed may sit there (lock-free, like the flush). */
+        if (p)
+            dp_depot_drain(p, true, 0);
+    }
     dp_tc_flush_ext(tc, false);
     dp_in_put--;
     dp_tc_leave(tc);

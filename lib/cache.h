@@ -63,9 +63,11 @@ static inline void dp_tc_leave(struct dp_tcache *tc)
  * A bool result, not NULL, so that a caller's hit path returns the
  * object untested. */
 /* A get's slow path, first: if this thread's bin holds more than
- * tc_soft objects, return its oldest ones to the pages and pop one into
- * *o (cache.c, "Soft limit").  false: nothing done. */
-DP_HIDDEN bool dp_tcache_pop_over(struct dp_pool *p, void **o);
+ * tc_soft objects, shed its oldest ones (to the depot, else the pages)
+ * and pop one (cache.c, "Soft limit"); if it is empty, load a magazine
+ * from the depot and pop one (cache.c, "The depot").  Object in *o, or
+ * false: go to the pages.  May take the pool lock, and map magazines. */
+DP_HIDDEN bool dp_tcache_pop_slow(struct dp_pool *p, void **o);
 static inline bool dp_tcache_pop(struct dp_pool *p, void **o)
 {
     struct dp_tcache *tc = dp_tc;
@@ -74,7 +76,7 @@ static inline bool dp_tcache_pop(struct dp_pool *p, void **o)
     struct dp_tbin *b = &tc->bins[p->tcbin];
     uint32_t n = atomic_load_explicit(&b->n, DP_RLX);
     /* 1 <= n <= tc_soft: one unsigned compare, as `n != 0` was.  Above
-     * the soft limit, the slow path (dp_tcache_pop_over) takes over. */
+     * the soft limit, the slow path (dp_tcache_pop_slow) takes over. */
     if (DP_LIKELY(n - 1 < p->tc_soft)) {
         *o = b->slots[n - 1];
         atomic_store_explicit(&b->n, n - 1, DP_RLX);

@@ -5,6 +5,7 @@
  * fork handlers' part).  docs/design.md, "Thread caches" and "Fork".
  */
 #include "cache_impl.h"
+#include "depot.h"
 
 #include <linux/membarrier.h>
 #include <string.h>
@@ -142,6 +143,11 @@ void dp_tcache_drain_pool(struct dp_pool *p, bool wait, bool release)
         p->tcbin = DP_TC_BINS;
     }
     pthread_mutex_unlock(&dp_tcg.lock);
+    /* The depot too, after the bins: a put caught inside a bin may still
+     * shed a magazine. */
+    dp_depot_drain(p, true, 0);
+    if (release)
+        dp_depot_fini(p); /* the bins gave their spares back */
 }
 
 void dp_tcache_gc(void)
@@ -188,8 +194,8 @@ void dp_tcache_gc(void)
 
 void dp_tcache_sum(struct dp_pool *p, uint64_t *cached, uint64_t *gets)
 {
-    *cached = 0;
     *gets = atomic_load(&p->tc_gets_folded);
+    *cached = dp_depot_objects(p); /* objects in the depot are cached */
     if (p->tcidx < 0)
         return;
     pthread_mutex_lock(&dp_tcg.lock);

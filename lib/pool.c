@@ -346,8 +346,9 @@ static void *pool_get(struct dp_pool *p, int flags, uint64_t deadline)
     int err = 0;
     unsigned ctor_fails = 0; /* in a row, this get */
     void *o = NULL;
-    /* The cache's hit path leaves a bin above its soft limit to us. */
-    if (DP_UNLIKELY(dp_tcache_pop_over(p, &o))) {
+    /* The cache's hit path leaves a bin above its soft limit, and an
+     * empty bin's refill from the depot, to us. */
+    if (dp_tcache_pop_slow(p, &o)) {
         dp_an_get_asan(p, o);
         if (flags & DP_ZERO)
             memset(o, 0, p->objsize);

@@ -10,6 +10,7 @@
  */
 #include "reclaim.h"
 #include "cache.h"
+#include "depot.h"
 #include "options.h"
 #include "pool.h"
 #include "probes.h"
@@ -54,6 +55,8 @@ struct pass {
 static void pass_pool(struct dp_pool *p, void *arg)
 {
     struct pass *ps = arg;
+    /* Magazines no get needed for the pool's page age. */
+    dp_depot_drain(p, false, dp_pool_now(p));
     size_t n = dp_pool_reclaim_pass(p);
     DP_PROBE(pages_release, p, p->name, n, ps->by);
     ps->returned += n;

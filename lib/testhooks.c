@@ -10,6 +10,7 @@
  * put and free, to prove that those paths take no lock.
  */
 #include "dp_internal.h"
+#include "cache_impl.h"
 
 #ifndef DP_TEST_HOOKS
 #error "lib/testhooks.c is built only with -DDP_TEST_HOOKS"
@@ -23,3 +24,21 @@ void dp_test_unlock_all(void);
 void dp_test_lock_all(void) { dp_test_core_lock(); }
 
 void dp_test_unlock_all(void) { dp_test_core_unlock(); }
+
+/* One pool's lock and the cache lock (in the lock order, docs/design.md
+ * §8), without the fork's claims: the caches stay usable, so a test can
+ * show that their paths (bins, the depot) take neither lock. */
+void dp_test_lock_pool(dp_pool_t *p);
+void dp_test_unlock_pool(dp_pool_t *p);
+
+void dp_test_lock_pool(dp_pool_t *p)
+{
+    pthread_mutex_lock(&p->lock);
+    pthread_mutex_lock(&dp_tcg.lock);
+}
+
+void dp_test_unlock_pool(dp_pool_t *p)
+{
+    pthread_mutex_unlock(&dp_tcg.lock);
+    pthread_mutex_unlock(&p->lock);
+}

@@ -29,6 +29,10 @@
  *   bin       A thread's cache of one pool's free objects: a stack of
  *             pointers, and at most one chain (a page's put stack taken
  *             whole).
+ *   magazine  An array of free objects' pointers, a bin's overflow or
+ *             refill moved whole (depot.h).
+ *   depot     A pool's stack of full magazines between the bins and the
+ *             pages, and its stack of empty ones (depot.c).
  *   drainer   A thread that takes objects out of other threads' bins
  *             (reclaim GC, explicit reclaim, destroy, a getter about to
  *             sleep), after claiming their caches (cache.c).
@@ -51,6 +55,10 @@
 struct dp_page;
 struct dp_pool;
 struct dp_tcache;
+struct dp_mag;
+/* A pool's magazines: at most DP_MAG_CHUNKS chunks of DP_MAG_PER_CHUNK. */
+#define DP_MAG_CHUNKS 128
+#define DP_MAG_PER_CHUNK 64
 /* A pool's page lists (partial, full, empty). */
 DP_LIST_TYPE(dp_list, struct dp_page);
 /* The registry's list of pools (registry.c). */
@@ -153,6 +161,9 @@ struct dp_pool {
     unsigned dbg;         /* debug pools: DP_POOL_REDZONE | DP_POOL_JUNK
                              | DP_POOL_AUDIT in effect (debug.h)       */
     size_t dbg_recoff;    /* debug pools: the audit record in a slot   */
+    uint32_t mag_cap;     /* objects per depot magazine (tc_batch); 0:
+                             no depot (depot.c)                        */
+    uint32_t depot_max;   /* full magazines the depot may hold         */
 
     /* Registry lock.  Written at every reclaim pass (reg_refs): not on
      * the hot line.  After destroy, reg_next links the pool's memory on
@@ -166,6 +177,19 @@ struct dp_pool {
     _Atomic uint64_t put_provider_calls; /* must stay 0: see page.c      */
     _Atomic uint64_t tc_gets_folded; /* cache gets of bins since unbound */
 
+    /* The depot (depot.c): lock-free stacks of magazines (top index and
+     * version), their count, and the puts' request for magazines.  Own
+     * cache line. */
+    _Alignas(DP_CACHELINE) _Atomic uint64_t depot_full;
+    _Atomic uint64_t depot_empty;
+    _Atomic uint64_t depot_count; /* full magazines << 40 | their objects */
+    _Atomic uint32_t depot_low;   /* fewest full magazines since the last
+                                     trim (the ageing rule)            */
+    _Atomic uint32_t mag_short;   /* magazines bins went without: the
+                                     next refills make some (cache.c)  */
+    _Atomic uint64_t depot_since; /* reclaim passes: the pool clock when
+                                     the ageing interval began         */
+
     /* Pool lock. */
     _Alignas(DP_CACHELINE) pthread_mutex_t lock;
     struct dp_list partial, full, empty;
@@ -178,6 +202,9 @@ struct dp_pool {
     uint64_t reserve_objs, age_ns;
     uint64_t st_pages_alloc, st_pages_freed, st_alloc_fail;
     uint64_t st_gets, st_gets_waited, st_gets_failed;
+    uint32_t mags;        /* magazines carved (depot.c)                */
+    char *mag_chunk[DP_MAG_CHUNKS]; /* DP_MAG_PER_CHUNK magazines each;
+                             set before any of them is handed out    */
 };
 /* The first slot of pg, hdrsize bytes in.  Computed rather than kept in
  * the header: a pointer to slot 0 there would make a leaked first object
@@ -228,6 +255,8 @@ struct dp_tbin {
 struct dp_tchain {
     void *head;
     _Atomic uint32_t n;    /* objects on the chain (statistics read it) */
+    struct dp_mag *spare;  /* an empty magazine for the bin's next shed
+                              to the depot (depot.h)                 */
 };
 
 /* A list a layer above the pools keeps in each thread's cache (the

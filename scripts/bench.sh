@@ -16,6 +16,7 @@
 #   DPB_LAT_OBJECTS objects per latency round               (default 262144)
 #   DPB_RSS_MIB     MiB per RSS burst cycle                 (default 256)
 #   DPB_RSS_IDLE_MS idle time after each RSS cycle          (default 3000)
+#   DPB_DIRECT_ROUNDS  rounds of the direct pairs           (default 7)
 #   DPB_NO_STRACE=1 skip the syscall-counting latency run
 #   DPB_NO_MACRO=1  skip the drop-in malloc's macro workloads
 #                   (benchmarks/macro/run.sh, about 4 minutes)
@@ -130,6 +131,16 @@ t1_names=("${allocs[@]}")
 [ -x "$bindir/bench-floor" ] && t1_names+=(floor)
 echo "bench.sh: 1-thread patterns, $reps rounds over ${t1_names[*]}" >&2
 run_rounds 1t '^(lifo_pair|batch/)' "${t1_names[@]}"
+# Direct pairs (benchmarks/direct_pairs.c): the same four patterns as a
+# plain C loop of direct calls, deferpool against mimalloc, tcmalloc and
+# jemalloc in one process, best of rounds (about 15 s).
+if [ -x "$bindir/direct-pairs" ] && [ -z "${DPB_ALLOCATORS:-}" ]; then
+    echo "bench.sh: direct pairs" >&2
+    loadlog direct-pairs
+    [ -z "${DPB_QUICK:-}" ] || export DPB_DIRECT_ROUNDS=${DPB_DIRECT_ROUNDS:-2}
+    "$bindir/direct-pairs" --json "$out/direct-pairs.json" \
+        >"$out/direct-pairs.txt"
+fi
 for a in "${allocs[@]}"; do
     echo "bench.sh: $a" >&2
     loadlog "lat-rss-$a"

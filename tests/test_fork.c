@@ -414,7 +414,8 @@ Test(fork, pool_in_use_by_another_thread_at_fork_still_works_in_the_child, .time
 
 /*
  * The owner of a cache stops in the middle of a flush (the test hook:
- * the oldest objects are back on their pages, the bin not yet updated)
+ * the oldest objects are in a magazine in the depot, the bin not yet
+ * updated)
  * and another thread forks.  The fork must wait for the owner to leave
  * (DP_TEST_FORK_WAIT opens the owner's gate) and the child must find the
  * cache whole.  Without that, the child flushes the half-updated bin and
@@ -501,7 +502,9 @@ Test(fork, child_never_sees_a_cache_its_owner_was_flushing_at_the_fork, .timeout
         unsigned held = HALF_OBJS - atomic_load(&h.puts_at_stop) - 1;
         CHILD_CHECK(dp_pool_check(pool) == 0);
         dp_pool_stats_t s = tu_stats(pool);
-        CHILD_CHECK(s.objs_cached == 0);
+        /* The owner's first overflow went to the depot as a magazine (the
+         * hook stopped it there): cached in the pool, free for any get. */
+        CHILD_CHECK(s.objs_cached > 0);
         CHILD_CHECK(s.objs_inuse == held);
         /* Every free object exactly once: up to the hard limit. */
         size_t cap = HALF_PAGES * opp, n = 0;

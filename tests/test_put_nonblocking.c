@@ -86,27 +86,36 @@ struct scenario {
     bool mmap_provider; /* default provider instead of the mock        */
     unsigned pool_flags;/* extra DP_POOL_* flags                       */
     bool forbidden;     /* negative control: one forbidden syscall     */
+    bool full_depot;    /* 4 KiB objects, one put-get cycle first: the
+                           puts shed magazines until the depot is full,
+                           then flush to the pages                     */
 };
+
+/* The full-depot scenario: 24 MiB of 4 KiB objects, where the depot holds
+ * at most 16 MiB (lib/depot.c). */
+#define DEPOT_OBJSIZE 4096
+#define DEPOT_NOBJS 6000
 
 struct strict {
     dp_pool_t *pool;
     void **objs;
-    size_t n;
+    size_t n, objsize;
     bool do_gets;
+    bool warm;          /* put and get everything once before strict mode */
     bool forbidden;
     size_t got;
     int prctl_errno;
     atomic_int reached; /* stored last, right before SYS_exit */
 };
 
-static size_t get_all(dp_pool_t *pool, void **objs, size_t n)
+static size_t get_all(dp_pool_t *pool, void **objs, size_t n, size_t objsize)
 {
     size_t i;
     for (i = 0; i < n; i++) {
         void *o = dp_pool_get(pool, DP_WAITOK);
         if (!o)
             break;
-        memset(o, 0xa5, OBJSIZE);
+        memset(o, 0xa5, objsize);
         objs[i] = o;
     }
     return i;
@@ -115,8 +124,16 @@ static size_t get_all(dp_pool_t *pool, void **objs, size_t n)
 static void *strict_thread(void *arg)
 {
     struct strict *s = arg;
-    if (s->do_gets && (s->got = get_all(s->pool, s->objs, s->n)) != s->n)
+    if (s->do_gets &&
+        (s->got = get_all(s->pool, s->objs, s->n, s->objsize)) != s->n)
         return NULL;
+    if (s->warm) {
+        /* The puts ask for magazines, the gets' refills make them. */
+        for (size_t i = 0; i < s->n; i++)
+            dp_pool_put(s->pool, s->objs[i]);
+        if ((s->got = get_all(s->pool, s->objs, s->n, s->objsize)) != s->n)
+            return NULL;
+    }
     if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT, 0, 0, 0) != 0) {
         s->prctl_errno = errno ? errno : -1;
         return NULL;
@@ -146,7 +163,7 @@ struct getter {
 static void *getter_thread(void *arg)
 {
     struct getter *g = arg;
-    g->got = get_all(g->pool, g->objs, g->n);
+    g->got = get_all(g->pool, g->objs, g->n, OBJSIZE);
     tu_gate_open(&g->got_all);
     tu_gate_wait(&g->release);
     return NULL; /* normal exit: its thread cache is flushed */
@@ -162,14 +179,17 @@ static int child_main(struct scenario sc)
     dp_pool_attr_init(&a);
     a.provider = m ? dp_mock_provider(m) : NULL;
     a.flags = DP_POOL_NOTHREAD | sc.pool_flags;
-    a.pagesize = 4096;
-    dp_pool_t *pool = dp_pool_create("strict", OBJSIZE, &a);
+    a.pagesize = sc.full_depot ? 65536 : 4096;
+    size_t objsize = sc.full_depot ? DEPOT_OBJSIZE : OBJSIZE;
+    size_t nobjs = sc.full_depot ? DEPOT_NOBJS : STRICT_NOBJS;
+    dp_pool_t *pool = dp_pool_create("strict", objsize, &a);
     /* Allocate everything the putting thread needs before strict mode. */
-    void **objs = calloc(STRICT_NOBJS, sizeof(void *));
+    void **objs = calloc(nobjs, sizeof(void *));
     if (!pool || !objs)
         return CH_SETUP;
 
-    struct strict s = {.pool = pool, .objs = objs, .n = STRICT_NOBJS,
+    struct strict s = {.pool = pool, .objs = objs, .n = nobjs,
+                       .objsize = objsize, .warm = sc.full_depot,
                        .forbidden = sc.forbidden};
     struct getter g = {.pool = pool, .objs = objs, .n = STRICT_NOBJS,
                        .got_all = TU_GATE_INIT, .release = TU_GATE_INIT};
@@ -216,8 +236,9 @@ static int child_main(struct scenario sc)
         return CH_NOT_EMPTY;
     if (ps.put_provider_calls != 0 || ps.pages_freed != 0)
         return CH_PROVIDER;
-    if (ps.gets != STRICT_NOBJS || ps.puts != STRICT_NOBJS ||
-        ps.pages * ps.objs_per_page < STRICT_NOBJS)
+    uint64_t rounds = sc.full_depot ? 2 : 1;
+    if (ps.gets != rounds * nobjs || ps.puts != rounds * nobjs ||
+        ps.pages * ps.objs_per_page < nobjs)
         return CH_BOOKS;
     if (m) {
         dp_mock_counters_t c;
@@ -269,6 +290,15 @@ Test(put_nonblocking, put_emptying_every_page_makes_no_syscall_with_mmap_provide
     run_in_child((struct scenario){.who = PUT_SAME_THREAD,
                                    .mmap_provider = true,
                                    .pool_flags = DP_POOL_NOCACHE},
+                 CH_OK);
+}
+
+/* Puts that shed magazines into the depot until it is full, and then
+ * flush to the pages; the flush after them drains the depot. */
+Test(put_nonblocking, puts_into_a_filling_and_then_full_depot_make_no_syscall)
+{
+    run_in_child((struct scenario){.who = PUT_SAME_THREAD,
+                                   .full_depot = true},
                  CH_OK);
 }
 
@@ -572,19 +602,30 @@ Test(put_nonblocking, putters_finish_while_dp_pool_reclaim_is_stuck_in_provider_
  */
 void dp_test_lock_all(void);
 void dp_test_unlock_all(void);
+/* The pool's lock and the cache lock only: lock_all's fork claims would
+ * keep every put off the caches, so the depot variant takes these. */
+void dp_test_lock_pool(dp_pool_t *p);
+void dp_test_unlock_pool(dp_pool_t *p);
 
 struct locker {
     tu_gate_t locked;  /* opened once every lock is held */
     tu_gate_t release; /* the locker unlocks once this opens */
+    dp_pool_t *pool;   /* set: only this pool's lock and the cache lock */
 };
 
 static void *locker_thread(void *arg)
 {
     struct locker *l = arg;
-    dp_test_lock_all();
+    if (l->pool)
+        dp_test_lock_pool(l->pool);
+    else
+        dp_test_lock_all();
     tu_gate_open(&l->locked);
     tu_gate_wait(&l->release);
-    dp_test_unlock_all();
+    if (l->pool)
+        dp_test_unlock_pool(l->pool);
+    else
+        dp_test_unlock_all();
     return NULL;
 }
 
@@ -595,6 +636,7 @@ struct nolock_putter {
     void **objs;
     size_t n;
     bool get_first;      /* get the objects itself (its cache is bound) */
+    bool warm;           /* and put and get them once more first       */
     tu_gate_t got;       /* opened when its gets are done               */
     tu_gate_t *go;       /* puts start once this opens                  */
     tu_gate_t done;      /* opened when its puts and flush are done     */
@@ -604,10 +646,14 @@ struct nolock_putter {
 static void *nolock_putter_thread(void *arg)
 {
     struct nolock_putter *p = arg;
-    if (p->get_first)
+    for (int round = 0; round < (p->warm ? 2 : 1) && p->get_first; round++) {
+        if (round)
+            for (size_t i = 0; i < p->n; i++)
+                dp_pool_put(p->pool, p->objs[i]);
         for (size_t i = 0; i < p->n; i++)
             if (!(p->objs[i] = dp_pool_get(p->pool, DP_WAITOK)))
                 break;
+    }
     tu_gate_open(&p->got);
     tu_gate_wait(p->go);
     for (size_t i = 0; i < p->n; i++) {
@@ -620,7 +666,15 @@ static void *nolock_putter_thread(void *arg)
     return NULL; /* thread exit takes the cache lock: after the unlock */
 }
 
-static void run_nolock(unsigned pool_flags, bool reclaim_thread)
+/* full_depot: 4 KiB objects, more than the depot holds, and putter 0
+ * puts and gets them once more first, so that its refills make
+ * magazines; the locker holds the pool's lock and the cache lock (not
+ * the fork's claims, which would keep the puts off the caches): the
+ * puts shed magazines into the depot until it is full and then flush to
+ * the pages, and the other putter's bin takes its empty magazines from
+ * the depot. */
+static void run_nolock_depot(unsigned pool_flags, bool reclaim_thread,
+                             bool full_depot)
 {
     tu_watchdog(30, "setting up the pool and the putters");
     dp_mock_t *m = tu_mock(0);
@@ -628,10 +682,14 @@ static void run_nolock(unsigned pool_flags, bool reclaim_thread)
     a.flags |= pool_flags;
     a.lowat = 0;
     a.hiwat = 0; /* every empty page is due at once */
-    dp_pool_t *pool = tu_pool("nolock", OBJSIZE, &a);
+    if (full_depot)
+        a.pagesize = 65536;
+    dp_pool_t *pool = tu_pool("nolock", full_depot ? DEPOT_OBJSIZE : OBJSIZE,
+                              &a);
     if (reclaim_thread)
         cr_assert_eq(dp_reclaim_start(), 0);
-    size_t n = NOLOCK_PAGES * tu_stats(pool).objs_per_page;
+    size_t n = full_depot ? DEPOT_NOBJS
+                          : NOLOCK_PAGES * tu_stats(pool).objs_per_page;
 
     /* Two putters: one puts what it got itself (through its cache: the
      * bin overflows, flushes return runs, pages empty and are pushed on
@@ -643,6 +701,7 @@ static void run_nolock(unsigned pool_flags, bool reclaim_thread)
     for (int i = 0; i < 2; i++) {
         pt[i] = (struct nolock_putter){.pool = pool, .n = n,
                                        .get_first = i == 0,
+                                       .warm = full_depot,
                                        .got = TU_GATE_INIT, .go = &go,
                                        .done = TU_GATE_INIT};
         pt[i].objs = calloc(n, sizeof(void *));
@@ -661,7 +720,7 @@ static void run_nolock(unsigned pool_flags, bool reclaim_thread)
     dp_pool_stats_t before = tu_stats(pool);
     cr_assert_eq(before.objs_inuse, 2 * n);
 
-    struct locker l = {TU_GATE_INIT, TU_GATE_INIT};
+    struct locker l = {TU_GATE_INIT, TU_GATE_INIT, full_depot ? pool : NULL};
     pthread_t lt;
     cr_assert_eq(pthread_create(&lt, NULL, locker_thread, &l), 0);
     tu_gate_wait(&l.locked);
@@ -684,6 +743,8 @@ static void run_nolock(unsigned pool_flags, bool reclaim_thread)
     if (reclaim_thread)
         dp_reclaim_stop();
     dp_pool_stats_t s = tu_stats(pool);
+    if (full_depot) /* the flushes emptied the depot, the exits the bins */
+        cr_assert_leq(s.objs_cached, tu_stats(pool).objs_per_page * 2);
     cr_assert_eq(s.objs_inuse, 0, "%llu objects still out",
                  (unsigned long long)s.objs_inuse);
     cr_assert_eq(s.gets, before.gets);
@@ -695,9 +756,19 @@ static void run_nolock(unsigned pool_flags, bool reclaim_thread)
     tu_destroy_checked(pool, m);
 }
 
+static void run_nolock(unsigned pool_flags, bool reclaim_thread)
+{
+    run_nolock_depot(pool_flags, reclaim_thread, false);
+}
+
 Test(put_nonblocking, puts_and_cache_flushes_finish_while_another_thread_holds_every_lock)
 {
     run_nolock(0, false);
+}
+
+Test(put_nonblocking, puts_into_a_full_depot_finish_while_another_thread_holds_the_pool_and_cache_locks)
+{
+    run_nolock_depot(0, false, true);
 }
 
 Test(put_nonblocking, uncached_puts_finish_while_another_thread_holds_every_lock)

@@ -1,0 +1,240 @@
+/*
+ * depot.c -- the thread-cache layer's depot: per pool, a stack of full
+ * magazines between the threads' bins and the pages, and a stack of
+ * empty ones (Bonwick and Adams' depot).  Pushes and pops are lock-free
+ * and make no system call, so a put (and dp_thread_cache_flush) may use
+ * both; only a get that makes magazines takes the pool lock.  The
+ * reclaim pass trims what no get needed.  docs/design.md, "Thread
+ * caches" (The depot).
+ */
+#include "depot.h"
+#include "os.h"
+#include "page.h"
+
+#include <string.h>
+
+/* The depot holds at most this many bytes of objects (in whole
+ * magazines, at most DP_MAG_MAX - DP_MAG_SLACK of them); a bin that
+ * overflows a full depot returns its oldest objects to the pages. */
+#define DP_DEPOT_BYTES ((size_t)16 << 20)
+/* Magazines beyond the depot's bound: the bins' spares and those in
+ * flight between a bin and the depot. */
+#define DP_MAG_SLACK 64
+#define DP_MAG_MAX ((uint32_t)DP_MAG_CHUNKS * DP_MAG_PER_CHUNK)
+
+/* depot_count: full magazines in the high bits, their objects in the
+ * low DP_DC_SHIFT bits; one RMW updates both. */
+#define DP_DC_SHIFT 40
+#define DP_DC_MAG ((uint64_t)1 << DP_DC_SHIFT)
+#define DP_DC_OBJS (DP_DC_MAG - 1)
+
+static size_t mag_size(const struct dp_pool *p)
+{
+    size_t s = sizeof(struct dp_mag) + (size_t)p->mag_cap * sizeof(void *);
+    return (s + DP_CACHELINE - 1) & ~(size_t)(DP_CACHELINE - 1);
+}
+
+static struct dp_mag *mag_at(struct dp_pool *p, uint32_t idx)
+{
+    return (struct dp_mag *)(p->mag_chunk[idx / DP_MAG_PER_CHUNK] +
+                             (idx % DP_MAG_PER_CHUNK) * mag_size(p));
+}
+
+void dp_depot_init(struct dp_pool *p)
+{
+    atomic_store_explicit(&p->depot_full, 0, DP_RLX);
+    atomic_store_explicit(&p->depot_empty, 0, DP_RLX);
+    atomic_store_explicit(&p->depot_count, 0, DP_RLX);
+    atomic_store_explicit(&p->depot_low, 0, DP_RLX);
+    atomic_store_explicit(&p->mag_short, 0, DP_RLX);
+    atomic_store_explicit(&p->depot_since, 0, DP_RLX);
+    p->mags = 0;
+    memset(p->mag_chunk, 0, sizeof(p->mag_chunk));
+    /* A magazine is a refill's worth: what an empty bin would take from
+     * the pages, and what a full one can give without running dry. */
+    p->mag_cap = p->tcidx < 0 ? 0 : p->tc_batch;
+    if (!p->mag_cap) {
+        p->depot_max = 0;
+        return;
+    }
+    size_t m = DP_DEPOT_BYTES / p->slotsize / p->mag_cap;
+    size_t hi = DP_MAG_MAX - DP_MAG_SLACK;
+    p->depot_max = m < 4 ? 4 : m > hi ? (uint32_t)hi : (uint32_t)m;
+}
+
+/*
+ * Both stacks are Treiber stacks whose top word holds the top
+ * magazine's index plus one (0: empty) in its low half and a version in
+ * its high half, bumped by every push and pop.  The version is what
+ * makes the pop ABA-safe: a popper that read top m and m's link, and
+ * then lost the race, finds a different version even when m has since
+ * been popped, reused and pushed back on top.  Magazines are never
+ * unmapped while the pool lives, so reading a stale m's link is safe
+ * (its value is then discarded by the failed CAS).  The push's release
+ * CAS publishes the magazine's contents; every store to a top word is
+ * an RMW, so a popper's acquire load of it sees every push before it.
+ */
+#define TOP(ver, idx1) (((uint64_t)(ver) << 32) | (idx1))
+
+static void stack_push(_Atomic uint64_t *top, struct dp_mag *m)
+{
+    uint64_t t = atomic_load_explicit(top, DP_RLX);
+    do {
+        atomic_store_explicit(&m->next, (uint32_t)t, DP_RLX);
+    } while (!atomic_compare_exchange_weak_explicit(
+        top, &t, TOP((t >> 32) + 1, m->idx + 1), memory_order_release,
+        DP_RLX));
+}
+
+static struct dp_mag *stack_pop(struct dp_pool *p, _Atomic uint64_t *top)
+{
+    uint64_t t = atomic_load_explicit(top, memory_order_acquire);
+    for (;;) {
+        uint32_t i1 = (uint32_t)t;
+        if (!i1)
+            return NULL;
+        struct dp_mag *m = mag_at(p, i1 - 1);
+        uint32_t next = atomic_load_explicit(&m->next, DP_RLX);
+        if (atomic_compare_exchange_weak_explicit(
+                top, &t, TOP((t >> 32) + 1, next), memory_order_acquire,
+                memory_order_acquire))
+            return m;
+    }
+}
+
+bool dp_depot_push(struct dp_pool *p, struct dp_mag *m)
+{
+    uint64_t c = atomic_load_explicit(&p->depot_count, DP_RLX);
+    if ((c >> DP_DC_SHIFT) >= p->depot_max)
+        return false;
+    /* Counted before it is visible, so a pop never takes the count below
+     * zero; statistics may see it a moment early. */
+    atomic_fetch_add_explicit(&p->depot_count, DP_DC_MAG + m->n, DP_RLX);
+    stack_push(&p->depot_full, m);
+    return true;
+}
+
+struct dp_mag *dp_depot_pop(struct dp_pool *p)
+{
+    if (!(uint32_t)atomic_load_explicit(&p->depot_full, DP_RLX))
+        return NULL;
+    struct dp_mag *m = stack_pop(p, &p->depot_full);
+    if (m) {
+        uint64_t c = atomic_fetch_sub_explicit(&p->depot_count,
+                                               DP_DC_MAG + m->n, DP_RLX);
+        /* The ageing rule's low-water mark: the depot never went below
+         * depot_low magazines since the last trim.  A racy minimum; a
+         * lost update only trims less. */
+        uint32_t left = (uint32_t)(c >> DP_DC_SHIFT) - 1;
+        if (left < atomic_load_explicit(&p->depot_low, DP_RLX))
+            atomic_store_explicit(&p->depot_low, left, DP_RLX);
+    }
+    return m;
+}
+
+struct dp_mag *dp_depot_pop_empty(struct dp_pool *p)
+{
+    if (!(uint32_t)atomic_load_explicit(&p->depot_empty, DP_RLX))
+        return NULL;
+    return stack_pop(p, &p->depot_empty);
+}
+
+void dp_depot_give_empty(struct dp_pool *p, struct dp_mag *m)
+{
+    m->n = 0;
+    stack_push(&p->depot_empty, m);
+}
+
+struct dp_mag *dp_depot_stock(struct dp_pool *p, uint32_t k, bool mine)
+{
+    size_t sz = mag_size(p);
+    struct dp_mag *own = NULL;
+    uint32_t want = k + (mine ? 1 : 0);
+    char *chunk = NULL;
+    pthread_mutex_lock(&p->lock);
+    while (want && p->mags < p->depot_max + DP_MAG_SLACK) {
+        uint32_t c = p->mags / DP_MAG_PER_CHUNK;
+        if (p->mag_chunk[c]) {
+            struct dp_mag *m = mag_at(p, p->mags);
+            m->idx = p->mags++;
+            m->n = 0;
+            want--;
+            if (mine && !own)
+                own = m;
+            else
+                dp_depot_give_empty(p, m);
+            continue;
+        }
+        if (chunk) {
+            p->mag_chunk[c] = chunk;
+            chunk = NULL;
+            continue;
+        }
+        /* No system call under the pool lock. */
+        pthread_mutex_unlock(&p->lock);
+        chunk = dp_os_map(DP_MAG_PER_CHUNK * sz);
+        pthread_mutex_lock(&p->lock);
+        if (!chunk)
+            break;
+    }
+    pthread_mutex_unlock(&p->lock);
+    if (chunk) /* another get mapped the chunk meanwhile */
+        dp_os_unmap(chunk, DP_MAG_PER_CHUNK * sz);
+    return own;
+}
+
+size_t dp_depot_drain(struct dp_pool *p, bool all, uint64_t now)
+{
+    if (!p->mag_cap)
+        return 0;
+    /* The ageing rule (umem's working set, over the pool's page age): the
+     * depot never went below depot_low magazines for a whole age_ns, so
+     * that many were not needed: return them, and start a new interval
+     * at the depth left. */
+    if (!all) {
+        uint64_t since = atomic_load_explicit(&p->depot_since, DP_RLX);
+        if (now - since < p->age_ns)
+            return 0;
+        atomic_store_explicit(&p->depot_since, now, DP_RLX);
+    }
+    uint32_t k = all ? UINT32_MAX
+                     : atomic_load_explicit(&p->depot_low, DP_RLX);
+    size_t n = 0;
+    struct dp_mag *m;
+    while (k && (m = stack_pop(p, &p->depot_full)) != NULL) {
+        atomic_fetch_sub_explicit(&p->depot_count, DP_DC_MAG + m->n, DP_RLX);
+        dp_page_put_array(p, m->o, m->n);
+        n += m->n;
+        dp_depot_give_empty(p, m);
+        k--;
+    }
+    atomic_store_explicit(
+        &p->depot_low,
+        (uint32_t)(atomic_load_explicit(&p->depot_count, DP_RLX) >>
+                   DP_DC_SHIFT),
+        DP_RLX);
+    return n;
+}
+
+uint64_t dp_depot_objects(struct dp_pool *p)
+{
+    return atomic_load_explicit(&p->depot_count, DP_RLX) & DP_DC_OBJS;
+}
+
+void dp_depot_fini(struct dp_pool *p)
+{
+    if (!p->mag_cap)
+        return;
+    size_t len = DP_MAG_PER_CHUNK * mag_size(p);
+    pthread_mutex_lock(&p->lock);
+    for (uint32_t c = 0; c < DP_MAG_CHUNKS; c++) {
+        if (p->mag_chunk[c])
+            dp_os_unmap(p->mag_chunk[c], len);
+        p->mag_chunk[c] = NULL;
+    }
+    p->mags = 0;
+    atomic_store_explicit(&p->depot_empty, 0, DP_RLX);
+    atomic_store_explicit(&p->depot_full, 0, DP_RLX);
+    atomic_store_explicit(&p->depot_count, 0, DP_RLX);
+    pthread_mutex_unlock(&p->lock);
+}

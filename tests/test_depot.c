@@ -1,0 +1,278 @@
+/*
+ * test_depot.c -- the depot (lib/depot.c, docs/design.md "Thread
+ * caches"): magazines that bins shed move between threads whole and lose
+ * or duplicate nothing; the depot's objects count as cached; an idle
+ * depot is trimmed by reclaim passes so its pages go back; destroy and a
+ * fork child find the depot's objects.  The put side's promise with a
+ * full depot is in test_put_nonblocking.c.
+ */
+#include <criterion/criterion.h>
+#include <deferpool.h>
+
+#include "testutil.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define OBJSIZE 64
+/* A bin of 64-byte objects holds at most 256 + 16 (docs/design.md). */
+#define BIN_MAX 272
+
+TestSuite(depot, .timeout = 120, .init = tu_watchdog_init);
+
+static dp_pool_t *depot_pool(dp_mock_t *m, const char *name)
+{
+    dp_pool_attr_t a = tu_attr(m);
+    a.lowat = 0;
+    a.hiwat = 0; /* an empty page is due at once: what the depot pins shows */
+    return tu_pool(name, OBJSIZE, &a);
+}
+
+/* n objects out and back on this thread, twice: the first round's
+ * overflows ask for magazines, the second round's refills make them and
+ * its overflows fill the depot. */
+static void cycle(dp_pool_t *p, void **objs, size_t n, int rounds)
+{
+    for (int r = 0; r < rounds; r++) {
+        for (size_t i = 0; i < n; i++)
+            cr_assert_not_null(objs[i] = dp_pool_get(p, DP_WAITOK));
+        for (size_t i = 0; i < n; i++)
+            dp_pool_put(p, objs[i]);
+    }
+}
+
+/* ---------------------------------------------- between threads, whole */
+
+#define XT 4      /* threads; each gets, hands its objects on, puts others' */
+#define XOBJS 3000 /* per thread and round: far beyond a bin */
+
+struct xshare {
+    dp_pool_t *pool;
+    pthread_barrier_t bar;
+    void *objs[XT][XOBJS];
+    long rounds;
+    atomic_int bad;
+};
+
+struct xarg {
+    struct xshare *x;
+    int id;
+};
+
+static void *xthread(void *arg)
+{
+    struct xarg *a = arg;
+    struct xshare *x = a->x;
+    for (long r = 0; r < x->rounds; r++) {
+        for (int i = 0; i < XOBJS; i++) {
+            void *o = dp_pool_get(x->pool, DP_NOWAIT);
+            if (!o && !(o = dp_pool_get(x->pool, DP_WAITOK))) {
+                atomic_store(&x->bad, 1);
+                break;
+            }
+            *(uintptr_t *)o = (uintptr_t)a->id; /* ours: write it */
+            x->objs[a->id][i] = o;
+        }
+        pthread_barrier_wait(&x->bar);
+        /* Thread 0 checks that no object was handed out twice. */
+        if (a->id == 0) {
+            static void *all[XT * XOBJS];
+            for (int t = 0; t < XT; t++)
+                memcpy(all + (size_t)t * XOBJS, x->objs[t],
+                       sizeof(x->objs[t]));
+            qsort(all, XT * XOBJS, sizeof(void *), tu_cmp_ptr);
+            for (size_t i = 1; i < XT * XOBJS; i++)
+                if (all[i] == all[i - 1] || !all[i])
+                    atomic_store(&x->bad, 2);
+        }
+        pthread_barrier_wait(&x->bar);
+        /* Put the next thread's objects: every put is a cross-thread put,
+         * and every overflow a magazine another thread's refill takes. */
+        int from = (a->id + 1) % XT;
+        for (int i = 0; i < XOBJS; i++) {
+            void *o = x->objs[from][i];
+            if (*(uintptr_t *)o != (uintptr_t)from)
+                atomic_store(&x->bad, 3);
+            dp_pool_put(x->pool, o);
+        }
+        pthread_barrier_wait(&x->bar);
+    }
+    return NULL;
+}
+
+Test(depot, magazines_move_between_threads_and_nothing_is_lost_or_handed_out_twice)
+{
+    dp_mock_t *m = tu_mock(0);
+    dp_pool_t *p = depot_pool(m, "xdepot");
+    static struct xshare x;
+    memset(&x, 0, sizeof(x));
+    x.pool = p;
+    x.rounds = (long)(40 / tu_scale()) + 2;
+    cr_assert_eq(pthread_barrier_init(&x.bar, NULL, XT), 0);
+    pthread_t t[XT];
+    struct xarg args[XT];
+    for (int i = 0; i < XT; i++) {
+        args[i] = (struct xarg){&x, i};
+        cr_assert_eq(pthread_create(&t[i], NULL, xthread, &args[i]), 0);
+    }
+    for (int i = 0; i < XT; i++)
+        pthread_join(t[i], NULL);
+    cr_assert_eq(atomic_load(&x.bad), 0, "bad %d (1: get failed, 2: an "
+                 "object handed out twice, 3: an object overwritten)",
+                 atomic_load(&x.bad));
+    pthread_barrier_destroy(&x.bar);
+    cr_assert_eq(dp_pool_check(p), 0);
+    /* Every thread has exited, so its bin went back to the pages: what
+     * is still cached is in the depot, as whole magazines. */
+    dp_pool_stats_t s = tu_stats(p);
+    cr_assert_eq(s.objs_inuse, 0);
+    cr_assert_eq(s.puts, s.gets);
+    cr_assert_eq(s.gets, (uint64_t)XT * XOBJS * (uint64_t)x.rounds);
+    cr_assert_gt(s.objs_cached, 0, "the depot holds the overflows");
+    cr_assert_eq(s.objs_cached % 128, 0, "whole magazines of 128: %llu",
+                 (unsigned long long)s.objs_cached);
+    /* dp_pool_reclaim empties the depot, and the pages go back. */
+    dp_pool_reclaim(p);
+    s = tu_stats(p);
+    cr_assert_eq(s.objs_cached, 0);
+    cr_assert_eq(s.pages, 0);
+    cr_assert_eq(tu_counters(m).pages_out, 0);
+    tu_destroy_checked(p, m);
+}
+
+/* ------------------------------------------------ ageing and reclaim */
+
+#define AN 6000
+
+Test(depot, reclaim_passes_trim_an_idle_depot_and_its_pages_go_back)
+{
+    dp_mock_t *m = tu_mock(0);
+    dp_pool_t *p = depot_pool(m, "agedepot");
+    static void *objs[AN];
+    cycle(p, objs, AN, 2);
+    dp_pool_stats_t s = tu_stats(p);
+    cr_assert_eq(s.objs_inuse, 0);
+    cr_assert_gt(s.objs_cached, BIN_MAX, "the depot holds the overflows: %llu",
+                 (unsigned long long)s.objs_cached);
+    uint64_t pages = s.pages;
+    cr_assert_lt(s.pages_empty, pages, "the depot pins pages");
+
+    /* The first pass only notes the depot's depth; the next, an age
+     * later, returns what no get needed since (all of it), and the pages
+     * follow.  The GC takes
+     * this thread's idle bin in the same passes. */
+    for (int i = 0; i < 4; i++) {
+        dp_mock_clock_advance(m, 2000000000ull);
+        dp_reclaim_step();
+    }
+    s = tu_stats(p);
+    cr_assert_eq(s.objs_cached, 0, "the idle depot kept %llu objects",
+                 (unsigned long long)s.objs_cached);
+    cr_assert_eq(s.pages, 0, "%llu pages kept", (unsigned long long)s.pages);
+    dp_mock_counters_t c = tu_counters(m);
+    cr_assert_eq(c.frees, c.allocs);
+    cr_assert_eq(c.pages_out, 0);
+    tu_destroy_checked(p, m);
+}
+
+Test(depot, a_depot_in_use_keeps_what_its_gets_need)
+{
+    dp_mock_t *m = tu_mock(0);
+    dp_pool_t *p = depot_pool(m, "busydepot");
+    static void *objs[AN];
+    cycle(p, objs, AN, 2);
+    dp_mock_clock_advance(m, 2000000000ull);
+    dp_reclaim_step(); /* notes the depth */
+    /* Gets between the passes take most of the depot: the magazines they
+     * left were not needed for a whole age, and only those go. */
+    size_t k = AN - 1000;
+    for (size_t i = 0; i < k; i++)
+        cr_assert_not_null(objs[i] = dp_pool_get(p, DP_WAITOK));
+    uint64_t before = tu_stats(p).objs_cached;
+    dp_reclaim_step(); /* within the age: nothing goes */
+    cr_assert_eq(tu_stats(p).objs_cached, before);
+    dp_mock_clock_advance(m, 2000000000ull);
+    dp_reclaim_step();
+    dp_pool_stats_t s = tu_stats(p);
+    cr_assert_eq(s.objs_inuse, k);
+    cr_assert_lt(s.objs_cached, before, "the pass trimmed nothing");
+    for (size_t i = 0; i < k; i++)
+        dp_pool_put(p, objs[i]);
+    dp_thread_cache_flush();
+    tu_destroy_checked(p, m);
+}
+
+/* ------------------------------------------------------------ destroy */
+
+Test(depot, destroy_with_magazines_in_the_depot_returns_every_page)
+{
+    dp_mock_t *m = tu_mock(0);
+    dp_pool_t *p = depot_pool(m, "destroydepot");
+    static void *objs[AN];
+    cycle(p, objs, AN, 2);
+    dp_pool_stats_t s = tu_stats(p);
+    cr_assert_gt(s.objs_cached, BIN_MAX);
+    cr_assert_eq(s.objs_inuse, 0);
+    errno = 0;
+    cr_assert_eq(dp_pool_destroy(p), 0, "dp_pool_destroy: %s",
+                 strerror(errno));
+    dp_mock_counters_t c = tu_counters(m);
+    cr_assert_eq(c.allocs, c.frees);
+    cr_assert_eq(c.pages_out, 0);
+    dp_mock_destroy(m);
+}
+
+/* --------------------------------------------------------------- fork */
+
+#define FORK_PAGES 64
+
+Test(depot, a_fork_child_gets_the_depots_objects_once_each)
+{
+    dp_mock_t *m = tu_mock(0);
+    dp_pool_attr_t a = tu_attr(m);
+    a.max_pages = FORK_PAGES;
+    dp_pool_t *p = tu_pool("forkdepot", OBJSIZE, &a);
+    size_t cap = FORK_PAGES * tu_stats(p).objs_per_page;
+    void **objs = calloc(cap + 1, sizeof(void *));
+    cr_assert_not_null(objs);
+    cycle(p, objs, cap / 2, 2);
+    cr_assert_gt(tu_stats(p).objs_cached, BIN_MAX);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        /* Every object of the hard limit exactly once, the depot's
+         * included, then all back and the books balanced. */
+        int rc = 0;
+        size_t n = 0;
+        while (n <= cap && (objs[n] = dp_pool_get(p, DP_NOWAIT)) != NULL)
+            n++;
+        if (n != cap)
+            rc = 1;
+        qsort(objs, n, sizeof(void *), tu_cmp_ptr);
+        for (size_t i = 1; i < n; i++)
+            if (objs[i] == objs[i - 1])
+                rc = 2;
+        for (size_t i = 0; i < n; i++)
+            dp_pool_put(p, objs[i]);
+        dp_pool_stats_t s;
+        if (dp_pool_stats(p, &s) != 0 || s.objs_inuse != 0 ||
+            dp_pool_check(p) != 0)
+            rc = 3;
+        _exit(rc);
+    }
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        cr_assert_eq(errno, EINTR);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+              "child: %d (1: not every object, 2: one twice, 3: books)",
+              WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    dp_thread_cache_flush();
+    free(objs);
+    tu_destroy_checked(p, m);
+}
