@@ -108,15 +108,32 @@ static enum mc_kind mc_lookup(const void *p, size_t *usable, void **hdr)
 
 /* ---- the malloc family ----------------------------------------------------- */
 
+/* malloc()'s miss, out of line: the hit path then keeps nothing live
+ * across the pop and needs no callee-saved register. */
+static DP_NOINLINE void *malloc_miss(size_t n)
+{
+    return mc_alloc(n, 0, false, false);
+}
+
+/* The class pool's thread-cache pop, or NULL.  Before mc_init, mc_hot[]
+ * names mc_nopool, whose pop misses: no test of mc_inited here. */
+static inline bool hot_pop(unsigned c, void **o)
+{
+    dp_pool_t *p = atomic_load_explicit(&mc_hot[c], memory_order_acquire);
+    return dp_tcache_pop(p, o);
+}
+
+/* The table's sizes first: one compare before the table load. */
 MC_EXPORT void *malloc(size_t n)
 {
-    if (DP_LIKELY(n <= MC_SMALL_MAX &&
-                  atomic_load_explicit(&mc_inited, memory_order_acquire))) {
-        void *o = dp_tcache_get(mc_pool[mc_class(n)]);
-        if (DP_LIKELY(o != NULL))
+    void *o;
+    if (DP_LIKELY(n <= MC_TABLE_MAX)) {
+        if (DP_LIKELY(hot_pop(mc_small_class[(n + 7) >> 3], &o)))
             return o;
+    } else if (n <= MC_SMALL_MAX && hot_pop(mc_class(n), &o)) {
+        return o;
     }
-    return mc_alloc(n, 0, false, false);
+    return malloc_miss(n);
 }
 
 /*
@@ -126,16 +143,11 @@ MC_EXPORT void *malloc(size_t n)
  * block on its thread list or mc_lq.  No lock, no system call, no
  * provider call.
  */
-MC_EXPORT void free(void *p)
+/* free() of anything but a small block: a block, bootstrap memory, or
+ * a pointer the malloc never handed out.  Out of line, so that free()'s
+ * small-block path needs no stack frame. */
+static DP_NOINLINE void free_other(void *p, void *o)
 {
-    if (DP_UNLIKELY(!p))
-        return;
-    void *o = dp_pagemap_get(p);
-    struct dp_pool *pool = dp_pm_as_pool(o);
-    if (DP_LIKELY(pool != NULL)) {
-        dp_pool_put(pool, p);
-        return;
-    }
     struct mc_block *h = as_block(o);
     if (h && block_user(h) == p && block_free(h))
         return;
@@ -155,6 +167,30 @@ MC_EXPORT void free(void *p)
     }
 }
 
+/*
+ * free: a page-map lookup (lock-free loads), which names the pool of a
+ * small block without reading its page header, then either the thread
+ * cache's put (inline: this thread's bin) or dp_pool_put (its lock-free
+ * page put), or, out of line, a push of a block on its thread list or
+ * mc_lq.  No lock, no system call, no provider call.
+ */
+MC_EXPORT void free(void *p)
+{
+    if (DP_UNLIKELY(!p))
+        return;
+    void *o = dp_pagemap_get(p);
+    /* A pool's pages map to the pool tagged with the low bit (never to
+     * the tag alone): the tag test is the pool test. */
+    if (DP_LIKELY((uintptr_t)o & 1u)) {
+        struct dp_pool *pool = (struct dp_pool *)((uintptr_t)o - 1u);
+        if (DP_LIKELY(dp_tcache_put(pool, p)))
+            return;
+        dp_pool_put(pool, p);
+        return;
+    }
+    free_other(p, o);
+}
+
 MC_EXPORT void *calloc(size_t nmemb, size_t size)
 {
     size_t n;
@@ -162,12 +198,9 @@ MC_EXPORT void *calloc(size_t nmemb, size_t size)
         errno = ENOMEM;
         return NULL;
     }
-    if (DP_LIKELY(n <= MC_SMALL_MAX &&
-                  atomic_load_explicit(&mc_inited, memory_order_acquire))) {
-        void *o = dp_tcache_get(mc_pool[mc_class(n)]);
-        if (DP_LIKELY(o != NULL))
-            return memset(o, 0, n);
-    }
+    void *o;
+    if (DP_LIKELY(n <= MC_SMALL_MAX) && DP_LIKELY(hot_pop(mc_class(n), &o)))
+        return memset(o, 0, n);
     return mc_alloc(n, 0, true, false);
 }
 
