@@ -402,6 +402,81 @@ Test(cache, thread_exit_returns_the_threads_cached_objects)
     finish(p, m);
 }
 
+/* Threads by the thousand, in waves of four: each gets a few objects,
+ * puts the ones a thread of the previous wave left, keeps its own in the
+ * slot; while alive it sees its puts in its own cache.  Exited threads'
+ * caches are reused by later threads (cache.c, "Spare caches"): every
+ * one must start empty and working, and the counts stay exact. */
+enum { CHURN_WAVE = 4, CHURN_PER = 5 };
+struct churn {
+    dp_pool_t *p;
+    void **slot;
+    int uncached; /* the thread's puts never reached its own cache */
+};
+
+static void *churn_main(void *arg)
+{
+    struct churn *c = arg;
+    void *mine[CHURN_PER];
+    for (int i = 0; i < CHURN_PER; i++) {
+        mine[i] = dp_pool_get(c->p, DP_WAITOK);
+        cr_assert_not_null(mine[i]);
+        memset(mine[i], 0x6b, 64);
+    }
+    /* A put and a get of its own: the object stays in this thread's
+     * bin, no other thread's cache holds anything now (they have
+     * exited, or wait at the join), so the pool must count it cached. */
+    dp_pool_put(c->p, mine[0]);
+    c->uncached = tu_stats(c->p).objs_cached == 0;
+    mine[0] = dp_pool_get(c->p, DP_WAITOK);
+    cr_assert_not_null(mine[0]);
+    for (int i = 0; i < CHURN_PER; i++) {
+        if (c->slot[i])
+            dp_pool_put(c->p, c->slot[i]); /* another thread's object */
+        c->slot[i] = mine[i];
+    }
+    return NULL;
+}
+
+Test(cache, short_lived_threads_by_the_thousand_reuse_caches_and_count_exactly)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *p = mkpool(m, 0, 0);
+    static void *slots[CHURN_WAVE][CHURN_PER];
+    memset(slots, 0, sizeof(slots));
+    uint64_t waves = tu_scaled(500);
+    for (uint64_t w = 0; w < waves; w++) {
+        pthread_t t[CHURN_WAVE];
+        struct churn c[CHURN_WAVE];
+        /* One thread at a time is alive: its cache is the only one that
+         * can hold objects while it looks. */
+        for (int i = 0; i < CHURN_WAVE; i++) {
+            c[i] = (struct churn){.p = p, .slot = slots[(i + w) % CHURN_WAVE]};
+            cr_assert_eq(pthread_create(&t[i], NULL, churn_main, &c[i]), 0);
+            pthread_join(t[i], NULL);
+            cr_assert_eq(c[i].uncached, 0,
+                         "wave %llu: a thread's put did not reach its cache",
+                         (unsigned long long)w);
+        }
+        dp_pool_stats_t st = tu_stats(p);
+        cr_assert_eq(st.objs_cached, 0, "wave %llu: exited caches hold %llu",
+                     (unsigned long long)w,
+                     (unsigned long long)st.objs_cached);
+    }
+    dp_pool_stats_t st = tu_stats(p);
+    uint64_t threads = waves * CHURN_WAVE;
+    cr_assert_eq(st.gets, threads * (CHURN_PER + 1), "gets: %llu",
+                 (unsigned long long)st.gets);
+    cr_assert_eq(st.objs_inuse, CHURN_WAVE * CHURN_PER);
+    for (int i = 0; i < CHURN_WAVE; i++)
+        for (int j = 0; j < CHURN_PER; j++)
+            dp_pool_put(p, slots[i][j]);
+    st = tu_stats(p);
+    cr_assert_eq(st.objs_inuse, 0);
+    cr_assert_eq(st.puts, st.gets);
+    finish(p, m);
+}
+
 Test(cache, destroy_takes_back_objects_cached_by_a_live_idle_thread)
 {
     dp_mock_t *m = dp_mock_create(0);
