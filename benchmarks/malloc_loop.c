@@ -9,9 +9,10 @@
  *   malloc_loop simple   glibc's malloc-simple kind: k blocks of one size
  *                        allocated, then freed (k 25, 100, 400; sizes 16,
  *                        32, ..., 512), ns per pair
- *   malloc_loop bignum   a bignum-like program: numbers of 1..64 limbs,
- *                        each operation allocates its result and frees an
- *                        operand, ms in all
+ *   malloc_loop bignum   a bignum-like program: numbers of 1..32 limbs,
+ *                        each operation allocates its result and a
+ *                        temporary and frees both an operand and the
+ *                        temporary, ms in all
  *   malloc_loop threads  threads created and joined by the thousand, four
  *                        at a time; each allocates a few blocks, frees
  *                        the blocks an earlier thread left, leaves its
@@ -109,12 +110,13 @@ static struct num *num_new(uint32_t len)
     return x;
 }
 
-/* x + y, or x * (low limb of y) truncated: a result 1..64 limbs long. */
+/* x + y, or x * (low limb of y) truncated to 1..16 limbs: results of
+ * 1..32 limbs (16 to 264 bytes with the header), mostly short. */
 static struct num *num_op(const struct num *x, const struct num *y, int mul)
 {
     uint32_t len = (x->len > y->len ? x->len : y->len) + 1;
-    if (mul)
-        len = 1 + (uint32_t)(xs() % 64);
+    if (mul || len > 32)
+        len = 1 + (uint32_t)(xs() % 16);
     struct num *r = num_new(len);
     uint64_t c = 0, m = y->limb[0] | 1;
     for (uint32_t i = 0; i < len; i++) {
@@ -142,7 +144,7 @@ static double run_bignum(void)
         for (uint32_t j = 0; j < v[i]->len; j++)
             v[i]->limb[j] = xs();
     }
-    long n = 4000000L * scale;
+    long n = 10000000L * scale;
     uint64_t sum = 0;
     double t0 = now();
     for (long i = 0; i < n; i++) {

@@ -7,7 +7,8 @@
 #   scripts/malloc_loop.sh [workload...]   default: pair simple bignum threads
 #
 # Knobs (environment): ML_ROUNDS (default 7), ML_SCALE (default 1),
-# ML_ALLOCATORS (default "deferpool glibc jemalloc mimalloc tcmalloc").
+# ML_ALLOCATORS (default "deferpool glibc jemalloc mimalloc tcmalloc"; an
+# entry name=/path/to/lib.so adds another build, e.g. an older one).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -17,7 +18,7 @@ opts=(-Dbuildtype=release -Dtests=disabled -Dbenchmarks=enabled)
 if [ ! -f "$build/build.ninja" ]; then
     meson setup "$build" "${opts[@]}" >/dev/null
 fi
-ninja -C "$build" benchmarks/malloc_loop libdeferpool-malloc.so >/dev/null
+ninja -C "$build" benchmarks/malloc_loop libdeferpool-malloc.so.0.1.0 >/dev/null
 
 prog=$build/benchmarks/malloc_loop
 libdir=/usr/lib/x86_64-linux-gnu
@@ -28,7 +29,14 @@ declare -A lib=(
     [mimalloc]=$libdir/libmimalloc.so.2
     [tcmalloc]=$libdir/libtcmalloc_minimal.so.4
 )
-allocs=(${ML_ALLOCATORS:-deferpool glibc jemalloc mimalloc tcmalloc})
+allocs=()
+for a in ${ML_ALLOCATORS:-deferpool glibc jemalloc mimalloc tcmalloc}; do
+    if [[ $a == *=* ]]; then
+        lib[${a%%=*}]=${a#*=}
+        a=${a%%=*}
+    fi
+    allocs+=("$a")
+done
 rounds=${ML_ROUNDS:-7}
 scale=${ML_SCALE:-1}
 works=("$@")
