@@ -108,8 +108,8 @@ static enum mc_kind mc_lookup(const void *p, size_t *usable, void **hdr)
 
 /* ---- the malloc family ----------------------------------------------------- */
 
-/* malloc()'s miss, out of line: the hit path then keeps nothing live
- * across the pop and needs no callee-saved register. */
+/* malloc()'s miss, out of line and cold: the hit path's code stays
+ * short (docs/malloc.md, "The hit paths"). */
 static DP_NOINLINE void *malloc_miss(size_t n)
 {
     return mc_alloc(n, 0, false, false);
@@ -136,13 +136,6 @@ MC_EXPORT void *malloc(size_t n)
     return malloc_miss(n);
 }
 
-/*
- * free: a page-map lookup (lock-free loads), which names the pool of a
- * small block without reading its page header, then either dp_pool_put's
- * fast path (this thread's bin) or its lock-free page put, or a push of a
- * block on its thread list or mc_lq.  No lock, no system call, no
- * provider call.
- */
 /* free() of anything but a small block: a block, bootstrap memory, or
  * a pointer the malloc never handed out.  Out of line, so that free()'s
  * small-block path needs no stack frame. */
