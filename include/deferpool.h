@@ -308,7 +308,9 @@ DP_API void dp_pool_put(dp_pool_t *pool, void *obj);
  * getter about to sleep.  A thread's cache is created by its first
  * DP_WAITOK get that misses (never by a DP_NOWAIT get or a put).  At most
  * 256 pools have caches at a time; later ones run uncached until a cached
- * pool is destroyed.  Requires membarrier(2) (Linux >= 4.14); without it
+ * pool is destroyed.  An exited thread's emptied cache is kept (up to 16)
+ * for the next thread to start, so a thread's first get maps nothing
+ * once others have ended.  Requires membarrier(2) (Linux >= 4.14); without it
  * pools run uncached.
  *
  * Objects a thread's cache overflows with go to its pool's depot, whole

@@ -18,8 +18,7 @@
  * initial-exec TLS: one %fs-relative load, no __tls_get_addr. */
 DP_HIDDEN DP_TLS struct dp_tcache *dp_tc;
 
-struct dp_tcg dp_tcg = {PTHREAD_MUTEX_INITIALIZER, {NULL, NULL, 0}, {0}, 0, 0,
-                        false};
+struct dp_tcg dp_tcg = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 
 static pthread_once_t dp_tcg_once = PTHREAD_ONCE_INIT; /* tcg_init */
@@ -129,35 +128,79 @@ void dp_tcache_pool_init(struct dp_pool *p)
 #define DP_MAG_STOCK 8
 
 
+/*
+ * Spare caches.  A thread's cache is one mapping of address space (about
+ * a megabyte, mostly untouched) and a place on dp_tcg's list.  A thread
+ * that exits keeps its emptied cache on dp_tcg.spare, up to
+ * DP_TC_SPARES of them, and the next thread's first cached get takes it
+ * from there: a program that starts and ends threads by the thousand
+ * pays no mmap, madvise or munmap per thread, and the new thread finds
+ * the bins' slot pages already faulted in.  A spare is an empty cache:
+ * every bin unbound, active and drain 0.  The reclaim pass unmaps the
+ * spares that stayed unused for a whole pass (dp_tcache_gc), so they
+ * never pin memory for long.
+ */
+#define DP_TC_SPARES 16
+
+static struct dp_tcache *tc_map(void)
+{
+    struct dp_tcache *tc = dp_os_map(DP_TC_MAPLEN);
+    if (!tc)
+        return NULL;
+    /* Touched sparsely (the bins in use): no huge page may make the rest
+     * resident (docs/tuning.md, `thp`). */
+    dp_map_nohuge(tc, DP_TC_MAPLEN);
+    tc->slotmem = (void **)((char *)tc + DP_TC_HEAD);
+    for (int i = 0; i < DP_TC_BINS; i++)
+        tc->bins[i].slots = bin_area(tc, (size_t)i);
+    return tc;
+}
+
+static bool tcg_lock(bool nowait)
+{
+    if (!nowait) {
+        pthread_mutex_lock(&dp_tcg.lock);
+        return true;
+    }
+    return pthread_mutex_trylock(&dp_tcg.lock) == 0;
+}
+
+/* Keep an exited thread's cache (emptied, unlinked) for the next thread;
+ * false: enough are kept, the caller unmaps it.  Lock held. */
+static bool tc_retire_locked(struct dp_tcache *tc)
+{
+    if (dp_tcg.nspare >= DP_TC_SPARES)
+        return false;
+    atomic_store_explicit(&tc->drain, 0, DP_RLX);
+    atomic_store_explicit(&tc->active, 0, DP_RLX);
+    tc->seen_sig = 0;
+    tc->prev = NULL;
+    tc->next = dp_tcg.spare;
+    dp_tcg.spare = tc;
+    dp_tcg.nspare++;
+    return true;
+}
+
 /* nowait: a DP_NOWAIT get's creation, which does not wait for the cache
  * lock (a drain holds it across membarrier): if it is taken, the get
  * goes uncached this time and a later miss tries again. */
 static struct dp_tcache *tc_create(bool nowait)
 {
-    struct dp_tcache *tc = dp_os_map(sizeof(*tc));
-    if (!tc)
+    if (!tcg_lock(nowait))
         return NULL;
-    tc->slotmem = dp_os_map(DP_TC_SLOTMEM);
-    if (!tc->slotmem) {
-        dp_os_unmap(tc, sizeof(*tc));
-        return NULL;
-    }
-    /* Both are touched sparsely (the bins in use): no huge page may make
-     * the rest resident (docs/tuning.md, `thp`). */
-    dp_map_nohuge(tc, sizeof(*tc));
-    dp_map_nohuge(tc->slotmem, DP_TC_SLOTMEM);
-    for (int i = 0; i < DP_TC_BINS; i++)
-        tc->bins[i].slots = bin_area(tc, (size_t)i);
-    if (pthread_setspecific(dp_tcg.key, tc) != 0) {
-        tc_unmap(tc);
-        return NULL;
-    }
-    if (!nowait) {
-        pthread_mutex_lock(&dp_tcg.lock);
-    } else if (pthread_mutex_trylock(&dp_tcg.lock) != 0) {
-        pthread_setspecific(dp_tcg.key, NULL);
-        tc_unmap(tc);
-        return NULL;
+    struct dp_tcache *tc = dp_tcg.spare;
+    if (tc) {
+        dp_tcg.spare = tc->next;
+        dp_tcg.nspare--;
+    } else {
+        pthread_mutex_unlock(&dp_tcg.lock);
+        tc = tc_map();
+        if (!tc)
+            return NULL;
+        if (!tcg_lock(nowait)) {
+            tc_unmap(tc);
+            return NULL;
+        }
     }
     /* A fork between its claims and its locks owns every cache: a new
      * one starts claimed, so its owner keeps off it until the fork is
@@ -166,8 +209,41 @@ static struct dp_tcache *tc_create(bool nowait)
         atomic_store_explicit(&tc->drain, DP_TC_CLAIMED, DP_RLX);
     DP_LIST_PUSH_HEAD(&dp_tcg.caches, tc, next, prev);
     pthread_mutex_unlock(&dp_tcg.lock);
+    /* Outside the lock: glibc may allocate for the key (a malloc inside
+     * the allocator, served by the bootstrap arena).  On failure the
+     * cache, on the list but empty and never used, goes back. */
+    if (pthread_setspecific(dp_tcg.key, tc) != 0) {
+        pthread_mutex_lock(&dp_tcg.lock);
+        tc_unlink_locked(tc);
+        bool kept = tc_retire_locked(tc);
+        pthread_mutex_unlock(&dp_tcg.lock);
+        if (!kept)
+            tc_unmap(tc);
+        return NULL;
+    }
     dp_tc = tc;
     return tc;
+}
+
+/* Reclaim pass: unmap the spares that were spare at the previous pass
+ * too (seen_sig 1); mark the others.  Called by dp_tcache_gc, lock
+ * held; returns the list to unmap after unlocking. */
+struct dp_tcache *dp_tc_spares_age_locked(void)
+{
+    struct dp_tcache *old = NULL, **pp = &dp_tcg.spare;
+    while (*pp) {
+        struct dp_tcache *tc = *pp;
+        if (tc->seen_sig) {
+            *pp = tc->next;
+            dp_tcg.nspare--;
+            tc->next = old;
+            old = tc;
+        } else {
+            tc->seen_sig = 1;
+            pp = &tc->next;
+        }
+    }
+    return old;
 }
 
 uint32_t dp_tcache_want(struct dp_pool *p, bool nowait)
@@ -485,8 +561,10 @@ static void tc_thread_exit(void *v)
         dp_tc_flush_bin(tc, &tc->bins[j], true);
     dp_tc_flush_ext(tc, true);
     dp_test_hook(DP_TEST_TC_EXIT);
+    bool kept = tc_retire_locked(tc);
     pthread_mutex_unlock(&dp_tcg.lock);
-    tc_unmap(tc);
+    if (!kept)
+        tc_unmap(tc);
 }
 
 void dp_thread_cache_flush(void)

@@ -21,6 +21,10 @@ struct dp_tcg {
     int state;             /* 0 untried, 1 usable, -1 no membarrier;
                               set once by tcg_init (pthread_once)    */
     bool forking;          /* lock: a fork holds the claims ("Fork")  */
+    struct dp_tcache *spare; /* lock: caches of exited threads, kept
+                                for the next new thread (cache.c,
+                                "Spare caches"), linked by next       */
+    unsigned nspare;       /* lock: caches on `spare`                 */
 };
 extern DP_HIDDEN struct dp_tcg dp_tcg;
 
@@ -38,12 +42,15 @@ static inline void **bin_area(struct dp_tcache *tc, size_t i)
     return tc->slotmem + i * DP_TC_AREA;
 }
 
-/* One mapping for the cache and one for every bin's slot array: address
- * space only; a bin's slots cost memory once the bin is used. */
+/* One mapping holds the cache and, from the next page on, every bin's
+ * slot array: address space only; a bin's slots cost memory once the
+ * bin is used. */
+#define DP_TC_HEAD (((sizeof(struct dp_tcache) + 4095) / 4096) * 4096)
+#define DP_TC_MAPLEN (DP_TC_HEAD + DP_TC_SLOTMEM)
+
 static inline void tc_unmap(struct dp_tcache *tc)
 {
-    dp_os_unmap(tc->slotmem, DP_TC_SLOTMEM);
-    dp_os_unmap(tc, sizeof(*tc));
+    dp_os_unmap(tc, DP_TC_MAPLEN);
 }
 
 static inline void bin_set_n(struct dp_tbin *b, uint32_t n)
@@ -82,6 +89,10 @@ static inline void tc_unlink_locked(struct dp_tcache *tc)
  * pool destroy, a fork child). */
 DP_HIDDEN void dp_tc_flush_bin(struct dp_tcache *tc, struct dp_tbin *b,
                                bool forget);
+/* Reclaim pass: detach the spare caches unused since the last pass
+ * (cache.c, "Spare caches"), linked by next, for the caller to unmap
+ * once it has dropped the lock. */
+DP_HIDDEN struct dp_tcache *dp_tc_spares_age_locked(void);
 /* Hand back a cache's ext lists (same rules); returns the entries. */
 DP_HIDDEN size_t dp_tc_flush_ext(struct dp_tcache *tc, bool forget);
 

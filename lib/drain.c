@@ -153,6 +153,7 @@ void dp_tcache_drain_pool(struct dp_pool *p, bool wait, bool release)
 void dp_tcache_gc(void)
 {
     pthread_mutex_lock(&dp_tcg.lock);
+    struct dp_tcache *old = dp_tc_spares_age_locked();
     struct tc_batch batch = {.n = 0, .idx = -1, .forget = false};
     for (struct dp_tcache *tc = dp_tcg.caches.head; tc; tc = tc->next) {
         /* A get changes `gets`; a put changes n, and a flush n and net
@@ -190,6 +191,11 @@ void dp_tcache_gc(void)
     }
     batch_flush_locked(&batch);
     pthread_mutex_unlock(&dp_tcg.lock);
+    while (old) {
+        struct dp_tcache *next = old->next;
+        tc_unmap(old);
+        old = next;
+    }
 }
 
 void dp_tcache_sum(struct dp_pool *p, uint64_t *cached, uint64_t *gets)

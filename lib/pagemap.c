@@ -34,16 +34,12 @@ static dp_pm_slot *pm_child(dp_pm_slot *slot, bool create)
 
 static dp_pm_slot *pm_leaf(uintptr_t frame, bool create)
 {
-    if (frame >> (3 * DP_PM_BITS))
+    if (frame >> (2 * DP_PM_BITS))
         return NULL;
-    dp_pm_slot *l2 = pm_child(&dp_pm_root[frame >> (2 * DP_PM_BITS)], create);
-    if (!l2)
+    dp_pm_slot *leaf = pm_child(&dp_pm_root[frame >> DP_PM_BITS], create);
+    if (!leaf)
         return NULL;
-    dp_pm_slot *l3 =
-        pm_child(&l2[(frame >> DP_PM_BITS) & (DP_PM_FAN - 1)], create);
-    if (!l3)
-        return NULL;
-    return &l3[frame & (DP_PM_FAN - 1)];
+    return &leaf[frame & (DP_PM_FAN - 1)];
 }
 
 int dp_pagemap_set(void *base, size_t size, void *pg)

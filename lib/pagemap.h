@@ -24,28 +24,26 @@ DP_HIDDEN int dp_pagemap_reserve(void *base, size_t size);
 /* Map addr's frame to owner, only if its node exists: never a system
  * call, so it may run under a lock.  -1: no node (nothing stored). */
 DP_HIDDEN int dp_pagemap_store(void *addr, void *owner);
-/* 48-bit addresses, 4 KiB frames: 36 bits of frame number, 12+12+12.
- * Nodes are installed with a CAS (pagemap.c) and never freed, so a reader
- * needs only acquire loads.  The root is static and zeroed. */
-#define DP_PM_BITS 12
+/* 48-bit addresses, 4 KiB frames: 36 bits of frame number, 18 + 18.
+ * The root (static, zeroed: 2 MiB of address space, touched where it is
+ * written) names leaves of 2^18 frames (1 GiB of address space each),
+ * installed with a CAS (pagemap.c) and never freed, so a reader needs
+ * only acquire loads: two dependent loads per lookup. */
+#define DP_PM_BITS 18
 #define DP_PM_FAN (1u << DP_PM_BITS)
 typedef _Atomic(void *) dp_pm_slot;
 extern DP_HIDDEN dp_pm_slot dp_pm_root[DP_PM_FAN];
-/* Inline: free() in the malloc layer is this lookup and a tail call. */
+/* Inline: free() in the malloc layer is this lookup and the cache put. */
 static inline void *dp_pagemap_get(const void *addr)
 {
     uintptr_t f = (uintptr_t)addr >> 12;
-    if (DP_UNLIKELY(f >> (3 * DP_PM_BITS)))
+    if (DP_UNLIKELY(f >> (2 * DP_PM_BITS)))
         return NULL;
-    dp_pm_slot *l2 = atomic_load_explicit(&dp_pm_root[f >> (2 * DP_PM_BITS)],
-                                          memory_order_acquire);
-    if (DP_UNLIKELY(!l2))
+    dp_pm_slot *leaf = atomic_load_explicit(&dp_pm_root[f >> DP_PM_BITS],
+                                            memory_order_acquire);
+    if (DP_UNLIKELY(!leaf))
         return NULL;
-    dp_pm_slot *l3 = atomic_load_explicit(
-        &l2[(f >> DP_PM_BITS) & (DP_PM_FAN - 1)], memory_order_acquire);
-    if (DP_UNLIKELY(!l3))
-        return NULL;
-    return atomic_load_explicit(&l3[f & (DP_PM_FAN - 1)],
+    return atomic_load_explicit(&leaf[f & (DP_PM_FAN - 1)],
                                 memory_order_acquire);
 }
 static inline void *dp_pm_pool(struct dp_pool *p)

@@ -408,6 +408,148 @@ Test(cache, thread_exit_returns_the_threads_cached_objects)
     finish(p, m);
 }
 
+/* Threads by the thousand, in waves of four: each gets a few objects,
+ * puts the ones a thread of the previous wave left, keeps its own in the
+ * slot; while alive it sees its puts in its own cache.  Exited threads'
+ * caches are reused by later threads (cache.c, "Spare caches"): every
+ * one must start empty and working, and the counts stay exact. */
+enum { CHURN_WAVE = 4, CHURN_PER = 5 };
+struct churn {
+    dp_pool_t *p;
+    void **slot;
+    int uncached; /* the thread's puts never reached its own cache */
+};
+
+static void *churn_main(void *arg)
+{
+    struct churn *c = arg;
+    void *mine[CHURN_PER];
+    for (int i = 0; i < CHURN_PER; i++) {
+        mine[i] = dp_pool_get(c->p, DP_WAITOK);
+        cr_assert_not_null(mine[i]);
+        memset(mine[i], 0x6b, 64);
+    }
+    /* A put and a get of its own: the object stays in this thread's
+     * bin, no other thread's cache holds anything now (they have
+     * exited, or wait at the join), so the pool must count it cached. */
+    dp_pool_put(c->p, mine[0]);
+    c->uncached = tu_stats(c->p).objs_cached == 0;
+    mine[0] = dp_pool_get(c->p, DP_WAITOK);
+    cr_assert_not_null(mine[0]);
+    for (int i = 0; i < CHURN_PER; i++) {
+        if (c->slot[i])
+            dp_pool_put(c->p, c->slot[i]); /* another thread's object */
+        c->slot[i] = mine[i];
+    }
+    return NULL;
+}
+
+Test(cache, short_lived_threads_by_the_thousand_reuse_caches_and_count_exactly)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *p = mkpool(m, 0, 0);
+    static void *slots[CHURN_WAVE][CHURN_PER];
+    memset(slots, 0, sizeof(slots));
+    uint64_t waves = tu_scaled(500);
+    for (uint64_t w = 0; w < waves; w++) {
+        pthread_t t[CHURN_WAVE];
+        struct churn c[CHURN_WAVE];
+        /* One thread at a time is alive: its cache is the only one that
+         * can hold objects while it looks. */
+        for (int i = 0; i < CHURN_WAVE; i++) {
+            c[i] = (struct churn){.p = p, .slot = slots[(i + w) % CHURN_WAVE]};
+            cr_assert_eq(pthread_create(&t[i], NULL, churn_main, &c[i]), 0);
+            pthread_join(t[i], NULL);
+            cr_assert_eq(c[i].uncached, 0,
+                         "wave %llu: a thread's put did not reach its cache",
+                         (unsigned long long)w);
+        }
+        dp_pool_stats_t st = tu_stats(p);
+        cr_assert_eq(st.objs_cached, 0, "wave %llu: exited caches hold %llu",
+                     (unsigned long long)w,
+                     (unsigned long long)st.objs_cached);
+    }
+    dp_pool_stats_t st = tu_stats(p);
+    uint64_t threads = waves * CHURN_WAVE;
+    cr_assert_eq(st.gets, threads * (CHURN_PER + 1), "gets: %llu",
+                 (unsigned long long)st.gets);
+    cr_assert_eq(st.objs_inuse, CHURN_WAVE * CHURN_PER);
+    for (int i = 0; i < CHURN_WAVE; i++)
+        for (int j = 0; j < CHURN_PER; j++)
+            dp_pool_put(p, slots[i][j]);
+    st = tu_stats(p);
+    cr_assert_eq(st.objs_inuse, 0);
+    cr_assert_eq(st.puts, st.gets);
+    finish(p, m);
+}
+
+/* A thread whose mmap fails (EPERM, by a seccomp filter of its own) can
+ * create a cache only from a spare: it gets and puts one object and
+ * reports whether the put stayed in a cache.  Skipped under sanitizers,
+ * whose runtimes map memory in any thread. */
+static void *nommap_get_put(void *arg)
+{
+    dp_pool_t *p = arg;
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_mmap, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof f / sizeof f[0], .filter = f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
+        return (void *)(intptr_t)-1;
+    void *o = dp_pool_get(p, DP_WAITOK);
+    if (!o)
+        return (void *)(intptr_t)-1;
+    dp_pool_put(p, o);
+    return (void *)(intptr_t)(tu_stats(p).objs_cached != 0);
+}
+
+static intptr_t run_nommap(dp_pool_t *p)
+{
+    pthread_t t;
+    void *r;
+    cr_assert_eq(pthread_create(&t, NULL, nommap_get_put, p), 0);
+    pthread_join(t, &r);
+    cr_assert_neq((intptr_t)r, -1, "seccomp filter or get failed");
+    return (intptr_t)r;
+}
+
+static void *get_put_exit(void *arg)
+{
+    dp_pool_put(arg, dp_pool_get(arg, DP_WAITOK));
+    return NULL;
+}
+
+/* An exited thread's cache serves the next thread without a mapping;
+ * two reclaim passes with no thread starting in between unmap it, and
+ * the next thread has to map a cache of its own. */
+Test(cache, an_exited_threads_cache_serves_the_next_thread_until_two_passes_unmap_it)
+{
+#if TU_TSAN || defined(__SANITIZE_ADDRESS__)
+    cr_skip_test("sanitizer runtimes map memory in any thread");
+#endif
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *p = mkpool(m, 0, 0);
+    /* One object out: its page is never empty, so no pass returns it and
+     * no get needs the provider. */
+    void *keep = dp_pool_get(p, DP_WAITOK);
+    cr_assert_not_null(keep);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, get_put_exit, p), 0);
+    pthread_join(t, NULL);
+    cr_assert_eq(run_nommap(p), 1, "no spare cache after a thread exited");
+    dp_reclaim_step(); /* marks the spare */
+    cr_assert_eq(run_nommap(p), 1, "one pass unmapped a spare in use since");
+    dp_reclaim_step();
+    dp_reclaim_step(); /* unmaps it */
+    cr_assert_eq(run_nommap(p), 0, "a spare unused for a whole pass was kept");
+    dp_pool_put(p, keep);
+    finish(p, m);
+}
+
 Test(cache, destroy_takes_back_objects_cached_by_a_live_idle_thread)
 {
     dp_mock_t *m = dp_mock_create(0);

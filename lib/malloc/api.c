@@ -118,23 +118,42 @@ static enum mc_kind mc_lookup(void *p, size_t *usable, void **hdr,
 
 /* ---- the malloc family ----------------------------------------------------- */
 
-MC_EXPORT void *malloc(size_t n)
+/* malloc()'s miss, out of line and cold: the hit path's code stays
+ * short (docs/malloc.md, "The hit paths"). */
+static DP_NOINLINE void *malloc_miss(size_t n)
 {
-    if (DP_LIKELY(n <= MC_SMALL_MAX &&
-                  atomic_load_explicit(&mc_inited, memory_order_acquire))) {
-        dp_pool_t *pool = mc_pool[mc_class(n)];
-        void *o = dp_tcache_get(pool);
-        if (DP_LIKELY(o != NULL)) {
-            mc_untag(pool, o);
-            return o;
-        }
-    }
     return mc_alloc(n, 0, false, false);
 }
 
-/* free() of anything but a small block: out of line, so that the small
- * block's path needs no stack frame. */
-static DP_NOINLINE void mc_free_block(void *p, void *o)
+/* The class pool's thread-cache pop into *o, its free tag cleared
+ * (harden.c); false: a miss.  Before mc_init, mc_hot[] names mc_nopool,
+ * whose pop misses: no test of mc_inited here. */
+static inline bool hot_pop(unsigned c, void **o)
+{
+    dp_pool_t *p = atomic_load_explicit(&mc_hot[c], memory_order_acquire);
+    if (!dp_tcache_pop(p, o))
+        return false;
+    mc_untag(p, *o);
+    return true;
+}
+
+/* The table's sizes first: one compare before the table load. */
+MC_EXPORT void *malloc(size_t n)
+{
+    void *o;
+    if (DP_LIKELY(n <= MC_TABLE_MAX)) {
+        if (DP_LIKELY(hot_pop(mc_small_class[(n + 7) >> 3], &o)))
+            return o;
+    } else if (n <= MC_SMALL_MAX && hot_pop(mc_class(n), &o)) {
+        return o;
+    }
+    return malloc_miss(n);
+}
+
+/* free() of anything but a small block: a block, bootstrap memory, or
+ * a pointer the malloc never handed out.  Out of line, so that free()'s
+ * small-block path needs no stack frame. */
+static DP_NOINLINE void free_other(void *p, void *o)
 {
     struct mc_block *h = as_block(o);
     if (DP_LIKELY(h && block_user(h) == p && block_free(h)))
@@ -144,10 +163,10 @@ static DP_NOINLINE void mc_free_block(void *p, void *o)
 
 /*
  * free: a page-map lookup (lock-free loads), which names the pool of a
- * small block without reading its page header, then either dp_pool_put's
- * fast path (this thread's bin) or its lock-free page put, or a push of a
- * block on its thread list or mc_lq.  No lock, no system call, no
- * provider call.
+ * small block without reading its page header, then either the thread
+ * cache's put (inline: this thread's bin) or dp_pool_put (its lock-free
+ * page put), or, out of line, a push of a block on its thread list or
+ * mc_lq.  No lock, no system call, no provider call.
  *
  * A small block must start a slot and not carry the free tag
  * (mc_small_bad: a multiply, a rotate, two compares and the tag word's
@@ -155,24 +174,29 @@ static DP_NOINLINE void mc_free_block(void *p, void *o)
  * pool's.  A block must be named by its user pointer's frame and win its
  * state CAS.  Anything else aborts with a message (harden.c), except
  * bootstrap memory, which is never reused, and anything before mc_init.
+ * An ASan build puts through dp_pool_put, which poisons the block.
  */
 MC_EXPORT void free(void *p)
 {
     if (DP_UNLIKELY(!p))
         return;
     void *o = dp_pagemap_get(p);
-    struct dp_pool *pool = dp_pm_as_pool(o);
-    if (DP_LIKELY(pool != NULL)) {
+    /* A pool's pages map to the pool tagged with the low bit (never to
+     * the tag alone): the tag test is the pool test. */
+    if (DP_LIKELY((uintptr_t)o & 1u)) {
+        struct dp_pool *pool = (struct dp_pool *)((uintptr_t)o - 1u);
         uintptr_t *w = mc_tag_word(pool, p), tag = mc_tag(p);
         if (DP_UNLIKELY(mc_small_bad(pool, p, w, tag))) {
             mc_small_free_bad(pool, p); /* a tail call: no stack frame */
             return;
         }
         *w = tag;
+        if (!DP_AN_ASAN && DP_LIKELY(dp_tcache_put(pool, p)))
+            return;
         dp_pool_put(pool, p);
         return;
     }
-    mc_free_block(p, o);
+    free_other(p, o);
 }
 
 MC_EXPORT void *calloc(size_t nmemb, size_t size)
@@ -182,15 +206,9 @@ MC_EXPORT void *calloc(size_t nmemb, size_t size)
         errno = ENOMEM;
         return NULL;
     }
-    if (DP_LIKELY(n <= MC_SMALL_MAX &&
-                  atomic_load_explicit(&mc_inited, memory_order_acquire))) {
-        dp_pool_t *pool = mc_pool[mc_class(n)];
-        void *o = dp_tcache_get(pool);
-        if (DP_LIKELY(o != NULL)) {
-            mc_untag(pool, o); /* n may not reach the tag word */
-            return memset(o, 0, n);
-        }
-    }
+    void *o;
+    if (DP_LIKELY(n <= MC_SMALL_MAX) && DP_LIKELY(hot_pop(mc_class(n), &o)))
+        return memset(o, 0, n);
     return mc_alloc(n, 0, true, false);
 }
 

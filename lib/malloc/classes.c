@@ -5,9 +5,20 @@
  */
 #include "malloc_internal.h"
 
-/* Sizes 0..128 by (n + 7) >> 3.  Constant. */
-const uint8_t mc_tiny[17] = {0, 0, 1, 2, 2, 3, 3, 4, 4,
-                             5, 5, 6, 6, 7, 7, 8, 8};
+/* Sizes 0..MC_TABLE_MAX by (n + 7) >> 3: the smallest class that holds
+ * n (every class up to MC_TABLE_MAX is a multiple of 8).  Constant, so
+ * that malloc()'s hit path needs no initialisation test. */
+const uint8_t mc_small_class[MC_TABLE_MAX / 8 + 1] = {
+    0, 0, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8,
+    8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11, 12, 12, 12,
+    12, 13, 13, 13, 13, 13, 13, 13, 13, 14, 14, 14, 14, 14, 14, 14,
+    14, 15, 15, 15, 15, 15, 15, 15, 15, 16, 16, 16, 16, 16, 16, 16,
+    16, 17, 17, 17, 17, 17, 17, 17, 17, 17, 17, 17, 17, 17, 17, 17,
+    17, 18, 18, 18, 18, 18, 18, 18, 18, 18, 18, 18, 18, 18, 18, 18,
+    18, 19, 19, 19, 19, 19, 19, 19, 19, 19, 19, 19, 19, 19, 19, 19,
+    19, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20,
+    20,
+};
 
 size_t mc_class_size(unsigned c)
 {

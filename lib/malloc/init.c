@@ -13,6 +13,19 @@ extern char **environ;
 
 /* Globals: malloc_internal.h says how each is synchronised. */
 dp_pool_t *mc_pool[MC_NCLASS];
+/* The stand-in mc_hot[] names until mc_init: its bin (DP_TC_BINS) is the
+ * one no pool binds, always empty; tc_soft 0 makes the pop miss. */
+static struct dp_pool mc_nopool = {.tcbin = DP_TC_BINS};
+#define NOPOOL(i) [i] = &mc_nopool
+dp_pool_t *_Atomic mc_hot[MC_NCLASS] = {
+    NOPOOL(0),  NOPOOL(1),  NOPOOL(2),  NOPOOL(3),  NOPOOL(4),  NOPOOL(5),
+    NOPOOL(6),  NOPOOL(7),  NOPOOL(8),  NOPOOL(9),  NOPOOL(10), NOPOOL(11),
+    NOPOOL(12), NOPOOL(13), NOPOOL(14), NOPOOL(15), NOPOOL(16), NOPOOL(17),
+    NOPOOL(18), NOPOOL(19), NOPOOL(20), NOPOOL(21), NOPOOL(22), NOPOOL(23),
+    NOPOOL(24), NOPOOL(25), NOPOOL(26), NOPOOL(27), NOPOOL(28), NOPOOL(29),
+    NOPOOL(30), NOPOOL(31), NOPOOL(32),
+};
+_Static_assert(MC_NCLASS == 33, "mc_hot: one stand-in per class");
 size_t mc_align[MC_NCLASS];
 _Atomic int mc_inited;
 _Atomic int mc_rt;
@@ -103,6 +116,9 @@ bool mc_init(void)
             ok = mc_pool[c] != NULL;
         }
         if (ok) {
+            for (unsigned c = 0; c < MC_NCLASS; c++)
+                atomic_store_explicit(&mc_hot[c], mc_pool[c],
+                                      memory_order_release);
             dp_reclaim_set_hook(heap_reclaim_hook);
             dp_tcache_ext_register(&mc_tl_ext_ops);
             mc_stats_keep_stderr();

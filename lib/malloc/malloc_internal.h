@@ -28,6 +28,9 @@
  * Globals and how they are synchronised:
  *   mc_pool[], mc_align[]  written once by mc_init under mc_init_lock,
  *       published by the release store of mc_inited.
+ *   mc_hot[]    each entry &mc_nopool until mc_init stores mc_pool[c]
+ *       (release), before it publishes mc_inited; the hit path's load
+ *       is an acquire.
  *   mc_age_ns   written once by mc_init, before mc_inited is published;
  *       read by the heap (any thread that reads mc_inited, or the reclaim
  *       pass, started after it).
@@ -79,13 +82,19 @@
 
 extern DP_HIDDEN dp_pool_t *mc_pool[MC_NCLASS];
 extern DP_HIDDEN size_t mc_align[MC_NCLASS];
-extern DP_HIDDEN const uint8_t mc_tiny[17]; /* sizes 0..128 by (n + 7) >> 3 */
+/* What malloc()'s hit path pops: mc_pool[c] once mc_init published it,
+ * before that mc_nopool, a pool whose thread-cache bin is always empty,
+ * so the hit path misses into mc_alloc without testing mc_inited. */
+extern DP_HIDDEN dp_pool_t *_Atomic mc_hot[MC_NCLASS];
+#define MC_TABLE_MAX ((size_t)1024) /* mc_small_class covers 0..this */
+extern DP_HIDDEN const uint8_t mc_small_class[MC_TABLE_MAX / 8 + 1];
 
-/* Inline: malloc()'s fast path indexes mc_pool[] with it. */
+/* Inline: malloc()'s fast path indexes mc_hot[] with it.  Up to
+ * MC_TABLE_MAX a table load; above, four classes per doubling. */
 static inline unsigned mc_class(size_t n)
 {
-    if (n <= 128)
-        return mc_tiny[(n + 7) >> 3];
+    if (DP_LIKELY(n <= MC_TABLE_MAX))
+        return mc_small_class[(n + 7) >> 3];
     size_t m = n - 1;
     unsigned lg = 63u - (unsigned)__builtin_clzl(m);
     return 9u + (lg - 7u) * 4u + (unsigned)((m >> (lg - 2)) & 3u);

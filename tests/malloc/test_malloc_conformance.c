@@ -83,6 +83,33 @@ Test(malloc_conformance, every_class_boundary_n_minus_1_n_n_plus_1)
         free(keep[i]);
 }
 
+/* Every small size, 0 to small_max, by malloc and calloc: the block's
+ * usable size is the smallest class that holds it (docs/malloc.md, "Size
+ * classes"), whether the class comes from the table (up to 1 KiB) or
+ * from the arithmetic above it. */
+Test(malloc_conformance, every_small_size_gets_the_smallest_class_that_holds_it)
+{
+    size_t cls[64];
+    size_t nc = class_sizes(cls);
+    size_t c = 0;
+    for (size_t n = 0; n <= cls[32]; n++) {
+        while (c < nc && cls[c] < n)
+            c++;
+        void *p = malloc(opaque(n));
+        cr_assert_not_null(p);
+        cr_assert_eq(malloc_usable_size(p), cls[c],
+                     "malloc(%zu): usable %zu, the class is %zu", n,
+                     malloc_usable_size(p), cls[c]);
+        void *q = calloc(1, opaque(n));
+        cr_assert_not_null(q);
+        cr_assert_eq(malloc_usable_size(q), cls[c],
+                     "calloc(1, %zu): usable %zu, the class is %zu", n,
+                     malloc_usable_size(q), cls[c]);
+        free(q);
+        free(p);
+    }
+}
+
 Test(malloc_conformance, large_sizes_up_to_many_mib)
 {
     static const size_t sizes[] = {65537, 100000, 131072, 1 << 20,
