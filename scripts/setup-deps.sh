@@ -14,8 +14,11 @@ usage() {
     exit 2
 }
 
-test_pkgs=(meson ninja-build pkg-config gcc g++ clang libcriterion-dev python3
-           cmake systemtap-sdt-dev man-db libsqlite3-dev)
+# libclang-rt-dev: libFuzzer and clang's sanitizer runtimes (the fuzz mode
+# of scripts/test.sh).
+test_pkgs=(meson ninja-build pkg-config gcc g++ clang libclang-rt-dev
+           libcriterion-dev python3 cmake systemtap-sdt-dev man-db
+           libsqlite3-dev)
 bench_pkgs=(meson ninja-build pkg-config gcc g++ clang libcriterion-dev
             libseccomp-dev libbenchmark-dev libjemalloc-dev libmimalloc-dev
             libgoogle-perftools-dev python3-matplotlib gnuplot-nox strace)
