@@ -269,9 +269,9 @@ run_mode() {
 
 # --- fuzz: tests/fuzz/ -----------------------------------------------------
 # Runs per fuzzer, sized to about a minute of CPU each on the CI machine
-# (docs/design.md, "Fuzzing").  New inputs go to a scratch directory in
+# (2 cores; docs/design.md, "Fuzzing"; docs/benchmarks.md, History).  New inputs go to a scratch directory in
 # the build; the corpus in the repository is only read.
-declare -A fuzz_runs=([fuzz_pool]=20000 [fuzz_malloc]=8000)
+declare -A fuzz_runs=([fuzz_pool]=40000 [fuzz_malloc]=16000)
 
 run_fuzz() {
     local dir=build/test-fuzz f log rc pass=0 fail=0 scratch
