@@ -268,7 +268,7 @@ run_mode() {
 }
 
 # --- fuzz: tests/fuzz/ -----------------------------------------------------
-# Runs per fuzzer, sized to about a minute of CPU each on the CI machine
+# Runs per fuzzer, sized to one to two minutes each on the CI machine
 # (2 cores; docs/design.md, "Fuzzing"; docs/benchmarks.md, History).  New inputs go to a scratch directory in
 # the build; the corpus in the repository is only read.
 declare -A fuzz_runs=([fuzz_pool]=40000 [fuzz_malloc]=16000)
