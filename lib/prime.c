@@ -22,7 +22,8 @@ static size_t phys_pages_of(size_t pagesize)
  * physical memory.  While the prime gathers pages they count towards
  * keep (priming_pages), so that no reclaim returns them under it; the
  * reserve is raised only when it succeeds.  A prime that fails gives back
- * as many empty pages as it obtained and leaves the reserve as it was.
+ * as many empty pages as it obtained (the newest; lowat and the reserve
+ * do not keep them) and leaves the reserve as it was.
  */
 int dp_pool_prime(dp_pool_t *p, size_t nobjs)
 {
@@ -72,8 +73,18 @@ int dp_pool_prime(dp_pool_t *p, size_t nobjs)
     if (!err && nobjs > p->reserve_objs) {
         p->reserve_objs = nobjs;
         p->reserve_pages = need;
-    } else if (err && added) {
-        dp_collect_due_locked(p, 0, added, true, &back);
+    } else if (err) {
+        /* As many empty pages as it obtained, the newest, whatever lowat
+         * and the reserve would keep: the pool is left as it was. */
+        while (added && p->empty.n) {
+            struct dp_page *pg = p->empty.head;
+            DP_LIST_REMOVE(&p->empty, pg, next, prev);
+            pg->list = DP_L_NONE;
+            pg->next = back;
+            back = pg;
+            p->freeing++;
+            added--;
+        }
     }
     pthread_mutex_unlock(&p->lock);
     if (back)

@@ -14,8 +14,11 @@ usage() {
     exit 2
 }
 
-test_pkgs=(meson ninja-build pkg-config gcc g++ clang libcriterion-dev python3
-           cmake systemtap-sdt-dev man-db libsqlite3-dev valgrind)
+# libclang-rt-dev: libFuzzer and clang's sanitizer runtimes (the fuzz mode
+# of scripts/test.sh); valgrind: the misuse tests (tests/misuse).
+test_pkgs=(meson ninja-build pkg-config gcc g++ clang libclang-rt-dev
+           libcriterion-dev python3 cmake systemtap-sdt-dev man-db
+           libsqlite3-dev valgrind)
 bench_pkgs=(meson ninja-build pkg-config gcc g++ clang libcriterion-dev
             libseccomp-dev libbenchmark-dev libjemalloc-dev libmimalloc-dev
             libgoogle-perftools-dev python3-matplotlib gnuplot-nox strace)

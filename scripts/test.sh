@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# test.sh [plain|asan|tsan|all] -- set up, build and run the test suite.
+# test.sh [plain|asan|tsan|fuzz|all] -- set up, build and run the test suite.
 #
 #   plain  optimised debug build, then the installed-library consumer check
 #   asan   AddressSanitizer + UndefinedBehaviorSanitizer
 #   tsan   ThreadSanitizer
-#   all    plain, asan and tsan in that order (what CI runs)
+#   fuzz   the libFuzzer harnesses of tests/fuzz/ (clang, ASan+UBSan), each
+#          for a bounded number of runs from tests/fuzz/corpus/
+#   all    plain, asan, tsan and fuzz in that order (what CI runs)
 #
 # Each mode builds in build/test-<mode> (reconfigured when it exists, wiped
 # when its compiler or options changed) and ends with one line
@@ -20,20 +22,21 @@
 # as failed tests.
 #
 # Tests divide their iteration counts by DP_TEST_SCALE, exported here:
-# plain 1, asan 4, tsan 10.
+# plain 1, asan 4, tsan 10.  The fuzz mode counts each fuzzer as one test;
+# DP_FUZZ_RUNS overrides its number of runs (fuzz_runs below).
 set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root" || exit 1
 
 usage() {
-    echo "usage: $0 [plain|asan|tsan|all]" >&2
+    echo "usage: $0 [plain|asan|tsan|fuzz|all]" >&2
     exit 2
 }
 
 mode=${1:-plain}
 case "$mode" in
-    plain|asan|tsan|all) ;;
+    plain|asan|tsan|fuzz|all) ;;
     *) usage ;;
 esac
 [ $# -le 1 ] || usage
@@ -264,15 +267,70 @@ run_mode() {
     report "$m" "${counts% *}" "${counts#* }"
 }
 
+# --- fuzz: tests/fuzz/ -----------------------------------------------------
+# Runs per fuzzer, sized to one to two minutes each on the CI machine
+# (2 cores; docs/design.md, "Fuzzing"; docs/benchmarks.md, History).  New inputs go to a scratch directory in
+# the build; the corpus in the repository is only read.
+declare -A fuzz_runs=([fuzz_pool]=40000 [fuzz_malloc]=16000)
+
+run_fuzz() {
+    local dir=build/test-fuzz f log rc pass=0 fail=0 scratch
+    echo "=== fuzz: $dir"
+    if ! configure "$dir" "${FUZZ_CC:-clang}" -Dfuzzers=enabled \
+            -Dtests=disabled -Dbenchmarks=disabled -Db_sanitize=none; then
+        echo "fuzz: meson setup failed" >&2
+        failures+="fuzz: meson setup failed"$'\n'
+        report fuzz 0 1
+        return
+    fi
+    if ! ninja -C "$dir" tests/fuzz/fuzz_pool tests/fuzz/fuzz_malloc; then
+        echo "fuzz: build failed" >&2
+        failures+="fuzz: build failed"$'\n'
+        report fuzz 0 1
+        return
+    fi
+    for f in fuzz_pool fuzz_malloc; do
+        log=$dir/meson-logs/$f.log
+        scratch=$dir/fuzz-corpus/$f
+        rm -rf "$scratch" && mkdir -p "$scratch" "$dir/fuzz-artifacts"
+        echo "--- $f: ${DP_FUZZ_RUNS:-${fuzz_runs[$f]}} runs from tests/fuzz/corpus/$f"
+        env ASAN_OPTIONS="abort_on_error=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}" \
+            UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}" \
+            "$dir/tests/fuzz/$f" -runs="${DP_FUZZ_RUNS:-${fuzz_runs[$f]}}" \
+            -max_len=512 -print_final_stats=1 \
+            -artifact_prefix="$dir/fuzz-artifacts/$f-" \
+            "$scratch" "tests/fuzz/corpus/$f" >"$log" 2>&1
+        rc=$?
+        grep -E '^INFO: Seed:|^Done [0-9]+ runs|^stat::number_of_executed_units' "$log"
+        if [ "$rc" -eq 0 ]; then
+            pass=$((pass + 1))
+        else
+            fail=$((fail + 1))
+            echo "fuzz: $f failed (exit $rc), log $log" >&2
+            grep -E '^fuzz_[a-z]+: |ERROR: |^SUMMARY: |Test unit written to' "$log" | head -n 20 >&2
+            failures+="fuzz: $f: exit $rc, $(grep -m1 -E '^fuzz_[a-z]+: |^SUMMARY: ' "$log")"$'\n'
+            failures+="fuzz:   $(grep -m1 -o 'Test unit written to .*' "$log")"$'\n'
+        fi
+    done
+    report fuzz "$pass" "$fail"
+}
+
 if [ "$mode" = all ]; then
     for m in plain asan tsan; do
         run_mode "$m"
     done
+    run_fuzz
     if [ -n "$failures" ]; then
         echo "what failed:"
         printf '%s' "$failures"
     fi
     echo "total: $total_pass passed, $total_fail failed"
+elif [ "$mode" = fuzz ]; then
+    run_fuzz
+    if [ -n "$failures" ]; then
+        echo "what failed:"
+        printf '%s' "$failures"
+    fi
 else
     run_mode "$mode"
 fi

@@ -562,6 +562,29 @@ Test(reclaim, failed_prime_leaves_the_reserve_and_the_pages_as_they_were)
     finish(pool, m);
 }
 
+/* lowat does not keep the pages of a failed prime: the pool had none, and
+ * is left with none (found by tests/fuzz/fuzz_pool). */
+Test(reclaim, failed_prime_gives_its_pages_back_below_lowat)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = policy_pool(m, (struct policy){.lowat = 2, .hiwat = 4});
+    size_t opp = opp_of(pool);
+    /* The provider fails on the second page. */
+    dp_mock_fail_nth(m, 2);
+    errno = 0;
+    cr_assert_eq(dp_pool_prime(pool, 2 * opp), -1);
+    cr_assert_eq(errno, ENOMEM, "errno %d", errno);
+    dp_mock_fail_clear(m);
+    dp_mock_counters_t c = tu_counters(m);
+    cr_assert_eq(c.allocs, 1);
+    dp_pool_stats_t s = tu_stats(pool);
+    cr_assert_eq(s.reserve_objs, 0, "a failed prime raised the reserve");
+    cr_assert_eq(s.pages, 0, "the failed prime kept %" PRIu64 " page(s)",
+                 s.pages);
+    cr_assert_eq(c.frees, 1);
+    finish(pool, m);
+}
+
 struct primer {
     dp_pool_t *pool;
     size_t n;

@@ -4,13 +4,17 @@
  * first malloc or after, forks without hanging; and a child forked while
  * other threads work the heap of medium and large blocks gets that heap
  * whole (its lock held across the fork, its queue recounted), so it can
- * allocate, free and trim to exact counters.  Every wait for a child is
- * bounded: a deadlock fails at once, with a message.
+ * allocate, free and trim to exact counters; and children forked while
+ * threads churn pools (cached and uncached) and the malloc never get an
+ * object twice.  Every wait for a child is bounded: a deadlock fails at
+ * once, with a message.
  */
 #include <criterion/criterion.h>
+#include <deferpool.h>
 #include <deferpool-malloc.h>
 
 #include <errno.h>
+#include <malloc.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -195,4 +199,150 @@ Test(malloc_fork, child_gets_the_heap_whole_while_other_threads_use_it, .timeout
     atomic_store(&heap_stop, 1);
     for (int i = 0; i < 2; i++)
         pthread_join(t[i], NULL);
+}
+
+/* ---- pools and the malloc, churned by threads, at many forks ------------- */
+
+/* Threads get and put objects of a cached and an uncached pool and malloc
+ * and free blocks of every class and some medium sizes, while the test
+ * thread forks.  Each child takes many objects from every pool and every
+ * class: none may be handed out twice (sorted, then compared), the pools
+ * must pass dp_pool_check, and the blocks' usable bytes must not overlap.
+ * The program links libdeferpool next to the drop-in malloc, as a program
+ * may (docs/malloc.md). */
+
+#define ST_POOLS 2
+#define ST_THREADS 3
+static dp_pool_t *st_pool[ST_POOLS];
+static atomic_int st_stop;
+static pthread_barrier_t st_started;
+
+static uint64_t st_next(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static void *st_pool_churn(void *arg)
+{
+    uint64_t s = (uintptr_t)arg;
+    void *v[ST_POOLS][32] = {{0}};
+    pthread_barrier_wait(&st_started);
+    while (!atomic_load(&st_stop)) {
+        unsigned k = (unsigned)(st_next(&s) % ST_POOLS), i = (s >> 8) % 32;
+        dp_pool_put(st_pool[k], v[k][i]);
+        v[k][i] = dp_pool_get(st_pool[k], DP_WAITOK);
+    }
+    for (int k = 0; k < ST_POOLS; k++)
+        for (int i = 0; i < 32; i++)
+            dp_pool_put(st_pool[k], v[k][i]);
+    return NULL;
+}
+
+/* 1 byte to the largest class, and medium blocks past it. */
+static size_t st_size(uint64_t r)
+{
+    return r % 8 ? 1 + r % 8192 : 8193 + (r >> 16) % (120 << 10);
+}
+
+static void *st_malloc_churn(void *arg)
+{
+    uint64_t s = (uintptr_t)arg;
+    void *v[64] = {0};
+    pthread_barrier_wait(&st_started);
+    while (!atomic_load(&st_stop)) {
+        unsigned i = (unsigned)(st_next(&s) % 64);
+        free(v[i]);
+        v[i] = malloc(st_size(s >> 6));
+        if (v[i])
+            *(volatile char *)v[i] = 1;
+    }
+    for (int i = 0; i < 64; i++)
+        free(v[i]);
+    return NULL;
+}
+
+static int st_ptr_cmp(const void *a, const void *b)
+{
+    uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+#define ST_OBJS 1000   /* per pool, in the child  */
+#define ST_BLOCKS 1200 /* malloc blocks, in the child */
+
+/* The child.  Exit code: 0, or the failing step. */
+static int st_child(void)
+{
+    static uintptr_t v[ST_BLOCKS > ST_OBJS ? ST_BLOCKS : ST_OBJS];
+    for (int k = 0; k < ST_POOLS; k++) {
+        for (size_t i = 0; i < ST_OBJS; i++) {
+            void *o = dp_pool_get(st_pool[k], DP_WAITOK);
+            if (!o)
+                return 10 + k;
+            memset(o, 0xa5, 8);
+            v[i] = (uintptr_t)o;
+        }
+        qsort(v, ST_OBJS, sizeof(v[0]), st_ptr_cmp);
+        for (size_t i = 1; i < ST_OBJS; i++)
+            if (v[i] == v[i - 1])
+                return 20 + k; /* one object handed out twice */
+        if (dp_pool_check(st_pool[k]) != 0)
+            return 30 + k;
+        for (size_t i = 0; i < ST_OBJS; i++)
+            dp_pool_put(st_pool[k], (void *)v[i]);
+        if (dp_pool_check(st_pool[k]) != 0)
+            return 40 + k;
+    }
+    /* Every class, a few blocks each, and medium blocks. */
+    uint64_t s = 99;
+    for (size_t i = 0; i < ST_BLOCKS; i++) {
+        size_t n = i < 1024 ? 1 + i * 8 : st_size(st_next(&s));
+        void *p = malloc(n);
+        if (!p)
+            return 50;
+        memset(p, 0x5a, n < 64 ? n : 64);
+        v[i] = (uintptr_t)p;
+    }
+    qsort(v, ST_BLOCKS, sizeof(v[0]), st_ptr_cmp);
+    for (size_t i = 1; i < ST_BLOCKS; i++)
+        if (v[i - 1] + malloc_usable_size((void *)v[i - 1]) > v[i])
+            return 51; /* a block handed out twice, or overlapping */
+    for (size_t i = 0; i < ST_BLOCKS; i++)
+        free((void *)v[i]);
+    return 0;
+}
+
+Test(malloc_fork, children_of_forks_amid_pool_and_malloc_churn_get_no_object_twice, .timeout = 300)
+{
+    dp_pool_attr_t a;
+    dp_pool_attr_init(&a);
+    st_pool[0] = dp_pool_create("fork-cached", 48, &a);
+    a.flags = DP_POOL_NOCACHE;
+    st_pool[1] = dp_pool_create("fork-uncached", 200, &a);
+    cr_assert(st_pool[0] && st_pool[1], "dp_pool_create: %s", strerror(errno));
+    atomic_store(&st_stop, 0);
+    cr_assert_eq(pthread_barrier_init(&st_started, NULL, ST_THREADS + 1), 0);
+    pthread_t t[ST_THREADS];
+    cr_assert_eq(pthread_create(&t[0], NULL, st_pool_churn, (void *)3), 0);
+    cr_assert_eq(pthread_create(&t[1], NULL, st_pool_churn, (void *)7), 0);
+    cr_assert_eq(pthread_create(&t[2], NULL, st_malloc_churn, (void *)11), 0);
+    pthread_barrier_wait(&st_started); /* every thread is churning */
+    size_t forks = mt_scaled(100);
+    for (size_t f = 0; f < forks; f++) {
+        int rc = run_bounded(st_child, NULL, NULL,
+                             "child of a fork amid pool and malloc churn");
+        cr_assert_eq(rc, 0, "fork %zu: the child failed at step %d", f, rc);
+    }
+    atomic_store(&st_stop, 1);
+    for (int i = 0; i < ST_THREADS; i++)
+        pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&st_started);
+    for (int k = 0; k < ST_POOLS; k++) {
+        cr_assert_eq(dp_pool_check(st_pool[k]), 0);
+        cr_assert_eq(dp_pool_destroy(st_pool[k]), 0, "destroy: %s",
+                     strerror(errno));
+    }
 }
