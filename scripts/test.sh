@@ -6,7 +6,8 @@
 #   tsan   ThreadSanitizer
 #   fuzz   the libFuzzer harnesses of tests/fuzz/ (clang, ASan+UBSan), each
 #          for a bounded number of runs from tests/fuzz/corpus/
-#   all    plain, asan, tsan and fuzz in that order (what CI runs)
+#   all    plain, asan, tsan and fuzz in that order: the default, and
+#          what CI runs (.ci/run)
 #
 # Each mode builds in build/test-<mode> (reconfigured when it exists, wiped
 # when its compiler or options changed) and ends with one line
@@ -34,7 +35,7 @@ usage() {
     exit 2
 }
 
-mode=${1:-plain}
+mode=${1:-all}
 case "$mode" in
     plain|asan|tsan|fuzz|all) ;;
     *) usage ;;
