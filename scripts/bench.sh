@@ -11,7 +11,7 @@
 #   DPB_ALLOCATORS  space-separated subset, e.g. "deferpool jemalloc"
 #   DPB_MIN_TIME    --benchmark_min_time in seconds        (default 0.2)
 #   DPB_REPS        repetitions, one process each, the allocators in
-#                   turn (1T and 2T)                        (default 5)
+#                   turn (1T and 2T)                        (default 4)
 #   DPB_LAT_ROUNDS  latency rounds                          (default 20)
 #   DPB_LAT_OBJECTS objects per latency round               (default 262144)
 #   DPB_RSS_MIB     MiB per RSS burst cycle                 (default 256)
@@ -37,7 +37,7 @@ if [ -n "${DPB_QUICK:-}" ]; then
     : "${DPB_RSS_MIB:=64}" "${DPB_RSS_IDLE_MS:=1500}"
 fi
 min_time=${DPB_MIN_TIME:-0.2}
-reps=${DPB_REPS:-5}
+reps=${DPB_REPS:-4}
 lat_rounds=${DPB_LAT_ROUNDS:-20}
 lat_objects=${DPB_LAT_OBJECTS:-262144}
 rss_mib=${DPB_RSS_MIB:-256}

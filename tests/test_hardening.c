@@ -35,11 +35,13 @@
 static void store_unseen(void *w, uintptr_t v)
 {
 #ifdef HAS_ASAN
+    int was = __asan_address_is_poisoned(w); /* debug pools are not */
     ASAN_UNPOISON_MEMORY_REGION(w, sizeof(v));
 #endif
     memcpy(w, &v, sizeof(v));
 #ifdef HAS_ASAN
-    ASAN_POISON_MEMORY_REGION(w, sizeof(v));
+    if (was)
+        ASAN_POISON_MEMORY_REGION(w, sizeof(v));
 #endif
 }
 

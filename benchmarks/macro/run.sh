@@ -6,7 +6,7 @@
 # Builds the workload programs of this directory with cc -O2 into builddir
 # (default ${TMPDIR:-/tmp}/deferpool-macro), then runs every workload under
 # LD_PRELOAD of each allocator found -- glibc (no preload), jemalloc,
-# mimalloc, tcmalloc, deferpool -- REPS times (default 3), interleaving the
+# mimalloc, tcmalloc, deferpool -- REPS times (default 2), interleaving the
 # allocators.  Each run goes through `/usr/bin/time -f '%e %M %R'` for wall
 # seconds, peak RSS and minor page faults; the programs print their own elapsed time, RSS
 # after idle and free() latency.  report.py takes the medians and writes
@@ -22,7 +22,7 @@
 #                   the python and gcc outputs are not checked: glibc's
 #                   output is the reference)
 #   MACRO_WORKLOADS   subset of the workload names below
-#   MACRO_REPS      repetitions (default 3; the median is reported)
+#   MACRO_REPS      repetitions (default 2; the median is reported)
 #   MACRO_LARSON_REPS  repetitions of larson (default 3 x MACRO_REPS): a
 #                   run is 1 s for all five allocators, and its free()
 #                   p99.99 rests on ~38 samples per run, so a median of 3
@@ -36,7 +36,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 out=${1:-$here/results}
 bld=${2:-${TMPDIR:-/tmp}/deferpool-macro}
-reps=${MACRO_REPS:-3}
+reps=${MACRO_REPS:-2}
 larson_reps=${MACRO_LARSON_REPS:-$((3 * reps))}
 mkdir -p "$out" "$bld"
 out=$(cd "$out" && pwd)

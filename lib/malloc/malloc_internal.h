@@ -382,7 +382,11 @@ static inline void mc_untag(const struct dp_pool *pool, void *o)
  * aligned address in its own page. */
 static inline bool mc_linked8(const struct dp_pool *pool, void *p)
 {
-    uintptr_t v = (uintptr_t)dp_link_peek(pool, p);
+    /* A plain read: free() calls this only for a block that is not
+     * poisoned (mc_poisoned), and dp_link_peek would poison the word
+     * after it in an ASan build. */
+    const uintptr_t *w = (const uintptr_t *)p;
+    uintptr_t v = *w ^ dp_link_mask(w);
     return !v || (!((v ^ (uintptr_t)p) & pool->pagemask) &&
                   !(v & (sizeof(uintptr_t) - 1)));
 }
