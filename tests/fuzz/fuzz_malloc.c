@@ -25,6 +25,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define FUZZ_NAME "fuzz_malloc"
+#include "fuzz_input.h"
+
 /* C23's, which glibc 2.36's <stdlib.h> does not declare. */
 void free_sized(void *p, size_t n);
 
@@ -32,31 +35,6 @@ void free_sized(void *p, size_t n);
 #define BYTES_MAX ((size_t)16 << 20) /* live bytes, at most */
 #define KiB ((size_t)1 << 10)
 #define MiB ((size_t)1 << 20)
-
-#define FAIL(...)                                                          \
-    do {                                                                   \
-        fprintf(stderr, "fuzz_malloc: " __VA_ARGS__);                      \
-        fputc('\n', stderr);                                               \
-        abort();                                                           \
-    } while (0)
-#define CHECK(c, ...)                                                      \
-    do {                                                                   \
-        if (!(c))                                                          \
-            FAIL(__VA_ARGS__);                                             \
-    } while (0)
-
-struct in {
-    const uint8_t *p;
-    size_t n;
-};
-
-static uint8_t u8(struct in *in)
-{
-    if (!in->n)
-        return 0;
-    in->n--;
-    return *in->p++;
-}
 
 static uint32_t u16(struct in *in)
 {

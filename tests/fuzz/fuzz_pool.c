@@ -22,6 +22,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define FUZZ_NAME "fuzz_pool"
+#include "fuzz_input.h"
+
 #define NPOOL_MAX 4
 #define LIVE_MAX 96      /* live objects per pool                        */
 #define PAGES_MAX 32     /* the mock's capacity, at most                 */
@@ -30,32 +33,7 @@
 #define AGE_NS 1000000u  /* reclaim_age_ns, on the mock clock            */
 #define CTOR_BYTE 0xc5   /* a constructed object's bytes                 */
 
-#define FAIL(...)                                                          \
-    do {                                                                   \
-        fprintf(stderr, "fuzz_pool: " __VA_ARGS__);                        \
-        fputc('\n', stderr);                                               \
-        abort();                                                           \
-    } while (0)
-#define CHECK(c, ...)                                                      \
-    do {                                                                   \
-        if (!(c))                                                          \
-            FAIL(__VA_ARGS__);                                             \
-    } while (0)
-
-/* ---- input ----------------------------------------------------------- */
-
-struct in {
-    const uint8_t *p;
-    size_t n;
-};
-
-static uint8_t u8(struct in *in)
-{
-    if (!in->n)
-        return 0;
-    in->n--;
-    return *in->p++;
-}
+/* ---- input (fuzz_input.h) ---------------------------------------------- */
 
 #define PICK(in, tab) (tab[u8(in) % (sizeof(tab) / sizeof(tab[0]))])
 

@@ -141,6 +141,19 @@ static inline void mt_libc_free(void *p)
 #endif
 }
 
+/* 1 in a ThreadSanitizer build (whose runtime cannot join a thread that
+ * left by a raw SYS_exit, as the seccomp strict-mode tests' threads do). */
+#if defined(__SANITIZE_THREAD__)
+#define MT_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MT_TSAN 1
+#endif
+#endif
+#ifndef MT_TSAN
+#define MT_TSAN 0
+#endif
+
 /* C23 names glibc 2.36 does not declare. */
 void free_sized(void *p, size_t n);
 void free_aligned_sized(void *p, size_t align, size_t n);

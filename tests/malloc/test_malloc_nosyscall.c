@@ -55,17 +55,6 @@
 #include <signal.h>
 #include <sched.h>
 
-#if defined(__SANITIZE_THREAD__)
-#define MT_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define MT_TSAN 1
-#endif
-#endif
-#ifndef MT_TSAN
-#define MT_TSAN 0
-#endif
-
 enum { CH_OK = 0, CH_SETUP = 10, CH_PRCTL, CH_KILLED, CH_BOOKS, CH_LOST,
        CH_DUP };
 
