@@ -13,6 +13,12 @@
 
 #include <criterion/criterion.h>
 #include <deferpool-malloc.h>
+#include <errno.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../watchdog.h"
 
 #define KiB ((size_t)1 << 10)
 #define MiB ((size_t)1 << 20)
@@ -153,6 +159,31 @@ static inline void mt_libc_free(void *p)
 #ifndef MT_TSAN
 #define MT_TSAN 0
 #endif
+
+/* Run child(a, b) in a forked child and expect its exit code; text
+ * names an exit code for the message.  The child's own watchdog aborts
+ * it if it hangs; ours kills it should it not. */
+static inline void mt_run_child(int (*child)(int, int), int a, int b,
+                                int expect, const char *(*text)(int))
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0)
+        _exit(child(a, b));
+    tu_watchdog(120, "the forked child");
+    tu_watchdog_child(pid);
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        cr_assert_eq(errno, EINTR);
+    tu_watchdog_stop();
+    cr_assert(WIFEXITED(st), "child died of signal %d%s",
+              WIFSIGNALED(st) ? WTERMSIG(st) : 0,
+              WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT
+                  ? " (see its watchdog message above)" : "");
+    cr_assert_eq(WEXITSTATUS(st), expect, "child: %s (expected: %s)",
+                 text(WEXITSTATUS(st)), text(expect));
+}
 
 /* C23 names glibc 2.36 does not declare. */
 void free_sized(void *p, size_t n);

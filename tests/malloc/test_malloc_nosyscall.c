@@ -180,34 +180,11 @@ static const char *rc_text(int rc)
     }
 }
 
-/* Run child() in a forked child and expect its exit code.  The child's
- * own watchdog aborts it if it hangs; ours kills it should it not. */
-static void run_child(int (*child)(int, int), int a, int b, int expect)
-{
-    fflush(NULL);
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1);
-    if (pid == 0)
-        _exit(child(a, b));
-    tu_watchdog(120, "the forked child");
-    tu_watchdog_child(pid);
-    int st;
-    while (waitpid(pid, &st, 0) < 0)
-        cr_assert_eq(errno, EINTR);
-    tu_watchdog_stop();
-    cr_assert(WIFEXITED(st), "child died of signal %d%s",
-              WIFSIGNALED(st) ? WTERMSIG(st) : 0,
-              WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT
-                  ? " (see its watchdog message above)" : "");
-    cr_assert_eq(WEXITSTATUS(st), expect, "child: %s (expected: %s)",
-                 rc_text(WEXITSTATUS(st)), rc_text(expect));
-}
-
 static void run(int alloc_here, int forbidden, int expect)
 {
     if (MT_TSAN)
         cr_skip_test("TSan cannot join a thread that left by raw SYS_exit");
-    run_child(child_main, alloc_here, forbidden, expect);
+    mt_run_child(child_main, alloc_here, forbidden, expect, rc_text);
 }
 
 Test(malloc_nosyscall, free_in_the_allocating_thread_makes_no_syscall)
@@ -349,7 +326,7 @@ static int nolock_child(int a, int b)
 
 Test(malloc_nosyscall, free_of_every_size_finishes_while_another_thread_holds_every_lock)
 {
-    run_child(nolock_child, 0, 0, CH_OK);
+    mt_run_child(nolock_child, 0, 0, CH_OK, rc_text);
 }
 
 /* ==================================================== signal handlers */
@@ -481,5 +458,5 @@ static int signal_child(int a, int b)
 
 Test(malloc_nosyscall, frees_from_a_signal_handler_interrupting_malloc_and_free_lose_nothing)
 {
-    run_child(signal_child, 0, 0, CH_OK);
+    mt_run_child(signal_child, 0, 0, CH_OK, rc_text);
 }

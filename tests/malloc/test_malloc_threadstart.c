@@ -78,8 +78,9 @@ static void *alloc_and_exit(void *arg)
 
 /* exited: whether a thread allocates and exits before the strict one
  * starts (its cache is the one the strict thread's first get takes). */
-static int child_main(int exited)
+static int child_main(int exited, int unused)
 {
+    (void)unused;
     /* Keep objects of every class out, so each class has a partly used
      * page and the strict thread's refills need no new page. */
     void *keep[NFIRST][4];
@@ -126,21 +127,7 @@ static void run_child(int exited, int expect)
 {
     if (MT_TSAN)
         cr_skip_test("TSan cannot join a thread that left by raw SYS_exit");
-    fflush(NULL);
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1);
-    if (pid == 0)
-        _exit(child_main(exited));
-    tu_watchdog(120, "the forked child");
-    tu_watchdog_child(pid);
-    int st;
-    while (waitpid(pid, &st, 0) < 0)
-        cr_assert_eq(errno, EINTR);
-    tu_watchdog_stop();
-    cr_assert(WIFEXITED(st), "child died of signal %d",
-              WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-    cr_assert_eq(WEXITSTATUS(st), expect, "child: %s (expected: %s)",
-                 rc_text(WEXITSTATUS(st)), rc_text(expect));
+    mt_run_child(child_main, exited, 0, expect, rc_text);
 }
 
 Test(malloc_threadstart,
