@@ -12,6 +12,7 @@
 #define DP_MACRO_H
 
 #define _GNU_SOURCE
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,6 +111,21 @@ static inline int mb_stamp_bad(const void *p)
 {
     size_t sz = ((const size_t *)p)[0];
     return ((const unsigned char *)p)[sz - 1] != (unsigned char)(sz * 131u);
+}
+
+/* Free the stamped blocks left in slot[0..n) (NULL: empty); returns how
+ * many failed their stamp check. */
+static inline size_t mb_free_stamped(void *_Atomic *slot, size_t n)
+{
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        void *p = atomic_load(&slot[i]);
+        if (p != NULL) {
+            bad += (size_t)mb_stamp_bad(p);
+            free(p);
+        }
+    }
+    return bad;
 }
 
 static inline void mb_print_elapsed(uint64_t t0, uint64_t t1)

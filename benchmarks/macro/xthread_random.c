@@ -50,11 +50,7 @@ int main(int argc, char **argv)
         pthread_create(&t[k], NULL, worker, (void *)(uintptr_t)(k + 1));
     for (int k = 0; k < THREADS; k++)
         pthread_join(t[k], NULL);
-    for (int i = 0; i < SLOTS; i++)
-        if (slot[i] != NULL) {
-            bad += mb_stamp_bad(slot[i]);
-            free(slot[i]);
-        }
+    bad += mb_free_stamped(slot, SLOTS);
     uint64_t t1 = mb_now_ns();
     mb_print_elapsed(t0, t1);
     printf("MACRO ops=%zu\nMACRO corrupt=%zu\n", ops * THREADS, (size_t)bad);
