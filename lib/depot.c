@@ -48,6 +48,7 @@ void dp_depot_init(struct dp_pool *p)
     atomic_store_explicit(&p->depot_low, 0, DP_RLX);
     atomic_store_explicit(&p->mag_short, 0, DP_RLX);
     atomic_store_explicit(&p->depot_since, 0, DP_RLX);
+    p->depot_nper = 0;
     p->mags = 0;
     memset(p->mag_chunk, 0, sizeof(p->mag_chunk));
     /* A magazine is a refill's worth: what an empty bin would take from
@@ -183,36 +184,90 @@ struct dp_mag *dp_depot_stock(struct dp_pool *p, uint32_t k, bool mine)
     return own;
 }
 
+/*
+ * The ageing rule: umem's working set, over a sliding window of the
+ * pool's page age.  The window is cut into periods of at least
+ * age_ns / (DP_DEPOT_PERIODS - 1), each with the fewest full magazines
+ * the depot held during it (gets lower depot_low as they pop).  The
+ * fewest over the periods that overlap the last age_ns were not needed
+ * for a whole age: that many may go.  A pass closes the current period
+ * once it is long enough, so an idle depot is trimmed between one age
+ * and one age plus a period (plus a pass interval) after its last use.
+ * Returns the magazines to return.  Pool lock held (the window).
+ */
+static uint32_t depot_idle_locked(struct dp_pool *p, uint64_t now)
+{
+    uint64_t age = p->age_ns, since = atomic_load_explicit(&p->depot_since,
+                                                            DP_RLX);
+    if (now - since >= age / (DP_DEPOT_PERIODS - 1)) {
+        uint32_t have = (uint32_t)(atomic_load_explicit(&p->depot_count,
+                                                        DP_RLX) >>
+                                   DP_DC_SHIFT);
+        uint32_t low = atomic_exchange_explicit(&p->depot_low, have, DP_RLX);
+        /* A pop between the count's load and the exchange: the new
+         * period starts at what it left (racy; a miss trims one more). */
+        uint32_t left = (uint32_t)(atomic_load_explicit(&p->depot_count,
+                                                        DP_RLX) >>
+                                   DP_DC_SHIFT);
+        if (left < have)
+            atomic_store_explicit(&p->depot_low, left, DP_RLX);
+        memmove(p->depot_min + 1, p->depot_min,
+                (DP_DEPOT_PERIODS - 1) * sizeof(p->depot_min[0]));
+        memmove(p->depot_t + 1, p->depot_t,
+                (DP_DEPOT_PERIODS - 1) * sizeof(p->depot_t[0]));
+        p->depot_min[0] = low < have ? low : have;
+        p->depot_t[0] = since;
+        if (p->depot_nper < DP_DEPOT_PERIODS)
+            p->depot_nper++;
+        atomic_store_explicit(&p->depot_since, now, DP_RLX);
+        since = now;
+    }
+    /* The periods kept must reach an age back: DP_DEPOT_PERIODS of them,
+     * each at least age / (DP_DEPOT_PERIODS - 1) long, always do. */
+    uint32_t n = p->depot_nper;
+    if (!n || now - p->depot_t[n - 1] < age)
+        return 0;
+    uint32_t k = atomic_load_explicit(&p->depot_low, DP_RLX);
+    uint64_t end = since; /* period i ends where period i - 1 began */
+    for (uint32_t i = 0; i < n && now - end < age; i++) {
+        if (p->depot_min[i] < k)
+            k = p->depot_min[i];
+        end = p->depot_t[i];
+    }
+    /* What goes was counted in every period: it is not there now. */
+    for (uint32_t i = 0; i < n; i++)
+        p->depot_min[i] = p->depot_min[i] > k ? p->depot_min[i] - k : 0;
+    return k;
+}
+
 size_t dp_depot_drain(struct dp_pool *p, bool all, uint64_t now)
 {
     if (!p->mag_cap)
         return 0;
-    /* The ageing rule (umem's working set, over the pool's page age): the
-     * depot never went below depot_low magazines for a whole age_ns, so
-     * that many were not needed: return them, and start a new interval
-     * at the depth left. */
+    uint32_t k = UINT32_MAX;
     if (!all) {
-        uint64_t since = atomic_load_explicit(&p->depot_since, DP_RLX);
-        if (now - since < p->age_ns)
-            return 0;
-        atomic_store_explicit(&p->depot_since, now, DP_RLX);
+        pthread_mutex_lock(&p->lock);
+        k = depot_idle_locked(p, now);
+        pthread_mutex_unlock(&p->lock);
     }
-    uint32_t k = all ? UINT32_MAX
-                     : atomic_load_explicit(&p->depot_low, DP_RLX);
     size_t n = 0;
+    uint32_t mags = 0;
     struct dp_mag *m;
     while (k && (m = stack_pop(p, &p->depot_full)) != NULL) {
         atomic_fetch_sub_explicit(&p->depot_count, DP_DC_MAG + m->n, DP_RLX);
         dp_page_put_array(p, m->o, m->n);
         n += m->n;
         dp_depot_give_empty(p, m);
+        mags++;
         k--;
     }
-    atomic_store_explicit(
-        &p->depot_low,
-        (uint32_t)(atomic_load_explicit(&p->depot_count, DP_RLX) >>
-                   DP_DC_SHIFT),
-        DP_RLX);
+    /* The current period's fewest, less what went (the popped magazines
+     * were among them). */
+    uint32_t low = atomic_load_explicit(&p->depot_low, DP_RLX);
+    while (mags && !atomic_compare_exchange_weak_explicit(
+                       &p->depot_low, &low, low > mags ? low - mags : 0,
+                       DP_RLX, DP_RLX))
+        ;
     return n;
 }
 

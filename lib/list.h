@@ -33,6 +33,21 @@
         l_->n++;                                                             \
     } while (0)
 
+/* Put e last on l. */
+#define DP_LIST_PUSH_TAIL(l, e, next, prev)                                  \
+    do {                                                                     \
+        __typeof__(l) l_ = (l);                                            \
+        __typeof__(e) e_ = (e), t_ = l_->tail;                               \
+        e_->next = NULL;                                                     \
+        e_->prev = t_;                                                       \
+        if (t_)                                                              \
+            t_->next = e_;                                                   \
+        else                                                                 \
+            l_->head = e_;                                                   \
+        l_->tail = e_;                                                       \
+        l_->n++;                                                             \
+    } while (0)
+
 /* Take e off l and clear its links. */
 #define DP_LIST_REMOVE(l, e, next, prev)                                     \
     do {                                                                     \

@@ -63,8 +63,11 @@ static size_t keep_pages_locked(const struct dp_pool *p)
  * the page afterwards sees QUEUED clear and queues it again: no
  * transition is lost.  qnext must be read before QUEUED is cleared (a
  * putter may re-queue the page and overwrite it right after).
+ * aged (the reclaim pass after a depot trim, dp_pool_reclaim_pass): the
+ * pages found empty were unused for age_ns already; they are stamped so
+ * and filed at the oldest end of the empty list, due at once.
  */
-void dp_drain_pending_locked(struct dp_pool *p, uint64_t now)
+static void drain_pending_locked(struct dp_pool *p, uint64_t now, bool aged)
 {
     struct dp_page *pg = DP_LIFO_TAKE(&p->pending, memory_order_seq_cst);
     while (pg) {
@@ -79,6 +82,11 @@ void dp_drain_pending_locked(struct dp_pool *p, uint64_t now)
                     now = dp_pool_now(p);
                 pg->empty_since = now;
                 move_to_locked(p, pg, DP_L_EMPTY);
+                if (aged) {
+                    pg->empty_since = now > p->age_ns ? now - p->age_ns : 0;
+                    DP_LIST_REMOVE(&p->empty, pg, next, prev);
+                    DP_LIST_PUSH_TAIL(&p->empty, pg, next, prev);
+                }
             }
         } else if (c < pg->cap && pg->list == DP_L_FULL) {
             move_to_locked(p, pg, DP_L_PARTIAL);
@@ -88,6 +96,11 @@ void dp_drain_pending_locked(struct dp_pool *p, uint64_t now)
     if (p->empty.n > (p->hiwat > keep_pages_locked(p) ? p->hiwat
                                                       : keep_pages_locked(p)))
         dp_reclaim_ring();
+}
+
+void dp_drain_pending_locked(struct dp_pool *p, uint64_t now)
+{
+    drain_pending_locked(p, now, false);
 }
 
 /* ---- taking objects (pool lock) -------------------------------------- */
@@ -263,12 +276,12 @@ size_t dp_pool_refill(struct dp_pool *p)
 }
 
 /* One reclaim pass over one pool: return due pages, keep lowat. */
-size_t dp_pool_reclaim_pass(struct dp_pool *p)
+size_t dp_pool_reclaim_pass(struct dp_pool *p, bool aged)
 {
     struct dp_page *due = NULL;
     pthread_mutex_lock(&p->lock);
     uint64_t now = dp_pool_now(p);
-    dp_drain_pending_locked(p, now);
+    drain_pending_locked(p, now, aged);
     dp_collect_due_locked(p, now, SIZE_MAX, false, &due);
     pthread_mutex_unlock(&p->lock);
     return dp_release_pages(p, due); /* probed by the caller (reclaim.c) */

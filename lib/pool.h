@@ -39,8 +39,11 @@ DP_HIDDEN void dp_pool_add_empty_locked(struct dp_pool *p, struct dp_page *pg);
 /* Allocate pages until lowat empty pages are ready (reclaim thread and
  * dp_reclaim_step only).  Returns pages allocated. */
 DP_HIDDEN size_t dp_pool_refill(struct dp_pool *p);
-/* One reclaim pass over one pool: return due pages, keep lowat. */
-DP_HIDDEN size_t dp_pool_reclaim_pass(struct dp_pool *p);
+/* One reclaim pass over one pool: return due pages, keep lowat.  aged:
+ * the pages puts emptied since the last drain are due at once (the pass
+ * right after a depot trim: their objects sat unused for age_ns in the
+ * depot's magazines, reclaim.c). */
+DP_HIDDEN size_t dp_pool_reclaim_pass(struct dp_pool *p, bool aged);
 
 /* Internal creation flags, for layers built on pools (the malloc). */
 #define DP_IPOOL_PAGEMAP 0x1 /* register pages in the page map */

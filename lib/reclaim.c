@@ -55,9 +55,14 @@ struct pass {
 static void pass_pool(struct dp_pool *p, void *arg)
 {
     struct pass *ps = arg;
-    /* Magazines no get needed for the pool's page age. */
-    dp_depot_drain(p, false, dp_pool_now(p));
-    size_t n = dp_pool_reclaim_pass(p);
+    size_t n = dp_pool_reclaim_pass(p, false);
+    /* Magazines no get needed for the pool's page age go back to their
+     * pages.  Those pages were unused for that age already: the pass
+     * after the trim returns the ones it emptied at once, so an idle
+     * depot's memory is back one age after its last use, not two (a page
+     * a put empties between the two passes is taken for one of them). */
+    if (dp_depot_drain(p, false, dp_pool_now(p)))
+        n += dp_pool_reclaim_pass(p, true);
     DP_PROBE(pages_release, p, p->name, n, ps->by);
     ps->returned += n;
     ps->filled += dp_pool_refill(p);

@@ -56,6 +56,8 @@ struct dp_page;
 struct dp_pool;
 struct dp_tcache;
 struct dp_mag;
+/* The depot's ageing window: periods of at least age / (this - 1). */
+#define DP_DEPOT_PERIODS 8
 /* A pool's magazines: at most DP_MAG_CHUNKS chunks of DP_MAG_PER_CHUNK. */
 #define DP_MAG_CHUNKS 128
 #define DP_MAG_PER_CHUNK 64
@@ -183,12 +185,12 @@ struct dp_pool {
     _Alignas(DP_CACHELINE) _Atomic uint64_t depot_full;
     _Atomic uint64_t depot_empty;
     _Atomic uint64_t depot_count; /* full magazines << 40 | their objects */
-    _Atomic uint32_t depot_low;   /* fewest full magazines since the last
-                                     trim (the ageing rule)            */
+    _Atomic uint32_t depot_low;   /* fewest full magazines in the current
+                                     period of the ageing window       */
     _Atomic uint32_t mag_short;   /* magazines bins went without: the
                                      next refills make some (cache.c)  */
     _Atomic uint64_t depot_since; /* reclaim passes: the pool clock when
-                                     the ageing interval began         */
+                                     the current period began          */
 
     /* Pool lock. */
     _Alignas(DP_CACHELINE) pthread_mutex_t lock;
@@ -203,6 +205,12 @@ struct dp_pool {
     uint64_t st_pages_alloc, st_pages_freed, st_alloc_fail;
     uint64_t st_gets, st_gets_waited, st_gets_failed;
     uint32_t mags;        /* magazines carved (depot.c)                */
+    /* The depot's ageing window (depot.c): the last DP_DEPOT_PERIODS
+     * closed periods, newest first: when each began and the fewest full
+     * magazines the depot held during it. */
+    uint32_t depot_nper;
+    uint32_t depot_min[DP_DEPOT_PERIODS];
+    uint64_t depot_t[DP_DEPOT_PERIODS];
     char *mag_chunk[DP_MAG_CHUNKS]; /* DP_MAG_PER_CHUNK magazines each;
                              set before any of them is handed out    */
 };

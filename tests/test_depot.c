@@ -2,9 +2,10 @@
  * test_depot.c -- the depot (lib/depot.c, docs/design.md "Thread
  * caches"): magazines that bins shed move between threads whole and lose
  * or duplicate nothing; the depot's objects count as cached; an idle
- * depot is trimmed by reclaim passes so its pages go back; destroy and a
- * fork child find the depot's objects.  The put side's promise with a
- * full depot is in test_put_nonblocking.c.
+ * depot is trimmed by reclaim passes so its pages go back, one age after
+ * its last use and not before; destroy and a fork child find the
+ * depot's objects.  The put side's promise with a full depot is in
+ * test_put_nonblocking.c.
  */
 #include <criterion/criterion.h>
 #include <deferpool.h>
@@ -204,6 +205,75 @@ Test(depot, a_depot_in_use_keeps_what_its_gets_need)
     for (size_t i = 0; i < k; i++)
         dp_pool_put(p, objs[i]);
     dp_thread_cache_flush();
+    tu_destroy_checked(p, m);
+}
+
+/* The ageing window: the depot's magazines go back one age after its
+ * last use, plus at most a period (age / 7) and a pass, never before
+ * the age; the pages they held go back in the same pass, not an age
+ * later.  The mock clock steps 100 ms per pass. */
+#define AGE_NS 1000000000ull
+#define PASS_NS 100000000ull
+
+struct burst_arg {
+    dp_pool_t *pool;
+    void **objs;
+};
+
+/* Fill the depot from a thread that then exits: its bin goes back to the
+ * pages, so what stays cached is the depot's. */
+static void *burst_thread(void *arg)
+{
+    struct burst_arg *b = arg;
+    cycle(b->pool, b->objs, AN, 2);
+    return NULL;
+}
+
+Test(depot, an_idle_depot_and_its_pages_go_back_one_age_after_its_last_use)
+{
+    dp_mock_t *m = tu_mock(0);
+    dp_pool_attr_t a = tu_attr(m);
+    a.lowat = 0;
+    a.hiwat = 1 << 20; /* pages go back by age only */
+    a.reclaim_age_ns = AGE_NS;
+    dp_pool_t *p = tu_pool("agewindow", OBJSIZE, &a);
+    static void *objs[AN];
+
+    /* A pass, then the burst half an age later: a trim that counted
+     * whole ages from the first pass would come 1.5 ages after it. */
+    dp_reclaim_step();
+    dp_mock_clock_advance(m, AGE_NS / 2);
+    struct burst_arg b = {p, objs};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, burst_thread, &b), 0);
+    pthread_join(t, NULL);
+    dp_pool_stats_t s = tu_stats(p);
+    uint64_t depot = s.objs_cached;
+    cr_assert_gt(depot, BIN_MAX, "the depot holds the overflows: %llu",
+                 (unsigned long long)depot);
+    cr_assert_lt(s.pages_empty, s.pages, "the depot pins pages");
+
+    uint64_t bound = AGE_NS + AGE_NS / 7 + 2 * PASS_NS;
+    for (uint64_t dt = PASS_NS; dt <= bound; dt += PASS_NS) {
+        dp_mock_clock_advance(m, PASS_NS);
+        dp_reclaim_step();
+        s = tu_stats(p);
+        if (dt < AGE_NS)
+            cr_assert_eq(s.objs_cached, depot,
+                         "%llu of %llu objects left the depot %llu ms "
+                         "after its last use, before the age",
+                         (unsigned long long)(depot - s.objs_cached),
+                         (unsigned long long)depot,
+                         (unsigned long long)(dt / 1000000));
+    }
+    cr_assert_eq(s.objs_cached, 0, "%llu objects still in the depot %llu ms "
+                 "after its last use", (unsigned long long)s.objs_cached,
+                 (unsigned long long)(bound / 1000000));
+    cr_assert_eq(s.pages, 0, "%llu pages (%llu empty) kept %llu ms after "
+                 "the depot's last use", (unsigned long long)s.pages,
+                 (unsigned long long)s.pages_empty,
+                 (unsigned long long)(bound / 1000000));
+    cr_assert_eq(tu_counters(m).pages_out, 0);
     tu_destroy_checked(p, m);
 }
 

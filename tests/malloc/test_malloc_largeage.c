@@ -1,7 +1,10 @@
 /*
  * test_malloc_largeage.c -- the reclaim thread gives free blocks back
  * once they are older than the age, and not before: a block of a chunk
- * (2 MiB) or more is unmapped, a smaller one purged and kept.  Runs with
+ * (2 MiB) or more is unmapped, a smaller one purged and kept.  Small
+ * blocks freed in a burst, parked in the class pools' depots, go back
+ * with their pages one age after the frees (plus a period of the
+ * depot's window), not two.  Runs with
  * reclaim_age_ms:300,reclaim_interval_ms:5 (see meson.build).
  */
 #include <criterion/criterion.h>
@@ -21,6 +24,15 @@ static uint64_t now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* The reclaim policy's own clock (lib/os.h, dp_coarse_ns), which lags
+ * CLOCK_MONOTONIC by up to a tick. */
+static uint64_t coarse_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
@@ -114,4 +126,56 @@ Test(malloc_largeage, reclaim_thread_empties_the_cache_after_the_age)
     free(p);
     for (int i = 1; i < 7; i += 2)
         free(v[i]);
+}
+
+/* A burst of small blocks, far more than a thread's bins hold, twice:
+ * the first round's frees ask for magazines, the second round's
+ * refills make them, and its frees shed to the depot. */
+#define BURST 20000
+#define BURST_SIZE 256
+
+Test(malloc_largeage, a_burst_of_small_blocks_goes_back_one_age_after_the_frees)
+{
+    static void *v[BURST];
+    free(malloc(100 * KiB)); /* starts the reclaim thread if need be */
+    dp_malloc_trim();
+    dp_malloc_stats_t s0 = mt_stats(), s;
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < BURST; i++) {
+            v[i] = malloc(BURST_SIZE);
+            cr_assert_not_null(v[i]);
+            memset(v[i], 0x5a, BURST_SIZE);
+        }
+        for (int i = 0; i < BURST; i++)
+            free(v[i]);
+    }
+    uint64_t t0 = coarse_ns();
+    s = mt_stats();
+    cr_assert_gt(s.small_objs_cached, BURST / 2, "the depots hold the "
+                 "burst: %llu cached", (unsigned long long)s.small_objs_cached);
+    cr_assert_gt(s.small_pages, s0.small_pages + 40, "the burst's pages");
+
+    /* The depot's window closes the period of the frees at the first pass
+     * a period (age / 7) after them; two passes in a row also let the
+     * idle-cache GC hand this thread's bins back.  t1 is after that
+     * pass.  A pass that starts an age after t1 finds the depot unused
+     * for an age: it trims it, and returns the pages that empties in the
+     * same pass.  Every wait is for reclaim passes, whatever the host's
+     * speed: no sleep, no bound on how long a pass takes; times are read
+     * on the policy's clock. */
+    for (int n = 0; n < 2 || coarse_ns() - t0 < AGE_NS / 7 + 1; n++)
+        cr_assert_eq(dp_malloc_reclaim_sync(), 0);
+    uint64_t t1 = coarse_ns();
+    while (coarse_ns() - t1 < AGE_NS)
+        cr_assert_eq(dp_malloc_reclaim_sync(), 0);
+    cr_assert_eq(dp_malloc_reclaim_sync(), 0);
+    s = mt_stats();
+    cr_assert_eq(s.small_objs_cached, 0, "%llu blocks still cached",
+                 (unsigned long long)s.small_objs_cached);
+    cr_assert_eq(s.small_pages_empty, 0, "%llu empty pages kept an age "
+                 "after the depot let them go",
+                 (unsigned long long)s.small_pages_empty);
+    cr_assert_leq(s.small_pages, s0.small_pages, "%llu pages, %llu before "
+                  "the burst", (unsigned long long)s.small_pages,
+                  (unsigned long long)s0.small_pages);
 }
