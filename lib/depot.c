@@ -150,8 +150,17 @@ struct dp_mag *dp_depot_stock(struct dp_pool *p, uint32_t k, bool mine)
 {
     size_t sz = mag_size(p);
     struct dp_mag *own = NULL;
-    uint32_t want = k + (mine ? 1 : 0);
     char *chunk = NULL;
+    /* The caller's own from the empty stack if it holds one: threads
+     * that exit give their spares back there, and a thread that starts
+     * would otherwise make a new one per pool it uses, memory touched
+     * for good (a page per four magazines or so).  The k for the puts
+     * are new: mag_short counts puts that found the stack empty. */
+    if (mine && (own = dp_depot_pop_empty(p)) != NULL)
+        mine = false;
+    uint32_t want = k + (mine ? 1 : 0);
+    if (!want)
+        return own;
     pthread_mutex_lock(&p->lock);
     while (want && p->mags < p->depot_max + DP_MAG_SLACK) {
         uint32_t c = p->mags / DP_MAG_PER_CHUNK;

@@ -39,16 +39,18 @@ DP_HIDDEN struct dp_mag *dp_depot_pop(struct dp_pool *p);
 DP_HIDDEN struct dp_mag *dp_depot_pop_empty(struct dp_pool *p);
 /* Push an empty magazine: one CAS, no lock. */
 DP_HIDDEN void dp_depot_give_empty(struct dp_pool *p, struct dp_mag *m);
-/* Up to k new empty magazines onto the empty stack; one of them is
- * returned instead if mine (a get: may map a chunk; takes the pool lock,
- * not across the mapping). */
+/* Empty magazines for the caller (a get going to the pages) and for
+ * puts: if mine, one is returned, popped from the empty stack if it
+ * holds any, else new; and up to k new ones onto the empty stack.
+ * Making new ones takes the pool lock and may map a chunk (not under
+ * the lock). */
 DP_HIDDEN struct dp_mag *dp_depot_stock(struct dp_pool *p, uint32_t k,
                                         bool mine);
-/* Return the depot's objects to their pages: every magazine (all), or
- * (a reclaim pass, now: the pool's clock) the magazines no get needed
- * for the pool's age_ns (the ageing rule).
- * Lock-free and no system call: safe wherever a put is.  Returns the
- * objects returned. */
+/* Return the depot's objects to their pages: every magazine (all:
+ * lock-free and no system call, safe wherever a put is), or (a reclaim
+ * pass, now: the pool's clock; takes the pool lock briefly) the
+ * magazines no get needed for the pool's age_ns (the ageing rule,
+ * depot.c).  Returns the objects returned. */
 DP_HIDDEN size_t dp_depot_drain(struct dp_pool *p, bool all, uint64_t now);
 /* Objects in the depot's full magazines. */
 DP_HIDDEN uint64_t dp_depot_objects(struct dp_pool *p);

@@ -8,6 +8,8 @@
  * prepare handler's order (lib/fork.c); dp_test_unlock_all()
  * releases them.  A test holds them in one thread while other threads
  * put and free, to prove that those paths take no lock.
+ * dp_test_depot_magazines() says how many magazines a pool's depot has
+ * made (each costs memory that is touched, and kept until destroy).
  */
 #include "dp_internal.h"
 #include "cache_impl.h"
@@ -41,4 +43,14 @@ void dp_test_unlock_pool(dp_pool_t *p)
 {
     pthread_mutex_unlock(&dp_tcg.lock);
     pthread_mutex_unlock(&p->lock);
+}
+
+uint32_t dp_test_depot_magazines(dp_pool_t *p);
+
+uint32_t dp_test_depot_magazines(dp_pool_t *p)
+{
+    pthread_mutex_lock(&p->lock);
+    uint32_t n = p->mags;
+    pthread_mutex_unlock(&p->lock);
+    return n;
 }

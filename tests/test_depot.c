@@ -3,9 +3,10 @@
  * caches"): magazines that bins shed move between threads whole and lose
  * or duplicate nothing; the depot's objects count as cached; an idle
  * depot is trimmed by reclaim passes so its pages go back, one age after
- * its last use and not before; destroy and a fork child find the
- * depot's objects.  The put side's promise with a full depot is in
- * test_put_nonblocking.c.
+ * its last use and not before; threads that come and go reuse its empty
+ * magazines; destroy and a fork child find the depot's objects.  The put
+ * side's promise with a full depot is in test_put_nonblocking.c.  Built
+ * with lib/testhooks.c (dp_test_depot_magazines).
  */
 #include <criterion/criterion.h>
 #include <deferpool.h>
@@ -25,6 +26,9 @@
 #define BIN_MAX 272
 
 TestSuite(depot, .timeout = 120, .init = tu_watchdog_init);
+
+/* lib/testhooks.c: the magazines the pool's depot has made. */
+uint32_t dp_test_depot_magazines(dp_pool_t *p);
 
 static dp_pool_t *depot_pool(dp_mock_t *m, const char *name)
 {
@@ -274,6 +278,55 @@ Test(depot, an_idle_depot_and_its_pages_go_back_one_age_after_its_last_use)
                  (unsigned long long)s.pages_empty,
                  (unsigned long long)(bound / 1000000));
     cr_assert_eq(tu_counters(m).pages_out, 0);
+    tu_destroy_checked(p, m);
+}
+
+/* ------------------------------------------------- magazines reused */
+
+#define COMERS 200 /* threads, one after another */
+#define COMER_GETS BIN_MAX /* two refills at least: the second finds the
+                              bin empty, without a spare magazine */
+
+struct comer {
+    dp_pool_t *pool;
+    void **objs; /* COMER_GETS */
+};
+
+static void *comer(void *arg)
+{
+    struct comer *c = arg;
+    for (int i = 0; i < COMER_GETS; i++)
+        c->objs[i] = dp_pool_get(c->pool, DP_WAITOK);
+    return NULL;
+}
+
+Test(depot, threads_that_come_and_go_reuse_the_depots_empty_magazines)
+{
+    dp_mock_t *m = tu_mock(0);
+    dp_pool_t *p = depot_pool(m, "comers");
+    static void *objs[COMERS][COMER_GETS];
+    /* Threads that get and exit, as producers that hand their objects
+     * over: a refill that finds the bin empty, with no spare magazine
+     * and nothing in the depot, goes to the pages and takes an empty
+     * magazine as the bin's spare; the exit gives it back.  The next
+     * thread must take that one, not make another: each new magazine is
+     * memory touched for good. */
+    for (int i = 0; i < COMERS; i++) {
+        pthread_t t;
+        struct comer c = {p, objs[i]};
+        cr_assert_eq(pthread_create(&t, NULL, comer, &c), 0);
+        pthread_join(t, NULL);
+        for (int k = 0; k < COMER_GETS; k++)
+            cr_assert_not_null(objs[i][k]);
+    }
+    uint32_t mags = dp_test_depot_magazines(p);
+    cr_assert_gt(mags, 0, "no thread took a magazine: nothing was tested");
+    cr_assert_leq(mags, 2, "%u magazines made for %d threads, one at a time",
+                  mags, COMERS);
+    for (int i = 0; i < COMERS; i++)
+        for (int k = 0; k < COMER_GETS; k++)
+            dp_pool_put(p, objs[i][k]);
+    dp_pool_reclaim(p);
     tu_destroy_checked(p, m);
 }
 
