@@ -315,7 +315,8 @@ DP_API void dp_pool_put(dp_pool_t *pool, void *obj);
  *
  * Objects a thread's cache overflows with go to its pool's depot, whole
  * magazines any thread's cache may take; the reclaim thread returns
- * what stayed unused there for a pass to the pages.
+ * what stayed unused there for the pool's reclaim age to the pages, and
+ * the pages that empties to the provider in the same pass.
  *
  * dp_thread_cache_flush: return the calling thread's cached objects of
  * every pool to their pages now, and the depots of those pools.
