@@ -87,7 +87,8 @@ static void tcg_init(void)
 void dp_tcache_pool_init(struct dp_pool *p)
 {
     p->tcidx = -1;
-    p->tcbin = DP_TC_BINS;
+    dp_tc_set_bin(p, DP_TC_BINS);
+    p->tc_putlim = UINT32_MAX;
     pthread_once(&dp_tcg_once, tcg_init);
     if (dp_tcg.state != 1 || p->debug || p->vg ||
         (p->flags & (DP_POOL_NOCACHE | DP_IPOOL_IMMEDIATE))) {
@@ -110,7 +111,8 @@ void dp_tcache_pool_init(struct dp_pool *p)
         if (!(dp_tcg.used[i / 64] & (1ull << (i % 64)))) {
             dp_tcg.used[i / 64] |= 1ull << (i % 64);
             p->tcidx = i;
-            p->tcbin = (uint32_t)i;
+            dp_tc_set_bin(p, (uint32_t)i);
+            p->tc_putlim = p->tc_max - 1;
             break;
         }
     }
@@ -398,7 +400,10 @@ static uint32_t bin_shed(struct dp_pool *p, struct dp_tcache *tc,
  * while they are read. */
 void dp_tcache_put_slow(struct dp_pool *p, struct dp_tcache *tc, void *obj)
 {
-    if (p->tcidx < 0) { /* uncached: the fast path used the empty bin */
+    /* Uncached (the fast path used the empty bin), or a getter waits
+     * for room (its drain emptied the bin): the page, whose edge wakes
+     * it. */
+    if (p->tcidx < 0 || atomic_load_explicit(&p->waiters, DP_RLX)) {
         dp_tc_leave(tc);
         dp_page_put(p, obj);
         return;
@@ -448,6 +453,34 @@ static void bin_load(struct dp_pool *p, struct dp_mag *m, void **o)
     dp_depot_give_empty(p, m);
     /* A get from the cache layer, counted where a bin's would be. */
     atomic_fetch_add(&p->tc_gets_folded, 1);
+}
+
+bool dp_tcache_pop_chain(struct dp_pool *p, void **o)
+{
+    struct dp_tcache *tc = dp_tc;
+    if (!tc || !dp_tc_enter(tc))
+        return false;
+    struct dp_tchain *ch = &tc->chains[p->tcbin];
+    void *c = ch->head;
+    if (bin_n(&tc->bins[p->tcbin]) != 0 || !c) {
+        dp_tc_leave(tc);
+        return false;
+    }
+    /* The chain's link load is the one a refill would have made walking
+     * the page's list; here the caller's own work overlaps it. */
+    void *next = dp_link_get_cached(p, c);
+    ch->head = next;
+    /* The next pop loads next's link word, and the caller will write
+     * next: fetch its line for writing now, one get ahead (the chain may
+     * come from another core's frees). */
+    if (next)
+        dp_prefetchw((char *)next + p->linkoff);
+    DP_BUMP(&ch->n, -1);
+    DP_BUMP(&tc->bins[p->tcbin].gets, 1);
+    dp_tc_leave(tc);
+    dp_an_get_asan(p, c);
+    *o = c;
+    return true;
 }
 
 bool dp_tcache_pop_slow(struct dp_pool *p, void **o)
