@@ -14,9 +14,10 @@
 #include <linux/membarrier.h>
 #include <string.h>
 
-/* The calling thread's cache; NULL until its first get of a cached pool.
- * initial-exec TLS: one %fs-relative load, no __tls_get_addr. */
-DP_HIDDEN DP_TLS struct dp_tcache *dp_tc;
+/* The calling thread's cache; dp_tc_none until its first get of a cached
+ * pool.  initial-exec TLS: one %fs-relative load, no __tls_get_addr. */
+DP_HIDDEN struct dp_tcache dp_tc_none = {.active = 1};
+DP_HIDDEN DP_TLS struct dp_tcache *dp_tc = &dp_tc_none;
 
 struct dp_tcg dp_tcg = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
@@ -252,7 +253,7 @@ uint32_t dp_tcache_want(struct dp_pool *p, bool nowait)
 {
     if (p->tcidx < 0)
         return 1;
-    if (!dp_tc && !tc_create(nowait))
+    if (!dp_tc_mine() && !tc_create(nowait))
         return 1;
     return p->tc_batch + 1;
 }
@@ -586,7 +587,7 @@ static void tc_thread_exit(void *v)
 {
     struct dp_tcache *tc = v;
     atomic_store_explicit(&tc->active, 1, DP_RLX);
-    dp_tc = NULL;
+    dp_tc = &dp_tc_none;
     atomic_signal_fence(memory_order_seq_cst);
     pthread_mutex_lock(&dp_tcg.lock);
     tc_unlink_locked(tc);
@@ -621,8 +622,9 @@ void dp_thread_cache_flush(void)
 
 struct dp_tcache *dp_tcache_self(void)
 {
-    if (dp_tc)
-        return dp_tc;
+    struct dp_tcache *tc = dp_tc_mine();
+    if (tc)
+        return tc;
     pthread_once(&dp_tcg_once, tcg_init);
     return dp_tcg.state == 1 ? tc_create(false) : NULL;
 }

@@ -10,10 +10,21 @@
 #include "link.h"
 #include "types.h"
 
-/* The calling thread's cache; NULL until its first cached get.  Owner
- * only (thread-local); drainers reach other threads' caches through
- * dp_tcg's list, never through this. */
+/* The calling thread's cache; &dp_tc_none until its first cached get
+ * and after its exit.  Owner only (thread-local); drainers reach other
+ * threads' caches through dp_tcg's list, never through this. */
 extern DP_HIDDEN DP_TLS struct dp_tcache *dp_tc;
+/* The stand-in for no cache: active stays 1, so dp_tc_enter refuses it
+ * before it writes anything and the fast paths need no NULL test.
+ * Never written, never on dp_tcg's list; dp_tc_mine() says NULL. */
+extern DP_HIDDEN struct dp_tcache dp_tc_none;
+
+/* The calling thread's cache, or NULL if it has none. */
+static inline struct dp_tcache *dp_tc_mine(void)
+{
+    struct dp_tcache *tc = dp_tc;
+    return tc == &dp_tc_none ? NULL : tc;
+}
 
 /* The test hook at point `where` (deferpool.h, "Testing: hooks"): one
  * load on the slow paths that have a point, a call only when a test set
@@ -40,7 +51,8 @@ static inline void dp_test_hook(int where)
 static inline bool dp_tc_enter(struct dp_tcache *tc)
 {
     /* Already inside: a put from a signal handler that interrupted this
-     * thread's own get/put.  Leave the bins alone; use the pages. */
+     * thread's own get/put.  Leave the bins alone; use the pages.  Also
+     * dp_tc_none: no cache. */
     if (DP_UNLIKELY(atomic_load_explicit(&tc->active, DP_RLX)))
         return false;
     atomic_store_explicit(&tc->active, 1, DP_RLX);
@@ -97,8 +109,8 @@ DP_HIDDEN bool dp_tcache_pop_slow(struct dp_pool *p, void **o);
  * returns the object untested. */
 static inline bool dp_tcache_pop_hit(struct dp_pool *p, void **o)
 {
-    struct dp_tcache *tc = dp_tc;
-    if (!tc || !dp_tc_enter(tc))
+    struct dp_tcache *tc = dp_tc; /* never NULL: dp_tc_none */
+    if (!dp_tc_enter(tc))
         return false;
     struct dp_tbin *b = dp_tc_bin(tc, p);
     uint32_t n = atomic_load_explicit(&b->n, DP_RLX);
@@ -147,8 +159,8 @@ DP_HIDDEN void dp_tcache_put_slow(struct dp_pool *p, struct dp_tcache *tc,
  * needs no stack frame: both slow paths are tail calls. */
 static inline bool dp_tcache_put(struct dp_pool *p, void *obj)
 {
-    struct dp_tcache *tc = dp_tc;
-    if (!tc || !dp_tc_enter(tc))
+    struct dp_tcache *tc = dp_tc; /* never NULL: dp_tc_none */
+    if (!dp_tc_enter(tc))
         return false;
     struct dp_tbin *b = dp_tc_bin(tc, p);
     uint32_t n = atomic_load_explicit(&b->n, DP_RLX);
