@@ -456,32 +456,20 @@ static void bin_load(struct dp_pool *p, struct dp_mag *m, void **o)
     atomic_fetch_add(&p->tc_gets_folded, 1);
 }
 
-bool dp_tcache_pop_chain(struct dp_pool *p, void **o)
+void *dp_tcache_pop_chain(struct dp_pool *p)
 {
     struct dp_tcache *tc = dp_tc;
-    if (!tc || !dp_tc_enter(tc))
-        return false;
+    if (!dp_tc_enter(tc))
+        return NULL;
+    struct dp_tbin *b = &tc->bins[p->tcbin];
     struct dp_tchain *ch = &tc->chains[p->tcbin];
-    void *c = ch->head;
-    if (bin_n(&tc->bins[p->tcbin]) != 0 || !c) {
-        dp_tc_leave(tc);
-        return false;
-    }
-    /* The chain's link load is the one a refill would have made walking
-     * the page's list; here the caller's own work overlaps it. */
-    void *next = dp_link_get_cached(p, c);
-    ch->head = next;
-    /* The next pop loads next's link word, and the caller will write
-     * next: fetch its line for writing now, one get ahead (the chain may
-     * come from another core's frees). */
-    if (next)
-        dp_prefetchw((char *)next + p->linkoff);
-    DP_BUMP(&ch->n, -1);
-    DP_BUMP(&tc->bins[p->tcbin].gets, 1);
+    void *c = NULL;
+    if (bin_n(b) == 0 && ch->head)
+        c = dp_tc_chain_pop(p, b, ch);
     dp_tc_leave(tc);
-    dp_an_get_asan(p, c);
-    *o = c;
-    return true;
+    if (c)
+        dp_an_get_asan(p, c);
+    return c;
 }
 
 bool dp_tcache_pop_slow(struct dp_pool *p, void **o)

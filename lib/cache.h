@@ -128,16 +128,54 @@ static inline bool dp_tcache_pop_hit(struct dp_pool *p, void **o)
     return true;
 }
 
-/* The bin's stack is empty: pop its chain (cache.c, "Chains").  false:
- * no object (no chain, no cache, a drainer at work on it).  Out of line,
- * so that the hit path keeps no stack frame. */
-DP_HIDDEN bool dp_tcache_pop_chain(struct dp_pool *p, void **o);
+/* Inside dp_tc_enter, the bin's stack empty: pop its chain ch (cache.c,
+ * "Chains"), which must not be empty. */
+static inline void *dp_tc_chain_pop(struct dp_pool *p, struct dp_tbin *b,
+                                    struct dp_tchain *ch)
+{
+    /* The link load is the one a refill would have made walking the
+     * page's list; here the caller's own work overlaps it. */
+    void *c = ch->head;
+    void *next = dp_link_get_cached(p, c);
+    ch->head = next;
+    /* The next pop loads next's link word, and the caller will write
+     * next: fetch its line for writing now, one get ahead (the chain may
+     * come from another core's frees). */
+    if (next)
+        dp_prefetchw((char *)next + p->linkoff);
+    DP_BUMP(&ch->n, -1);
+    dp_tc_count(&b->gets);
+    return c;
+}
+
+/* The bin's stack is empty: pop its chain.  NULL: no object (no chain, no
+ * cache, a drainer at work on it).  Out of line, for dp_pool_get's slow
+ * path, so that its hit path keeps no stack frame. */
+DP_HIDDEN void *dp_tcache_pop_chain(struct dp_pool *p);
 
 /* Fast path: pop this thread's bin (its stack, else its chain) into *o;
- * false: no object. */
+ * false: no object.  The chain's pop inline, for the malloc's hit path,
+ * where a call would cost its caller a stack frame. */
 static inline bool dp_tcache_pop(struct dp_pool *p, void **o)
 {
-    return dp_tcache_pop_hit(p, o) || dp_tcache_pop_chain(p, o);
+    struct dp_tcache *tc = dp_tc; /* never NULL: dp_tc_none */
+    if (!dp_tc_enter(tc))
+        return false;
+    struct dp_tbin *b = dp_tc_bin(tc, p);
+    uint32_t n = atomic_load_explicit(&b->n, DP_RLX);
+    if (DP_LIKELY(n - 1 < p->tc_soft)) {
+        *o = b->slots[(size_t)n - 1];
+        atomic_store_explicit(&b->n, n - 1, DP_RLX);
+        dp_tc_count(&b->gets);
+    } else if (n == 0 && tc->chains[p->tcbin].head) {
+        *o = dp_tc_chain_pop(p, b, &tc->chains[p->tcbin]);
+    } else {
+        dp_tc_leave(tc);
+        return false;
+    }
+    dp_tc_leave(tc);
+    dp_an_get_asan(p, *o);
+    return true;
 }
 
 /* The same, as an object or NULL. */

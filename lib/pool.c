@@ -471,12 +471,13 @@ static inline void *cached_get(struct dp_pool *p, int flags)
  * fast path keeps no stack frame. */
 static DP_NOINLINE void *get_slow(struct dp_pool *p, int flags)
 {
-    void *o;
-    if (p && (flags == DP_NOWAIT || flags == DP_WAITOK) &&
-        dp_tcache_pop_chain(p, &o))
-        return o;
+    if (p && (flags == DP_NOWAIT || flags == DP_WAITOK)) {
+        void *c = dp_tcache_pop_chain(p);
+        if (c)
+            return c;
+    }
     if (p && (flags & DP_ZERO)) {
-        o = cached_get(p, flags);
+        void *o = cached_get(p, flags);
         if (o)
             return o;
     }
