@@ -14,9 +14,10 @@
 #include <linux/membarrier.h>
 #include <string.h>
 
-/* The calling thread's cache; NULL until its first get of a cached pool.
- * initial-exec TLS: one %fs-relative load, no __tls_get_addr. */
-DP_HIDDEN DP_TLS struct dp_tcache *dp_tc;
+/* The calling thread's cache; dp_tc_none until its first get of a cached
+ * pool.  initial-exec TLS: one %fs-relative load, no __tls_get_addr. */
+DP_HIDDEN struct dp_tcache dp_tc_none = {.active = 1};
+DP_HIDDEN DP_TLS struct dp_tcache *dp_tc = &dp_tc_none;
 
 struct dp_tcg dp_tcg = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
@@ -87,7 +88,8 @@ static void tcg_init(void)
 void dp_tcache_pool_init(struct dp_pool *p)
 {
     p->tcidx = -1;
-    p->tcbin = DP_TC_BINS;
+    dp_tc_set_bin(p, DP_TC_BINS);
+    p->tc_putlim = UINT32_MAX;
     pthread_once(&dp_tcg_once, tcg_init);
     if (dp_tcg.state != 1 || p->debug || p->vg ||
         (p->flags & (DP_POOL_NOCACHE | DP_IPOOL_IMMEDIATE))) {
@@ -110,7 +112,8 @@ void dp_tcache_pool_init(struct dp_pool *p)
         if (!(dp_tcg.used[i / 64] & (1ull << (i % 64)))) {
             dp_tcg.used[i / 64] |= 1ull << (i % 64);
             p->tcidx = i;
-            p->tcbin = (uint32_t)i;
+            dp_tc_set_bin(p, (uint32_t)i);
+            p->tc_putlim = p->tc_max - 1;
             break;
         }
     }
@@ -250,7 +253,7 @@ uint32_t dp_tcache_want(struct dp_pool *p, bool nowait)
 {
     if (p->tcidx < 0)
         return 1;
-    if (!dp_tc && !tc_create(nowait))
+    if (!dp_tc_mine() && !tc_create(nowait))
         return 1;
     return p->tc_batch + 1;
 }
@@ -398,7 +401,10 @@ static uint32_t bin_shed(struct dp_pool *p, struct dp_tcache *tc,
  * while they are read. */
 void dp_tcache_put_slow(struct dp_pool *p, struct dp_tcache *tc, void *obj)
 {
-    if (p->tcidx < 0) { /* uncached: the fast path used the empty bin */
+    /* Uncached (the fast path used the empty bin), or a getter waits
+     * for room (its drain emptied the bin): the page, whose edge wakes
+     * it. */
+    if (p->tcidx < 0 || atomic_load_explicit(&p->waiters, DP_RLX)) {
         dp_tc_leave(tc);
         dp_page_put(p, obj);
         return;
@@ -448,6 +454,22 @@ static void bin_load(struct dp_pool *p, struct dp_mag *m, void **o)
     dp_depot_give_empty(p, m);
     /* A get from the cache layer, counted where a bin's would be. */
     atomic_fetch_add(&p->tc_gets_folded, 1);
+}
+
+void *dp_tcache_pop_chain(struct dp_pool *p)
+{
+    struct dp_tcache *tc = dp_tc;
+    if (!dp_tc_enter(tc))
+        return NULL;
+    struct dp_tbin *b = &tc->bins[p->tcbin];
+    struct dp_tchain *ch = &tc->chains[p->tcbin];
+    void *c = NULL;
+    if (bin_n(b) == 0 && ch->head)
+        c = dp_tc_chain_pop(p, b, ch);
+    dp_tc_leave(tc);
+    if (c)
+        dp_an_get_asan(p, c);
+    return c;
 }
 
 bool dp_tcache_pop_slow(struct dp_pool *p, void **o)
@@ -553,7 +575,7 @@ static void tc_thread_exit(void *v)
 {
     struct dp_tcache *tc = v;
     atomic_store_explicit(&tc->active, 1, DP_RLX);
-    dp_tc = NULL;
+    dp_tc = &dp_tc_none;
     atomic_signal_fence(memory_order_seq_cst);
     pthread_mutex_lock(&dp_tcg.lock);
     tc_unlink_locked(tc);
@@ -588,8 +610,9 @@ void dp_thread_cache_flush(void)
 
 struct dp_tcache *dp_tcache_self(void)
 {
-    if (dp_tc)
-        return dp_tc;
+    struct dp_tcache *tc = dp_tc_mine();
+    if (tc)
+        return tc;
     pthread_once(&dp_tcg_once, tcg_init);
     return dp_tcg.state == 1 ? tc_create(false) : NULL;
 }

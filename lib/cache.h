@@ -10,10 +10,21 @@
 #include "link.h"
 #include "types.h"
 
-/* The calling thread's cache; NULL until its first cached get.  Owner
- * only (thread-local); drainers reach other threads' caches through
- * dp_tcg's list, never through this. */
+/* The calling thread's cache; &dp_tc_none until its first cached get
+ * and after its exit.  Owner only (thread-local); drainers reach other
+ * threads' caches through dp_tcg's list, never through this. */
 extern DP_HIDDEN DP_TLS struct dp_tcache *dp_tc;
+/* The stand-in for no cache: active stays 1, so dp_tc_enter refuses it
+ * before it writes anything and the fast paths need no NULL test.
+ * Never written, never on dp_tcg's list; dp_tc_mine() says NULL. */
+extern DP_HIDDEN struct dp_tcache dp_tc_none;
+
+/* The calling thread's cache, or NULL if it has none. */
+static inline struct dp_tcache *dp_tc_mine(void)
+{
+    struct dp_tcache *tc = dp_tc;
+    return tc == &dp_tc_none ? NULL : tc;
+}
 
 /* The test hook at point `where` (deferpool.h, "Testing: hooks"): one
  * load on the slow paths that have a point, a call only when a test set
@@ -40,7 +51,8 @@ static inline void dp_test_hook(int where)
 static inline bool dp_tc_enter(struct dp_tcache *tc)
 {
     /* Already inside: a put from a signal handler that interrupted this
-     * thread's own get/put.  Leave the bins alone; use the pages. */
+     * thread's own get/put.  Leave the bins alone; use the pages.  Also
+     * dp_tc_none: no cache. */
     if (DP_UNLIKELY(atomic_load_explicit(&tc->active, DP_RLX)))
         return false;
     atomic_store_explicit(&tc->active, 1, DP_RLX);
@@ -58,48 +70,109 @@ static inline void dp_tc_leave(struct dp_tcache *tc)
     atomic_store_explicit(&tc->active, 0, memory_order_release);
 }
 
-/* Fast path: pop this thread's bin (its stack, else its chain) into *o.
- * false: no object (no cache, an empty bin, or a drainer at work on it).
- * A bool result, not NULL, so that a caller's hit path returns the
- * object untested. */
+/* The byte offset of bins[i] in a thread's cache (dp_pool.tcoff), and
+ * the bin of pool p in cache tc: one add, where indexing by tcbin would
+ * multiply by the bin's size. */
+#define DP_TC_BINOFF(i)                                                      \
+    ((uint32_t)(offsetof(struct dp_tcache, bins) +                          \
+                (size_t)(i) * sizeof(struct dp_tbin)))
+static inline struct dp_tbin *dp_tc_bin(struct dp_tcache *tc,
+                                        const struct dp_pool *p)
+{
+    return (struct dp_tbin *)(void *)((char *)tc + p->tcoff);
+}
+
+/* Count one on a counter of this thread's cache, inside dp_tc_enter:
+ * the owner is its only writer there, readers load it relaxed.  On
+ * x86-64 one add to memory, which no signal handler can split (the
+ * handler's own updates, nested, are balanced or refused); a TSan
+ * build keeps the atomic load and store it can see. */
+static inline void dp_tc_count(_Atomic uint64_t *c)
+{
+#if defined(__x86_64__) && !DP_TSAN
+    __asm__ volatile("addq $1, %0" : "+m"(*(uint64_t *)(void *)c));
+#else
+    DP_BUMP(c, 1);
+#endif
+}
+
 /* A get's slow path, first: if this thread's bin holds more than
  * tc_soft objects, shed its oldest ones (to the depot, else the pages)
  * and pop one (cache.c, "Soft limit"); if it is empty, load a magazine
  * from the depot and pop one (cache.c, "The depot").  Object in *o, or
  * false: go to the pages.  May take the pool lock, and map magazines. */
 DP_HIDDEN bool dp_tcache_pop_slow(struct dp_pool *p, void **o);
-static inline bool dp_tcache_pop(struct dp_pool *p, void **o)
+
+/* The hit path: pop this thread's bin's stack into *o.  false: no
+ * object (no cache, an empty bin or one above tc_soft, or a drainer at
+ * work on it).  A bool result, not NULL, so that a caller's hit path
+ * returns the object untested. */
+static inline bool dp_tcache_pop_hit(struct dp_pool *p, void **o)
 {
-    struct dp_tcache *tc = dp_tc;
-    if (!tc || !dp_tc_enter(tc))
+    struct dp_tcache *tc = dp_tc; /* never NULL: dp_tc_none */
+    if (!dp_tc_enter(tc))
         return false;
-    struct dp_tbin *b = &tc->bins[p->tcbin];
+    struct dp_tbin *b = dp_tc_bin(tc, p);
     uint32_t n = atomic_load_explicit(&b->n, DP_RLX);
     /* 1 <= n <= tc_soft: one unsigned compare, as `n != 0` was.  Above
      * the soft limit, the slow path (dp_tcache_pop_slow) takes over. */
+    if (DP_UNLIKELY(n - 1 >= p->tc_soft)) {
+        dp_tc_leave(tc);
+        return false;
+    }
+    *o = b->slots[(size_t)n - 1];
+    atomic_store_explicit(&b->n, n - 1, DP_RLX);
+    dp_tc_count(&b->gets);
+    dp_tc_leave(tc);
+    dp_an_get_asan(p, *o);
+    return true;
+}
+
+/* Inside dp_tc_enter, the bin's stack empty: pop its chain ch (cache.c,
+ * "Chains"), which must not be empty. */
+static inline void *dp_tc_chain_pop(struct dp_pool *p, struct dp_tbin *b,
+                                    struct dp_tchain *ch)
+{
+    /* The link load is the one a refill would have made walking the
+     * page's list; here the caller's own work overlaps it. */
+    void *c = ch->head;
+    void *next = dp_link_get_cached(p, c);
+    ch->head = next;
+    /* The next pop loads next's link word, and the caller will write
+     * next: fetch its line for writing now, one get ahead (the chain may
+     * come from another core's frees). */
+    if (next)
+        dp_prefetchw((char *)next + p->linkoff);
+    DP_BUMP(&ch->n, -1);
+    dp_tc_count(&b->gets);
+    return c;
+}
+
+/* The bin's stack is empty: pop its chain.  NULL: no object (no chain, no
+ * cache, a drainer at work on it).  Out of line, for dp_pool_get's slow
+ * path, so that its hit path keeps no stack frame. */
+DP_HIDDEN void *dp_tcache_pop_chain(struct dp_pool *p);
+
+/* Fast path: pop this thread's bin (its stack, else its chain) into *o;
+ * false: no object.  The chain's pop inline, for the malloc's hit path,
+ * where a call would cost its caller a stack frame. */
+static inline bool dp_tcache_pop(struct dp_pool *p, void **o)
+{
+    struct dp_tcache *tc = dp_tc; /* never NULL: dp_tc_none */
+    if (!dp_tc_enter(tc))
+        return false;
+    struct dp_tbin *b = dp_tc_bin(tc, p);
+    uint32_t n = atomic_load_explicit(&b->n, DP_RLX);
     if (DP_LIKELY(n - 1 < p->tc_soft)) {
-        *o = b->slots[n - 1];
+        *o = b->slots[(size_t)n - 1];
         atomic_store_explicit(&b->n, n - 1, DP_RLX);
+        dp_tc_count(&b->gets);
     } else if (n == 0 && tc->chains[p->tcbin].head) {
-        /* The stack is empty: pop the chain.  Its link load is the one a
-         * refill would have made walking the page's list; here the
-         * caller's own work overlaps it. */
-        struct dp_tchain *ch = &tc->chains[p->tcbin];
-        void *c = ch->head;
-        *o = c;
-        void *next = dp_link_get_cached(p, c);
-        ch->head = next;
-        /* The next pop loads next's link word, and the caller will write
-         * next: fetch its line for writing now, one get ahead (the
-         * chain may come from another core's frees). */
-        if (next)
-            dp_prefetchw((char *)next + p->linkoff);
-        DP_BUMP(&ch->n, -1);
+        *o = dp_tc_chain_pop(p, b, &tc->chains[p->tcbin]);
     } else {
         dp_tc_leave(tc);
         return false;
     }
-    DP_BUMP(&b->gets, 1);
     dp_tc_leave(tc);
     dp_an_get_asan(p, *o);
     return true;
@@ -119,27 +192,22 @@ DP_HIDDEN void dp_tcache_put_slow(struct dp_pool *p, struct dp_tcache *tc,
                                   void *obj);
 
 /* Fast path: obj into this thread's bin, or hand it to the bin's slow
- * path.  false: nothing done; the caller puts to the page (no cache, a
- * drainer is at work on it, or a getter is waiting).  Written so that
- * dp_pool_put's fast path needs no stack frame: both slow paths are
- * tail calls. */
+ * path.  false: nothing done; the caller puts to the page (no cache, or
+ * a drainer is at work on it).  Written so that dp_pool_put's fast path
+ * needs no stack frame: both slow paths are tail calls. */
 static inline bool dp_tcache_put(struct dp_pool *p, void *obj)
 {
-    struct dp_tcache *tc = dp_tc;
-    if (!tc || !dp_tc_enter(tc))
+    struct dp_tcache *tc = dp_tc; /* never NULL: dp_tc_none */
+    if (!dp_tc_enter(tc))
         return false;
-    /* A getter is waiting for room: the put must reach the page and wake
-     * it.  The load comes after active=1, so a waiter's drain either sees
-     * us active and retries, or we see its waiters increment (cache.c). */
-    if (DP_UNLIKELY(atomic_load_explicit(&p->waiters, DP_RLX))) {
-        dp_tc_leave(tc);
-        return false;
-    }
-    struct dp_tbin *b = &tc->bins[p->tcbin];
+    struct dp_tbin *b = dp_tc_bin(tc, p);
     uint32_t n = atomic_load_explicit(&b->n, DP_RLX);
     /* Full, or empty (the bin may not be bound to p yet): the slow path.
-     * One unsigned compare covers both. */
-    if (DP_UNLIKELY(n - 1 >= p->tc_max - 1)) {
+     * One unsigned compare covers both.  While a getter waits every bin
+     * of p is empty (its drain emptied them, and nothing refills one
+     * while it waits), so the put takes the slow path, which puts to
+     * the page and wakes it (cache.c, dp_tcache_put_slow). */
+    if (DP_UNLIKELY(n - 1 >= p->tc_putlim)) {
         dp_tcache_put_slow(p, tc, obj); /* leaves the cache */
         return true;
     }
@@ -147,7 +215,7 @@ static inline bool dp_tcache_put(struct dp_pool *p, void *obj)
      * fetching the line for writing now, off the critical path, so the
      * flush (the put tail) does not wait for memory. */
     dp_prefetchw((char *)obj + p->linkoff);
-    b->slots[n] = obj;
+    b->slots[(size_t)n] = obj;
     atomic_store_explicit(&b->n, n + 1, DP_RLX);
     dp_tc_leave(tc);
     return true;

@@ -53,6 +53,14 @@ static inline void tc_unmap(struct dp_tcache *tc)
     dp_os_unmap(tc, DP_TC_MAPLEN);
 }
 
+/* Bind the pool's fast paths to bin i (DP_TC_BINS: the always empty
+ * one). */
+static inline void dp_tc_set_bin(struct dp_pool *p, uint32_t i)
+{
+    p->tcbin = i;
+    p->tcoff = DP_TC_BINOFF(i);
+}
+
 static inline void bin_set_n(struct dp_tbin *b, uint32_t n)
 {
     atomic_store_explicit(&b->n, n, memory_order_relaxed);

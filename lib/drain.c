@@ -140,7 +140,7 @@ void dp_tcache_drain_pool(struct dp_pool *p, bool wait, bool release)
     if (release) {
         dp_tcg.used[idx / 64] &= ~(1ull << (idx % 64));
         p->tcidx = -1;
-        p->tcbin = DP_TC_BINS;
+        dp_tc_set_bin(p, DP_TC_BINS);
     }
     pthread_mutex_unlock(&dp_tcg.lock);
     /* The depot too, after the bins: a put caught inside a bin may still

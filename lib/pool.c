@@ -480,10 +480,15 @@ static inline void *cached_get(struct dp_pool *p, int flags)
 }
 
 /* Everything dp_pool_get's fast path does not handle: DP_ZERO, bad
- * arguments, an empty bin, no cache.  Out of line, so the fast path keeps
- * no stack frame. */
+ * arguments, a bin's chain, an empty bin, no cache.  Out of line, so the
+ * fast path keeps no stack frame. */
 static DP_NOINLINE void *get_slow(struct dp_pool *p, int flags)
 {
+    if (p && (flags == DP_NOWAIT || flags == DP_WAITOK)) {
+        void *c = dp_tcache_pop_chain(p);
+        if (c)
+            return c;
+    }
     if (p && (flags & DP_ZERO)) {
         void *o = cached_get(p, flags);
         if (o)
@@ -496,7 +501,7 @@ void *dp_pool_get(dp_pool_t *p, int flags)
 {
     void *o;
     if (DP_LIKELY(p != NULL && (flags == DP_NOWAIT || flags == DP_WAITOK)) &&
-        DP_LIKELY(dp_tcache_pop(p, &o)))
+        DP_LIKELY(dp_tcache_pop_hit(p, &o)))
         return o;
     return get_slow(p, flags);
 }

@@ -112,14 +112,14 @@ struct dp_pool {
      * line, so that a put touches one line of the pool (a program using
      * many pools, as the malloc does, would otherwise miss on several).
      * Immutable after dp_pool_create, except `waiters`, written only by
-     * getters that have to wait (rare), and tcbin/tcidx, reset by
+     * getters that have to wait (rare), and tcoff/tcidx, reset by
      * destroy. */
-    _Alignas(DP_CACHELINE) uint32_t tcbin; /* the bin the fast paths use:
-                             tcidx, or DP_TC_BINS (a bin that is always
-                             empty, so an uncached pool needs no test of
-                             its own)                                   */
-    uint32_t tc_max;      /* objects a bin may hold: a put to a full
-                             bin returns its oldest objects first      */
+    _Alignas(DP_CACHELINE) uint32_t tcoff; /* where the fast paths' bin
+                             is in a thread's cache: the byte offset of
+                             bins[tcbin] (dp_tc_bin, cache.h)           */
+    uint32_t tc_putlim;   /* tc_max - 1: a put to a bin holding n takes
+                             the slow path when n - 1 >= tc_putlim (full,
+                             or empty); UINT32_MAX uncached             */
     _Atomic uint32_t waiters; /* getters asleep or about to be; while
                                   non-zero, puts bypass thread caches  */
     _Atomic uint32_t wake_seq; /* futex word getters sleep on (written
@@ -158,6 +158,11 @@ struct dp_pool {
     bool pagemap;         /* pages registered in the page map (debug
                              pools, and pools created with
                              DP_IPOOL_PAGEMAP)                         */
+    uint32_t tcbin;       /* the bin of tcoff: tcidx, or DP_TC_BINS (a
+                             bin that is always empty, so an uncached
+                             pool needs no test of its own)             */
+    uint32_t tc_max;      /* objects a bin may hold: a put to a full
+                             bin returns its oldest objects first      */
     uint32_t tc_batch;    /* objects a refill takes                      */
     uint32_t tc_flush;    /* objects a full bin returns to the pages     */
     unsigned dbg;         /* debug pools: DP_POOL_REDZONE | DP_POOL_JUNK

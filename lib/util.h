@@ -20,6 +20,18 @@
 #define DP_CACHELINE 64
 
 #define DP_RLX memory_order_relaxed
+/* 1 in a ThreadSanitizer build (GCC's macro, or clang's feature). */
+#if defined(__SANITIZE_THREAD__)
+#define DP_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define DP_TSAN 1
+#endif
+#endif
+#ifndef DP_TSAN
+#define DP_TSAN 0
+#endif
+
 /* Owner-only increment of a counter others may read: no RMW. */
 #define DP_BUMP(a, d) atomic_store_explicit((a), atomic_load_explicit((a), DP_RLX) + (d), DP_RLX)
 

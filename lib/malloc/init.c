@@ -15,7 +15,8 @@ extern char **environ;
 dp_pool_t *mc_pool[MC_NCLASS];
 /* The stand-in mc_hot[] names until mc_init: its bin (DP_TC_BINS) is the
  * one no pool binds, always empty; tc_soft 0 makes the pop miss. */
-static struct dp_pool mc_nopool = {.tcbin = DP_TC_BINS};
+static struct dp_pool mc_nopool = {.tcbin = DP_TC_BINS,
+                                   .tcoff = DP_TC_BINOFF(DP_TC_BINS)};
 #define NOPOOL(i) [i] = &mc_nopool
 dp_pool_t *_Atomic mc_hot[MC_NCLASS] = {
     NOPOOL(0),  NOPOOL(1),  NOPOOL(2),  NOPOOL(3),  NOPOOL(4),  NOPOOL(5),
