@@ -257,9 +257,10 @@ DP_API int dp_pool_destroy(dp_pool_t *pool);
  *   (whose construction would run the callback again) or a wait (for
  *   room this thread holds) fails at once with NULL + EDEADLK.
  * Thread cache: the calling thread's first get that misses creates its
- *   cache (two mmaps, madvise, pthread_setspecific, the cache lock); a
- *   DP_NOWAIT get does so only if the cache lock is free at once, and
- *   otherwise goes to the pages this time.
+ *   cache (the cache lock, pthread_setspecific and, unless an exited
+ *   thread left a spare cache, one mmap and a madvise); a DP_NOWAIT get
+ *   does so only if the cache lock is free at once, and otherwise goes
+ *   to the pages this time.
  * Not async-signal-safe: a get that misses the thread cache takes the
  *   pool lock (a mutex), and may take the thread-cache lock; a get from a
  *   signal handler that interrupted a deferpool call holding one of them
