@@ -181,7 +181,8 @@ dp_pool_t *dp_pool_create_ex(const char *name, size_t objsize,
     p->max_pages = attr->max_pages ? attr->max_pages : SIZE_MAX;
     p->clock = attr->clock;
     p->clock_arg = attr->clock_arg;
-    p->flags = attr->flags | (iflags & DP_IPOOL_IMMEDIATE);
+    p->flags = attr->flags |
+               (iflags & (DP_IPOOL_IMMEDIATE | DP_IPOOL_SMALLDEPOT));
     p->debug = debug;
     p->dbg = dbg;
     p->dbg_recoff = dl.recoff;

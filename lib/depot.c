@@ -17,6 +17,9 @@
  * magazines, at most DP_MAG_MAX - DP_MAG_SLACK of them); a bin that
  * overflows a full depot returns its oldest objects to the pages. */
 #define DP_DEPOT_BYTES ((size_t)16 << 20)
+/* ... but at least this many magazines, and no more for a
+ * DP_IPOOL_SMALLDEPOT pool (types.h). */
+#define DP_DEPOT_MIN_MAGS 4
 /* Magazines beyond the depot's bound: the bins' spares and those in
  * flight between a bin and the depot. */
 #define DP_MAG_SLACK 64
@@ -58,9 +61,13 @@ void dp_depot_init(struct dp_pool *p)
         p->depot_max = 0;
         return;
     }
-    size_t m = DP_DEPOT_BYTES / p->slotsize / p->mag_cap;
+    size_t m = p->flags & DP_IPOOL_SMALLDEPOT
+                   ? DP_DEPOT_MIN_MAGS
+                   : DP_DEPOT_BYTES / p->slotsize / p->mag_cap;
     size_t hi = DP_MAG_MAX - DP_MAG_SLACK;
-    p->depot_max = m < 4 ? 4 : m > hi ? (uint32_t)hi : (uint32_t)m;
+    p->depot_max = m < DP_DEPOT_MIN_MAGS ? DP_DEPOT_MIN_MAGS
+                   : m > hi             ? (uint32_t)hi
+                                        : (uint32_t)m;
 }
 
 /*

@@ -47,7 +47,7 @@ DP_HIDDEN size_t dp_pool_reclaim_pass(struct dp_pool *p, bool aged);
 
 /* Internal creation flags, for layers built on pools (the malloc). */
 #define DP_IPOOL_PAGEMAP 0x1 /* register pages in the page map */
-/* and DP_IPOOL_IMMEDIATE (types.h) */
+/* and DP_IPOOL_IMMEDIATE, DP_IPOOL_SMALLDEPOT (types.h) */
 DP_HIDDEN dp_pool_t *dp_pool_create_ex(const char *name, size_t objsize,
                                        const dp_pool_attr_t *attr,
                                        unsigned iflags);

@@ -106,6 +106,12 @@ struct dp_page {
  * thread cache.  Reached by the benchmarks' private copy of the library
  * and by tests/test_immediate.c (dp_pool_create_ex). */
 #define DP_IPOOL_IMMEDIATE 0x100
+/* Also kept in dp_pool.flags: the pool's depot holds its minimum of
+ * full magazines (DP_DEPOT_MIN_MAGS, depot.c), not DP_DEPOT_BYTES of
+ * objects: enough for a steady hand-over between threads, while what a
+ * burst of frees leaves goes back to the pages.  The malloc's class pools
+ * are created so (docs/malloc.md, "Size classes"). */
+#define DP_IPOOL_SMALLDEPOT 0x200
 
 struct dp_pool {
     /* Hot: everything the get and put fast paths read, in the first cache

@@ -1,5 +1,5 @@
 # pywork.py -- the "real program" workload for Python, run as
-#   PYTHONMALLOC=malloc python3 pywork.py [scale]
+#   PYTHONMALLOC=malloc PYTHONHASHSEED=0 python3 pywork.py [scale]
 # so that every object allocation goes to the preloaded malloc.  It builds
 # and drops dicts, lists, strings, tuples and JSON text in rounds, and
 # prints a digest that must be the same under every allocator.

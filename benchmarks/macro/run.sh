@@ -60,6 +60,11 @@ for p in larson prodcons burst realloc_grow realloc_mix large threads_churn \
     fi
 done
 python3 "$here/gen_c.py" 200 >"$bld/gen.c"
+# The interpreter itself: `python3` may be a wrapper script (pyenv's shim
+# runs some 40 bash processes before the interpreter), which would make
+# the python workload measure fork and process start-up, not Python.  A
+# fixed hash seed: the string hashes decide how long dict probes run.
+pybin=$(python3 -c 'import sys; print(sys.executable)')
 
 # --- the allocators --------------------------------------------------------
 dp=${DP_MALLOC_LIB:-}
@@ -127,7 +132,7 @@ cmd_of() {
     handover_exit) echo "$bld/handover_exit" ;;
     one_to_many) echo "$bld/one_to_many" ;;
     large) echo "$bld/large" ;;
-    python) echo "env PYTHONMALLOC=malloc python3 $here/pywork.py ${MACRO_SCALE:-1}" ;;
+    python) echo "env PYTHONMALLOC=malloc PYTHONHASHSEED=0 $pybin $here/pywork.py ${MACRO_SCALE:-1}" ;;
     gcc) echo "gcc -O2 -S $bld/gen.c -o /dev/stdout" ;;
     *) echo "run.sh: unknown workload $1" >&2; exit 1 ;;
     esac

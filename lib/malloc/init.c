@@ -113,7 +113,9 @@ bool mc_init(void)
             char name[32];
             snprintf(name, sizeof(name), "malloc-%zu", sz);
             mc_align[c] = al;
-            mc_pool[c] = dp_pool_create_ex(name, sz, &a, DP_IPOOL_PAGEMAP);
+            mc_pool[c] = dp_pool_create_ex(name, sz, &a,
+                                           DP_IPOOL_PAGEMAP |
+                                               DP_IPOOL_SMALLDEPOT);
             ok = mc_pool[c] != NULL;
         }
         if (ok) {

@@ -70,6 +70,32 @@ Test(malloc_nothread, thread_exit_returns_its_cache)
                   (unsigned long long)s2.small_objs_cached);
 }
 
+/* Bursts of frees in one thread: what its bin cannot hold goes back to
+ * the blocks' pages (the class pool's depot keeps a few magazines, not
+ * 16 MiB of them), so the next allocations take whole pages again and
+ * emptied pages can go back.  Several rounds: the depot gets its empty
+ * magazines from refills that found bins short of them. */
+Test(malloc_nothread, bursts_of_frees_go_back_to_the_pages)
+{
+    enum { N = 20000, ROUNDS = 8 };
+    static void *v[N];
+    dp_malloc_stats_t a, b;
+    for (int r = 0; r < ROUNDS; r++) {
+        for (int i = 0; i < N; i++)
+            v[i] = malloc(64);
+        a = mt_stats();
+        for (int i = 0; i < N; i++)
+            free(v[i]);
+        b = mt_stats();
+    }
+    cr_assert_eq(a.small_objs_inuse - b.small_objs_inuse, N);
+    cr_assert_leq(b.small_objs_cached, a.small_objs_cached + N / 8,
+                  "of %d blocks freed, %llu stay cached (before: %llu)", N,
+                  (unsigned long long)b.small_objs_cached,
+                  (unsigned long long)a.small_objs_cached);
+    cr_assert_gt(b.small_pages_empty, a.small_pages_empty);
+}
+
 Test(malloc_nothread, freed_large_blocks_are_kept_by_a_later_allocation_until_trim)
 {
     dp_malloc_stats_t a, b, c;
