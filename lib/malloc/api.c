@@ -180,10 +180,6 @@ MC_EXPORT void free(void *p)
 {
     if (DP_UNLIKELY(!p))
         return;
-    /* The tag check below loads the block's first line, which the thread
-     * that wrote the block last may hold: start fetching it for writing
-     * now, so that the miss overlaps the page-map walk. */
-    dp_prefetchw(p);
     void *o = dp_pagemap_get(p);
     /* A pool's pages map to the pool tagged with the low bit (never to
      * the tag alone): the tag test is the pool test. */
