@@ -103,17 +103,27 @@ static inline int mt_layout(void **out, const size_t *sizes, int n)
     size_t total = 0;
     for (int i = 0; i < n; i++)
         total += mt_blk_len(sizes[i]);
-    char *all = malloc(total - 64);
-    if (!all)
-        return 0;
-    free(all);
-    for (int i = 0; i < n; i++) {
-        out[i] = malloc(sizes[i]);
-        char *want = i == 0 ? all : (char *)out[i - 1] + mt_blk_len(sizes[i - 1]);
-        if (out[i] != want)
+    /* Another thread's malloc (the test runner has threads of its own)
+     * may take part of the freed block before ours do: then try again, a
+     * bounded number of times. */
+    for (int attempt = 0; attempt < 8; attempt++) {
+        char *all = malloc(total - 64);
+        if (!all)
             return 0;
+        free(all);
+        int i = 0;
+        for (; i < n; i++) {
+            out[i] = malloc(sizes[i]);
+            char *want = i == 0 ? all : (char *)out[i - 1] + mt_blk_len(sizes[i - 1]);
+            if (out[i] != want)
+                break;
+        }
+        if (i == n)
+            return 1;
+        for (int k = 0; k <= i; k++)
+            free(out[k]);
     }
-    return 1;
+    return 0;
 }
 
 /* How many 4 KiB pages of [p, p + n) are resident, by mincore(2): what
