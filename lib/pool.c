@@ -80,10 +80,11 @@ static void drain_pending_locked(struct dp_pool *p, uint64_t now, bool aged)
             if (pg->list != DP_L_EMPTY) {
                 if (!now)
                     now = dp_pool_now(p);
-                pg->empty_since = now;
+                pg->empty_since = !aged             ? now
+                                  : now > p->age_ns ? now - p->age_ns
+                                                    : 0;
                 move_to_locked(p, pg, DP_L_EMPTY);
-                if (aged) {
-                    pg->empty_since = now > p->age_ns ? now - p->age_ns : 0;
+                if (aged) { /* the oldest end, as its stamp says */
                     DP_LIST_REMOVE(&p->empty, pg, next, prev);
                     DP_LIST_PUSH_TAIL(&p->empty, pg, next, prev);
                 }
