@@ -31,15 +31,7 @@
 
 /* ThreadSanitizer kills a child that starts threads after a multi-threaded
  * fork unless told otherwise; restarting the reclaim thread is the point. */
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define DP_TEST_TSAN 1
-#endif
-#endif
-#if defined(__SANITIZE_THREAD__)
-#define DP_TEST_TSAN 1
-#endif
-#ifdef DP_TEST_TSAN
+#if TU_TSAN
 const char *__tsan_default_options(void);
 const char *__tsan_default_options(void) { return "die_after_fork=0"; }
 #endif

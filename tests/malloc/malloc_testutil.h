@@ -13,12 +13,13 @@
 
 #include <criterion/criterion.h>
 #include <deferpool-malloc.h>
+#include <deferpool.h>
 #include <errno.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "../watchdog.h"
+#include "../testutil.h" /* tu_gate_*, TU_TSAN; watchdog.h */
 
 #define KiB ((size_t)1 << 10)
 #define MiB ((size_t)1 << 20)
@@ -63,30 +64,6 @@ static inline size_t mt_check(const void *p, size_t n, uintptr_t seed)
         if (c[i] != mt_pat(seed, i))
             return i;
     return n;
-}
-
-/* A one-shot gate: threads wait until it is opened (no sleeps). */
-typedef struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int open;
-} gate_t;
-#define GATE_INIT {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0}
-
-static inline void gate_open(gate_t *g)
-{
-    pthread_mutex_lock(&g->mu);
-    g->open = 1;
-    pthread_cond_broadcast(&g->cv);
-    pthread_mutex_unlock(&g->mu);
-}
-
-static inline void gate_wait(gate_t *g)
-{
-    pthread_mutex_lock(&g->mu);
-    while (!g->open)
-        pthread_cond_wait(&g->cv, &g->mu);
-    pthread_mutex_unlock(&g->mu);
 }
 
 /* Bytes a large block of n bytes takes: a 64-byte header, whole pages. */
@@ -156,19 +133,6 @@ static inline void mt_libc_free(void *p)
     free(p);
 #endif
 }
-
-/* 1 in a ThreadSanitizer build (whose runtime cannot join a thread that
- * left by a raw SYS_exit, as the seccomp strict-mode tests' threads do). */
-#if defined(__SANITIZE_THREAD__)
-#define MT_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define MT_TSAN 1
-#endif
-#endif
-#ifndef MT_TSAN
-#define MT_TSAN 0
-#endif
 
 /* Run child(a, b) in a forked child and expect its exit code; text
  * names an exit code for the message.  The child's own watchdog aborts

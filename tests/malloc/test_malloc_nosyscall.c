@@ -182,7 +182,7 @@ static const char *rc_text(int rc)
 
 static void run(int alloc_here, int forbidden, int expect)
 {
-    if (MT_TSAN)
+    if (TU_TSAN)
         cr_skip_test("TSan cannot join a thread that left by raw SYS_exit");
     mt_run_child(child_main, alloc_here, forbidden, expect, rc_text);
 }
@@ -213,11 +213,11 @@ void dp_test_unlock_all(void);
 struct nl_thread {
     void *blk[NL_NBLK];
     int alloc_here;    /* allocate the blocks itself               */
-    gate_t start;      /* allocate (if alloc_here), then wait for go */
-    gate_t ready;      /* its blocks are allocated                  */
-    gate_t *go;
-    gate_t done;       /* its frees are done                        */
-    gate_t *leave;     /* exit once this opens                      */
+    tu_gate_t start;      /* allocate (if alloc_here), then wait for go */
+    tu_gate_t ready;      /* its blocks are allocated                  */
+    tu_gate_t *go;
+    tu_gate_t done;       /* its frees are done                        */
+    tu_gate_t *leave;     /* exit once this opens                      */
     int failed;
 };
 
@@ -240,32 +240,32 @@ static int nl_alloc(void **blk)
 static void *nl_freer(void *arg)
 {
     struct nl_thread *t = arg;
-    gate_wait(&t->start);
+    tu_gate_wait(&t->start);
     if (t->alloc_here)
         t->failed = nl_alloc(t->blk) != 0;
-    gate_open(&t->ready);
-    gate_wait(t->go);
+    tu_gate_open(&t->ready);
+    tu_gate_wait(t->go);
     for (size_t i = 0; i < NL_NBLK; i++)
         free(t->blk[i]);
-    gate_open(&t->done);
+    tu_gate_open(&t->done);
     /* Thread exit may take locks (the cache list): after the unlock. */
-    gate_wait(t->leave);
+    tu_gate_wait(t->leave);
     return NULL;
 }
 
 struct nl_locker {
-    gate_t lock;   /* take every lock once this opens */
-    gate_t locked;
-    gate_t unlock;
+    tu_gate_t lock;   /* take every lock once this opens */
+    tu_gate_t locked;
+    tu_gate_t unlock;
 };
 
 static void *nl_locker(void *arg)
 {
     struct nl_locker *l = arg;
-    gate_wait(&l->lock);
+    tu_gate_wait(&l->lock);
     dp_test_lock_all();
-    gate_open(&l->locked);
-    gate_wait(&l->unlock);
+    tu_gate_open(&l->locked);
+    tu_gate_wait(&l->unlock);
     dp_test_unlock_all();
     return NULL;
 }
@@ -276,14 +276,14 @@ static int nolock_child(int a, int b)
     (void)b;
     tu_watchdog(60, "setting up the threads and blocks");
     static struct nl_thread t[2];
-    static struct nl_locker l = {GATE_INIT, GATE_INIT, GATE_INIT};
-    static gate_t go = GATE_INIT, leave = GATE_INIT;
+    static struct nl_locker l = {TU_GATE_INIT, TU_GATE_INIT, TU_GATE_INIT};
+    static tu_gate_t go = TU_GATE_INIT, leave = TU_GATE_INIT;
     pthread_t tid[2], lt;
     /* Every thread first: creating one allocates. */
     for (int i = 0; i < 2; i++) {
-        t[i] = (struct nl_thread){.alloc_here = i == 0, .start = GATE_INIT,
-                                  .ready = GATE_INIT, .go = &go,
-                                  .done = GATE_INIT, .leave = &leave};
+        t[i] = (struct nl_thread){.alloc_here = i == 0, .start = TU_GATE_INIT,
+                                  .ready = TU_GATE_INIT, .go = &go,
+                                  .done = TU_GATE_INIT, .leave = &leave};
         if (pthread_create(&tid[i], NULL, nl_freer, &t[i]) != 0)
             return CH_SETUP;
     }
@@ -296,20 +296,20 @@ static int nolock_child(int a, int b)
     if (nl_alloc(t[1].blk) != 0)
         return CH_SETUP;
     for (int i = 0; i < 2; i++) {
-        gate_open(&t[i].start);
-        gate_wait(&t[i].ready);
+        tu_gate_open(&t[i].start);
+        tu_gate_wait(&t[i].ready);
         if (t[i].failed)
             return CH_SETUP;
     }
-    gate_open(&l.lock);
-    gate_wait(&l.locked);
+    tu_gate_open(&l.lock);
+    tu_gate_wait(&l.locked);
     tu_watchdog(10, "free() while another thread holds every lock of the "
                     "malloc and of its core (free takes a lock)");
-    gate_open(&go);
+    tu_gate_open(&go);
     for (int i = 0; i < 2; i++)
-        gate_wait(&t[i].done);
+        tu_gate_wait(&t[i].done);
     tu_watchdog(60, "unlocking and the closing checks");
-    gate_open(&l.unlock);
+    tu_gate_open(&l.unlock);
     pthread_join(lt, NULL);
     dp_malloc_stats_get(&after);
     int rc = CH_OK;
@@ -318,7 +318,7 @@ static int nolock_child(int a, int b)
         rc = CH_LOST;
     else if (after.put_provider_calls != 0)
         rc = CH_BOOKS;
-    gate_open(&leave);
+    tu_gate_open(&leave);
     for (int i = 0; i < 2; i++)
         pthread_join(tid[i], NULL);
     return rc;
@@ -355,8 +355,8 @@ static struct {
     atomic_size_t handled;
     atomic_int done;
     pthread_t target;
-    gate_t start;
-} sg = {.start = GATE_INIT};
+    tu_gate_t start;
+} sg = {.start = TU_GATE_INIT};
 
 static uint32_t *stamp(void *o) { return (uint32_t *)((char *)o + 16); }
 
@@ -377,7 +377,7 @@ static void free_handler(int signo)
 static void *sig_kicker(void *arg)
 {
     (void)arg;
-    gate_wait(&sg.start);
+    tu_gate_wait(&sg.start);
     while (atomic_load_explicit(&sg.next, memory_order_relaxed) < sg.n) {
         size_t h = atomic_load_explicit(&sg.handled, memory_order_acquire);
         if (pthread_kill(sg.target, SIGUSR1) != 0)
@@ -423,7 +423,7 @@ static int signal_child(int a, int b)
     sigemptyset(&sa.sa_mask);
     if (sigaction(SIGUSR1, &sa, NULL) != 0)
         return CH_SETUP;
-    gate_open(&sg.start);
+    tu_gate_open(&sg.start);
     size_t dups = 0, rounds = 0;
     void *held[SIG_HELD];
     while (!atomic_load_explicit(&sg.done, memory_order_relaxed)) {

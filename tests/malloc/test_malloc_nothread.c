@@ -34,7 +34,7 @@ Test(malloc_nothread, background_thread_off_is_honoured)
 }
 
 struct cacher {
-    gate_t cached, go;
+    tu_gate_t cached, go;
 };
 
 static void *cacher_main(void *arg)
@@ -45,20 +45,20 @@ static void *cacher_main(void *arg)
         v[i] = malloc(i % 2 ? 64 : 3000);
     for (int i = 0; i < 300; i++)
         free(v[i]);
-    gate_open(&c->cached);
-    gate_wait(&c->go);
+    tu_gate_open(&c->cached);
+    tu_gate_wait(&c->go);
     return NULL; /* pthread key destructor: the cache goes back */
 }
 
 Test(malloc_nothread, thread_exit_returns_its_cache)
 {
-    struct cacher c = {GATE_INIT, GATE_INIT};
+    struct cacher c = {TU_GATE_INIT, TU_GATE_INIT};
     pthread_t t;
     pthread_create(&t, NULL, cacher_main, &c);
-    gate_wait(&c.cached);
+    tu_gate_wait(&c.cached);
     dp_malloc_stats_t s1, s2;
     dp_malloc_stats_get(&s1);
-    gate_open(&c.go);
+    tu_gate_open(&c.go);
     pthread_join(t, NULL);
     dp_malloc_stats_get(&s2);
     /* The thread held over 100 objects of 64 bytes (its bin refills 129

@@ -41,7 +41,7 @@ struct xfer {
     void **blk;
     size_t *len;
     size_t n;
-    gate_t ready;
+    tu_gate_t ready;
 };
 
 static void *producer(void *arg)
@@ -55,14 +55,14 @@ static void *producer(void *arg)
             return (void *)1;
         mt_fill(x->blk[i], x->len[i] < 256 ? x->len[i] : 256, i);
     }
-    gate_open(&x->ready);
+    tu_gate_open(&x->ready);
     return NULL;
 }
 
 static void *consumer(void *arg)
 {
     struct xfer *x = arg;
-    gate_wait(&x->ready);
+    tu_gate_wait(&x->ready);
     for (size_t i = 0; i < x->n; i++) {
         size_t k = x->len[i] < 256 ? x->len[i] : 256;
         if (mt_check(x->blk[i], k, i) != k)
@@ -78,7 +78,7 @@ Test(malloc_threads, blocks_freed_by_another_thread)
     dp_malloc_stats_t before, after;
     dp_malloc_stats_get(&before);
     for (size_t r = 0; r < rounds; r++) {
-        struct xfer x = {.n = n, .ready = GATE_INIT};
+        struct xfer x = {.n = n, .ready = TU_GATE_INIT};
         x.blk = calloc(n, sizeof(void *));
         x.len = calloc(n, sizeof(size_t));
         pthread_t p, c;
@@ -366,7 +366,7 @@ static int passes_until(bool (*done)(const dp_malloc_stats_t *,
 
 struct sleeper {
     size_t n;
-    gate_t freed, wake;
+    tu_gate_t freed, wake;
 };
 
 static void *sleeper_main(void *arg)
@@ -380,8 +380,8 @@ static void *sleeper_main(void *arg)
     for (size_t i = 0; i < s->n; i++)
         free(v[i]);
     free(v);
-    gate_open(&s->freed);
-    gate_wait(&s->wake); /* "forever": no allocator call until the end */
+    tu_gate_open(&s->freed);
+    tu_gate_wait(&s->wake); /* "forever": no allocator call until the end */
     return NULL;
 }
 
@@ -393,12 +393,12 @@ static bool pages_came_back(const dp_malloc_stats_t *now,
 
 Test(malloc_threads, memory_freed_by_a_blocked_thread_is_returned)
 {
-    struct sleeper s = {.n = 8192, .freed = GATE_INIT, .wake = GATE_INIT};
+    struct sleeper s = {.n = 8192, .freed = TU_GATE_INIT, .wake = TU_GATE_INIT};
     pthread_t t;
     dp_malloc_stats_t a, b;
     dp_malloc_stats_get(&a);
     pthread_create(&t, NULL, sleeper_main, &s);
-    gate_wait(&s.freed);
+    tu_gate_wait(&s.freed);
     /* 8 MiB went through 1 KiB objects: ~128 pages of 64 KiB.  Without
      * any help from the sleeping thread, passes drain its cache (GC of
      * idle caches) and return the aged pages. */
@@ -407,7 +407,7 @@ Test(malloc_threads, memory_freed_by_a_blocked_thread_is_returned)
                   "only %llu pages came back after %d passes",
                   (unsigned long long)(b.small_pages_freed - a.small_pages_freed),
                   passes);
-    gate_open(&s.wake);
+    tu_gate_open(&s.wake);
     pthread_join(t, NULL);
 }
 
@@ -423,8 +423,8 @@ static void *medium_sleeper_main(void *arg)
     }
     for (size_t i = 0; i < s->n; i++)
         free(v[i]);
-    gate_open(&s->freed);
-    gate_wait(&s->wake);
+    tu_gate_open(&s->freed);
+    tu_gate_wait(&s->wake);
     return NULL;
 }
 
@@ -440,11 +440,11 @@ static bool heap_clean(const dp_malloc_stats_t *now,
 
 Test(malloc_threads, medium_blocks_freed_by_a_blocked_thread_are_returned)
 {
-    struct sleeper s = {.n = 64, .freed = GATE_INIT, .wake = GATE_INIT};
+    struct sleeper s = {.n = 64, .freed = TU_GATE_INIT, .wake = TU_GATE_INIT};
     pthread_t t;
     dp_malloc_stats_t b;
     pthread_create(&t, NULL, medium_sleeper_main, &s);
-    gate_wait(&s.freed);
+    tu_gate_wait(&s.freed);
     dp_malloc_stats_get(&b);
     cr_assert_gt(b.large_queued, 0);
     /* Passes find the thread idle, hand its lists back, and age the
@@ -456,7 +456,7 @@ Test(malloc_threads, medium_blocks_freed_by_a_blocked_thread_are_returned)
                  "%llu bytes cached, %llu of them purged, after %d passes",
                  (unsigned long long)b.large_bytes_cached,
                  (unsigned long long)b.large_bytes_purged, passes);
-    gate_open(&s.wake);
+    tu_gate_open(&s.wake);
     pthread_join(t, NULL);
 }
 

@@ -125,7 +125,7 @@ static const char *rc_text(int rc)
 
 static void run_child(int exited, int expect)
 {
-    if (MT_TSAN)
+    if (TU_TSAN)
         cr_skip_test("TSan cannot join a thread that left by raw SYS_exit");
     mt_run_child(child_main, exited, 0, expect, rc_text);
 }
