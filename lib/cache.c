@@ -16,7 +16,11 @@
 
 /* The calling thread's cache; dp_tc_none until its first get of a cached
  * pool.  initial-exec TLS: one %fs-relative load, no __tls_get_addr. */
-DP_HIDDEN struct dp_tcache dp_tc_none = {.active = 1};
+DP_HIDDEN struct dp_tcache dp_tc_none = {
+    .active = 1,
+    .drain = DP_TC_CLAIMED,
+    .bins = {[0 ... DP_TC_BINS] = {.busy = 1}},
+};
 DP_HIDDEN DP_TLS struct dp_tcache *dp_tc = &dp_tc_none;
 
 struct dp_tcg dp_tcg = {.lock = PTHREAD_MUTEX_INITIALIZER};
@@ -281,9 +285,11 @@ bool dp_tcache_fill(struct dp_pool *p, void *const *objs, uint32_t n,
                     const struct dp_chain *ch)
 {
     struct dp_tcache *tc = dp_tc;
-    if (!tc || p->tcidx < 0 || !dp_tc_enter(tc))
+    if (p->tcidx < 0)
         return false;
     struct dp_tbin *b = &tc->bins[p->tcidx];
+    if (!dp_tc_enter_bin(tc, b))
+        return false;
     uint32_t have = bin_n(b);
     /* Not while a getter waits: the objects go back to the pages. */
     struct dp_tchain *bc = bin_chain(tc, b);
@@ -305,7 +311,7 @@ bool dp_tcache_fill(struct dp_pool *p, void *const *objs, uint32_t n,
         bin_set_n(b, have + n);
         DP_BUMP(&b->net, (int64_t)n);
     }
-    dp_tc_leave(tc);
+    dp_tc_leave_bin(tc, b);
     return ok;
 }
 
@@ -342,7 +348,7 @@ static uint32_t bin_drop_oldest(struct dp_pool *p, struct dp_tcache *tc,
 /* Return the bin's oldest objects (the bottom of its stack: up to
  * tc_flush of them, in at most DP_TC_FLUSH_RUNS page runs) to the pages;
  * keep the newer ones (warm).  Returns the objects left.  The owner,
- * inside dp_tc_enter. */
+ * inside dp_tc_enter_bin. */
 static uint32_t bin_flush_oldest(struct dp_pool *p, struct dp_tcache *tc,
                                  struct dp_tbin *b, uint32_t n)
 {
@@ -396,27 +402,28 @@ static uint32_t bin_shed(struct dp_pool *p, struct dp_tcache *tc,
 }
 
 /* The bin is empty (bind it to p) or full (return its oldest objects
- * first); then push obj.  Called inside dp_tc_enter; leaves.  The page
- * puts run before leaving, so no signal handler's put can reuse the slots
- * while they are read. */
-void dp_tcache_put_slow(struct dp_pool *p, struct dp_tcache *tc, void *obj)
+ * first); then push obj.  The page puts run before leaving, so no signal
+ * handler's put can reuse the slots while they are read. */
+void dp_tcache_put_slow(struct dp_pool *p, void *obj)
 {
+    struct dp_tcache *tc = dp_tc;
     /* Uncached (the fast path used the empty bin), or a getter waits
      * for room (its drain emptied the bin): the page, whose edge wakes
-     * it. */
-    if (p->tcidx < 0 || atomic_load_explicit(&p->waiters, DP_RLX)) {
-        dp_tc_leave(tc);
+     * it.  Also a signal handler's put that interrupted a slow path, and
+     * a drainer at work. */
+    struct dp_tbin *b = p->tcidx < 0 ? NULL : &tc->bins[p->tcidx];
+    if (!b || atomic_load_explicit(&p->waiters, DP_RLX) ||
+        !dp_tc_enter_bin(tc, b)) {
         dp_page_put(p, obj);
         return;
     }
-    struct dp_tbin *b = &tc->bins[p->tcidx];
     uint32_t n = bin_n(b);
     if (n >= p->tc_max)
         n = bin_shed(p, tc, b, n);
     b->slots[n] = obj;
     b->pool = p;
     bin_set_n(b, n + 1);
-    dp_tc_leave(tc);
+    dp_tc_leave_bin(tc, b);
 }
 
 /* A magazine popped from the depot: one object for the caller, the rest
@@ -429,8 +436,8 @@ static void bin_load(struct dp_pool *p, struct dp_mag *m, void **o)
     uint32_t n = m->n;
     *o = m->o[--n];
     struct dp_tcache *tc = dp_tc;
-    if (tc && dp_tc_enter(tc)) {
-        struct dp_tbin *b = &tc->bins[p->tcidx];
+    struct dp_tbin *b = &tc->bins[p->tcidx];
+    if (dp_tc_enter_bin(tc, b)) {
         struct dp_tchain *bc = bin_chain(tc, b);
         if (bin_n(b) == 0 && !atomic_load_explicit(&p->waiters, DP_RLX)) {
             memcpy(b->slots, m->o, n * sizeof(void *));
@@ -443,12 +450,12 @@ static void bin_load(struct dp_pool *p, struct dp_mag *m, void **o)
                 bc->spare = m;
                 m = NULL;
             }
-            dp_tc_leave(tc);
+            dp_tc_leave_bin(tc, b);
             if (m)
                 dp_depot_give_empty(p, m);
             return;
         }
-        dp_tc_leave(tc);
+        dp_tc_leave_bin(tc, b);
     }
     dp_page_put_array(p, m->o, n);
     dp_depot_give_empty(p, m);
@@ -459,14 +466,14 @@ static void bin_load(struct dp_pool *p, struct dp_mag *m, void **o)
 void *dp_tcache_pop_chain(struct dp_pool *p)
 {
     struct dp_tcache *tc = dp_tc;
-    if (!dp_tc_enter(tc))
+    struct dp_tbin *b = dp_tc_bin(tc, p);
+    if (!dp_tc_bin_enter(tc, b))
         return NULL;
-    struct dp_tbin *b = &tc->bins[p->tcbin];
-    struct dp_tchain *ch = &tc->chains[p->tcbin];
+    struct dp_tchain *ch = bin_chain(tc, b);
     void *c = NULL;
-    if (bin_n(b) == 0 && ch->head)
+    if (dp_tc_bin_count(b) == 0 && ch->head)
         c = dp_tc_chain_pop(p, b, ch);
-    dp_tc_leave(tc);
+    dp_tc_bin_leave(b);
     if (c)
         dp_an_get_asan(p, c);
     return c;
@@ -475,9 +482,11 @@ void *dp_tcache_pop_chain(struct dp_pool *p)
 bool dp_tcache_pop_slow(struct dp_pool *p, void **o)
 {
     struct dp_tcache *tc = dp_tc;
-    if (!tc || p->tcidx < 0 || !dp_tc_enter(tc))
+    if (p->tcidx < 0)
         return false;
     struct dp_tbin *b = &tc->bins[p->tcidx];
+    if (!dp_tc_enter_bin(tc, b))
+        return false;
     struct dp_tchain *bc = bin_chain(tc, b);
     uint32_t n = bin_n(b);
     if (n > p->tc_soft) {
@@ -485,7 +494,7 @@ bool dp_tcache_pop_slow(struct dp_pool *p, void **o)
         *o = b->slots[n - 1];
         bin_set_n(b, n - 1);
         DP_BUMP(&b->gets, 1);
-        dp_tc_leave(tc);
+        dp_tc_leave_bin(tc, b);
         return true;
     }
     bool empty = n == 0 && !bc->head && p->mag_cap &&
@@ -497,7 +506,7 @@ bool dp_tcache_pop_slow(struct dp_pool *p, void **o)
     bool mine = empty && !bc->spare;
     uint32_t shared = empty ? atomic_load_explicit(&p->mag_short, DP_RLX)
                             : 0;
-    dp_tc_leave(tc);
+    dp_tc_leave_bin(tc, b);
     if (!empty)
         return false;
     struct dp_mag *m = dp_depot_pop(p);
@@ -513,13 +522,13 @@ bool dp_tcache_pop_slow(struct dp_pool *p, void **o)
                               DP_RLX);
     }
     if ((mine || shared) && (m = dp_depot_stock(p, shared, mine)) != NULL) {
-        if (dp_tc_enter(tc)) {
+        if (dp_tc_enter_bin(tc, b)) {
             if (!bc->spare) {
                 b->pool = p;
                 bc->spare = m;
                 m = NULL;
             }
-            dp_tc_leave(tc);
+            dp_tc_leave_bin(tc, b);
         }
         if (m)
             dp_depot_give_empty(p, m);
@@ -567,8 +576,8 @@ void dp_tc_flush_bin(struct dp_tcache *tc, struct dp_tbin *b, bool forget)
 
 /* Thread exit: give everything back.  The cache leaves the thread
  * first: a signal handler's put from here on finds no cache and goes to
- * the pages, and active = 1 keeps any put that still holds the pointer
- * off the bins (dp_tc_enter).  Holding dp_tcg.lock means no drainer is
+ * the pages (one that ran before put to a bin, which the loop below
+ * flushes), and active = 1 keeps slow paths off.  Holding dp_tcg.lock means no drainer is
  * working on the cache, and a concurrent destroy cannot miss these
  * objects. */
 static void tc_thread_exit(void *v)
@@ -592,12 +601,18 @@ static void tc_thread_exit(void *v)
 void dp_thread_cache_flush(void)
 {
     struct dp_tcache *tc = dp_tc;
-    if (!tc || !dp_tc_enter(tc))
+    if (!dp_tc_enter(tc))
         return;
     dp_in_put++;
     for (int j = 0; j < DP_TC_BINS; j++) {
-        struct dp_pool *p = tc->bins[j].pool;
-        dp_tc_flush_bin(tc, &tc->bins[j], false);
+        struct dp_tbin *b = &tc->bins[j];
+        struct dp_pool *p = b->pool;
+        /* A signal handler's put keeps off the bin while it is flushed
+         * (a handler's fast path does not look at active). */
+        atomic_store_explicit(&b->busy, 1, DP_RLX);
+        atomic_signal_fence(memory_order_seq_cst);
+        dp_tc_flush_bin(tc, b, false);
+        dp_tc_bin_leave(b);
         /* The depots of the pools this thread uses too: what the thread
          * shed may sit there (lock-free, like the flush). */
         if (p)

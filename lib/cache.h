@@ -14,9 +14,10 @@
  * and after its exit.  Owner only (thread-local); drainers reach other
  * threads' caches through dp_tcg's list, never through this. */
 extern DP_HIDDEN DP_TLS struct dp_tcache *dp_tc;
-/* The stand-in for no cache: active stays 1, so dp_tc_enter refuses it
- * before it writes anything and the fast paths need no NULL test.
- * Never written, never on dp_tcg's list; dp_tc_mine() says NULL. */
+/* The stand-in for no cache, so that the fast paths need no NULL test:
+ * active stays 1, drain DP_TC_CLAIMED and every bin busy, so every path
+ * refuses it.  Only a get writes it (busy = 1, which it already is);
+ * never on dp_tcg's list; dp_tc_mine() says NULL. */
 extern DP_HIDDEN struct dp_tcache dp_tc_none;
 
 /* The calling thread's cache, or NULL if it has none. */
@@ -40,34 +41,109 @@ static inline void dp_test_hook(int where)
 }
 
 /*
- * The owner's side of the handshake with drainers (docs/design.md,
- * "Thread caches"): store active=1, then load drain.  The drainer stores
- * drain=REQ, runs membarrier(PRIVATE_EXPEDITED) -- a full barrier on
- * every CPU running one of our threads -- and then loads active.  So
- * either the drainer sees active=1 and leaves the cache alone, or the
- * owner sees drain!=0 and keeps off its bins.  The owner needs no fence
- * and no RMW: a compiler barrier is enough.
+ * The handshake with drainers (docs/design.md, "Thread caches").  Two
+ * kinds of flag say "the owner is at work here": each bin's `busy`, set
+ * by the fast paths on their one bin, and the cache's `active`, set by
+ * the slow paths and the ext-list operations (a slow path also sets the
+ * busy flag of the bin it works on).  The owner stores its flag, then
+ * loads `drain`.  The drainer stores drain=REQ, runs
+ * membarrier(PRIVATE_EXPEDITED) -- a full barrier on every CPU running
+ * one of our threads -- and then loads `active` and the busy flags of the
+ * bins it will touch.  So either the drainer sees a flag and leaves the
+ * cache alone, or the owner sees drain != 0 and keeps off.  The owner
+ * needs no fence and no RMW: a compiler barrier is enough.  The owner
+ * loads a bin's count only after its test of drain (a count loaded
+ * before could be one a drainer has replaced since), and a fast path's
+ * last store writes the new count and clears busy together.
+ *
+ * A put from a signal handler that interrupted a get or put of this
+ * thread finds that bin busy, or the cache active, and puts to the page;
+ * it may use another bin.  A get is not async-signal-safe, so it needs
+ * no such test.
  */
-static inline bool dp_tc_enter(struct dp_tcache *tc)
+
+/* A slow path or an ext-list operation enters (b: the bin it works on,
+ * or NULL). */
+static inline bool dp_tc_enter_bin(struct dp_tcache *tc, struct dp_tbin *b)
 {
     /* Already inside: a put from a signal handler that interrupted this
      * thread's own get/put.  Leave the bins alone; use the pages.  Also
      * dp_tc_none: no cache. */
-    if (DP_UNLIKELY(atomic_load_explicit(&tc->active, DP_RLX)))
+    if (DP_UNLIKELY(atomic_load_explicit(&tc->active, DP_RLX)) ||
+        (b && DP_UNLIKELY(atomic_load_explicit(&b->busy, DP_RLX))))
         return false;
     atomic_store_explicit(&tc->active, 1, DP_RLX);
+    if (b)
+        atomic_store_explicit(&b->busy, 1, DP_RLX);
     atomic_signal_fence(memory_order_seq_cst);
     if (DP_LIKELY(atomic_load_explicit(&tc->drain, memory_order_acquire) ==
                   0))
         return true;
+    if (b)
+        atomic_store_explicit(&b->busy, 0, memory_order_release);
     atomic_store_explicit(&tc->active, 0, memory_order_release);
     return false;
 }
 
-static inline void dp_tc_leave(struct dp_tcache *tc)
+static inline void dp_tc_leave_bin(struct dp_tcache *tc, struct dp_tbin *b)
 {
     atomic_signal_fence(memory_order_seq_cst);
+    if (b)
+        atomic_store_explicit(&b->busy, 0, memory_order_release);
     atomic_store_explicit(&tc->active, 0, memory_order_release);
+}
+
+static inline bool dp_tc_enter(struct dp_tcache *tc)
+{
+    return dp_tc_enter_bin(tc, NULL);
+}
+
+static inline void dp_tc_leave(struct dp_tcache *tc)
+{
+    dp_tc_leave_bin(tc, NULL);
+}
+
+/* A fast path enters bin b: busy = 1, then the test of drain.  The
+ * caller has made sure the bin was not busy (a put), or that no get or
+ * put of this thread can be under it (a get: not from signal handlers).
+ * false: a drainer is at work; nothing changed. */
+static inline bool dp_tc_bin_enter(struct dp_tcache *tc, struct dp_tbin *b)
+{
+    atomic_store_explicit(&b->busy, 1, DP_RLX);
+    atomic_signal_fence(memory_order_seq_cst);
+    if (DP_LIKELY(atomic_load_explicit(&tc->drain, memory_order_acquire) ==
+                  0))
+        return true;
+    /* Leave the bin as it was: not busy, or the stand-in's, which stays
+     * busy. */
+    atomic_store_explicit(&b->busy, tc == &dp_tc_none, memory_order_release);
+    return false;
+}
+
+/* The bin's count, inside dp_tc_bin_enter. */
+static inline uint32_t dp_tc_bin_count(struct dp_tbin *b)
+{
+    return atomic_load_explicit(&b->n, DP_RLX);
+}
+
+/* Leave bin b with count n: one 8-byte store of n and busy = 0 (a TSan
+ * build: two stores it can see, busy last). */
+static inline void dp_tc_bin_publish(struct dp_tbin *b, uint32_t n)
+{
+    atomic_signal_fence(memory_order_seq_cst);
+#if defined(__x86_64__) && !DP_TSAN
+    atomic_store_explicit(&b->nb, n, memory_order_release);
+#else
+    atomic_store_explicit(&b->n, n, DP_RLX);
+    atomic_store_explicit(&b->busy, 0, memory_order_release);
+#endif
+}
+
+/* Leave bin b unchanged. */
+static inline void dp_tc_bin_leave(struct dp_tbin *b)
+{
+    atomic_signal_fence(memory_order_seq_cst);
+    atomic_store_explicit(&b->busy, 0, memory_order_release);
 }
 
 /* The byte offset of bins[i] in a thread's cache (dp_pool.tcoff), and
@@ -79,10 +155,19 @@ static inline void dp_tc_leave(struct dp_tcache *tc)
 static inline struct dp_tbin *dp_tc_bin(struct dp_tcache *tc,
                                         const struct dp_pool *p)
 {
-    return (struct dp_tbin *)(void *)((char *)tc + p->tcoff);
+    return (struct dp_tbin *)(void *)((char *)tc +
+                                      atomic_load_explicit(&p->tcoff,
+                                                           DP_RLX));
 }
 
-/* Count one on a counter of this thread's cache, inside dp_tc_enter:
+/* The chain of pool p's bin in cache tc. */
+static inline struct dp_tchain *dp_tc_chain_of(struct dp_tcache *tc,
+                                             const struct dp_pool *p)
+{
+    return &tc->chains[atomic_load_explicit(&p->tcbin, DP_RLX)];
+}
+
+/* Count one on a counter of this thread's cache, inside its bin:
  * the owner is its only writer there, readers load it relaxed.  On
  * x86-64 one add to memory, which no signal handler can split (the
  * handler's own updates, nested, are balanced or refused); a TSan
@@ -110,25 +195,24 @@ DP_HIDDEN bool dp_tcache_pop_slow(struct dp_pool *p, void **o);
 static inline bool dp_tcache_pop_hit(struct dp_pool *p, void **o)
 {
     struct dp_tcache *tc = dp_tc; /* never NULL: dp_tc_none */
-    if (!dp_tc_enter(tc))
-        return false;
     struct dp_tbin *b = dp_tc_bin(tc, p);
-    uint32_t n = atomic_load_explicit(&b->n, DP_RLX);
+    if (!dp_tc_bin_enter(tc, b))
+        return false;
+    uint32_t n = dp_tc_bin_count(b);
     /* 1 <= n <= tc_soft: one unsigned compare, as `n != 0` was.  Above
      * the soft limit, the slow path (dp_tcache_pop_slow) takes over. */
     if (DP_UNLIKELY(n - 1 >= p->tc_soft)) {
-        dp_tc_leave(tc);
+        dp_tc_bin_leave(b);
         return false;
     }
     *o = b->slots[(size_t)n - 1];
-    atomic_store_explicit(&b->n, n - 1, DP_RLX);
     dp_tc_count(&b->gets);
-    dp_tc_leave(tc);
+    dp_tc_bin_publish(b, n - 1);
     dp_an_get_asan(p, *o);
     return true;
 }
 
-/* Inside dp_tc_enter, the bin's stack empty: pop its chain ch (cache.c,
+/* Inside bin b, its stack empty: pop its chain ch (cache.c,
  * "Chains"), which must not be empty. */
 static inline void *dp_tc_chain_pop(struct dp_pool *p, struct dp_tbin *b,
                                     struct dp_tchain *ch)
@@ -159,21 +243,21 @@ DP_HIDDEN void *dp_tcache_pop_chain(struct dp_pool *p);
 static inline bool dp_tcache_pop(struct dp_pool *p, void **o)
 {
     struct dp_tcache *tc = dp_tc; /* never NULL: dp_tc_none */
-    if (!dp_tc_enter(tc))
-        return false;
     struct dp_tbin *b = dp_tc_bin(tc, p);
-    uint32_t n = atomic_load_explicit(&b->n, DP_RLX);
+    if (!dp_tc_bin_enter(tc, b))
+        return false;
+    uint32_t n = dp_tc_bin_count(b);
     if (DP_LIKELY(n - 1 < p->tc_soft)) {
         *o = b->slots[(size_t)n - 1];
-        atomic_store_explicit(&b->n, n - 1, DP_RLX);
         dp_tc_count(&b->gets);
-    } else if (n == 0 && tc->chains[p->tcbin].head) {
-        *o = dp_tc_chain_pop(p, b, &tc->chains[p->tcbin]);
+        dp_tc_bin_publish(b, n - 1);
+    } else if (n == 0 && dp_tc_chain_of(tc, p)->head) {
+        *o = dp_tc_chain_pop(p, b, dp_tc_chain_of(tc, p));
+        dp_tc_bin_leave(b);
     } else {
-        dp_tc_leave(tc);
+        dp_tc_bin_leave(b);
         return false;
     }
-    dp_tc_leave(tc);
     dp_an_get_asan(p, *o);
     return true;
 }
@@ -187,9 +271,8 @@ static inline void *dp_tcache_get(struct dp_pool *p)
 }
 
 /* The bin is empty or full (or the pool is uncached): bind it, flush its
- * oldest objects if full, push obj.  Called inside dp_tc_enter; leaves. */
-DP_HIDDEN void dp_tcache_put_slow(struct dp_pool *p, struct dp_tcache *tc,
-                                  void *obj);
+ * oldest objects if full, push obj; or put obj to its page. */
+DP_HIDDEN void dp_tcache_put_slow(struct dp_pool *p, void *obj);
 
 /* Fast path: obj into this thread's bin, or hand it to the bin's slow
  * path.  false: nothing done; the caller puts to the page (no cache, or
@@ -198,26 +281,26 @@ DP_HIDDEN void dp_tcache_put_slow(struct dp_pool *p, struct dp_tcache *tc,
 static inline bool dp_tcache_put(struct dp_pool *p, void *obj)
 {
     struct dp_tcache *tc = dp_tc; /* never NULL: dp_tc_none */
-    if (!dp_tc_enter(tc))
-        return false;
     struct dp_tbin *b = dp_tc_bin(tc, p);
-    uint32_t n = atomic_load_explicit(&b->n, DP_RLX);
+    /* A get or put of this thread under us (a signal handler's put), a
+     * slow path at work on the bin, or no cache (dp_tc_none). */
+    if (DP_UNLIKELY(atomic_load_explicit(&b->busy, DP_RLX)))
+        return false;
+    if (!dp_tc_bin_enter(tc, b))
+        return false;
+    uint32_t n = dp_tc_bin_count(b);
     /* Full, or empty (the bin may not be bound to p yet): the slow path.
      * One unsigned compare covers both.  While a getter waits every bin
      * of p is empty (its drain emptied them, and nothing refills one
      * while it waits), so the put takes the slow path, which puts to
      * the page and wakes it (cache.c, dp_tcache_put_slow). */
     if (DP_UNLIKELY(n - 1 >= p->tc_putlim)) {
-        dp_tcache_put_slow(p, tc, obj); /* leaves the cache */
+        dp_tc_bin_leave(b);
+        dp_tcache_put_slow(p, obj);
         return true;
     }
-    /* The flush that returns this object will write its link word: start
-     * fetching the line for writing now, off the critical path, so the
-     * flush (the put tail) does not wait for memory. */
-    dp_prefetchw((char *)obj + p->linkoff);
     b->slots[(size_t)n] = obj;
-    atomic_store_explicit(&b->n, n + 1, DP_RLX);
-    dp_tc_leave(tc);
+    dp_tc_bin_publish(b, n + 1);
     return true;
 }
 
@@ -251,7 +334,7 @@ DP_HIDDEN void dp_tcache_sum(struct dp_pool *p, uint64_t *cached,
 /*
  * A layer above the pools (the malloc's thread lists) keeps DP_TC_EXT
  * lists of its own in each thread's cache (tc->ext[], tallied in
- * tc->ext_units), under the bins' rules: the owner inside
+ * tc->ext_units): the owner inside
  * dp_tc_enter/dp_tc_leave, or a drainer holding the claim.  The cache
  * hands them back through the ops the layer registers once, before it
  * uses a list; the ops must stay valid.

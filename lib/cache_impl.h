@@ -57,8 +57,8 @@ static inline void tc_unmap(struct dp_tcache *tc)
  * one). */
 static inline void dp_tc_set_bin(struct dp_pool *p, uint32_t i)
 {
-    p->tcbin = i;
-    p->tcoff = DP_TC_BINOFF(i);
+    atomic_store_explicit(&p->tcbin, i, DP_RLX);
+    atomic_store_explicit(&p->tcoff, DP_TC_BINOFF(i), DP_RLX);
 }
 
 static inline void bin_set_n(struct dp_tbin *b, uint32_t n)

@@ -30,12 +30,28 @@ static int heavy_barrier(void)
  * claimed (drain already CLAIMED: any other drainer gives its claim back
  * before it drops the lock) counts as busy.
  */
+/* Is the owner of tc at work on bin idx (every bin if idx < 0), or in a
+ * slow path?  After the barrier (cache.h, "The handshake"). */
+static bool owner_inside(struct dp_tcache *tc, int idx)
+{
+    if (atomic_load_explicit(&tc->active, memory_order_acquire))
+        return true;
+    if (idx >= 0)
+        return atomic_load_explicit(&tc->bins[idx].busy,
+                                    memory_order_acquire) != 0;
+    uint32_t any = 0;
+    for (int j = 0; j < DP_TC_BINS; j++)
+        any |= atomic_load_explicit(&tc->bins[j].busy, memory_order_acquire);
+    return any != 0;
+}
+
 /* The drainer's side of the handshake (docs/design.md §13): ask every
  * cache in want[0..n) (none of them claimed), one membarrier, then claim
- * those not inside a get/put; the others are released and set to NULL in
- * want.  Returns how many were busy, or SIZE_MAX when the barrier failed
- * (then none is claimed).  dp_tcg.lock held. */
-static size_t claim_locked(struct dp_tcache **want, size_t n)
+ * those whose owner is not at work on bin idx (every bin if idx < 0) or
+ * in a slow path; the others are released and set to NULL in want.
+ * Returns how many were busy, or SIZE_MAX when the barrier failed (then
+ * none is claimed).  dp_tcg.lock held. */
+static size_t claim_locked(struct dp_tcache **want, size_t n, int idx)
 {
     for (size_t i = 0; i < n; i++)
         atomic_store_explicit(&want[i]->drain, DP_TC_REQ, DP_RLX);
@@ -46,7 +62,7 @@ static size_t claim_locked(struct dp_tcache **want, size_t n)
     }
     size_t busy = 0;
     for (size_t i = 0; i < n; i++) {
-        if (atomic_load_explicit(&want[i]->active, memory_order_acquire)) {
+        if (owner_inside(want[i], idx)) {
             atomic_store_explicit(&want[i]->drain, 0, memory_order_release);
             want[i] = NULL;
             busy++;
@@ -69,7 +85,7 @@ static size_t claim_and_flush_locked(struct dp_tcache **want, size_t n,
     }
     if (k == 0)
         return busy;
-    size_t b = claim_locked(want, k);
+    size_t b = claim_locked(want, k, idx);
     if (b == SIZE_MAX)
         return busy + k;
     busy += b;
@@ -288,7 +304,7 @@ void dp_tcache_atfork_claim(void)
         }
         if (n == 0)
             break;
-        busy = claim_locked(want, n);
+        busy = claim_locked(want, n, -1);
         if (busy == SIZE_MAX)
             break;
         if (!busy && !more)

@@ -10,6 +10,8 @@
  * put and free, to prove that those paths take no lock.
  * dp_test_depot_magazines() says how many magazines a pool's depot has
  * made (each costs memory that is touched, and kept until destroy).
+ * dp_test_bin_busy() holds the calling thread's bin of a pool busy, as
+ * a get or put does while it works on the bin.
  */
 #include "dp_internal.h"
 #include "cache_impl.h"
@@ -43,6 +45,18 @@ void dp_test_unlock_pool(dp_pool_t *p)
 {
     pthread_mutex_unlock(&dp_tcg.lock);
     pthread_mutex_unlock(&p->lock);
+}
+
+void dp_test_bin_busy(dp_pool_t *p, bool busy);
+
+/* Between the two calls a drainer must leave the bin alone (cache.h,
+ * "The handshake"); the thread must not get or put on p meanwhile. */
+void dp_test_bin_busy(dp_pool_t *p, bool busy)
+{
+    struct dp_tcache *tc = dp_tc_mine();
+    if (tc)
+        atomic_store_explicit(&dp_tc_bin(tc, p)->busy, busy,
+                              memory_order_release);
 }
 
 uint32_t dp_test_depot_magazines(dp_pool_t *p);

@@ -118,11 +118,15 @@ struct dp_pool {
      * line, so that a put touches one line of the pool (a program using
      * many pools, as the malloc does, would otherwise miss on several).
      * Immutable after dp_pool_create, except `waiters`, written only by
-     * getters that have to wait (rare), and tcoff/tcidx, reset by
-     * destroy. */
-    _Alignas(DP_CACHELINE) uint32_t tcoff; /* where the fast paths' bin
-                             is in a thread's cache: the byte offset of
-                             bins[tcbin] (dp_tc_bin, cache.h)           */
+     * getters that have to wait (rare), and tcoff/tcbin/tcidx, reset
+     * by destroy under dp_tcg.lock. */
+    _Alignas(DP_CACHELINE) _Atomic uint32_t tcoff; /* where the fast
+                             paths' bin is in a thread's cache: the
+                             byte offset of bins[tcbin] (dp_tc_bin,
+                             cache.h); relaxed: a put racing a destroy
+                             that saw the old value finds the bin
+                             flushed, takes the slow path, and that
+                             reads tcidx under the handshake            */
     uint32_t tc_putlim;   /* tc_max - 1: a put to a bin holding n takes
                              the slow path when n - 1 >= tc_putlim (full,
                              or empty); UINT32_MAX uncached             */
@@ -164,9 +168,9 @@ struct dp_pool {
     bool pagemap;         /* pages registered in the page map (debug
                              pools, and pools created with
                              DP_IPOOL_PAGEMAP)                         */
-    uint32_t tcbin;       /* the bin of tcoff: tcidx, or DP_TC_BINS (a
+    _Atomic uint32_t tcbin; /* the bin of tcoff: tcidx, or DP_TC_BINS (a
                              bin that is always empty, so an uncached
-                             pool needs no test of its own)             */
+                             pool needs no test of its own); as tcoff  */
     uint32_t tc_max;      /* objects a bin may hold: a put to a full
                              bin returns its oldest objects first      */
     uint32_t tc_batch;    /* objects a refill takes                      */
@@ -243,9 +247,10 @@ _Static_assert(offsetof(struct dp_pool, debug) < DP_CACHELINE,
 #define DP_TC_CLAIMED 2 /* a drainer owns the bins until it stores 0  */
 
 /* One pool's objects in one thread: a stack of pointers, so a get or put
- * reads and writes no object memory.  slots, pool and the slot contents
- * are touched only by the owner inside dp_tc_enter/dp_tc_leave, or by a
- * drainer that has claimed the cache.  The counters are also read by
+ * reads and writes no object memory.  slots, pool, n and the slot
+ * contents are touched only by the owner with the bin's busy flag set
+ * (cache.h, "The handshake"), or by a drainer that has claimed the
+ * cache.  The counters are also read by
  * statistics and the GC, hence atomic, but whoever owns the bin updates
  * them with plain relaxed load+store pairs: no RMW.  Only gets are
  * counted; a put touches n and its slot and nothing else (puts are
@@ -261,7 +266,19 @@ struct dp_tbin {
                               Set by the slow paths: the put fast path
                               runs only on a non-empty bin, which is
                               bound already                          */
-    _Atomic uint32_t n;    /* objects in the bin's stack             */
+    /* n and busy share one 8-byte word, so that a fast path's last
+     * store writes the new count and clears busy together (cache.h,
+     * bin_publish).  Little-endian: n is nb's low half. */
+    union {
+        _Atomic uint64_t nb;
+        struct {
+            _Atomic uint32_t n;    /* objects in the bin's stack     */
+            _Atomic uint32_t busy; /* owner: 1 while a get/put works
+                                      on this bin (cache.h, "The
+                                      handshake"); a drainer only
+                                      reads it                       */
+        };
+    };
     _Atomic uint64_t gets; /* gets served by the bin                 */
     _Atomic int64_t net;   /* objects taken from pages minus objects
                               returned to pages through this bin     */
@@ -280,8 +297,8 @@ struct dp_tchain {
 
 /* A list a layer above the pools keeps in each thread's cache (the
  * malloc's medium blocks, malloc.c "Thread lists"), linked through the
- * layer's own link word.  Same rules as a bin: the owner inside
- * dp_tc_enter/dp_tc_leave, or a drainer holding the claim; counters
+ * layer's own link word.  The owner inside dp_tc_enter/dp_tc_leave
+ * (the cache's active flag), or a drainer holding the claim; counters
  * updated with DP_BUMP, read by statistics and the GC. */
 #define DP_TC_EXT 16
 struct dp_tclist {
@@ -292,7 +309,8 @@ struct dp_tclist {
 /* A thread's cache.  Allocated by its thread's first cached get, on
  * dp_tcg's list until the thread exits (cache.c). */
 struct dp_tcache {
-    _Atomic uint32_t active; /* owner: 1 inside a get/put             */
+    _Atomic uint32_t active; /* owner: 1 inside a slow path or an
+                                ext-list operation (cache.h)         */
     _Atomic uint32_t drain;  /* drainer: 0, DP_TC_REQ, DP_TC_CLAIMED   */
     uint64_t seen_sig;       /* dp_tcg.lock: bins' signature at the
                                 last GC (cache.c, dp_tcache_gc)      */

@@ -570,6 +570,122 @@ Test(cache, destroy_takes_back_objects_cached_by_a_live_idle_thread)
     dp_mock_destroy(m);
 }
 
+/* lib/testhooks.c: hold this thread's bin of p busy, as a get or put does
+ * while it works on the bin. */
+void dp_test_bin_busy(dp_pool_t *p, bool busy);
+
+struct holder {
+    dp_pool_t *pool;
+    pthread_barrier_t held;
+    tu_gate_t release;
+};
+
+static void *holder_main(void *arg)
+{
+    struct holder *h = arg;
+    void *o[20];
+    for (int i = 0; i < 20; i++)
+        cr_assert_not_null(o[i] = dp_pool_get(h->pool, DP_WAITOK));
+    for (int i = 0; i < 20; i++)
+        dp_pool_put(h->pool, o[i]);
+    dp_test_bin_busy(h->pool, true);
+    pthread_barrier_wait(&h->held);
+    tu_gate_wait(&h->release);
+    dp_test_bin_busy(h->pool, false);
+    pthread_barrier_wait(&h->held);
+    tu_gate_wait(&h->release);
+    return NULL;
+}
+
+/* A get or put marks its bin busy, and a drainer that sees the mark after
+ * its barrier leaves the bin alone: the owner may be halfway through an
+ * update of the bin's count and slots. */
+Test(cache, a_drainer_leaves_a_bin_alone_while_its_owner_works_on_it)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *p = mkpool(m, 0, 0);
+    struct holder h = {.pool = p};
+    h.release = (tu_gate_t)TU_GATE_INIT;
+    pthread_barrier_init(&h.held, NULL, 2);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, holder_main, &h), 0);
+    pthread_barrier_wait(&h.held);
+    dp_pool_stats_t st0 = tu_stats(p);
+    cr_assert_eq(st0.objs_inuse, 0);
+    cr_assert_gt(st0.objs_cached, 0);
+    cr_assert_eq(st0.pages, 1);
+    cr_assert_eq(dp_pool_reclaim(p), 0, "the busy bin was drained");
+    dp_pool_stats_t st = tu_stats(p);
+    cr_assert_eq(st.objs_cached, st0.objs_cached);
+    cr_assert_eq(st.pages, 1);
+    /* The owner leaves the bin: the next drain takes it. */
+    tu_gate_open(&h.release);
+    pthread_barrier_wait(&h.held);
+    cr_assert_eq(dp_pool_reclaim(p), 1);
+    st = tu_stats(p);
+    cr_assert_eq(st.objs_cached, 0);
+    cr_assert_eq(st.pages, 0);
+    pthread_join(t, NULL);
+    pthread_barrier_destroy(&h.held);
+    finish(p, m);
+}
+
+/* The put nested in a flush, as a signal handler's would be: it must find
+ * the bin busy and go to the page. */
+struct nested {
+    dp_pool_t *pool;
+    void *obj;   /* put from inside the first flush */
+    int done;
+};
+
+static void nested_put_hook(int where, void *arg)
+{
+    struct nested *n = arg;
+    if (where != DP_TEST_TC_FLUSH || n->done)
+        return;
+    n->done = 1;
+    dp_pool_put(n->pool, n->obj);
+}
+
+/* A put that lands while a slow path works on the same bin (a signal
+ * handler's, here called from the flush's test hook) keeps off the bin:
+ * the slow path marks the bin busy as a fast path does.  Otherwise the
+ * slow path's store of the count would drop the nested object.  The
+ * flush is a get's (a bin above its soft limit sheds first), so the
+ * nested put finds room in the bin. */
+Test(cache, a_put_nested_in_a_flush_of_its_bin_loses_nothing)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *p = mkpool(m, 0, 0);
+    enum { N = 300, SOFT = 256 }; /* 64-byte objects: tc_soft 256 */
+    static void *o[N + 1];
+    for (int i = 0; i <= N; i++)
+        cr_assert_not_null(o[i] = dp_pool_get(p, DP_WAITOK));
+    dp_thread_cache_flush();
+    for (int i = 0; i < SOFT + 4; i++) /* above the soft limit, not full */
+        dp_pool_put(p, o[i]);
+    struct nested n = {.pool = p, .obj = o[N]};
+    dp_test_set_hook(nested_put_hook, &n);
+    void *x = dp_pool_get(p, DP_WAITOK);
+    dp_test_set_hook(NULL, NULL);
+    cr_assert_not_null(x);
+    cr_assert_eq(n.done, 1, "the get did not shed");
+    dp_pool_put(p, x);
+    for (int i = SOFT + 4; i < N; i++)
+        dp_pool_put(p, o[i]);
+    dp_pool_stats_t st = tu_stats(p);
+    cr_assert_eq(st.objs_inuse, 0, "%llu objects lost",
+                 (unsigned long long)st.objs_inuse);
+    /* Every object comes back once. */
+    for (int i = 0; i <= N; i++)
+        cr_assert_not_null(o[i] = dp_pool_get(p, DP_WAITOK));
+    assert_distinct(o, N + 1, 0);
+    for (int i = 0; i <= N; i++)
+        dp_pool_put(p, o[i]);
+    dp_thread_cache_flush();
+    finish(p, m);
+}
+
 Test(cache, reclaim_drains_idle_caches_so_their_pages_go_back)
 {
     dp_mock_t *m = dp_mock_create(0);
