@@ -109,14 +109,15 @@ void dp_tcache_pool_init(struct dp_pool *p)
      * most DP_TC_FLUSH_RUNS page runs): the flush is what a put pays in
      * the tail, so it stays short (docs/benchmarks.md, larson). */
     p->tc_flush = max >= 64 ? 16 : max >= 4 ? (uint32_t)max / 4 : 1;
-    p->tc_soft = (uint32_t)max;
     p->tc_max = (uint32_t)max + p->tc_flush;
+    p->tc_soft = 0; /* uncached until a bin is found */
     pthread_mutex_lock(&dp_tcg.lock);
     for (int i = 0; i < DP_TC_BINS; i++) {
         if (!(dp_tcg.used[i / 64] & (1ull << (i % 64)))) {
             dp_tcg.used[i / 64] |= 1ull << (i % 64);
             p->tcidx = i;
             dp_tc_set_bin(p, (uint32_t)i);
+            p->tc_soft = (uint32_t)max;
             p->tc_putlim = p->tc_max - 1;
             break;
         }

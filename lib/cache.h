@@ -16,8 +16,9 @@
 extern DP_HIDDEN DP_TLS struct dp_tcache *dp_tc;
 /* The stand-in for no cache, so that the fast paths need no NULL test:
  * active stays 1, drain DP_TC_CLAIMED and every bin busy, so every path
- * refuses it.  Only a get writes it (busy = 1, which it already is);
- * never on dp_tcg's list; dp_tc_mine() says NULL. */
+ * refuses it.  Only a get of a cached pool writes it (busy = 1, which
+ * it already is), before its thread's first miss creates the thread's
+ * cache; never on dp_tcg's list; dp_tc_mine() says NULL. */
 extern DP_HIDDEN struct dp_tcache dp_tc_none;
 
 /* The calling thread's cache, or NULL if it has none. */
@@ -190,18 +191,21 @@ DP_HIDDEN bool dp_tcache_pop_slow(struct dp_pool *p, void **o);
 
 /* The hit path: pop this thread's bin's stack into *o.  false: no
  * object (no cache, an empty bin or one above tc_soft, or a drainer at
- * work on it).  A bool result, not NULL, so that a caller's hit path
+ * work on it).  An uncached pool (tc_soft 0) is refused before the flag's
+ * store: threads without a cache (all of them, without membarrier) would
+ * otherwise write dp_tc_none's line on every get of such a pool.  A bool result, not NULL, so that a caller's hit path
  * returns the object untested. */
 static inline bool dp_tcache_pop_hit(struct dp_pool *p, void **o)
 {
     struct dp_tcache *tc = dp_tc; /* never NULL: dp_tc_none */
     struct dp_tbin *b = dp_tc_bin(tc, p);
-    if (!dp_tc_bin_enter(tc, b))
+    uint32_t soft = p->tc_soft;
+    if (DP_UNLIKELY(soft == 0) || !dp_tc_bin_enter(tc, b))
         return false;
     uint32_t n = dp_tc_bin_count(b);
     /* 1 <= n <= tc_soft: one unsigned compare, as `n != 0` was.  Above
      * the soft limit, the slow path (dp_tcache_pop_slow) takes over. */
-    if (DP_UNLIKELY(n - 1 >= p->tc_soft)) {
+    if (DP_UNLIKELY(n - 1 >= soft)) {
         dp_tc_bin_leave(b);
         return false;
     }
@@ -244,10 +248,11 @@ static inline bool dp_tcache_pop(struct dp_pool *p, void **o)
 {
     struct dp_tcache *tc = dp_tc; /* never NULL: dp_tc_none */
     struct dp_tbin *b = dp_tc_bin(tc, p);
-    if (!dp_tc_bin_enter(tc, b))
+    uint32_t soft = p->tc_soft;
+    if (DP_UNLIKELY(soft == 0) || !dp_tc_bin_enter(tc, b))
         return false;
     uint32_t n = dp_tc_bin_count(b);
-    if (DP_LIKELY(n - 1 < p->tc_soft)) {
+    if (DP_LIKELY(n - 1 < soft)) {
         *o = b->slots[(size_t)n - 1];
         dp_tc_count(&b->gets);
         dp_tc_bin_publish(b, n - 1);
