@@ -577,7 +577,8 @@ void dp_test_bin_busy(dp_pool_t *p, bool busy);
 struct holder {
     dp_pool_t *pool;
     pthread_barrier_t held;
-    tu_gate_t release;
+    tu_gate_t release, done; /* done: the thread may exit (its exit
+                                flushes its cache, a drain of its own) */
 };
 
 static void *holder_main(void *arg)
@@ -593,7 +594,7 @@ static void *holder_main(void *arg)
     tu_gate_wait(&h->release);
     dp_test_bin_busy(h->pool, false);
     pthread_barrier_wait(&h->held);
-    tu_gate_wait(&h->release);
+    tu_gate_wait(&h->done);
     return NULL;
 }
 
@@ -606,6 +607,7 @@ Test(cache, a_drainer_leaves_a_bin_alone_while_its_owner_works_on_it)
     dp_pool_t *p = mkpool(m, 0, 0);
     struct holder h = {.pool = p};
     h.release = (tu_gate_t)TU_GATE_INIT;
+    h.done = (tu_gate_t)TU_GATE_INIT;
     pthread_barrier_init(&h.held, NULL, 2);
     pthread_t t;
     cr_assert_eq(pthread_create(&t, NULL, holder_main, &h), 0);
@@ -625,6 +627,7 @@ Test(cache, a_drainer_leaves_a_bin_alone_while_its_owner_works_on_it)
     st = tu_stats(p);
     cr_assert_eq(st.objs_cached, 0);
     cr_assert_eq(st.pages, 0);
+    tu_gate_open(&h.done);
     pthread_join(t, NULL);
     pthread_barrier_destroy(&h.held);
     finish(p, m);
