@@ -191,10 +191,10 @@ DP_HIDDEN bool dp_tcache_pop_slow(struct dp_pool *p, void **o);
 
 /* The hit path: pop this thread's bin's stack into *o.  false: no
  * object (no cache, an empty bin or one above tc_soft, or a drainer at
- * work on it).  An uncached pool (tc_soft 0) is refused before the flag's
- * store: threads without a cache (all of them, without membarrier) would
- * otherwise write dp_tc_none's line on every get of such a pool.  A bool result, not NULL, so that a caller's hit path
- * returns the object untested. */
+ * work on it).  A bool result, not NULL, so that a caller's hit path
+ * returns the object untested.  An uncached pool (tc_soft 0) is refused
+ * before the flag's store: threads without a cache (all of them, without
+ * membarrier) would otherwise write dp_tc_none's line on every get. */
 static inline bool dp_tcache_pop_hit(struct dp_pool *p, void **o)
 {
     struct dp_tcache *tc = dp_tc; /* never NULL: dp_tc_none */
@@ -339,10 +339,10 @@ DP_HIDDEN void dp_tcache_sum(struct dp_pool *p, uint64_t *cached,
 /*
  * A layer above the pools (the malloc's thread lists) keeps DP_TC_EXT
  * lists of its own in each thread's cache (tc->ext[], tallied in
- * tc->ext_units): the owner inside
- * dp_tc_enter/dp_tc_leave, or a drainer holding the claim.  The cache
- * hands them back through the ops the layer registers once, before it
- * uses a list; the ops must stay valid.
+ * tc->ext_units): the owner inside dp_tc_enter/dp_tc_leave, or a
+ * drainer holding the claim.  The cache hands them back through the ops
+ * the layer registers once, before it uses a list; the ops must stay
+ * valid.
  */
 struct dp_tcache_ext_ops {
     /* Empty l: hand every entry back to the layer.  forget: the list's
@@ -358,8 +358,13 @@ DP_HIDDEN struct dp_tcache *dp_tcache_self(void);
  * this thread's (self).  Returns the entries handed back.  May block
  * (cache lock, membarrier) unless self. */
 DP_HIDDEN size_t dp_tcache_ext_drain(bool self);
-/* Per list: entries summed over threads (n[]), and pops (cache lock). */
-DP_HIDDEN void dp_tcache_ext_sum(uint64_t n[DP_TC_EXT], uint64_t *pops);
+/* Per list: entries summed over threads (n[]), and pops (cache lock).
+ * locked (may be NULL) is called with the cache lock still held, so
+ * that the layer reads its own counters in the same snapshot: no drain
+ * moves entries off the lists meanwhile.  It may take only locks below
+ * dp_tcg.lock (docs/design.md §8). */
+DP_HIDDEN void dp_tcache_ext_sum(uint64_t n[DP_TC_EXT], uint64_t *pops,
+                                 void (*locked)(void *), void *arg);
 
 /* ---- fork (fork.c calls these in the order it lists) ------------------ */
 /* claim: before any lock, claim every other thread's cache (waits for

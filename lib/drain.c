@@ -257,7 +257,8 @@ size_t dp_tcache_ext_drain(bool self)
     return n;
 }
 
-void dp_tcache_ext_sum(uint64_t n[DP_TC_EXT], uint64_t *pops)
+void dp_tcache_ext_sum(uint64_t n[DP_TC_EXT], uint64_t *pops,
+                       void (*locked)(void *), void *arg)
 {
     memset(n, 0, DP_TC_EXT * sizeof(n[0]));
     *pops = 0;
@@ -267,6 +268,8 @@ void dp_tcache_ext_sum(uint64_t n[DP_TC_EXT], uint64_t *pops)
             n[j] += atomic_load_explicit(&tc->ext[j].n, DP_RLX);
             *pops += atomic_load_explicit(&tc->ext[j].pops, DP_RLX);
         }
+    if (locked)
+        locked(arg);
     pthread_mutex_unlock(&dp_tcg.lock);
 }
 

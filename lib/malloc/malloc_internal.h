@@ -56,7 +56,7 @@
  *               under its rules (dp_internal.h).
  *   The bootstrap arena's bump pointer: CAS (boot.c).
  * Lock order: docs/design.md §8.  mc_init_lock is outermost; mc_heap_lock
- * is a leaf.
+ * is a leaf (taken under dp_tcg.lock only by heap_counters).
  */
 #ifndef DP_MALLOC_INTERNAL_H
 #define DP_MALLOC_INTERNAL_H
@@ -337,6 +337,11 @@ DP_HIDDEN void heap_give_rest(struct mc_block *rest, size_t rest_len,
                               bool clean);
 DP_HIDDEN size_t heap_trim(enum mc_heap_mode mode);
 DP_HIDDEN size_t heap_reclaim_hook(void);
+/* The block counters in one snapshot (v: live, live_bytes, queued,
+ * queued_bytes, cached, cached_bytes), read under mc_heap_lock, so that
+ * no heap pass moves a block from queued to cached meanwhile.  The
+ * statistics call it under dp_tcg.lock (dp_tcache_ext_sum). */
+DP_HIDDEN void heap_counters(void *v);
 DP_HIDDEN void heap_fork_lock(void);
 DP_HIDDEN void heap_fork_unlock(void);
 

@@ -48,21 +48,22 @@ int dp_malloc_stats_get(dp_malloc_stats_t *out)
             out->put_provider_calls += s.put_provider_calls;
         }
     }
-    /* Blocks on thread lists count as live in mc_bs: move them. */
-    uint64_t tn[DP_TC_EXT], tpops, tl_n = 0, tl_bytes = 0;
-    dp_tcache_ext_sum(tn, &tpops);
+    /* Blocks on thread lists count as live in mc_bs: move them.  The
+     * lists and the block counters in one snapshot: no drain of the
+     * lists (to mc_lq) and no heap pass (mc_lq to the heap) in between,
+     * which would count a block twice or not at all. */
+    uint64_t tn[DP_TC_EXT], tpops, tl_n = 0, tl_bytes = 0, c[6];
+    dp_tcache_ext_sum(tn, &tpops, heap_counters, c);
     for (int i = 0; i < DP_TC_EXT; i++) {
         tl_n += tn[i];
         tl_bytes += tn[i] * (MC_TL_MINPG + (uint64_t)i) * MC_SYSPAGE;
     }
-    out->large_inuse = atomic_load_explicit(&mc_bs.live, MC_RLX) - tl_n;
-    out->large_bytes_inuse =
-        atomic_load_explicit(&mc_bs.live_bytes, MC_RLX) - tl_bytes;
-    out->large_queued = atomic_load_explicit(&mc_bs.queued, MC_RLX) + tl_n;
-    out->large_bytes_queued =
-        atomic_load_explicit(&mc_bs.queued_bytes, MC_RLX) + tl_bytes;
-    out->large_cached = atomic_load_explicit(&mc_bs.cached, MC_RLX);
-    out->large_bytes_cached = atomic_load_explicit(&mc_bs.cached_bytes, MC_RLX);
+    out->large_inuse = c[0] - tl_n;
+    out->large_bytes_inuse = c[1] - tl_bytes;
+    out->large_queued = c[2] + tl_n;
+    out->large_bytes_queued = c[3] + tl_bytes;
+    out->large_cached = c[4];
+    out->large_bytes_cached = c[5];
     out->large_trims = atomic_load_explicit(&mc_bs.splits, MC_RLX);
     out->large_bytes_trimmed = 0; /* a split's rest always goes to the heap */
     out->large_cache_max_bytes = MC_HEAP_MAX_BYTES;
