@@ -578,9 +578,9 @@ void dp_tc_flush_bin(struct dp_tcache *tc, struct dp_tbin *b, bool forget)
 /* Thread exit: give everything back.  The cache leaves the thread
  * first: a signal handler's put from here on finds no cache and goes to
  * the pages (one that ran before put to a bin, which the loop below
- * flushes), and active = 1 keeps slow paths off.  Holding dp_tcg.lock means no drainer is
- * working on the cache, and a concurrent destroy cannot miss these
- * objects. */
+ * flushes), and active = 1 keeps slow paths off.  Holding dp_tcg.lock
+ * means no drainer is working on the cache, and a concurrent destroy
+ * cannot miss these objects. */
 static void tc_thread_exit(void *v)
 {
     struct dp_tcache *tc = v;
