@@ -105,8 +105,8 @@ typedef struct dp_malloc_stats {
                                     docs/api.md, "Compatibility")        */
 } dp_malloc_stats_t;
 
-/* Fill *out.  0, or -1 + EINVAL for NULL.  Blocks: briefly (pool locks).
- * Does not allocate. */
+/* Fill *out.  0, or -1 + EINVAL for NULL.  Blocks: briefly (pool locks,
+ * the thread-cache lock, the heap lock).  Does not allocate. */
 DP_MALLOC_API int dp_malloc_stats_get(dp_malloc_stats_t *out);
 
 /* Print the statistics, with one line (or JSON object) per size class in
