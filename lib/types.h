@@ -268,7 +268,7 @@ struct dp_tbin {
                               bound already                          */
     /* n and busy share one 8-byte word, so that a fast path's last
      * store writes the new count and clears busy together (cache.h,
-     * bin_publish).  Little-endian: n is nb's low half. */
+     * dp_tc_bin_publish).  Little-endian: n is nb's low half. */
     union {
         _Atomic uint64_t nb;
         struct {

@@ -557,19 +557,19 @@ struct mc_block *heap_reuse(size_t len, size_t align, bool grow)
     return h;
 }
 
-/* The fork handlers' leaf lock (init.c, docs/design.md §8). */
 void heap_counters(void *v)
 {
-    uint64_t *c = v;
+    struct mc_bs_snap *c = v;
     pthread_mutex_lock(&mc_heap_lock);
-    c[0] = atomic_load_explicit(&mc_bs.live, MC_RLX);
-    c[1] = atomic_load_explicit(&mc_bs.live_bytes, MC_RLX);
-    c[2] = atomic_load_explicit(&mc_bs.queued, MC_RLX);
-    c[3] = atomic_load_explicit(&mc_bs.queued_bytes, MC_RLX);
-    c[4] = atomic_load_explicit(&mc_bs.cached, MC_RLX);
-    c[5] = atomic_load_explicit(&mc_bs.cached_bytes, MC_RLX);
+    c->live = atomic_load_explicit(&mc_bs.live, MC_RLX);
+    c->live_bytes = atomic_load_explicit(&mc_bs.live_bytes, MC_RLX);
+    c->queued = atomic_load_explicit(&mc_bs.queued, MC_RLX);
+    c->queued_bytes = atomic_load_explicit(&mc_bs.queued_bytes, MC_RLX);
+    c->cached = atomic_load_explicit(&mc_bs.cached, MC_RLX);
+    c->cached_bytes = atomic_load_explicit(&mc_bs.cached_bytes, MC_RLX);
     pthread_mutex_unlock(&mc_heap_lock);
 }
 
+/* The fork handlers' leaf lock (init.c, docs/design.md §8). */
 void heap_fork_lock(void) { pthread_mutex_lock(&mc_heap_lock); }
 void heap_fork_unlock(void) { pthread_mutex_unlock(&mc_heap_lock); }

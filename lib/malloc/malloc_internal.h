@@ -337,10 +337,14 @@ DP_HIDDEN void heap_give_rest(struct mc_block *rest, size_t rest_len,
                               bool clean);
 DP_HIDDEN size_t heap_trim(enum mc_heap_mode mode);
 DP_HIDDEN size_t heap_reclaim_hook(void);
-/* The block counters in one snapshot (v: live, live_bytes, queued,
- * queued_bytes, cached, cached_bytes), read under mc_heap_lock, so that
- * no heap pass moves a block from queued to cached meanwhile.  The
- * statistics call it under dp_tcg.lock (dp_tcache_ext_sum). */
+/* The block counters where blocks move between the heap pass and the
+ * thread lists' drains: one snapshot of them (heap_counters). */
+struct mc_bs_snap {
+    uint64_t live, live_bytes, queued, queued_bytes, cached, cached_bytes;
+};
+/* Fill the struct mc_bs_snap v under mc_heap_lock, so that no heap pass
+ * moves a block from queued to cached meanwhile.  The statistics call it
+ * under dp_tcg.lock (dp_tcache_ext_sum's callback). */
 DP_HIDDEN void heap_counters(void *v);
 DP_HIDDEN void heap_fork_lock(void);
 DP_HIDDEN void heap_fork_unlock(void);

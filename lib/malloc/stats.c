@@ -52,18 +52,19 @@ int dp_malloc_stats_get(dp_malloc_stats_t *out)
      * lists and the block counters in one snapshot: no drain of the
      * lists (to mc_lq) and no heap pass (mc_lq to the heap) in between,
      * which would count a block twice or not at all. */
-    uint64_t tn[DP_TC_EXT], tpops, tl_n = 0, tl_bytes = 0, c[6];
-    dp_tcache_ext_sum(tn, &tpops, heap_counters, c);
+    uint64_t tn[DP_TC_EXT], tpops, tl_n = 0, tl_bytes = 0;
+    struct mc_bs_snap c;
+    dp_tcache_ext_sum(tn, &tpops, heap_counters, &c);
     for (int i = 0; i < DP_TC_EXT; i++) {
         tl_n += tn[i];
         tl_bytes += tn[i] * (MC_TL_MINPG + (uint64_t)i) * MC_SYSPAGE;
     }
-    out->large_inuse = c[0] - tl_n;
-    out->large_bytes_inuse = c[1] - tl_bytes;
-    out->large_queued = c[2] + tl_n;
-    out->large_bytes_queued = c[3] + tl_bytes;
-    out->large_cached = c[4];
-    out->large_bytes_cached = c[5];
+    out->large_inuse = c.live - tl_n;
+    out->large_bytes_inuse = c.live_bytes - tl_bytes;
+    out->large_queued = c.queued + tl_n;
+    out->large_bytes_queued = c.queued_bytes + tl_bytes;
+    out->large_cached = c.cached;
+    out->large_bytes_cached = c.cached_bytes;
     out->large_trims = atomic_load_explicit(&mc_bs.splits, MC_RLX);
     out->large_bytes_trimmed = 0; /* a split's rest always goes to the heap */
     out->large_cache_max_bytes = MC_HEAP_MAX_BYTES;
