@@ -103,6 +103,9 @@ int main(void)
         pthread_create(&t[i], NULL, worker, (void *)(i + 1));
     for (int i = 0; i < THREADS; i++)
         pthread_join(t[i], NULL);
+    /* The reclaim thread may be constructing a page for lowat right now:
+     * stop it (it finishes its pass) so the counts below hold still. */
+    dp_reclaim_stop();
 
     dp_pool_stats_t st;
     dp_pool_stats(pool, &st);
