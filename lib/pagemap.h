@@ -36,15 +36,16 @@ extern DP_HIDDEN dp_pm_slot dp_pm_root[DP_PM_FAN];
 /* Inline: free() in the malloc layer is this lookup and the cache put. */
 static inline void *dp_pagemap_get(const void *addr)
 {
-    uintptr_t f = (uintptr_t)addr >> 12;
-    if (DP_UNLIKELY(f >> (2 * DP_PM_BITS)))
+    uintptr_t r = (uintptr_t)addr >> (12 + DP_PM_BITS);
+    if (DP_UNLIKELY(r >= DP_PM_FAN))
         return NULL;
-    dp_pm_slot *leaf = atomic_load_explicit(&dp_pm_root[f >> DP_PM_BITS],
+    dp_pm_slot *leaf = atomic_load_explicit(&dp_pm_root[r],
                                             memory_order_acquire);
     if (DP_UNLIKELY(!leaf))
         return NULL;
-    return atomic_load_explicit(&leaf[f & (DP_PM_FAN - 1)],
-                                memory_order_acquire);
+    return atomic_load_explicit(
+        &leaf[((uintptr_t)addr >> 12) & (DP_PM_FAN - 1)],
+        memory_order_acquire);
 }
 static inline void *dp_pm_pool(struct dp_pool *p)
 {

@@ -34,7 +34,7 @@ static void *small_get(unsigned c)
         o = dp_pool_get_timed(mc_pool[c], DP_WAITOK, &mc_past);
     }
     if (o)
-        mc_untag(mc_pool[c], o);
+        mc_untag(o);
     return o;
 }
 
@@ -87,7 +87,7 @@ static enum mc_kind mc_lookup(void *p, size_t *usable, void **hdr,
 {
     void *o = dp_pagemap_get(p);
     struct dp_pool *pool = dp_pm_as_pool(o);
-    if (pool && (!mc_small_bad(pool, p, mc_tag_word(pool, p), mc_tag(p)) ||
+    if (pool && (!mc_small_bad(pool, p, mc_tag_word(p), mc_tag(p)) ||
                  pool->debug)) {
         *usable = pool->objsize;
         *hdr = pool;
@@ -118,23 +118,34 @@ static enum mc_kind mc_lookup(void *p, size_t *usable, void **hdr,
 
 /* ---- the malloc family ----------------------------------------------------- */
 
-/* malloc()'s miss, out of line and cold: the hit path's code stays
- * short (docs/malloc.md, "The hit paths"). */
-static DP_NOINLINE void *malloc_miss(size_t n)
-{
-    return mc_alloc(n, 0, false, false);
-}
-
-/* The class pool's thread-cache pop into *o, its free tag cleared
+/* The class pool's thread-cache hit into *o, its free tag cleared
  * (harden.c); false: a miss.  Before mc_init, mc_hot[] names mc_nopool,
  * whose pop misses: no test of mc_inited here. */
 static inline bool hot_pop(unsigned c, void **o)
 {
     dp_pool_t *p = atomic_load_explicit(&mc_hot[c], memory_order_acquire);
-    if (!dp_tcache_pop(p, o))
+    if (!dp_tcache_pop_hit(p, o))
         return false;
-    mc_untag(p, *o);
+    mc_untag(*o);
     return true;
+}
+
+/* malloc()'s miss, out of line and cold: the bin's chain first (an empty
+ * stack after a refill, cache.c "Chains"), then everything else.  The
+ * chain's pop is here, not in hot_pop, so that the hit path saves no
+ * register (docs/malloc.md, "The hit paths"). */
+static DP_NOINLINE void *malloc_miss(size_t n)
+{
+    if (n <= MC_SMALL_MAX) {
+        dp_pool_t *p =
+            atomic_load_explicit(&mc_hot[mc_class(n)], memory_order_acquire);
+        void *o;
+        if (p->tc_soft && (o = dp_tcache_pop_chain(p)) != NULL) {
+            mc_untag(o);
+            return o;
+        }
+    }
+    return mc_alloc(n, 0, false, false);
 }
 
 /* The table's sizes first: one compare before the table load. */
@@ -155,6 +166,8 @@ MC_EXPORT void *malloc(size_t n)
  * small-block path needs no stack frame. */
 static DP_NOINLINE void free_other(void *p, void *o)
 {
+    if (!p)
+        return;
     struct mc_block *h = as_block(o);
     if (DP_LIKELY(h && block_user(h) == p && block_free(h)))
         return;
@@ -178,14 +191,12 @@ static DP_NOINLINE void free_other(void *p, void *o)
  */
 MC_EXPORT void free(void *p)
 {
-    if (DP_UNLIKELY(!p))
-        return;
     void *o = dp_pagemap_get(p);
     /* A pool's pages map to the pool tagged with the low bit (never to
      * the tag alone): the tag test is the pool test. */
     if (DP_LIKELY((uintptr_t)o & 1u)) {
         struct dp_pool *pool = (struct dp_pool *)((uintptr_t)o - 1u);
-        uintptr_t *w = mc_tag_word(pool, p), tag = mc_tag(p);
+        uintptr_t *w = mc_tag_word(p), tag = mc_tag(p);
         if (DP_UNLIKELY(mc_small_bad(pool, p, w, tag))) {
             mc_small_free_bad(pool, p); /* a tail call: no stack frame */
             return;

@@ -9,31 +9,31 @@
  * n (every class up to MC_TABLE_MAX is a multiple of 8).  Constant, so
  * that malloc()'s hit path needs no initialisation test. */
 const uint8_t mc_small_class[MC_TABLE_MAX / 8 + 1] = {
-    0, 0, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8,
-    8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11, 12, 12, 12,
-    12, 13, 13, 13, 13, 13, 13, 13, 13, 14, 14, 14, 14, 14, 14, 14,
-    14, 15, 15, 15, 15, 15, 15, 15, 15, 16, 16, 16, 16, 16, 16, 16,
+    0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7,
+    7, 8, 8, 8, 8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11,
+    11, 12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13,
+    13, 14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15,
+    15, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
     16, 17, 17, 17, 17, 17, 17, 17, 17, 17, 17, 17, 17, 17, 17, 17,
     17, 18, 18, 18, 18, 18, 18, 18, 18, 18, 18, 18, 18, 18, 18, 18,
     18, 19, 19, 19, 19, 19, 19, 19, 19, 19, 19, 19, 19, 19, 19, 19,
-    19, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20,
-    20,
+    19,
 };
 
 size_t mc_class_size(unsigned c)
 {
-    static const size_t tiny[9] = {8, 16, 32, 48, 64, 80, 96, 112, 128};
-    if (c < 9)
+    static const size_t tiny[8] = {16, 32, 48, 64, 80, 96, 112, 128};
+    if (c < 8)
         return tiny[c];
-    unsigned j = c - 9, lg = 7 + j / 4;
+    unsigned j = c - 8, lg = 7 + j / 4;
     return ((size_t)1 << lg) + ((size_t)(j % 4 + 1) << (lg - 2));
 }
 
-/* The largest power of two dividing the class size, between 16 (8 for the
- * 8-byte class) and MC_ALIGN_MAX: what its pool guarantees. */
+/* The largest power of two dividing the class size, between 16 and
+ * MC_ALIGN_MAX: what its pool guarantees. */
 size_t mc_class_align(unsigned c)
 {
     size_t sz = mc_class_size(c);
     size_t al = sz & -sz;
-    return c == 0 ? 8 : al < 16 ? 16 : al > MC_ALIGN_MAX ? MC_ALIGN_MAX : al;
+    return al < 16 ? 16 : al > MC_ALIGN_MAX ? MC_ALIGN_MAX : al;
 }

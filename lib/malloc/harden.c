@@ -66,7 +66,7 @@ void mc_small_abort(const struct dp_pool *pool, void *p, const char *fn)
 void mc_small_free_bad(struct dp_pool *pool, void *p)
 {
     mc_small_abort(pool, p, "free");
-    *mc_tag_word(pool, p) = mc_tag(p);
+    *mc_tag_word(p) = mc_tag(p);
     dp_pool_put(pool, p);
 }
 

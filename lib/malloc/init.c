@@ -24,9 +24,9 @@ dp_pool_t *_Atomic mc_hot[MC_NCLASS] = {
     NOPOOL(12), NOPOOL(13), NOPOOL(14), NOPOOL(15), NOPOOL(16), NOPOOL(17),
     NOPOOL(18), NOPOOL(19), NOPOOL(20), NOPOOL(21), NOPOOL(22), NOPOOL(23),
     NOPOOL(24), NOPOOL(25), NOPOOL(26), NOPOOL(27), NOPOOL(28), NOPOOL(29),
-    NOPOOL(30), NOPOOL(31), NOPOOL(32),
+    NOPOOL(30), NOPOOL(31),
 };
-_Static_assert(MC_NCLASS == 33, "mc_hot: one stand-in per class");
+_Static_assert(MC_NCLASS == 32, "mc_hot: one stand-in per class");
 size_t mc_align[MC_NCLASS];
 _Atomic int mc_inited;
 _Atomic int mc_rt;

@@ -75,8 +75,10 @@
 
 /* ---- size classes (classes.c) -------------------------------------------- */
 
-/* 8, 16, 32, 48, ..., 128, then four classes per doubling up to 8 KiB. */
-#define MC_NCLASS 33
+/* 16, 32, 48, ..., 128, then four classes per doubling up to 8 KiB: every
+ * small block is 16-byte aligned, as glibc's are (alignof(max_align_t)),
+ * and has a word 1 for its free tag. */
+#define MC_NCLASS 32
 #define MC_SMALL_MAX ((size_t)8192)
 #define MC_ALIGN_MAX ((size_t)4096) /* largest alignment a pool gives */
 
@@ -97,7 +99,7 @@ static inline unsigned mc_class(size_t n)
         return mc_small_class[(n + 7) >> 3];
     size_t m = n - 1;
     unsigned lg = 63u - (unsigned)__builtin_clzl(m);
-    return 9u + (lg - 7u) * 4u + (unsigned)((m >> (lg - 2)) & 3u);
+    return 8u + (lg - 7u) * 4u + (unsigned)((m >> (lg - 2)) & 3u);
 }
 
 DP_HIDDEN size_t mc_class_size(unsigned c);
@@ -364,11 +366,8 @@ extern DP_HIDDEN const struct dp_tcache_ext_ops mc_tl_ext_ops; /* tl_flush */
  * (dp_slot_index) and is not tagged free: free() writes mc_tag(p) into
  * the block's tag word before the put, and every path that hands a
  * small block out clears it (mc_untag).  The tag word is word 1, which no
- * pool writes (the class pools have no ctor: their link is word 0); the
- * 8-byte class has only word 0, which the pool overwrites with a link
- * once the block leaves the thread's bin, so there free() also takes a
- * word 0 that decodes as a link (link.h) for a free block.  docs/malloc.md,
- * "Hardening".
+ * pool writes (the class pools have no ctor: their link is word 0; the
+ * smallest class is 16 bytes).  docs/malloc.md, "Hardening".
  */
 static inline uintptr_t mc_tag(const void *p)
 {
@@ -376,28 +375,15 @@ static inline uintptr_t mc_tag(const void *p)
            atomic_load_explicit(&dp_link_key, memory_order_relaxed);
 }
 
-static inline uintptr_t *mc_tag_word(const struct dp_pool *pool, void *p)
+static inline uintptr_t *mc_tag_word(void *p)
 {
-    return (uintptr_t *)p + (pool->objsize > sizeof(uintptr_t));
+    return (uintptr_t *)p + 1;
 }
 
-/* pool's block o is being handed out. */
-static inline void mc_untag(const struct dp_pool *pool, void *o)
+/* Small block o is being handed out. */
+static inline void mc_untag(void *o)
 {
-    *mc_tag_word(pool, o) = 0;
-}
-
-/* An 8-byte block whose word 0 decodes as a free-list link: NULL, or an
- * aligned address in its own page. */
-static inline bool mc_linked8(const struct dp_pool *pool, void *p)
-{
-    /* A plain read: free() calls this only for a block that is not
-     * poisoned (mc_poisoned), and dp_link_peek would poison the word
-     * after it in an ASan build. */
-    const uintptr_t *w = (const uintptr_t *)p;
-    uintptr_t v = *w ^ dp_link_mask(w);
-    return !v || (!((v ^ (uintptr_t)p) & pool->pagemask) &&
-                  !(v & (sizeof(uintptr_t) - 1)));
+    *mc_tag_word(o) = 0;
 }
 
 /* In an ASan build a free block is poisoned (annotate.h): a poisoned tag
@@ -419,8 +405,7 @@ static inline bool mc_small_bad(const struct dp_pool *pool, void *p,
                                 const uintptr_t *w, uintptr_t tag)
 {
     return dp_slot_index(pool, p) >= pool->cap || mc_poisoned(pool, w) ||
-           *w == tag ||
-           ((void *)w == p && mc_linked8(pool, p));
+           *w == tag;
 }
 
 /* free() or realloc() (fn) of p, in a page of pool, that mc_small_bad

@@ -27,14 +27,14 @@ static size_t opaque(size_t x)
     return v;
 }
 
-/* The class sizes: 8..128, then four per doubling up to small_max
+/* The class sizes: 16..128, then four per doubling up to small_max
  * (8 KiB), and the same steps on to 64 KiB, which are medium blocks (cut
  * from chunks at page granularity) but boundaries worth checking still. */
 static size_t class_sizes(size_t *out)
 {
-    static const size_t tiny[] = {8, 16, 32, 48, 64, 80, 96, 112, 128};
+    static const size_t tiny[] = {16, 32, 48, 64, 80, 96, 112, 128};
     size_t n = 0;
-    for (size_t i = 0; i < 9; i++)
+    for (size_t i = 0; i < 8; i++)
         out[n++] = tiny[i];
     for (size_t base = 128; base < 65536; base *= 2)
         for (size_t k = 1; k <= 4; k++)
@@ -60,16 +60,16 @@ Test(malloc_conformance, every_class_boundary_n_minus_1_n_n_plus_1)
     cr_assert_eq(cls[nc - 1], 65536);
     dp_malloc_stats_t st;
     cr_assert_eq(dp_malloc_stats_get(&st), 0);
-    cr_assert_eq(cls[32], st.small_max, "the largest class");
-    cr_assert_eq(st.small_classes, 33);
+    cr_assert_eq(cls[31], st.small_max, "the largest class");
+    cr_assert_eq(st.small_classes, 32);
     void *keep[64 * 3];
     size_t k = 0;
     for (size_t i = 0; i < nc; i++) {
         for (size_t d = 0; d < 3; d++) {
             size_t n = cls[i] - 1 + d;
             void *p = malloc(n);
-            /* glibc's guarantee is 16 for n >= 16; 8 below (as jemalloc). */
-            check_block(p, n, n >= 16 ? 16 : 8, n);
+            /* glibc's guarantee, alignof(max_align_t), for every n. */
+            check_block(p, n, 16, n);
             keep[k++] = p;
         }
     }
@@ -83,16 +83,16 @@ Test(malloc_conformance, every_class_boundary_n_minus_1_n_n_plus_1)
         free(keep[i]);
 }
 
-/* Every small size, 0 to small_max, by malloc and calloc: the block's
- * usable size is the smallest class that holds it (docs/malloc.md, "Size
- * classes"), whether the class comes from the table (up to 1 KiB) or
+/* Every small size, 0 to small_max, by malloc and calloc: the block is
+ * 16-byte aligned and its usable size is the smallest class that holds
+ * it (docs/malloc.md, "Size classes"), whether the class comes from the table (up to 1 KiB) or
  * from the arithmetic above it. */
 Test(malloc_conformance, every_small_size_gets_the_smallest_class_that_holds_it)
 {
     size_t cls[64];
     size_t nc = class_sizes(cls);
     size_t c = 0;
-    for (size_t n = 0; n <= cls[32]; n++) {
+    for (size_t n = 0; n <= cls[31]; n++) {
         while (c < nc && cls[c] < n)
             c++;
         void *p = malloc(opaque(n));
@@ -100,8 +100,10 @@ Test(malloc_conformance, every_small_size_gets_the_smallest_class_that_holds_it)
         cr_assert_eq(malloc_usable_size(p), cls[c],
                      "malloc(%zu): usable %zu, the class is %zu", n,
                      malloc_usable_size(p), cls[c]);
+        cr_assert_eq((uintptr_t)p % 16, 0, "malloc(%zu) = %p", n, p);
         void *q = calloc(1, opaque(n));
         cr_assert_not_null(q);
+        cr_assert_eq((uintptr_t)q % 16, 0, "calloc(1, %zu) = %p", n, q);
         cr_assert_eq(malloc_usable_size(q), cls[c],
                      "calloc(1, %zu): usable %zu, the class is %zu", n,
                      malloc_usable_size(q), cls[c]);

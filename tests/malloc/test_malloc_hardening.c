@@ -26,15 +26,15 @@
 
 TestSuite(malloc_hardening, .init = tu_watchdog_init);
 
-/* The size classes (docs/malloc.md, "Size classes"): 8, 16, 32, 48, ...,
+/* The size classes (docs/malloc.md, "Size classes"): 16, 32, 48, ...,
  * 128, then four per doubling up to 8 KiB. */
-#define NCLASS 33
+#define NCLASS 32
 static size_t class_size(unsigned c)
 {
-    static const size_t tiny[9] = {8, 16, 32, 48, 64, 80, 96, 112, 128};
-    if (c < 9)
+    static const size_t tiny[8] = {16, 32, 48, 64, 80, 96, 112, 128};
+    if (c < 8)
         return tiny[c];
-    unsigned j = c - 9, lg = 7 + j / 4;
+    unsigned j = c - 8, lg = 7 + j / 4;
     return ((size_t)1 << lg) + ((size_t)(j % 4 + 1) << (lg - 2));
 }
 
@@ -67,7 +67,7 @@ static void run_misuse(void *arg)
     case OP_FREE_FREE_LATER: {
         /* Freed, then pushed out of this thread's bin by more frees of
          * its class than a bin holds (DP_TC_MAXCAP), so that the pool
-         * links it (the 8-byte class: over its tag), then freed again. */
+         * links it (over word 0; the tag is word 1), then freed again. */
         enum { N = 600 };
         void *o[N];
         for (int i = 0; i < N; i++)
