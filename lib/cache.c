@@ -100,11 +100,13 @@ void dp_tcache_pool_init(struct dp_pool *p)
         dp_depot_init(p); /* none */
         return;
     }
-    /* Hold up to 32 KiB of objects, between 8 and 256 of them, and
-     * one flush more before a put must return some ("Soft limit"). */
-    size_t max = (32u << 10) / p->slotsize;
-    max = max < 8 ? 8 : max > 256 ? 256 : max;
-    p->tc_batch = (uint32_t)max / 2;
+    /* Hold up to 64 KiB of objects, between 8 and 512 of them, and
+     * one flush more before a put must return some ("Soft limit").  A
+     * refill (and a depot magazine) is half of that, at most 128
+     * objects. */
+    size_t max = (64u << 10) / p->slotsize;
+    max = max < 8 ? 8 : max > 512 ? 512 : max;
+    p->tc_batch = (uint32_t)(max / 2 < 128 ? max / 2 : 128);
     /* A full bin returns its oldest quarter, at most 16 objects (and at
      * most DP_TC_FLUSH_RUNS page runs): the flush is what a put pays in
      * the tail, so it stays short (docs/benchmarks.md, larson). */

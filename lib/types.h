@@ -256,8 +256,8 @@ _Static_assert(offsetof(struct dp_pool, debug) < DP_CACHELINE,
  * counted; a put touches n and its slot and nothing else (puts are
  * derived: the pool's puts = gets - objects out). */
 /* Slots per bin: a pool's tc_max is at most this (a soft limit of up to
- * 256 objects, plus one flush of 16). */
-#define DP_TC_MAXCAP 272
+ * 512 objects, plus one flush of 16). */
+#define DP_TC_MAXCAP 528
 struct dp_tbin {
     void **slots;          /* base of the stack, [0, n) in use; inside
                               the bin's area of 2 * DP_TC_MAXCAP slots,

@@ -124,7 +124,7 @@ Test(cache, overflowing_bin_returns_its_oldest_objects_and_loses_none)
         s = tu_stats(p);
         cr_assert_eq(s.objs_inuse, 0);
         cr_assert_eq(s.puts, s.gets);
-        /* The bin holds at most 256 + 16; its overflows went to the depot
+        /* The bin holds at most 512 + 16; its overflows went to the depot
          * (whole magazines) or to the pages, and stay counted as cached
          * only in the depot. */
         cr_assert_gt(s.objs_cached, 0, "the newest objects stay cached");
@@ -141,13 +141,14 @@ Test(cache, overflowing_bin_returns_its_oldest_objects_and_loses_none)
     finish(p, m);
 }
 
-/* The soft limit (cache.c): puts fill a bin past its soft limit (256
- * objects of 64 bytes) up to the hard one (272) and return objects to the
+/* The soft limit (cache.c): puts fill a bin past its soft limit (512
+ * objects of 64 bytes) up to the hard one (528) and return objects to the
  * pages only there; the first gets then return the oldest objects, down
- * to the soft limit, and still hand out the newest object first. */
+ * to the soft limit, and still hand out the newest object first.  A
+ * refill, and so a magazine, is 128 of them. */
 Test(cache, a_get_above_the_soft_limit_returns_the_oldest_objects_first)
 {
-    enum { N = 600 };
+    enum { N = 1200, SOFT = 512, HARD = 528, MAG = 128 };
     dp_mock_t *m = dp_mock_create(0);
     dp_pool_t *p = mkpool(m, 0, 0);
     static void *objs[N];
@@ -157,20 +158,20 @@ Test(cache, a_get_above_the_soft_limit_returns_the_oldest_objects_first)
         dp_pool_put(p, objs[i]);
     dp_pool_stats_t s = tu_stats(p);
     uint64_t c0 = s.objs_cached;
-    /* After the last flush a put made (at 272, down to 256), every put
+    /* After the last flush a put made (at HARD, down to SOFT), every put
      * was cached: the bin is above its soft limit.  The first overflow
-     * went to the depot in the magazine the first refill made (128 of
-     * 64 bytes), the later ones to the pages (no empty magazine left). */
-    cr_assert(c0 > 256 + 128 && c0 <= 272 + 128, "cached after the puts: %llu",
-              (unsigned long long)c0);
-    c0 -= 128;
+     * went to the depot in the magazine the first refill made, the later
+     * ones to the pages (no empty magazine left). */
+    cr_assert(c0 > SOFT + MAG && c0 <= HARD + MAG,
+              "cached after the puts: %llu", (unsigned long long)c0);
+    c0 -= MAG;
     uint64_t prev = c0;
     int k = 0;
-    for (; prev > 256; k++) {
+    for (; prev > SOFT; k++) {
         void *o = dp_pool_get(p, DP_WAITOK);
         cr_assert_eq(o, objs[N - 1 - k], "get %d: newest first", k);
         s = tu_stats(p);
-        s.objs_cached -= 128; /* the depot's magazine stays */
+        s.objs_cached -= MAG; /* the depot's magazine stays */
         /* One object out, and between 1 and 16 of the oldest returned. */
         cr_assert(s.objs_cached < prev - 1 && s.objs_cached >= prev - 17,
                   "get %d: cached %llu -> %llu", k,
@@ -183,7 +184,7 @@ Test(cache, a_get_above_the_soft_limit_returns_the_oldest_objects_first)
     void *o = dp_pool_get(p, DP_WAITOK);
     cr_assert_eq(o, objs[N - 1 - k]);
     s = tu_stats(p);
-    cr_assert_eq(s.objs_cached - 128, prev - 1);
+    cr_assert_eq(s.objs_cached - MAG, prev - 1);
     for (int i = 0; i <= k; i++)
         dp_pool_put(p, objs[N - 1 - i]);
     dp_thread_cache_flush();
@@ -217,7 +218,7 @@ Test(cache, a_refill_takes_a_pages_returned_objects_whole_and_loses_none)
             memset(objs[i], 0xa5, 16); /* ours: the link word too */
             gets++;
             dp_pool_stats_t s = tu_stats(p);
-            chained |= s.objs_cached > 256;
+            chained |= s.objs_cached > 528; /* more than a stack holds */
             cr_assert_eq(s.objs_inuse, (uint64_t)i + 1);
             cr_assert_eq(s.gets, gets);
         }
@@ -237,7 +238,7 @@ Test(cache, a_refill_takes_a_pages_returned_objects_whole_and_loses_none)
     void *o = dp_pool_get(p, DP_WAITOK);
     for (int i = 0; i < 300; i++)
         cr_assert_not_null(objs[i] = dp_pool_get(p, DP_WAITOK));
-    cr_assert_gt(tu_stats(p).objs_cached, 256, "a chain is cached");
+    cr_assert_gt(tu_stats(p).objs_cached, 528, "a chain is cached");
     dp_pool_put(p, o);
     dp_thread_cache_flush();
     dp_pool_stats_t s = tu_stats(p);
@@ -660,7 +661,7 @@ Test(cache, a_put_nested_in_a_flush_of_its_bin_loses_nothing)
 {
     dp_mock_t *m = dp_mock_create(0);
     dp_pool_t *p = mkpool(m, 0, 0);
-    enum { N = 300, SOFT = 256 }; /* 64-byte objects: tc_soft 256 */
+    enum { N = 600, SOFT = 512 }; /* 64-byte objects: tc_soft 512 */
     static void *o[N + 1];
     for (int i = 0; i <= N; i++)
         cr_assert_not_null(o[i] = dp_pool_get(p, DP_WAITOK));

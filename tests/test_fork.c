@@ -420,8 +420,8 @@ Test(fork, pool_in_use_by_another_thread_at_fork_still_works_in_the_child, .time
  * cache whole.  Without that, the child flushes the half-updated bin and
  * hands the objects already returned out twice.
  */
-#define HALF_OBJS 300
-#define HALF_PAGES 8
+#define HALF_OBJS 600 /* past a bin's hard limit (528 of 64 bytes) */
+#define HALF_PAGES 16
 
 struct half {
     dp_pool_t *pool;
