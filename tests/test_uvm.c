@@ -369,6 +369,9 @@ Test(uvm, puts_that_empty_pages_finish_while_the_map_entry_pool_is_exhausted)
 #define NWORKERS 4
 #define DATA_LIMIT 64   /* data pages; entries needed: one per page      */
 #define ENTRY_LIMIT 2   /* entry pages: room for DATA_LIMIT + in flight  */
+/* Pages the last three steps empty on purpose: more than a refill takes
+ * (129 objects of 256 bytes, 9 pages), so that some stay empty. */
+#define EMPTY_PAGES 16
 
 struct worker {
     struct world *w;
@@ -485,14 +488,14 @@ Test(uvm, concurrent_map_unmap_with_every_reclaim_path_keeps_entry_limit_and_ret
     /* Now each reclaim path once more, on pages emptied on purpose, so
      * that each is seen unmapping (during the run, who got there first
      * was up to the scheduler).  Empty pages past hiwat are urgent. */
-    void **objs = calloc(8 * dopp, sizeof(void *));
+    void **objs = calloc(EMPTY_PAGES * dopp, sizeof(void *));
     cr_assert_not_null(objs);
     struct uvm *u = &w.u;
     /* 1. The reclaim thread.  Stopped while the pages are emptied: empty
      * pages past hiwat are urgent, and it would take some before
      * make_empty_pages counts them. */
     dp_reclaim_stop();
-    make_empty_pages(&w, objs, 8 * dopp);
+    make_empty_pages(&w, objs, EMPTY_PAGES * dopp);
     cr_assert_eq(dp_reclaim_start(), 0);
     for (int pass = 0; pass < 100 && !atomic_load(&u->unmaps_by[ROLE_NONE]);
          pass++)
@@ -501,7 +504,7 @@ Test(uvm, concurrent_map_unmap_with_every_reclaim_path_keeps_entry_limit_and_ret
     cr_assert_gt(atomic_load(&u->unmaps_by[ROLE_NONE]), 0,
                  "the reclaim thread never unmapped a page");
     /* 2. A DP_WAITOK get hands due pages back after serving. */
-    make_empty_pages(&w, objs, 8 * dopp);
+    make_empty_pages(&w, objs, EMPTY_PAGES * dopp);
     uint64_t before = atomic_load(&u->unmaps_by[ROLE_WAITOK_GET]);
     void *o = traced_get(w.data, DP_WAITOK);
     cr_assert_not_null(o);
@@ -509,12 +512,12 @@ Test(uvm, concurrent_map_unmap_with_every_reclaim_path_keeps_entry_limit_and_ret
     cr_assert_gt(atomic_load(&u->unmaps_by[ROLE_WAITOK_GET]), before,
                  "a DP_WAITOK get with due pages unmapped none");
     /* 3. dp_pool_reclaim. */
-    make_empty_pages(&w, objs, 8 * dopp);
+    make_empty_pages(&w, objs, EMPTY_PAGES * dopp);
     before = atomic_load(&u->unmaps_by[ROLE_RECLAIM]);
     cr_assert_gt(traced_reclaim(w.data), 0);
     cr_assert_gt(atomic_load(&u->unmaps_by[ROLE_RECLAIM]), before);
     free(objs);
-    gets += 3 * 8 * dopp + 1;
+    gets += 3 * EMPTY_PAGES * dopp + 1;
 
     dp_pool_stats_t ds = tu_stats(w.data);
     cr_assert_eq(ds.gets, gets, "pool counted %llu gets, workers %llu",
