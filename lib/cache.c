@@ -466,16 +466,38 @@ static void bin_load(struct dp_pool *p, struct dp_mag *m, void **o)
     atomic_fetch_add(&p->tc_gets_folded, 1);
 }
 
+/* Inside bin b, its stack empty: pop its chain ch ("Chains"), which
+ * must not be empty. */
+static void *chain_pop(struct dp_pool *p, struct dp_tbin *b,
+                       struct dp_tchain *ch)
+{
+    /* The link load is the one a refill would have made walking the
+     * page's list; here the caller's own work overlaps it. */
+    void *c = ch->head;
+    void *next = dp_link_get_cached(p, c);
+    ch->head = next;
+    /* The next pop loads next's link word, and the caller will write
+     * next: fetch its line for writing now, one get ahead (the chain may
+     * come from another core's frees). */
+    if (next)
+        dp_prefetchw((char *)next + p->linkoff);
+    DP_BUMP(&ch->n, -1);
+    dp_tc_count(&b->gets);
+    return c;
+}
+
 void *dp_tcache_pop_chain(struct dp_pool *p)
 {
     struct dp_tcache *tc = dp_tc;
     struct dp_tbin *b = dp_tc_bin(tc, p);
-    if (!dp_tc_bin_enter(tc, b))
+    /* An uncached pool is refused before the flag's store, as on the hit
+     * path (cache.h, dp_tcache_pop_hit). */
+    if (p->tc_soft == 0 || !dp_tc_bin_enter(tc, b))
         return NULL;
     struct dp_tchain *ch = bin_chain(tc, b);
     void *c = NULL;
     if (dp_tc_bin_count(b) == 0 && ch->head)
-        c = dp_tc_chain_pop(p, b, ch);
+        c = chain_pop(p, b, ch);
     dp_tc_bin_leave(b);
     if (c)
         dp_an_get_asan(p, c);

@@ -161,13 +161,6 @@ static inline struct dp_tbin *dp_tc_bin(struct dp_tcache *tc,
                                                            DP_RLX));
 }
 
-/* The chain of pool p's bin in cache tc. */
-static inline struct dp_tchain *dp_tc_chain_of(struct dp_tcache *tc,
-                                             const struct dp_pool *p)
-{
-    return &tc->chains[atomic_load_explicit(&p->tcbin, DP_RLX)];
-}
-
 /* Count one on a counter of this thread's cache, inside its bin:
  * the owner is its only writer there, readers load it relaxed.  On
  * x86-64 one add to memory, which no signal handler can split (the
@@ -216,63 +209,16 @@ static inline bool dp_tcache_pop_hit(struct dp_pool *p, void **o)
     return true;
 }
 
-/* Inside bin b, its stack empty: pop its chain ch (cache.c,
- * "Chains"), which must not be empty. */
-static inline void *dp_tc_chain_pop(struct dp_pool *p, struct dp_tbin *b,
-                                    struct dp_tchain *ch)
-{
-    /* The link load is the one a refill would have made walking the
-     * page's list; here the caller's own work overlaps it. */
-    void *c = ch->head;
-    void *next = dp_link_get_cached(p, c);
-    ch->head = next;
-    /* The next pop loads next's link word, and the caller will write
-     * next: fetch its line for writing now, one get ahead (the chain may
-     * come from another core's frees). */
-    if (next)
-        dp_prefetchw((char *)next + p->linkoff);
-    DP_BUMP(&ch->n, -1);
-    dp_tc_count(&b->gets);
-    return c;
-}
-
 /* The bin's stack is empty: pop its chain.  NULL: no object (no chain, no
- * cache, a drainer at work on it).  Out of line, for dp_pool_get's slow
- * path, so that its hit path keeps no stack frame. */
+ * cache, an uncached pool, a drainer at work on it).  Out of line, so
+ * that the hit paths that miss into it keep no stack frame. */
 DP_HIDDEN void *dp_tcache_pop_chain(struct dp_pool *p);
 
-/* Fast path: pop this thread's bin (its stack, else its chain) into *o;
- * false: no object.  The chain's pop inline, for the malloc's hit path,
- * where a call would cost its caller a stack frame. */
-static inline bool dp_tcache_pop(struct dp_pool *p, void **o)
-{
-    struct dp_tcache *tc = dp_tc; /* never NULL: dp_tc_none */
-    struct dp_tbin *b = dp_tc_bin(tc, p);
-    uint32_t soft = p->tc_soft;
-    if (DP_UNLIKELY(soft == 0) || !dp_tc_bin_enter(tc, b))
-        return false;
-    uint32_t n = dp_tc_bin_count(b);
-    if (DP_LIKELY(n - 1 < soft)) {
-        *o = b->slots[(size_t)n - 1];
-        dp_tc_count(&b->gets);
-        dp_tc_bin_publish(b, n - 1);
-    } else if (n == 0 && dp_tc_chain_of(tc, p)->head) {
-        *o = dp_tc_chain_pop(p, b, dp_tc_chain_of(tc, p));
-        dp_tc_bin_leave(b);
-    } else {
-        dp_tc_bin_leave(b);
-        return false;
-    }
-    dp_an_get_asan(p, *o);
-    return true;
-}
-
-/* The same, as an object or NULL. */
+/* Pop this thread's bin (its stack, else its chain): an object or NULL. */
 static inline void *dp_tcache_get(struct dp_pool *p)
 {
-    void *o = NULL;
-    dp_tcache_pop(p, &o);
-    return o;
+    void *o;
+    return dp_tcache_pop_hit(p, &o) ? o : dp_tcache_pop_chain(p);
 }
 
 /* The bin is empty or full (or the pool is uncached): bind it, flush its

@@ -139,8 +139,8 @@ static DP_NOINLINE void *malloc_miss(size_t n)
     if (n <= MC_SMALL_MAX) {
         dp_pool_t *p =
             atomic_load_explicit(&mc_hot[mc_class(n)], memory_order_acquire);
-        void *o;
-        if (p->tc_soft && (o = dp_tcache_pop_chain(p)) != NULL) {
+        void *o = dp_tcache_pop_chain(p);
+        if (o) {
             mc_untag(o);
             return o;
         }
