@@ -182,17 +182,20 @@ static inline void dp_tc_count(_Atomic uint64_t *c)
  * false: go to the pages.  May take the pool lock, and map magazines. */
 DP_HIDDEN bool dp_tcache_pop_slow(struct dp_pool *p, void **o);
 
-/* The hit path: pop this thread's bin's stack into *o.  false: no
- * object (no cache, an empty bin or one above tc_soft, or a drainer at
- * work on it).  A bool result, not NULL, so that a caller's hit path
+/* The hit path: pop the stack of this thread's bin at byte offset off of
+ * its cache (dp_pool.tcoff) into *o; soft: the pool's tc_soft.  false:
+ * no object (no cache, an empty bin or one above tc_soft, or a drainer
+ * at work on it).  A bool result, not NULL, so that a caller's hit path
  * returns the object untested.  An uncached pool (tc_soft 0) is refused
  * before the flag's store: threads without a cache (all of them, without
- * membarrier) would otherwise write dp_tc_none's line on every get. */
-static inline bool dp_tcache_pop_hit(struct dp_pool *p, void **o)
+ * membarrier) would otherwise write dp_tc_none's line on every get.
+ * The caller has the object's ASan annotation to make (dp_an_get_asan).
+ * The malloc calls it with a bin offset and limit from its own table,
+ * without reading the pool. */
+static inline bool dp_tcache_pop_at(uint32_t off, uint32_t soft, void **o)
 {
     struct dp_tcache *tc = dp_tc; /* never NULL: dp_tc_none */
-    struct dp_tbin *b = dp_tc_bin(tc, p);
-    uint32_t soft = p->tc_soft;
+    struct dp_tbin *b = (struct dp_tbin *)(void *)((char *)tc + off);
     if (DP_UNLIKELY(soft == 0) || !dp_tc_bin_enter(tc, b))
         return false;
     uint32_t n = dp_tc_bin_count(b);
@@ -205,6 +208,15 @@ static inline bool dp_tcache_pop_hit(struct dp_pool *p, void **o)
     *o = b->slots[(size_t)n - 1];
     dp_tc_count(&b->gets);
     dp_tc_bin_publish(b, n - 1);
+    return true;
+}
+
+/* dp_tcache_pop_at for pool p. */
+static inline bool dp_tcache_pop_hit(struct dp_pool *p, void **o)
+{
+    if (!dp_tcache_pop_at(atomic_load_explicit(&p->tcoff, DP_RLX),
+                          p->tc_soft, o))
+        return false;
     dp_an_get_asan(p, *o);
     return true;
 }

@@ -174,6 +174,8 @@ dp_pool_t *dp_pool_create_ex(const char *name, size_t objsize,
     p->cap = cap;
     p->slot_tz = (uint32_t)__builtin_ctzl(slot);
     p->slot_inv = dp_inverse_odd(slot >> p->slot_tz);
+    p->slot_offmask = pagesize - 1;
+    p->slot_cap = cap;
     p->ctor = attr->ctor;
     p->dtor = attr->dtor;
     p->cbarg = attr->cbarg;

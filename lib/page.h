@@ -26,11 +26,12 @@ static inline void *dp_pg_top(struct dp_page *pg, uint64_t s)
  * rotr(x * inverse(d0), k) <= (2^64 - 1) / d, and then it equals x / d
  * (Granlund and Montgomery, "Division by invariant integers using
  * multiplication", §9); every index below cap passes that bound, so one
- * compare with cap tests divisibility and range at once.
+ * compare with cap (slot_cap: a 64-bit operand) tests divisibility and
+ * range at once.
  */
 static inline uint64_t dp_slot_index(const struct dp_pool *p, const void *addr)
 {
-    uint64_t x = ((uintptr_t)addr & ~p->pagemask) - p->hdrsize;
+    uint64_t x = ((uintptr_t)addr & p->slot_offmask) - p->hdrsize;
     uint64_t q = x * p->slot_inv;
     unsigned k = p->slot_tz;
     return (q >> k) | (q << ((64 - k) & 63));

@@ -147,12 +147,15 @@ struct dp_pool {
                              limit"); tc_max - tc_flush, 0 uncached    */
     bool debug;
 
-    /* Immutable after dp_pool_create.  The first four: the slot test
+    /* Immutable after dp_pool_create.  The first six: the slot test
      * (dp_slot_index, page.h), one line for the malloc's free(). */
     size_t hdrsize;       /* bytes before the first slot               */
     uint32_t cap;         /* slots per page                            */
     uint32_t slot_tz;     /* trailing zero bits of slotsize            */
     uint64_t slot_inv;    /* inverse of slotsize >> slot_tz, mod 2^64  */
+    uintptr_t slot_offmask; /* pagesize - 1: an address's page offset  */
+    uint64_t slot_cap;    /* cap, 64 bits wide: the test's one compare
+                             reads it from memory                      */
     char name[32];
     size_t slotsize, align, pagesize;
     void (*dtor)(void *, void *);

@@ -148,13 +148,25 @@ static DP_NOINLINE void *malloc_miss(size_t n)
     return mc_alloc(n, 0, false, false);
 }
 
-/* The table's sizes first: one compare before the table load. */
-MC_EXPORT void *malloc(size_t n)
+/* malloc and free each start a 64-byte line: otherwise where their hit
+ * paths fall moves with unrelated code, and the malloc loops with it
+ * (two builds of identical code measured 3 to 6% apart). */
+#define MC_HOT_ALIGN __attribute__((aligned(64)))
+
+/* The table's sizes first: one compare before the table load; their
+ * hit reads mc_hit[], not the pool. */
+MC_EXPORT MC_HOT_ALIGN void *malloc(size_t n)
 {
     void *o;
     if (DP_LIKELY(n <= MC_TABLE_MAX)) {
-        if (DP_LIKELY(hot_pop(mc_small_class[(n + 7) >> 3], &o)))
+        size_t i = (n + 7) >> 3;
+        uint64_t e = atomic_load_explicit(&mc_hit[i], MC_RLX);
+        if (DP_LIKELY(dp_tcache_pop_at((uint32_t)e, (uint32_t)(e >> 32),
+                                       &o))) {
+            dp_an_get_asan(mc_pool[mc_small_class[i]], o);
+            mc_untag(o);
             return o;
+        }
     } else if (n <= MC_SMALL_MAX && hot_pop(mc_class(n), &o)) {
         return o;
     }
@@ -189,7 +201,7 @@ static DP_NOINLINE void free_other(void *p, void *o)
  * bootstrap memory, which is never reused, and anything before mc_init.
  * An ASan build puts through dp_pool_put, which poisons the block.
  */
-MC_EXPORT void free(void *p)
+MC_EXPORT MC_HOT_ALIGN void free(void *p)
 {
     void *o = dp_pagemap_get(p);
     /* A pool's pages map to the pool tagged with the low bit (never to

@@ -28,6 +28,7 @@ dp_pool_t *_Atomic mc_hot[MC_NCLASS] = {
 };
 _Static_assert(MC_NCLASS == 32, "mc_hot: one stand-in per class");
 size_t mc_align[MC_NCLASS];
+_Atomic uint64_t mc_hit[MC_TABLE_MAX / 8 + 1];
 _Atomic int mc_inited;
 _Atomic int mc_rt;
 DP_TLS unsigned mc_depth;
@@ -119,6 +120,12 @@ bool mc_init(void)
             ok = mc_pool[c] != NULL;
         }
         if (ok) {
+            for (size_t i = 0; i <= MC_TABLE_MAX / 8; i++) {
+                const struct dp_pool *p = mc_pool[mc_small_class[i]];
+                uint64_t e = atomic_load_explicit(&p->tcoff, MC_RLX) |
+                             (uint64_t)p->tc_soft << 32;
+                atomic_store_explicit(&mc_hit[i], e, MC_RLX);
+            }
             for (unsigned c = 0; c < MC_NCLASS; c++)
                 atomic_store_explicit(&mc_hot[c], mc_pool[c],
                                       memory_order_release);

@@ -31,6 +31,10 @@
  *   mc_hot[]    each entry &mc_nopool until mc_init stores mc_pool[c]
  *       (release), before it publishes mc_inited; the hit path's load
  *       is an acquire.
+ *   mc_hit[]    0 until mc_init stores each entry once (relaxed), before
+ *       it publishes mc_inited; read relaxed: an entry names a bin of
+ *       the reader's own cache, and the class pools' bins and limits
+ *       never change.
  *   mc_age_ns   written once by mc_init, before mc_inited is published;
  *       read by the heap (any thread that reads mc_inited, or the reclaim
  *       pass, started after it).
@@ -90,6 +94,12 @@ extern DP_HIDDEN size_t mc_align[MC_NCLASS];
 extern DP_HIDDEN dp_pool_t *_Atomic mc_hot[MC_NCLASS];
 #define MC_TABLE_MAX ((size_t)1024) /* mc_small_class covers 0..this */
 extern DP_HIDDEN const uint8_t mc_small_class[MC_TABLE_MAX / 8 + 1];
+/* What malloc()'s hit path reads for a request of n <= MC_TABLE_MAX bytes,
+ * at index (n + 7) / 8: its class pool's bin offset (dp_pool.tcoff) in the
+ * low 32 bits and tc_soft in the high 32, so that the hit path reads
+ * neither the class table nor the pool.  0 until mc_init: tc_soft 0, the
+ * pop misses. */
+extern DP_HIDDEN _Atomic uint64_t mc_hit[MC_TABLE_MAX / 8 + 1];
 
 /* Inline: malloc()'s fast path indexes mc_hot[] with it.  Up to
  * MC_TABLE_MAX a table load; above, four classes per doubling. */
@@ -404,7 +414,7 @@ static inline bool mc_poisoned(const struct dp_pool *pool, const void *w)
 static inline bool mc_small_bad(const struct dp_pool *pool, void *p,
                                 const uintptr_t *w, uintptr_t tag)
 {
-    return dp_slot_index(pool, p) >= pool->cap || mc_poisoned(pool, w) ||
+    return dp_slot_index(pool, p) >= pool->slot_cap || mc_poisoned(pool, w) ||
            *w == tag;
 }
 
