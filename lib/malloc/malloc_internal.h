@@ -88,9 +88,10 @@
 
 extern DP_HIDDEN dp_pool_t *mc_pool[MC_NCLASS];
 extern DP_HIDDEN size_t mc_align[MC_NCLASS];
-/* What malloc()'s hit path pops: mc_pool[c] once mc_init published it,
- * before that mc_nopool, a pool whose thread-cache bin is always empty,
- * so the hit path misses into mc_alloc without testing mc_inited. */
+/* What the hit paths of calloc and of malloc above MC_TABLE_MAX pop:
+ * mc_pool[c] once mc_init published it, before that mc_nopool, a pool
+ * whose thread-cache bin is always empty, so the hit path misses into
+ * mc_alloc without testing mc_inited. */
 extern DP_HIDDEN dp_pool_t *_Atomic mc_hot[MC_NCLASS];
 #define MC_TABLE_MAX ((size_t)1024) /* mc_small_class covers 0..this */
 extern DP_HIDDEN const uint8_t mc_small_class[MC_TABLE_MAX / 8 + 1];
@@ -101,7 +102,7 @@ extern DP_HIDDEN const uint8_t mc_small_class[MC_TABLE_MAX / 8 + 1];
  * pop misses. */
 extern DP_HIDDEN _Atomic uint64_t mc_hit[MC_TABLE_MAX / 8 + 1];
 
-/* Inline: malloc()'s fast path indexes mc_hot[] with it.  Up to
+/* Inline: the fast paths index mc_hot[] with it.  Up to
  * MC_TABLE_MAX a table load; above, four classes per doubling. */
 static inline unsigned mc_class(size_t n)
 {
@@ -414,8 +415,8 @@ static inline bool mc_poisoned(const struct dp_pool *pool, const void *w)
 static inline bool mc_small_bad(const struct dp_pool *pool, void *p,
                                 const uintptr_t *w, uintptr_t tag)
 {
-    return dp_slot_index(pool, p) >= pool->slot_cap || mc_poisoned(pool, w) ||
-           *w == tag;
+    return dp_slot_index(pool, p) >= pool->slot_cap ||
+           mc_poisoned(pool, w) || *w == tag;
 }
 
 /* free() or realloc() (fn) of p, in a page of pool, that mc_small_bad
