@@ -291,6 +291,9 @@ DP_API void *dp_pool_get_timed(dp_pool_t *pool, int flags,
  * The one exception: when a getter is already asleep on this pool waiting
  * for memory, the put that makes room wakes it with a FUTEX_WAKE system
  * call, which never blocks.
+ * It writes only memory already faulted in (the object, and what a get's
+ * slow path of this thread faulted in), except for a thread's first puts
+ * to a pool it never got from (docs/design.md §9).
  * obj NULL: no-op.  pool NULL: errno EINVAL, nothing else.
  * A foreign pointer or a double put is undefined behaviour, except on a
  * DP_POOL_DEBUG pool, where it aborts with a message naming the pool, and

@@ -284,6 +284,33 @@ uint32_t dp_tcache_chain_max(struct dp_pool *p)
     return m > p->tc_soft ? (uint32_t)m : p->tc_soft;
 }
 
+/*
+ * Faults.  A put writes only memory that is already faulted in, so that it
+ * never waits for the kernel to find a page: a bin's push into its slot
+ * area, wherever the stack's base has climbed (bin_drop_oldest), and a
+ * shed into the bin's spare magazine (depot.c faults in every magazine it
+ * makes).  The slot area is faulted in whole by the first get slow path of
+ * the bin in this cache.  A put that binds a bin its thread never got
+ * from (a thread that only frees what others allocate) may still fault
+ * in its pages, at most once per bin and thread; so may the first write
+ * to any page in a fork child (copy on write).
+ */
+static void bin_touch(struct dp_tcache *tc, struct dp_tbin *b)
+{
+    struct dp_tchain *bc = bin_chain(tc, b);
+    if (DP_LIKELY(bc->touched))
+        return;
+    /* Each page's first word read and written back: the bin may hold
+     * objects already (the owner, inside dp_tc_enter_bin). */
+    void **area = bin_area(tc, (size_t)(b - tc->bins));
+    for (char *w = (char *)area; w < (char *)(area + DP_TC_AREA);
+         w = (char *)(((uintptr_t)w | 4095u) + 1)) {
+        volatile uintptr_t *v = (volatile uintptr_t *)(void *)w;
+        *v = *v;
+    }
+    bc->touched = true;
+}
+
 bool dp_tcache_fill(struct dp_pool *p, void *const *objs, uint32_t n,
                     const struct dp_chain *ch)
 {
@@ -293,6 +320,7 @@ bool dp_tcache_fill(struct dp_pool *p, void *const *objs, uint32_t n,
     struct dp_tbin *b = &tc->bins[p->tcidx];
     if (!dp_tc_enter_bin(tc, b))
         return false;
+    bin_touch(tc, b);
     uint32_t have = bin_n(b);
     /* Not while a getter waits: the objects go back to the pages. */
     struct dp_tchain *bc = bin_chain(tc, b);
@@ -512,6 +540,7 @@ bool dp_tcache_pop_slow(struct dp_pool *p, void **o)
     struct dp_tbin *b = &tc->bins[p->tcidx];
     if (!dp_tc_enter_bin(tc, b))
         return false;
+    bin_touch(tc, b);
     struct dp_tchain *bc = bin_chain(tc, b);
     uint32_t n = bin_n(b);
     if (n > p->tc_soft) {

@@ -175,6 +175,9 @@ struct dp_mag *dp_depot_stock(struct dp_pool *p, uint32_t k, bool mine)
             struct dp_mag *m = mag_at(p, p->mags);
             m->idx = p->mags++;
             m->n = 0;
+            /* Its last slot too: every page it spans is faulted in here,
+             * not by the put that sheds into it (cache.c, "Faults"). */
+            m->o[p->mag_cap - 1] = NULL;
             want--;
             if (mine && !own)
                 own = m;

@@ -344,6 +344,11 @@ void dp_tcache_atfork_child(void)
         if (tc == dp_tc) {
             atomic_store(&tc->drain, 0);
             atomic_store(&tc->active, 0);
+            /* The slot areas are the parent's pages, copied on the first
+             * write: the next get of each bin makes that copy, not a put
+             * (cache.c, "Faults"). */
+            for (int j = 0; j < DP_TC_BINS; j++)
+                tc->chains[j].touched = false;
         } else if (atomic_load_explicit(&tc->drain, DP_RLX) ==
                    DP_TC_CLAIMED) {
             tc_unlink_locked(tc);

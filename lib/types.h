@@ -296,6 +296,8 @@ struct dp_tchain {
     _Atomic uint32_t n;    /* objects on the chain (statistics read it) */
     struct dp_mag *spare;  /* an empty magazine for the bin's next shed
                               to the depot (depot.h)                 */
+    bool touched;          /* the bin's whole slot area is faulted in
+                              (cache.c, "Faults"); owner only        */
 };
 
 /* A list a layer above the pools keeps in each thread's cache (the

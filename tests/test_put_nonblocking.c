@@ -23,6 +23,12 @@
  *     dp_pool_reclaim() is stuck inside the provider; four threads then
  *     put (emptying pages) and make DP_NOWAIT gets, and must all finish
  *     while the gate is still closed.
+ *
+ *  3. Page faults.  A fault on memory never touched allocates a page, and
+ *     the kernel may sleep to find one.  The putting thread's minor
+ *     faults (getrusage RUSAGE_THREAD) across puts of objects it got and
+ *     touched must be zero: the thread cache's slot areas and magazines
+ *     are faulted in by the gets' slow paths.
  */
 #include <criterion/criterion.h>
 #include <deferpool.h>
@@ -34,7 +40,9 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -935,4 +943,46 @@ Test(put_nonblocking, puts_from_a_signal_handler_interrupting_gets_and_puts_lose
 Test(put_nonblocking, uncached_puts_from_a_signal_handler_interrupting_gets_and_puts_lose_nothing)
 {
     run_signal_puts(DP_POOL_NOCACHE);
+}
+
+/* ============================================================ page faults */
+
+static long thread_minflt(void)
+{
+    struct rusage ru;
+    cr_assert_eq(getrusage(RUSAGE_THREAD, &ru), 0);
+    return ru.ru_minflt;
+}
+
+/* Gets of FAULT_NOBJS objects (each written whole), then their puts: the
+ * puts fill the bin, flush it over and over (its stack's base climbing
+ * through its whole slot area), shed magazines into the depot and empty
+ * pages, and fault in nothing.  Twice, the second time on a fresh pool
+ * whose bin this thread's cache has not used.  Sanitizer builds read
+ * shadow memory of their own on every access, which may fault. */
+#define FAULT_NOBJS 20000
+Test(put_nonblocking, puts_of_objects_the_thread_got_fault_in_no_page)
+{
+#if TU_TSAN || defined(__SANITIZE_ADDRESS__)
+    cr_skip_test("sanitizer runtimes fault in shadow memory on access");
+#endif
+    static void *objs[FAULT_NOBJS];
+    for (int round = 0; round < 2; round++) {
+        dp_pool_t *p = dp_pool_create("faults", OBJSIZE, NULL);
+        cr_assert_not_null(p);
+        for (size_t i = 0; i < FAULT_NOBJS; i++) {
+            objs[i] = dp_pool_get(p, DP_WAITOK);
+            cr_assert_not_null(objs[i]);
+            memset(objs[i], 0x5a, OBJSIZE);
+        }
+        long before = thread_minflt();
+        for (size_t i = 0; i < FAULT_NOBJS; i++)
+            dp_pool_put(p, objs[i]);
+        long faults = thread_minflt() - before;
+        cr_assert_eq(faults, 0, "round %d: %ld page faults in %d puts",
+                     round, faults, FAULT_NOBJS);
+        dp_pool_stats_t s = tu_stats(p);
+        cr_assert_eq(s.objs_inuse, 0);
+        cr_assert_eq(dp_pool_destroy(p), 0);
+    }
 }
