@@ -43,6 +43,12 @@ static struct dp_mag *mag_at(struct dp_pool *p, uint32_t idx)
                              (idx % DP_MAG_PER_CHUNK) * mag_size(p));
 }
 
+struct dp_mag *dp_depot_mag(struct dp_pool *p, uint32_t idx, size_t *size)
+{
+    *size = mag_size(p);
+    return mag_at(p, idx);
+}
+
 void dp_depot_init(struct dp_pool *p)
 {
     atomic_store_explicit(&p->depot_full, 0, DP_RLX);

@@ -39,6 +39,10 @@ DP_HIDDEN struct dp_mag *dp_depot_pop(struct dp_pool *p);
 DP_HIDDEN struct dp_mag *dp_depot_pop_empty(struct dp_pool *p);
 /* Push an empty magazine: one CAS, no lock. */
 DP_HIDDEN void dp_depot_give_empty(struct dp_pool *p, struct dp_mag *m);
+/* Magazine idx (below p->mags) and its size in bytes: tests
+ * (lib/testhooks.c). */
+DP_HIDDEN struct dp_mag *dp_depot_mag(struct dp_pool *p, uint32_t idx,
+                                      size_t *size);
 /* Empty magazines for the caller (a get going to the pages) and for
  * puts: if mine, one is returned, popped from the empty stack if it
  * holds any, else new; and up to k new ones onto the empty stack.

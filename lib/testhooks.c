@@ -9,12 +9,15 @@
  * releases them.  A test holds them in one thread while other threads
  * put and free, to prove that those paths take no lock.
  * dp_test_depot_magazines() says how many magazines a pool's depot has
- * made (each costs memory that is touched, and kept until destroy).
+ * made (each costs memory that is touched, and kept until destroy);
+ * dp_test_depot_stock() makes some, dp_test_depot_mag() says where one
+ * lies.
  * dp_test_bin_busy() holds the calling thread's bin of a pool busy, as
  * a get or put does while it works on the bin.
  */
 #include "dp_internal.h"
 #include "cache_impl.h"
+#include "depot.h"
 
 #ifndef DP_TEST_HOOKS
 #error "lib/testhooks.c is built only with -DDP_TEST_HOOKS"
@@ -60,6 +63,22 @@ void dp_test_bin_busy(dp_pool_t *p, bool busy)
 }
 
 uint32_t dp_test_depot_magazines(dp_pool_t *p);
+uint32_t dp_test_depot_stock(dp_pool_t *p, uint32_t k);
+void *dp_test_depot_mag(dp_pool_t *p, uint32_t i, size_t *len);
+
+/* Make k empty magazines for p's depot, as a get's slow path does for
+ * puts that went without; returns the magazines made in all. */
+uint32_t dp_test_depot_stock(dp_pool_t *p, uint32_t k)
+{
+    dp_depot_stock(p, k, false);
+    return dp_test_depot_magazines(p);
+}
+
+/* Where magazine i lies: *len bytes from the result. */
+void *dp_test_depot_mag(dp_pool_t *p, uint32_t i, size_t *len)
+{
+    return dp_depot_mag(p, i, len);
+}
 
 uint32_t dp_test_depot_magazines(dp_pool_t *p)
 {
