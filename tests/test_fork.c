@@ -229,6 +229,11 @@ Test(fork, child_can_get_and_put_from_pools_live_at_fork, .timeout = 120)
         child_get_put(pool, 3 * opp);
         for (size_t i = 0; i < nlive; i++)
             dp_pool_put(pool, live[i]);
+        /* Quiescent first: the child's reclaim thread, woken by the
+         * puts past hiwat, may drain this thread's cache to the pages
+         * meanwhile, and objs_inuse may count objects on the way
+         * (deferpool.h, dp_pool_stats). */
+        dp_reclaim_stop();
         dp_pool_stats_t s = tu_stats(pool);
         CHILD_CHECK(s.objs_inuse == 0);
         CHILD_CHECK(dp_pool_check(pool) == 0);
