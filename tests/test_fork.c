@@ -230,10 +230,11 @@ Test(fork, child_can_get_and_put_from_pools_live_at_fork, .timeout = 120)
         for (size_t i = 0; i < nlive; i++)
             dp_pool_put(pool, live[i]);
         /* Quiescent first: the child's reclaim thread, woken by the
-         * puts past hiwat, may drain this thread's cache to the pages
-         * meanwhile, and objs_inuse may count objects on the way
-         * (deferpool.h, dp_pool_stats). */
-        dp_reclaim_stop();
+         * puts past hiwat, may be draining this thread's cache to the
+         * pages, and objs_inuse may count objects on the way
+         * (deferpool.h, dp_pool_stats).  A whole pass that begins after
+         * the call ends after any pass under way. */
+        CHILD_CHECK(dp_reclaim_sync() == 0);
         dp_pool_stats_t s = tu_stats(pool);
         CHILD_CHECK(s.objs_inuse == 0);
         CHILD_CHECK(dp_pool_check(pool) == 0);
