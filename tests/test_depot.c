@@ -416,7 +416,7 @@ Test(depot, every_magazine_the_depot_makes_is_faulted_in_whole)
 {
     dp_mock_t *m = tu_mock(0);
     dp_pool_t *p = depot_pool(m, "residentmags");
-    if (dp_test_depot_stock(p, 0) != 0 || !dp_test_depot_stock(p, 4))
+    if (!dp_test_depot_stock(p, 4))
         cr_skip_test("no depot here (no thread caches)");
     uint32_t mags = dp_test_depot_magazines(p);
     cr_assert_eq(mags, 4);

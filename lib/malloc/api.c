@@ -149,8 +149,9 @@ static DP_NOINLINE void *malloc_miss(size_t n)
 }
 
 /* malloc and free each start a 64-byte line: otherwise where their hit
- * paths fall moves with unrelated code, and the malloc loops with it
- * (two builds of identical code measured 3 to 6% apart). */
+ * paths fall moves with unrelated code, and their speed with it
+ * (docs/benchmarks.md, History, "the malloc's hit path without the
+ * pool"). */
 #define MC_HOT_ALIGN __attribute__((aligned(64)))
 
 /* The table's sizes first: one compare before the table load; their
