@@ -364,8 +364,13 @@ DP_API int dp_pool_prime(dp_pool_t *pool, size_t nobjs);
  * classifies pages emptied by puts, returns pages past hiwat, returns
  * pages older than reclaim_age_ns beyond lowat, and refills each pool up
  * to lowat.  It sleeps `interval` between passes and is woken early by a
- * getter that has to wait and when a pool passes hiwat.  Fork: the
- * thread is restarted in the child if it was running in the parent.
+ * getter that has to wait and when a pool passes hiwat.  Fork: if it was
+ * running in the parent, the child starts its own at its first
+ * DP_WAITOK get that misses the thread cache, its first large malloc,
+ * or its first reclaim call (dp_reclaim_sync, dp_reclaim_step,
+ * dp_pool_reclaim, dp_reclaim_start), whichever comes first; until then
+ * dp_reclaim_info() reports it running.  A child that execs or exits
+ * first never creates one.
  */
 /* 0 (also when already running), or -1 with errno set to the error
  * pthread_create returned.  Blocks: briefly (thread creation). */

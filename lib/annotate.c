@@ -67,12 +67,12 @@ static void report_list(struct dp_pool *p, struct dp_list *l,
 
 static void report_pool(struct dp_pool *p, void *arg)
 {
-    if (!p->leak_report || pthread_mutex_trylock(&p->lock) != 0)
+    if (!p->leak_report || pthread_mutex_trylock(p->lock) != 0)
         return;
     bool named = false;
     report_list(p, &p->partial, arg, &named);
     report_list(p, &p->full, arg, &named);
-    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(p->lock);
 }
 
 static void leak_check_at_exit(void)

@@ -23,7 +23,7 @@ DP_HIDDEN struct dp_tcache dp_tc_none = {
 };
 DP_HIDDEN DP_TLS struct dp_tcache *dp_tc = &dp_tc_none;
 
-struct dp_tcg dp_tcg = {.lock = PTHREAD_MUTEX_INITIALIZER};
+DP_FORK_DATA struct dp_tcg dp_tcg = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 
 static pthread_once_t dp_tcg_once = PTHREAD_ONCE_INIT; /* tcg_init */
@@ -293,7 +293,11 @@ uint32_t dp_tcache_chain_max(struct dp_pool *p)
  * the bin in this cache.  A put that binds a bin its thread never got
  * from (a thread that only frees what others allocate) may still fault
  * in its pages, at most once per bin and thread; so may the first write
- * to any page in a fork child (copy on write).
+ * to any page in a fork child (copy on write): a free() there writes its
+ * block's tag into a page it shares with the parent whatever the bin
+ * does, so the child does not fault the slot areas in again -- a child
+ * that only runs a few calls before it execs or exits would pay for
+ * every bin it touches (docs/design.md, "Fork").
  */
 static void bin_touch(struct dp_tcache *tc, struct dp_tbin *b)
 {

@@ -21,6 +21,9 @@ struct dp_tcg {
     int state;             /* 0 untried, 1 usable, -1 no membarrier;
                               set once by tcg_init (pthread_once)    */
     bool forking;          /* lock: a fork holds the claims ("Fork")  */
+    bool fork_walk;        /* lock: the fork handlers after the fork
+                              have caches to see to: another thread's,
+                              or this one's flags to clear (drain.c) */
     struct dp_tcache *spare; /* lock: caches of exited threads, kept
                                 for the next new thread (cache.c,
                                 "Spare caches"), linked by next       */

@@ -51,10 +51,18 @@ static struct dp_pool *pool_mem(void)
                 last = last->reg_next;
             spare_push(rest, last);
         }
+        pthread_mutex_t *lock = p->lock;
         memset(p, 0, DP_POOL_MAPSIZE);
+        p->lock = lock;
         return p;
     }
-    return dp_os_map(DP_POOL_MAPSIZE);
+    pthread_mutex_t *lock = dp_lock_new();
+    if (!lock)
+        return NULL;
+    p = dp_os_map(DP_POOL_MAPSIZE);
+    if (p)
+        p->lock = lock; /* else the slot is lost: the map failed anyway */
+    return p;
 }
 
 /* A put between its CAS, which took a page's count to 0 and set QUEUED,
@@ -197,7 +205,7 @@ dp_pool_t *dp_pool_create_ex(const char *name, size_t objsize,
                                      : DP_DEFAULT_RECLAIM_BUDGET;
     p->age_ns = attr->reclaim_age_ns ? attr->reclaim_age_ns
                                      : opt->reclaim_age_ns;
-    pthread_mutex_init(&p->lock, NULL);
+    pthread_mutex_init(p->lock, NULL);
     if (debug)
         dp_debug_pool_init(p);
     dp_an_pool_create(p); /* before the cache: a Valgrind pool has none */
@@ -228,12 +236,12 @@ int dp_pool_destroy(dp_pool_t *p)
     dp_registry_remove(p); /* waits for a reclaim pass using it */
     dp_tcache_drain_pool(p, true, true); /* every thread's bin, and its index */
     struct dp_page *all = NULL;
-    pthread_mutex_lock(&p->lock);
+    pthread_mutex_lock(p->lock);
     dp_drain_pending_locked(p, 0);
     while (put_in_flight_locked(p)) {
-        pthread_mutex_unlock(&p->lock);
+        pthread_mutex_unlock(p->lock);
         dp_os_yield();
-        pthread_mutex_lock(&p->lock);
+        pthread_mutex_lock(p->lock);
         dp_drain_pending_locked(p, 0);
     }
     if (p->partial.n || p->full.n || p->inflight || p->freeing) {
@@ -242,7 +250,7 @@ int dp_pool_destroy(dp_pool_t *p)
             out += atomic_load(&pg->state) & DP_PG_COUNT;
         for (struct dp_page *pg = p->full.head; pg; pg = pg->next)
             out += atomic_load(&pg->state) & DP_PG_COUNT;
-        pthread_mutex_unlock(&p->lock);
+        pthread_mutex_unlock(p->lock);
         if (p->debug)
             dp_debug_leaks(p, stderr);
         fprintf(stderr,
@@ -261,11 +269,11 @@ int dp_pool_destroy(dp_pool_t *p)
     dp_collect_due_locked(p, 0, SIZE_MAX, true, &all);
     p->lowat = lowat;
     p->reserve_pages = reserve;
-    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(p->lock);
     size_t n = dp_release_pages(p, all);
     DP_PROBE(pages_release, p, p->name, n, DP_BY_DESTROY);
     (void)n;
-    pthread_mutex_destroy(&p->lock);
+    pthread_mutex_destroy(p->lock);
     dp_an_pool_destroy(p);
     spare_push(p, p);
     return 0;

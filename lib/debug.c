@@ -432,10 +432,10 @@ long dp_debug_leaks(struct dp_pool *p, FILE *f)
     /* Counted, then copied, under the lock; mapped and printed without
      * it: printing may allocate, and the drop-in malloc's pools are
      * debug pools too. */
-    pthread_mutex_lock(&p->lock);
+    pthread_mutex_lock(p->lock);
     dp_drain_pending_locked(p, 0);
     size_t n = collect_locked(p, NULL, 0);
-    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(p->lock);
     if (!n)
         return 0;
     size_t cap = n + n / 4 + 16, len = cap * sizeof(struct leak);
@@ -445,9 +445,9 @@ long dp_debug_leaks(struct dp_pool *p, FILE *f)
                    "memory for the leak report)\n", p->name, n);
         return (long)n;
     }
-    pthread_mutex_lock(&p->lock);
+    pthread_mutex_lock(p->lock);
     n = collect_locked(p, v, cap);
-    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(p->lock);
     size_t have = n < cap ? n : cap;
     qsort(v, have, sizeof(*v), leak_cmp); /* by stack */
     size_t groups = 0;

@@ -174,7 +174,7 @@ struct dp_mag *dp_depot_stock(struct dp_pool *p, uint32_t k, bool mine)
     uint32_t want = k + (mine ? 1 : 0);
     if (!want)
         return own;
-    pthread_mutex_lock(&p->lock);
+    pthread_mutex_lock(p->lock);
     while (want && p->mags < p->depot_max + DP_MAG_SLACK) {
         uint32_t c = p->mags / DP_MAG_PER_CHUNK;
         if (p->mag_chunk[c]) {
@@ -197,13 +197,13 @@ struct dp_mag *dp_depot_stock(struct dp_pool *p, uint32_t k, bool mine)
             continue;
         }
         /* No system call under the pool lock. */
-        pthread_mutex_unlock(&p->lock);
+        pthread_mutex_unlock(p->lock);
         chunk = dp_os_map(DP_MAG_PER_CHUNK * sz);
-        pthread_mutex_lock(&p->lock);
+        pthread_mutex_lock(p->lock);
         if (!chunk)
             break;
     }
-    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(p->lock);
     if (chunk) /* another get mapped the chunk meanwhile */
         dp_os_unmap(chunk, DP_MAG_PER_CHUNK * sz);
     return own;
@@ -271,9 +271,9 @@ size_t dp_depot_drain(struct dp_pool *p, bool all, uint64_t now)
         return 0;
     uint32_t k = UINT32_MAX;
     if (!all) {
-        pthread_mutex_lock(&p->lock);
+        pthread_mutex_lock(p->lock);
         k = depot_idle_locked(p, now);
-        pthread_mutex_unlock(&p->lock);
+        pthread_mutex_unlock(p->lock);
     }
     size_t n = 0;
     uint32_t mags = 0;
@@ -306,7 +306,7 @@ void dp_depot_fini(struct dp_pool *p)
     if (!p->mag_cap)
         return;
     size_t len = DP_MAG_PER_CHUNK * mag_size(p);
-    pthread_mutex_lock(&p->lock);
+    pthread_mutex_lock(p->lock);
     for (uint32_t c = 0; c < DP_MAG_CHUNKS; c++) {
         if (p->mag_chunk[c])
             dp_os_unmap(p->mag_chunk[c], len);
@@ -316,5 +316,5 @@ void dp_depot_fini(struct dp_pool *p)
     atomic_store_explicit(&p->depot_empty, 0, DP_RLX);
     atomic_store_explicit(&p->depot_full, 0, DP_RLX);
     atomic_store_explicit(&p->depot_count, 0, DP_RLX);
-    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(p->lock);
 }

@@ -322,13 +322,27 @@ void dp_tcache_atfork_claim(void)
     pthread_mutex_unlock(&dp_tcg.lock);
 }
 
-void dp_tcache_atfork_prepare(void) { pthread_mutex_lock(&dp_tcg.lock); }
+/* Notes whether the handlers after the fork have a cache to see to: in
+ * a program whose only cache is the forking thread's, they touch no
+ * cache's page, each of which would cost the child a fault. */
+void dp_tcache_atfork_prepare(void)
+{
+    pthread_mutex_lock(&dp_tcg.lock);
+    bool walk = false;
+    for (struct dp_tcache *tc = dp_tcg.caches.head; tc && !walk;
+         tc = tc->next)
+        walk = tc != dp_tc || atomic_load(&tc->drain) ||
+               atomic_load(&tc->active);
+    dp_tcg.fork_walk = walk;
+}
 
 void dp_tcache_atfork_parent(void)
 {
-    for (struct dp_tcache *tc = dp_tcg.caches.head; tc; tc = tc->next)
-        if (atomic_load_explicit(&tc->drain, DP_RLX) == DP_TC_CLAIMED)
-            atomic_store_explicit(&tc->drain, 0, memory_order_release);
+    if (dp_tcg.fork_walk)
+        for (struct dp_tcache *tc = dp_tcg.caches.head; tc; tc = tc->next)
+            if (atomic_load_explicit(&tc->drain, DP_RLX) == DP_TC_CLAIMED)
+                atomic_store_explicit(&tc->drain, 0,
+                                      memory_order_release);
     dp_tcg.forking = false;
     pthread_mutex_unlock(&dp_tcg.lock);
 }
@@ -338,17 +352,16 @@ void dp_tcache_atfork_parent(void)
  * Called with every deferpool lock held; leaves dp_tcg.lock held. */
 void dp_tcache_atfork_child(void)
 {
-    struct dp_tcache *tc = dp_tcg.caches.head;
+    struct dp_tcache *tc = dp_tcg.fork_walk ? dp_tcg.caches.head : NULL;
     while (tc) {
         struct dp_tcache *next = tc->next;
         if (tc == dp_tc) {
-            atomic_store(&tc->drain, 0);
-            atomic_store(&tc->active, 0);
-            /* The slot areas are the parent's pages, copied on the first
-             * write: the next get of each bin makes that copy, not a put
-             * (cache.c, "Faults"). */
-            for (int j = 0; j < DP_TC_BINS; j++)
-                tc->chains[j].touched = false;
+            /* Written only when set: each write is a copy-on-write
+             * fault of the child. */
+            if (atomic_load(&tc->drain))
+                atomic_store(&tc->drain, 0);
+            if (atomic_load(&tc->active))
+                atomic_store(&tc->active, 0);
         } else if (atomic_load_explicit(&tc->drain, DP_RLX) ==
                    DP_TC_CLAIMED) {
             tc_unlink_locked(tc);

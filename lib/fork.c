@@ -23,8 +23,10 @@
  *   child, with every lock held: flush and drop the claimed caches (the
  *     objects go back to their pages, the layer's lists to the layer);
  *     forget the pools' in-flight provider calls; the layer's fix-ups;
- *     release 8 to 2; then, with no lock held, restart the reclaim
- *     thread if it was running (pthread_create allocates).
+ *     release 8 to 2.  If the reclaim thread ran, its start is due: the
+ *     child's first blocking get that misses its cache makes it, with
+ *     no lock held (reclaim.c), so a child that execs or exits first
+ *     never creates a thread.
  */
 #include "fork.h"
 #include "cache.h"
@@ -32,7 +34,7 @@
 #include "reclaim.h"
 
 /* Set once by the layer above, from its constructor. */
-static _Atomic(const struct dp_fork_layer *) dp_fork_layer;
+static DP_FORK_DATA _Atomic(const struct dp_fork_layer *) dp_fork_layer;
 
 void dp_fork_set_layer(const struct dp_fork_layer *l)
 {
@@ -75,11 +77,9 @@ static void atfork_child(void)
     }
     dp_tcache_atfork_child_unlock();
     dp_pool_atfork_child_unlock();
-    bool restart = dp_reclaim_atfork_child();
+    dp_reclaim_atfork_child();
     if (l)
         l->unlock_outer();
-    if (restart)
-        dp_reclaim_autostart();
 }
 
 #ifdef DP_TEST_HOOKS

@@ -160,11 +160,11 @@ struct dp_page *dp_pool_grow_locked(struct dp_pool *p, int flags,
 {
     p->npages++;
     p->inflight++;
-    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(p->lock);
     enum dp_pg_why why;
     struct dp_page *pg = dp_page_create(p, flags, &why);
     *whyp = why;
-    pthread_mutex_lock(&p->lock);
+    pthread_mutex_lock(p->lock);
     p->inflight--;
     switch (why) {
     case DP_PG_OK:
@@ -248,11 +248,11 @@ size_t dp_release_pages(struct dp_pool *p, struct dp_page *list)
         n++;
     }
     if (n) {
-        pthread_mutex_lock(&p->lock);
+        pthread_mutex_lock(p->lock);
         p->npages -= n;
         p->freeing -= n;
         p->st_pages_freed += n;
-        pthread_mutex_unlock(&p->lock);
+        pthread_mutex_unlock(p->lock);
         dp_wake_getters(p); /* room under the hard limit */
     }
     return n;
@@ -263,7 +263,7 @@ size_t dp_release_pages(struct dp_pool *p, struct dp_page *list)
 size_t dp_pool_refill(struct dp_pool *p)
 {
     size_t n = 0;
-    pthread_mutex_lock(&p->lock);
+    pthread_mutex_lock(p->lock);
     while (p->empty.n + p->inflight < p->lowat && p->npages < p->max_pages) {
         enum dp_pg_why why;
         struct dp_page *pg = dp_pool_grow_locked(p, DP_WAITOK, &why);
@@ -272,7 +272,7 @@ size_t dp_pool_refill(struct dp_pool *p)
         dp_pool_add_empty_locked(p, pg);
         n++;
     }
-    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(p->lock);
     return n;
 }
 
@@ -280,11 +280,11 @@ size_t dp_pool_refill(struct dp_pool *p)
 size_t dp_pool_reclaim_pass(struct dp_pool *p, bool aged)
 {
     struct dp_page *due = NULL;
-    pthread_mutex_lock(&p->lock);
+    pthread_mutex_lock(p->lock);
     uint64_t now = dp_pool_now(p);
     drain_pending_locked(p, now, aged);
     dp_collect_due_locked(p, now, SIZE_MAX, false, &due);
-    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(p->lock);
     return dp_release_pages(p, due); /* probed by the caller (reclaim.c) */
 }
 
@@ -309,9 +309,9 @@ static int wait_locked(struct dp_pool *p, uint64_t deadline, uint64_t retry)
      * inside a put (docs/design.md, "Thread caches").  Without the pool
      * lock: an owner inside its cache never waits for it. */
     if (p->tcidx >= 0) {
-        pthread_mutex_unlock(&p->lock);
+        pthread_mutex_unlock(p->lock);
         dp_tcache_drain_pool(p, true, false);
-        pthread_mutex_lock(&p->lock);
+        pthread_mutex_lock(p->lock);
     }
     uint32_t seq = atomic_load_explicit(&p->wake_seq, memory_order_seq_cst);
     dp_drain_pending_locked(p, 0);
@@ -328,7 +328,7 @@ static int wait_locked(struct dp_pool *p, uint64_t deadline, uint64_t retry)
     uint64_t until = deadline;
     if (retry && (!until || now + retry < until))
         until = now + retry;
-    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(p->lock);
     dp_reclaim_ring(); /* other pools' empty pages may free the provider */
     DP_PROBE(get_sleep, p, p->name);
     uint64_t slept = DP_PROBES_ON ? dp_mono_ns() : 0;
@@ -336,7 +336,7 @@ static int wait_locked(struct dp_pool *p, uint64_t deadline, uint64_t retry)
     slept = DP_PROBES_ON ? dp_mono_ns() - slept : 0;
     DP_PROBE(get_wake, p, p->name, slept);
     (void)slept;
-    pthread_mutex_lock(&p->lock);
+    pthread_mutex_lock(p->lock);
     atomic_fetch_sub_explicit(&p->waiters, 1, memory_order_relaxed);
     return 0;
 }
@@ -368,6 +368,8 @@ static void *pool_get(struct dp_pool *p, int flags, uint64_t deadline)
             memset(o, 0, p->objsize);
         return o;
     }
+    if (mode == DP_WAITOK)
+        dp_reclaim_start_due(); /* a fork child's, at its first miss */
     struct dp_page *due = NULL;
     /* With a thread cache, take a batch: one for the caller, the rest
      * for the cache, for one lock round trip.  The thread's first miss
@@ -379,7 +381,7 @@ static void *pool_get(struct dp_pool *p, int flags, uint64_t deadline)
     struct dp_chain *ch = chain.max > 1 ? &chain : NULL;
 
     DP_PROBE(get_slow, p, p->name, flags);
-    pthread_mutex_lock(&p->lock);
+    pthread_mutex_lock(p->lock);
     for (;;) {
         if ((got = alloc_locked(p, want, objs, ch)) != 0) {
             o = objs[0];
@@ -436,7 +438,7 @@ static void *pool_get(struct dp_pool *p, int flags, uint64_t deadline)
     } else {
         p->st_gets_failed++;
     }
-    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(p->lock);
 
     if (due) {
         size_t n = dp_release_pages(p, due);
@@ -545,10 +547,10 @@ void *dp_pool_get_timed(dp_pool_t *p, int flags,
 static size_t release_all_empty(struct dp_pool *p, int by)
 {
     struct dp_page *due = NULL;
-    pthread_mutex_lock(&p->lock);
+    pthread_mutex_lock(p->lock);
     dp_drain_pending_locked(p, 0);
     dp_collect_due_locked(p, 0, SIZE_MAX, true, &due);
-    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(p->lock);
     size_t n = dp_release_pages(p, due);
     DP_PROBE(pages_release, p, p->name, n, by);
     (void)by;
@@ -596,6 +598,7 @@ size_t dp_pool_reclaim(dp_pool_t *p)
         errno = EINVAL;
         return 0;
     }
+    dp_reclaim_start_due(); /* a fork child's (pool.h) */
     dp_tcache_drain_pool(p, false, false); /* cached objects pin pages */
     return release_all_empty(p, DP_BY_RECLAIM);
 }

@@ -53,6 +53,11 @@ DP_HIDDEN dp_pool_t *dp_pool_create_ex(const char *name, size_t objsize,
                                        unsigned iflags);
 
 /* ---- the registry (registry.c): every live pool ----------------------- */
+/* A new slot of the lock table for a pool's memory (p->lock), or NULL:
+ * the table is full (DP_LOCK_CHUNKS) or a chunk cannot be mapped.  The
+ * slot stays with that memory for good; pthread_mutex_init is the
+ * caller's. */
+DP_HIDDEN pthread_mutex_t *dp_lock_new(void);
 DP_HIDDEN void dp_registry_add(struct dp_pool *p);
 /* Take p off the registry, waiting for a pass that pinned it. */
 DP_HIDDEN void dp_registry_remove(struct dp_pool *p);
@@ -69,9 +74,11 @@ DP_HIDDEN void dp_registry_each_pinned(void (*fn)(struct dp_pool *p,
 /* Wake getters asleep on any pool. */
 DP_HIDDEN void dp_wake_all_waiters(void);
 /* Fork (fork.c calls these in the order it lists): prepare takes the
- * registry lock and every pool's lock in registry order; parent releases
- * them; child forgets other threads' work in flight, locks kept;
- * child_unlock releases them. */
+ * registry lock and every pool's lock in registry order, and notes the
+ * pools a child must fix up; parent releases them; child fixes those
+ * pools up (other threads' work in flight is forgotten), locks kept;
+ * child_unlock releases them.  After the fork, parent and child read
+ * and write the lock table and no pool's own page (registry.c). */
 DP_HIDDEN void dp_pool_atfork_prepare(void);
 DP_HIDDEN void dp_pool_atfork_parent(void);
 DP_HIDDEN void dp_pool_atfork_child(void);
@@ -87,6 +94,19 @@ static inline void dp_reclaim_ring(void)
 {
     atomic_fetch_add(&dp_reclaim_bell, 1);
     dp_futex_wake_all(&dp_reclaim_bell);
+}
+
+/* A fork child's reclaim thread, started late (reclaim.c, "Fork"): the
+ * child of a parent that ran the thread sets this to the reclaim layer's
+ * start, and the child's first DP_WAITOK get that misses its cache calls
+ * it (it clears this first).  A child that execs or exits before that
+ * never pays for a thread.  Atomic; NULL when nothing is due. */
+extern DP_HIDDEN void (*_Atomic dp_reclaim_due)(void);
+static inline void dp_reclaim_start_due(void)
+{
+    void (*fn)(void) = atomic_load_explicit(&dp_reclaim_due, DP_RLX);
+    if (DP_UNLIKELY(fn != NULL))
+        fn();
 }
 
 #endif /* DP_POOL_H */

@@ -38,7 +38,7 @@ int dp_pool_prime(dp_pool_t *p, size_t nobjs)
     }
     int err = 0;
     size_t added = 0;
-    pthread_mutex_lock(&p->lock);
+    pthread_mutex_lock(p->lock);
     p->priming_pages += need;
     for (;;) {
         dp_drain_pending_locked(p, 0);
@@ -86,7 +86,7 @@ int dp_pool_prime(dp_pool_t *p, size_t nobjs)
             added--;
         }
     }
-    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(p->lock);
     if (back)
         dp_release_pages(p, back);
     if (err) {

@@ -5,8 +5,9 @@
  *
  * Reclaim-thread states (dp_rt.state, dp_rt.lock):
  *   STOPPED --start--> RUNNING --stop--> STOPPING --joined--> STOPPED
- *   fork child: RUNNING in the parent -> restarted in the child (after
- *   every lock is released).
+ *   fork child: RUNNING in the parent -> STOPPED with a start due
+ *   (dp_reclaim_due, pool.h): the child's first DP_WAITOK get that
+ *   misses its cache, a reclaim call or a pool create starts it.
  */
 #include "reclaim.h"
 #include "cache.h"
@@ -24,7 +25,7 @@ enum rt_state { RT_STOPPED, RT_RUNNING, RT_STOPPING };
 
 /* The thread's control block.  Its two locks' place in the lock order:
  * docs/design.md §8. */
-static struct {
+static DP_FORK_DATA struct {
     pthread_mutex_t ctl;  /* serialises start/stop                      */
     pthread_mutex_t lock; /* the fields below, but the atomics          */
     pthread_cond_t cv;    /* signalled at the end of every pass         */
@@ -91,8 +92,11 @@ static size_t step_all(size_t *filled, int by)
     return returned;
 }
 
+static void start_due(void);
+
 size_t dp_reclaim_step(void)
 {
+    start_due();
     size_t filled = 0;
     return step_all(&filled, DP_BY_STEP);
 }
@@ -166,8 +170,19 @@ static int start_ctl_locked(void)
     return 0;
 }
 
+/* A fork child's due start (pool.h, dp_reclaim_due); clears it first, so
+ * the allocations of pthread_create find nothing due. */
+static void start_due(void)
+{
+    if (atomic_exchange(&dp_reclaim_due, NULL))
+        dp_reclaim_autostart();
+}
+
 int dp_reclaim_start(void)
 {
+    /* Before the lock: pthread_create allocates, and a due start seen by
+     * that allocation's get would take dp_rt.ctl again. */
+    atomic_store(&dp_reclaim_due, NULL);
     pthread_mutex_lock(&dp_rt.ctl);
     int r = start_ctl_locked();
     pthread_mutex_unlock(&dp_rt.ctl);
@@ -187,6 +202,7 @@ void dp_reclaim_autostart(void)
 
 void dp_reclaim_stop(void)
 {
+    atomic_store(&dp_reclaim_due, NULL); /* stopped stays stopped */
     pthread_mutex_lock(&dp_rt.ctl);
     pthread_mutex_lock(&dp_rt.lock);
     if (dp_rt.state != RT_RUNNING) {
@@ -207,6 +223,7 @@ void dp_reclaim_stop(void)
 
 int dp_reclaim_sync(void)
 {
+    start_due();
     pthread_mutex_lock(&dp_rt.lock);
     if (dp_rt.state != RT_RUNNING) {
         pthread_mutex_unlock(&dp_rt.lock);
@@ -242,7 +259,8 @@ void dp_reclaim_info(dp_reclaim_info_t *out)
         return;
     memset(out, 0, sizeof(*out)); /* the reserved space reads 0 */
     pthread_mutex_lock(&dp_rt.lock);
-    out->running = dp_rt.state == RT_RUNNING;
+    out->running = dp_rt.state == RT_RUNNING ||
+                   atomic_load(&dp_reclaim_due) != NULL;
     out->passes = dp_rt.passes;
     out->interval_ns = interval_locked();
     pthread_mutex_unlock(&dp_rt.lock);
@@ -264,15 +282,18 @@ void dp_reclaim_atfork_parent(void)
     pthread_mutex_unlock(&dp_rt.ctl);
 }
 
-/* The thread does not exist in the child: it restarts there (fork.c)
- * if it ran in the parent. */
-bool dp_reclaim_atfork_child(void)
+/* The thread does not exist in the child.  If it ran in the parent, a
+ * start is due: made by the child's first DP_WAITOK get that misses its
+ * cache (pool.h, dp_reclaim_due), a reclaim call or a pool create, not
+ * here: a child that execs or exits first (a shell's) never creates
+ * one (docs/design.md, "Fork"). */
+void dp_reclaim_atfork_child(void)
 {
-    bool restart = dp_rt.state != RT_STOPPED;
+    if (dp_rt.state != RT_STOPPED)
+        atomic_store(&dp_reclaim_due, start_due);
     dp_rt.state = RT_STOPPED;
     dp_rt.in_pass = false;
     pthread_cond_init(&dp_rt.cv, NULL);
     pthread_mutex_unlock(&dp_rt.lock);
     pthread_mutex_unlock(&dp_rt.ctl);
-    return restart;
 }

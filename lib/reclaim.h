@@ -16,10 +16,9 @@ DP_HIDDEN void dp_reclaim_autostart(void);
 DP_HIDDEN void dp_reclaim_set_hook(size_t (*fn)(void));
 /* Fork (fork.c lists the order): prepare takes dp_rt.ctl then dp_rt.lock;
  * parent releases them; child resets the thread's state, releases them
- * and returns whether the thread ran (fork.c restarts it once no lock is
- * held). */
+ * and, if the thread ran, makes a start due (pool.h, dp_reclaim_due). */
 DP_HIDDEN void dp_reclaim_atfork_prepare(void);
 DP_HIDDEN void dp_reclaim_atfork_parent(void);
-DP_HIDDEN bool dp_reclaim_atfork_child(void);
+DP_HIDDEN void dp_reclaim_atfork_child(void);
 
 #endif /* DP_RECLAIM_H */

@@ -29,7 +29,7 @@ int dp_pool_stats(dp_pool_t *p, dp_pool_stats_t *out)
         return -1;
     }
     memset(out, 0, sizeof(*out));
-    pthread_mutex_lock(&p->lock);
+    pthread_mutex_lock(p->lock);
     uint64_t now = dp_pool_now(p);
     dp_drain_pending_locked(p, now);
     memcpy(out->name, p->name, sizeof(out->name));
@@ -70,7 +70,7 @@ int dp_pool_stats(dp_pool_t *p, dp_pool_stats_t *out)
     out->lowat = p->lowat;
     out->hiwat = p->hiwat;
     out->reclaim_age_ns = p->age_ns;
-    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(p->lock);
     return 0;
 }
 
@@ -163,7 +163,7 @@ int dp_pool_check(dp_pool_t *p)
     }
     int bad = 0;
     uint64_t inuse = 0;
-    pthread_mutex_lock(&p->lock);
+    pthread_mutex_lock(p->lock);
     dp_drain_pending_locked(p, 0);
     bad += check_list(p, &p->partial, DP_L_PARTIAL, &inuse);
     bad += check_list(p, &p->full, DP_L_FULL, &inuse);
@@ -185,7 +185,7 @@ int dp_pool_check(dp_pool_t *p)
     CHECK(inuse <= p->st_gets + cgets + cached,
           "%llu objects out but only %llu gets", (unsigned long long)inuse,
           (unsigned long long)(p->st_gets + cgets));
-    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(p->lock);
     if (bad) {
         errno = EIO;
         return -1;
@@ -218,10 +218,10 @@ static void collect_one(struct dp_pool *p, void *arg)
         return;
     snprintf(r->provider, sizeof(r->provider), "%s",
              p->prov.name ? p->prov.name : "");
-    pthread_mutex_lock(&p->lock);
+    pthread_mutex_lock(p->lock);
     r->partial = p->partial.n;
     r->full = p->full.n;
-    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(p->lock);
     c->n++;
 }
 

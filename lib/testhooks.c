@@ -40,14 +40,14 @@ void dp_test_unlock_pool(dp_pool_t *p);
 
 void dp_test_lock_pool(dp_pool_t *p)
 {
-    pthread_mutex_lock(&p->lock);
+    pthread_mutex_lock(p->lock);
     pthread_mutex_lock(&dp_tcg.lock);
 }
 
 void dp_test_unlock_pool(dp_pool_t *p)
 {
     pthread_mutex_unlock(&dp_tcg.lock);
-    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(p->lock);
 }
 
 void dp_test_bin_busy(dp_pool_t *p, bool busy);
@@ -85,8 +85,8 @@ void *dp_test_depot_mag(dp_pool_t *p, uint32_t i, size_t *len)
 
 uint32_t dp_test_depot_magazines(dp_pool_t *p)
 {
-    pthread_mutex_lock(&p->lock);
+    pthread_mutex_lock(p->lock);
     uint32_t n = p->mags;
-    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(p->lock);
     return n;
 }

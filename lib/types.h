@@ -210,8 +210,12 @@ struct dp_pool {
     _Atomic uint64_t depot_since; /* reclaim passes: the pool clock when
                                      the current period began          */
 
-    /* Pool lock. */
-    _Alignas(DP_CACHELINE) pthread_mutex_t lock;
+    /* Pool lock: the fields from here on.  The mutex itself is a slot
+     * of the lock table (create.c, "The lock table"), set before the
+     * pool is published and kept with the pool's memory: the fork
+     * handlers lock and unlock every pool, and the table keeps those
+     * writes on a page or two instead of one page per pool. */
+    _Alignas(DP_CACHELINE) pthread_mutex_t *lock;
     struct dp_list partial, full, empty;
     size_t npages;        /* held + being allocated (reservations)     */
     size_t inflight;      /* provider allocs under way (reservations)  */

@@ -7,6 +7,9 @@
  * in the child; a program's own fork handlers may allocate.  A thread
  * that exits while a signal handler puts loses nothing.
  *
+ * The handlers write no pool's own page, and a child starts its reclaim
+ * thread at its first blocking get.
+ *
  * A child never uses Criterion: it checks with CHILD_CHECK, which reports
  * on stderr and exits 1; the parent asserts a clean exit 0.
  */
@@ -23,6 +26,8 @@
 #include <string.h>
 #include <poll.h>
 #include <signal.h>
+#include <dirent.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -811,5 +816,116 @@ Test(fork, child_of_a_fork_while_threads_are_inside_the_provider_is_exact, .time
         dp_pool_put(pool, held[i]);
     free(held);
     cr_assert_eq(tu_stats(pool).objs_inuse, 0);
+    finish(pool, m);
+}
+
+/* ----------------------------------------------- what a fork costs the pools */
+
+static long minflt(int who)
+{
+    struct rusage ru;
+    if (getrusage(who, &ru) != 0)
+        return -1;
+    return ru.ru_minflt;
+}
+
+static int thread_count(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/*
+ * After a fork every page the two processes share is copied at its first
+ * write.  The handlers lock and unlock every pool, and a child fixes up
+ * pools: all of that lives in the lock table and one section of globals
+ * (registry.c, util.h DP_FORK_DATA), so neither process writes a pool's
+ * own page (each is a mapping of its own).  With FORK_POOLS pools, one
+ * page each, the parent's thread and the child fault a few pages in
+ * fork(), not one per pool; the child then takes every pool's lock
+ * (dp_pool_stats) and gets and puts.  Sanitizer runtimes fault in shadow
+ * memory of their own.
+ */
+#define FORK_POOLS 256
+Test(fork, the_handlers_write_no_pools_own_page, .timeout = 120)
+{
+#if TU_TSAN || defined(__SANITIZE_ADDRESS__)
+    cr_skip_test("sanitizer runtimes fault in shadow memory on access");
+#endif
+    static dp_pool_t *pools[FORK_POOLS];
+    static void *objs[FORK_POOLS];
+    for (int i = 0; i < FORK_POOLS; i++) {
+        pools[i] = dp_pool_create("forkmany", OBJSIZE, NULL);
+        cr_assert_not_null(pools[i], "dp_pool_create: %s", strerror(errno));
+        objs[i] = dp_pool_get(pools[i], DP_WAITOK);
+        cr_assert_not_null(objs[i]);
+    }
+    fflush(NULL);
+    long before = minflt(RUSAGE_THREAD);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        long faults = minflt(RUSAGE_SELF); /* the child's, since fork */
+        if (faults >= FORK_POOLS / 4) {
+            fprintf(stderr, "fork child: %ld page faults in fork() with "
+                            "%d pools\n", faults, FORK_POOLS);
+            _exit(1);
+        }
+        for (int i = 0; i < FORK_POOLS; i++) {
+            dp_pool_stats_t s;
+            CHILD_CHECK(dp_pool_stats(pools[i], &s) == 0);
+            CHILD_CHECK(s.objs_inuse >= 1);
+            dp_pool_put(pools[i], objs[i]);
+            child_get_put(pools[i], 3);
+        }
+        _exit(0);
+    }
+    long faults = minflt(RUSAGE_THREAD) - before;
+    cr_expect_lt(faults, FORK_POOLS / 4,
+                 "parent: %ld page faults in fork() with %d pools", faults,
+                 FORK_POOLS);
+    wait_child_ok(pid);
+    for (int i = 0; i < FORK_POOLS; i++) {
+        dp_pool_put(pools[i], objs[i]);
+        cr_assert_eq(dp_pool_destroy(pools[i]), 0);
+    }
+}
+
+/*
+ * The child of a parent whose reclaim thread runs has none until it needs
+ * one: its first DP_WAITOK get that misses the cache starts it (so does a
+ * reclaim call, dp_reclaim_sync in the test above).  Before that,
+ * dp_reclaim_info reports it running and a DP_NOWAIT get does not start
+ * it; a child that execs or exits first never creates a thread.
+ */
+Test(fork, child_starts_its_reclaim_thread_at_its_first_blocking_get, .timeout = 120)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = fork_pool(m, 0, 0);
+    cr_assert_eq(dp_reclaim_start(), 0);
+    pid_t pid = fork_now();
+    if (pid == 0) {
+        CHILD_CHECK(thread_count() == 1);
+        CHILD_CHECK(info().running);
+        void *o = dp_pool_get(pool, DP_NOWAIT); /* a miss: no cache yet */
+        CHILD_CHECK(o != NULL);
+        CHILD_CHECK(thread_count() == 1);
+        dp_pool_put(pool, o);
+        dp_thread_cache_flush(); /* the next get misses again */
+        o = dp_pool_get(pool, DP_WAITOK);
+        CHILD_CHECK(o != NULL);
+        CHILD_CHECK(thread_count() == 2);
+        CHILD_CHECK(dp_reclaim_sync() == 0);
+        dp_pool_put(pool, o);
+        _exit(0);
+    }
+    wait_child_ok(pid);
     finish(pool, m);
 }

@@ -84,9 +84,11 @@ void *block_alloc(size_t n, size_t align, bool zero, bool grow)
     if (!grow && !pad && (h = tl_pop(len)) != NULL) {
         block_set_off(h, off);
         h->align = align;
-    } else if ((h = heap_reuse(len, align, grow)) == NULL &&
-               dp_tcache_ext_drain(true)) {
-        h = heap_reuse(len, align, grow);
+    } else {
+        dp_reclaim_start_due(); /* a fork child's (pool.h) */
+        if ((h = heap_reuse(len, align, grow)) == NULL &&
+            dp_tcache_ext_drain(true))
+            h = heap_reuse(len, align, grow);
     }
     if (h) {
         h->req = n;

@@ -49,7 +49,7 @@
 #define MC_TAG_CACHED ((uintptr_t)2)
 
 /* The heap: every field below is under mc_heap_lock. */
-static pthread_mutex_t mc_heap_lock = PTHREAD_MUTEX_INITIALIZER;
+static DP_FORK_DATA pthread_mutex_t mc_heap_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct mc_block *mc_bin[MC_NBINS];  /* by size, newest first    */
 static uint64_t mc_binmap[MC_NBINS / 64];  /* bins that are non-empty  */
 static struct mc_block *mc_heap_old, *mc_heap_new; /* arrival order    */

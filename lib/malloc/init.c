@@ -30,11 +30,11 @@ _Static_assert(MC_NCLASS == 32, "mc_hot: one stand-in per class");
 size_t mc_align[MC_NCLASS];
 _Atomic uint64_t mc_hit[MC_TABLE_MAX / 8 + 1];
 _Atomic int mc_inited;
-_Atomic int mc_rt;
+DP_FORK_DATA _Atomic int mc_rt;
 DP_TLS unsigned mc_depth;
 static _Atomic int mc_ready;  /* the constructor ran (malloc_internal.h) */
 /* Held while creating the pools; outermost (docs/design.md §8). */
-static pthread_mutex_t mc_init_lock = PTHREAD_MUTEX_INITIALIZER;
+static DP_FORK_DATA pthread_mutex_t mc_init_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /*
  * Fork: this layer's part of the core's handlers, whose order
@@ -54,8 +54,8 @@ static void mc_atfork_child(void)
 {
     /* A thread that was starting the reclaim thread is gone: let the
      * next allocation try (the core restarts a thread that was running). */
-    int one = 1;
-    atomic_compare_exchange_strong(&mc_rt, &one, 0);
+    if (atomic_load(&mc_rt) == 1)
+        atomic_store(&mc_rt, 0);
     /* A thread caught between its counter update and its push (free), or
      * holding a drained list (evicted blocks being unmapped), left the
      * queue counters off; the blocks it held stay mapped, unowned.
@@ -66,8 +66,11 @@ static void mc_atfork_child(void)
         n++;
         bytes += h->maplen;
     }
-    atomic_store(&mc_bs.queued, n);
-    atomic_store(&mc_bs.queued_bytes, bytes);
+    /* Written only when off: each write is a copy-on-write fault. */
+    if (atomic_load(&mc_bs.queued) != n)
+        atomic_store(&mc_bs.queued, n);
+    if (atomic_load(&mc_bs.queued_bytes) != bytes)
+        atomic_store(&mc_bs.queued_bytes, bytes);
 }
 
 static const struct dp_fork_layer mc_fork_layer = {
