@@ -907,9 +907,17 @@ Test(fork, the_handlers_write_no_pools_own_page, .timeout = 120)
  */
 Test(fork, child_starts_its_reclaim_thread_at_its_first_blocking_get, .timeout = 120)
 {
+#if defined(__SANITIZE_ADDRESS__)
+    /* ASan's allocator (GCC 12) is not locked across fork: a child's
+     * pthread_create waits for ever on a lock the parent's reclaim thread
+     * held in it at the fork (docs/malloc.md, "Tests"). */
+    cr_skip_test("ASan's allocator is not fork-safe for a child's threads");
+#endif
     dp_mock_t *m = dp_mock_create(0);
     dp_pool_t *pool = fork_pool(m, 0, 0);
     cr_assert_eq(dp_reclaim_start(), 0);
+    /* The thread idle at the fork, between passes. */
+    cr_assert_eq(dp_reclaim_sync(), 0);
     pid_t pid = fork_now();
     if (pid == 0) {
         CHILD_CHECK(thread_count() == 1);
