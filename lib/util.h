@@ -12,10 +12,11 @@
 #include <stdint.h>
 
 #define DP_HIDDEN __attribute__((visibility("hidden")))
-/* The globals the fork handlers write (fork.c): in one section, so that
- * after a fork, where every write to a page the two processes still
- * share is a copy-on-write fault, they cost the parent and the child a
- * page or two, not a page per file (docs/design.md, "Fork"). */
+/* The globals the fork handlers write or read after the fork (fork.c):
+ * in one section, so that after a fork, where every write to a page the
+ * two processes still share is a copy-on-write fault, they cost the
+ * parent and the child a page or two, not a page per file
+ * (docs/design.md, "Fork"). */
 #define DP_FORK_DATA __attribute__((section("deferpool_fork")))
 #define DP_NOINLINE __attribute__((noinline))
 /* initial-exec TLS: one %fs-relative load, no __tls_get_addr call. */
