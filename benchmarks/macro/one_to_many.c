@@ -5,13 +5,19 @@
  * first word); each consumer takes its whole stack at a time, checks and
  * frees the blocks.  Every free is a remote free, from several threads
  * at once.
+ *
+ * The producer waits while a consumer has INFLIGHT blocks queued, so the
+ * live set is the program's, not the scheduler's: with a bound of 16,384
+ * the depth reached depended on how long the producer ran while the
+ * consumers were off the 2 cores, and every allocator's page faults
+ * followed it (docs/benchmarks.md, History, "one_to_many's depth").
  */
 #include "macro.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 
-enum { CONSUMERS = 3, INFLIGHT = 1 << 14 };
+enum { CONSUMERS = 3, INFLIGHT = 1024 };
 
 struct msg {
     struct msg *next;
