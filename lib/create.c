@@ -30,7 +30,6 @@
  * create takes the whole, keeps the first and pushes the rest back as
  * one chain.  No lock, so nothing to do at fork.
  */
-#define DP_POOL_MAPSIZE ((sizeof(struct dp_pool) + 4095) & ~(size_t)4095)
 static struct dp_pool *_Atomic dp_spare_pools;
 
 #define SPARE_LINK(p, next) ((p)->reg_next = (next))
@@ -39,6 +38,46 @@ static void spare_push(struct dp_pool *first, struct dp_pool *last)
 {
     DP_LIFO_PUSH(&dp_spare_pools, first, last, SPARE_LINK,
                  memory_order_release);
+}
+
+/*
+ * Fresh pool memory is carved from chunks of DP_POOL_CHUNK bytes, one
+ * pool every DP_POOL_STRIDE bytes, so pools share pages: each page is a
+ * fault at its first touch, and the malloc creates 32 pools at start-up
+ * (15 pages, not 32 mappings of a page each).  A pool starts on a line
+ * of its own.  Slots are handed out by an atomic counter and chunks
+ * installed by CAS, as the lock table's are (registry.c): no lock, so
+ * nothing to do at fork.  DP_POOL_CHUNKS covers the lock table's
+ * capacity.
+ */
+#define DP_POOL_STRIDE ((sizeof(struct dp_pool) + 63) & ~(size_t)63)
+#define DP_POOL_CHUNK ((size_t)64 << 10)
+#define DP_POOLS_PER_CHUNK (DP_POOL_CHUNK / DP_POOL_STRIDE)
+#define DP_POOL_CHUNKS 8192
+_Static_assert(DP_POOLS_PER_CHUNK >= 1, "a pool fits in a chunk");
+static char *_Atomic dp_pool_chunk[DP_POOL_CHUNKS];
+static _Atomic size_t dp_pool_next; /* slots handed out */
+
+static struct dp_pool *pool_slot(void)
+{
+    size_t i = atomic_fetch_add(&dp_pool_next, 1);
+    if (i >= (size_t)DP_POOL_CHUNKS * DP_POOLS_PER_CHUNK)
+        return NULL;
+    char *_Atomic *c = &dp_pool_chunk[i / DP_POOLS_PER_CHUNK];
+    char *chunk = atomic_load_explicit(c, memory_order_acquire);
+    if (!chunk) {
+        char *mine = dp_os_map(DP_POOL_CHUNK);
+        if (!mine)
+            return NULL; /* the slot stays unused */
+        if (atomic_compare_exchange_strong_explicit(
+                c, &chunk, mine, memory_order_acq_rel,
+                memory_order_acquire))
+            chunk = mine;
+        else
+            dp_os_unmap(mine, DP_POOL_CHUNK);
+    }
+    return (struct dp_pool *)(void *)(chunk + (i % DP_POOLS_PER_CHUNK) *
+                                                  DP_POOL_STRIDE);
 }
 
 static struct dp_pool *pool_mem(void)
@@ -52,14 +91,14 @@ static struct dp_pool *pool_mem(void)
             spare_push(rest, last);
         }
         pthread_mutex_t *lock = p->lock;
-        memset(p, 0, DP_POOL_MAPSIZE);
+        memset(p, 0, sizeof(*p));
         p->lock = lock;
         return p;
     }
     pthread_mutex_t *lock = dp_lock_new();
     if (!lock)
         return NULL;
-    p = dp_os_map(DP_POOL_MAPSIZE);
+    p = pool_slot(); /* zero: fresh from the kernel */
     if (p)
         p->lock = lock; /* else the slot is lost: the map failed anyway */
     return p;

@@ -847,8 +847,8 @@ static int thread_count(void)
  * write.  The handlers lock and unlock every pool, and a child fixes up
  * pools: all of that lives in the lock table and one section of globals
  * (registry.c, util.h DP_FORK_DATA), so neither process writes a pool's
- * own page (each is a mapping of its own).  With FORK_POOLS pools, one
- * page each, the parent's thread and the child fault a few pages in
+ * own memory (about two to a page).  With FORK_POOLS pools on about 128
+ * pages, the parent's thread and the child fault a few pages in
  * fork(), not one per pool; the child then takes every pool's lock
  * (dp_pool_stats) and gets and puts.  Sanitizer runtimes fault in shadow
  * memory of their own.
