@@ -256,13 +256,39 @@ struct dp_tcache *dp_tc_spares_age_locked(void)
     return old;
 }
 
+/*
+ * Slow start.  A bin's first refill from the pages takes DP_TC_RAMP0
+ * objects, and each one after it twice as many as the last, up to
+ * tc_batch; a chain longer than that is not taken whole either.  A
+ * thread that allocates a few blocks of a class and exits (a thread
+ * pool's short task, a program that starts threads by the thousand)
+ * then carries and gives back at its exit a few objects, not a batch:
+ * giving one back writes its link word, and a chain must be walked to
+ * its end.  A bin in steady use reaches tc_batch after five refills.
+ */
+#define DP_TC_RAMP0 8
+
+static uint32_t bin_ramp(struct dp_pool *p)
+{
+    struct dp_tchain *bc = bin_chain(dp_tc, &dp_tc->bins[p->tcidx]);
+    return atomic_load_explicit(&bc->ramp, DP_RLX);
+}
+
 uint32_t dp_tcache_want(struct dp_pool *p, bool nowait)
 {
     if (p->tcidx < 0)
         return 1;
     if (!dp_tc_mine() && !tc_create(nowait))
         return 1;
-    return p->tc_batch + 1;
+    uint32_t r = bin_ramp(p);
+    if (r < p->tc_batch) {
+        r = r ? 2 * r : DP_TC_RAMP0;
+        if (r > p->tc_batch)
+            r = p->tc_batch;
+        atomic_store_explicit(
+            &bin_chain(dp_tc, &dp_tc->bins[p->tcidx])->ramp, r, DP_RLX);
+    }
+    return r + 1;
 }
 
 
@@ -280,6 +306,9 @@ uint32_t dp_tcache_chain_max(struct dp_pool *p)
 {
     if (p->tcidx < 0)
         return 0;
+    uint32_t r = dp_tc_mine() ? bin_ramp(p) : 0;
+    if (r < p->tc_batch) /* "Slow start" */
+        return r;
     size_t m = ((size_t)32 << 10) / p->slotsize;
     return m > p->tc_soft ? (uint32_t)m : p->tc_soft;
 }
@@ -623,6 +652,7 @@ void dp_tc_flush_bin(struct dp_tcache *tc, struct dp_tbin *b, bool forget)
         bc->spare = NULL;
     }
     if (forget) {
+        atomic_store_explicit(&bc->ramp, 0, DP_RLX); /* "Slow start" */
         atomic_fetch_add(&p->tc_gets_folded, bin_gets(b));
         atomic_store_explicit(&b->gets, 0, DP_RLX);
         atomic_store_explicit(&b->net, 0, DP_RLX);

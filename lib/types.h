@@ -302,6 +302,10 @@ struct dp_tchain {
                               to the depot (depot.h)                 */
     bool touched;          /* the bin's whole slot area is faulted in
                               (cache.c, "Faults"); owner only        */
+    _Atomic uint32_t ramp; /* objects the bin's last refill from the
+                              pages asked for; 0: none since the cache
+                              was new (cache.c, "Slow start").  The
+                              owner; reset by the owner's exit      */
 };
 
 /* A list a layer above the pools keeps in each thread's cache (the

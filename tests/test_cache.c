@@ -329,6 +329,60 @@ Test(cache, nocache_and_debug_pools_put_straight_to_the_page)
     }
 }
 
+/*
+ * Slow start (cache.c): a thread's first refill of a bin takes a few
+ * objects, each refill after it twice as many, and a thread's exit
+ * starts its successor over.  ramp_main gets one object, then empties
+ * its bin and gets one more, twice, noting what the bin held after each
+ * of the three refills; it runs in two threads, one after the other.
+ */
+struct ramp_run {
+    dp_pool_t *pool;
+    uint64_t held[3];
+};
+
+static void *ramp_main(void *arg)
+{
+    struct ramp_run *r = arg;
+    static void *o[256];
+    int n = 0;
+    for (int step = 0; step < 3; step++) {
+        uint64_t drain = step ? r->held[step - 1] : 0;
+        for (uint64_t i = 0; i <= drain; i++)
+            cr_assert_not_null(o[n++] = dp_pool_get(r->pool, DP_WAITOK));
+        r->held[step] = tu_stats(r->pool).objs_cached;
+        cr_assert_lt(n + r->held[step] + 1, 256);
+    }
+    for (int i = 0; i < n; i++)
+        dp_pool_put(r->pool, o[i]);
+    return NULL;
+}
+
+Test(cache, a_threads_refills_start_small_and_double)
+{
+    dp_mock_t *m = tu_mock(0);
+    dp_pool_attr_t a = tu_attr(m);
+    a.pagesize = 65536;
+    dp_pool_t *p = tu_pool("ramp", 64, &a);
+    struct ramp_run r[2] = {{.pool = p}, {.pool = p}};
+    for (int k = 0; k < 2; k++) {
+        pthread_t t;
+        cr_assert_eq(pthread_create(&t, NULL, ramp_main, &r[k]), 0);
+        pthread_join(t, NULL);
+        cr_assert_eq(tu_stats(p).objs_cached, 0, "the exit gave all back");
+    }
+    for (int k = 0; k < 2; k++) {
+        cr_assert_gt(r[k].held[0], 0, "thread %d: the first refill", k);
+        cr_assert_leq(r[k].held[0], 16,
+                      "thread %d: the first refill took %llu objects", k,
+                      (unsigned long long)r[k].held[0]);
+        cr_assert_eq(r[k].held[1], 2 * r[k].held[0], "thread %d", k);
+        cr_assert_eq(r[k].held[2], 2 * r[k].held[1], "thread %d", k);
+    }
+    cr_assert_eq(r[1].held[0], r[0].held[0], "the exit reset the ramp");
+    tu_destroy_checked(p, m);
+}
+
 /* A thread that fills its cache, then waits at `release` until opened. */
 struct sleeper {
     dp_pool_t *pool;
