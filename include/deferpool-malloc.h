@@ -150,8 +150,9 @@ DP_MALLOC_API void dp_malloc_thread_flush(void);
 
 /*
  * Wait until the malloc's reclaim thread has completed a whole pass that
- * began after this call (it is started lazily by an allocation after
- * start-up).  0, or -1 + ESRCH when the thread is not running.  Blocks:
+ * began after this call.  The thread starts lazily, once the malloc has
+ * mapped 4 MiB; this call starts it if it has not started yet.  0, or
+ * -1 + ESRCH when there is no thread (background_thread:0).  Blocks:
  * yes.  For tests and tools: a program never needs it.
  */
 DP_MALLOC_API int dp_malloc_reclaim_sync(void);

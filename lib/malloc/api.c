@@ -70,7 +70,7 @@ static void *mc_alloc(size_t n, size_t align, bool zero, bool grow)
     }
     mc_depth--;
     if (DP_UNLIKELY(atomic_load_explicit(&mc_rt, MC_RLX) != 2))
-        mc_maybe_start();
+        mc_maybe_start(false);
     if (!r)
         errno = ENOMEM;
     return r;

@@ -104,6 +104,7 @@ void *block_alloc(size_t n, size_t align, bool zero, bool grow)
     char *m = dp_provider_mmap()->alloc(NULL, maplen, MC_SYSPAGE, DP_WAITOK);
     if (!m)
         return NULL;
+    atomic_fetch_add_explicit(&mc_mapped, maplen, MC_RLX); /* init.c */
     char *at = block_place(m, align);
     if (maplen == need && pad) {
         size_t lead = (size_t)(at - m), tail = maplen - lead - len;

@@ -32,7 +32,12 @@ size_t mc_trim(enum mc_heap_mode mode)
 
 size_t dp_malloc_trim(void) { return mc_trim(HEAP_TRIM_ALL); }
 
-int dp_malloc_reclaim_sync(void) { return dp_reclaim_sync(); }
+int dp_malloc_reclaim_sync(void)
+{
+    if (atomic_load_explicit(&mc_inited, memory_order_acquire))
+        mc_maybe_start(true); /* a program below MC_RT_START has none yet */
+    return dp_reclaim_sync();
+}
 
 void dp_malloc_thread_flush(void)
 {

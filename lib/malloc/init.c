@@ -31,6 +31,7 @@ size_t mc_align[MC_NCLASS];
 _Atomic uint64_t mc_hit[MC_TABLE_MAX / 8 + 1];
 _Atomic int mc_inited;
 DP_FORK_DATA _Atomic int mc_rt;
+_Atomic uint64_t mc_mapped;
 DP_TLS unsigned mc_depth;
 static _Atomic int mc_ready;  /* the constructor ran (malloc_internal.h) */
 /* Held while creating the pools; outermost (docs/design.md §8). */
@@ -81,6 +82,25 @@ static const struct dp_fork_layer mc_fork_layer = {
     .child = mc_atfork_child,
 };
 
+/* The class pools' provider: the core's mmap provider, counting what it
+ * maps into mc_mapped (the reclaim thread's start). */
+static void *mc_page_alloc(void *ctx, size_t size, size_t align, int flags)
+{
+    const dp_provider_t *m = dp_provider_mmap();
+    void *p = m->alloc(ctx, size, align, flags);
+    if (p)
+        atomic_fetch_add_explicit(&mc_mapped, size, MC_RLX);
+    return p;
+}
+
+static void mc_page_free(void *ctx, void *page, size_t size)
+{
+    dp_provider_mmap()->free(ctx, page, size);
+}
+
+static const dp_provider_t mc_pages = {mc_page_alloc, mc_page_free, NULL,
+                                       "mmap"};
+
 /* The malloc's reclaim age: DEFERPOOL_CONF reclaim_age_ms when it set
  * one, else MC_DEFAULT_AGE_NS (malloc_internal.h). */
 static uint64_t mc_conf_age(void)
@@ -114,6 +134,7 @@ bool mc_init(void)
             a.lowat = 0;  /* everything may age out: RSS comes back */
             a.reclaim_age_ns = mc_age_ns;
             a.flags = DP_POOL_NOTHREAD; /* started lazily, below */
+            a.provider = &mc_pages;
             char name[32];
             snprintf(name, sizeof(name), "malloc-%zu", sz);
             mc_align[c] = al;
@@ -145,15 +166,20 @@ bool mc_init(void)
 /*
  * Start the reclaim thread, once, from an allocation made outside the
  * recursion guard, after the library constructor ran (so never from the
- * loader's first allocations, before libc is set up).  pthread_create
- * allocates (the new thread's DTV): those calls find mc_rt == 1 and go
- * on normally; no lock of ours is held.  The library is linked with
- * -z now, so the thread never enters the lazy binder.
+ * loader's first allocations, before libc is set up), and once the malloc
+ * has mapped MC_RT_START bytes.  A smaller program has little to give
+ * back, and a thread costs every process more than its creation: each
+ * fork() must flush the TLB entries of the process on every CPU one of
+ * its threads ran on (docs/malloc.md, "The reclaim thread").
+ * pthread_create allocates (the new thread's DTV): those calls find
+ * mc_rt == 1 and go on normally; no lock of ours is held.  The library
+ * is linked with -z now, so the thread never enters the lazy binder.
  */
-void mc_maybe_start(void)
+void mc_maybe_start(bool force)
 {
     int zero = 0;
-    if (!atomic_load_explicit(&mc_ready, MC_RLX) ||
+    if ((!force && atomic_load_explicit(&mc_mapped, MC_RLX) < MC_RT_START) ||
+        !atomic_load_explicit(&mc_ready, MC_RLX) ||
         !atomic_compare_exchange_strong(&mc_rt, &zero, 1))
         return;
     if (dp_options()->background_thread)

@@ -41,6 +41,9 @@
  *   mc_inited   0 -> 1 once (release); readers acquire.
  *   mc_rt       reclaim-thread start state, CAS (0 none, 1 starting,
  *               2 done); reset 1 -> 0 in a fork child.
+ *   mc_mapped   bytes the class pools' pages and the medium and large
+ *               mappings ever took from the kernel: atomic adds (the
+ *               slow paths that map), relaxed; read by the start test.
  *   mc_ready    set by the library constructor: the process is far enough
  *               in start-up to create a thread.
  *   mc_depth    thread-local: > 0 while this thread is inside the
@@ -120,11 +123,18 @@ DP_HIDDEN size_t mc_class_align(unsigned c);
 
 extern DP_HIDDEN _Atomic int mc_inited;
 extern DP_HIDDEN _Atomic int mc_rt;
+extern DP_HIDDEN _Atomic uint64_t mc_mapped;
 extern DP_HIDDEN DP_TLS unsigned mc_depth;
 extern DP_HIDDEN uint64_t mc_age_ns;
 
 DP_HIDDEN bool mc_init(void);
-DP_HIDDEN void mc_maybe_start(void);
+/* The reclaim thread starts once the malloc has mapped this much (init.c,
+ * mc_maybe_start). */
+#define MC_RT_START ((uint64_t)4 << 20)
+/* From an allocation's slow path: start the reclaim thread, once, if the
+ * malloc has mapped MC_RT_START bytes; force: whatever it has mapped
+ * (dp_malloc_reclaim_sync). */
+DP_HIDDEN void mc_maybe_start(bool force);
 
 /* ---- bootstrap arena (boot.c) -------------------------------------------- */
 
