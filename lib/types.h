@@ -303,9 +303,11 @@ struct dp_tchain {
     bool touched;          /* the bin's whole slot area is faulted in
                               (cache.c, "Faults"); owner only        */
     _Atomic uint32_t ramp; /* objects the bin's last refill from the
-                              pages asked for; 0: none since the cache
-                              was new (cache.c, "Slow start").  The
-                              owner; reset by the owner's exit      */
+                              pages asked for; 0: none since the bin
+                              was bound (cache.c, "Slow start").  The
+                              owner; 0 again when the bin is unbound
+                              (its thread's exit, a pool destroy's
+                              drain): relaxed, either value serves */
 };
 
 /* A list a layer above the pools keeps in each thread's cache (the
