@@ -375,7 +375,10 @@ DP_API int dp_pool_prime(dp_pool_t *pool, size_t nobjs);
 /* 0 (also when already running), or -1 with errno set to the error
  * pthread_create returned.  Blocks: briefly (thread creation). */
 DP_API int dp_reclaim_start(void);
-DP_API void dp_reclaim_stop(void);  /* stops and joins; blocks            */
+/* Stop and join the thread.  Blocks: yes.  Where the drop-in malloc
+ * shares this library's core (a static link), its lazy start then leaves
+ * the thread stopped until dp_reclaim_start(). */
+DP_API void dp_reclaim_stop(void);
 DP_API void dp_reclaim_wake(void);  /* non-blocking nudge                 */
 /* Wake the thread and wait until it has completed a whole pass that began
  * after this call.  0, or -1 + ESRCH when the thread is not running. */

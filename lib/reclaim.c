@@ -178,8 +178,18 @@ static void start_due(void)
         dp_reclaim_autostart();
 }
 
+/* dp_reclaim_stop() called and no dp_reclaim_start() since (reclaim.h);
+ * atomic stores by those two, loads by the malloc's lazy start. */
+static _Atomic bool rt_stopped;
+
+bool dp_reclaim_stopped(void)
+{
+    return atomic_load(&rt_stopped);
+}
+
 int dp_reclaim_start(void)
 {
+    atomic_store(&rt_stopped, false);
     /* Before the lock: pthread_create allocates, and a due start seen by
      * that allocation's get would take dp_rt.ctl again. */
     atomic_store(&dp_reclaim_due, NULL);
@@ -202,6 +212,7 @@ void dp_reclaim_autostart(void)
 
 void dp_reclaim_stop(void)
 {
+    atomic_store(&rt_stopped, true);
     atomic_store(&dp_reclaim_due, NULL); /* stopped stays stopped */
     pthread_mutex_lock(&dp_rt.ctl);
     pthread_mutex_lock(&dp_rt.lock);

@@ -10,6 +10,10 @@
 
 /* Start the thread if it is not running; warn once if it cannot be. */
 DP_HIDDEN void dp_reclaim_autostart(void);
+/* dp_reclaim_stop() was called, and dp_reclaim_start() not since: a layer
+ * above that starts the thread lazily (the drop-in malloc) leaves it
+ * stopped. */
+DP_HIDDEN bool dp_reclaim_stopped(void);
 /* A layer above the pools (the malloc's deferred large blocks) hooks
  * into every reclaim pass: fn runs with no lock held and returns the
  * number of pages it gave back.  One hook; NULL removes it. */

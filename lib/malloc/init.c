@@ -182,7 +182,9 @@ void mc_maybe_start(bool force)
         !atomic_load_explicit(&mc_ready, MC_RLX) ||
         !atomic_compare_exchange_strong(&mc_rt, &zero, 1))
         return;
-    if (dp_options()->background_thread)
+    /* A program that stopped the thread (dp_reclaim_stop) keeps it
+     * stopped. */
+    if (dp_options()->background_thread && !dp_reclaim_stopped())
         dp_reclaim_autostart();
     atomic_store(&mc_rt, 2);
 }
