@@ -46,7 +46,7 @@ static void spare_push(struct dp_pool *first, struct dp_pool *last)
  * fault at its first touch, and the malloc creates 32 pools at start-up
  * (15 pages, not 32 mappings of a page each).  A pool starts on a line
  * of its own.  Slots are handed out by an atomic counter and chunks
- * installed by CAS, as the lock table's are (registry.c): no lock, so
+ * installed by CAS (dp_os_map_once), as the lock table's are: no lock, so
  * nothing to do at fork.  DP_POOL_CHUNKS covers the lock table's
  * capacity.
  */
@@ -55,7 +55,7 @@ static void spare_push(struct dp_pool *first, struct dp_pool *last)
 #define DP_POOLS_PER_CHUNK (DP_POOL_CHUNK / DP_POOL_STRIDE)
 #define DP_POOL_CHUNKS 8192
 _Static_assert(DP_POOLS_PER_CHUNK >= 1, "a pool fits in a chunk");
-static char *_Atomic dp_pool_chunk[DP_POOL_CHUNKS];
+static void *_Atomic dp_pool_chunk[DP_POOL_CHUNKS];
 static _Atomic size_t dp_pool_next; /* slots handed out */
 
 static struct dp_pool *pool_slot(void)
@@ -63,19 +63,10 @@ static struct dp_pool *pool_slot(void)
     size_t i = atomic_fetch_add(&dp_pool_next, 1);
     if (i >= (size_t)DP_POOL_CHUNKS * DP_POOLS_PER_CHUNK)
         return NULL;
-    char *_Atomic *c = &dp_pool_chunk[i / DP_POOLS_PER_CHUNK];
-    char *chunk = atomic_load_explicit(c, memory_order_acquire);
-    if (!chunk) {
-        char *mine = dp_os_map(DP_POOL_CHUNK);
-        if (!mine)
-            return NULL; /* the slot stays unused */
-        if (atomic_compare_exchange_strong_explicit(
-                c, &chunk, mine, memory_order_acq_rel,
-                memory_order_acquire))
-            chunk = mine;
-        else
-            dp_os_unmap(mine, DP_POOL_CHUNK);
-    }
+    char *chunk =
+        dp_os_map_once(&dp_pool_chunk[i / DP_POOLS_PER_CHUNK], DP_POOL_CHUNK);
+    if (!chunk)
+        return NULL; /* the slot stays unused */
     return (struct dp_pool *)(void *)(chunk + (i % DP_POOLS_PER_CHUNK) *
                                                   DP_POOL_STRIDE);
 }

@@ -18,6 +18,22 @@ void *dp_os_map(size_t len)
 
 void dp_os_unmap(void *p, size_t len) { (void)munmap(p, len); }
 
+void *dp_os_map_once(void *_Atomic *slot, size_t len)
+{
+    void *chunk = atomic_load_explicit(slot, memory_order_acquire);
+    if (chunk)
+        return chunk;
+    void *mine = dp_os_map(len);
+    if (!mine)
+        return NULL;
+    if (atomic_compare_exchange_strong_explicit(slot, &chunk, mine,
+                                                memory_order_acq_rel,
+                                                memory_order_acquire))
+        return mine;
+    dp_os_unmap(mine, len);
+    return chunk;
+}
+
 void dp_map_nohuge(void *p, size_t len)
 {
     if (dp_options()->nohuge)

@@ -21,6 +21,11 @@
 
 /* An anonymous private read-write mapping of len bytes; NULL on failure. */
 DP_HIDDEN void *dp_os_map(size_t len);
+/* The mapping of len bytes that *slot holds, mapped and installed by CAS
+ * if it holds none yet (a thread that loses the race unmaps its own);
+ * NULL when the map fails.  For tables whose chunks are made on demand
+ * and never unmapped, with no lock (nothing to do at fork). */
+DP_HIDDEN void *dp_os_map_once(void *_Atomic *slot, size_t len);
 /* Unmap [p, p + len).  Fails only for arguments that were never mapped,
  * which nobody could act on: the result is dropped. */
 DP_HIDDEN void dp_os_unmap(void *p, size_t len);

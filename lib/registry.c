@@ -35,7 +35,7 @@ struct dp_lock {
     bool held;            /* registry lock: the fork prepare holds m  */
 } __attribute__((aligned(64))); /* a line each: slow paths of pools */
 _Static_assert(sizeof(struct dp_lock) == 64, "a lock per line");
-static struct dp_lock *_Atomic dp_lock_chunk[DP_LOCK_CHUNKS];
+static void *_Atomic dp_lock_chunk[DP_LOCK_CHUNKS]; /* struct dp_lock[] */
 static DP_FORK_DATA _Atomic size_t dp_lock_next; /* slots handed out */
 
 pthread_mutex_t *dp_lock_new(void)
@@ -43,19 +43,10 @@ pthread_mutex_t *dp_lock_new(void)
     size_t i = atomic_fetch_add(&dp_lock_next, 1);
     if (i >= DP_LOCK_CHUNKS * DP_LOCKS_PER_CHUNK)
         return NULL;
-    _Atomic(struct dp_lock *) *c = &dp_lock_chunk[i / DP_LOCKS_PER_CHUNK];
-    struct dp_lock *chunk = atomic_load_explicit(c, memory_order_acquire);
-    if (!chunk) {
-        struct dp_lock *mine = dp_os_map(4096);
-        if (!mine)
-            return NULL; /* the slot stays unused */
-        if (atomic_compare_exchange_strong_explicit(
-                c, &chunk, mine, memory_order_acq_rel,
-                memory_order_acquire))
-            chunk = mine;
-        else
-            dp_os_unmap(mine, 4096);
-    }
+    struct dp_lock *chunk =
+        dp_os_map_once(&dp_lock_chunk[i / DP_LOCKS_PER_CHUNK], 4096);
+    if (!chunk)
+        return NULL; /* the slot stays unused */
     return &chunk[i % DP_LOCKS_PER_CHUNK].m;
 }
 
