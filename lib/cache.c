@@ -268,10 +268,10 @@ struct dp_tcache *dp_tc_spares_age_locked(void)
  */
 #define DP_TC_RAMP0 8
 
-static uint32_t bin_ramp(struct dp_pool *p)
+/* This thread's ramp for p's bin (the thread has a cache). */
+static _Atomic uint32_t *bin_ramp(struct dp_pool *p)
 {
-    struct dp_tchain *bc = bin_chain(dp_tc, &dp_tc->bins[p->tcidx]);
-    return atomic_load_explicit(&bc->ramp, DP_RLX);
+    return &bin_chain(dp_tc, &dp_tc->bins[p->tcidx])->ramp;
 }
 
 uint32_t dp_tcache_want(struct dp_pool *p, bool nowait)
@@ -280,13 +280,13 @@ uint32_t dp_tcache_want(struct dp_pool *p, bool nowait)
         return 1;
     if (!dp_tc_mine() && !tc_create(nowait))
         return 1;
-    uint32_t r = bin_ramp(p);
+    _Atomic uint32_t *ramp = bin_ramp(p);
+    uint32_t r = atomic_load_explicit(ramp, DP_RLX);
     if (r < p->tc_batch) {
         r = r ? 2 * r : DP_TC_RAMP0;
         if (r > p->tc_batch)
             r = p->tc_batch;
-        atomic_store_explicit(
-            &bin_chain(dp_tc, &dp_tc->bins[p->tcidx])->ramp, r, DP_RLX);
+        atomic_store_explicit(ramp, r, DP_RLX);
     }
     return r + 1;
 }
@@ -306,7 +306,8 @@ uint32_t dp_tcache_chain_max(struct dp_pool *p)
 {
     if (p->tcidx < 0)
         return 0;
-    uint32_t r = dp_tc_mine() ? bin_ramp(p) : 0;
+    uint32_t r =
+        dp_tc_mine() ? atomic_load_explicit(bin_ramp(p), DP_RLX) : 0;
     if (r < p->tc_batch) /* "Slow start" */
         return r;
     size_t m = ((size_t)32 << 10) / p->slotsize;
