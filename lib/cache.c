@@ -93,7 +93,6 @@ void dp_tcache_pool_init(struct dp_pool *p)
 {
     p->tcidx = -1;
     dp_tc_set_bin(p, DP_TC_BINS);
-    p->tc_putlim = UINT32_MAX;
     pthread_once(&dp_tcg_once, tcg_init);
     if (dp_tcg.state != 1 || p->debug || p->vg ||
         (p->flags & (DP_POOL_NOCACHE | DP_IPOOL_IMMEDIATE))) {
@@ -120,7 +119,6 @@ void dp_tcache_pool_init(struct dp_pool *p)
             p->tcidx = i;
             dp_tc_set_bin(p, (uint32_t)i);
             p->tc_soft = (uint32_t)max;
-            p->tc_putlim = p->tc_max - 1;
             break;
         }
     }
@@ -184,6 +182,7 @@ static bool tc_retire_locked(struct dp_tcache *tc)
     atomic_store_explicit(&tc->drain, 0, DP_RLX);
     atomic_store_explicit(&tc->active, 0, DP_RLX);
     tc->seen_sig = 0;
+    tc->cow = 0; /* its bins are unbound: putlim 0 */
     tc->prev = NULL;
     tc->next = dp_tcg.spare;
     dp_tcg.spare = tc;
@@ -328,7 +327,47 @@ uint32_t dp_tcache_chain_max(struct dp_pool *p)
  * does, so the child does not fault the slot areas in again -- a child
  * that only runs a few calls before it execs or exits would pay for
  * every bin it touches (docs/design.md, "Fork").
+ *
+ * Nor does it write a slot it need not: after a fork the forking
+ * thread's first DP_TC_COW_PUTS puts, in the child and in the parent,
+ * leave a slot alone that holds the object already.  A get pops a bin's
+ * top without clearing it, so the put of the object a get just handed
+ * out (a child that allocates, uses and frees, as a subshell does; the
+ * parent meanwhile) finds it there, and the slot area's page stays
+ * shared, where a store would copy it.  The fork handlers set every
+ * bound bin's putlim to 0 and tc->cow to the count, so those puts take
+ * the slow path, which compares; the hit path has no compare (it would
+ * mispredict wherever frees do not mirror gets).  When the count runs
+ * out the limits go back to tc_max - 1 (tc_cow_end): a process that
+ * lives on puts at full speed after that.
  */
+#define DP_TC_COW_PUTS 256
+
+/* What a bin bound to p in cache tc gets as its putlim. */
+static uint32_t bin_putlim(const struct dp_tcache *tc,
+                           const struct dp_pool *p)
+{
+    return tc->cow ? 0 : p->tc_max - 1;
+}
+
+/* The compared puts after a fork are over: full limits again. */
+static void tc_cow_end(struct dp_tcache *tc)
+{
+    for (int j = 0; j < DP_TC_BINS; j++) {
+        struct dp_tbin *b = &tc->bins[j];
+        if (b->pool)
+            b->putlim = b->pool->tc_max - 1;
+    }
+}
+
+void dp_tcache_cow_begin(struct dp_tcache *tc)
+{
+    tc->cow = DP_TC_COW_PUTS;
+    for (int j = 0; j < DP_TC_BINS; j++) /* a write only where one was */
+        if (tc->bins[j].putlim)
+            tc->bins[j].putlim = 0;
+}
+
 static void bin_touch(struct dp_tcache *tc, struct dp_tbin *b)
 {
     struct dp_tchain *bc = bin_chain(tc, b);
@@ -373,6 +412,7 @@ bool dp_tcache_fill(struct dp_pool *p, void *const *objs, uint32_t n,
         for (void *const *src = objs + n; src != objs;)
             *dst++ = *--src;
         b->pool = p;
+        b->putlim = bin_putlim(tc, p);
         bin_set_n(b, have + n);
         DP_BUMP(&b->net, (int64_t)n);
     }
@@ -483,10 +523,21 @@ void dp_tcache_put_slow(struct dp_pool *p, void *obj)
         return;
     }
     uint32_t n = bin_n(b);
+    if (DP_UNLIKELY(tc->cow) && n != 0 && n < p->tc_max) {
+        /* A fork child's put ("Faults"): the slot may hold obj still. */
+        if (b->slots[n] != obj)
+            b->slots[n] = obj;
+        bin_set_n(b, n + 1);
+        dp_tc_leave_bin(tc, b);
+        if (--tc->cow == 0)
+            tc_cow_end(tc);
+        return;
+    }
     if (n >= p->tc_max)
         n = bin_shed(p, tc, b, n);
     b->slots[n] = obj;
     b->pool = p;
+    b->putlim = bin_putlim(tc, p);
     bin_set_n(b, n + 1);
     dp_tc_leave_bin(tc, b);
 }
@@ -507,6 +558,7 @@ static void bin_load(struct dp_pool *p, struct dp_mag *m, void **o)
         if (bin_n(b) == 0 && !atomic_load_explicit(&p->waiters, DP_RLX)) {
             memcpy(b->slots, m->o, n * sizeof(void *));
             b->pool = p;
+            b->putlim = bin_putlim(tc, p);
             bin_set_n(b, n);
             DP_BUMP(&b->net, (int64_t)n);
             DP_BUMP(&b->gets, 1);
@@ -657,6 +709,7 @@ void dp_tc_flush_bin(struct dp_tcache *tc, struct dp_tbin *b, bool forget)
         atomic_fetch_add(&p->tc_gets_folded, bin_gets(b));
         atomic_store_explicit(&b->gets, 0, DP_RLX);
         atomic_store_explicit(&b->net, 0, DP_RLX);
+        b->putlim = 0;
         b->pool = NULL;
     }
 }

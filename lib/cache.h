@@ -257,7 +257,7 @@ static inline bool dp_tcache_put(struct dp_pool *p, void *obj)
      * of p is empty (its drain emptied them, and nothing refills one
      * while it waits), so the put takes the slow path, which puts to
      * the page and wakes it (cache.c, dp_tcache_put_slow). */
-    if (DP_UNLIKELY(n - 1 >= p->tc_putlim)) {
+    if (DP_UNLIKELY(n - 1 >= b->putlim)) {
         dp_tc_bin_leave(b);
         dp_tcache_put_slow(p, obj);
         return true;

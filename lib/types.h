@@ -127,9 +127,6 @@ struct dp_pool {
                              that saw the old value finds the bin
                              flushed, takes the slow path, and that
                              reads tcidx under the handshake            */
-    uint32_t tc_putlim;   /* tc_max - 1: a put to a bin holding n takes
-                             the slow path when n - 1 >= tc_putlim (full,
-                             or empty); UINT32_MAX uncached             */
     _Atomic uint32_t waiters; /* getters asleep or about to be; while
                                   non-zero, puts bypass thread caches  */
     _Atomic uint32_t wake_seq; /* futex word getters sleep on (written
@@ -286,6 +283,11 @@ struct dp_tbin {
                                       reads it                       */
         };
     };
+    uint32_t putlim;       /* owner: a put to the bin holding n takes
+                              the slow path when n - 1 >= putlim (full,
+                              or empty); tc_max - 1 once bound, 0 in
+                              the first puts after a fork (cache.c,
+                              "Faults")                              */
     _Atomic uint64_t gets; /* gets served by the bin                 */
     _Atomic int64_t net;   /* objects taken from pages minus objects
                               returned to pages through this bin     */
@@ -294,7 +296,7 @@ struct dp_tbin {
 /* A bin's chain: a page's put stack, taken whole by a refill and linked
  * through the objects' link words; a get pops it when the bin's stack is
  * empty (cache.c, "Chains").  Kept apart from struct dp_tbin so that the
- * fast paths' bin stays 40 bytes.  Same rules as the bin. */
+ * fast paths' bin stays 48 bytes.  Same rules as the bin. */
 struct dp_tchain {
     void *head;
     _Atomic uint32_t n;    /* objects on the chain (statistics read it) */
@@ -331,6 +333,10 @@ struct dp_tcache {
                                 last GC (cache.c, dp_tcache_gc)      */
     struct dp_tcache *next, *prev; /* dp_tcg.lock                     */
     void **slotmem;          /* immutable: the bins' slot arrays       */
+    uint32_t cow;            /* owner (and the fork handlers): puts left
+                                that skip the store of a slot holding
+                                the object already (cache.c, "Faults");
+                                the bins' putlim is 0 while it is not */
     struct dp_tbin bins[DP_TC_BINS + 1]; /* [DP_TC_BINS]: never used,
                                             n stays 0 (dp_pool.tcbin)  */
     struct dp_tchain chains[DP_TC_BINS + 1]; /* bins[i]'s chain; the
