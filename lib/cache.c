@@ -337,9 +337,11 @@ uint32_t dp_tcache_chain_max(struct dp_pool *p)
  * shared, where a store would copy it.  The fork handlers set every
  * bound bin's putlim to 0 and tc->cow to the count, so those puts take
  * the slow path, which compares; the hit path has no compare (it would
- * mispredict wherever frees do not mirror gets).  When the count runs
- * out the limits go back to tc_max - 1 (tc_cow_end): a process that
- * lives on puts at full speed after that.
+ * mispredict wherever frees do not mirror gets).  Once the count has
+ * run out, a bin's next put, a slow one, sets its limit back to
+ * tc_max - 1 as it does at a bind (one slow put per bin, not a walk of
+ * the bins, which would read their pool pointers outside the
+ * handshake): a process that lives on puts at full speed after that.
  */
 #define DP_TC_COW_PUTS 256
 
@@ -348,16 +350,6 @@ static uint32_t bin_putlim(const struct dp_tcache *tc,
                            const struct dp_pool *p)
 {
     return tc->cow ? 0 : p->tc_max - 1;
-}
-
-/* The compared puts after a fork are over: full limits again. */
-static void tc_cow_end(struct dp_tcache *tc)
-{
-    for (int j = 0; j < DP_TC_BINS; j++) {
-        struct dp_tbin *b = &tc->bins[j];
-        if (b->pool)
-            b->putlim = b->pool->tc_max - 1;
-    }
 }
 
 void dp_tcache_cow_begin(struct dp_tcache *tc)
@@ -529,8 +521,11 @@ void dp_tcache_put_slow(struct dp_pool *p, void *obj)
             b->slots[n] = obj;
         bin_set_n(b, n + 1);
         dp_tc_leave_bin(tc, b);
-        if (--tc->cow == 0)
-            tc_cow_end(tc);
+        /* One load, one store: a signal handler's put in between leaves
+         * the count one too high, never wrapped below 0. */
+        uint32_t c = tc->cow;
+        if (c)
+            tc->cow = c - 1;
         return;
     }
     if (n >= p->tc_max)

@@ -13,7 +13,8 @@
  * dp_test_depot_stock() makes some, dp_test_depot_mag() says where one
  * lies.
  * dp_test_bin_busy() holds the calling thread's bin of a pool busy, as
- * a get or put does while it works on the bin.
+ * a get or put does while it works on the bin; dp_test_bin_putlim()
+ * reads its put limit (cache.c, "Faults").
  */
 #include "dp_internal.h"
 #include "cache_impl.h"
@@ -60,6 +61,15 @@ void dp_test_bin_busy(dp_pool_t *p, bool busy)
     if (tc)
         atomic_store_explicit(&dp_tc_bin(tc, p)->busy, busy,
                               memory_order_release);
+}
+
+uint32_t dp_test_bin_putlim(dp_pool_t *p);
+
+/* The calling thread's bin of p: its putlim (0 without a cache). */
+uint32_t dp_test_bin_putlim(dp_pool_t *p)
+{
+    struct dp_tcache *tc = dp_tc_mine();
+    return tc ? dp_tc_bin(tc, p)->putlim : 0;
 }
 
 uint32_t dp_test_depot_magazines(dp_pool_t *p);

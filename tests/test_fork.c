@@ -7,8 +7,9 @@
  * in the child; a program's own fork handlers may allocate.  A thread
  * that exits while a signal handler puts loses nothing.
  *
- * The handlers write no pool's own page, and a child starts its reclaim
- * thread at its first blocking get.
+ * The handlers write no pool's own page, a get and a put after the fork
+ * copy no page of the thread cache's slot areas, and a child starts its
+ * reclaim thread at its first blocking get.
  *
  * A child never uses Criterion: it checks with CHILD_CHECK, which reports
  * on stderr and exits 1; the parent asserts a clean exit 0.
@@ -946,9 +947,12 @@ Test(fork, child_starts_its_reclaim_thread_at_its_first_blocking_get, .timeout =
  * each; a slot area is a page apart from the next pool's, so with a
  * store per put, a get and a put on each of COW_POOLS pools cost each
  * process COW_POOLS faults or more.  Past the counted puts
- * (DP_TC_COW_PUTS) the bins run at full speed again and lose nothing.
+ * (DP_TC_COW_PUTS) the bins have their full limit again and lose
+ * nothing.
  */
 #define COW_POOLS 32
+
+uint32_t dp_test_bin_putlim(dp_pool_t *p); /* lib/testhooks.c */
 
 static long cow_pairs(dp_pool_t **pools)
 {
@@ -984,9 +988,12 @@ Test(fork, a_get_and_put_after_fork_copy_no_slot_page, .timeout = 120)
     int up[2], down[2];
     cr_assert_eq(pipe(up), 0);
     cr_assert_eq(pipe(down), 0);
+    uint32_t full = dp_test_bin_putlim(pools[0]);
+    cr_assert_gt(full, 0, "a bound bin has a put limit");
     pid_t pid = fork_now();
     if (pid == 0) {
         long faults = cow_pairs(pools);
+        CHILD_CHECK(dp_test_bin_putlim(pools[0]) == 0);
         CHILD_CHECK(write(up[1], &faults, sizeof faults) == sizeof faults);
         char go;
         CHILD_CHECK(read(down[0], &go, 1) == 1);
@@ -1004,6 +1011,7 @@ Test(fork, a_get_and_put_after_fork_copy_no_slot_page, .timeout = 120)
             for (int i = 0; i < N; i++)
                 dp_pool_put(pools[0], objs[i]);
         }
+        CHILD_CHECK(dp_test_bin_putlim(pools[0]) == full);
         dp_pool_stats_t s;
         CHILD_CHECK(dp_pool_stats(pools[0], &s) == 0);
         CHILD_CHECK(s.objs_inuse == 0);
