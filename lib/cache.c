@@ -516,7 +516,7 @@ void dp_tcache_put_slow(struct dp_pool *p, void *obj)
     }
     uint32_t n = bin_n(b);
     if (DP_UNLIKELY(tc->cow) && n != 0 && n < p->tc_max) {
-        /* A fork child's put ("Faults"): the slot may hold obj still. */
+        /* A put after a fork ("Faults"): the slot may hold obj still. */
         if (b->slots[n] != obj)
             b->slots[n] = obj;
         bin_set_n(b, n + 1);

@@ -283,11 +283,12 @@ struct dp_tbin {
                                       reads it                       */
         };
     };
-    uint32_t putlim;       /* owner: a put to the bin holding n takes
-                              the slow path when n - 1 >= putlim (full,
-                              or empty); tc_max - 1 once bound, 0 in
-                              the first puts after a fork (cache.c,
-                              "Faults")                              */
+    uint32_t putlim;       /* owner, the fork handlers, a drainer that
+                              unbinds the bin (0): a put to the bin
+                              holding n takes the slow path when
+                              n - 1 >= putlim (full, or empty);
+                              tc_max - 1 once bound, 0 in the first
+                              puts after a fork (cache.c, "Faults") */
     _Atomic uint64_t gets; /* gets served by the bin                 */
     _Atomic int64_t net;   /* objects taken from pages minus objects
                               returned to pages through this bin     */
