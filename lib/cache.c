@@ -352,8 +352,11 @@ static uint32_t bin_putlim(const struct dp_tcache *tc,
     return tc->cow ? 0 : p->tc_max - 1;
 }
 
-void dp_tcache_cow_begin(struct dp_tcache *tc)
+void dp_tcache_cow_begin(void)
 {
+    struct dp_tcache *tc = dp_tc_mine();
+    if (!tc)
+        return;
     tc->cow = DP_TC_COW_PUTS;
     for (int j = 0; j < DP_TC_BINS; j++) /* a write only where one was */
         if (tc->bins[j].putlim)

@@ -100,10 +100,10 @@ static inline void tc_unlink_locked(struct dp_tcache *tc)
  * pool destroy, a fork child). */
 DP_HIDDEN void dp_tc_flush_bin(struct dp_tcache *tc, struct dp_tbin *b,
                                bool forget);
-/* After a fork, in the child and in the parent, the forking thread's
- * cache: its next puts leave unwritten a slot that holds the object
- * already (cache.c, "Faults"). */
-DP_HIDDEN void dp_tcache_cow_begin(struct dp_tcache *tc);
+/* After a fork, in the child and in the parent: the calling (forking)
+ * thread's next puts, if it has a cache, leave unwritten a slot that
+ * holds the object already (cache.c, "Faults"). */
+DP_HIDDEN void dp_tcache_cow_begin(void);
 /* Reclaim pass: detach the spare caches unused since the last pass
  * (cache.c, "Spare caches"), linked by next, for the caller to unmap
  * once it has dropped the lock. */

@@ -343,8 +343,7 @@ void dp_tcache_atfork_parent(void)
             if (atomic_load_explicit(&tc->drain, DP_RLX) == DP_TC_CLAIMED)
                 atomic_store_explicit(&tc->drain, 0,
                                       memory_order_release);
-    if (dp_tc != &dp_tc_none)
-        dp_tcache_cow_begin(dp_tc); /* cache.c, "Faults" */
+    dp_tcache_cow_begin(); /* cache.c, "Faults" */
     dp_tcg.forking = false;
     pthread_mutex_unlock(&dp_tcg.lock);
 }
@@ -376,8 +375,7 @@ void dp_tcache_atfork_child(void)
         }
         tc = next;
     }
-    if (dp_tc != &dp_tc_none)
-        dp_tcache_cow_begin(dp_tc); /* cache.c, "Faults" */
+    dp_tcache_cow_begin(); /* cache.c, "Faults" */
     dp_tcg.forking = false;
 }
 
