@@ -993,6 +993,8 @@ Test(fork, a_get_and_put_after_fork_copy_no_slot_page, .timeout = 120)
     pid_t pid = fork_now();
     if (pid == 0) {
         long faults = cow_pairs(pools);
+        close(up[0]);
+        close(down[1]);
         CHILD_CHECK(dp_test_bin_putlim(pools[0]) == 0);
         CHILD_CHECK(write(up[1], &faults, sizeof faults) == sizeof faults);
         char go;
@@ -1018,11 +1020,19 @@ Test(fork, a_get_and_put_after_fork_copy_no_slot_page, .timeout = 120)
         CHILD_CHECK(dp_pool_check(pools[0]) == 0);
         _exit(0);
     }
+    /* Only the child holds up's write end: if it dies first, read sees
+     * EOF and the wait below reports why. */
+    close(up[1]);
+    close(down[0]);
     long child = -2;
-    cr_assert_eq(read(up[0], &child, sizeof child), (ssize_t)sizeof child);
+    ssize_t got = read(up[0], &child, sizeof child);
     long parent = cow_pairs(pools); /* the child is alive: pages shared */
-    cr_assert_eq(write(down[1], "g", 1), 1);
+    if (got == (ssize_t)sizeof child)
+        cr_assert_eq(write(down[1], "g", 1), 1);
+    close(up[0]);
+    close(down[1]);
     wait_child_ok(pid);
+    cr_assert_eq(got, (ssize_t)sizeof child, "the child sent no count");
     cr_expect(child >= 0, "the child's gets failed");
     cr_expect_lt(child, COW_POOLS / 4,
                  "child: a get and a put on %d pools took %ld page faults",
