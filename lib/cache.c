@@ -257,15 +257,18 @@ struct dp_tcache *dp_tc_spares_age_locked(void)
 
 /*
  * Slow start.  A bin's first refill from the pages takes DP_TC_RAMP0
- * objects, and each one after it twice as many as the last, up to
- * tc_batch; a chain longer than that is not taken whole either.  A
- * thread that allocates a few blocks of a class and exits (a thread
- * pool's short task, a program that starts threads by the thousand)
- * then carries and gives back at its exit a few objects, not a batch:
- * giving one back writes its link word, and a chain must be walked to
- * its end.  A bin in steady use reaches tc_batch after five refills.
+ * objects besides the caller's, and each one after it DP_TC_RAMPX times
+ * as many as the last, up to tc_batch; a chain longer than that is not
+ * taken whole either.  A thread that allocates a few blocks of a class
+ * and exits (a thread pool's short task, a program that starts threads
+ * by the thousand) then carries and gives back at its exit a few
+ * objects, not a batch: taking one from a page's free list reads its
+ * link word, giving one back writes it, and a chain must be walked to
+ * its end, each a line another core may hold.  A bin in steady use
+ * reaches tc_batch (128 at most) after four refills.
  */
-#define DP_TC_RAMP0 8
+#define DP_TC_RAMP0 2
+#define DP_TC_RAMPX 4
 
 /* This thread's ramp for p's bin (the thread has a cache). */
 static _Atomic uint32_t *bin_ramp(struct dp_pool *p)
@@ -282,7 +285,7 @@ uint32_t dp_tcache_want(struct dp_pool *p, bool nowait)
     _Atomic uint32_t *ramp = bin_ramp(p);
     uint32_t r = atomic_load_explicit(ramp, DP_RLX);
     if (r < p->tc_batch) {
-        r = r ? 2 * r : DP_TC_RAMP0;
+        r = r ? DP_TC_RAMPX * r : DP_TC_RAMP0;
         if (r > p->tc_batch)
             r = p->tc_batch;
         atomic_store_explicit(ramp, r, DP_RLX);

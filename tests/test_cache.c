@@ -331,7 +331,7 @@ Test(cache, nocache_and_debug_pools_put_straight_to_the_page)
 
 /*
  * Slow start (cache.c): a thread's first refill of a bin takes a few
- * objects, each refill after it twice as many, and a thread's exit
+ * objects, each refill after it four times as many, and a thread's exit
  * starts its successor over.  ramp_main gets one object, then empties
  * its bin and gets one more, twice, noting what the bin held after each
  * of the three refills; it runs in two threads, one after the other.
@@ -358,7 +358,7 @@ static void *ramp_main(void *arg)
     return NULL;
 }
 
-Test(cache, a_threads_refills_start_small_and_double)
+Test(cache, a_threads_refills_start_small_and_grow_fourfold)
 {
     dp_mock_t *m = tu_mock(0);
     dp_pool_attr_t a = tu_attr(m);
@@ -376,8 +376,8 @@ Test(cache, a_threads_refills_start_small_and_double)
         cr_assert_leq(r[k].held[0], 16,
                       "thread %d: the first refill took %llu objects", k,
                       (unsigned long long)r[k].held[0]);
-        cr_assert_eq(r[k].held[1], 2 * r[k].held[0], "thread %d", k);
-        cr_assert_eq(r[k].held[2], 2 * r[k].held[1], "thread %d", k);
+        cr_assert_eq(r[k].held[1], 4 * r[k].held[0], "thread %d", k);
+        cr_assert_eq(r[k].held[2], 4 * r[k].held[1], "thread %d", k);
     }
     cr_assert_eq(r[1].held[0], r[0].held[0], "the exit reset the ramp");
     tu_destroy_checked(p, m);
