@@ -641,10 +641,14 @@ bool dp_tcache_pop_slow(struct dp_pool *p, void **o)
     bool empty = n == 0 && !bc->head && p->mag_cap &&
                  !atomic_load_explicit(&p->waiters, DP_RLX);
     /* A bin going to the pages makes empty magazines for the puts: one
-     * for its own spare, and up to DP_MAG_STOCK for the depot's empty
-     * stack while bins have gone without (mag_short; another thread's
-     * puts may need them). */
-    bool mine = empty && !bc->spare;
+     * for its own spare, from its second refill on (a thread that makes
+     * one refill of a class and exits would only take a magazine from
+     * the depot's empty stack and give it back: two CASes on a line
+     * other threads use; a shed without a spare pops one itself), and up
+     * to DP_MAG_STOCK for the depot's empty stack while bins have gone
+     * without (mag_short; another thread's puts may need them). */
+    bool mine = empty && !bc->spare &&
+                atomic_load_explicit(&bc->ramp, DP_RLX) != 0;
     uint32_t shared = empty ? atomic_load_explicit(&p->mag_short, DP_RLX)
                             : 0;
     dp_tc_leave_bin(tc, b);

@@ -335,6 +335,51 @@ Test(depot, threads_that_come_and_go_reuse_the_depots_empty_magazines)
     tu_destroy_checked(p, m);
 }
 
+/* A thread that gets `n` objects, puts them back and exits; its cache
+ * made first, by a get from another pool. */
+struct getter {
+    dp_pool_t *pool, *other;
+    int n;
+};
+
+static void *get_put_exit(void *arg)
+{
+    struct getter *g = arg;
+    void *o[16];
+    dp_pool_put(g->other, dp_pool_get(g->other, DP_WAITOK));
+    for (int i = 0; i < g->n; i++)
+        cr_assert_not_null(o[i] = dp_pool_get(g->pool, DP_WAITOK));
+    for (int i = 0; i < g->n; i++)
+        dp_pool_put(g->pool, o[i]);
+    return NULL;
+}
+
+/* A bin's spare magazine comes with its second refill from the pages,
+ * not its first: a thread that gets a block or two of a class and exits
+ * (a program that starts threads by the thousand) would only take a
+ * magazine and give it back (cache.c, dp_tcache_pop_slow). */
+Test(depot, a_bins_first_refill_takes_no_magazine_its_second_does)
+{
+    dp_mock_t *m = tu_mock(0), *m2 = tu_mock(0);
+    dp_pool_t *p = depot_pool(m, "spare"), *other = depot_pool(m2, "other");
+    struct getter one = {p, other, 1}, more = {p, other, 16};
+    pthread_t t;
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(pthread_create(&t, NULL, get_put_exit, &one), 0);
+        pthread_join(t, NULL);
+    }
+    cr_assert_eq(dp_test_depot_magazines(p), 0,
+                 "threads that refilled once made %u magazines",
+                 dp_test_depot_magazines(p));
+    cr_assert_eq(pthread_create(&t, NULL, get_put_exit, &more), 0);
+    pthread_join(t, NULL);
+    cr_assert_eq(dp_test_depot_magazines(p), 1,
+                 "a thread that refilled more than once made %u magazines",
+                 dp_test_depot_magazines(p));
+    tu_destroy_checked(p, m);
+    tu_destroy_checked(other, m2);
+}
+
 /* ------------------------------------------------------------ destroy */
 
 Test(depot, destroy_with_magazines_in_the_depot_returns_every_page)
