@@ -366,6 +366,37 @@ void dp_tcache_cow_begin(void)
             tc->bins[j].putlim = 0;
 }
 
+/*
+ * Bound bins.  A cache has DP_TC_BINS bins, 48 bytes each, and a thread
+ * uses a few of them: its exit and its owner's flush visit only the bins
+ * tc->bound marks, not 12 KiB of bin headers (types.h).  Set where a bin
+ * is bound to its pool, inside the bin; the test first, so that the
+ * atomic OR runs once per binding, not per slow path.
+ */
+static void bin_bind(struct dp_tcache *tc, struct dp_tbin *b,
+                     struct dp_pool *p)
+{
+    b->pool = p;
+    size_t i = (size_t)(b - tc->bins);
+    uint64_t bit = 1ull << (i % 64);
+    if (!(atomic_load_explicit(&tc->bound[i / 64], DP_RLX) & bit))
+        atomic_fetch_or_explicit(&tc->bound[i / 64], bit, DP_RLX);
+}
+
+/* The bins of tc that may be bound, in index order: for (j = -1; (j =
+ * bound_next(tc, j)) >= 0;). */
+static int bound_next(struct dp_tcache *tc, int j)
+{
+    for (int w = (j + 1) / 64; w < DP_TC_BINS / 64; w++) {
+        uint64_t m = atomic_load_explicit(&tc->bound[w], DP_RLX);
+        if (w == (j + 1) / 64)
+            m &= ~0ull << ((j + 1) % 64);
+        if (m)
+            return w * 64 + __builtin_ctzll(m);
+    }
+    return -1;
+}
+
 static void bin_touch(struct dp_tcache *tc, struct dp_tbin *b)
 {
     struct dp_tchain *bc = bin_chain(tc, b);
@@ -409,7 +440,7 @@ bool dp_tcache_fill(struct dp_pool *p, void *const *objs, uint32_t n,
         void **dst = b->slots + have;
         for (void *const *src = objs + n; src != objs;)
             *dst++ = *--src;
-        b->pool = p;
+        bin_bind(tc, b, p);
         b->putlim = bin_putlim(tc, p);
         bin_set_n(b, have + n);
         DP_BUMP(&b->net, (int64_t)n);
@@ -537,7 +568,7 @@ void dp_tcache_put_slow(struct dp_pool *p, void *obj)
     if (n >= p->tc_max)
         n = bin_shed(p, tc, b, n);
     b->slots[n] = obj;
-    b->pool = p;
+    bin_bind(tc, b, p);
     b->putlim = bin_putlim(tc, p);
     bin_set_n(b, n + 1);
     dp_tc_leave_bin(tc, b);
@@ -558,7 +589,7 @@ static void bin_load(struct dp_pool *p, struct dp_mag *m, void **o)
         struct dp_tchain *bc = bin_chain(tc, b);
         if (bin_n(b) == 0 && !atomic_load_explicit(&p->waiters, DP_RLX)) {
             memcpy(b->slots, m->o, n * sizeof(void *));
-            b->pool = p;
+            bin_bind(tc, b, p);
             b->putlim = bin_putlim(tc, p);
             bin_set_n(b, n);
             DP_BUMP(&b->net, (int64_t)n);
@@ -669,7 +700,7 @@ bool dp_tcache_pop_slow(struct dp_pool *p, void **o)
     if ((mine || shared) && (m = dp_depot_stock(p, shared, mine)) != NULL) {
         if (dp_tc_enter_bin(tc, b)) {
             if (!bc->spare) {
-                b->pool = p;
+                bin_bind(tc, b, p);
                 bc->spare = m;
                 m = NULL;
             }
@@ -716,6 +747,9 @@ void dp_tc_flush_bin(struct dp_tcache *tc, struct dp_tbin *b, bool forget)
         atomic_store_explicit(&b->net, 0, DP_RLX);
         b->putlim = 0;
         b->pool = NULL;
+        size_t i = (size_t)(b - tc->bins);
+        atomic_fetch_and_explicit(&tc->bound[i / 64], ~(1ull << (i % 64)),
+                                  DP_RLX);
     }
 }
 
@@ -735,7 +769,7 @@ static void tc_thread_exit(void *v)
     atomic_signal_fence(memory_order_seq_cst);
     pthread_mutex_lock(&dp_tcg.lock);
     tc_unlink_locked(tc);
-    for (int j = 0; j < DP_TC_BINS; j++)
+    for (int j = -1; (j = bound_next(tc, j)) >= 0;)
         dp_tc_flush_bin(tc, &tc->bins[j], true);
     dp_tc_flush_ext(tc, true);
     dp_test_hook(DP_TEST_TC_EXIT);
@@ -751,7 +785,7 @@ void dp_thread_cache_flush(void)
     if (!dp_tc_enter(tc))
         return;
     dp_in_put++;
-    for (int j = 0; j < DP_TC_BINS; j++) {
+    for (int j = -1; (j = bound_next(tc, j)) >= 0;) {
         struct dp_tbin *b = &tc->bins[j];
         struct dp_pool *p = b->pool;
         /* A signal handler's put keeps off the bin while it is flushed

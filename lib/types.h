@@ -338,6 +338,14 @@ struct dp_tcache {
                                 that skip the store of a slot holding
                                 the object already (cache.c, "Faults");
                                 the bins' putlim is 0 while it is not */
+    _Atomic uint64_t bound[DP_TC_BINS / 64]; /* a bit per bin that may be
+                                bound (its pool set): set by the owner
+                                inside the bin, cleared where a bin is
+                                unbound (dp_tc_flush_bin, forget); an
+                                atomic OR, since a signal handler's put
+                                may bind another bin in between.  The
+                                exit and the owner's flush visit only
+                                these bins (cache.c, "Bound bins")    */
     struct dp_tbin bins[DP_TC_BINS + 1]; /* [DP_TC_BINS]: never used,
                                             n stays 0 (dp_pool.tcbin)  */
     struct dp_tchain chains[DP_TC_BINS + 1]; /* bins[i]'s chain; the

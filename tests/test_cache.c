@@ -383,6 +383,86 @@ Test(cache, a_threads_refills_start_small_and_grow_fourfold)
     tu_destroy_checked(p, m);
 }
 
+/*
+ * A cache's exit and its owner's flush visit only the bins the thread
+ * bound (cache.c, "Bound bins"), found through a bitmap of 64-bit
+ * words: pools whose bins lie on both sides of each word's edge, a
+ * thread that leaves objects in each bin (and in one it only puts to,
+ * objects the test's thread got), and every object must be back in the
+ * pages after its exit (or its dp_thread_cache_flush).
+ */
+#define BOUND_POOLS 200
+static dp_pool_t *bound_pools[BOUND_POOLS];
+static const int bound_used[] = {0, 1, 62, 63, 64, 65, 127, 128, 191, 192, 199};
+#define BOUND_USED (sizeof bound_used / sizeof bound_used[0])
+#define BOUND_PUTONLY 130
+static void *bound_given[3];
+
+static void bound_use(void)
+{
+    for (size_t i = 0; i < BOUND_USED; i++) {
+        dp_pool_t *p = bound_pools[bound_used[i]];
+        void *o[3];
+        for (int k = 0; k < 3; k++)
+            cr_assert_not_null(o[k] = dp_pool_get(p, DP_WAITOK));
+        for (int k = 0; k < 3; k++)
+            dp_pool_put(p, o[k]);
+        cr_assert_gt(tu_stats(p).objs_cached, 0, "pool %d: nothing cached",
+                     bound_used[i]);
+    }
+    for (int k = 0; k < 3; k++) /* the thread has a cache by now */
+        dp_pool_put(bound_pools[BOUND_PUTONLY], bound_given[k]);
+    cr_assert_gt(tu_stats(bound_pools[BOUND_PUTONLY]).objs_cached, 0);
+}
+
+static void bound_check(const char *after)
+{
+    for (int i = 0; i < BOUND_POOLS; i++) {
+        dp_pool_stats_t s = tu_stats(bound_pools[i]);
+        cr_assert_eq(s.objs_cached + s.objs_inuse, 0,
+                     "after %s, pool %d: %llu cached, %llu out", after, i,
+                     (unsigned long long)s.objs_cached,
+                     (unsigned long long)s.objs_inuse);
+    }
+}
+
+static void *bound_exit(void *arg)
+{
+    (void)arg;
+    bound_use();
+    return NULL;
+}
+
+static void *bound_flush(void *arg)
+{
+    (void)arg;
+    bound_use();
+    dp_thread_cache_flush();
+    bound_check("dp_thread_cache_flush");
+    return NULL;
+}
+
+Test(cache, a_threads_exit_and_flush_return_every_bin_it_used)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    for (int i = 0; i < BOUND_POOLS; i++)
+        bound_pools[i] = mkpool(m, 0, 0);
+    void *(*fn[2])(void *) = {bound_exit, bound_flush};
+    for (int r = 0; r < 4; r++) { /* the later threads reuse the cache */
+        for (int k = 0; k < 3; k++)
+            bound_given[k] =
+                dp_pool_get(bound_pools[BOUND_PUTONLY], DP_NOWAIT);
+        dp_thread_cache_flush(); /* this thread's bin kept the rest */
+        pthread_t t;
+        cr_assert_eq(pthread_create(&t, NULL, fn[r % 2], NULL), 0);
+        pthread_join(t, NULL);
+        bound_check(r % 2 ? "a flush and an exit" : "an exit");
+    }
+    for (int i = 0; i < BOUND_POOLS; i++)
+        cr_assert_eq(dp_pool_destroy(bound_pools[i]), 0);
+    dp_mock_destroy(m);
+}
+
 /* A thread that fills its cache, then waits at `release` until opened. */
 struct sleeper {
     dp_pool_t *pool;
