@@ -361,16 +361,18 @@ void dp_tcache_cow_begin(void)
     if (!tc)
         return;
     tc->cow = DP_TC_COW_PUTS;
-    for (int j = 0; j < DP_TC_BINS; j++) /* a write only where one was */
+    /* A write only where a limit was: a bound bin's. */
+    for (int j = -1; (j = dp_tc_bound_next(tc, j)) >= 0;)
         if (tc->bins[j].putlim)
             tc->bins[j].putlim = 0;
 }
 
 /*
  * Bound bins.  A cache has DP_TC_BINS bins, 48 bytes each, and a thread
- * uses a few of them: its exit and its owner's flush visit only the bins
- * tc->bound marks, not 12 KiB of bin headers (types.h).  Set where a bin
- * is bound to its pool, inside the bin; the test first, so that the
+ * uses a few of them: its exit, its owner's flush, the reclaim pass over
+ * idle caches and a fork's handlers visit only the bins tc->bound marks
+ * (dp_tc_bound_next), not 12 KiB of bin headers per cache.  Set where a
+ * bin is bound to its pool, inside the bin; the test first, so that the
  * atomic OR runs once per binding, not per slow path.
  */
 static void bin_bind(struct dp_tcache *tc, struct dp_tbin *b,
@@ -381,20 +383,6 @@ static void bin_bind(struct dp_tcache *tc, struct dp_tbin *b,
     uint64_t bit = 1ull << (i % 64);
     if (!(atomic_load_explicit(&tc->bound[i / 64], DP_RLX) & bit))
         atomic_fetch_or_explicit(&tc->bound[i / 64], bit, DP_RLX);
-}
-
-/* The bins of tc that may be bound, in index order: for (j = -1; (j =
- * bound_next(tc, j)) >= 0;). */
-static int bound_next(struct dp_tcache *tc, int j)
-{
-    for (int w = (j + 1) / 64; w < DP_TC_BINS / 64; w++) {
-        uint64_t m = atomic_load_explicit(&tc->bound[w], DP_RLX);
-        if (w == (j + 1) / 64)
-            m &= ~0ull << ((j + 1) % 64);
-        if (m)
-            return w * 64 + __builtin_ctzll(m);
-    }
-    return -1;
 }
 
 static void bin_touch(struct dp_tcache *tc, struct dp_tbin *b)
@@ -769,7 +757,7 @@ static void tc_thread_exit(void *v)
     atomic_signal_fence(memory_order_seq_cst);
     pthread_mutex_lock(&dp_tcg.lock);
     tc_unlink_locked(tc);
-    for (int j = -1; (j = bound_next(tc, j)) >= 0;)
+    for (int j = -1; (j = dp_tc_bound_next(tc, j)) >= 0;)
         dp_tc_flush_bin(tc, &tc->bins[j], true);
     dp_tc_flush_ext(tc, true);
     dp_test_hook(DP_TEST_TC_EXIT);
@@ -785,7 +773,7 @@ void dp_thread_cache_flush(void)
     if (!dp_tc_enter(tc))
         return;
     dp_in_put++;
-    for (int j = -1; (j = bound_next(tc, j)) >= 0;) {
+    for (int j = -1; (j = dp_tc_bound_next(tc, j)) >= 0;) {
         struct dp_tbin *b = &tc->bins[j];
         struct dp_pool *p = b->pool;
         /* A signal handler's put keeps off the bin while it is flushed

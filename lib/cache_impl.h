@@ -79,6 +79,23 @@ static inline struct dp_tchain *bin_chain(struct dp_tcache *tc, struct dp_tbin *
     return &tc->chains[b - tc->bins];
 }
 
+/* The bins of tc that may be bound (tc->bound, cache.c "Bound bins"),
+ * in index order after bin j: for (int j = -1; (j = dp_tc_bound_next(tc,
+ * j)) >= 0;).  Every bin that holds objects, a chain or a spare is
+ * among them; a bin's busy flag is not (a put enters a bin before it
+ * binds it). */
+static inline int dp_tc_bound_next(struct dp_tcache *tc, int j)
+{
+    for (int w = (j + 1) / 64; w < DP_TC_BINS / 64; w++) {
+        uint64_t m = atomic_load_explicit(&tc->bound[w], DP_RLX);
+        if (w == (j + 1) / 64)
+            m &= ~0ull << ((j + 1) % 64);
+        if (m)
+            return w * 64 + __builtin_ctzll(m);
+    }
+    return -1;
+}
+
 /* Objects the bin holds: its stack and its chain. */
 static inline uint32_t bin_held(struct dp_tcache *tc, struct dp_tbin *b)
 {

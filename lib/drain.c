@@ -96,7 +96,7 @@ static size_t claim_and_flush_locked(struct dp_tcache **want, size_t n,
         if (idx >= 0) {
             dp_tc_flush_bin(tc, &tc->bins[idx], forget);
         } else {
-            for (int j = 0; j < DP_TC_BINS; j++)
+            for (int j = -1; (j = dp_tc_bound_next(tc, j)) >= 0;)
                 dp_tc_flush_bin(tc, &tc->bins[j], forget);
             dp_tc_flush_ext(tc, forget);
         }
@@ -176,10 +176,15 @@ void dp_tcache_gc(void)
          * together; so if no bin's (gets, n, net) moved, the thread did
          * nothing since the last pass.  A signature collision only makes
          * a busy cache look idle, which costs a refill, not correctness:
-         * the claim handshake still keeps off a cache in use. */
+         * the claim handshake still keeps off a cache in use.  Only the
+         * bound bins hold objects; which bins are bound is part of the
+         * signature too. */
         uint64_t sig = 0;
         bool any = false;
-        for (int j = 0; j < DP_TC_BINS; j++) {
+        for (int w = 0; w < DP_TC_BINS / 64; w++)
+            sig = sig * 0x100000001b3ull +
+                  atomic_load_explicit(&tc->bound[w], DP_RLX);
+        for (int j = -1; (j = dp_tc_bound_next(tc, j)) >= 0;) {
             struct dp_tbin *b = &tc->bins[j];
             uint32_t n = bin_held(tc, b);
             sig = sig * 0x100000001b3ull +
@@ -366,7 +371,7 @@ void dp_tcache_atfork_child(void)
         } else if (atomic_load_explicit(&tc->drain, DP_RLX) ==
                    DP_TC_CLAIMED) {
             tc_unlink_locked(tc);
-            for (int j = 0; j < DP_TC_BINS; j++)
+            for (int j = -1; (j = dp_tc_bound_next(tc, j)) >= 0;)
                 dp_tc_flush_bin(tc, &tc->bins[j], true);
             dp_tc_flush_ext(tc, true);
             tc_unmap(tc);

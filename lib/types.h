@@ -343,9 +343,10 @@ struct dp_tcache {
                                 inside the bin, cleared where a bin is
                                 unbound (dp_tc_flush_bin, forget); an
                                 atomic OR, since a signal handler's put
-                                may bind another bin in between.  The
-                                exit and the owner's flush visit only
-                                these bins (cache.c, "Bound bins")    */
+                                may bind another bin in between.  Loops
+                                over a cache's bins visit only these,
+                                but for the handshake's test of the
+                                busy flags (cache.c, "Bound bins")    */
     struct dp_tbin bins[DP_TC_BINS + 1]; /* [DP_TC_BINS]: never used,
                                             n stays 0 (dp_pool.tcbin)  */
     struct dp_tchain chains[DP_TC_BINS + 1]; /* bins[i]'s chain; the

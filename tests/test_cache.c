@@ -384,12 +384,13 @@ Test(cache, a_threads_refills_start_small_and_grow_fourfold)
 }
 
 /*
- * A cache's exit and its owner's flush visit only the bins the thread
- * bound (cache.c, "Bound bins"), found through a bitmap of 64-bit
- * words: pools whose bins lie on both sides of each word's edge, a
- * thread that leaves objects in each bin (and in one it only puts to,
- * objects the test's thread got), and every object must be back in the
- * pages after its exit (or its dp_thread_cache_flush).
+ * A cache's exit, its owner's flush and the reclaim thread's pass over
+ * an idle cache visit only the bins the thread bound (cache.c, "Bound
+ * bins"), found through a bitmap of 64-bit words: pools whose bins lie
+ * on both sides of each word's edge, a thread that leaves objects in
+ * each bin (and in one it only puts to, objects the test's thread got),
+ * and every object must be back in the pages after its exit, its
+ * dp_thread_cache_flush, or reclaim passes while it idles.
  */
 #define BOUND_POOLS 200
 static dp_pool_t *bound_pools[BOUND_POOLS];
@@ -442,6 +443,18 @@ static void *bound_flush(void *arg)
     return NULL;
 }
 
+static pthread_barrier_t bound_ready;
+static tu_gate_t bound_release = TU_GATE_INIT;
+
+static void *bound_idle(void *arg)
+{
+    (void)arg;
+    bound_use();
+    pthread_barrier_wait(&bound_ready);
+    tu_gate_wait(&bound_release);
+    return NULL;
+}
+
 Test(cache, a_threads_exit_and_flush_return_every_bin_it_used)
 {
     dp_mock_t *m = dp_mock_create(0);
@@ -458,6 +471,22 @@ Test(cache, a_threads_exit_and_flush_return_every_bin_it_used)
         pthread_join(t, NULL);
         bound_check(r % 2 ? "a flush and an exit" : "an exit");
     }
+    /* An idle thread's cache: one reclaim pass sees it idle, the next
+     * takes its objects. */
+    for (int k = 0; k < 3; k++)
+        bound_given[k] = dp_pool_get(bound_pools[BOUND_PUTONLY], DP_NOWAIT);
+    dp_thread_cache_flush();
+    pthread_barrier_init(&bound_ready, NULL, 2);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, bound_idle, NULL), 0);
+    pthread_barrier_wait(&bound_ready);
+    cr_assert_eq(dp_reclaim_start(), 0);
+    for (int k = 0; k < 3; k++)
+        cr_assert_eq(dp_reclaim_sync(), 0);
+    bound_check("reclaim passes over an idle thread");
+    dp_reclaim_stop();
+    tu_gate_open(&bound_release);
+    pthread_join(t, NULL);
     for (int i = 0; i < BOUND_POOLS; i++)
         cr_assert_eq(dp_pool_destroy(bound_pools[i]), 0);
     dp_mock_destroy(m);
