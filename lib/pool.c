@@ -500,7 +500,7 @@ static DP_NOINLINE void *get_slow(struct dp_pool *p, int flags)
     return pool_get(p, flags, 0); /* reports bad arguments */
 }
 
-void *dp_pool_get(dp_pool_t *p, int flags)
+DP_HOT_ALIGN void *dp_pool_get(dp_pool_t *p, int flags)
 {
     void *o;
     if (DP_LIKELY(p != NULL && (flags == DP_NOWAIT || flags == DP_WAITOK)) &&
@@ -581,7 +581,7 @@ static DP_NOINLINE void put_uncached(struct dp_pool *p, void *obj)
     dp_page_put(p, obj);
 }
 
-void dp_pool_put(dp_pool_t *p, void *obj)
+DP_HOT_ALIGN void dp_pool_put(dp_pool_t *p, void *obj)
 {
     if (DP_AN_ASAN && p && obj)
         dp_an_put_asan(p, obj);
