@@ -19,9 +19,10 @@
  * (docs/design.md, "Fork"). */
 #define DP_FORK_DATA __attribute__((section("deferpool_fork")))
 #define DP_NOINLINE __attribute__((noinline))
-/* A hit path's function starts a 64-byte line: otherwise where its loop
- * body falls moves with unrelated code, and its speed with it
- * (docs/benchmarks.md, History, "threads that come and go"). */
+/* A hit path's function starts a 64-byte line: otherwise where its
+ * code falls moves with unrelated code, and its speed with it
+ * (docs/benchmarks.md, History, "the malloc's hit path without the pool"
+ * and "threads that come and go"). */
 #define DP_HOT_ALIGN __attribute__((aligned(64)))
 /* initial-exec TLS: one %fs-relative load, no __tls_get_addr call. */
 #define DP_TLS __thread __attribute__((tls_model("initial-exec")))

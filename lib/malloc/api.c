@@ -148,15 +148,13 @@ static DP_NOINLINE void *malloc_miss(size_t n)
     return mc_alloc(n, 0, false, false);
 }
 
-/* malloc and free each start a 64-byte line: otherwise where their hit
- * paths fall moves with unrelated code, and their speed with it
- * (docs/benchmarks.md, History, "the malloc's hit path without the
+/* malloc and free each start a 64-byte line (DP_HOT_ALIGN, util.h;
+ * docs/benchmarks.md, History, "the malloc's hit path without the
  * pool"). */
-#define MC_HOT_ALIGN __attribute__((aligned(64)))
 
 /* The table's sizes first: one compare before the table load; their
  * hit reads mc_hit[], not the pool. */
-MC_EXPORT MC_HOT_ALIGN void *malloc(size_t n)
+MC_EXPORT DP_HOT_ALIGN void *malloc(size_t n)
 {
     void *o;
     if (DP_LIKELY(n <= MC_TABLE_MAX)) {
@@ -202,7 +200,7 @@ static DP_NOINLINE void free_other(void *p, void *o)
  * bootstrap memory, which is never reused, and anything before mc_init.
  * An ASan build puts through dp_pool_put, which poisons the block.
  */
-MC_EXPORT MC_HOT_ALIGN void free(void *p)
+MC_EXPORT DP_HOT_ALIGN void free(void *p)
 {
     void *o = dp_pagemap_get(p);
     /* A pool's pages map to the pool tagged with the low bit (never to
