@@ -148,12 +148,9 @@ static DP_NOINLINE void *malloc_miss(size_t n)
     return mc_alloc(n, 0, false, false);
 }
 
-/* malloc and free each start a 64-byte line (DP_HOT_ALIGN, util.h;
- * docs/benchmarks.md, History, "the malloc's hit path without the
- * pool"). */
-
 /* The table's sizes first: one compare before the table load; their
- * hit reads mc_hit[], not the pool. */
+ * hit reads mc_hit[], not the pool.  malloc and free each start a
+ * 64-byte line (DP_HOT_ALIGN, util.h). */
 MC_EXPORT DP_HOT_ALIGN void *malloc(size_t n)
 {
     void *o;
