@@ -17,8 +17,8 @@ import sys
 
 ORDER = ["glibc", "jemalloc", "mimalloc", "tcmalloc", "deferpool"]
 WORKLOADS = ["larson", "prodcons", "one_to_many", "xthread_random",
-             "handover_exit", "threads_churn", "fork", "burst", "realloc",
-             "realloc_mix", "large", "python", "gcc"]
+             "handover_exit", "threads_churn", "fork", "spawn", "burst",
+             "realloc", "realloc_mix", "large", "python", "gcc"]
 REAL = {"python", "gcc"}
 LAT = ["p50", "p99", "p99.9", "p99.99", "max"]
 

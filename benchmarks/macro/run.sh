@@ -53,7 +53,7 @@ fi
 
 # --- the workload programs -------------------------------------------------
 for p in larson prodcons burst realloc_grow realloc_mix large threads_churn \
-         xthread_random handover_exit one_to_many fork_exit; do
+         xthread_random handover_exit one_to_many fork_exit spawn; do
     if [ ! -x "$bld/$p" ] || [ "$here/$p.c" -nt "$bld/$p" ] ||
        [ "$here/macro.h" -nt "$bld/$p" ]; then
         cc -O2 -std=c11 -Wall -Wextra -pthread -o "$bld/$p" "$here/$p.c"
@@ -116,7 +116,8 @@ knobs=$(env | grep -E '^(DEFERPOOL_CONF|MALLOC_CONF|MIMALLOC_[A-Z_]*|TCMALLOC_[A
 
 # --- the workloads: name and command ---------------------------------------
 workloads=(larson prodcons one_to_many xthread_random handover_exit
-           threads_churn fork burst realloc realloc_mix large python gcc)
+           threads_churn fork spawn burst realloc realloc_mix large python
+           gcc)
 if [ -n "${MACRO_WORKLOADS:-}" ]; then
     read -r -a workloads <<<"$MACRO_WORKLOADS"
 fi
@@ -132,6 +133,7 @@ cmd_of() {
     handover_exit) echo "$bld/handover_exit" ;;
     one_to_many) echo "$bld/one_to_many" ;;
     fork) echo "$bld/fork_exit" ;;
+    spawn) echo "$bld/spawn" ;;
     large) echo "$bld/large" ;;
     python) echo "env PYTHONMALLOC=malloc PYTHONHASHSEED=0 $pybin $here/pywork.py ${MACRO_SCALE:-1}" ;;
     gcc) echo "gcc -O2 -S $bld/gen.c -o /dev/stdout" ;;
