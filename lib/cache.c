@@ -321,8 +321,9 @@ uint32_t dp_tcache_chain_max(struct dp_pool *p)
  * never waits for the kernel to find a page: a bin's push into its slot
  * area, wherever the stack's base has climbed (bin_drop_oldest), and a
  * shed into the bin's spare magazine (depot.c faults in every magazine it
- * makes).  The slot area is faulted in whole by the first get slow path of
- * the bin in this cache.  A put that binds a bin its thread never got
+ * makes).  The part of the slot area that the bound pool's stack uses
+ * (its first 2 * tc_max slots) is faulted in by the first get slow path
+ * of the bin in this cache.  A put that binds a bin its thread never got
  * from (a thread that only frees what others allocate) may still fault
  * in its pages, at most once per bin and thread; so may the first write
  * to any page in a fork child (copy on write): a free() there writes its
@@ -385,20 +386,26 @@ static void bin_bind(struct dp_tcache *tc, struct dp_tbin *b,
         atomic_fetch_or_explicit(&tc->bound[i / 64], bit, DP_RLX);
 }
 
-static void bin_touch(struct dp_tcache *tc, struct dp_tbin *b)
+/* Fault in the part of the bin's slot area that a stack of pool p uses,
+ * its first 2 * tc_max slots (bin_drop_oldest), if not done yet ("Faults"):
+ * the whole area only for pools of small objects, a page or two for the
+ * others, which matters to a thread or process that lives briefly. */
+static void bin_touch(struct dp_tcache *tc, struct dp_tbin *b,
+                      const struct dp_pool *p)
 {
     struct dp_tchain *bc = bin_chain(tc, b);
-    if (DP_LIKELY(bc->touched))
+    uint32_t need = 2 * p->tc_max;
+    if (DP_LIKELY(bc->touched >= need))
         return;
     /* Each page's first word read and written back: the bin may hold
      * objects already (the owner, inside dp_tc_enter_bin). */
     void **area = bin_area(tc, (size_t)(b - tc->bins));
-    for (char *w = (char *)area; w < (char *)(area + DP_TC_AREA);
+    for (char *w = (char *)(area + bc->touched); w < (char *)(area + need);
          w = (char *)(((uintptr_t)w | 4095u) + 1)) {
         volatile uintptr_t *v = (volatile uintptr_t *)(void *)w;
         *v = *v;
     }
-    bc->touched = true;
+    bc->touched = need;
 }
 
 bool dp_tcache_fill(struct dp_pool *p, void *const *objs, uint32_t n,
@@ -410,7 +417,7 @@ bool dp_tcache_fill(struct dp_pool *p, void *const *objs, uint32_t n,
     struct dp_tbin *b = &tc->bins[p->tcidx];
     if (!dp_tc_enter_bin(tc, b))
         return false;
-    bin_touch(tc, b);
+    bin_touch(tc, b, p);
     uint32_t have = bin_n(b);
     /* Not while a getter waits: the objects go back to the pages. */
     struct dp_tchain *bc = bin_chain(tc, b);
@@ -451,7 +458,8 @@ bool dp_tcache_fill(struct dp_pool *p, void *const *objs, uint32_t n,
  */
 
 /* The bin's oldest `out` objects have left: move the stack's base up
- * past them; the stack moves back down at most once per DP_TC_AREA -
+ * past them; the stack stays in the first 2 * tc_max slots of the area
+ * (what bin_touch faults in), so it moves back down at most once per
  * tc_max objects shed.  Returns the objects left. */
 static uint32_t bin_drop_oldest(struct dp_pool *p, struct dp_tcache *tc,
                                 struct dp_tbin *b, uint32_t n, uint32_t out)
@@ -459,7 +467,7 @@ static uint32_t bin_drop_oldest(struct dp_pool *p, struct dp_tcache *tc,
     n -= out;
     void **area = bin_area(tc, (size_t)p->tcidx);
     b->slots += out;
-    if (b->slots + p->tc_max > area + DP_TC_AREA) {
+    if (b->slots + p->tc_max > area + 2 * (size_t)p->tc_max) {
         memmove(area, b->slots, n * sizeof(void *));
         b->slots = area;
     }
@@ -646,7 +654,7 @@ bool dp_tcache_pop_slow(struct dp_pool *p, void **o)
     struct dp_tbin *b = &tc->bins[p->tcidx];
     if (!dp_tc_enter_bin(tc, b))
         return false;
-    bin_touch(tc, b);
+    bin_touch(tc, b, p);
     struct dp_tchain *bc = bin_chain(tc, b);
     uint32_t n = bin_n(b);
     if (n > p->tc_soft) {
@@ -660,14 +668,16 @@ bool dp_tcache_pop_slow(struct dp_pool *p, void **o)
     bool empty = n == 0 && !bc->head && p->mag_cap &&
                  !atomic_load_explicit(&p->waiters, DP_RLX);
     /* A bin going to the pages makes empty magazines for the puts: one
-     * for its own spare, from its second refill on (a thread that makes
-     * one refill of a class and exits would only take a magazine from
-     * the depot's empty stack and give it back: two CASes on a line
-     * other threads use; a shed without a spare pops one itself), and up
+     * for its own spare, from its third refill on (a thread that makes
+     * a refill or two of a class and exits would only take a magazine
+     * from the depot's empty stack and give it back: two CASes on a line
+     * other threads use; or fault in a page for a new one, a cost a
+     * process that lives a few milliseconds pays per class; a shed
+     * without a spare pops one itself), and up
      * to DP_MAG_STOCK for the depot's empty stack while bins have gone
      * without (mag_short; another thread's puts may need them). */
     bool mine = empty && !bc->spare &&
-                atomic_load_explicit(&bc->ramp, DP_RLX) != 0;
+                atomic_load_explicit(&bc->ramp, DP_RLX) > DP_TC_RAMP0;
     uint32_t shared = empty ? atomic_load_explicit(&p->mag_short, DP_RLX)
                             : 0;
     dp_tc_leave_bin(tc, b);

@@ -31,11 +31,11 @@ struct dp_tcg {
 };
 extern DP_HIDDEN struct dp_tcg dp_tcg;
 
-/* Each bin's stack lives in an area twice its largest size: a flush takes
- * the bottom of the stack and moves the stack's base up instead of
- * moving the rest down, and only when the base has gone past the middle
- * does the stack move back to the start of the area (cache.c,
- * dp_tcache_put_slow). */
+/* Each bin's stack lives in an area twice the largest tc_max: a flush
+ * takes the bottom of the stack and moves the stack's base up instead of
+ * moving the rest down, and only when the base has gone past twice its
+ * pool's tc_max does the stack move back to the start of the area
+ * (cache.c, bin_drop_oldest). */
 #define DP_TC_AREA ((size_t)2 * DP_TC_MAXCAP)
 #define DP_TC_SLOTMEM ((size_t)DP_TC_BINS * DP_TC_AREA * sizeof(void *))
 

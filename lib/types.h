@@ -303,8 +303,9 @@ struct dp_tchain {
     _Atomic uint32_t n;    /* objects on the chain (statistics read it) */
     struct dp_mag *spare;  /* an empty magazine for the bin's next shed
                               to the depot (depot.h)                 */
-    bool touched;          /* the bin's whole slot area is faulted in
-                              (cache.c, "Faults"); owner only        */
+    uint32_t touched;      /* slots at the start of the bin's area
+                              that are faulted in (cache.c, "Faults",
+                              bin_touch); owner only                 */
     _Atomic uint32_t ramp; /* objects the bin's last refill from the
                               pages asked for; 0: none since the bin
                               was bound (cache.c, "Slow start").  The

@@ -354,15 +354,18 @@ static void *get_put_exit(void *arg)
     return NULL;
 }
 
-/* A bin's spare magazine comes with its second refill from the pages,
- * not its first: a thread that gets a block or two of a class and exits
- * (a program that starts threads by the thousand) would only take a
- * magazine and give it back (cache.c, dp_tcache_pop_slow). */
-Test(depot, a_bins_first_refill_takes_no_magazine_its_second_does)
+/* A bin's spare magazine comes with its third refill from the pages,
+ * not before: a thread that gets a few blocks of a class and exits (a
+ * program that starts threads by the thousand, or a process that lives
+ * a few milliseconds) would only take a magazine and give it back, or
+ * fault in a page for it (cache.c, dp_tcache_pop_slow).  Refills take 3
+ * objects (the caller's and 2), then 9, then 33: 12 gets make two. */
+Test(depot, a_bins_first_two_refills_take_no_magazine_its_third_does)
 {
     dp_mock_t *m = tu_mock(0), *m2 = tu_mock(0);
     dp_pool_t *p = depot_pool(m, "spare"), *other = depot_pool(m2, "other");
-    struct getter one = {p, other, 1}, more = {p, other, 16};
+    struct getter one = {p, other, 1}, two = {p, other, 12},
+                  more = {p, other, 16};
     pthread_t t;
     for (int i = 0; i < 4; i++) {
         cr_assert_eq(pthread_create(&t, NULL, get_put_exit, &one), 0);
@@ -371,10 +374,15 @@ Test(depot, a_bins_first_refill_takes_no_magazine_its_second_does)
     cr_assert_eq(dp_test_depot_magazines(p), 0,
                  "threads that refilled once made %u magazines",
                  dp_test_depot_magazines(p));
+    cr_assert_eq(pthread_create(&t, NULL, get_put_exit, &two), 0);
+    pthread_join(t, NULL);
+    cr_assert_eq(dp_test_depot_magazines(p), 0,
+                 "a thread that refilled twice made %u magazines",
+                 dp_test_depot_magazines(p));
     cr_assert_eq(pthread_create(&t, NULL, get_put_exit, &more), 0);
     pthread_join(t, NULL);
     cr_assert_eq(dp_test_depot_magazines(p), 1,
-                 "a thread that refilled more than once made %u magazines",
+                 "a thread that refilled three times made %u magazines",
                  dp_test_depot_magazines(p));
     tu_destroy_checked(p, m);
     tu_destroy_checked(other, m2);

@@ -956,10 +956,14 @@ static long thread_minflt(void)
 
 /* Gets of FAULT_NOBJS objects (each written whole), then their puts: the
  * puts fill the bin, flush it over and over (its stack's base climbing
- * through its whole slot area), shed magazines into the depot and empty
- * pages, and fault in nothing.  Twice, the second time on a fresh pool
- * whose bin this thread's cache has not used.  Sanitizer builds read
- * shadow memory of their own on every access, which may fault. */
+ * through the slots its pool's stack may use), shed magazines into the
+ * depot and empty pages, and fault in nothing.  Three pools in turn,
+ * each destroyed before the next is made, so that all three use the
+ * same bin of this thread's cache: one of 1 KiB objects, whose stack
+ * uses a page or two of the bin's slot area, then one of small objects,
+ * whose stack uses all of it (the first get slow path must fault in the
+ * rest), then the large one again.  Sanitizer builds read shadow memory
+ * of their own on every access, which may fault. */
 #define FAULT_NOBJS 20000
 Test(put_nonblocking, puts_of_objects_the_thread_got_fault_in_no_page)
 {
@@ -967,13 +971,14 @@ Test(put_nonblocking, puts_of_objects_the_thread_got_fault_in_no_page)
     cr_skip_test("sanitizer runtimes fault in shadow memory on access");
 #endif
     static void *objs[FAULT_NOBJS];
-    for (int round = 0; round < 2; round++) {
-        dp_pool_t *p = dp_pool_create("faults", OBJSIZE, NULL);
+    static const size_t sz[] = {1024, OBJSIZE, 1024};
+    for (int round = 0; round < 3; round++) {
+        dp_pool_t *p = dp_pool_create("faults", sz[round], NULL);
         cr_assert_not_null(p);
         for (size_t i = 0; i < FAULT_NOBJS; i++) {
             objs[i] = dp_pool_get(p, DP_WAITOK);
             cr_assert_not_null(objs[i]);
-            memset(objs[i], 0x5a, OBJSIZE);
+            memset(objs[i], 0x5a, sz[round]);
         }
         long before = thread_minflt();
         for (size_t i = 0; i < FAULT_NOBJS; i++)
