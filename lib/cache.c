@@ -158,10 +158,20 @@ static struct dp_tcache *tc_map(void)
     /* Touched sparsely (the bins in use): no huge page may make the rest
      * resident (docs/tuning.md, `thp`). */
     dp_map_nohuge(tc, DP_TC_MAPLEN);
+    /* A bin's slots pointer is set when the bin is first used
+     * (bin_start): writing all 256 here would fault in three pages of
+     * bin headers that a short-lived thread never reads. */
     tc->slotmem = (void **)((char *)tc + DP_TC_HEAD);
-    for (int i = 0; i < DP_TC_BINS; i++)
-        tc->bins[i].slots = bin_area(tc, (size_t)i);
     return tc;
+}
+
+/* A bin's first use in this cache: its stack starts at the bottom of its
+ * slot area.  Every path that may write a slot of an empty bin (a get's
+ * slow path, through bin_touch; a put's) calls it first. */
+static inline void bin_start(struct dp_tcache *tc, struct dp_tbin *b)
+{
+    if (DP_UNLIKELY(!b->slots))
+        b->slots = bin_area(tc, (size_t)(b - tc->bins));
 }
 
 static bool tcg_lock(bool nowait)
@@ -395,6 +405,7 @@ static void bin_touch(struct dp_tcache *tc, struct dp_tbin *b,
 {
     struct dp_tchain *bc = bin_chain(tc, b);
     uint32_t need = 2 * p->tc_max;
+    bin_start(tc, b);
     if (DP_LIKELY(bc->touched >= need))
         return;
     /* Each page's first word read and written back: the bin may hold
@@ -563,6 +574,7 @@ void dp_tcache_put_slow(struct dp_pool *p, void *obj)
     }
     if (n >= p->tc_max)
         n = bin_shed(p, tc, b, n);
+    bin_start(tc, b);
     b->slots[n] = obj;
     bin_bind(tc, b, p);
     b->putlim = bin_putlim(tc, p);

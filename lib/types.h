@@ -265,7 +265,9 @@ _Static_assert(offsetof(struct dp_pool, debug) < DP_CACHELINE,
 struct dp_tbin {
     void **slots;          /* base of the stack, [0, n) in use; inside
                               the bin's area of 2 * DP_TC_MAXCAP slots,
-                              with room for tc_max above it          */
+                              with room for tc_max above it; NULL
+                              until the bin's first use in this cache
+                              (cache.c, bin_start)                   */
     struct dp_pool *pool;  /* pool of the objects; NULL: bin unused.
                               Set by the slow paths: the put fast path
                               runs only on a non-empty bin, which is
