@@ -89,7 +89,24 @@ static void tcg_init(void)
 }
 
 
-void dp_tcache_pool_init(struct dp_pool *p)
+int dp_tcache_bin_reserve(void)
+{
+    pthread_once(&dp_tcg_once, tcg_init);
+    if (dp_tcg.state != 1)
+        return -1;
+    int got = -1;
+    pthread_mutex_lock(&dp_tcg.lock);
+    for (int i = 0; i < DP_TC_BINS && got < 0; i++) {
+        if (!(dp_tcg.used[i / 64] & (1ull << (i % 64)))) {
+            dp_tcg.used[i / 64] |= 1ull << (i % 64);
+            got = i;
+        }
+    }
+    pthread_mutex_unlock(&dp_tcg.lock);
+    return got;
+}
+
+void dp_tcache_pool_init(struct dp_pool *p, int want)
 {
     p->tcidx = -1;
     dp_tc_set_bin(p, DP_TC_BINS);
@@ -114,7 +131,9 @@ void dp_tcache_pool_init(struct dp_pool *p)
     p->tc_soft = 0; /* uncached until a bin is found */
     pthread_mutex_lock(&dp_tcg.lock);
     for (int i = 0; i < DP_TC_BINS; i++) {
-        if (!(dp_tcg.used[i / 64] & (1ull << (i % 64)))) {
+        /* A reserved bin is marked used already. */
+        if (want >= 0 ? i == want
+                      : !(dp_tcg.used[i / 64] & (1ull << (i % 64)))) {
             dp_tcg.used[i / 64] |= 1ull << (i % 64);
             p->tcidx = i;
             dp_tc_set_bin(p, (uint32_t)i);

@@ -278,7 +278,13 @@ DP_HIDDEN uint32_t dp_tcache_chain_max(struct dp_pool *p);
  * false: nothing taken. */
 DP_HIDDEN bool dp_tcache_fill(struct dp_pool *p, void *const *objs,
                               uint32_t n, const struct dp_chain *ch);
-DP_HIDDEN void dp_tcache_pool_init(struct dp_pool *p);
+/* Give p a bin of the thread caches, if it is cached: bin `want`, which
+ * dp_tcache_bin_reserve returned, or (want < 0) the first free one. */
+DP_HIDDEN void dp_tcache_pool_init(struct dp_pool *p, int want);
+/* Take a free bin index for a pool created later (the malloc's class
+ * pools, made at their first use): -1 if none is free or there are no
+ * thread caches.  The index stays taken. */
+DP_HIDDEN int dp_tcache_bin_reserve(void);
 /* Empty the pool's bins in every thread not inside a get/put right now.
  * wait: visit every cache, even empty ones, and retry those caught
  * inside a get/put until each has been claimed once: afterwards no put

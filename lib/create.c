@@ -240,7 +240,9 @@ dp_pool_t *dp_pool_create_ex(const char *name, size_t objsize,
         dp_debug_pool_init(p);
     dp_an_pool_create(p); /* before the cache: a Valgrind pool has none */
     p->leak_report = !(iflags & DP_IPOOL_PAGEMAP);
-    dp_tcache_pool_init(p);
+    dp_tcache_pool_init(p, (iflags & DP_IPOOL_BIN)
+                               ? (int)(iflags >> DP_IPOOL_BIN_SHIFT)
+                               : -1);
     dp_fork_install(); /* done by the constructor; for a static link */
     dp_registry_add(p);
     if (!(attr->flags & DP_POOL_NOTHREAD) && opt->background_thread)
@@ -289,7 +291,7 @@ int dp_pool_destroy(dp_pool_t *p)
                 p->name, (unsigned long long)out);
         if (p->debug)
             abort();
-        dp_tcache_pool_init(p);
+        dp_tcache_pool_init(p, -1);
         dp_registry_add(p);
         errno = EBUSY;
         return -1;

@@ -47,6 +47,11 @@ DP_HIDDEN size_t dp_pool_reclaim_pass(struct dp_pool *p, bool aged);
 
 /* Internal creation flags, for layers built on pools (the malloc). */
 #define DP_IPOOL_PAGEMAP 0x1 /* register pages in the page map */
+/* Bind the thread caches' bin i, which dp_tcache_bin_reserve gave the
+ * caller, not the first free one. */
+#define DP_IPOOL_BIN 0x2
+#define DP_IPOOL_BIN_SHIFT 16
+#define DP_IPOOL_BINIDX(i) (DP_IPOOL_BIN | ((unsigned)(i) << DP_IPOOL_BIN_SHIFT))
 /* and DP_IPOOL_IMMEDIATE, DP_IPOOL_SMALLDEPOT (types.h) */
 DP_HIDDEN dp_pool_t *dp_pool_create_ex(const char *name, size_t objsize,
                                        const dp_pool_attr_t *attr,
@@ -62,9 +67,14 @@ DP_HIDDEN void dp_registry_add(struct dp_pool *p);
 /* Take p off the registry, waiting for a pass that pinned it. */
 DP_HIDDEN void dp_registry_remove(struct dp_pool *p);
 /* Call fn for every live pool, the registry lock held (so fn may take
- * the pool lock, not the registry's).  Returns the pools visited. */
+ * the pool lock, not the registry's, and may not create a pool).
+ * Returns the pools visited. */
 DP_HIDDEN size_t dp_registry_each(void (*fn)(struct dp_pool *p, void *arg),
                                   void *arg);
+/* > 0 while this thread runs dp_registry_each's callbacks: a layer that
+ * creates pools on demand (the malloc's class pools) must not create one
+ * then (a debug leak report's qsort allocates). */
+extern DP_HIDDEN DP_TLS unsigned dp_registry_depth;
 /* Call fn for every live pool not being destroyed, with no lock held:
  * the pool is pinned (reg_refs) meanwhile, so fn may call the provider,
  * and a provider may create or destroy other pools. */

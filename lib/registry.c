@@ -96,12 +96,16 @@ void dp_registry_remove(struct dp_pool *p)
     pthread_mutex_unlock(&dp_registry.lock);
 }
 
+DP_TLS unsigned dp_registry_depth;
+
 size_t dp_registry_each(void (*fn)(struct dp_pool *p, void *arg), void *arg)
 {
     size_t n = 0;
     pthread_mutex_lock(&dp_registry.lock);
+    dp_registry_depth++;
     for (struct dp_pool *p = dp_registry.pools.head; p; p = p->reg_next, n++)
         fn(p, arg);
+    dp_registry_depth--;
     pthread_mutex_unlock(&dp_registry.lock);
     return n;
 }

@@ -26,12 +26,12 @@ static const struct timespec mc_past = {0, 1};
 
 /* A pool get that may take locks and call the provider but never sleeps
  * waiting for memory: a deadline in the past fails at once instead. */
-static void *small_get(unsigned c)
+static void *small_get(dp_pool_t *p)
 {
-    void *o = dp_pool_get_timed(mc_pool[c], DP_WAITOK, &mc_past);
+    void *o = dp_pool_get_timed(p, DP_WAITOK, &mc_past);
     if (DP_UNLIKELY(!o)) {
         dp_malloc_trim(); /* queued blocks may be what is missing */
-        o = dp_pool_get_timed(mc_pool[c], DP_WAITOK, &mc_past);
+        o = dp_pool_get_timed(p, DP_WAITOK, &mc_past);
     }
     if (o)
         mc_untag(o);
@@ -53,12 +53,19 @@ static void *mc_alloc(size_t n, size_t align, bool zero, bool grow)
     }
     mc_depth++;
     int c;
+    dp_pool_t *p;
     if (DP_UNLIKELY(!mc_init())) {
         r = boot_alloc(n, align);
         if (!r)
             r = block_alloc(n, align, zero, grow);
-    } else if ((c = small_class(n, align)) >= 0) {
-        r = small_get((unsigned)c);
+    } else if ((c = small_class(n, align)) >= 0 &&
+               /* A class's first allocation makes its pool, but not from
+                * inside a walk of the registry, whose lock the pool's
+                * creation takes (a debug leak report sorts with qsort,
+                * which allocates): a block serves that request. */
+               (p = dp_registry_depth ? mc_class_pool_if((unsigned)c)
+                                      : mc_class_pool((unsigned)c)) != NULL) {
+        r = small_get(p);
         if (r && zero)
             memset(r, 0, n);
     } else {
@@ -159,7 +166,9 @@ MC_EXPORT DP_HOT_ALIGN void *malloc(size_t n)
         uint64_t e = atomic_load_explicit(&mc_hit[i], MC_RLX);
         if (DP_LIKELY(dp_tcache_pop_at((uint32_t)e, (uint32_t)(e >> 32),
                                        &o))) {
-            dp_an_get_asan(mc_pool[mc_small_class[i]], o);
+            dp_an_get_asan(atomic_load_explicit(&mc_hot[mc_small_class[i]],
+                                                memory_order_acquire),
+                           o);
             mc_untag(o);
             return o;
         }

@@ -25,8 +25,11 @@ size_t mc_trim(enum mc_heap_mode mode)
     n = heap_trim(mode);
     if (!atomic_load_explicit(&mc_inited, memory_order_acquire))
         return n;
-    for (unsigned c = 0; c < MC_NCLASS; c++)
-        n += dp_pool_reclaim(mc_pool[c]);
+    for (unsigned c = 0; c < MC_NCLASS; c++) {
+        dp_pool_t *p = mc_class_pool_if(c);
+        if (p)
+            n += dp_pool_reclaim(p);
+    }
     return n;
 }
 

@@ -1,6 +1,7 @@
 /*
- * init.c -- the drop-in malloc's start-up: the class pools (mc_init), the
- * lazy start of the reclaim thread, the library constructor and
+ * init.c -- the drop-in malloc's start-up (mc_init), the class pools,
+ * each made at its class's first allocation (mc_class_pool), the lazy
+ * start of the reclaim thread, the library constructor and
  * destructor, and this layer's part of the fork handlers.  Top layer
  * (docs/design.md §1, fork: §8); docs/malloc.md, "Recursion and
  * bootstrap", "The reclaim thread", "Fork".
@@ -12,7 +13,6 @@
 extern char **environ;
 
 /* Globals: malloc_internal.h says how each is synchronised. */
-dp_pool_t *mc_pool[MC_NCLASS];
 /* The stand-in mc_hot[] names until mc_init: its bin (DP_TC_BINS) is the
  * one no pool binds, always empty; tc_soft 0 makes the pop miss. */
 static struct dp_pool mc_nopool = {.tcbin = DP_TC_BINS,
@@ -28,13 +28,18 @@ dp_pool_t *_Atomic mc_hot[MC_NCLASS] = {
 };
 _Static_assert(MC_NCLASS == 32, "mc_hot: one stand-in per class");
 size_t mc_align[MC_NCLASS];
+/* The thread-cache bin reserved for each class's pool by mc_init (-1:
+ * none free): written by mc_init, read by mc_class_pool, both under
+ * mc_init_lock. */
+static int mc_bin[MC_NCLASS];
 _Atomic uint64_t mc_hit[MC_TABLE_MAX / 8 + 1];
 _Atomic int mc_inited;
 DP_FORK_DATA _Atomic int mc_rt;
 _Atomic uint64_t mc_mapped;
 DP_TLS unsigned mc_depth;
 static _Atomic int mc_ready;  /* the constructor ran (malloc_internal.h) */
-/* Held while creating the pools; outermost (docs/design.md §8). */
+/* Held by mc_init and while creating a class pool; outermost
+ * (docs/design.md §8). */
 static DP_FORK_DATA pthread_mutex_t mc_init_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /*
@@ -109,10 +114,15 @@ static uint64_t mc_conf_age(void)
                                                 : MC_DEFAULT_AGE_NS;
 }
 
-/* Create the pools.  Called inside the recursion guard: allocations made
- * on the way (pthread_atfork, ...) come from the bootstrap arena.  false:
- * too early (no environment yet, so DEFERPOOL_CONF cannot be read) or no
- * memory; the caller serves the request another way. */
+/* Set up the malloc.  Called inside the recursion guard: allocations
+ * made on the way (pthread_atfork, ...) come from the bootstrap arena.
+ * false: too early (no environment yet, so DEFERPOOL_CONF cannot be
+ * read); the caller serves the request another way.  The class pools
+ * come later, each at its class's first allocation (mc_class_pool): a
+ * process that lives a few milliseconds touches the pages of the pools
+ * it uses, not of all 32 (docs/benchmarks.md, History, "process
+ * start").  Their thread-cache bins are reserved here, at the first
+ * allocation, before a program's own pools could take them all. */
 bool mc_init(void)
 {
     if (DP_LIKELY(atomic_load_explicit(&mc_inited, memory_order_acquire)))
@@ -120,47 +130,66 @@ bool mc_init(void)
     if (!environ)
         return false;
     pthread_mutex_lock(&mc_init_lock);
-    bool ok = atomic_load_explicit(&mc_inited, MC_RLX);
-    if (!ok) {
-        ok = true;
+    if (!atomic_load_explicit(&mc_inited, MC_RLX)) {
         mc_age_ns = mc_conf_age();
-        for (unsigned c = 0; c < MC_NCLASS && ok; c++) {
-            if (mc_pool[c])
-                continue;
-            size_t sz = mc_class_size(c), al = mc_class_align(c);
-            dp_pool_attr_t a;
-            dp_pool_attr_init(&a);
-            a.align = al;
-            a.lowat = 0;  /* everything may age out: RSS comes back */
-            a.reclaim_age_ns = mc_age_ns;
-            a.flags = DP_POOL_NOTHREAD; /* started lazily, below */
-            a.provider = &mc_pages;
-            char name[32];
-            snprintf(name, sizeof(name), "malloc-%zu", sz);
-            mc_align[c] = al;
-            mc_pool[c] = dp_pool_create_ex(name, sz, &a,
-                                           DP_IPOOL_PAGEMAP |
-                                               DP_IPOOL_SMALLDEPOT);
-            ok = mc_pool[c] != NULL;
+        for (unsigned c = 0; c < MC_NCLASS; c++) {
+            mc_align[c] = mc_class_align(c);
+            mc_bin[c] = dp_tcache_bin_reserve();
         }
-        if (ok) {
-            for (size_t i = 0; i <= MC_TABLE_MAX / 8; i++) {
-                const struct dp_pool *p = mc_pool[mc_small_class[i]];
-                uint64_t e = atomic_load_explicit(&p->tcoff, MC_RLX) |
-                             (uint64_t)p->tc_soft << 32;
-                atomic_store_explicit(&mc_hit[i], e, MC_RLX);
-            }
-            for (unsigned c = 0; c < MC_NCLASS; c++)
-                atomic_store_explicit(&mc_hot[c], mc_pool[c],
-                                      memory_order_release);
-            dp_reclaim_set_hook(heap_reclaim_hook);
-            dp_tcache_ext_register(&mc_tl_ext_ops);
-            mc_stats_keep_stderr();
-            atomic_store_explicit(&mc_inited, 1, memory_order_release);
-        }
+        dp_reclaim_set_hook(heap_reclaim_hook);
+        dp_tcache_ext_register(&mc_tl_ext_ops);
+        mc_stats_keep_stderr();
+        atomic_store_explicit(&mc_inited, 1, memory_order_release);
     }
     pthread_mutex_unlock(&mc_init_lock);
-    return ok;
+    return true;
+}
+
+/* Make class c's pool and publish it (mc_init_lock held). */
+static dp_pool_t *mc_class_create(unsigned c)
+{
+    size_t sz = mc_class_size(c);
+    dp_pool_attr_t a;
+    dp_pool_attr_init(&a);
+    a.align = mc_align[c];
+    a.lowat = 0;  /* everything may age out: RSS comes back */
+    a.reclaim_age_ns = mc_age_ns;
+    a.flags = DP_POOL_NOTHREAD; /* started lazily, below */
+    a.provider = &mc_pages;
+    char name[32];
+    snprintf(name, sizeof(name), "malloc-%zu", sz);
+    unsigned iflags = DP_IPOOL_PAGEMAP | DP_IPOOL_SMALLDEPOT;
+    if (mc_bin[c] >= 0)
+        iflags |= DP_IPOOL_BINIDX(mc_bin[c]);
+    dp_pool_t *p = dp_pool_create_ex(name, sz, &a, iflags);
+    if (!p)
+        return NULL;
+    uint64_t e = atomic_load_explicit(&p->tcoff, MC_RLX) |
+                 (uint64_t)p->tc_soft << 32;
+    for (size_t i = 0; i <= MC_TABLE_MAX / 8; i++)
+        if (mc_small_class[i] == c)
+            atomic_store_explicit(&mc_hit[i], e, MC_RLX);
+    atomic_store_explicit(&mc_hot[c], p, memory_order_release);
+    return p;
+}
+
+dp_pool_t *mc_class_pool_if(unsigned c)
+{
+    dp_pool_t *p = atomic_load_explicit(&mc_hot[c], memory_order_acquire);
+    return p == &mc_nopool ? NULL : p;
+}
+
+dp_pool_t *mc_class_pool(unsigned c)
+{
+    dp_pool_t *p = mc_class_pool_if(c);
+    if (DP_LIKELY(p != NULL))
+        return p;
+    pthread_mutex_lock(&mc_init_lock);
+    p = mc_class_pool_if(c);
+    if (!p)
+        p = mc_class_create(c);
+    pthread_mutex_unlock(&mc_init_lock);
+    return p;
 }
 
 /*

@@ -26,15 +26,15 @@
  *            (boot.c).
  *
  * Globals and how they are synchronised:
- *   mc_pool[], mc_align[]  written once by mc_init under mc_init_lock,
- *       published by the release store of mc_inited.
- *   mc_hot[]    each entry &mc_nopool until mc_init stores mc_pool[c]
- *       (release), before it publishes mc_inited; the hit path's load
- *       is an acquire.
- *   mc_hit[]    0 until mc_init stores each entry once (relaxed), before
- *       it publishes mc_inited; read relaxed: an entry names a bin of
- *       the reader's own cache, and the class pools' bins and limits
- *       never change.
+ *   mc_align[]  written once by mc_init under mc_init_lock, published
+ *       by the release store of mc_inited.
+ *   mc_hot[]    each entry &mc_nopool until the first allocation of its
+ *       class stores the class's new pool, once, under mc_init_lock
+ *       (mc_class_pool, release); every load is an acquire.
+ *   mc_hit[]    0 until mc_class_pool stores the entries of its class
+ *       once (relaxed), before it publishes mc_hot[c]; read relaxed: an
+ *       entry names a bin of the reader's own cache, and the class
+ *       pools' bins and limits never change.
  *   mc_age_ns   written once by mc_init, before mc_inited is published;
  *       read by the heap (any thread that reads mc_inited, or the reclaim
  *       pass, started after it).
@@ -89,20 +89,24 @@
 #define MC_SMALL_MAX ((size_t)8192)
 #define MC_ALIGN_MAX ((size_t)4096) /* largest alignment a pool gives */
 
-extern DP_HIDDEN dp_pool_t *mc_pool[MC_NCLASS];
+/* Class c's pool, made at the first call (takes mc_init_lock; after
+ * mc_init); NULL: no memory for it. */
+DP_HIDDEN dp_pool_t *mc_class_pool(unsigned c);
+/* Class c's pool if it has been made, else NULL; any thread. */
+DP_HIDDEN dp_pool_t *mc_class_pool_if(unsigned c);
 extern DP_HIDDEN size_t mc_align[MC_NCLASS];
 /* What the hit paths of calloc and of malloc above MC_TABLE_MAX pop:
- * mc_pool[c] once mc_init published it, before that mc_nopool, a pool
- * whose thread-cache bin is always empty, so the hit path misses into
- * mc_alloc without testing mc_inited. */
+ * class c's pool once mc_class_pool made it, before that mc_nopool, a
+ * pool whose thread-cache bin is always empty, so the hit path misses
+ * into mc_alloc without testing whether the pool exists. */
 extern DP_HIDDEN dp_pool_t *_Atomic mc_hot[MC_NCLASS];
 #define MC_TABLE_MAX ((size_t)1024) /* mc_small_class covers 0..this */
 extern DP_HIDDEN const uint8_t mc_small_class[MC_TABLE_MAX / 8 + 1];
 /* What malloc()'s hit path reads for a request of n <= MC_TABLE_MAX bytes,
  * at index (n + 7) / 8: its class pool's bin offset (dp_pool.tcoff) in the
  * low 32 bits and tc_soft in the high 32, so that the hit path reads
- * neither the class table nor the pool.  0 until mc_init: tc_soft 0, the
- * pop misses. */
+ * neither the class table nor the pool.  0 until the class's pool is
+ * made (mc_class_pool): tc_soft 0, the pop misses. */
 extern DP_HIDDEN _Atomic uint64_t mc_hit[MC_TABLE_MAX / 8 + 1];
 
 /* Inline: the fast paths index mc_hot[] with it.  Up to

@@ -36,7 +36,8 @@ int dp_malloc_stats_get(dp_malloc_stats_t *out)
     if (atomic_load_explicit(&mc_inited, memory_order_acquire)) {
         for (unsigned c = 0; c < MC_NCLASS; c++) {
             dp_pool_stats_t s;
-            if (dp_pool_stats(mc_pool[c], &s) != 0)
+            dp_pool_t *p = mc_class_pool_if(c);
+            if (!p || dp_pool_stats(p, &s) != 0)
                 continue;
             out->small_objs_inuse += s.objs_inuse;
             out->small_bytes_inuse += s.objs_inuse * s.objsize;
@@ -104,10 +105,12 @@ unsigned mc_stats_snapshot(const dp_malloc_stats_t **t,
     mc_snap = now;
     unsigned nc = 0;
     if (atomic_load_explicit(&mc_inited, memory_order_acquire))
-        for (unsigned c = 0; c < MC_NCLASS; c++)
-            if (dp_pool_stats(mc_pool[c], &mc_snap_cls[nc]) == 0 &&
+        for (unsigned c = 0; c < MC_NCLASS; c++) {
+            dp_pool_t *p = mc_class_pool_if(c);
+            if (p && dp_pool_stats(p, &mc_snap_cls[nc]) == 0 &&
                 (mc_snap_cls[nc].gets || mc_snap_cls[nc].pages))
                 nc++;
+        }
     *t = &mc_snap;
     *cls = mc_snap_cls;
     return nc;

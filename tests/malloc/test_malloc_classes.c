@@ -1,0 +1,121 @@
+/*
+ * test_malloc_classes.c -- the class pools: each is made at its class's
+ * first allocation, not at the malloc's start-up (a process that lives a
+ * few milliseconds touches the pages of the pools it uses), and once,
+ * even when threads race to that first allocation.
+ *
+ * Linked with the private copy (tests/malloc/meson.build, 'hooks'), so
+ * that the test can ask the malloc which class pools exist
+ * (mc_class_pool_if) and count them in its core's dp_stats_print.
+ */
+#include "malloc_testutil.h"
+
+#include <malloc.h>
+#include <stdio.h>
+
+#define NCLASS 32
+/* The malloc's own (lib/malloc/malloc_internal.h). */
+dp_pool_t *mc_class_pool_if(unsigned c);
+size_t mc_class_size(unsigned c);
+
+/* How many pools of the core are named as class c's. */
+static int pools_named(unsigned c)
+{
+    static char buf[1 << 20];
+    memset(buf, 0, sizeof(buf));
+    FILE *f = fmemopen(buf, sizeof(buf) - 1, "w");
+    cr_assert_not_null(f);
+    cr_assert_geq(dp_stats_print(f, DP_STATS_JSON), 1);
+    fclose(f);
+    char name[32];
+    snprintf(name, sizeof(name), "\"malloc-%zu\"", mc_class_size(c));
+    int n = 0;
+    for (const char *p = buf; (p = strstr(p, name)) != NULL; p++)
+        n++;
+    return n;
+}
+
+/* The classes without a pool yet; at least one (Criterion and the
+ * test's start-up allocate some sizes, not all 32). */
+static unsigned absent_classes(unsigned out[NCLASS])
+{
+    unsigned k = 0;
+    for (unsigned c = 0; c < NCLASS; c++)
+        if (!mc_class_pool_if(c))
+            out[k++] = c;
+    cr_assert_gt(k, 0, "all %d class pools exist before their classes "
+                 "were allocated", NCLASS);
+    return k;
+}
+
+Test(malloc_classes, a_class_pool_is_made_at_the_class_first_allocation)
+{
+    unsigned absent[NCLASS];
+    unsigned k = absent_classes(absent);
+    for (unsigned i = 0; i < k; i++) {
+        unsigned c = absent[i];
+        cr_assert_eq(pools_named(c), 0, "class %zu: a pool before its "
+                     "first allocation", mc_class_size(c));
+        void *b = malloc(mc_class_size(c));
+        cr_assert_not_null(b);
+        memset(b, 0x5a, mc_class_size(c));
+        cr_assert_not_null(mc_class_pool_if(c));
+        cr_assert_eq(pools_named(c), 1, "class %zu", mc_class_size(c));
+        cr_assert_eq(malloc_usable_size(b), mc_class_size(c));
+        free(b);
+    }
+}
+
+#define RACERS 8
+#define PER 4 /* blocks of each class per thread */
+
+static pthread_barrier_t start;
+static unsigned race_classes[NCLASS], race_k;
+static void *blocks[RACERS][NCLASS][PER];
+
+static void *racer(void *arg)
+{
+    unsigned t = (unsigned)(uintptr_t)arg;
+    pthread_barrier_wait(&start);
+    /* Each thread walks the classes from a different one. */
+    for (unsigned i = 0; i < race_k; i++) {
+        unsigned j = (i + t * 5) % race_k, c = race_classes[j];
+        for (int b = 0; b < PER; b++) {
+            char *p = malloc(mc_class_size(c));
+            if (p)
+                memset(p, (int)(t + 1), mc_class_size(c));
+            blocks[t][j][b] = p;
+        }
+    }
+    return NULL;
+}
+
+Test(malloc_classes, threads_racing_to_a_class_first_allocation_make_one_pool)
+{
+    race_k = absent_classes(race_classes);
+    cr_assert_eq(pthread_barrier_init(&start, NULL, RACERS), 0);
+    pthread_t th[RACERS];
+    for (unsigned t = 0; t < RACERS; t++)
+        cr_assert_eq(pthread_create(&th[t], NULL, racer,
+                                    (void *)(uintptr_t)t), 0);
+    for (unsigned t = 0; t < RACERS; t++)
+        pthread_join(th[t], NULL);
+    pthread_barrier_destroy(&start);
+    for (unsigned j = 0; j < race_k; j++) {
+        unsigned c = race_classes[j];
+        cr_assert_not_null(mc_class_pool_if(c));
+        cr_assert_eq(pools_named(c), 1, "class %zu: %d pools",
+                     mc_class_size(c), pools_named(c));
+        for (unsigned t = 0; t < RACERS; t++)
+            for (int b = 0; b < PER; b++) {
+                unsigned char *p = blocks[t][j][b];
+                cr_assert_not_null(p, "thread %u, class %zu", t,
+                                   mc_class_size(c));
+                cr_assert_eq(malloc_usable_size(p), mc_class_size(c));
+                for (size_t i = 0; i < mc_class_size(c); i++)
+                    cr_assert_eq(p[i], t + 1, "thread %u, class %zu: "
+                                 "byte %zu changed", t, mc_class_size(c), i);
+                free(p);
+            }
+    }
+}
