@@ -13,8 +13,9 @@
 extern char **environ;
 
 /* Globals: malloc_internal.h says how each is synchronised. */
-/* The stand-in mc_hot[] names until mc_init: its bin (DP_TC_BINS) is the
- * one no pool binds, always empty; tc_soft 0 makes the pop miss. */
+/* The stand-in mc_hot[c] names until class c's pool is made: its bin
+ * (DP_TC_BINS) is the one no pool binds, always empty; tc_soft 0 makes
+ * the pop miss. */
 static struct dp_pool mc_nopool = {.tcbin = DP_TC_BINS,
                                    .tcoff = DP_TC_BINOFF(DP_TC_BINS)};
 #define NOPOOL(i) [i] = &mc_nopool
