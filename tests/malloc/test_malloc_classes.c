@@ -18,14 +18,16 @@
 dp_pool_t *mc_class_pool_if(unsigned c);
 size_t mc_class_size(unsigned c);
 
-/* How many pools of the core are named as class c's. */
+/* How many pools of the core are named as class c's.  The core may have
+ * none yet: in a sanitizer build nothing but the test calls the malloc
+ * (dpm_prefix.h). */
 static int pools_named(unsigned c)
 {
     static char buf[1 << 20];
     memset(buf, 0, sizeof(buf));
     FILE *f = fmemopen(buf, sizeof(buf) - 1, "w");
     cr_assert_not_null(f);
-    cr_assert_geq(dp_stats_print(f, DP_STATS_JSON), 1);
+    cr_assert_geq(dp_stats_print(f, DP_STATS_JSON), 0);
     fclose(f);
     char name[32];
     snprintf(name, sizeof(name), "\"malloc-%zu\"", mc_class_size(c));
