@@ -89,19 +89,31 @@ static void tcg_init(void)
 }
 
 
+/* Take bin `want` (one dp_tcache_bin_reserve marked taken already), or
+ * (want < 0) the first free one: its index, or -1 if none is free.
+ * dp_tcg.lock held. */
+static int tcg_take_bin_locked(int want)
+{
+    if (want >= 0) {
+        dp_tcg.used[want / 64] |= 1ull << (want % 64);
+        return want;
+    }
+    for (int i = 0; i < DP_TC_BINS; i++) {
+        if (!(dp_tcg.used[i / 64] & (1ull << (i % 64)))) {
+            dp_tcg.used[i / 64] |= 1ull << (i % 64);
+            return i;
+        }
+    }
+    return -1;
+}
+
 int dp_tcache_bin_reserve(void)
 {
     pthread_once(&dp_tcg_once, tcg_init);
     if (dp_tcg.state != 1)
         return -1;
-    int got = -1;
     pthread_mutex_lock(&dp_tcg.lock);
-    for (int i = 0; i < DP_TC_BINS && got < 0; i++) {
-        if (!(dp_tcg.used[i / 64] & (1ull << (i % 64)))) {
-            dp_tcg.used[i / 64] |= 1ull << (i % 64);
-            got = i;
-        }
-    }
+    int got = tcg_take_bin_locked(-1);
     pthread_mutex_unlock(&dp_tcg.lock);
     return got;
 }
@@ -130,16 +142,11 @@ void dp_tcache_pool_init(struct dp_pool *p, int want)
     p->tc_max = (uint32_t)max + p->tc_flush;
     p->tc_soft = 0; /* uncached until a bin is found */
     pthread_mutex_lock(&dp_tcg.lock);
-    for (int i = 0; i < DP_TC_BINS; i++) {
-        /* A reserved bin is marked used already. */
-        if (want >= 0 ? i == want
-                      : !(dp_tcg.used[i / 64] & (1ull << (i % 64)))) {
-            dp_tcg.used[i / 64] |= 1ull << (i % 64);
-            p->tcidx = i;
-            dp_tc_set_bin(p, (uint32_t)i);
-            p->tc_soft = (uint32_t)max;
-            break;
-        }
+    int i = tcg_take_bin_locked(want);
+    if (i >= 0) {
+        p->tcidx = i;
+        dp_tc_set_bin(p, (uint32_t)i);
+        p->tc_soft = (uint32_t)max;
     }
     pthread_mutex_unlock(&dp_tcg.lock);
     dp_depot_init(p);
