@@ -21,7 +21,7 @@ struct mc_block_stats mc_bs;
 void block_set_off(struct mc_block *h, size_t off)
 {
     void *was = frame_of(block_user(h));
-    h->off = off;
+    mc_off_set(h, off);
     void *now = frame_of(block_user(h));
     if (now != was) {
         dp_pagemap_store(now, h);
@@ -34,7 +34,7 @@ void block_unmap(struct mc_block *h)
     dp_pagemap_set(frame_of(block_user(h)), MC_SYSPAGE, NULL);
     atomic_fetch_add_explicit(&mc_bs.unmaps, 1, MC_RLX);
     size_t len = h->maplen;
-    h->magic = 0;
+    mc_magic_set(h, 0);
     DP_PROBE(malloc_unmap, h, len);
     dp_provider_mmap()->free(NULL, h, len);
 }
@@ -129,11 +129,11 @@ void *block_alloc(size_t n, size_t align, bool zero, bool grow)
         return NULL;
     }
     h = (struct mc_block *)at;
-    h->magic = MC_BLOCK_MAGIC;
+    mc_magic_set(h, MC_BLOCK_MAGIC);
     atomic_store_explicit(&h->state, MC_LIVE, MC_RLX);
     mc_next_set(h, NULL);
     h->maplen = len;
-    h->off = off;
+    mc_off_set(h, off);
     h->align = align;
     h->req = n;
     DP_PROBE(malloc_map, h, maplen, n);
@@ -186,15 +186,16 @@ void *block_resize(struct mc_block *h, size_t n)
 {
     if (h->align > MC_SYSPAGE)
         return NULL; /* a move would lose the alignment */
-    size_t len = block_len(h->off, n);
+    size_t off = mc_off(h);
+    size_t len = block_len(off, n);
     size_t old = h->maplen;
     if (!len)
         return NULL;
     if (len > old) {
-        size_t slack = block_len(h->off, old - h->off + (old - h->off) / 2);
+        size_t slack = block_len(off, old - off + (old - off) / 2);
         if (slack > len)
             len = slack;
-        if (heap_extend(h, block_len(h->off, n), len)) {
+        if (heap_extend(h, block_len(off, n), len)) {
             h->req = n;
             return block_user(h);
         }

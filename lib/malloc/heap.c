@@ -206,7 +206,7 @@ static void heap_unlink_locked(struct mc_block *h, void *first)
 static void heap_forget_locked(struct mc_block *h)
 {
     dp_pagemap_store(h, NULL);
-    h->magic = 0;
+    mc_magic_set(h, 0);
     atomic_fetch_add_explicit(&mc_bs.merges, 1, MC_RLX);
 }
 
@@ -228,7 +228,7 @@ static void heap_insert_locked(struct mc_block *h, uint64_t now, bool clean)
         h->maplen + r->maplen <= MC_MERGE_MAX) {
         clean = clean && hnode(r)->clean;
         heap_unlink_locked(r, NULL);
-        r->magic = 0;
+        mc_magic_set(r, 0);
         atomic_fetch_add_explicit(&mc_bs.merges, 1, MC_RLX);
         h->maplen += r->maplen;
     }
@@ -288,11 +288,11 @@ static struct mc_block *heap_fit_aligned_locked(size_t len, size_t align)
 static void heap_rest_locked(struct mc_block *rest, size_t rest_len,
                              uint64_t now, bool clean)
 {
-    rest->magic = MC_BLOCK_MAGIC;
+    mc_magic_set(rest, MC_BLOCK_MAGIC);
     atomic_store_explicit(&rest->state, MC_QUEUED, MC_RLX);
     mc_next_set(rest, NULL);
     rest->maplen = rest_len;
-    rest->off = MC_BLOCK_HDR;
+    mc_off_set(rest, MC_BLOCK_HDR);
     rest->align = 0;
     rest->req = 0;
     heap_insert_locked(rest, now, clean);
@@ -327,7 +327,7 @@ static struct mc_block *heap_take_locked(size_t len, size_t align, bool grow,
         atomic_fetch_add_explicit(&mc_bs.splits, 1, MC_RLX);
         have -= got->maplen;
         got = (struct mc_block *)at;
-        got->magic = MC_BLOCK_MAGIC;
+        mc_magic_set(got, MC_BLOCK_MAGIC);
     }
     if (grow && len > MC_GROW_MIN) /* whole pages, so is the room */
         len = len <= have / MC_GROW_ROOM ? len * MC_GROW_ROOM : have;
@@ -340,7 +340,7 @@ static struct mc_block *heap_take_locked(size_t len, size_t align, bool grow,
     }
     atomic_store_explicit(&got->state, MC_LIVE, MC_RLX);
     mc_next_set(got, NULL);
-    got->off = block_off(align);
+    mc_off_set(got, block_off(align));
     got->align = align;
     dp_pagemap_store(frame_of(block_user(got)), got);
     return got;
@@ -514,7 +514,7 @@ bool heap_extend(struct mc_block *h, size_t len, size_t want)
     bool clean = hnode(r)->clean;
     size_t old = h->maplen, total = old + r->maplen;
     heap_unlink_locked(r, NULL);
-    r->magic = 0;
+    mc_magic_set(r, 0);
     atomic_fetch_add_explicit(&mc_bs.merges, 1, MC_RLX);
     if (want < len)
         want = len;

@@ -169,9 +169,13 @@ enum { MC_LIVE = 1, MC_QUEUED = 2, MC_CACHED = 3 };
 /* At the start of each block.  The first field must be the magic: free
  * tells it from a struct dp_page by that word.  Fields other than state
  * belong to whoever has the block: its user while live, the pusher until
- * the push, the heap (mc_heap_lock) once cached. */
+ * the push, the heap (mc_heap_lock) once queued or cached.  magic and off
+ * are relaxed atomics (mc_magic, mc_off and their setters) because a
+ * free() or malloc_usable_size() of a freed pointer reads them while a
+ * heap pass may be rewriting them: that read must be a wrong pointer
+ * caught, not a data race. */
 struct mc_block {
-    uint32_t magic;
+    _Atomic uint32_t magic; /* MC_BLOCK_MAGIC, 0 once merged or unmapped */
     _Atomic uint32_t state; /* MC_LIVE; MC_QUEUED (free's CAS); MC_CACHED
                                (under mc_heap_lock)                      */
     mc_link_t next;         /* mc_lq, thread-list or eviction link,
@@ -179,7 +183,7 @@ struct mc_block {
                                the push                                  */
     size_t maplen;          /* bytes of the block, a multiple of
                                MC_SYSPAGE (a mapping or part of one)     */
-    size_t off;             /* user pointer = header + off               */
+    _Atomic size_t off;     /* user pointer = header + off               */
     size_t align;           /* alignment asked for (mremap keeps <= 4K)  */
     size_t req;             /* size last asked for (malloc, realloc)     */
 };
@@ -278,15 +282,32 @@ static inline void *frame_of(const void *p)
     return (void *)((uintptr_t)p & ~(uintptr_t)(MC_SYSPAGE - 1));
 }
 
-static inline char *block_user(struct mc_block *h) { return (char *)h + h->off; }
-static inline size_t block_usable(struct mc_block *h) { return h->maplen - h->off; }
+static inline uint32_t mc_magic(const struct mc_block *h)
+{
+    return atomic_load_explicit(&h->magic, MC_RLX);
+}
+static inline void mc_magic_set(struct mc_block *h, uint32_t m)
+{
+    atomic_store_explicit(&h->magic, m, MC_RLX);
+}
+static inline size_t mc_off(const struct mc_block *h)
+{
+    return atomic_load_explicit(&h->off, MC_RLX);
+}
+static inline void mc_off_set(struct mc_block *h, size_t off)
+{
+    atomic_store_explicit(&h->off, off, MC_RLX);
+}
+
+static inline char *block_user(struct mc_block *h) { return (char *)h + mc_off(h); }
+static inline size_t block_usable(struct mc_block *h) { return h->maplen - mc_off(h); }
 
 /* The block a page-map value names when it is a live or queued block's
  * header (low bits clear), else NULL.  Inline: free() asks it. */
 static inline struct mc_block *as_block(void *v)
 {
     struct mc_block *h = v;
-    return h && !((uintptr_t)v & 3u) && h->magic == MC_BLOCK_MAGIC ? h : NULL;
+    return h && !((uintptr_t)v & 3u) && mc_magic(h) == MC_BLOCK_MAGIC ? h : NULL;
 }
 
 /*

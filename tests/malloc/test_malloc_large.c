@@ -15,6 +15,9 @@
 #include <deferpool-malloc.h>
 
 #include <malloc.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -196,6 +199,57 @@ Test(malloc_large, a_freed_block_is_handed_out_once)
     free(x);
     free(y);
     free(q);
+}
+
+/* A heap pass on another thread, started and seen finished through
+ * relaxed flags only: nothing orders it with the main thread's queries,
+ * so ThreadSanitizer sees any plain access they share. */
+static atomic_int hp_go, hp_done;
+
+static void *heap_pass_on_go(void *arg)
+{
+    (void)arg;
+    while (!atomic_load_explicit(&hp_go, memory_order_relaxed))
+        sched_yield();
+    cr_assert_eq(dp_malloc_reclaim_sync(), 0);
+    atomic_store_explicit(&hp_done, 1, memory_order_relaxed);
+    return NULL;
+}
+
+/* malloc_usable_size() of a freed block reads its header while a heap
+ * pass takes the block from the queue, moves an aligned block's pointer
+ * back to the default offset and merges neighbours (clearing the magic
+ * of the header merged away): each answer is 0, and under TSan no such
+ * read is a data race. */
+Test(malloc_large, a_freed_block_queried_during_a_heap_pass_is_not_a_block)
+{
+    empty_cache();
+    char *p = malloc(100 * KiB), *q = malloc(100 * KiB);
+    cr_assert_eq(q, p + mt_blk_len(100 * KiB));
+    char *a = aligned_alloc(8 * KiB, 100 * KiB);
+    cr_assert_eq((uintptr_t)a % (8 * KiB), 0);
+    atomic_store(&hp_go, 0);
+    atomic_store(&hp_done, 0);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, heap_pass_on_go, NULL), 0);
+    free(p);
+    free(q);
+    free(a);
+    unsigned n = 0;
+    do {
+        cr_assert_eq(malloc_usable_size(p), 0, "query %u", n);
+        cr_assert_eq(malloc_usable_size(q), 0, "query %u", n);
+        cr_assert_eq(malloc_usable_size(a), 0, "query %u", n);
+        if (n++ == 0)
+            atomic_store_explicit(&hp_go, 1, memory_order_relaxed);
+    } while (!atomic_load_explicit(&hp_done, memory_order_relaxed));
+    cr_assert_eq(pthread_join(t, NULL), 0);
+    /* The pass cached the blocks, p and q as one. */
+    dp_malloc_stats_t s = mt_stats();
+    cr_assert_eq(s.large_queued, 0);
+    char *x = malloc(2 * mt_blk_len(100 * KiB) - 64);
+    cr_assert_eq(x, p, "p and q merged serve one malloc of both");
+    free(x);
 }
 
 Test(malloc_large, much_bigger_block_is_split_and_its_pieces_merge_again)
