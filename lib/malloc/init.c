@@ -88,12 +88,59 @@ static const struct dp_fork_layer mc_fork_layer = {
     .child = mc_atfork_child,
 };
 
-/* The class pools' provider: the core's mmap provider, counting what it
- * maps into mc_mapped (the reclaim thread's start). */
+/*
+ * The class pools' provider.  Their pages of DP_PAGESIZE_DEFAULT_MIN
+ * bytes (64 KiB, aligned to their size: all but the largest classes')
+ * are carved from chunks of MC_CARVE_PAGES pages: one mmap and its
+ * alignment trim a chunk, where a page of its own cost an mmap and one or
+ * two munmaps (docs/malloc.md, "Size classes").  A page goes back alone,
+ * with munmap; a chunk's pages never handed out stay mapped and
+ * untouched (address space, no memory).  Other sizes go to the core's
+ * mmap provider.  Everything handed out counts into mc_mapped (the
+ * reclaim thread's start).
+ *
+ * mc_carve: the current chunk's address (aligned to a page) plus how many
+ * of its pages are handed out, or 0 before the first; lock-free (a
+ * NOWAIT get may call the provider), relaxed: the address is all it
+ * publishes, and a fresh mapping holds nothing to see.  Only an empty or
+ * used-up word is replaced, by a new chunk with its first page taken, so
+ * a CAS that fails never hands a page out twice.
+ */
+#define MC_CARVE_PAGE DP_PAGESIZE_DEFAULT_MIN
+#define MC_CARVE_PAGES 16u
+_Static_assert(MC_CARVE_PAGES < MC_CARVE_PAGE, "the count fits below the address");
+static _Atomic uintptr_t mc_carve;
+
+static void *mc_carve_page(void)
+{
+    uintptr_t w = atomic_load_explicit(&mc_carve, MC_RLX);
+    for (;;) {
+        uintptr_t n = w & (MC_CARVE_PAGE - 1);
+        if (!w || n >= MC_CARVE_PAGES)
+            break;
+        if (atomic_compare_exchange_weak_explicit(&mc_carve, &w, w + 1,
+                                                  MC_RLX, MC_RLX))
+            return (char *)(w - n) + n * MC_CARVE_PAGE;
+    }
+    const dp_provider_t *m = dp_provider_mmap();
+    char *c = m->alloc(NULL, MC_CARVE_PAGES * MC_CARVE_PAGE, MC_CARVE_PAGE,
+                       DP_NOWAIT);
+    if (!c)
+        return NULL;
+    if (!atomic_compare_exchange_strong_explicit(&mc_carve, &w,
+                                                 (uintptr_t)c + 1, MC_RLX,
+                                                 MC_RLX))
+        /* Another thread installed a chunk meanwhile: keep one page. */
+        m->free(NULL, c + MC_CARVE_PAGE,
+                (MC_CARVE_PAGES - 1) * MC_CARVE_PAGE);
+    return c;
+}
+
 static void *mc_page_alloc(void *ctx, size_t size, size_t align, int flags)
 {
-    const dp_provider_t *m = dp_provider_mmap();
-    void *p = m->alloc(ctx, size, align, flags);
+    void *p = size == MC_CARVE_PAGE && align == MC_CARVE_PAGE
+                  ? mc_carve_page()
+                  : dp_provider_mmap()->alloc(ctx, size, align, flags);
     if (p)
         atomic_fetch_add_explicit(&mc_mapped, size, MC_RLX);
     return p;

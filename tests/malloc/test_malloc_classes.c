@@ -2,7 +2,8 @@
  * test_malloc_classes.c -- the class pools: each is made at its class's
  * first allocation, not at the malloc's start-up (a process that lives a
  * few milliseconds touches the pages of the pools it uses), and once,
- * even when threads race to that first allocation.
+ * even when threads race to that first allocation; their pages come from
+ * chunks, not from a mapping each.
  *
  * Linked with the private copy (tests/malloc/meson.build, 'hooks'), so
  * that the test can ask the malloc which class pools exist
@@ -10,7 +11,9 @@
  */
 #include "malloc_testutil.h"
 
+#include <dlfcn.h>
 #include <malloc.h>
+#include <stdatomic.h>
 #include <stdio.h>
 
 #define NCLASS 32
@@ -120,4 +123,68 @@ Test(malloc_classes, threads_racing_to_a_class_first_allocation_make_one_pool)
                 free(p);
             }
     }
+}
+
+/* The test's own mmap and munmap take every caller's calls (the private
+ * malloc's among them), count those of a thread that set `counting`, and
+ * pass each on to the next definition (libc's, or a sanitizer's). */
+static _Thread_local int counting;
+static unsigned maps, unmaps;
+
+typedef void *mmap_fn(void *, size_t, int, int, int, off_t);
+typedef int munmap_fn(void *, size_t);
+static mmap_fn *_Atomic next_mmap;
+static munmap_fn *_Atomic next_munmap;
+
+void *mmap(void *a, size_t len, int prot, int flags, int fd, off_t off)
+{
+    mmap_fn *f = atomic_load(&next_mmap);
+    if (!f) {
+        f = (mmap_fn *)dlsym(RTLD_NEXT, "mmap");
+        atomic_store(&next_mmap, f);
+    }
+    if (counting)
+        maps++;
+    return f(a, len, prot, flags, fd, off);
+}
+
+int munmap(void *a, size_t len)
+{
+    munmap_fn *f = atomic_load(&next_munmap);
+    if (!f) {
+        f = (munmap_fn *)dlsym(RTLD_NEXT, "munmap");
+        atomic_store(&next_munmap, f);
+    }
+    if (counting)
+        unmaps++;
+    return f(a, len);
+}
+
+/* The first allocation of each class without a pool yet makes the pool
+ * and takes its first page: from a chunk of pages mapped once, so that
+ * the classes together make fewer mmap calls than half their number, and
+ * at most the two munmap calls of an alignment trim for each (a page
+ * mapped on its own costs one mmap and one or two munmaps).  The
+ * thread's cache exists beforehand. */
+Test(malloc_classes, the_class_pools_first_pages_come_from_shared_chunks)
+{
+    free(malloc(16));
+    unsigned absent[NCLASS];
+    unsigned k = absent_classes(absent);
+    cr_assert_geq(k, 4, "only %u classes without a pool", k);
+    void *b[NCLASS];
+    counting = 1;
+    for (unsigned i = 0; i < k; i++)
+        b[i] = malloc(mc_class_size(absent[i]));
+    counting = 0;
+    for (unsigned i = 0; i < k; i++) {
+        cr_assert_not_null(b[i]);
+        cr_assert_not_null(mc_class_pool_if(absent[i]));
+        memset(b[i], 0x33, mc_class_size(absent[i]));
+        free(b[i]);
+    }
+    cr_assert_lt(2 * maps, k, "%u classes' first allocations: %u mmap "
+                 "calls", k, maps);
+    cr_assert_leq(unmaps, 2 * maps, "%u munmap calls after %u mmap calls",
+                  unmaps, maps);
 }
