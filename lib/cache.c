@@ -191,13 +191,18 @@ static struct dp_tcache *tc_map(void)
     return tc;
 }
 
-/* A bin's first use in this cache: its stack starts at the bottom of its
- * slot area.  Every path that may write a slot of an empty bin (a get's
- * slow path, through bin_touch; a put's) calls it first. */
+/* A bin's first use in this cache: its stack starts in its young area
+ * ("Young bins"), whose page is faulted in here.  Every path that may
+ * write a slot of an empty bin (a get's slow path, through bin_touch; a
+ * put's) calls it first. */
 static inline void bin_start(struct dp_tcache *tc, struct dp_tbin *b)
 {
-    if (DP_UNLIKELY(!b->slots))
-        b->slots = bin_area(tc, (size_t)(b - tc->bins));
+    if (DP_UNLIKELY(!b->slots)) {
+        void **y = young_area(tc, (size_t)(b - tc->bins));
+        volatile uintptr_t *v = (volatile uintptr_t *)(void *)y;
+        *v = *v;
+        b->slots = y;
+    }
 }
 
 static bool tcg_lock(bool nowait)
@@ -357,9 +362,10 @@ uint32_t dp_tcache_chain_max(struct dp_pool *p)
  * never waits for the kernel to find a page: a bin's push into its slot
  * area, wherever the stack's base has climbed (bin_drop_oldest), and a
  * shed into the bin's spare magazine (depot.c faults in every magazine it
- * makes).  The part of the slot area that the bound pool's stack uses
- * (its first 2 * tc_max slots) is faulted in by the first get slow path
- * of the bin in this cache.  A put that binds a bin its thread never got
+ * makes).  A bin's young area is faulted in where the bin starts, the
+ * part of its own area that the bound pool's stack uses (its first
+ * 2 * tc_max slots) by the get slow path that moves the stack there
+ * ("Young bins").  A put that binds a bin its thread never got
  * from (a thread that only frees what others allocate) may still fault
  * in its pages, at most once per bin and thread; so may the first write
  * to any page in a fork child (copy on write): a free() there writes its
@@ -385,11 +391,36 @@ uint32_t dp_tcache_chain_max(struct dp_pool *p)
  */
 #define DP_TC_COW_PUTS 256
 
+/*
+ * Young bins.  A bin's stack starts in a young area of DP_TC_YOUNG slots,
+ * eight bins' to a page, and holds at most that many objects there
+ * (bin_cap); it moves to its own area, and faults in the 2 * tc_max
+ * slots its pool uses there, when a get's slow path is to give it more
+ * (bin_grow: a refill, a magazine), or refills it once slow start has
+ * reached DP_TC_YOUNG objects a refill ("Slow start"), its fourth.  So a
+ * thread or process that takes a few dozen objects of a class keeps
+ * that class's bin young: the classes of
+ * a program that lives a few milliseconds fault in a page of slots for
+ * every eight, not one or two each.  A put never grows a bin whose own
+ * area is not faulted in yet: a young bin that a put fills sheds or
+ * flushes as a full bin does.  A bin that grew stays grown while its
+ * cache lives (a spare cache's bins too).
+ */
+
+/* The most objects bin b may hold: tc_max, or while young at most
+ * DP_TC_YOUNG. */
+static uint32_t bin_cap(struct dp_tcache *tc, const struct dp_tbin *b,
+                        const struct dp_pool *p)
+{
+    return bin_young(tc, b) && p->tc_max > DP_TC_YOUNG ? (uint32_t)DP_TC_YOUNG
+                                                       : p->tc_max;
+}
+
 /* What a bin bound to p in cache tc gets as its putlim. */
-static uint32_t bin_putlim(const struct dp_tcache *tc,
+static uint32_t bin_putlim(struct dp_tcache *tc, const struct dp_tbin *b,
                            const struct dp_pool *p)
 {
-    return tc->cow ? 0 : p->tc_max - 1;
+    return tc->cow ? 0 : bin_cap(tc, b, p) - 1;
 }
 
 void dp_tcache_cow_begin(void)
@@ -426,12 +457,11 @@ static void bin_bind(struct dp_tcache *tc, struct dp_tbin *b,
  * its first 2 * tc_max slots (bin_drop_oldest), if not done yet ("Faults"):
  * the whole area only for pools of small objects, a page or two for the
  * others, which matters to a thread or process that lives briefly. */
-static void bin_touch(struct dp_tcache *tc, struct dp_tbin *b,
-                      const struct dp_pool *p)
+static void bin_area_touch(struct dp_tcache *tc, struct dp_tbin *b,
+                           const struct dp_pool *p)
 {
     struct dp_tchain *bc = bin_chain(tc, b);
     uint32_t need = 2 * p->tc_max;
-    bin_start(tc, b);
     if (DP_LIKELY(bc->touched >= need))
         return;
     /* Each page's first word read and written back: the bin may hold
@@ -443,6 +473,29 @@ static void bin_touch(struct dp_tcache *tc, struct dp_tbin *b,
         *v = *v;
     }
     bc->touched = need;
+}
+
+/* A get's slow path: the bin started, and unless young ("Young bins")
+ * the part of its area its pool's stack uses faulted in. */
+static void bin_touch(struct dp_tcache *tc, struct dp_tbin *b,
+                      const struct dp_pool *p)
+{
+    bin_start(tc, b);
+    if (!bin_young(tc, b))
+        bin_area_touch(tc, b, p);
+}
+
+/* Move young bin b's stack of n objects to the bottom of its own area,
+ * whose slots for p are faulted in first, unless they are already (the
+ * only way a put may call this). */
+static void bin_grow(struct dp_tcache *tc, struct dp_tbin *b,
+                     const struct dp_pool *p, uint32_t n)
+{
+    void **area = bin_area(tc, (size_t)(b - tc->bins));
+    bin_area_touch(tc, b, p);
+    memcpy(area, b->slots, n * sizeof(void *));
+    b->slots = area;
+    b->putlim = bin_putlim(tc, b, p);
 }
 
 bool dp_tcache_fill(struct dp_pool *p, void *const *objs, uint32_t n,
@@ -460,6 +513,10 @@ bool dp_tcache_fill(struct dp_pool *p, void *const *objs, uint32_t n,
     struct dp_tchain *bc = bin_chain(tc, b);
     bool ok = have + n <= p->tc_soft && (!ch || !ch->n || !bc->head) &&
               !atomic_load_explicit(&p->waiters, DP_RLX);
+    if (ok && bin_young(tc, b) &&
+        (have + n > bin_cap(tc, b, p) ||
+         atomic_load_explicit(&bc->ramp, DP_RLX) >= DP_TC_YOUNG))
+        bin_grow(tc, b, p, have);
     if (ok && ch && ch->n) {
         bc->head = ch->head;
         atomic_store_explicit(&bc->n, ch->n, DP_RLX);
@@ -473,7 +530,7 @@ bool dp_tcache_fill(struct dp_pool *p, void *const *objs, uint32_t n,
         for (void *const *src = objs + n; src != objs;)
             *dst++ = *--src;
         bin_bind(tc, b, p);
-        b->putlim = bin_putlim(tc, p);
+        b->putlim = bin_putlim(tc, b, p);
         bin_set_n(b, have + n);
         DP_BUMP(&b->net, (int64_t)n);
     }
@@ -497,14 +554,18 @@ bool dp_tcache_fill(struct dp_pool *p, void *const *objs, uint32_t n,
 /* The bin's oldest `out` objects have left: move the stack's base up
  * past them; the stack stays in the first 2 * tc_max slots of the area
  * (what bin_touch faults in), so it moves back down at most once per
- * tc_max objects shed.  Returns the objects left. */
+ * tc_max objects shed; a young bin's, in its young area.  Returns the
+ * objects left. */
 static uint32_t bin_drop_oldest(struct dp_pool *p, struct dp_tcache *tc,
                                 struct dp_tbin *b, uint32_t n, uint32_t out)
 {
     n -= out;
-    void **area = bin_area(tc, (size_t)p->tcidx);
+    bool young = bin_young(tc, b);
+    void **area = young ? young_area(tc, (size_t)p->tcidx)
+                        : bin_area(tc, (size_t)p->tcidx);
+    size_t room = young ? DP_TC_YOUNG : 2 * (size_t)p->tc_max;
     b->slots += out;
-    if (b->slots + p->tc_max > area + 2 * (size_t)p->tc_max) {
+    if (b->slots + bin_cap(tc, b, p) > area + room) {
         memmove(area, b->slots, n * sizeof(void *));
         b->slots = area;
     }
@@ -585,7 +646,9 @@ void dp_tcache_put_slow(struct dp_pool *p, void *obj)
         return;
     }
     uint32_t n = bin_n(b);
-    if (DP_UNLIKELY(tc->cow) && n != 0 && n < p->tc_max) {
+    bin_start(tc, b);
+    uint32_t cap = bin_cap(tc, b, p);
+    if (DP_UNLIKELY(tc->cow) && n != 0 && n < cap) {
         /* A put after a fork ("Faults"): the slot may hold obj still. */
         if (b->slots[n] != obj)
             b->slots[n] = obj;
@@ -598,12 +661,20 @@ void dp_tcache_put_slow(struct dp_pool *p, void *obj)
             tc->cow = c - 1;
         return;
     }
-    if (n >= p->tc_max)
-        n = bin_shed(p, tc, b, n);
-    bin_start(tc, b);
+    if (n >= cap) {
+        /* A young bin grows here only into slots faulted in already
+         * ("Young bins"); a shed needs more than a magazine's worth. */
+        if (cap < p->tc_max &&
+            bin_chain(tc, b)->touched >= 2 * p->tc_max)
+            bin_grow(tc, b, p, n);
+        else if (n > p->mag_cap)
+            n = bin_shed(p, tc, b, n);
+        else
+            n = bin_flush_oldest(p, tc, b, n);
+    }
     b->slots[n] = obj;
     bin_bind(tc, b, p);
-    b->putlim = bin_putlim(tc, p);
+    b->putlim = bin_putlim(tc, b, p);
     bin_set_n(b, n + 1);
     dp_tc_leave_bin(tc, b);
 }
@@ -622,9 +693,11 @@ static void bin_load(struct dp_pool *p, struct dp_mag *m, void **o)
     if (dp_tc_enter_bin(tc, b)) {
         struct dp_tchain *bc = bin_chain(tc, b);
         if (bin_n(b) == 0 && !atomic_load_explicit(&p->waiters, DP_RLX)) {
+            if (n > bin_cap(tc, b, p))
+                bin_grow(tc, b, p, 0);
             memcpy(b->slots, m->o, n * sizeof(void *));
             bin_bind(tc, b, p);
-            b->putlim = bin_putlim(tc, p);
+            b->putlim = bin_putlim(tc, b, p);
             bin_set_n(b, n);
             DP_BUMP(&b->net, (int64_t)n);
             DP_BUMP(&b->gets, 1);
@@ -761,8 +834,10 @@ void dp_tc_flush_bin(struct dp_tcache *tc, struct dp_tbin *b, bool forget)
     dp_page_put_array(p, b->slots, n);
     bin_set_n(b, 0);
     /* Empty: the stack starts again at the bottom of its area, with room
-     * for any pool's tc_max (the bin may be rebound after `forget`). */
-    b->slots = bin_area(tc, (size_t)(b - tc->bins));
+     * for any pool's tc_max (the bin may be rebound after `forget`), or
+     * of its young area. */
+    b->slots = bin_young(tc, b) ? young_area(tc, (size_t)(b - tc->bins))
+                                : bin_area(tc, (size_t)(b - tc->bins));
     DP_BUMP(&b->net, -(int64_t)n);
     struct dp_tchain *bc = bin_chain(tc, b);
     uint32_t cn = atomic_load_explicit(&bc->n, DP_RLX);

@@ -45,11 +45,29 @@ static inline void **bin_area(struct dp_tcache *tc, size_t i)
     return tc->slotmem + i * DP_TC_AREA;
 }
 
+/* A young bin's stack: DP_TC_YOUNG slots of its own, after every bin's
+ * area, eight bins' to a page, so that the bins a short-lived thread or
+ * process uses share their first page instead of faulting in one or two
+ * each (cache.c, "Young bins"). */
+#define DP_TC_YOUNG ((size_t)64)
+#define DP_TC_YOUNGMEM ((size_t)DP_TC_BINS * DP_TC_YOUNG * sizeof(void *))
+
+static inline void **young_area(struct dp_tcache *tc, size_t i)
+{
+    return tc->slotmem + DP_TC_BINS * DP_TC_AREA + i * DP_TC_YOUNG;
+}
+
+/* Whether bin b's stack is in its young area (started, not grown). */
+static inline bool bin_young(struct dp_tcache *tc, const struct dp_tbin *b)
+{
+    return b->slots >= young_area(tc, 0);
+}
+
 /* One mapping holds the cache and, from the next page on, every bin's
- * slot array: address space only; a bin's slots cost memory once the
- * bin is used. */
+ * slot area, then the young areas: address space only; a bin's slots
+ * cost memory once the bin is used. */
 #define DP_TC_HEAD (((sizeof(struct dp_tcache) + 4095) / 4096) * 4096)
-#define DP_TC_MAPLEN (DP_TC_HEAD + DP_TC_SLOTMEM)
+#define DP_TC_MAPLEN (DP_TC_HEAD + DP_TC_SLOTMEM + DP_TC_YOUNGMEM)
 
 static inline void tc_unmap(struct dp_tcache *tc)
 {

@@ -264,10 +264,12 @@ _Static_assert(offsetof(struct dp_pool, debug) < DP_CACHELINE,
 #define DP_TC_MAXCAP 528
 struct dp_tbin {
     void **slots;          /* base of the stack, [0, n) in use; inside
-                              the bin's area of 2 * DP_TC_MAXCAP slots,
-                              with room for tc_max above it; NULL
-                              until the bin's first use in this cache
-                              (cache.c, bin_start)                   */
+                              the bin's young area (DP_TC_YOUNG slots)
+                              or its own of 2 * DP_TC_MAXCAP, with
+                              room for the bin's capacity above it;
+                              NULL until the bin's first use in this
+                              cache (cache.c, bin_start, "Young
+                              bins")                                 */
     struct dp_pool *pool;  /* pool of the objects; NULL: bin unused.
                               Set by the slow paths: the put fast path
                               runs only on a non-empty bin, which is
@@ -289,7 +291,8 @@ struct dp_tbin {
                               unbinds the bin (0): a put to the bin
                               holding n takes the slow path when
                               n - 1 >= putlim (full, or empty);
-                              tc_max - 1 once bound, 0 in the first
+                              the bin's capacity - 1 once bound
+                              (cache.c, bin_cap), 0 in the first
                               puts after a fork (cache.c, "Faults") */
     _Atomic uint64_t gets; /* gets served by the bin                 */
     _Atomic int64_t net;   /* objects taken from pages minus objects

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -381,6 +382,77 @@ Test(cache, a_threads_refills_start_small_and_grow_fourfold)
     }
     cr_assert_eq(r[1].held[0], r[0].held[0], "the exit reset the ramp");
     tu_destroy_checked(p, m);
+}
+
+/* Young bins (cache.c): a thread that takes a few objects of each of
+ * sixteen pools faults in a page of slots for every eight of them, not
+ * the two or three pages of a bin's own area for each.  The pools'
+ * pages are primed beforehand and the thread's cache made by a get from
+ * another pool, so that what the counted gets and puts fault in is
+ * slots.  Then the bins hold the objects, and a bin that keeps being
+ * refilled moves to its own area and keeps its objects.  Sanitizer
+ * builds fault in shadow memory of their own. */
+static long thread_minflt(void)
+{
+    struct rusage ru;
+    cr_assert_eq(getrusage(RUSAGE_THREAD, &ru), 0);
+    return ru.ru_minflt;
+}
+
+Test(cache, a_few_gets_from_sixteen_pools_fault_in_a_slot_page_per_eight)
+{
+#if TU_TSAN || defined(__SANITIZE_ADDRESS__)
+    cr_skip_test("sanitizer runtimes fault in shadow memory on access");
+#endif
+    enum { NP = 16, K = 4, MANY = 3000 };
+    dp_pool_attr_t a;
+    dp_pool_attr_init(&a);
+    a.flags = DP_POOL_NOTHREAD;
+    dp_pool_t *first = dp_pool_create("young-first", 64, &a);
+    cr_assert_not_null(first);
+    static dp_pool_t *ps[NP];
+    for (int i = 0; i < NP; i++) {
+        cr_assert_not_null(ps[i] = dp_pool_create("young", 64, &a));
+        cr_assert_eq(dp_pool_prime(ps[i], 64), 0);
+    }
+    void *o[K];
+    o[0] = dp_pool_get(first, DP_WAITOK);
+    cr_assert_not_null(o[0]);
+    dp_pool_put(first, o[0]);
+    long before = thread_minflt();
+    for (int i = 0; i < NP; i++) {
+        for (int k = 0; k < K; k++)
+            cr_assert_not_null(o[k] = dp_pool_get(ps[i], DP_WAITOK));
+        for (int k = 0; k < K; k++)
+            dp_pool_put(ps[i], o[k]);
+    }
+    long faults = thread_minflt() - before;
+    cr_assert_lt(faults, NP / 4, "%ld page faults for the first gets and "
+                 "puts of %d pools", faults, NP);
+    for (int i = 0; i < NP; i++)
+        cr_assert_geq(tu_stats(ps[i]).objs_cached, K, "pool %d", i);
+    /* Refilled again and again: the bin grows and loses nothing. */
+    static void *many[MANY];
+    for (int r = 0; r < 2; r++) {
+        for (int k = 0; k < MANY; k++)
+            cr_assert_not_null(many[k] = dp_pool_get(ps[0], DP_WAITOK));
+        for (int k = 0; k < MANY; k++)
+            memset(many[k], k & 0xff, 64);
+        for (int k = 0; k < MANY; k++)
+            cr_assert_eq(*(unsigned char *)many[k], k & 0xff,
+                         "object %d handed out twice", k);
+        for (int k = 0; k < MANY; k++)
+            dp_pool_put(ps[0], many[k]);
+    }
+    dp_pool_stats_t s = tu_stats(ps[0]);
+    cr_assert_eq(s.objs_inuse, 0);
+    cr_assert_gt(s.objs_cached, 64, "a grown bin holds more than a young one");
+    dp_thread_cache_flush();
+    for (int i = 0; i < NP; i++) {
+        cr_assert_eq(dp_pool_check(ps[i]), 0);
+        cr_assert_eq(dp_pool_destroy(ps[i]), 0);
+    }
+    cr_assert_eq(dp_pool_destroy(first), 0);
 }
 
 /*

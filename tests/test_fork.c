@@ -1036,7 +1036,9 @@ Test(fork, a_get_and_put_after_fork_copy_no_slot_page, .timeout = 120)
             for (int i = 0; i < N; i++)
                 dp_pool_put(pools[0], objs[i]);
         }
-        CHILD_CHECK(dp_test_bin_putlim(pools[0]) == full);
+        /* The limit is back: a young bin's, or (the bin grew in these
+         * rounds) its own area's, which is higher. */
+        CHILD_CHECK(dp_test_bin_putlim(pools[0]) >= full);
         dp_pool_stats_t s;
         CHILD_CHECK(dp_pool_stats(pools[0], &s) == 0);
         CHILD_CHECK(s.objs_inuse == 0);
