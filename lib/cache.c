@@ -779,16 +779,19 @@ bool dp_tcache_pop_slow(struct dp_pool *p, void **o)
     bool empty = n == 0 && !bc->head && p->mag_cap &&
                  !atomic_load_explicit(&p->waiters, DP_RLX);
     /* A bin going to the pages makes empty magazines for the puts: one
-     * for its own spare, from its third refill on (a thread that makes
-     * a refill or two of a class and exits would only take a magazine
-     * from the depot's empty stack and give it back: two CASes on a line
-     * other threads use; or fault in a page for a new one, a cost a
-     * process that lives a few milliseconds pays per class; a shed
-     * without a spare pops one itself), and up
-     * to DP_MAG_STOCK for the depot's empty stack while bins have gone
-     * without (mag_short; another thread's puts may need them). */
+     * for its own spare, from its third refill on and once it can hold
+     * more than a magazine's worth (a young bin of small objects cannot:
+     * "Young bins").  A thread that makes a refill or two of a class and
+     * exits would only take a magazine from the depot's empty stack and
+     * give it back (two CASes on a line other threads use), or fault in
+     * a page for a new one, a cost a process that lives a few
+     * milliseconds pays per class; a shed without a spare pops one
+     * itself.  And up to DP_MAG_STOCK for the depot's empty stack while
+     * bins have gone without (mag_short; another thread's puts may need
+     * them). */
     bool mine = empty && !bc->spare &&
-                atomic_load_explicit(&bc->ramp, DP_RLX) > DP_TC_RAMP0;
+                atomic_load_explicit(&bc->ramp, DP_RLX) > DP_TC_RAMP0 &&
+                p->mag_cap < bin_cap(tc, b, p);
     uint32_t shared = empty ? atomic_load_explicit(&p->mag_short, DP_RLX)
                             : 0;
     dp_tc_leave_bin(tc, b);

@@ -345,7 +345,8 @@ struct getter {
 static void *get_put_exit(void *arg)
 {
     struct getter *g = arg;
-    void *o[16];
+    void *o[256];
+    cr_assert_leq(g->n, 256);
     dp_pool_put(g->other, dp_pool_get(g->other, DP_WAITOK));
     for (int i = 0; i < g->n; i++)
         cr_assert_not_null(o[i] = dp_pool_get(g->pool, DP_WAITOK));
@@ -354,37 +355,58 @@ static void *get_put_exit(void *arg)
     return NULL;
 }
 
+static unsigned mags_after_thread(struct getter *g)
+{
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, get_put_exit, g), 0);
+    pthread_join(t, NULL);
+    return dp_test_depot_magazines(g->pool);
+}
+
 /* A bin's spare magazine comes with its third refill from the pages,
- * not before: a thread that gets a few blocks of a class and exits (a
- * program that starts threads by the thousand, or a process that lives
- * a few milliseconds) would only take a magazine and give it back, or
- * fault in a page for it (cache.c, dp_tcache_pop_slow).  Refills take 3
- * objects (the caller's and 2), then 9, then 33: 12 gets make two. */
+ * not before, and only once the bin can hold more than a magazine: a
+ * thread that gets a few blocks of a class and exits (a program that
+ * starts threads by the thousand, or a process that lives a few
+ * milliseconds) would only take a magazine and give it back, or fault
+ * in a page for it (cache.c, dp_tcache_pop_slow).  Refills take 3
+ * objects (the caller's and 2), then 9, then 33 and 129 for 64-byte
+ * objects, whose magazine of 128 a young bin of 64 slots cannot shed
+ * (cache.c, "Young bins"): the bin takes its spare at the refill after
+ * it grew, its fifth.  For 2 KiB objects (magazines of 16) the third
+ * refill, at the 13th get, takes one. */
 Test(depot, a_bins_first_two_refills_take_no_magazine_its_third_does)
 {
-    dp_mock_t *m = tu_mock(0), *m2 = tu_mock(0);
+    dp_mock_t *m = tu_mock(0), *m2 = tu_mock(0), *m3 = tu_mock(0);
     dp_pool_t *p = depot_pool(m, "spare"), *other = depot_pool(m2, "other");
     struct getter one = {p, other, 1}, two = {p, other, 12},
-                  more = {p, other, 16};
-    pthread_t t;
-    for (int i = 0; i < 4; i++) {
-        cr_assert_eq(pthread_create(&t, NULL, get_put_exit, &one), 0);
-        pthread_join(t, NULL);
-    }
-    cr_assert_eq(dp_test_depot_magazines(p), 0,
-                 "threads that refilled once made %u magazines",
-                 dp_test_depot_magazines(p));
-    cr_assert_eq(pthread_create(&t, NULL, get_put_exit, &two), 0);
-    pthread_join(t, NULL);
-    cr_assert_eq(dp_test_depot_magazines(p), 0,
+                  three = {p, other, 16}, five = {p, other, 200};
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(mags_after_thread(&one), 0,
+                     "threads that refilled once made %u magazines",
+                     dp_test_depot_magazines(p));
+    cr_assert_eq(mags_after_thread(&two), 0,
                  "a thread that refilled twice made %u magazines",
                  dp_test_depot_magazines(p));
-    cr_assert_eq(pthread_create(&t, NULL, get_put_exit, &more), 0);
-    pthread_join(t, NULL);
-    cr_assert_eq(dp_test_depot_magazines(p), 1,
-                 "a thread that refilled three times made %u magazines",
+    cr_assert_eq(mags_after_thread(&three), 0,
+                 "a young bin that refilled three times made %u magazines",
                  dp_test_depot_magazines(p));
+    cr_assert_eq(mags_after_thread(&five), 1,
+                 "a bin that refilled five times made %u magazines",
+                 dp_test_depot_magazines(p));
+    dp_pool_attr_t a = tu_attr(m3);
+    a.lowat = 0;
+    a.hiwat = 0;
+    a.pagesize = 65536; /* 31 objects a page: refills as large as asked */
+    dp_pool_t *big = tu_pool("spare-2k", 2048, &a);
+    struct getter bone = {big, other, 12}, bthree = {big, other, 16};
+    cr_assert_eq(mags_after_thread(&bone), 0,
+                 "2 KiB: a thread that refilled twice made %u magazines",
+                 dp_test_depot_magazines(big));
+    cr_assert_eq(mags_after_thread(&bthree), 1,
+                 "2 KiB: a thread that refilled three times made %u "
+                 "magazines", dp_test_depot_magazines(big));
     tu_destroy_checked(p, m);
+    tu_destroy_checked(big, m3);
     tu_destroy_checked(other, m2);
 }
 
