@@ -3,7 +3,7 @@
 # found, and print the ratio table (jemalloc = 1.00, measured in the same
 # run).  See docs/benchmarks.md.
 #
-#   scripts/bench.sh            full run (about 5 minutes on 2 cores)
+#   scripts/bench.sh            full run (about 6 to 7 minutes on 2 cores)
 #   DPB_QUICK=1 scripts/bench.sh   smoke run (under a minute; does not
 #                                  touch benchmarks/results/latest)
 #
