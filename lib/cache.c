@@ -399,12 +399,12 @@ uint32_t dp_tcache_chain_max(struct dp_pool *p)
  * (bin_grow: a refill, a magazine), or refills it once slow start has
  * reached DP_TC_YOUNG objects a refill ("Slow start"), its fourth.  So a
  * thread or process that takes a few dozen objects of a class keeps
- * that class's bin young: the classes of
- * a program that lives a few milliseconds fault in a page of slots for
- * every eight, not one or two each.  A put never grows a bin whose own
- * area is not faulted in yet: a young bin that a put fills sheds or
- * flushes as a full bin does.  A bin that grew stays grown while its
- * cache lives (a spare cache's bins too).
+ * that class's bin young: the classes of a program that lives a few
+ * milliseconds fault in a page of slots for every eight, not one or two
+ * each.  A put never grows a bin whose own area is not faulted in yet:
+ * a young bin that a put fills sheds or flushes as a full bin does.  A
+ * bin that grew stays grown while its cache lives (a spare cache's bins
+ * too).
  */
 
 /* The most objects bin b may hold: tc_max, or while young at most
