@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -392,13 +391,6 @@ Test(cache, a_threads_refills_start_small_and_grow_fourfold)
  * slots.  Then the bins hold the objects, and a bin that keeps being
  * refilled moves to its own area and keeps its objects.  Sanitizer
  * builds fault in shadow memory of their own. */
-static long thread_minflt(void)
-{
-    struct rusage ru;
-    cr_assert_eq(getrusage(RUSAGE_THREAD, &ru), 0);
-    return ru.ru_minflt;
-}
-
 Test(cache, a_few_gets_from_sixteen_pools_fault_in_a_slot_page_per_eight)
 {
 #if TU_TSAN || defined(__SANITIZE_ADDRESS__)
@@ -419,14 +411,14 @@ Test(cache, a_few_gets_from_sixteen_pools_fault_in_a_slot_page_per_eight)
     o[0] = dp_pool_get(first, DP_WAITOK);
     cr_assert_not_null(o[0]);
     dp_pool_put(first, o[0]);
-    long before = thread_minflt();
+    long before = tu_thread_minflt();
     for (int i = 0; i < NP; i++) {
         for (int k = 0; k < K; k++)
             cr_assert_not_null(o[k] = dp_pool_get(ps[i], DP_WAITOK));
         for (int k = 0; k < K; k++)
             dp_pool_put(ps[i], o[k]);
     }
-    long faults = thread_minflt() - before;
+    long faults = tu_thread_minflt() - before;
     cr_assert_lt(faults, NP / 4, "%ld page faults for the first gets and "
                  "puts of %d pools", faults, NP);
     for (int i = 0; i < NP; i++)

@@ -947,13 +947,6 @@ Test(put_nonblocking, uncached_puts_from_a_signal_handler_interrupting_gets_and_
 
 /* ============================================================ page faults */
 
-static long thread_minflt(void)
-{
-    struct rusage ru;
-    cr_assert_eq(getrusage(RUSAGE_THREAD, &ru), 0);
-    return ru.ru_minflt;
-}
-
 /* Gets of FAULT_NOBJS objects (each written whole), then their puts: the
  * puts fill the bin, flush it over and over (its stack's base climbing
  * through the slots its pool's stack may use), shed magazines into the
@@ -980,10 +973,10 @@ Test(put_nonblocking, puts_of_objects_the_thread_got_fault_in_no_page)
             cr_assert_not_null(objs[i]);
             memset(objs[i], 0x5a, sz[round]);
         }
-        long before = thread_minflt();
+        long before = tu_thread_minflt();
         for (size_t i = 0; i < FAULT_NOBJS; i++)
             dp_pool_put(p, objs[i]);
-        long faults = thread_minflt() - before;
+        long faults = tu_thread_minflt() - before;
         cr_assert_eq(faults, 0, "round %d: %ld page faults in %d puts",
                      round, faults, FAULT_NOBJS);
         dp_pool_stats_t s = tu_stats(p);

@@ -15,6 +15,7 @@
  *                     no provider call from a put, the books balance, the
  *                     pool destroys, and the mock got every page back.
  *   tu_rng            xorshift64*: cheap, per thread, reproducible.
+ *   tu_thread_minflt  the calling thread's minor page faults so far.
  *   tu_watchdog       fail a test that hangs within seconds, with a
  *                     message naming what it waited for (watchdog.h).
  *   tu_watchdog_init  the same for a whole suite: TestSuite(x, .init =
@@ -29,6 +30,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "watchdog.h"
 
@@ -54,6 +56,17 @@ static inline void tu_watchdog_init(void)
 {
     tu_watchdog(TU_WD_TEST, "this test (a waiter never woken, a thread "
                             "that never finishes?)");
+}
+
+/* ---------------------------------------------------------- page faults */
+
+/* The calling thread's minor page faults so far (getrusage
+ * RUSAGE_THREAD): a difference around a loop counts what it faulted in. */
+static inline long tu_thread_minflt(void)
+{
+    struct rusage ru;
+    cr_assert_eq(getrusage(RUSAGE_THREAD, &ru), 0);
+    return ru.ru_minflt;
 }
 
 /* ------------------------------------------------------------- scaling */
