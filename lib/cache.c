@@ -191,6 +191,15 @@ static struct dp_tcache *tc_map(void)
     return tc;
 }
 
+/* Fault in the page of slot memory at w: its word read and written
+ * back, since the bin may hold objects there already (the owner, inside
+ * dp_tc_enter_bin). */
+static inline void slot_page_touch(void *w)
+{
+    volatile uintptr_t *v = (volatile uintptr_t *)w;
+    *v = *v;
+}
+
 /* A bin's first use in this cache: its stack starts in its young area
  * ("Young bins"), whose page is faulted in here.  Every path that may
  * write a slot of an empty bin (a get's slow path, through bin_touch; a
@@ -199,8 +208,7 @@ static inline void bin_start(struct dp_tcache *tc, struct dp_tbin *b)
 {
     if (DP_UNLIKELY(!b->slots)) {
         void **y = young_area(tc, (size_t)(b - tc->bins));
-        volatile uintptr_t *v = (volatile uintptr_t *)(void *)y;
-        *v = *v;
+        slot_page_touch(y);
         b->slots = y;
     }
 }
@@ -453,25 +461,28 @@ static void bin_bind(struct dp_tcache *tc, struct dp_tbin *b,
         atomic_fetch_or_explicit(&tc->bound[i / 64], bit, DP_RLX);
 }
 
-/* Fault in the part of the bin's slot area that a stack of pool p uses,
- * its first 2 * tc_max slots (bin_drop_oldest), if not done yet ("Faults"):
- * the whole area only for pools of small objects, a page or two for the
- * others, which matters to a thread or process that lives briefly. */
+/* Whether the part of the bin's own area that a stack of pool p uses,
+ * its first 2 * tc_max slots (bin_drop_oldest), is faulted in. */
+static bool bin_area_ready(struct dp_tcache *tc, struct dp_tbin *b,
+                           const struct dp_pool *p)
+{
+    return bin_chain(tc, b)->touched >= 2 * p->tc_max;
+}
+
+/* Fault that part in if not done yet ("Faults"): the whole area only for
+ * pools of small objects, a page or two for the others, which matters
+ * to a thread or process that lives briefly. */
 static void bin_area_touch(struct dp_tcache *tc, struct dp_tbin *b,
                            const struct dp_pool *p)
 {
+    if (DP_LIKELY(bin_area_ready(tc, b, p)))
+        return;
     struct dp_tchain *bc = bin_chain(tc, b);
     uint32_t need = 2 * p->tc_max;
-    if (DP_LIKELY(bc->touched >= need))
-        return;
-    /* Each page's first word read and written back: the bin may hold
-     * objects already (the owner, inside dp_tc_enter_bin). */
     void **area = bin_area(tc, (size_t)(b - tc->bins));
     for (char *w = (char *)(area + bc->touched); w < (char *)(area + need);
-         w = (char *)(((uintptr_t)w | 4095u) + 1)) {
-        volatile uintptr_t *v = (volatile uintptr_t *)(void *)w;
-        *v = *v;
-    }
+         w = (char *)(((uintptr_t)w | 4095u) + 1))
+        slot_page_touch(w);
     bc->touched = need;
 }
 
@@ -560,10 +571,8 @@ static uint32_t bin_drop_oldest(struct dp_pool *p, struct dp_tcache *tc,
                                 struct dp_tbin *b, uint32_t n, uint32_t out)
 {
     n -= out;
-    bool young = bin_young(tc, b);
-    void **area = young ? young_area(tc, (size_t)p->tcidx)
-                        : bin_area(tc, (size_t)p->tcidx);
-    size_t room = young ? DP_TC_YOUNG : 2 * (size_t)p->tc_max;
+    void **area = bin_base(tc, b);
+    size_t room = bin_young(tc, b) ? DP_TC_YOUNG : 2 * (size_t)p->tc_max;
     b->slots += out;
     if (b->slots + bin_cap(tc, b, p) > area + room) {
         memmove(area, b->slots, n * sizeof(void *));
@@ -664,8 +673,7 @@ void dp_tcache_put_slow(struct dp_pool *p, void *obj)
     if (n >= cap) {
         /* A young bin grows here only into slots faulted in already
          * ("Young bins"); a shed needs more than a magazine's worth. */
-        if (cap < p->tc_max &&
-            bin_chain(tc, b)->touched >= 2 * p->tc_max)
+        if (cap < p->tc_max && bin_area_ready(tc, b, p))
             bin_grow(tc, b, p, n);
         else if (n > p->mag_cap)
             n = bin_shed(p, tc, b, n);
@@ -839,8 +847,7 @@ void dp_tc_flush_bin(struct dp_tcache *tc, struct dp_tbin *b, bool forget)
     /* Empty: the stack starts again at the bottom of its area, with room
      * for any pool's tc_max (the bin may be rebound after `forget`), or
      * of its young area. */
-    b->slots = bin_young(tc, b) ? young_area(tc, (size_t)(b - tc->bins))
-                                : bin_area(tc, (size_t)(b - tc->bins));
+    b->slots = bin_base(tc, b);
     DP_BUMP(&b->net, -(int64_t)n);
     struct dp_tchain *bc = bin_chain(tc, b);
     uint32_t cn = atomic_load_explicit(&bc->n, DP_RLX);

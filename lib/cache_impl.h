@@ -63,6 +63,14 @@ static inline bool bin_young(struct dp_tcache *tc, const struct dp_tbin *b)
     return b->slots >= young_area(tc, 0);
 }
 
+/* Where bin b's stack starts over: the bottom of its young area while
+ * young, else of its own area. */
+static inline void **bin_base(struct dp_tcache *tc, const struct dp_tbin *b)
+{
+    size_t i = (size_t)(b - tc->bins);
+    return bin_young(tc, b) ? young_area(tc, i) : bin_area(tc, i);
+}
+
 /* One mapping holds the cache and, from the next page on, every bin's
  * slot area, then the young areas: address space only; a bin's slots
  * cost memory once the bin is used. */
