@@ -43,8 +43,9 @@ static void spare_push(struct dp_pool *first, struct dp_pool *last)
 /*
  * Fresh pool memory is carved from chunks of DP_POOL_CHUNK bytes, one
  * pool every DP_POOL_STRIDE bytes, so pools share pages: each page is a
- * fault at its first touch, and the malloc creates 32 pools at start-up
- * (15 pages, not 32 mappings of a page each).  A pool starts on a line
+ * fault at its first touch, and the malloc's 32 class pools, each made
+ * at its class's first use, fill 7 pages, not 32 mappings of a page
+ * each.  A pool starts on a line
  * of its own.  Slots are handed out by an atomic counter and chunks
  * installed by CAS (dp_os_map_once), as the lock table's are: no lock, so
  * nothing to do at fork.  DP_POOL_CHUNKS covers the lock table's
@@ -55,6 +56,8 @@ static void spare_push(struct dp_pool *first, struct dp_pool *last)
 #define DP_POOLS_PER_CHUNK (DP_POOL_CHUNK / DP_POOL_STRIDE)
 #define DP_POOL_CHUNKS 8192
 _Static_assert(DP_POOLS_PER_CHUNK >= 1, "a pool fits in a chunk");
+/* Four or more pools to a page (depot.c, "Chunks"). */
+_Static_assert(sizeof(struct dp_pool) <= 1024, "struct dp_pool outgrew 1 KiB");
 static void *_Atomic dp_pool_chunk[DP_POOL_CHUNKS];
 static _Atomic size_t dp_pool_next; /* slots handed out */
 

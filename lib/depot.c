@@ -13,6 +13,7 @@
 
 #include <string.h>
 
+
 /* The depot holds at most this many bytes of objects (in whole
  * magazines, at most DP_MAG_MAX - DP_MAG_SLACK of them); a bin that
  * overflows a full depot returns its oldest objects to the pages. */
@@ -37,9 +38,25 @@ static size_t mag_size(const struct dp_pool *p)
     return (s + DP_CACHELINE - 1) & ~(size_t)(DP_CACHELINE - 1);
 }
 
+/*
+ * Chunks.  Magazines are carved from chunks of DP_MAG_PER_CHUNK, each
+ * mapped with DP_MAG_DIR bytes ahead of its magazines.  The first
+ * chunk's head holds the directory of all chunks (mag_dir), not the
+ * pool's struct: that keeps the struct under 1 KiB (create.c) and the
+ * malloc's class pools, most of which never make a magazine, on half
+ * as many pages.  The directory shares its page with the first
+ * magazines, faulted in anyway.
+ */
+#define DP_MAG_DIR (DP_MAG_CHUNKS * sizeof(char *))
+
+static size_t chunk_len(const struct dp_pool *p)
+{
+    return DP_MAG_DIR + DP_MAG_PER_CHUNK * mag_size(p);
+}
+
 static struct dp_mag *mag_at(struct dp_pool *p, uint32_t idx)
 {
-    return (struct dp_mag *)(p->mag_chunk[idx / DP_MAG_PER_CHUNK] +
+    return (struct dp_mag *)(p->mag_dir[idx / DP_MAG_PER_CHUNK] +
                              (idx % DP_MAG_PER_CHUNK) * mag_size(p));
 }
 
@@ -59,7 +76,7 @@ void dp_depot_init(struct dp_pool *p)
     atomic_store_explicit(&p->depot_since, 0, DP_RLX);
     p->depot_nper = 0;
     p->mags = 0;
-    memset(p->mag_chunk, 0, sizeof(p->mag_chunk));
+    p->mag_dir = NULL;
     /* A magazine is a refill's worth: what an empty bin would take from
      * the pages, and what a full one can give without running dry. */
     p->mag_cap = p->tcidx < 0 ? 0 : p->tc_batch;
@@ -161,7 +178,6 @@ void dp_depot_give_empty(struct dp_pool *p, struct dp_mag *m)
 
 struct dp_mag *dp_depot_stock(struct dp_pool *p, uint32_t k, bool mine)
 {
-    size_t sz = mag_size(p);
     struct dp_mag *own = NULL;
     char *chunk = NULL;
     /* The caller's own from the empty stack if it holds one: threads
@@ -177,7 +193,7 @@ struct dp_mag *dp_depot_stock(struct dp_pool *p, uint32_t k, bool mine)
     pthread_mutex_lock(p->lock);
     while (want && p->mags < p->depot_max + DP_MAG_SLACK) {
         uint32_t c = p->mags / DP_MAG_PER_CHUNK;
-        if (p->mag_chunk[c]) {
+        if (p->mag_dir && p->mag_dir[c]) {
             struct dp_mag *m = mag_at(p, p->mags);
             m->idx = p->mags++;
             m->n = 0;
@@ -192,20 +208,22 @@ struct dp_mag *dp_depot_stock(struct dp_pool *p, uint32_t k, bool mine)
             continue;
         }
         if (chunk) {
-            p->mag_chunk[c] = chunk;
+            if (!p->mag_dir)
+                p->mag_dir = (char **)(void *)chunk;
+            p->mag_dir[c] = chunk + DP_MAG_DIR;
             chunk = NULL;
             continue;
         }
         /* No system call under the pool lock. */
         pthread_mutex_unlock(p->lock);
-        chunk = dp_os_map(DP_MAG_PER_CHUNK * sz);
+        chunk = dp_os_map(chunk_len(p));
         pthread_mutex_lock(p->lock);
         if (!chunk)
             break;
     }
     pthread_mutex_unlock(p->lock);
     if (chunk) /* another get mapped the chunk meanwhile */
-        dp_os_unmap(chunk, DP_MAG_PER_CHUNK * sz);
+        dp_os_unmap(chunk, chunk_len(p));
     return own;
 }
 
@@ -305,13 +323,13 @@ void dp_depot_fini(struct dp_pool *p)
 {
     if (!p->mag_cap)
         return;
-    size_t len = DP_MAG_PER_CHUNK * mag_size(p);
+    size_t len = chunk_len(p);
     pthread_mutex_lock(p->lock);
-    for (uint32_t c = 0; c < DP_MAG_CHUNKS; c++) {
-        if (p->mag_chunk[c])
-            dp_os_unmap(p->mag_chunk[c], len);
-        p->mag_chunk[c] = NULL;
-    }
+    /* The first chunk, which holds the directory, last. */
+    for (uint32_t c = DP_MAG_CHUNKS; p->mag_dir && c-- > 0;)
+        if (p->mag_dir[c])
+            dp_os_unmap(p->mag_dir[c] - DP_MAG_DIR, len);
+    p->mag_dir = NULL;
     p->mags = 0;
     atomic_store_explicit(&p->depot_empty, 0, DP_RLX);
     atomic_store_explicit(&p->depot_full, 0, DP_RLX);

@@ -510,3 +510,56 @@ Test(depot, every_magazine_the_depot_makes_is_faulted_in_whole)
     }
     tu_destroy_checked(p, m);
 }
+
+/* ------------------------------------------------------------- chunks */
+
+/* Magazines come in chunks of 64, the first of which also holds the
+ * directory of chunks (lib/depot.c, "Chunks").  130 magazines take three
+ * chunks: each magazine lies apart from every other, objects move
+ * through them (the empty stack hands out the newest, the third chunk's,
+ * first), and destroy unmaps every chunk. */
+#define CHUNK_MAGS 130
+
+static int cmp_addr(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t) * (char *const *)a;
+    uintptr_t y = (uintptr_t) * (char *const *)b;
+    return (x > y) - (x < y);
+}
+
+Test(depot, magazines_beyond_the_first_chunk_are_apart_used_and_unmapped)
+{
+    dp_mock_t *m = tu_mock(0);
+    dp_pool_t *p = depot_pool(m, "chunkdepot");
+    if (!dp_test_depot_stock(p, CHUNK_MAGS))
+        cr_skip_test("no depot here (no thread caches)");
+    cr_assert_eq(dp_test_depot_magazines(p), CHUNK_MAGS);
+    static char *mag[CHUNK_MAGS];
+    size_t len = 0;
+    for (uint32_t i = 0; i < CHUNK_MAGS; i++) {
+        mag[i] = dp_test_depot_mag(p, i, &len);
+        /* Mapped, both ends (a read: the stack's link is in it). */
+        (void)*(volatile char *)mag[i];
+        (void)*(volatile char *)(mag[i] + len - 1);
+    }
+    qsort(mag, CHUNK_MAGS, sizeof(mag[0]), cmp_addr);
+    for (uint32_t i = 1; i < CHUNK_MAGS; i++)
+        cr_assert_geq((uintptr_t)mag[i], (uintptr_t)mag[i - 1] + len,
+                      "magazines at %p and %p overlap (%zu bytes each)",
+                      (void *)mag[i - 1], (void *)mag[i], len);
+    static void *objs[AN];
+    cycle(p, objs, AN, 3);
+    dp_thread_cache_flush();
+    dp_pool_stats_t s = tu_stats(p);
+    cr_assert_eq(s.objs_inuse, 0);
+    cr_assert_eq(dp_pool_check(p), 0);
+    tu_destroy_checked(p, m);
+    long pg = sysconf(_SC_PAGESIZE);
+    for (uint32_t i = 0; i < CHUNK_MAGS; i++) {
+        unsigned char vec;
+        char *lo = (char *)((uintptr_t)mag[i] & ~(uintptr_t)(pg - 1));
+        errno = 0;
+        cr_assert(mincore(lo, (size_t)pg, &vec) == -1 && errno == ENOMEM,
+                  "magazine %p still mapped after destroy", (void *)mag[i]);
+    }
+}
