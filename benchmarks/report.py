@@ -642,8 +642,11 @@ def plot_matplotlib(d, lat, rss, allocs):
         ax.plot([x[0] for x in s], [x[1] for x in s], label=a)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("RSS (MiB)")
-    ax.set_title("RSS over time: 2 x (get 256 MiB of 64 B objects in 4 bursts,"
-                 " put all, idle 3 s)")
+    r0 = next((rss[a] for a in allocs if a in rss), {})
+    ax.set_title("RSS over time: %s x (get %s MiB of 64 B objects in %s "
+                 "bursts, put all, idle %g s)"
+                 % (r0.get("cycles", "?"), r0.get("mib", "?"),
+                    r0.get("bursts", "?"), r0.get("idle_ms", 0) / 1000))
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()

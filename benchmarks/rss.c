@@ -3,7 +3,7 @@
  *
  * Timeline (defaults): 0.5 s idle baseline; then, per cycle, get 256 MiB
  * of 64-byte objects in 4 bursts 100 ms apart, hold 200 ms, put them all,
- * and idle 3 s; 2 cycles.  A sampler thread reads /proc/self/statm every
+ * and idle 2 s; 2 cycles.  A sampler thread reads /proc/self/statm every
  * 50 ms.  Objects are chained through their first word, so the program
  * holds no pointer array: the RSS is the allocator's (plus a constant for
  * the binary and its libraries, visible in the baseline).
@@ -84,7 +84,7 @@ static void usage(void) {
 
 int main(int argc, char **argv) {
     long mib = 256, cycles = 2, bursts = 4, gap_ms = 100, hold_ms = 200,
-         idle_ms = 3000, base_ms = 500, smp_ms = 50, age_ms = 500;
+         idle_ms = 2000, base_ms = 500, smp_ms = 50, age_ms = 500;
     const char *csv = NULL, *json = NULL;
     static const struct option opts[] = {
         {"mib", 1, 0, 'm'},        {"cycles", 1, 0, 'c'},

@@ -3,7 +3,7 @@
 # found, and print the ratio table (jemalloc = 1.00, measured in the same
 # run).  See docs/benchmarks.md.
 #
-#   scripts/bench.sh            full run (about 6 to 7 minutes on 2 cores)
+#   scripts/bench.sh            full run (about 5 minutes on 2 cores)
 #   DPB_QUICK=1 scripts/bench.sh   smoke run (under a minute; does not
 #                                  touch benchmarks/results/latest)
 #
@@ -11,16 +11,16 @@
 #   DPB_ALLOCATORS  space-separated subset, e.g. "deferpool jemalloc"
 #   DPB_MIN_TIME    --benchmark_min_time in seconds        (default 0.2)
 #   DPB_REPS        repetitions, one process each, the allocators in
-#                   turn (1T and 2T)                        (default 4)
-#   DPB_LAT_ROUNDS  latency rounds                          (default 20)
+#                   turn (1T and 2T)                        (default 3)
+#   DPB_LAT_ROUNDS  latency rounds                          (default 12)
 #   DPB_LAT_OBJECTS objects per latency round               (default 262144)
 #   DPB_RSS_MIB     MiB per RSS burst cycle                 (default 256)
-#   DPB_RSS_IDLE_MS idle time after each RSS cycle          (default 3000)
+#   DPB_RSS_IDLE_MS idle time after each RSS cycle          (default 2000)
 #   DPB_DIRECT_ROUNDS  rounds of the direct pairs           (default 7)
 #   DPB_DIRECT_PROCS   processes of the direct pairs        (default 3)
 #   DPB_NO_STRACE=1 skip the syscall-counting latency run
 #   DPB_NO_MACRO=1  skip the drop-in malloc's macro workloads
-#                   (benchmarks/macro/run.sh, about 4 minutes)
+#                   (benchmarks/macro/run.sh, about 3 minutes)
 #
 # Output: benchmarks/results/<UTC timestamp>/ (git-ignored; raw JSON/CSV,
 # strace logs, PNGs, summary.json, table.md), and a copy of the summary,
@@ -38,11 +38,11 @@ if [ -n "${DPB_QUICK:-}" ]; then
     : "${DPB_RSS_MIB:=64}" "${DPB_RSS_IDLE_MS:=1500}"
 fi
 min_time=${DPB_MIN_TIME:-0.2}
-reps=${DPB_REPS:-4}
-lat_rounds=${DPB_LAT_ROUNDS:-20}
+reps=${DPB_REPS:-3}
+lat_rounds=${DPB_LAT_ROUNDS:-12}
 lat_objects=${DPB_LAT_OBJECTS:-262144}
 rss_mib=${DPB_RSS_MIB:-256}
-rss_idle=${DPB_RSS_IDLE_MS:-3000}
+rss_idle=${DPB_RSS_IDLE_MS:-2000}
 
 build=build/bench
 opts=(-Dbuildtype=release -Dtests=disabled -Dbenchmarks=enabled)

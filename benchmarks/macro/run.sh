@@ -12,7 +12,7 @@
 # after idle and free() latency.  report.py takes the medians and writes
 # outdir/results.json, outdir/table.md and outdir/macro.png (ratios to
 # jemalloc measured in the same run).  Default outdir:
-# benchmarks/macro/results.  About 4 minutes on 2 cores.
+# benchmarks/macro/results.  About 3 minutes on 2 cores.
 #
 # Environment:
 #   DP_MALLOC_LIB   libdeferpool-malloc.so to measure (default: the first
