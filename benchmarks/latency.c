@@ -125,7 +125,7 @@ static void usage(void) {
 }
 
 int main(int argc, char **argv) {
-    long rounds = 12, nobj = 262144, idle_min = 50, idle_max = 200;
+    long rounds = 20, nobj = 262144, idle_min = 50, idle_max = 200;
     uint64_t seed = 1;
     const char *json = NULL, *hist = NULL;
     static const struct option opts[] = {

@@ -12,7 +12,8 @@
 #   DPB_MIN_TIME    --benchmark_min_time in seconds        (default 0.2)
 #   DPB_REPS        repetitions, one process each, the allocators in
 #                   turn (1T and 2T)                        (default 3)
-#   DPB_LAT_ROUNDS  latency rounds                          (default 12)
+#   DPB_LAT_ROUNDS  latency rounds                          (default 20)
+#   DPB_STRACE_ROUNDS  rounds of the syscall-counting run   (default 4)
 #   DPB_LAT_OBJECTS objects per latency round               (default 262144)
 #   DPB_RSS_MIB     MiB per RSS burst cycle                 (default 256)
 #   DPB_RSS_IDLE_MS idle time after each RSS cycle          (default 2000)
@@ -35,11 +36,13 @@ cd "$root"
 
 if [ -n "${DPB_QUICK:-}" ]; then
     : "${DPB_MIN_TIME:=0.05}" "${DPB_REPS:=1}" "${DPB_LAT_ROUNDS:=4}"
+    : "${DPB_STRACE_ROUNDS:=2}"
     : "${DPB_RSS_MIB:=64}" "${DPB_RSS_IDLE_MS:=1500}"
 fi
 min_time=${DPB_MIN_TIME:-0.2}
 reps=${DPB_REPS:-3}
-lat_rounds=${DPB_LAT_ROUNDS:-12}
+lat_rounds=${DPB_LAT_ROUNDS:-20}
+strace_rounds=${DPB_STRACE_ROUNDS:-4}
 lat_objects=${DPB_LAT_OBJECTS:-262144}
 rss_mib=${DPB_RSS_MIB:-256}
 rss_idle=${DPB_RSS_IDLE_MS:-2000}
@@ -159,9 +162,11 @@ for a in "${allocs[@]}"; do
         --hist "$out/latency-$a.hist.csv" >"$out/latency-$a.txt"
     if [ "$have_strace" = 1 ]; then
         # A second, separate run only to count syscalls (ptrace slows
-        # every syscall; the timed run above is untraced).
+        # every syscall; the timed run above is untraced), with fewer
+        # rounds: a million puts show whether a put makes any.
         strace -f -ttt -qq -s 96 -o "$out/latency-$a.strace" \
-            "$bindir/latency-$a" "${lat_args[@]}" >/dev/null
+            "$bindir/latency-$a" --rounds "$strace_rounds" \
+            --objects "$lat_objects" >/dev/null
     fi
     "$bindir/rss-$a" --mib "$rss_mib" --idle-ms "$rss_idle" \
         --csv "$out/rss-$a.csv" --json "$out/rss-$a.json" >"$out/rss-$a.txt"
@@ -195,6 +200,7 @@ cat >"$out/meta.json" <<EOF
   "benchmark_min_time": $min_time,
   "benchmark_repetitions": $reps,
   "latency_rounds": $lat_rounds,
+  "strace_rounds": $strace_rounds,
   "latency_objects": $lat_objects,
   "rss_mib": $rss_mib,
   "rss_idle_ms": $rss_idle,

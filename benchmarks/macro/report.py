@@ -190,11 +190,15 @@ def main():
     # table.md
     L = []
     lr = meta.get("larson_reps", meta["reps"])
-    L.append("Median of %d runs%s; ratio to jemalloc in the same run "
+    sx = meta.get("slow_x")
+    L.append("Median of %d runs%s%s; ratio to jemalloc in the same run "
              "(lower is better). Time: the program's own elapsed time "
              "(wall time for python and gcc)." % (
                  meta["reps"], "" if lr == meta["reps"]
-                 else " (larson: %d)" % lr))
+                 else " (larson: %d)" % lr,
+                 "" if not sx or meta["reps"] < 2 else
+                 "; one run for an allocator more than %gx the fastest "
+                 "one's time in the first" % sx))
     L.append("")
     hdr = "| workload | " + " | ".join(allocs) + " |"
     sep = "|---|" + "---|" * len(allocs)
