@@ -271,11 +271,16 @@ def main():
         L.append("")
     if "larson" in res:
         l = res["larson"]
+        n = {a: l[a]["reps"] for a in allocs if a in l}
+        most = max(n.values()) if n else 0
+        fewer = ", ".join("%s: %d" % (a, k) for a, k in n.items()
+                          if k != most)
+        any_a = next(iter(n), None)
         L.append("**free() latency under the larson churn** (every 16th "
                  "free timed, both threads, ns; %s samples per run; median "
-                 "of %d runs)"
-                 % (l[allocs[0]]["free_samples"] if allocs[0] in l else "?",
-                    l[allocs[0]]["reps"] if allocs[0] in l else 0))
+                 "of %d runs%s)"
+                 % (l[any_a]["free_samples"] if any_a else "?", most,
+                    " (%s)" % fewer if fewer else ""))
         L.append("")
         L += ["| | " + " | ".join(allocs) + " |", sep]
         for q in LAT:
