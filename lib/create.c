@@ -56,7 +56,7 @@ static void spare_push(struct dp_pool *first, struct dp_pool *last)
 #define DP_POOLS_PER_CHUNK (DP_POOL_CHUNK / DP_POOL_STRIDE)
 #define DP_POOL_CHUNKS 8192
 _Static_assert(DP_POOLS_PER_CHUNK >= 1, "a pool fits in a chunk");
-/* Four or more pools to a page (depot.c, "Chunks"). */
+/* About five pools to a page (depot.c, "Chunks"). */
 _Static_assert(sizeof(struct dp_pool) <= 1024, "struct dp_pool outgrew 1 KiB");
 static void *_Atomic dp_pool_chunk[DP_POOL_CHUNKS];
 static _Atomic size_t dp_pool_next; /* slots handed out */

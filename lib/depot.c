@@ -13,7 +13,6 @@
 
 #include <string.h>
 
-
 /* The depot holds at most this many bytes of objects (in whole
  * magazines, at most DP_MAG_MAX - DP_MAG_SLACK of them); a bin that
  * overflows a full depot returns its oldest objects to the pages. */

@@ -230,13 +230,13 @@ struct dp_pool {
     uint32_t depot_nper;
     uint32_t depot_min[DP_DEPOT_PERIODS];
     uint64_t depot_t[DP_DEPOT_PERIODS];
-    char **mag_dir;       /* DP_MAG_CHUNKS entries, the first
-                             magazine of each chunk of
-                             DP_MAG_PER_CHUNK (depot.c, "Chunks");
-                             NULL until the first chunk, in whose
-                             head it lives.  It and each entry are
-                             set before any magazine they reach is
-                             handed out, and stay until destroy      */
+    char **mag_dir;       /* the directory of magazine chunks: per
+                             chunk, its first magazine (depot.c,
+                             "Chunks"); NULL until the first chunk,
+                             in whose head it lives.  Pool lock: it
+                             and each entry are set before any
+                             magazine they reach is handed out, and
+                             stay until destroy                      */
 };
 /* The first slot of pg, hdrsize bytes in.  Computed rather than kept in
  * the header: a pointer to slot 0 there would make a leaked first object

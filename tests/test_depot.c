@@ -520,13 +520,6 @@ Test(depot, every_magazine_the_depot_makes_is_faulted_in_whole)
  * first), and destroy unmaps every chunk. */
 #define CHUNK_MAGS 130
 
-static int cmp_addr(const void *a, const void *b)
-{
-    uintptr_t x = (uintptr_t) * (char *const *)a;
-    uintptr_t y = (uintptr_t) * (char *const *)b;
-    return (x > y) - (x < y);
-}
-
 Test(depot, magazines_beyond_the_first_chunk_are_apart_used_and_unmapped)
 {
     dp_mock_t *m = tu_mock(0);
@@ -542,7 +535,7 @@ Test(depot, magazines_beyond_the_first_chunk_are_apart_used_and_unmapped)
         (void)*(volatile char *)mag[i];
         (void)*(volatile char *)(mag[i] + len - 1);
     }
-    qsort(mag, CHUNK_MAGS, sizeof(mag[0]), cmp_addr);
+    qsort(mag, CHUNK_MAGS, sizeof(mag[0]), tu_cmp_ptr);
     for (uint32_t i = 1; i < CHUNK_MAGS; i++)
         cr_assert_geq((uintptr_t)mag[i], (uintptr_t)mag[i - 1] + len,
                       "magazines at %p and %p overlap (%zu bytes each)",
