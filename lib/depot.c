@@ -77,8 +77,16 @@ void dp_depot_init(struct dp_pool *p)
     p->mags = 0;
     p->mag_dir = NULL;
     /* A magazine is a refill's worth: what an empty bin would take from
-     * the pages, and what a full one can give without running dry. */
+     * the pages, and what a full one can give without running dry.  A
+     * pool with the full depot takes two refills' worth where a bin's
+     * soft limit holds two such magazines (bin_shed's bound): a live set
+     * past the bin then pays half as many depot operations and slow
+     * paths per object (docs/design.md §13, the cost model).  The
+     * malloc's class pools (small depots) keep one refill's worth. */
     p->mag_cap = p->tcidx < 0 ? 0 : p->tc_batch;
+    if (p->mag_cap && !(p->flags & DP_IPOOL_SMALLDEPOT) &&
+        2 * p->mag_cap <= p->tc_soft / 2)
+        p->mag_cap *= 2;
     if (!p->mag_cap) {
         p->depot_max = 0;
         return;

@@ -178,7 +178,8 @@ struct dp_pool {
     unsigned dbg;         /* debug pools: DP_POOL_REDZONE | DP_POOL_JUNK
                              | DP_POOL_AUDIT in effect (debug.h)       */
     size_t dbg_recoff;    /* debug pools: the audit record in a slot   */
-    uint32_t mag_cap;     /* objects per depot magazine (tc_batch); 0:
+    uint32_t mag_cap;     /* objects per depot magazine (tc_batch, or
+                             twice it: depot.c, dp_depot_init); 0:
                              no depot (depot.c)                        */
     uint32_t depot_max;   /* full magazines the depot may hold         */
 

@@ -145,10 +145,10 @@ Test(cache, overflowing_bin_returns_its_oldest_objects_and_loses_none)
  * objects of 64 bytes) up to the hard one (528) and return objects to the
  * pages only there; the first gets then return the oldest objects, down
  * to the soft limit, and still hand out the newest object first.  A
- * refill, and so a magazine, is 128 of them. */
+ * refill is 128 of them, a magazine two refills (depot.c). */
 Test(cache, a_get_above_the_soft_limit_returns_the_oldest_objects_first)
 {
-    enum { N = 1200, SOFT = 512, HARD = 528, MAG = 128 };
+    enum { N = 1200, SOFT = 512, HARD = 528, MAG = 256 };
     dp_mock_t *m = dp_mock_create(0);
     dp_pool_t *p = mkpool(m, 0, 0);
     static void *objs[N];

@@ -143,7 +143,7 @@ Test(depot, magazines_move_between_threads_and_nothing_is_lost_or_handed_out_twi
     cr_assert_eq(s.puts, s.gets);
     cr_assert_eq(s.gets, (uint64_t)XT * XOBJS * (uint64_t)x.rounds);
     cr_assert_gt(s.objs_cached, 0, "the depot holds the overflows");
-    cr_assert_eq(s.objs_cached % 128, 0, "whole magazines of 128: %llu",
+    cr_assert_eq(s.objs_cached % 256, 0, "whole magazines of 256: %llu",
                  (unsigned long long)s.objs_cached);
     /* dp_pool_reclaim empties the depot, and the pages go back. */
     dp_pool_reclaim(p);
@@ -370,7 +370,7 @@ static unsigned mags_after_thread(struct getter *g)
  * milliseconds) would only take a magazine and give it back, or fault
  * in a page for it (cache.c, dp_tcache_pop_slow).  Refills take 3
  * objects (the caller's and 2), then 9, then 33 and 129 for 64-byte
- * objects, whose magazine of 128 a young bin of 64 slots cannot shed
+ * objects, whose magazine of 256 a young bin of 64 slots cannot shed
  * (cache.c, "Young bins"): the bin takes its spare at the refill after
  * it grew, its fifth.  For 2 KiB objects (magazines of 16) the third
  * refill, at the 13th get, takes one. */
@@ -484,9 +484,9 @@ Test(depot, a_fork_child_gets_the_depots_objects_once_each)
 
 /* Every magazine the depot makes is faulted in whole, so that a put's
  * shed into it never first-touches a page (docs/design.md §13,
- * "Faults").  Four magazines of 128 objects (1,088 bytes each) from a
- * fresh chunk: the fourth runs into a page in which no magazine
- * starts. */
+ * "Faults").  Four magazines of 256 objects (2,112 bytes each) from a
+ * fresh chunk, after its 1 KiB directory: the fourth runs into a page in
+ * which no magazine starts. */
 Test(depot, every_magazine_the_depot_makes_is_faulted_in_whole)
 {
     dp_mock_t *m = tu_mock(0);
