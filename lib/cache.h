@@ -191,8 +191,10 @@ DP_HIDDEN bool dp_tcache_pop_slow(struct dp_pool *p, void **o);
  * membarrier) would otherwise write dp_tc_none's line on every get.
  * The caller has the object's ASan annotation to make (dp_an_get_asan).
  * The malloc calls it with a bin offset and limit from its own table,
- * without reading the pool. */
-static inline bool dp_tcache_pop_at(uint32_t off, uint32_t soft, void **o)
+ * without reading the pool, and with note set: the object and the bin's
+ * offset go to tc->last and tc->last_off (types.h). */
+static inline bool dp_tcache_pop_at(uint32_t off, uint32_t soft, void **o,
+                                    bool note)
 {
     struct dp_tcache *tc = dp_tc; /* never NULL: dp_tc_none */
     struct dp_tbin *b = (struct dp_tbin *)(void *)((char *)tc + off);
@@ -206,6 +208,10 @@ static inline bool dp_tcache_pop_at(uint32_t off, uint32_t soft, void **o)
         return false;
     }
     *o = b->slots[(size_t)n - 1];
+    if (note) {
+        tc->last = *o;
+        tc->last_off = off;
+    }
     dp_tc_count(&b->gets);
     dp_tc_bin_publish(b, n - 1);
     return true;
@@ -215,7 +221,7 @@ static inline bool dp_tcache_pop_at(uint32_t off, uint32_t soft, void **o)
 static inline bool dp_tcache_pop_hit(struct dp_pool *p, void **o)
 {
     if (!dp_tcache_pop_at(atomic_load_explicit(&p->tcoff, DP_RLX),
-                          p->tc_soft, o))
+                          p->tc_soft, o, false))
         return false;
     dp_an_get_asan(p, *o);
     return true;
@@ -237,14 +243,14 @@ static inline void *dp_tcache_get(struct dp_pool *p)
  * oldest objects if full, push obj; or put obj to its page. */
 DP_HIDDEN void dp_tcache_put_slow(struct dp_pool *p, void *obj);
 
-/* Fast path: obj into this thread's bin, or hand it to the bin's slow
- * path.  false: nothing done; the caller puts to the page (no cache, or
- * a drainer is at work on it).  Written so that dp_pool_put's fast path
- * needs no stack frame: both slow paths are tail calls. */
-static inline bool dp_tcache_put(struct dp_pool *p, void *obj)
+/* Fast path: obj into bin b of this thread's cache tc, which is pool
+ * p's bin there, or hand it to the bin's slow path.  false: nothing
+ * done; the caller puts to the page (no cache, or a drainer is at work
+ * on it).  Written so that the callers' fast paths need no stack frame:
+ * both slow paths are tail calls. */
+static inline bool dp_tcache_put_to(struct dp_tcache *tc, struct dp_tbin *b,
+                                    struct dp_pool *p, void *obj)
 {
-    struct dp_tcache *tc = dp_tc; /* never NULL: dp_tc_none */
-    struct dp_tbin *b = dp_tc_bin(tc, p);
     /* A get or put of this thread under us (a signal handler's put), a
      * slow path at work on the bin, or no cache (dp_tc_none). */
     if (DP_UNLIKELY(atomic_load_explicit(&b->busy, DP_RLX)))
@@ -265,6 +271,13 @@ static inline bool dp_tcache_put(struct dp_pool *p, void *obj)
     b->slots[(size_t)n] = obj;
     dp_tc_bin_publish(b, n + 1);
     return true;
+}
+
+/* dp_tcache_put_to this thread's bin of pool p. */
+static inline bool dp_tcache_put(struct dp_pool *p, void *obj)
+{
+    struct dp_tcache *tc = dp_tc; /* never NULL: dp_tc_none */
+    return dp_tcache_put_to(tc, dp_tc_bin(tc, p), p, obj);
 }
 
 /* How many objects a slow-path get should take (1: no cache).  Creates

@@ -342,14 +342,18 @@ struct dp_tcache {
     _Atomic uint32_t active; /* owner: 1 inside a slow path or an
                                 ext-list operation (cache.h)         */
     _Atomic uint32_t drain;  /* drainer: 0, DP_TC_REQ, DP_TC_CLAIMED   */
-    uint64_t seen_sig;       /* dp_tcg.lock: bins' signature at the
-                                last GC (cache.c, dp_tcache_gc)      */
-    struct dp_tcache *next, *prev; /* dp_tcg.lock                     */
-    void **slotmem;          /* immutable: the bins' slot arrays       */
+    void *last;              /* owner: the block the malloc's hit path
+                                handed out last, a hint for free()
+                                (lib/malloc/api.c, "The last block") */
+    uint32_t last_off;       /* owner: that block's bin's offset here  */
     uint32_t cow;            /* owner (and the fork handlers): puts left
                                 that skip the store of a slot holding
                                 the object already (cache.c, "Faults");
                                 the bins' putlim is 0 while it is not */
+    uint64_t seen_sig;       /* dp_tcg.lock: bins' signature at the
+                                last GC (cache.c, dp_tcache_gc)      */
+    struct dp_tcache *next, *prev; /* dp_tcg.lock                     */
+    void **slotmem;          /* immutable: the bins' slot arrays       */
     _Atomic uint64_t bound[DP_TC_BINS / 64]; /* a bit per bin that may be
                                 bound (its pool set): set by the owner
                                 inside the bin, cleared where a bin is

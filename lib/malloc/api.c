@@ -165,10 +165,12 @@ MC_EXPORT DP_HOT_ALIGN void *malloc(size_t n)
         size_t i = (n + 7) >> 3;
         uint64_t e = atomic_load_explicit(&mc_hit[i], MC_RLX);
         if (DP_LIKELY(dp_tcache_pop_at((uint32_t)e, (uint32_t)(e >> 32),
-                                       &o))) {
+                                       &o, true))) {
+#if DP_AN_ASAN /* an atomic load the compiler would keep, unused */
             dp_an_get_asan(atomic_load_explicit(&mc_hot[mc_small_class[i]],
                                                 memory_order_acquire),
                            o);
+#endif
             mc_untag(o);
             return o;
         }
@@ -205,6 +207,20 @@ static DP_NOINLINE void free_other(void *p, void *o)
  * state CAS.  Anything else aborts with a message (harden.c), except
  * bootstrap memory, which is never reused, and anything before mc_init.
  * An ASan build puts through dp_pool_put, which poisons the block.
+ *
+ * The last block.  malloc's hit path notes the block it hands out and
+ * its bin's offset (tc->last, tc->last_off).  free() of that block puts
+ * it to the bin at the noted offset if the bin's pool is the one the
+ * page map names and the block has no free tag.  The bin's address then
+ * comes from the thread's cache, not from the end of four dependent
+ * loads (page-map root, leaf, pool, tcoff), so that a malloc of the
+ * same class right after does not wait for them to read the count the
+ * free wrote (docs/malloc.md, "free").  The slot test is skipped: the
+ * block was a slot start of that pool when it was handed out, and a
+ * pool's slots sit at the same offsets in every page, so it still is one
+ * if the page map names that pool.  The note is a hint: a stale one (a
+ * spare cache's, or one a signal handler's malloc half wrote) fails the
+ * pool test or names a bin of the right pool.
  */
 MC_EXPORT DP_HOT_ALIGN void free(void *p)
 {
@@ -214,6 +230,23 @@ MC_EXPORT DP_HOT_ALIGN void free(void *p)
     if (DP_LIKELY((uintptr_t)o & 1u)) {
         struct dp_pool *pool = (struct dp_pool *)((uintptr_t)o - 1u);
         uintptr_t *w = mc_tag_word(p), tag = mc_tag(p);
+        /* The block malloc handed out last ("The last block" above):
+         * its bin from the note, an address that does not wait for the
+         * page map's loads (the empty asm keeps the compiler from
+         * taking it from the pool instead); no slot test. */
+        struct dp_tcache *tc = dp_tc;
+        if (!DP_AN_ASAN && p == tc->last) {
+            uint32_t off = tc->last_off;
+            __asm__("" : "+r"(off));
+            struct dp_tbin *b = (struct dp_tbin *)(void *)((char *)tc + off);
+            if (DP_LIKELY(b->pool == pool) && DP_LIKELY(*w != tag)) {
+                *w = tag;
+                if (DP_LIKELY(dp_tcache_put_to(tc, b, pool, p)))
+                    return;
+                dp_pool_put(pool, p);
+                return;
+            }
+        }
         if (DP_UNLIKELY(mc_small_bad(pool, p, w, tag))) {
             mc_small_free_bad(pool, p); /* a tail call: no stack frame */
             return;

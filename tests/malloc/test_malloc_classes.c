@@ -188,3 +188,80 @@ Test(malloc_classes, the_class_pools_first_pages_come_from_shared_chunks)
     cr_assert_leq(unmaps, 2 * maps, "%u munmap calls after %u mmap calls",
                   unmaps, maps);
 }
+
+/* The class of the class size sz. */
+static unsigned class_of(size_t sz)
+{
+    for (unsigned c = 0; c < NCLASS; c++)
+        if (mc_class_size(c) == sz)
+            return c;
+    cr_assert_fail("%zu is no class size", sz);
+    return 0;
+}
+
+/* free() of the block the malloc handed out last takes that block's bin
+ * from what the malloc noted, not from the page map's pool (api.c, "The
+ * last block"): it must still go back to its own class, in any order of
+ * frees, next to blocks of other classes, and be counted.  Pairs of
+ * classes up to 1 KiB, each warmed first so that its bin holds objects:
+ * a LIFO bin hands each block back to the next malloc of its class,
+ * and the sizes are of seven classes. */
+Test(malloc_classes, a_block_freed_after_its_malloc_goes_back_to_its_class)
+{
+    static const size_t sz[] = {16, 48, 64, 128, 320, 512, 1024};
+    enum { K = sizeof sz / sizeof sz[0], WARM = 8 };
+    for (int i = 0; i < K; i++) {
+        void *w[WARM];
+        for (int j = 0; j < WARM; j++)
+            w[j] = malloc(sz[i]);
+        for (int j = 0; j < WARM; j++)
+            free(w[j]);
+    }
+    dp_pool_stats_t before[K], after;
+    for (int i = 0; i < K; i++) {
+        dp_pool_t *pool = mc_class_pool_if(class_of(sz[i]));
+        cr_assert_not_null(pool, "no class pool for %zu", sz[i]);
+        cr_assert_eq(dp_pool_stats(pool, &before[i]), 0);
+    }
+    for (int a = 0; a < K; a++)
+        for (int b = 0; b < K; b++) {
+            if (a == b)
+                continue;
+            char *p = malloc(sz[a]), *q = malloc(sz[b]);
+            cr_assert(p && q);
+            /* The last block first, then the other. */
+            free(q);
+            free(p);
+            char *q2 = malloc(sz[b]), *p2 = malloc(sz[a]);
+            cr_assert_eq(q2, q, "%zu after %zu: malloc(%zu) gave %p, not "
+                         "the block just freed, %p", sz[b], sz[a], sz[b],
+                         (void *)q2, (void *)q);
+            cr_assert_eq(p2, p, "%zu after %zu: malloc(%zu) gave %p, not "
+                         "%p", sz[b], sz[a], sz[a], (void *)p2, (void *)p);
+            /* The last block last. */
+            free(p2);
+            free(q2);
+            char *p3 = malloc(sz[a]);
+            cr_assert_eq(p3, p, "malloc(%zu) after the other class's "
+                         "free gave %p, not %p", sz[a], (void *)p3,
+                         (void *)p);
+            cr_assert_geq(malloc_usable_size(p3), sz[a]);
+            /* Right after its malloc: the pair the hit path notes. */
+            free(p3);
+            char *p4 = malloc(sz[a]);
+            cr_assert_eq(p4, p);
+            free(p4);
+            cr_assert_eq(malloc(sz[b]), q);
+            free(q);
+        }
+    for (int i = 0; i < K; i++) {
+        cr_assert_eq(dp_pool_stats(mc_class_pool_if(class_of(sz[i])),
+                                   &after), 0);
+        cr_assert_eq(after.objs_inuse, before[i].objs_inuse,
+                     "class %zu: %llu out before, %llu after", sz[i],
+                     (unsigned long long)before[i].objs_inuse,
+                     (unsigned long long)after.objs_inuse);
+        cr_assert_eq(after.puts - before[i].puts,
+                     after.gets - before[i].gets);
+    }
+}
