@@ -190,9 +190,10 @@ DP_HIDDEN bool dp_tcache_pop_slow(struct dp_pool *p, void **o);
  * before the flag's store: threads without a cache (all of them, without
  * membarrier) would otherwise write dp_tc_none's line on every get.
  * The caller has the object's ASan annotation to make (dp_an_get_asan).
- * The malloc calls it with a bin offset and limit from its own table,
- * without reading the pool, and with note set: the object and the bin's
- * offset go to tc->last and tc->last_off (types.h). */
+ * The malloc calls it with note set: the object and the bin's offset go
+ * to tc->last and tc->last_off (types.h); for requests of at most 1 KiB
+ * with a bin offset and limit from its own table, without reading the
+ * pool. */
 static inline bool dp_tcache_pop_at(uint32_t off, uint32_t soft, void **o,
                                     bool note)
 {

@@ -342,7 +342,7 @@ struct dp_tcache {
     _Atomic uint32_t active; /* owner: 1 inside a slow path or an
                                 ext-list operation (cache.h)         */
     _Atomic uint32_t drain;  /* drainer: 0, DP_TC_REQ, DP_TC_CLAIMED   */
-    void *last;              /* owner: the block the malloc's hit path
+    void *last;              /* owner: the block the malloc's hit paths
                                 handed out last, a hint for free()
                                 (lib/malloc/api.c, "The last block") */
     uint32_t last_off;       /* owner: that block's bin's offset here  */

@@ -126,13 +126,16 @@ static enum mc_kind mc_lookup(void *p, size_t *usable, void **hdr,
 /* ---- the malloc family ----------------------------------------------------- */
 
 /* The class pool's thread-cache hit into *o, its free tag cleared
- * (harden.c); false: a miss.  Before mc_init, mc_hot[] names mc_nopool,
+ * (harden.c) and the block noted for free() ("The last block" below);
+ * false: a miss.  Before mc_init, mc_hot[] names mc_nopool,
  * whose pop misses: no test of mc_inited here. */
 static inline bool hot_pop(unsigned c, void **o)
 {
     dp_pool_t *p = atomic_load_explicit(&mc_hot[c], memory_order_acquire);
-    if (!dp_tcache_pop_hit(p, o))
+    if (!dp_tcache_pop_at(atomic_load_explicit(&p->tcoff, DP_RLX),
+                          p->tc_soft, o, true))
         return false;
+    dp_an_get_asan(p, *o);
     mc_untag(*o);
     return true;
 }
@@ -208,8 +211,8 @@ static DP_NOINLINE void free_other(void *p, void *o)
  * bootstrap memory, which is never reused, and anything before mc_init.
  * An ASan build puts through dp_pool_put, which poisons the block.
  *
- * The last block.  malloc's hit path notes the block it hands out and
- * its bin's offset (tc->last, tc->last_off).  free() of that block puts
+ * The last block.  The hit paths of malloc and calloc note the block
+ * they hand out and its bin's offset (tc->last, tc->last_off).  free() of that block puts
  * it to the bin at the noted offset if the bin's pool is the one the
  * page map names and the block has no free tag.  The bin's address then
  * comes from the thread's cache, not from the end of four dependent

@@ -199,16 +199,30 @@ static unsigned class_of(size_t sz)
     return 0;
 }
 
+/* A block of sz bytes from malloc (how 0) or calloc (how 1, checked
+ * zero). */
+static char *get(size_t sz, int how)
+{
+    char *p = how ? calloc(1, sz) : malloc(sz);
+    cr_assert_not_null(p);
+    for (size_t i = 0; how && i < sz; i++)
+        cr_assert_eq(p[i], 0, "calloc(1, %zu): byte %zu of %p is %d", sz,
+                     i, (void *)p, p[i]);
+    return p;
+}
+
 /* free() of the block the malloc handed out last takes that block's bin
  * from what the malloc noted, not from the page map's pool (api.c, "The
  * last block"): it must still go back to its own class, in any order of
- * frees, next to blocks of other classes, and be counted.  Pairs of
- * classes up to 1 KiB, each warmed first so that its bin holds objects:
- * a LIFO bin hands each block back to the next malloc of its class,
- * and the sizes are of seven classes. */
+ * frees, next to blocks of other classes, and be counted.  Pairs of ten
+ * classes up to 8 KiB (the table's hit path up to 1 KiB, the pool's
+ * above, and calloc's for all), each warmed first so that its bin holds
+ * objects: a LIFO bin hands each block back to the next malloc of its
+ * class. */
 Test(malloc_classes, a_block_freed_after_its_malloc_goes_back_to_its_class)
 {
-    static const size_t sz[] = {16, 48, 64, 128, 320, 512, 1024};
+    static const size_t sz[] = {16, 48, 64, 128, 320, 512, 1024, 1280,
+                                2048, 8192};
     enum { K = sizeof sz / sizeof sz[0], WARM = 8 };
     for (int i = 0; i < K; i++) {
         void *w[WARM];
@@ -223,37 +237,40 @@ Test(malloc_classes, a_block_freed_after_its_malloc_goes_back_to_its_class)
         cr_assert_not_null(pool, "no class pool for %zu", sz[i]);
         cr_assert_eq(dp_pool_stats(pool, &before[i]), 0);
     }
-    for (int a = 0; a < K; a++)
-        for (int b = 0; b < K; b++) {
-            if (a == b)
-                continue;
-            char *p = malloc(sz[a]), *q = malloc(sz[b]);
-            cr_assert(p && q);
-            /* The last block first, then the other. */
-            free(q);
-            free(p);
-            char *q2 = malloc(sz[b]), *p2 = malloc(sz[a]);
-            cr_assert_eq(q2, q, "%zu after %zu: malloc(%zu) gave %p, not "
-                         "the block just freed, %p", sz[b], sz[a], sz[b],
-                         (void *)q2, (void *)q);
-            cr_assert_eq(p2, p, "%zu after %zu: malloc(%zu) gave %p, not "
-                         "%p", sz[b], sz[a], sz[a], (void *)p2, (void *)p);
-            /* The last block last. */
-            free(p2);
-            free(q2);
-            char *p3 = malloc(sz[a]);
-            cr_assert_eq(p3, p, "malloc(%zu) after the other class's "
-                         "free gave %p, not %p", sz[a], (void *)p3,
-                         (void *)p);
-            cr_assert_geq(malloc_usable_size(p3), sz[a]);
-            /* Right after its malloc: the pair the hit path notes. */
-            free(p3);
-            char *p4 = malloc(sz[a]);
-            cr_assert_eq(p4, p);
-            free(p4);
-            cr_assert_eq(malloc(sz[b]), q);
-            free(q);
-        }
+    for (int how = 0; how < 2; how++)
+        for (int a = 0; a < K; a++)
+            for (int b = 0; b < K; b++) {
+                if (a == b)
+                    continue;
+                char *p = get(sz[a], how), *q = get(sz[b], how);
+                /* The last block first, then the other. */
+                free(q);
+                free(p);
+                char *q2 = get(sz[b], how), *p2 = get(sz[a], how);
+                cr_assert_eq(q2, q, "%zu after %zu (%s): gave %p, not the "
+                             "block just freed, %p", sz[b], sz[a],
+                             how ? "calloc" : "malloc", (void *)q2,
+                             (void *)q);
+                cr_assert_eq(p2, p, "%zu after %zu (%s): gave %p, not %p",
+                             sz[b], sz[a], how ? "calloc" : "malloc",
+                             (void *)p2, (void *)p);
+                /* The last block last. */
+                free(p2);
+                free(q2);
+                char *p3 = get(sz[a], how);
+                cr_assert_eq(p3, p, "%zu after the other class's free: "
+                             "gave %p, not %p", sz[a], (void *)p3,
+                             (void *)p);
+                cr_assert_geq(malloc_usable_size(p3), sz[a]);
+                /* Right after its allocation: the pair the hit path
+                 * notes. */
+                free(p3);
+                char *p4 = get(sz[a], how);
+                cr_assert_eq(p4, p);
+                free(p4);
+                cr_assert_eq(get(sz[b], how), q);
+                free(q);
+            }
     for (int i = 0; i < K; i++) {
         cr_assert_eq(dp_pool_stats(mc_class_pool_if(class_of(sz[i])),
                                    &after), 0);
