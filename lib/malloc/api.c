@@ -212,9 +212,9 @@ static DP_NOINLINE void free_other(void *p, void *o)
  * An ASan build puts through dp_pool_put, which poisons the block.
  *
  * The last block.  The hit paths of malloc and calloc note the block
- * they hand out and its bin's offset (tc->last, tc->last_off).  free() of that block puts
- * it to the bin at the noted offset if the bin's pool is the one the
- * page map names and the block has no free tag.  The bin's address then
+ * they hand out and its bin's offset (tc->last, tc->last_off).  free()
+ * of that block puts it to the bin at the noted offset if the bin's pool
+ * is the one the page map names and the block has no free tag.  The bin's address then
  * comes from the thread's cache, not from the end of four dependent
  * loads (page-map root, leaf, pool, tcoff), so that a malloc of the
  * same class right after does not wait for them to read the count the
@@ -233,7 +233,7 @@ MC_EXPORT DP_HOT_ALIGN void free(void *p)
     if (DP_LIKELY((uintptr_t)o & 1u)) {
         struct dp_pool *pool = (struct dp_pool *)((uintptr_t)o - 1u);
         uintptr_t *w = mc_tag_word(p), tag = mc_tag(p);
-        /* The block malloc handed out last ("The last block" above):
+        /* The block handed out last ("The last block" above):
          * its bin from the note, an address that does not wait for the
          * page map's loads (the empty asm keeps the compiler from
          * taking it from the pool instead); no slot test. */
