@@ -218,11 +218,11 @@ static inline bool dp_tcache_pop_at(uint32_t off, uint32_t soft, void **o,
     return true;
 }
 
-/* dp_tcache_pop_at for pool p. */
-static inline bool dp_tcache_pop_hit(struct dp_pool *p, void **o)
+/* dp_tcache_pop_at for pool p, with its ASan annotation made. */
+static inline bool dp_tcache_pop_hit(struct dp_pool *p, void **o, bool note)
 {
     if (!dp_tcache_pop_at(atomic_load_explicit(&p->tcoff, DP_RLX),
-                          p->tc_soft, o, false))
+                          p->tc_soft, o, note))
         return false;
     dp_an_get_asan(p, *o);
     return true;
@@ -237,7 +237,7 @@ DP_HIDDEN void *dp_tcache_pop_chain(struct dp_pool *p);
 static inline void *dp_tcache_get(struct dp_pool *p)
 {
     void *o;
-    return dp_tcache_pop_hit(p, &o) ? o : dp_tcache_pop_chain(p);
+    return dp_tcache_pop_hit(p, &o, false) ? o : dp_tcache_pop_chain(p);
 }
 
 /* The bin is empty or full (or the pool is uncached): bind it, flush its

@@ -504,7 +504,7 @@ DP_HOT_ALIGN void *dp_pool_get(dp_pool_t *p, int flags)
 {
     void *o;
     if (DP_LIKELY(p != NULL && (flags == DP_NOWAIT || flags == DP_WAITOK)) &&
-        DP_LIKELY(dp_tcache_pop_hit(p, &o)))
+        DP_LIKELY(dp_tcache_pop_hit(p, &o, false)))
         return o;
     return get_slow(p, flags);
 }

@@ -132,10 +132,8 @@ static enum mc_kind mc_lookup(void *p, size_t *usable, void **hdr,
 static inline bool hot_pop(unsigned c, void **o)
 {
     dp_pool_t *p = atomic_load_explicit(&mc_hot[c], memory_order_acquire);
-    if (!dp_tcache_pop_at(atomic_load_explicit(&p->tcoff, DP_RLX),
-                          p->tc_soft, o, true))
+    if (!dp_tcache_pop_hit(p, o, true))
         return false;
-    dp_an_get_asan(p, *o);
     mc_untag(*o);
     return true;
 }
@@ -214,16 +212,16 @@ static DP_NOINLINE void free_other(void *p, void *o)
  * The last block.  The hit paths of malloc and calloc note the block
  * they hand out and its bin's offset (tc->last, tc->last_off).  free()
  * of that block puts it to the bin at the noted offset if the bin's pool
- * is the one the page map names and the block has no free tag.  The bin's address then
- * comes from the thread's cache, not from the end of four dependent
- * loads (page-map root, leaf, pool, tcoff), so that a malloc of the
- * same class right after does not wait for them to read the count the
- * free wrote (docs/malloc.md, "free").  The slot test is skipped: the
- * block was a slot start of that pool when it was handed out, and a
- * pool's slots sit at the same offsets in every page, so it still is one
- * if the page map names that pool.  The note is a hint: a stale one (a
- * spare cache's, or one a signal handler's malloc half wrote) fails the
- * pool test or names a bin of the right pool.
+ * is the one the page map names and the block has no free tag.  The
+ * bin's address then comes from the thread's cache, not from the end of
+ * four dependent loads (page-map root, leaf, pool, tcoff), so that a
+ * malloc of the same class right after does not wait for them to read
+ * the count the free wrote (docs/malloc.md, "free").  The slot test is
+ * skipped: the block was a slot start of that pool when it was handed
+ * out, and a pool's slots sit at the same offsets in every page, so it
+ * still is one if the page map names that pool.  The note is a hint: a
+ * stale one (a spare cache's, or one a signal handler's malloc half
+ * wrote) fails the pool test or names a bin of the right pool.
  */
 MC_EXPORT DP_HOT_ALIGN void free(void *p)
 {
