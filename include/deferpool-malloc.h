@@ -100,7 +100,10 @@ typedef struct dp_malloc_stats {
     uint64_t large_bytes_purged; /* of large_bytes_cached: blocks whose
                                     pages but the first are not resident
                                     (purged, or never touched)           */
-    uint64_t reserved[8];        /* zeroed; later fields come from here,
+    uint64_t large_populates;    /* new blocks whose pages were faulted
+                                    in by one madvise, ever
+                                    (docs/malloc.md, "Populated blocks") */
+    uint64_t reserved[7];        /* zeroed; later fields come from here,
                                     so the size never changes (ABI:
                                     docs/api.md, "Compatibility")        */
 } dp_malloc_stats_t;

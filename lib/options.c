@@ -28,6 +28,7 @@ static struct dp_options dp_opt = {
 #endif
     .reclaim_interval_ns = 100000000ull,          /* 100 ms */
     .reclaim_age_ns = DP_DEFAULT_RECLAIM_AGE_NS,  /* 1 s    */
+    .populate_bytes = 128u << 10,                 /* 128 KiB */
 };
 static pthread_once_t dp_opt_once = PTHREAD_ONCE_INIT;
 
@@ -60,10 +61,10 @@ static const struct opt_word debug_words[] = {
     {"true", DP_POOL_DEBUG},
     {NULL, 0}};
 
-enum opt_kind { OPT_BOOL, OPT_MS, OPT_THP, OPT_STATS, OPT_DEBUG };
+enum opt_kind { OPT_BOOL, OPT_MS, OPT_KIB, OPT_THP, OPT_STATS, OPT_DEBUG };
 
-/* Per kind: the accepted words (NULL: a number of milliseconds), what
- * `help` shows, and the warning for a bad value. */
+/* Per kind: the accepted words (NULL: a number, of milliseconds or
+ * KiB), what `help` shows, and the warning for a bad value. */
 static const struct opt_kind_info {
     const struct opt_word *words;
     const char *shows;
@@ -71,6 +72,7 @@ static const struct opt_kind_info {
 } opt_kinds[] = {
     [OPT_BOOL] = {bool_words, "0|1", "bad boolean in"},
     [OPT_MS] = {NULL, "milliseconds", "bad number of milliseconds in"},
+    [OPT_KIB] = {NULL, "KiB", "bad number of KiB in"},
     [OPT_THP] = {thp_words, "auto|never|default",
                  "bad thp value (auto, never, default) in"},
     [OPT_STATS] = {stats_words, "0|1|json",
@@ -120,6 +122,10 @@ static const struct opt_row {
     [DP_OPT_LEAKS] = {"leaks", OPT_BOOL, offsetof(struct dp_options, leaks),
      "print the leak report of every live debug pool at exit (default: "
      "on when debug includes audit)"},
+    [DP_OPT_POPULATE] = {"populate_kib", OPT_KIB,
+     offsetof(struct dp_options, populate_bytes),
+     "the drop-in malloc faults in the pages of a block of at most this "
+     "many KiB with one madvise when they were never touched (0: never)"},
 };
 
 /* The system's THP policy is "always": every anonymous mapping may be
@@ -199,13 +205,15 @@ static void set_one(const char *kv, size_t n)
         } else {
             char *end;
             errno = 0;
-            unsigned long long ms = strtoull(buf, &end, 10);
-            if (errno || *end || buf[0] == '-' || ms == 0 ||
-                ms > UINT64_MAX / 1000000ull) {
+            unsigned long long v = strtoull(buf, &end, 10);
+            uint64_t unit = r->kind == OPT_KIB ? 1024u : 1000000u;
+            /* A period of 0 ms is refused; 0 KiB turns population off. */
+            if (errno || *end || buf[0] == '-' ||
+                (v == 0 && r->kind == OPT_MS) || v > UINT64_MAX / unit) {
                 warn(k->bad, kv, n);
                 return;
             }
-            *(uint64_t *)at = ms * 1000000ull;
+            *(uint64_t *)at = v * unit;
         }
         dp_opt.set |= UINT32_C(1) << i;
         return;
@@ -246,7 +254,9 @@ static void print_help(void)
             debug_words_of(*(const unsigned *)at, val, sizeof(val));
         else if (!k->words)
             snprintf(val, sizeof(val), "%llu",
-                     (unsigned long long)(*(const uint64_t *)at / 1000000ull));
+                     (unsigned long long)(*(const uint64_t *)at /
+                                          (r->kind == OPT_KIB ? 1024u
+                                                              : 1000000u)));
         else
             snprintf(val, sizeof(val), "%s",
                      word_of(k->words, r->kind == OPT_BOOL ? *(const bool *)at

@@ -20,6 +20,7 @@ enum dp_opt {
     DP_OPT_STATS_PRINT,
     DP_OPT_THP,
     DP_OPT_LEAKS,
+    DP_OPT_POPULATE,
     DP_OPT_COUNT
 };
 
@@ -38,6 +39,10 @@ struct dp_options {
     bool nohuge;             /* thp resolved: advise MADV_NOHUGEPAGE on
                                 mappings smaller than a huge page and
                                 on the malloc heap's chunks            */
+    uint64_t populate_bytes; /* the drop-in malloc faults in a block of
+                                at most this many bytes with one call
+                                when its pages were never touched; 0:
+                                never (docs/tuning.md, `populate_kib`) */
     uint32_t set;            /* bit 1 << enum dp_opt: DEFERPOOL_CONF
                                 gave the option a value it accepted, so
                                 a layer with a default of its own knows

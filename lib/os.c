@@ -6,6 +6,7 @@
 #include "os.h"
 #include "options.h"
 
+#include <errno.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 
@@ -38,6 +39,34 @@ void dp_map_nohuge(void *p, size_t len)
 {
     if (dp_options()->nohuge)
         (void)madvise(p, len, MADV_NOHUGEPAGE);
+}
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/* Cleared, relaxed, when the kernel refuses the advice (EINVAL). */
+static _Atomic bool dp_os_can_populate = true;
+
+bool dp_os_populate(void *p, size_t len)
+{
+    if (!atomic_load_explicit(&dp_os_can_populate, memory_order_relaxed))
+        return false;
+    int e = errno; /* a malloc that succeeds leaves errno alone */
+    bool ok = madvise(p, len, MADV_POPULATE_WRITE) == 0;
+    if (!ok && errno == EINVAL)
+        atomic_store_explicit(&dp_os_can_populate, false,
+                              memory_order_relaxed);
+    errno = e;
+    return ok;
+}
+
+int dp_os_resident(void *p, size_t len, unsigned char *vec)
+{
+    int e = errno;
+    int r = mincore(p, len, vec);
+    errno = e;
+    return r;
 }
 
 int dp_os_membarrier(int cmd) { return (int)syscall(SYS_membarrier, cmd, 0, 0); }

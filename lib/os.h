@@ -33,6 +33,18 @@ DP_HIDDEN void dp_os_unmap(void *p, size_t len);
  * (docs/tuning.md, `thp`).  One madvise; errors are ignored (a kernel
  * without THP).  Never called from a put. */
 DP_HIDDEN void dp_map_nohuge(void *p, size_t len);
+/* Fault in [p, p + len) for writing with one system call
+ * (madvise(MADV_POPULATE_WRITE), Linux 5.14): where a page fault is a
+ * trap, as in a virtual machine, one call costs far less than a fault per
+ * page.  The pages must be mapped and about to be written anyway.
+ * false: not done (the pages then fault in as they are touched); a
+ * kernel without the advice is not asked again.  Never called from a put
+ * or a free. */
+DP_HIDDEN bool dp_os_populate(void *p, size_t len);
+/* mincore(2) of [p, p + len), p page-aligned: vec[i] bit 0 set when
+ * page i is resident.  0, or -1 (a page of the range is not mapped).
+ * Both leave errno as it was. */
+DP_HIDDEN int dp_os_resident(void *p, size_t len, unsigned char *vec);
 /* membarrier(2) with cmd and no flags: 0, or -1 with errno. */
 DP_HIDDEN int dp_os_membarrier(int cmd);
 /* A random word (getrandom, never blocking); falls back to the clock and

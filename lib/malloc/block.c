@@ -65,6 +65,78 @@ static size_t block_len(size_t off, size_t n)
 }
 
 /*
+ * Populated blocks (docs/malloc.md, "Populated blocks").  A new block of
+ * n <= populate_kib bytes whose pages were never touched (a fresh
+ * mapping, or a clean block of the heap) has the pages of its n bytes
+ * faulted in with one madvise, where the program's writes would fault
+ * each page on its own -- while the program is seen to write the blocks
+ * it asks for.  Every MC_POP_EVERY-th such block is a probe instead: left
+ * to fault in as it is written, and looked at (mincore) MC_POP_LAG such
+ * blocks later.  Less than 3/4 of its pages written: stop; at least
+ * 3/4, in two probes running: populate again.  Blocks a program writes
+ * a little of each (a server's read buffers) so cost the memory of what
+ * it writes, and a probe whose pages a later block wrote (freed and cut
+ * up meanwhile) does not turn population back on alone.
+ *
+ * mc_pop_seq: such blocks so far.  mc_pop_probe: the probe's first page
+ * | its page count (at most MC_POP_PAGES), 0: none.  mc_pop_score: 0
+ * after a probe found unwritten, +1 (at most MC_POP_ON) for one found
+ * written; populate at MC_POP_ON.  Relaxed atomics: a heuristic, whose
+ * races cost a block's pages at most.
+ */
+#define MC_POP_EVERY 8u
+#define MC_POP_LAG 4u
+#define MC_POP_PAGES 64u
+#define MC_POP_ON 2u
+_Static_assert(MC_POP_PAGES < MC_SYSPAGE, "the count fits below the page");
+static _Atomic uint64_t mc_pop_seq;
+static _Atomic uintptr_t mc_pop_probe;
+static _Atomic unsigned mc_pop_score = MC_POP_ON;
+
+/* The probe's verdict, if there is a probe: how much of it was written. */
+static void pop_judge(void)
+{
+    uintptr_t w = atomic_exchange_explicit(&mc_pop_probe, 0, MC_RLX);
+    size_t np = w & (MC_SYSPAGE - 1);
+    unsigned char vec[MC_POP_PAGES];
+    /* -1: unmapped since (freed); no verdict. */
+    if (!w || dp_os_resident((void *)(w - np), np * MC_SYSPAGE, vec) != 0)
+        return;
+    size_t k = 0;
+    for (size_t i = 0; i < np; i++)
+        k += vec[i] & 1u;
+    unsigned s = atomic_load_explicit(&mc_pop_score, MC_RLX);
+    atomic_store_explicit(&mc_pop_score,
+                          4 * k < 3 * np ? 0 : s < MC_POP_ON ? s + 1 : s,
+                          MC_RLX);
+}
+
+static void block_populate(struct mc_block *h, size_t n)
+{
+    if (n > dp_options()->populate_bytes)
+        return;
+    uintptr_t lo = (uintptr_t)h + MC_SYSPAGE; /* the header's is resident */
+    uintptr_t hi = ((uintptr_t)block_user(h) + n + MC_SYSPAGE - 1) &
+                   ~(uintptr_t)(MC_SYSPAGE - 1);
+    if (hi <= lo)
+        return;
+    uint64_t s = atomic_fetch_add_explicit(&mc_pop_seq, 1, MC_RLX);
+    if (s % MC_POP_EVERY == MC_POP_LAG)
+        pop_judge();
+    if (s % MC_POP_EVERY == 0) {
+        size_t np = (hi - lo) / MC_SYSPAGE;
+        uintptr_t none = 0;
+        if (atomic_compare_exchange_strong_explicit(
+                &mc_pop_probe, &none,
+                lo | (np < MC_POP_PAGES ? np : MC_POP_PAGES), MC_RLX, MC_RLX))
+            return;
+    }
+    if (atomic_load_explicit(&mc_pop_score, MC_RLX) == MC_POP_ON &&
+        dp_os_populate((void *)lo, hi - lo))
+        atomic_fetch_add_explicit(&mc_bs.populates, 1, MC_RLX);
+}
+
+/*
  * A medium or large block of n bytes at `align` (0: none), its user
  * pointer at block_off(align): from this thread's list, else the heap
  * (after handing this thread's lists back, if need be), else a new
@@ -81,17 +153,20 @@ void *block_alloc(size_t n, size_t align, bool zero, bool grow)
     if (!len || pad > SIZE_MAX / 2 - len)
         return NULL;
     struct mc_block *h = NULL;
+    bool clean = false;
     if (!grow && !pad && (h = tl_pop(len)) != NULL) {
         block_set_off(h, off);
         h->align = align;
     } else {
         dp_reclaim_start_due(); /* a fork child's (pool.h) */
-        if ((h = heap_reuse(len, align, grow)) == NULL &&
+        if ((h = heap_reuse(len, align, grow, &clean)) == NULL &&
             dp_tcache_ext_drain(true))
-            h = heap_reuse(len, align, grow);
+            h = heap_reuse(len, align, grow, &clean);
     }
     if (h) {
         h->req = n;
+        if (clean)
+            block_populate(h, n);
         if (zero)
             memset(block_user(h), 0, n);
         return block_user(h);
@@ -137,6 +212,7 @@ void *block_alloc(size_t n, size_t align, bool zero, bool grow)
     h->align = align;
     h->req = n;
     DP_PROBE(malloc_map, h, maplen, n);
+    block_populate(h, n);
     atomic_fetch_add_explicit(&mc_bs.maps, 1, MC_RLX);
     atomic_fetch_add_explicit(&mc_bs.live, 1, MC_RLX);
     atomic_fetch_add_explicit(&mc_bs.live_bytes, len, MC_RLX);
@@ -199,7 +275,8 @@ void *block_resize(struct mc_block *h, size_t n)
             h->req = n;
             return block_user(h);
         }
-        struct mc_block *nh = heap_reuse(len, h->align, true);
+        bool clean;
+        struct mc_block *nh = heap_reuse(len, h->align, true, &clean);
         if (nh) {
             nh->req = n;
             memcpy(block_user(nh), block_user(h), block_usable(h));

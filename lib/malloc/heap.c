@@ -307,10 +307,11 @@ static void heap_rest_locked(struct mc_block *rest, size_t rest_len,
  * x len).  Split here, under the lock: a rest kept out of the heap even
  * for a moment is memory another thread cannot find, and maps a chunk
  * for.  Writing a new header may fault its page in; it is never a system
- * call.
+ * call.  *clean: the block's pages but the header's were never touched
+ * (or were purged since).
  */
 static struct mc_block *heap_take_locked(size_t len, size_t align, bool grow,
-                                         uint64_t now)
+                                         uint64_t now, bool *clean_out)
 {
     struct mc_block *got = align > MC_SYSPAGE
                                ? heap_fit_aligned_locked(len, align)
@@ -318,6 +319,7 @@ static struct mc_block *heap_take_locked(size_t len, size_t align, bool grow,
     if (!got)
         return NULL;
     bool clean = hnode(got)->clean;
+    *clean_out = clean;
     size_t have = got->maplen;
     heap_unlink_locked(got, NULL);
     char *at = block_place((char *)got, align);
@@ -452,11 +454,11 @@ static size_t heap_release(struct mc_block *unmap, struct mc_block *purge,
 }
 
 /* One pass: drain, evict by `mode`, and, when want_len is not 0, take
- * the best fit for want_len at want_align; then release.  *nreturned (if
- * not NULL): blocks unmapped or purged. */
+ * the best fit for want_len at want_align (*clean: heap_take_locked's);
+ * then release.  *nreturned (if not NULL): blocks unmapped or purged. */
 static struct mc_block *heap_pass(size_t want_len, size_t want_align,
                                   bool grow, enum mc_heap_mode mode,
-                                  size_t *nreturned)
+                                  size_t *nreturned, bool *clean)
 {
     struct mc_block *unmap = NULL, *purge = NULL, *got = NULL;
     uint64_t now = heap_lock();
@@ -466,7 +468,7 @@ static struct mc_block *heap_pass(size_t want_len, size_t want_align,
     heap_drain_locked(now);
     heap_evict_locked(now, mode, &unmap, &purge);
     if (want_len)
-        got = heap_take_locked(want_len, want_align, grow, now);
+        got = heap_take_locked(want_len, want_align, grow, now, clean);
     pthread_mutex_unlock(&mc_heap_lock);
     size_t n = heap_release(unmap, purge, trim_gen);
     if (nreturned)
@@ -478,7 +480,7 @@ static struct mc_block *heap_pass(size_t want_len, size_t want_align,
 size_t heap_reclaim_hook(void)
 {
     size_t n = 0;
-    heap_pass(0, 0, false, HEAP_KEEP, &n);
+    heap_pass(0, 0, false, HEAP_KEEP, &n, NULL);
     return n;
 }
 
@@ -486,7 +488,7 @@ size_t heap_reclaim_hook(void)
 size_t heap_trim(enum mc_heap_mode mode)
 {
     size_t n = 0;
-    heap_pass(0, 0, false, mode, &n);
+    heap_pass(0, 0, false, mode, &n, NULL);
     return n;
 }
 
@@ -543,12 +545,13 @@ void heap_give_rest(struct mc_block *rest, size_t rest_len, bool clean)
  * counted in use, or NULL.  A growing block above MC_GROW_MIN (realloc)
  * keeps up to MC_GROW_ROOM times len, to grow into in place.
  */
-struct mc_block *heap_reuse(size_t len, size_t align, bool grow)
+struct mc_block *heap_reuse(size_t len, size_t align, bool grow,
+                            bool *clean)
 {
     if (!atomic_load_explicit(&mc_lq, MC_RLX) &&
         !atomic_load_explicit(&mc_bs.cached, MC_RLX))
         return NULL;
-    struct mc_block *h = heap_pass(len, align, grow, HEAP_KEEP, NULL);
+    struct mc_block *h = heap_pass(len, align, grow, HEAP_KEEP, NULL, clean);
     if (!h)
         return NULL;
     atomic_fetch_add_explicit(&mc_bs.reused, 1, MC_RLX);

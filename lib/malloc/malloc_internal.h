@@ -200,6 +200,8 @@ struct mc_block_stats {
     _Atomic uint64_t purges;               /* due blocks purged             */
     _Atomic uint64_t purged_bytes;         /* clean cached blocks' bytes
                                               (mc_heap_lock)                */
+    _Atomic uint64_t populates;            /* blocks faulted in by one
+                                              madvise (block.c)             */
 };
 extern DP_HIDDEN struct mc_block_stats mc_bs;
 extern DP_HIDDEN struct mc_block *_Atomic mc_lq;
@@ -379,7 +381,8 @@ enum mc_heap_mode {
                       dp_malloc_trim(), and an allocation that failed      */
 };
 
-DP_HIDDEN struct mc_block *heap_reuse(size_t len, size_t align, bool grow);
+DP_HIDDEN struct mc_block *heap_reuse(size_t len, size_t align, bool grow,
+                                      bool *clean);
 DP_HIDDEN bool heap_extend(struct mc_block *h, size_t len, size_t want);
 DP_HIDDEN void heap_give_rest(struct mc_block *rest, size_t rest_len,
                               bool clean);
