@@ -137,10 +137,11 @@ count_run() {
 }
 
 # Test files a sanitizer build does not build (tests/malloc/meson.build):
-# programs and thp run programs under LD_PRELOAD of libdeferpool-malloc.so,
-# which such builds leave out; fork forks from a threaded parent whose
-# child starts threads, which neither sanitizer supports.
-sanitizer_skips=" tests/malloc/test_malloc_programs.c tests/malloc/test_malloc_thp.c tests/malloc/test_malloc_fork.c "
+# programs, thp and populate run programs under LD_PRELOAD of
+# libdeferpool-malloc.so, which such builds leave out; fork forks from a
+# threaded parent whose child starts threads, which neither sanitizer
+# supports.
+sanitizer_skips=" tests/malloc/test_malloc_programs.c tests/malloc/test_malloc_thp.c tests/malloc/test_malloc_populate.c tests/malloc/test_malloc_fork.c "
 
 # Compare the tests declared in the sources with those run in mode $1
 # (testlog $2).  Prints each shortfall; echoes the number of tests missing.
