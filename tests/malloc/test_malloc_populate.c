@@ -6,7 +6,7 @@
  * populate_kib.  Each case runs tests/malloc/populate_probe.c under
  * LD_PRELOAD with its own DEFERPOOL_CONF (read once per process).
  */
-#include <criterion/criterion.h>
+#include "preload_probe.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,32 +22,14 @@ struct seen {
 static struct seen probe(const char *conf, const char *how, int kib,
                          int count)
 {
-    const char *lib = getenv("DP_MALLOC_LIB");
-    const char *exe = getenv("DP_MALLOC_POPULATE_PROBE");
-    cr_assert(lib && access(lib, R_OK) == 0, "DP_MALLOC_LIB not set");
-    cr_assert(exe && access(exe, X_OK) == 0,
-              "DP_MALLOC_POPULATE_PROBE not set");
-    char errf[] = "/tmp/dpm-pop-XXXXXX";
-    int fd = mkstemp(errf);
-    cr_assert_geq(fd, 0);
-    close(fd);
-    char cmd[2048];
-    snprintf(cmd, sizeof(cmd),
-             "DEFERPOOL_CONF='%s' LD_PRELOAD='%s' '%s' %s %d %d 2>'%s'", conf,
-             lib, exe, how, kib, count, errf);
-    FILE *p = popen(cmd, "r");
-    cr_assert_not_null(p);
     struct seen s = {-1, -1, 0, ""};
-    int n = fscanf(p, "populated=%d late=%d stats=%llu", &s.populated,
+    char args[64], out[256];
+    snprintf(args, sizeof(args), "%s %d %d", how, kib, count);
+    pp_run(conf, "DP_MALLOC_POPULATE_PROBE", args, out, sizeof(out), s.err,
+           sizeof(s.err));
+    int n = sscanf(out, "populated=%d late=%d stats=%llu", &s.populated,
                    &s.late, &s.stats);
-    cr_assert_eq(pclose(p), 0, "%s failed", cmd);
-    cr_assert_eq(n, 3, "%s: no output", cmd);
-    FILE *e = fopen(errf, "r");
-    cr_assert_not_null(e);
-    size_t k = fread(s.err, 1, sizeof(s.err) - 1, e);
-    s.err[k] = 0;
-    fclose(e);
-    unlink(errf);
+    cr_assert_eq(n, 3, "conf '%s', %s: no output", conf, args);
     return s;
 }
 

@@ -6,7 +6,7 @@
  * mappings carry MADV_NOHUGEPAGE.  The machine's THP policy is not
  * changed: `auto` is checked against what the machine says.
  */
-#include <criterion/criterion.h>
+#include "preload_probe.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,30 +20,13 @@ struct flags {
 
 static struct flags probe(const char *conf)
 {
-    const char *lib = getenv("DP_MALLOC_LIB");
-    const char *exe = getenv("DP_MALLOC_THP_PROBE");
-    cr_assert(lib && access(lib, R_OK) == 0, "DP_MALLOC_LIB not set");
-    cr_assert(exe && access(exe, X_OK) == 0, "DP_MALLOC_THP_PROBE not set");
-    char errf[] = "/tmp/dpm-thp-XXXXXX";
-    int fd = mkstemp(errf);
-    cr_assert_geq(fd, 0);
-    close(fd);
-    char cmd[2048];
-    snprintf(cmd, sizeof(cmd), "DEFERPOOL_CONF='%s' LD_PRELOAD='%s' '%s' 2>'%s'",
-             conf, lib, exe, errf);
-    FILE *p = popen(cmd, "r");
-    cr_assert_not_null(p);
     struct flags f = {-2, -2, -2, ""};
-    int n = fscanf(p, "small=%d medium=%d large=%d", &f.small, &f.medium,
+    char out[256];
+    pp_run(conf, "DP_MALLOC_THP_PROBE", "", out, sizeof(out), f.err,
+           sizeof(f.err));
+    int n = sscanf(out, "small=%d medium=%d large=%d", &f.small, &f.medium,
                    &f.large);
-    cr_assert_eq(pclose(p), 0, "%s failed", cmd);
-    cr_assert_eq(n, 3, "%s: no output", cmd);
-    FILE *e = fopen(errf, "r");
-    cr_assert_not_null(e);
-    size_t k = fread(f.err, 1, sizeof(f.err) - 1, e);
-    f.err[k] = 0;
-    fclose(e);
-    unlink(errf);
+    cr_assert_eq(n, 3, "conf '%s': no output", conf);
     return f;
 }
 
