@@ -35,7 +35,7 @@ DP_HIDDEN void dp_os_unmap(void *p, size_t len);
 DP_HIDDEN void dp_map_nohuge(void *p, size_t len);
 /* Fault in [p, p + len) for writing with one system call
  * (madvise(MADV_POPULATE_WRITE), Linux 5.14): where a page fault is a
- * trap, as in a virtual machine, one call costs far less than a fault per
+ * trap, as in a virtual machine, one call costs less than a fault per
  * page.  The pages must be mapped and about to be written anyway.
  * false: not done (the pages then fault in as they are touched); a
  * kernel without the advice is not asked again.  Never called from a put
