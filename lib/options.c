@@ -63,16 +63,21 @@ static const struct opt_word debug_words[] = {
 
 enum opt_kind { OPT_BOOL, OPT_MS, OPT_KIB, OPT_THP, OPT_STATS, OPT_DEBUG };
 
-/* Per kind: the accepted words (NULL: a number, of milliseconds or
- * KiB), what `help` shows, and the warning for a bad value. */
+/* Per kind: the accepted words (NULL: a number), what `help` shows, the
+ * warning for a bad value, and for a number what one of it is stored as
+ * (a period in ns, a size in bytes) and whether 0 is allowed (0 ms is no
+ * period; 0 KiB turns population off). */
 static const struct opt_kind_info {
     const struct opt_word *words;
     const char *shows;
     const char *bad;
+    uint64_t unit;
+    bool zero_ok;
 } opt_kinds[] = {
     [OPT_BOOL] = {bool_words, "0|1", "bad boolean in"},
-    [OPT_MS] = {NULL, "milliseconds", "bad number of milliseconds in"},
-    [OPT_KIB] = {NULL, "KiB", "bad number of KiB in"},
+    [OPT_MS] = {NULL, "milliseconds", "bad number of milliseconds in",
+                1000000u, false},
+    [OPT_KIB] = {NULL, "KiB", "bad number of KiB in", 1024u, true},
     [OPT_THP] = {thp_words, "auto|never|default",
                  "bad thp value (auto, never, default) in"},
     [OPT_STATS] = {stats_words, "0|1|json",
@@ -206,14 +211,12 @@ static void set_one(const char *kv, size_t n)
             char *end;
             errno = 0;
             unsigned long long v = strtoull(buf, &end, 10);
-            uint64_t unit = r->kind == OPT_KIB ? 1024u : 1000000u;
-            /* A period of 0 ms is refused; 0 KiB turns population off. */
-            if (errno || *end || buf[0] == '-' ||
-                (v == 0 && r->kind == OPT_MS) || v > UINT64_MAX / unit) {
+            if (errno || *end || buf[0] == '-' || (v == 0 && !k->zero_ok) ||
+                v > UINT64_MAX / k->unit) {
                 warn(k->bad, kv, n);
                 return;
             }
-            *(uint64_t *)at = v * unit;
+            *(uint64_t *)at = v * k->unit;
         }
         dp_opt.set |= UINT32_C(1) << i;
         return;
@@ -254,9 +257,7 @@ static void print_help(void)
             debug_words_of(*(const unsigned *)at, val, sizeof(val));
         else if (!k->words)
             snprintf(val, sizeof(val), "%llu",
-                     (unsigned long long)(*(const uint64_t *)at /
-                                          (r->kind == OPT_KIB ? 1024u
-                                                              : 1000000u)));
+                     (unsigned long long)(*(const uint64_t *)at / k->unit));
         else
             snprintf(val, sizeof(val), "%s",
                      word_of(k->words, r->kind == OPT_BOOL ? *(const bool *)at
