@@ -307,8 +307,8 @@ static void heap_rest_locked(struct mc_block *rest, size_t rest_len,
  * x len).  Split here, under the lock: a rest kept out of the heap even
  * for a moment is memory another thread cannot find, and maps a chunk
  * for.  Writing a new header may fault its page in; it is never a system
- * call.  *clean: the block's pages but the header's were never touched
- * (or were purged since).
+ * call.  *clean (clean_out not NULL): the block's pages but the
+ * header's were never touched (or were purged since).
  */
 static struct mc_block *heap_take_locked(size_t len, size_t align, bool grow,
                                          uint64_t now, bool *clean_out)
@@ -319,7 +319,8 @@ static struct mc_block *heap_take_locked(size_t len, size_t align, bool grow,
     if (!got)
         return NULL;
     bool clean = hnode(got)->clean;
-    *clean_out = clean;
+    if (clean_out)
+        *clean_out = clean;
     size_t have = got->maplen;
     heap_unlink_locked(got, NULL);
     char *at = block_place((char *)got, align);
@@ -542,8 +543,9 @@ void heap_give_rest(struct mc_block *rest, size_t rest_len, bool clean)
 
 /*
  * A cached block of at least len bytes for `align` (heap_take_locked),
- * counted in use, or NULL.  A growing block above MC_GROW_MIN (realloc)
- * keeps up to MC_GROW_ROOM times len, to grow into in place.
+ * counted in use, or NULL; *clean (clean not NULL): heap_take_locked's.
+ * A growing block above MC_GROW_MIN (realloc) keeps up to MC_GROW_ROOM
+ * times len, to grow into in place.
  */
 struct mc_block *heap_reuse(size_t len, size_t align, bool grow,
                             bool *clean)
