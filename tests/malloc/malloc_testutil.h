@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "../testutil.h" /* tu_gate_*, TU_TSAN; watchdog.h */
+#include "resident.h"     /* mt_resident_pages */
 
 #define KiB ((size_t)1 << 10)
 #define MiB ((size_t)1 << 20)
@@ -101,22 +102,6 @@ static inline int mt_layout(void **out, const size_t *sizes, int n)
             free(out[k]);
     }
     return 0;
-}
-
-/* How many 4 KiB pages of [p, p + n) are resident, by mincore(2): what
- * the kernel holds for the range, not what the allocator says.  A page
- * that is not mapped (mincore: ENOMEM) is not resident. */
-static inline size_t mt_resident_pages(const void *p, size_t n)
-{
-    uintptr_t a = (uintptr_t)p & ~(uintptr_t)4095;
-    uintptr_t end = ((uintptr_t)p + n + 4095) & ~(uintptr_t)4095;
-    size_t r = 0;
-    for (; a < end; a += 4096) {
-        unsigned char v = 0;
-        if (mincore((void *)a, 4096, &v) == 0 && (v & 1))
-            r++;
-    }
-    return r;
 }
 
 /* Free memory that libc allocated (open_memstream, strdup, ...): with
