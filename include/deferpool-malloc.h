@@ -103,7 +103,10 @@ typedef struct dp_malloc_stats {
     uint64_t large_populates;    /* new blocks whose pages were faulted
                                     in by one madvise, ever
                                     (docs/malloc.md, "Populated blocks") */
-    uint64_t reserved[7];        /* zeroed; later fields come from here,
+    uint64_t large_huge_chunks;  /* chunks mapped to be backed by a huge
+                                    page, ever (docs/malloc.md, "Huge
+                                    chunks")                             */
+    uint64_t reserved[6];        /* zeroed; later fields come from here,
                                     so the size never changes (ABI:
                                     docs/api.md, "Compatibility")        */
 } dp_malloc_stats_t;

@@ -123,7 +123,8 @@ static const struct opt_row {
     [DP_OPT_THP] = {"thp", OPT_THP, offsetof(struct dp_options, thp),
      "auto, never or default: keep transparent huge pages off page and "
      "chunk mappings (never), leave the system's policy (default), or "
-     "never when the system's policy is always (auto)"},
+     "never when the system's policy is always, with huge pages for the "
+     "drop-in malloc's chunks once its heap holds 4 MiB (auto)"},
     [DP_OPT_LEAKS] = {"leaks", OPT_BOOL, offsetof(struct dp_options, leaks),
      "print the leak report of every live debug pool at exit (default: "
      "on when debug includes audit)"},
@@ -133,22 +134,27 @@ static const struct opt_row {
      "many KiB with one madvise when they were never touched (0: never)"},
 };
 
-/* The system's THP policy is "always": every anonymous mapping may be
- * backed by huge pages, whether or not it asked.  Read with plain
- * system calls: this runs inside the drop-in malloc's first call. */
-static bool thp_always(void)
+/* The system's THP policy (/sys/kernel/mm/transparent_hugepage/enabled):
+ * "always" backs every anonymous mapping with huge pages where it can,
+ * "madvise" only the ones advised MADV_HUGEPAGE.  Read with plain system
+ * calls: this runs inside the drop-in malloc's first call. */
+enum thp_sys { THP_SYS_NEVER, THP_SYS_MADVISE, THP_SYS_ALWAYS };
+
+static enum thp_sys thp_policy(void)
 {
     char buf[128];
     int fd = open("/sys/kernel/mm/transparent_hugepage/enabled",
                   O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return false;
+        return THP_SYS_NEVER;
     ssize_t n = read(fd, buf, sizeof(buf) - 1);
     close(fd);
     if (n <= 0)
-        return false;
+        return THP_SYS_NEVER;
     buf[n] = 0;
-    return strstr(buf, "[always]") != NULL;
+    return strstr(buf, "[always]")    ? THP_SYS_ALWAYS
+           : strstr(buf, "[madvise]") ? THP_SYS_MADVISE
+                                      : THP_SYS_NEVER;
 }
 
 static void warn(const char *what, const char *s, size_t n)
@@ -283,8 +289,13 @@ static void parse(void)
     }
     if (!(dp_opt.set & (UINT32_C(1) << DP_OPT_LEAKS)))
         dp_opt.leaks = (dp_opt.debug & DP_POOL_AUDIT) != 0;
+    enum thp_sys sys = thp_policy();
     dp_opt.nohuge = dp_opt.thp == DP_THP_NEVER ||
-                    (dp_opt.thp == DP_THP_AUTO && thp_always());
+                    (dp_opt.thp == DP_THP_AUTO && sys == THP_SYS_ALWAYS);
+    dp_opt.huge_chunks = dp_opt.thp != DP_THP_AUTO ? DP_HUGE_NONE
+                         : sys == THP_SYS_MADVISE  ? DP_HUGE_ADVISE
+                         : sys == THP_SYS_ALWAYS   ? DP_HUGE_LEAVE
+                                                   : DP_HUGE_NONE;
     if (help)
         print_help();
 }

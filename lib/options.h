@@ -9,6 +9,11 @@
 #include "util.h"
 
 enum dp_thp { DP_THP_AUTO, DP_THP_NEVER, DP_THP_DEFAULT };
+/* How the drop-in malloc gets huge pages for its heap's chunks once the
+ * heap is big (docs/malloc.md, "Huge chunks"): not at all; by advising
+ * MADV_HUGEPAGE (the system's policy is "madvise"); by leaving the chunk
+ * to the system (its policy is "always"). */
+enum dp_huge_chunks { DP_HUGE_NONE, DP_HUGE_ADVISE, DP_HUGE_LEAVE };
 enum dp_stats_print { DP_SP_OFF, DP_SP_TEXT, DP_SP_JSON };
 
 /* The options, one per row of options.c's table, in its order. */
@@ -39,6 +44,7 @@ struct dp_options {
     bool nohuge;             /* thp resolved: advise MADV_NOHUGEPAGE on
                                 mappings smaller than a huge page and
                                 on the malloc heap's chunks            */
+    int huge_chunks;         /* thp resolved: enum dp_huge_chunks      */
     uint64_t populate_bytes; /* the drop-in malloc faults in a block of
                                 at most this many bytes with one call
                                 when its pages were never touched; 0:

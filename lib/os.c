@@ -41,6 +41,15 @@ void dp_map_nohuge(void *p, size_t len)
         (void)madvise(p, len, MADV_NOHUGEPAGE);
 }
 
+void dp_map_huge(void *p, size_t len)
+{
+    if (dp_options()->huge_chunks != DP_HUGE_ADVISE)
+        return;
+    int e = errno;
+    (void)madvise(p, len, MADV_HUGEPAGE);
+    errno = e;
+}
+
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
 #endif

@@ -33,6 +33,12 @@ DP_HIDDEN void dp_os_unmap(void *p, size_t len);
  * (docs/tuning.md, `thp`).  One madvise; errors are ignored (a kernel
  * without THP).  Never called from a put. */
 DP_HIDDEN void dp_map_nohuge(void *p, size_t len);
+/* Ask for transparent huge pages on [p, p + len) (MADV_HUGEPAGE) if
+ * the thp option resolved to advising them: the drop-in malloc's huge
+ * chunks (docs/malloc.md, "Huge chunks").  Errors are ignored (a kernel
+ * without THP) and errno is left as it was.  Never called from a put or
+ * a free. */
+DP_HIDDEN void dp_map_huge(void *p, size_t len);
 /* Fault in [p, p + len) for writing with one system call
  * (madvise(MADV_POPULATE_WRITE), Linux 5.14): where a page fault is a
  * trap, as in a virtual machine, one call costs less than a fault per

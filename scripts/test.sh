@@ -141,7 +141,7 @@ count_run() {
 # libdeferpool-malloc.so, which such builds leave out; fork forks from a
 # threaded parent whose child starts threads, which neither sanitizer
 # supports.
-sanitizer_skips=" tests/malloc/test_malloc_programs.c tests/malloc/test_malloc_thp.c tests/malloc/test_malloc_populate.c tests/malloc/test_malloc_fork.c "
+sanitizer_skips=" tests/malloc/test_malloc_programs.c tests/malloc/test_malloc_thp.c tests/malloc/test_malloc_populate.c tests/malloc/test_malloc_huge.c tests/malloc/test_malloc_fork.c "
 
 # Compare the tests declared in the sources with those run in mode $1
 # (testlog $2).  Prints each shortfall; echoes the number of tests missing.

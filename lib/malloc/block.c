@@ -137,6 +137,32 @@ static void block_populate(struct mc_block *h, size_t n)
 }
 
 /*
+ * Huge chunks (docs/malloc.md, "Huge chunks").  Once the heap's blocks
+ * hold MC_HUGE_AFTER bytes, a new chunk is mapped aligned to its size
+ * and, where the system's THP policy is "madvise", advised
+ * MADV_HUGEPAGE: its first touch faults in one huge page, where the
+ * blocks cut from it would fault a page at a time as they are written,
+ * and the TLB holds it in one entry.  Its rest is then resident, so it
+ * goes to the heap dirty and ages like a freed block.  A block with
+ * pages in a huge chunk (its huge bit, which splits and merges carry)
+ * is unmapped when it is due, not purged: a purge keeps the header's
+ * page, and one page still mapped keeps the whole huge page allocated
+ * (the kernel splits it only under memory pressure), where an unmap lets
+ * it go once its last block does.  The holes also keep khugepaged from
+ * collapsing the range back.  Such a block is not populated: its pages
+ * are resident already.
+ */
+static bool huge_due(void)
+{
+    if (dp_options()->huge_chunks == DP_HUGE_NONE)
+        return false;
+    uint64_t held = atomic_load_explicit(&mc_bs.live_bytes, MC_RLX) +
+                    atomic_load_explicit(&mc_bs.queued_bytes, MC_RLX) +
+                    atomic_load_explicit(&mc_bs.cached_bytes, MC_RLX);
+    return held >= MC_HUGE_AFTER;
+}
+
+/*
  * A medium or large block of n bytes at `align` (0: none), its user
  * pointer at block_off(align): from this thread's list, else the heap
  * (after handing this thread's lists back, if need be), else a new
@@ -165,7 +191,7 @@ void *block_alloc(size_t n, size_t align, bool zero, bool grow)
     }
     if (h) {
         h->req = n;
-        if (clean)
+        if (clean && !h->huge)
             block_populate(h, n);
         if (zero)
             memset(block_user(h), 0, n);
@@ -176,7 +202,10 @@ void *block_alloc(size_t n, size_t align, bool zero, bool grow)
     dp_link_key_init();
     size_t need = len + pad;
     size_t maplen = need <= MC_CHUNK / 2 ? MC_CHUNK : need;
-    char *m = dp_provider_mmap()->alloc(NULL, maplen, MC_SYSPAGE, DP_WAITOK);
+    bool huge = maplen == MC_CHUNK && huge_due();
+    char *m = dp_provider_mmap()->alloc(NULL, maplen,
+                                        huge ? MC_CHUNK : MC_SYSPAGE,
+                                        DP_WAITOK);
     if (!m)
         return NULL;
     atomic_fetch_add_explicit(&mc_mapped, maplen, MC_RLX); /* init.c */
@@ -191,11 +220,16 @@ void *block_alloc(size_t n, size_t align, bool zero, bool grow)
         maplen = len;
     }
     /* A chunk's untouched rest must stay untouched, and a purged block
-     * purged: no huge page may fill them in (docs/tuning.md, `thp`).  A
-     * mapping smaller than a huge page got the same advice from the
-     * provider; a bigger block of its own keeps the system's policy. */
-    if (maplen == MC_CHUNK)
+     * purged: no huge page may fill them in (docs/tuning.md, `thp`) --
+     * unless it is a huge chunk.  A mapping smaller than a huge page got
+     * the same advice from the provider; a bigger block of its own keeps
+     * the system's policy. */
+    if (huge) {
+        dp_map_huge(m, maplen);
+        atomic_fetch_add_explicit(&mc_bs.huge_chunks, 1, MC_RLX);
+    } else if (maplen == MC_CHUNK) {
         dp_map_nohuge(m, maplen);
+    }
     /* Every map node the block's frames may need, now, outside any lock
      * (a node is an mmap); then the user pointer's frame. */
     if (dp_pagemap_reserve(m, maplen) != 0 ||
@@ -211,17 +245,21 @@ void *block_alloc(size_t n, size_t align, bool zero, bool grow)
     mc_off_set(h, off);
     h->align = align;
     h->req = n;
+    h->huge = huge;
     DP_PROBE(malloc_map, h, maplen, n);
-    block_populate(h, n);
+    if (!huge)
+        block_populate(h, n);
     atomic_fetch_add_explicit(&mc_bs.maps, 1, MC_RLX);
     atomic_fetch_add_explicit(&mc_bs.live, 1, MC_RLX);
     atomic_fetch_add_explicit(&mc_bs.live_bytes, len, MC_RLX);
-    /* The chunk's pages before and after the block: untouched, clean. */
+    /* The chunk's pages before and after the block: untouched, clean --
+     * but in a huge chunk resident since the header's first store, so
+     * dirty: the return policy purges what is not used. */
     if (at > m)
-        heap_give_rest((struct mc_block *)m, (size_t)(at - m), true);
+        heap_give_rest((struct mc_block *)m, (size_t)(at - m), !huge, huge);
     if (m + maplen > at + len)
         heap_give_rest((struct mc_block *)(at + len),
-                   (size_t)(m + maplen - (at + len)), true);
+                       (size_t)(m + maplen - (at + len)), !huge, huge);
     return block_user(h);
 }
 
@@ -291,7 +329,8 @@ void *block_resize(struct mc_block *h, size_t n)
         h->maplen = len;
         atomic_fetch_sub_explicit(&mc_bs.live_bytes, old - len, MC_RLX);
         atomic_fetch_add_explicit(&mc_bs.splits, 1, MC_RLX);
-        heap_give_rest((struct mc_block *)((char *)h + len), old - len, false);
+        heap_give_rest((struct mc_block *)((char *)h + len), old - len, false,
+                       h->huge);
         return block_user(h);
     }
     if (old <= MC_CHUNK / 2 && len != old)

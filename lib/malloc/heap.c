@@ -221,6 +221,7 @@ static void heap_insert_locked(struct mc_block *h, uint64_t now, bool clean)
         heap_unlink_locked(l, l);
         heap_forget_locked(h);
         l->maplen += h->maplen;
+        l->huge |= h->huge;
         h = l;
     }
     struct mc_block *r = as_cached(dp_pagemap_get((char *)h + h->maplen));
@@ -231,6 +232,7 @@ static void heap_insert_locked(struct mc_block *h, uint64_t now, bool clean)
         mc_magic_set(r, 0);
         atomic_fetch_add_explicit(&mc_bs.merges, 1, MC_RLX);
         h->maplen += r->maplen;
+        h->huge |= r->huge;
     }
     heap_link_locked(h, now, clean);
 }
@@ -286,7 +288,7 @@ static struct mc_block *heap_fit_aligned_locked(size_t len, size_t align)
 
 /* Give the rest of a block, rest_len bytes at `rest`, to the heap. */
 static void heap_rest_locked(struct mc_block *rest, size_t rest_len,
-                             uint64_t now, bool clean)
+                             uint64_t now, bool clean, uint32_t huge)
 {
     mc_magic_set(rest, MC_BLOCK_MAGIC);
     atomic_store_explicit(&rest->state, MC_QUEUED, MC_RLX);
@@ -295,6 +297,7 @@ static void heap_rest_locked(struct mc_block *rest, size_t rest_len,
     mc_off_set(rest, MC_BLOCK_HDR);
     rest->align = 0;
     rest->req = 0;
+    rest->huge = huge;
     heap_insert_locked(rest, now, clean);
 }
 
@@ -329,8 +332,10 @@ static struct mc_block *heap_take_locked(size_t len, size_t align, bool grow,
         heap_link_locked(got, now, clean);
         atomic_fetch_add_explicit(&mc_bs.splits, 1, MC_RLX);
         have -= got->maplen;
+        uint32_t huge = got->huge;
         got = (struct mc_block *)at;
         mc_magic_set(got, MC_BLOCK_MAGIC);
+        got->huge = huge;
     }
     if (grow && len > MC_GROW_MIN) /* whole pages, so is the room */
         len = len <= have / MC_GROW_ROOM ? len * MC_GROW_ROOM : have;
@@ -339,7 +344,7 @@ static struct mc_block *heap_take_locked(size_t len, size_t align, bool grow,
         got->maplen = len;
         atomic_fetch_add_explicit(&mc_bs.splits, 1, MC_RLX);
         heap_rest_locked((struct mc_block *)((char *)got + len), have - len,
-                         now, clean);
+                         now, clean, got->huge);
     }
     atomic_store_explicit(&got->state, MC_LIVE, MC_RLX);
     mc_next_set(got, NULL);
@@ -381,7 +386,8 @@ static void heap_drain_locked(uint64_t now)
 /* Evict: unlink, oldest first, the dirty blocks past MC_HEAP_MAX_BYTES
  * or older than the age onto *unmap if they span a chunk or more, else
  * onto *purge, so that ageing never cuts a hole smaller than a chunk
- * into a mapping (docs/malloc.md, "Purged, not unmapped").  HEAP_TRIM
+ * into a mapping (docs/malloc.md, "Purged, not unmapped") -- but for a
+ * block in a huge chunk, which is unmapped (block.c, "Huge chunks").  HEAP_TRIM
  * makes every dirty block due; HEAP_TRIM_ALL unmaps everything, clean
  * blocks included. */
 static void heap_evict_locked(uint64_t now, enum mc_heap_mode mode,
@@ -396,7 +402,7 @@ static void heap_evict_locked(uint64_t now, enum mc_heap_mode mode,
         struct mc_block *h = mc_heap_old;
         dirty -= h->maplen;
         heap_unlink_locked(h, NULL);
-        if (mode == HEAP_TRIM_ALL || h->maplen >= MC_CHUNK) {
+        if (mode == HEAP_TRIM_ALL || h->maplen >= MC_CHUNK || h->huge) {
             mc_next_set(h, *unmap);
             *unmap = h;
         } else {
@@ -515,6 +521,7 @@ bool heap_extend(struct mc_block *h, size_t len, size_t want)
         return false;
     }
     bool clean = hnode(r)->clean;
+    uint32_t huge = r->huge;
     size_t old = h->maplen, total = old + r->maplen;
     heap_unlink_locked(r, NULL);
     mc_magic_set(r, 0);
@@ -522,22 +529,25 @@ bool heap_extend(struct mc_block *h, size_t len, size_t want)
     if (want < len)
         want = len;
     h->maplen = total;
+    h->huge |= huge;
     if (total > want) {
         h->maplen = want;
         atomic_fetch_add_explicit(&mc_bs.splits, 1, MC_RLX);
         heap_rest_locked((struct mc_block *)((char *)h + want), total - want,
-                         now, clean);
+                         now, clean, huge);
     }
     atomic_fetch_add_explicit(&mc_bs.live_bytes, h->maplen - old, MC_RLX);
     pthread_mutex_unlock(&mc_heap_lock);
     return true;
 }
 
-/* clean: the rest's pages (but the header's) were never touched. */
-void heap_give_rest(struct mc_block *rest, size_t rest_len, bool clean)
+/* clean: the rest's pages (but the header's) were never touched; huge:
+ * they lie in a huge chunk. */
+void heap_give_rest(struct mc_block *rest, size_t rest_len, bool clean,
+                    bool huge)
 {
     uint64_t now = heap_lock();
-    heap_rest_locked(rest, rest_len, now, clean);
+    heap_rest_locked(rest, rest_len, now, clean, huge);
     pthread_mutex_unlock(&mc_heap_lock);
 }
 

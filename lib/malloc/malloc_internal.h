@@ -186,7 +186,13 @@ struct mc_block {
     _Atomic size_t off;     /* user pointer = header + off               */
     size_t align;           /* alignment asked for (mremap keeps <= 4K)  */
     size_t req;             /* size last asked for (malloc, realloc)     */
+    uint32_t huge;          /* 1: some of its pages lie in a huge chunk
+                               (block.c, "Huge chunks"); its owner's (the
+                               thread holding it, the heap under
+                               mc_heap_lock)                             */
 };
+_Static_assert(sizeof(struct mc_block) <= MC_BLOCK_HDR,
+               "the header fits before the user data");
 
 /* Block statistics (mc_bs): relaxed atomics. */
 struct mc_block_stats {
@@ -202,6 +208,7 @@ struct mc_block_stats {
                                               (mc_heap_lock)                */
     _Atomic uint64_t populates;            /* blocks faulted in by one
                                               madvise (block.c)             */
+    _Atomic uint64_t huge_chunks;          /* huge chunks mapped (block.c) */
 };
 extern DP_HIDDEN struct mc_block_stats mc_bs;
 extern DP_HIDDEN struct mc_block *_Atomic mc_lq;
@@ -367,11 +374,18 @@ DP_HIDDEN void *block_resize(struct mc_block *h, size_t n);
  *   MC_DEFAULT_AGE_NS  the malloc's reclaim age when DEFERPOOL_CONF sets
  *                      none: half the core's default, so that RSS comes
  *                      back soon after the last free (docs/malloc.md).
+ *   MC_HUGE_AFTER      a new chunk is a huge chunk (block.c) once the
+ *                      heap's blocks, live, queued and cached, hold this
+ *                      many bytes: a program that lives a few
+ *                      milliseconds, or keeps a few medium blocks, never
+ *                      has a whole chunk made resident at its first
+ *                      touch.
  */
 #define MC_HEAP_MAX_BYTES ((size_t)1 << 30)
 #define MC_GROW_ROOM 2
 #define MC_GROW_MIN ((size_t)64 << 10)
 #define MC_DEFAULT_AGE_NS 500000000ull
+#define MC_HUGE_AFTER ((uint64_t)4 << 20)
 
 /* What a heap pass evicts besides what is due. */
 enum mc_heap_mode {
@@ -385,7 +399,7 @@ DP_HIDDEN struct mc_block *heap_reuse(size_t len, size_t align, bool grow,
                                       bool *clean);
 DP_HIDDEN bool heap_extend(struct mc_block *h, size_t len, size_t want);
 DP_HIDDEN void heap_give_rest(struct mc_block *rest, size_t rest_len,
-                              bool clean);
+                              bool clean, bool huge);
 DP_HIDDEN size_t heap_trim(enum mc_heap_mode mode);
 DP_HIDDEN size_t heap_reclaim_hook(void);
 /* The block counters where blocks move between the heap pass and the

@@ -73,6 +73,7 @@ int dp_malloc_stats_get(dp_malloc_stats_t *out)
     out->large_purges = atomic_load_explicit(&mc_bs.purges, MC_RLX);
     out->large_bytes_purged = atomic_load_explicit(&mc_bs.purged_bytes, MC_RLX);
     out->large_populates = atomic_load_explicit(&mc_bs.populates, MC_RLX);
+    out->large_huge_chunks = atomic_load_explicit(&mc_bs.huge_chunks, MC_RLX);
     out->reclaim_age_ns = mc_age_ns;
     out->large_maps = atomic_load_explicit(&mc_bs.maps, MC_RLX);
     out->large_unmaps = atomic_load_explicit(&mc_bs.unmaps, MC_RLX);
@@ -167,6 +168,8 @@ static const struct dp_sfield malloc_fields[] = {
      M(large_bytes_purged)},
     {&sec_large, "populates", "populated", DP_SF_U64, 0, 0,
      M(large_populates)},
+    {&sec_large, "huge_chunks", "huge chunks", DP_SF_U64, 0, 0,
+     M(large_huge_chunks)},
     {NULL, "bootstrap_bytes", "bootstrap arena bytes", DP_SF_U64, 0, 0,
      M(bootstrap_bytes)},
     {&sec_reclaim, "running", "running", DP_SF_RUNNING, 0, 0,
