@@ -15,41 +15,20 @@
  *
  *   huge_probe count
  */
-#include "deferpool-malloc.h"
+#include "probe.h"
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <malloc.h>
-#include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/mman.h>
 
-/* The THP advice of the mapping that holds p, from /proc/self/smaps. */
+/* The THP advice of the mapping that holds p. */
 static const char *advice(const void *p)
 {
-    FILE *f = fopen("/proc/self/smaps", "r");
-    if (!f)
+    char flags[1024];
+    if (!pr_vmflags(p, flags, sizeof(flags)))
         return "?";
-    char line[1024];
-    int in = 0;
-    const char *r = "?";
-    uintptr_t a = (uintptr_t)p;
-    while (fgets(line, sizeof(line), f)) {
-        unsigned long lo, hi;
-        char c;
-        if (sscanf(line, "%lx-%lx %c", &lo, &hi, &c) == 3) {
-            in = a >= lo && a < hi;
-            continue;
-        }
-        if (in && strncmp(line, "VmFlags:", 8) == 0) {
-            r = strstr(line, " hg") ? "hg" : strstr(line, " nh") ? "nh" : "-";
-            break;
-        }
-    }
-    fclose(f);
-    return r;
+    return strstr(flags, " hg") ? "hg" : strstr(flags, " nh") ? "nh" : "-";
 }
 
 /* The page at address a is mapped (mincore fails with ENOMEM on an
@@ -68,21 +47,16 @@ int main(int argc, char **argv)
     int count = atoi(argv[1]);
     if (count < 8)
         return 2;
-    int (*get)(dp_malloc_stats_t *) =
-        (int (*)(dp_malloc_stats_t *))dlsym(RTLD_DEFAULT,
-                                             "dp_malloc_stats_get");
-    if (!get)
-        return 3;
     dp_malloc_stats_t s0, s1;
     char **b = calloc((size_t)count, sizeof(*b));
-    if (!b || get(&s0) != 0)
+    if (!b || pr_stats(&s0) != 0)
         return 4;
     for (int i = 0; i < count; i++) {
         if ((b[i] = malloc(64 << 10)) == NULL)
             return 5;
         memset(b[i], i, 64 << 10);
     }
-    if (get(&s1) != 0)
+    if (pr_stats(&s1) != 0)
         return 6;
     const char *first = advice(b[0]), *last = advice(b[count - 1]);
     uintptr_t small = (uintptr_t)b[1], huge = (uintptr_t)b[count - 2];

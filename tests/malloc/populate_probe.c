@@ -11,14 +11,10 @@
  *
  *   populate_probe write|sparse kib count
  */
-#include "deferpool-malloc.h"
+#include "probe.h"
 #include "resident.h"
 
-#include <dlfcn.h>
-#include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #define PAGE ((uintptr_t)4096)
 
@@ -38,14 +34,9 @@ int main(int argc, char **argv)
     int write_all = strcmp(argv[1], "write") == 0;
     size_t n = strtoul(argv[2], NULL, 10) << 10;
     int count = atoi(argv[3]);
-    int (*get)(dp_malloc_stats_t *) =
-        (int (*)(dp_malloc_stats_t *))dlsym(RTLD_DEFAULT,
-                                             "dp_malloc_stats_get");
-    if (!get)
-        return 3;
     dp_malloc_stats_t s0, s1;
     char **b = calloc((size_t)count, sizeof(*b));
-    if (!b || get(&s0) != 0)
+    if (!b || pr_stats(&s0) != 0)
         return 4;
     int populated = 0, late = 0;
     for (int i = 0; i < count; i++) {
@@ -60,7 +51,7 @@ int main(int argc, char **argv)
         else
             p[0] = (char)i;
     }
-    if (get(&s1) != 0)
+    if (pr_stats(&s1) != 0)
         return 7;
     printf("populated=%d late=%d stats=%llu\n", populated, late,
            (unsigned long long)(s1.large_populates - s0.large_populates));

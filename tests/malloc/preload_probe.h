@@ -1,7 +1,7 @@
 /*
  * preload_probe.h -- run a probe program under LD_PRELOAD of the drop-in
  * malloc with its own DEFERPOOL_CONF, which a process reads once: the
- * tests malloc_thp and malloc_populate run one per case.
+ * tests malloc_thp, malloc_populate and malloc_huge run one per case.
  */
 #ifndef DP_PRELOAD_PROBE_H
 #define DP_PRELOAD_PROBE_H

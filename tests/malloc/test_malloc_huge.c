@@ -78,16 +78,15 @@ Test(malloc_huge, later_chunks_are_huge_and_their_blocks_are_unmapped)
  * first, and every free block is purged. */
 Test(malloc_huge, never_and_default_make_none)
 {
-    struct seen n = probe("thp:never");
-    cr_assert_eq(n.chunks, 0);
-    cr_assert_str_eq(n.first, "nh");
-    cr_assert_str_eq(n.last, "nh");
-    cr_assert_eq(n.small_mapped, 1);
-    cr_assert_eq(n.huge_mapped, 1);
-    struct seen d = probe("thp:default");
-    cr_assert_eq(d.chunks, 0);
-    cr_assert_str_eq(d.first, "-");
-    cr_assert_str_eq(d.last, "-");
-    cr_assert_eq(d.small_mapped, 1);
-    cr_assert_eq(d.huge_mapped, 1);
+    static const struct {
+        const char *conf, *advice;
+    } c[] = {{"thp:never", "nh"}, {"thp:default", "-"}};
+    for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+        struct seen s = probe(c[i].conf);
+        cr_assert_eq(s.chunks, 0, "%s", c[i].conf);
+        cr_assert_str_eq(s.first, c[i].advice, "%s", c[i].conf);
+        cr_assert_str_eq(s.last, c[i].advice, "%s", c[i].conf);
+        cr_assert_eq(s.small_mapped, 1, "%s", c[i].conf);
+        cr_assert_eq(s.huge_mapped, 1, "%s", c[i].conf);
+    }
 }

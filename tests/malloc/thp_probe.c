@@ -5,34 +5,16 @@
  * each, whether the kernel marks its mapping "nh" (MADV_NOHUGEPAGE) in
  * /proc/self/smaps: "small=1 medium=1 large=0".  -1: not found.
  */
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include "probe.h"
 
+#include <stdlib.h>
+
+/* 1: p's mapping is advised MADV_NOHUGEPAGE, 0: not, -1: no mapping. */
 static int nohuge(const void *p)
 {
-    FILE *f = fopen("/proc/self/smaps", "r");
-    if (!f)
-        return -1;
-    char line[1024];
-    int in = 0, r = -1;
-    uintptr_t a = (uintptr_t)p;
-    while (fgets(line, sizeof(line), f)) {
-        unsigned long lo, hi;
-        char c;
-        /* A mapping's first line: "lo-hi perms ...". */
-        if (sscanf(line, "%lx-%lx %c", &lo, &hi, &c) == 3) {
-            in = a >= lo && a < hi;
-            continue;
-        }
-        if (in && strncmp(line, "VmFlags:", 8) == 0) {
-            r = strstr(line, " nh") != NULL;
-            break;
-        }
-    }
-    fclose(f);
-    return r;
+    char flags[1024];
+    return pr_vmflags(p, flags, sizeof(flags)) ? strstr(flags, " nh") != NULL
+                                                : -1;
 }
 
 int main(void)
