@@ -130,11 +130,13 @@ DP_MALLOC_API void dp_malloc_stats_print(FILE *f, int json);
  * free medium and large blocks, the calling thread's cached objects, the
  * medium blocks on every thread's lists (of threads not inside an
  * allocator call at that moment) and every empty page.  Every free block
- * is unmapped, address space too, which may cut holes into mappings.
- * malloc_trim() does the same but purges (MADV_DONTNEED) the free blocks
- * smaller than a chunk instead, as ageing does (docs/malloc.md).
+ * is unmapped, address space too, which may cut holes into mappings --
+ * but in a huge chunk partly in use, whose free blocks are purged
+ * (MADV_DONTNEED), since a huge chunk goes back only whole
+ * (docs/malloc.md, "Huge chunks").  malloc_trim() does the same but
+ * purges the free blocks smaller than a chunk everywhere, as ageing does.
  * What it promises: when it returns, none of those blocks is left queued
- * or in the heap of free blocks.  A block that a reclaim pass or another
+ * or in the heap of free blocks, but purged ones of huge chunks.  A block that a reclaim pass or another
  * thread's allocation is purging at that moment is out of the heap, where
  * the trim cannot take it; that purge unmaps it when it ends instead of
  * putting it back.  Blocks freed during the call, and those on the lists

@@ -143,14 +143,21 @@ static void block_populate(struct mc_block *h, size_t n)
  * MADV_HUGEPAGE: its first touch faults in one huge page, where the
  * blocks cut from it would fault a page at a time as they are written,
  * and the TLB holds it in one entry.  Its rest is then resident, so it
- * goes to the heap dirty and ages like a freed block.  A block with
- * pages in a huge chunk (its huge bit, which splits and merges carry)
- * is unmapped when it is due, not purged: a purge keeps the header's
- * page, and one page still mapped keeps the whole huge page allocated
- * (the kernel splits it only under memory pressure), where an unmap lets
- * it go once its last block does.  The holes also keep khugepaged from
- * collapsing the range back.  Such a block is not populated: its pages
- * are resident already.
+ * goes to the heap dirty and ages like a freed block.  Its blocks carry
+ * a huge bit, which splits and merges keep.  A huge chunk is mapped whole
+ * until it goes whole, as one free block of MC_CHUNK:
+ *   - no block merges across its edge (heap.c, heap_may_merge), so each
+ *     of its blocks lies inside it;
+ *   - a due block of it smaller than the chunk is purged, whatever asks
+ *     (dp_malloc_trim() too), and a purge advises the whole chunk
+ *     MADV_NOHUGEPAGE, so that khugepaged does not collapse the purged
+ *     range back in, without cutting the chunk into one mapping per
+ *     fragment (heap.c, heap_release);
+ *   - a block of it is never moved by mremap (block_resize).
+ * A purge splits the huge page's mapping: RSS drops by the purged pages,
+ * and the kernel may keep the huge page allocated until it splits it.
+ * Such a block is not populated unless purged since: its pages are
+ * resident already.
  */
 static bool huge_due(void)
 {
@@ -191,7 +198,7 @@ void *block_alloc(size_t n, size_t align, bool zero, bool grow)
     }
     if (h) {
         h->req = n;
-        if (clean && !h->huge)
+        if (clean)
             block_populate(h, n);
         if (zero)
             memset(block_user(h), 0, n);
@@ -288,8 +295,8 @@ bool block_free(struct mc_block *h)
  *      (heap_extend): no copy, no system call;
  *   2. into a cached block (pages already faulted): copy, then free the
  *      old block (it joins the cache);
- *   3. else, for a block of more than MC_CHUNK / 2, mremap(MREMAP_MAYMOVE)
- *      of the block itself, no copy.  A smaller block is left to realloc,
+ *   3. else, for a block of more than MC_CHUNK / 2 not in a huge chunk,
+ *      mremap(MREMAP_MAYMOVE) of the block itself, no copy.  A smaller block is left to realloc,
  *      whose new block is cut from a chunk: an mremap would move it into
  *      a mapping of its own.
  * Shrinking splits the tail off into the cache, in place, whatever the
@@ -333,8 +340,8 @@ void *block_resize(struct mc_block *h, size_t n)
                        h->huge);
         return block_user(h);
     }
-    if (old <= MC_CHUNK / 2 && len != old)
-        return NULL;
+    if ((old <= MC_CHUNK / 2 || h->huge) && len != old)
+        return NULL; /* a huge chunk's block stays in it (Huge chunks) */
     h->req = n;
     if (len == old)
         return block_user(h);

@@ -50,8 +50,7 @@ void dp_malloc_thread_flush(void)
 
 /* What programs call, maybe often: free blocks smaller than a chunk are
  * purged, not unmapped, so that no trim cuts a hole into a mapping
- * (docs/malloc.md, "Purged, not unmapped") -- but in a huge chunk
- * ("Huge chunks"). */
+ * (docs/malloc.md, "Purged, not unmapped"). */
 MC_EXPORT int malloc_trim(size_t pad)
 {
     (void)pad;

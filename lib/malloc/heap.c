@@ -210,13 +210,22 @@ static void heap_forget_locked(struct mc_block *h)
     atomic_fetch_add_explicit(&mc_bs.merges, 1, MC_RLX);
 }
 
+/* Blocks a and b, b starting where a ends, may merge: not past
+ * MC_MERGE_MAX, and not across a huge chunk's edge, so that a huge chunk
+ * is mapped whole until it goes whole (block.c, "Huge chunks"). */
+static inline bool heap_may_merge(const struct mc_block *a,
+                                  const struct mc_block *b)
+{
+    return a->maplen + b->maplen <= MC_MERGE_MAX &&
+           !((a->huge || b->huge) && ((uintptr_t)b & (MC_CHUNK - 1)) == 0);
+}
+
 /* Cache h (default offset, not cached), merged with the cached blocks
  * that end where it starts and start where it ends. */
 static void heap_insert_locked(struct mc_block *h, uint64_t now, bool clean)
 {
     struct mc_block *l = as_cached(dp_pagemap_get((char *)h - MC_SYSPAGE));
-    if (l && (char *)l + l->maplen == (char *)h &&
-        l->maplen + h->maplen <= MC_MERGE_MAX) {
+    if (l && (char *)l + l->maplen == (char *)h && heap_may_merge(l, h)) {
         clean = clean && hnode(l)->clean;
         heap_unlink_locked(l, l);
         heap_forget_locked(h);
@@ -225,8 +234,7 @@ static void heap_insert_locked(struct mc_block *h, uint64_t now, bool clean)
         h = l;
     }
     struct mc_block *r = as_cached(dp_pagemap_get((char *)h + h->maplen));
-    if (r && (char *)r == (char *)h + h->maplen &&
-        h->maplen + r->maplen <= MC_MERGE_MAX) {
+    if (r && (char *)r == (char *)h + h->maplen && heap_may_merge(h, r)) {
         clean = clean && hnode(r)->clean;
         heap_unlink_locked(r, NULL);
         mc_magic_set(r, 0);
@@ -386,10 +394,11 @@ static void heap_drain_locked(uint64_t now)
 /* Evict: unlink, oldest first, the dirty blocks past MC_HEAP_MAX_BYTES
  * or older than the age onto *unmap if they span a chunk or more, else
  * onto *purge, so that ageing never cuts a hole smaller than a chunk
- * into a mapping (docs/malloc.md, "Purged, not unmapped") -- but for a
- * block in a huge chunk, which is unmapped (block.c, "Huge chunks").  HEAP_TRIM
+ * into a mapping (docs/malloc.md, "Purged, not unmapped").  HEAP_TRIM
  * makes every dirty block due; HEAP_TRIM_ALL unmaps everything, clean
- * blocks included. */
+ * blocks included -- but the free blocks of a huge chunk partly in use,
+ * which it purges, since a huge chunk is unmapped only whole (block.c,
+ * "Huge chunks"). */
 static void heap_evict_locked(uint64_t now, enum mc_heap_mode mode,
                               struct mc_block **unmap,
                               struct mc_block **purge)
@@ -402,7 +411,7 @@ static void heap_evict_locked(uint64_t now, enum mc_heap_mode mode,
         struct mc_block *h = mc_heap_old;
         dirty -= h->maplen;
         heap_unlink_locked(h, NULL);
-        if (mode == HEAP_TRIM_ALL || h->maplen >= MC_CHUNK || h->huge) {
+        if (h->maplen >= MC_CHUNK || (mode == HEAP_TRIM_ALL && !h->huge)) {
             mc_next_set(h, *unmap);
             *unmap = h;
         } else {
@@ -416,9 +425,11 @@ static void heap_evict_locked(uint64_t now, enum mc_heap_mode mode,
         struct mc_block *h = mc_bin[b];
         while (h) {
             struct mc_block *next = HN_GET(h, fnext);
-            heap_unlink_locked(h, NULL);
-            mc_next_set(h, *unmap);
-            *unmap = h;
+            if (!h->huge || h->maplen >= MC_CHUNK) {
+                heap_unlink_locked(h, NULL);
+                mc_next_set(h, *unmap);
+                *unmap = h;
+            }
             h = next;
         }
     }
@@ -428,7 +439,12 @@ static void heap_evict_locked(uint64_t now, enum mc_heap_mode mode,
  * put it back clean -- unless a dp_malloc_trim() ran while it was being
  * purged (mc_heap_trim_gen moved from trim_gen): that trim promised every
  * free block unmapped, and could not take these, so they are unmapped
- * instead.  Returns how many blocks were unmapped or purged. */
+ * instead, but in a huge chunk.  A purge in a huge chunk also advises
+ * the whole chunk MADV_NOHUGEPAGE: the purge split its huge page, and
+ * khugepaged must not collapse the range back in.  The chunk is mapped
+ * whole while one of its blocks is out of the heap (block.c, "Huge
+ * chunks"), so the advice touches only our pages, and the chunk stays
+ * one mapping.  Returns how many blocks were unmapped or purged. */
 static size_t heap_release(struct mc_block *unmap, struct mc_block *purge,
                            uint64_t trim_gen)
 {
@@ -441,19 +457,24 @@ static size_t heap_release(struct mc_block *unmap, struct mc_block *purge,
         if (h->maplen > MC_SYSPAGE)
             madvise((char *)h + MC_SYSPAGE, h->maplen - MC_SYSPAGE,
                     MADV_DONTNEED);
+        if (h->huge)
+            madvise((void *)((uintptr_t)h & ~(uintptr_t)(MC_CHUNK - 1)),
+                    MC_CHUNK, MADV_NOHUGEPAGE);
         atomic_fetch_add_explicit(&mc_bs.purges, 1, MC_RLX);
         n++;
     }
     uint64_t now = heap_lock(); /* a merge puts the block at the list's end */
-    if (mc_heap_trim_gen != trim_gen) {
-        unmap = purge; /* dp_malloc_trim() ran meanwhile */
-    } else {
-        unmap = NULL;
-        while (purge) {
-            struct mc_block *next = mc_next_get(purge);
+    bool trimmed = mc_heap_trim_gen != trim_gen; /* a dp_malloc_trim() ran */
+    unmap = NULL;
+    while (purge) {
+        struct mc_block *next = mc_next_get(purge);
+        if (trimmed && !purge->huge) {
+            mc_next_set(purge, unmap);
+            unmap = purge;
+        } else {
             heap_insert_locked(purge, now, true);
-            purge = next;
         }
+        purge = next;
     }
     pthread_mutex_unlock(&mc_heap_lock);
     block_unmap_list(unmap);
@@ -516,7 +537,8 @@ bool heap_extend(struct mc_block *h, size_t len, size_t want)
     uint64_t now = heap_lock();
     heap_drain_locked(now);
     struct mc_block *r = as_cached(dp_pagemap_get(end));
-    if (!r || (char *)r != end || h->maplen + r->maplen < len) {
+    if (!r || (char *)r != end || h->maplen + r->maplen < len ||
+        ((h->huge || r->huge) && ((uintptr_t)end & (MC_CHUNK - 1)) == 0)) {
         pthread_mutex_unlock(&mc_heap_lock);
         return false;
     }

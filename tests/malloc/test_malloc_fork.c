@@ -165,10 +165,13 @@ static int heap_child(void)
         free(v[i]);
     dp_malloc_trim();
     dp_malloc_stats_get(&a);
-    /* What the other threads held stays live; nothing is left queued or
-     * cached after a trim, and their counters agree with the lists. */
-    if (a.large_queued || a.large_bytes_queued || a.large_cached ||
-        a.large_bytes_cached || a.large_bytes_purged)
+    /* What the other threads held stays live; nothing is left queued
+     * after a trim, nor cached but purged blocks of huge chunks, and
+     * their counters agree with the lists. */
+    if (a.large_queued || a.large_bytes_queued ||
+        a.large_bytes_cached != a.large_bytes_purged ||
+        (a.large_cached != 0) != (a.large_bytes_cached != 0) ||
+        (a.large_cached && !a.large_huge_chunks))
         return 4;
     void *x = malloc(heap_sizes[1]);
     if (!x)
@@ -179,7 +182,8 @@ static int heap_child(void)
     free(x);
     dp_malloc_trim();
     dp_malloc_stats_get(&b);
-    if (b.large_inuse != a.large_inuse || b.large_queued || b.large_cached)
+    if (b.large_inuse != a.large_inuse || b.large_queued ||
+        b.large_bytes_cached != b.large_bytes_purged)
         return 7;
     return 0;
 }
