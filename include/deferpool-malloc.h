@@ -136,11 +136,12 @@ DP_MALLOC_API void dp_malloc_stats_print(FILE *f, int json);
  * (docs/malloc.md, "Huge chunks").  malloc_trim() does the same but
  * purges the free blocks smaller than a chunk everywhere, as ageing does.
  * What it promises: when it returns, none of those blocks is left queued
- * or in the heap of free blocks, but purged ones of huge chunks.  A block that a reclaim pass or another
- * thread's allocation is purging at that moment is out of the heap, where
- * the trim cannot take it; that purge unmaps it when it ends instead of
- * putting it back.  Blocks freed during the call, and those on the lists
- * of a thread inside an allocator call, may stay.
+ * or in the heap of free blocks, but purged ones of huge chunks.  A block
+ * that a reclaim pass or another thread's allocation is purging at that
+ * moment is out of the heap, where the trim cannot take it; that purge
+ * unmaps it when it ends instead of putting it back (purges it, in a huge
+ * chunk).  Blocks freed during the call, and those on the lists of a
+ * thread inside an allocator call, may stay.
  * Returns the number of pages and blocks returned.  Blocks:
  * yes (munmap, locks).
  */
