@@ -210,14 +210,22 @@ static void heap_forget_locked(struct mc_block *h)
     atomic_fetch_add_explicit(&mc_bs.merges, 1, MC_RLX);
 }
 
+/* Blocks a and b, b starting where a ends, lie on either side of a huge
+ * chunk's edge: they may not become one block (a merge, a growth in
+ * place), so that a huge chunk is mapped whole until it goes whole
+ * (block.c, "Huge chunks"). */
+static inline bool heap_huge_edge(const struct mc_block *a,
+                                  const struct mc_block *b)
+{
+    return (a->huge || b->huge) && ((uintptr_t)b & (MC_CHUNK - 1)) == 0;
+}
+
 /* Blocks a and b, b starting where a ends, may merge: not past
- * MC_MERGE_MAX, and not across a huge chunk's edge, so that a huge chunk
- * is mapped whole until it goes whole (block.c, "Huge chunks"). */
+ * MC_MERGE_MAX, and not across a huge chunk's edge. */
 static inline bool heap_may_merge(const struct mc_block *a,
                                   const struct mc_block *b)
 {
-    return a->maplen + b->maplen <= MC_MERGE_MAX &&
-           !((a->huge || b->huge) && ((uintptr_t)b & (MC_CHUNK - 1)) == 0);
+    return a->maplen + b->maplen <= MC_MERGE_MAX && !heap_huge_edge(a, b);
 }
 
 /* Cache h (default offset, not cached), merged with the cached blocks
@@ -538,7 +546,7 @@ bool heap_extend(struct mc_block *h, size_t len, size_t want)
     heap_drain_locked(now);
     struct mc_block *r = as_cached(dp_pagemap_get(end));
     if (!r || (char *)r != end || h->maplen + r->maplen < len ||
-        ((h->huge || r->huge) && ((uintptr_t)end & (MC_CHUNK - 1)) == 0)) {
+        heap_huge_edge(h, r)) {
         pthread_mutex_unlock(&mc_heap_lock);
         return false;
     }
