@@ -1,7 +1,8 @@
 /*
  * preload_probe.h -- run a probe program under LD_PRELOAD of the drop-in
  * malloc with its own DEFERPOOL_CONF, which a process reads once: the
- * tests malloc_thp, malloc_populate and malloc_huge run one per case.
+ * tests malloc_thp, malloc_populate and malloc_huge run one per case;
+ * and the machine's THP policy, which the first and the last expect.
  */
 #ifndef DP_PRELOAD_PROBE_H
 #define DP_PRELOAD_PROBE_H
@@ -10,7 +11,24 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
+
+/* The machine's THP policy, which the probes' expectations follow:
+ * "always", "madvise" or "never" (also when it cannot be read). */
+static inline const char *pp_thp_policy(void)
+{
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    char buf[128] = "";
+    if (!f)
+        return "never";
+    if (!fgets(buf, sizeof(buf), f))
+        buf[0] = 0;
+    fclose(f);
+    return strstr(buf, "[always]")    ? "always"
+           : strstr(buf, "[madvise]") ? "madvise"
+                                      : "never";
+}
 
 /* Run `DEFERPOOL_CONF='conf' LD_PRELOAD=$DP_MALLOC_LIB $<exe_var> args`,
  * asserting that it exits with 0; its stdout into out and its stderr

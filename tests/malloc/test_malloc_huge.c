@@ -46,24 +46,9 @@ static struct seen probe(const char *conf)
     return s;
 }
 
-/* The machine's THP policy: "always", "madvise" or "never". */
-static const char *thp_policy(void)
-{
-    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
-    char buf[128] = "";
-    if (!f)
-        return "never";
-    if (!fgets(buf, sizeof(buf), f))
-        buf[0] = 0;
-    fclose(f);
-    return strstr(buf, "[always]")    ? "always"
-           : strstr(buf, "[madvise]") ? "madvise"
-                                      : "never";
-}
-
 Test(malloc_huge, later_chunks_are_huge_and_go_back_whole)
 {
-    const char *sys = thp_policy();
+    const char *sys = pp_thp_policy();
     struct seen s = probe("");
     cr_assert_str_empty(s.err);
     cr_assert_eq(s.purged, 2, "a free block smaller than a chunk is purged");

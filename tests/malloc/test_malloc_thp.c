@@ -31,17 +31,7 @@ static struct flags probe(const char *conf)
 }
 
 /* The machine's policy is "always" (THP for every anonymous mapping). */
-static int thp_always(void)
-{
-    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
-    char buf[128] = "";
-    if (!f)
-        return 0;
-    if (!fgets(buf, sizeof(buf), f))
-        buf[0] = 0;
-    fclose(f);
-    return strstr(buf, "[always]") != NULL;
-}
+static int thp_always(void) { return !strcmp(pp_thp_policy(), "always"); }
 
 Test(malloc_thp, never_keeps_pages_and_chunks_off_huge_pages)
 {
