@@ -137,7 +137,7 @@ count_run() {
 }
 
 # Test files a sanitizer build does not build (tests/malloc/meson.build):
-# programs, thp and populate run programs under LD_PRELOAD of
+# programs, thp, populate and huge run programs under LD_PRELOAD of
 # libdeferpool-malloc.so, which such builds leave out; fork forks from a
 # threaded parent whose child starts threads, which neither sanitizer
 # supports.

@@ -296,9 +296,9 @@ bool block_free(struct mc_block *h)
  *   2. into a cached block (pages already faulted): copy, then free the
  *      old block (it joins the cache);
  *   3. else, for a block of more than MC_CHUNK / 2 not in a huge chunk,
- *      mremap(MREMAP_MAYMOVE) of the block itself, no copy.  A smaller block is left to realloc,
- *      whose new block is cut from a chunk: an mremap would move it into
- *      a mapping of its own.
+ *      mremap(MREMAP_MAYMOVE) of the block itself, no copy.  A smaller
+ *      block is left to realloc, whose new block is cut from a chunk: an
+ *      mremap would move it into a mapping of its own.
  * Shrinking splits the tail off into the cache, in place, whatever the
  * block's size: no copy, no system call, and the pages stay for the next
  * growth until the return policy purges or unmaps them (heap.c).
