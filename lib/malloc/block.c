@@ -263,10 +263,12 @@ void *block_alloc(size_t n, size_t align, bool zero, bool grow)
      * but in a huge chunk resident since the header's first store, so
      * dirty: the return policy purges what is not used. */
     if (at > m)
-        heap_give_rest((struct mc_block *)m, (size_t)(at - m), !huge, huge);
+        heap_give_rest((struct mc_block *)m, (size_t)(at - m), !huge, huge,
+                       false);
     if (m + maplen > at + len)
         heap_give_rest((struct mc_block *)(at + len),
-                       (size_t)(m + maplen - (at + len)), !huge, huge);
+                       (size_t)(m + maplen - (at + len)), !huge, huge,
+                       false);
     return block_user(h);
 }
 
@@ -335,9 +337,8 @@ void *block_resize(struct mc_block *h, size_t n)
         h->req = n;
         h->maplen = len;
         atomic_fetch_sub_explicit(&mc_bs.live_bytes, old - len, MC_RLX);
-        atomic_fetch_add_explicit(&mc_bs.splits, 1, MC_RLX);
         heap_give_rest((struct mc_block *)((char *)h + len), old - len, false,
-                       h->huge);
+                       h->huge, true);
         return block_user(h);
     }
     if ((old <= MC_CHUNK / 2 || h->huge) && len != old)

@@ -48,8 +48,11 @@
 #define MC_ALIGN_SCAN 64 /* blocks an aligned search looks at in all */
 #define MC_TAG_CACHED ((uintptr_t)2)
 
-/* The heap: every field below is under mc_heap_lock. */
-static DP_FORK_DATA pthread_mutex_t mc_heap_lock = PTHREAD_MUTEX_INITIALIZER;
+/* The heap: every field below is under mc_heap_lock.  Adaptive: a pass
+ * holds it for a few hundred nanoseconds, so a thread that finds it taken
+ * spins a little before it sleeps in the kernel. */
+static DP_FORK_DATA pthread_mutex_t mc_heap_lock =
+    PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP;
 static struct mc_block *mc_bin[MC_NBINS];  /* by size, newest first    */
 static uint64_t mc_binmap[MC_NBINS / 64];  /* bins that are non-empty  */
 static struct mc_block *mc_heap_old, *mc_heap_new; /* arrival order    */
@@ -149,7 +152,7 @@ static void heap_link_locked(struct mc_block *h, uint64_t now, bool clean)
     HN_SET(h, anext, NULL);
     if (clean) {
         HN_SET(h, aprev, NULL);
-        atomic_fetch_add_explicit(&mc_bs.purged_bytes, h->maplen, MC_RLX);
+        mc_bs_locked_add(&mc_bs.purged_bytes, h->maplen);
     } else {
         HN_SET(h, aprev, mc_heap_new);
         if (mc_heap_new)
@@ -163,8 +166,8 @@ static void heap_link_locked(struct mc_block *h, uint64_t now, bool clean)
     dp_pagemap_store(h, tag);
     if (h->maplen > MC_SYSPAGE)
         dp_pagemap_store(heap_last_frame(h), tag);
-    atomic_fetch_add_explicit(&mc_bs.cached, 1, MC_RLX);
-    atomic_fetch_add_explicit(&mc_bs.cached_bytes, h->maplen, MC_RLX);
+    mc_bs_locked_add(&mc_bs.cached, 1);
+    mc_bs_locked_add(&mc_bs.cached_bytes, h->maplen);
 }
 
 /* Out of the cache; its first frame then maps to `first` (the header,
@@ -183,7 +186,7 @@ static void heap_unlink_locked(struct mc_block *h, void *first)
     if (fnext)
         HN_SET(fnext, fprev, fprev);
     if (c->clean) {
-        atomic_fetch_sub_explicit(&mc_bs.purged_bytes, h->maplen, MC_RLX);
+        mc_bs_locked_add(&mc_bs.purged_bytes, -(uint64_t)h->maplen);
     } else {
         struct mc_block *aprev = HN_GET(h, aprev), *anext = HN_GET(h, anext);
         if (aprev)
@@ -198,8 +201,8 @@ static void heap_unlink_locked(struct mc_block *h, void *first)
     if (h->maplen > MC_SYSPAGE)
         dp_pagemap_store(heap_last_frame(h), NULL);
     dp_pagemap_store(h, first);
-    atomic_fetch_sub_explicit(&mc_bs.cached, 1, MC_RLX);
-    atomic_fetch_sub_explicit(&mc_bs.cached_bytes, h->maplen, MC_RLX);
+    mc_bs_locked_add(&mc_bs.cached, -(uint64_t)1);
+    mc_bs_locked_add(&mc_bs.cached_bytes, -(uint64_t)h->maplen);
 }
 
 /* A header swallowed by a merge: no longer a block. */
@@ -207,7 +210,7 @@ static void heap_forget_locked(struct mc_block *h)
 {
     dp_pagemap_store(h, NULL);
     mc_magic_set(h, 0);
-    atomic_fetch_add_explicit(&mc_bs.merges, 1, MC_RLX);
+    mc_bs_locked_add(&mc_bs.merges, 1);
 }
 
 /* Blocks a and b, b starting where a ends, lie on either side of a huge
@@ -246,7 +249,7 @@ static void heap_insert_locked(struct mc_block *h, uint64_t now, bool clean)
         clean = clean && hnode(r)->clean;
         heap_unlink_locked(r, NULL);
         mc_magic_set(r, 0);
-        atomic_fetch_add_explicit(&mc_bs.merges, 1, MC_RLX);
+        mc_bs_locked_add(&mc_bs.merges, 1);
         h->maplen += r->maplen;
         h->huge |= r->huge;
     }
@@ -346,7 +349,7 @@ static struct mc_block *heap_take_locked(size_t len, size_t align, bool grow,
     if (at != (char *)got) {
         got->maplen = (size_t)(at - (char *)got);
         heap_link_locked(got, now, clean);
-        atomic_fetch_add_explicit(&mc_bs.splits, 1, MC_RLX);
+        mc_bs_locked_add(&mc_bs.splits, 1);
         have -= got->maplen;
         uint32_t huge = got->huge;
         got = (struct mc_block *)at;
@@ -358,7 +361,7 @@ static struct mc_block *heap_take_locked(size_t len, size_t align, bool grow,
     got->maplen = have;
     if (have > len) {
         got->maplen = len;
-        atomic_fetch_add_explicit(&mc_bs.splits, 1, MC_RLX);
+        mc_bs_locked_add(&mc_bs.splits, 1);
         heap_rest_locked((struct mc_block *)((char *)got + len), have - len,
                          now, clean, got->huge);
     }
@@ -388,14 +391,19 @@ static void heap_drain_locked(uint64_t now)
 {
     struct mc_block *l = atomic_exchange_explicit(&mc_lq, NULL,
                                                   memory_order_acquire);
+    uint64_t n = 0, bytes = 0;
     while (l) {
         struct mc_block *next = mc_next_queued(l);
-        atomic_fetch_sub_explicit(&mc_bs.queued, 1, MC_RLX);
-        atomic_fetch_sub_explicit(&mc_bs.queued_bytes, l->maplen, MC_RLX);
+        n++;
+        bytes += l->maplen;
         block_set_off(l, MC_BLOCK_HDR);
         l->align = 0;
         heap_insert_locked(l, now, false);
         l = next;
+    }
+    if (n) {
+        atomic_fetch_sub_explicit(&mc_bs.queued, n, MC_RLX);
+        atomic_fetch_sub_explicit(&mc_bs.queued_bytes, bytes, MC_RLX);
     }
 }
 
@@ -503,8 +511,9 @@ static struct mc_block *heap_pass(size_t want_len, size_t want_align,
         mc_heap_trim_gen++;
     heap_drain_locked(now);
     heap_evict_locked(now, mode, &unmap, &purge);
-    if (want_len)
-        got = heap_take_locked(want_len, want_align, grow, now, clean);
+    if (want_len && (got = heap_take_locked(want_len, want_align, grow, now,
+                                            clean)) != NULL)
+        mc_bs_locked_add(&mc_bs.reused, 1);
     pthread_mutex_unlock(&mc_heap_lock);
     size_t n = heap_release(unmap, purge, trim_gen);
     if (nreturned)
@@ -555,14 +564,14 @@ bool heap_extend(struct mc_block *h, size_t len, size_t want)
     size_t old = h->maplen, total = old + r->maplen;
     heap_unlink_locked(r, NULL);
     mc_magic_set(r, 0);
-    atomic_fetch_add_explicit(&mc_bs.merges, 1, MC_RLX);
+    mc_bs_locked_add(&mc_bs.merges, 1);
     if (want < len)
         want = len;
     h->maplen = total;
     h->huge |= huge;
     if (total > want) {
         h->maplen = want;
-        atomic_fetch_add_explicit(&mc_bs.splits, 1, MC_RLX);
+        mc_bs_locked_add(&mc_bs.splits, 1);
         heap_rest_locked((struct mc_block *)((char *)h + want), total - want,
                          now, clean, huge);
     }
@@ -574,9 +583,11 @@ bool heap_extend(struct mc_block *h, size_t len, size_t want)
 /* clean: the rest's pages (but the header's) were never touched; huge:
  * they lie in a huge chunk. */
 void heap_give_rest(struct mc_block *rest, size_t rest_len, bool clean,
-                    bool huge)
+                    bool huge, bool split)
 {
     uint64_t now = heap_lock();
+    if (split)
+        mc_bs_locked_add(&mc_bs.splits, 1);
     heap_rest_locked(rest, rest_len, now, clean, huge);
     pthread_mutex_unlock(&mc_heap_lock);
 }
@@ -596,7 +607,6 @@ struct mc_block *heap_reuse(size_t len, size_t align, bool grow,
     struct mc_block *h = heap_pass(len, align, grow, HEAP_KEEP, NULL, clean);
     if (!h)
         return NULL;
-    atomic_fetch_add_explicit(&mc_bs.reused, 1, MC_RLX);
     atomic_fetch_add_explicit(&mc_bs.live, 1, MC_RLX);
     atomic_fetch_add_explicit(&mc_bs.live_bytes, h->maplen, MC_RLX);
     return h;

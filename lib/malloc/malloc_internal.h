@@ -194,15 +194,23 @@ struct mc_block {
 _Static_assert(sizeof(struct mc_block) <= MC_BLOCK_HDR,
                "the header fits before the user data");
 
-/* Block statistics (mc_bs): relaxed atomics. */
+/* Block statistics (mc_bs): relaxed atomics, read relaxed by anyone.
+ * Those marked (mc_heap_lock) are written only with the lock held, by
+ * mc_bs_locked_add: a load and a store, no atomic read-modify-write (a
+ * locked instruction waits for the store buffer to drain, and a heap
+ * pass writes a dozen such counters among its stores to cold block
+ * headers).  The rest take atomic adds. */
 struct mc_block_stats {
     _Atomic uint64_t live, live_bytes;     /* handed out (thread lists too) */
     _Atomic uint64_t queued, queued_bytes; /* on mc_lq                      */
     _Atomic uint64_t cached, cached_bytes; /* in the heap (mc_heap_lock)    */
     _Atomic uint64_t maps, unmaps;         /* mappings made, blocks unmapped */
-    _Atomic uint64_t reused;               /* handed out from the heap      */
-    _Atomic uint64_t splits;               /* a block cut in two            */
-    _Atomic uint64_t merges;               /* a block merged into another   */
+    _Atomic uint64_t reused;               /* handed out from the heap
+                                              (mc_heap_lock)                */
+    _Atomic uint64_t splits;               /* a block cut in two
+                                              (mc_heap_lock)                */
+    _Atomic uint64_t merges;               /* a block merged into another
+                                              (mc_heap_lock)                */
     _Atomic uint64_t purges;               /* due blocks purged             */
     _Atomic uint64_t purged_bytes;         /* clean cached blocks' bytes
                                               (mc_heap_lock)                */
@@ -211,6 +219,13 @@ struct mc_block_stats {
     _Atomic uint64_t huge_chunks;          /* huge chunks mapped (block.c) */
 };
 extern DP_HIDDEN struct mc_block_stats mc_bs;
+
+/* Add d to a counter of mc_bs marked (mc_heap_lock), the lock held. */
+static inline void mc_bs_locked_add(_Atomic uint64_t *c, uint64_t d)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, MC_RLX) + d, MC_RLX);
+}
+
 extern DP_HIDDEN struct mc_block *_Atomic mc_lq;
 
 /* ---- safe-linked pointers (harden.c) --------------------------------- */
@@ -399,7 +414,7 @@ DP_HIDDEN struct mc_block *heap_reuse(size_t len, size_t align, bool grow,
                                       bool *clean);
 DP_HIDDEN bool heap_extend(struct mc_block *h, size_t len, size_t want);
 DP_HIDDEN void heap_give_rest(struct mc_block *rest, size_t rest_len,
-                              bool clean, bool huge);
+                              bool clean, bool huge, bool split);
 DP_HIDDEN size_t heap_trim(enum mc_heap_mode mode);
 DP_HIDDEN size_t heap_reclaim_hook(void);
 /* The block counters where blocks move between the heap pass and the
