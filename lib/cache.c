@@ -265,7 +265,7 @@ static struct dp_tcache *tc_create(bool nowait)
      * done (dp_tcache_atfork_*). */
     if (dp_tcg.forking)
         atomic_store_explicit(&tc->drain, DP_TC_CLAIMED, DP_RLX);
-    DP_LIST_PUSH_HEAD(&dp_tcg.caches, tc, next, prev);
+    tc_link_locked(tc);
     pthread_mutex_unlock(&dp_tcg.lock);
     /* Outside the lock: glibc may allocate for the key (a malloc inside
      * the allocator, served by the bootstrap arena).  On failure the
@@ -281,6 +281,11 @@ static struct dp_tcache *tc_create(bool nowait)
     }
     dp_tc = tc;
     return tc;
+}
+
+uint32_t dp_tcache_count(void)
+{
+    return atomic_load_explicit(&dp_tcg.ncaches, DP_RLX);
 }
 
 /* Reclaim pass: unmap the spares that were spare at the previous pass

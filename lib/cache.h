@@ -313,6 +313,11 @@ DP_HIDDEN void dp_tcache_gc(void);
 DP_HIDDEN void dp_tcache_sum(struct dp_pool *p, uint64_t *cached,
                              uint64_t *gets);
 
+/* How many threads have a cache now (exited threads' spares not
+ * counted); a relaxed read, for a layer that sizes what each thread may
+ * keep. */
+DP_HIDDEN uint32_t dp_tcache_count(void);
+
 /* ---- the extension interface ---------------------------------------- */
 /*
  * A layer above the pools (the malloc's thread lists) keeps DP_TC_EXT

@@ -8,7 +8,7 @@
  * counters do not see a block on a thread list: it still counts as live
  * there, and dp_malloc_stats_get() moves the lists' sums (kept per list by
  * its owner) from live to queued.  A thread's lists hold at most
- * MC_TL_BYTES in all (tallied in dp_tcache.ext_units): a listed block
+ * tl_budget() in all (tallied in dp_tcache.ext_units): a listed block
  * cannot merge, so the bound trades peak RSS for speed (docs/malloc.md,
  * "Thread lists"; docs/benchmarks.md).  The
  * core's drains hand lists back through tl_flush(): the reclaim GC for
@@ -19,7 +19,21 @@
  */
 #include "malloc_internal.h"
 
-#define MC_TL_BYTES ((size_t)512 << 10) /* all of a thread's lists */
+/* What all of a thread's lists may hold: MC_TL_SHARE split among the
+ * threads that have a cache, but at least MC_TL_MIN and at most
+ * MC_TL_MAX (docs/malloc.md, "Thread lists"). */
+#define MC_TL_MIN ((size_t)512 << 10)
+#define MC_TL_MAX ((size_t)2 << 20)
+#define MC_TL_SHARE ((size_t)16 << 20)
+
+static inline size_t tl_budget(void)
+{
+    uint32_t n = dp_tcache_count();
+    if (n <= MC_TL_SHARE / MC_TL_MAX)
+        return MC_TL_MAX;
+    size_t b = MC_TL_SHARE / n;
+    return b < MC_TL_MIN ? MC_TL_MIN : b;
+}
 
 /* Pops of exited threads' lists: atomic add. */
 _Atomic uint64_t mc_tl_pops_folded;
@@ -70,7 +84,7 @@ bool tl_push(struct mc_block *h)
         return false;
     struct dp_tclist *l = &tc->ext[i];
     bool ok = atomic_load_explicit(&tc->ext_units, DP_RLX) + h->maplen <=
-              MC_TL_BYTES;
+              tl_budget();
     if (ok) {
         mc_next_set(h, l->head);
         l->head = h;

@@ -205,6 +205,117 @@ Test(malloc_nothread, a_heap_miss_hands_this_threads_lists_back_before_mapping)
     free(rest);
 }
 
+/* What a thread's lists may hold (docs/malloc.md, "Thread lists"): 16 MiB
+ * shared among the threads that have a cache, at least 512 KiB and at most
+ * 2 MiB each.  listed_of(n) cuts n blocks of 64 KiB (17 pages, 68 KiB
+ * with the header) from an emptied heap and frees them in order: the
+ * lists take them while they fit, the rest go to the heap.  It returns how
+ * many the lists took, having seen the mallocs that follow take exactly
+ * those back, newest first, without a heap pass (nothing merged, split or
+ * mapped), and the next one get the first block the lists refused. */
+enum { LIST_MAX = 40 };
+#define LIST_SZ (64 * KiB)
+
+static int listed_of(int n)
+{
+    char *b[LIST_MAX], *got[LIST_MAX];
+    cr_assert_leq(n, LIST_MAX);
+    dp_malloc_trim(); /* an empty heap */
+    for (int i = 0; i < n; i++) {
+        b[i] = malloc(LIST_SZ);
+        cr_assert_not_null(b[i]);
+        memset(b[i], 1, 64);
+    }
+    for (int i = 0; i < n; i++)
+        free(b[i]);
+    dp_malloc_stats_t s0 = mt_stats();
+    got[0] = malloc(LIST_SZ);
+    int top = -1;
+    for (int i = 0; i < n; i++)
+        if (got[0] == b[i])
+            top = i;
+    cr_assert_geq(top, 0, "the first malloc took none of the freed blocks");
+    for (int i = top - 1; i >= 0; i--) {
+        got[top - i] = malloc(LIST_SZ);
+        cr_assert_eq(got[top - i], b[i], "list pop %d: not newest first",
+                     top - i);
+    }
+    dp_malloc_stats_t s1 = mt_stats();
+    cr_assert_eq(s1.large_merges, s0.large_merges, "a heap pass");
+    cr_assert_eq(s1.large_trims, s0.large_trims, "a heap pass");
+    cr_assert_eq(s1.large_maps, s0.large_maps);
+    if (top + 1 < n) {
+        char *q = malloc(LIST_SZ);
+        cr_assert_eq(q, b[top + 1], "the heap serves the first refused block");
+        free(q);
+    }
+    for (int i = 0; i <= top; i++)
+        free(got[i]);
+    dp_malloc_trim();
+    return top + 1;
+}
+
+Test(malloc_nothread, a_thread_alone_lists_up_to_2_MiB_of_medium_blocks)
+{
+    cr_assert_eq(listed_of(31), (int)(2 * MiB / mt_blk_len(LIST_SZ)));
+}
+
+/* Threads that have a cache (a malloc made it), parked until released. */
+struct parked {
+    pthread_barrier_t ready;
+    tu_gate_t go;
+};
+
+static void *parked_main(void *arg)
+{
+    struct parked *k = arg;
+    free(malloc(64));
+    pthread_barrier_wait(&k->ready);
+    tu_gate_wait(&k->go);
+    return NULL;
+}
+
+/* listed_of(n) with `others` more threads that have a cache. */
+static int listed_among(int others, int n)
+{
+    struct parked k = {.go = TU_GATE_INIT};
+    pthread_t t[40];
+    cr_assert_leq(others, 40);
+    pthread_barrier_init(&k.ready, NULL, (unsigned)others + 1);
+    for (int i = 0; i < others; i++)
+        cr_assert_eq(pthread_create(&t[i], NULL, parked_main, &k), 0);
+    pthread_barrier_wait(&k.ready);
+    int listed = listed_of(n);
+    tu_gate_open(&k.go);
+    for (int i = 0; i < others; i++)
+        pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&k.ready);
+    return listed;
+}
+
+/* Blocks of LIST_SZ in a share of 16 MiB among `threads` threads. */
+static int share_of(int threads)
+{
+    return (int)(16 * MiB / (size_t)threads / mt_blk_len(LIST_SZ));
+}
+
+Test(malloc_nothread, each_threads_lists_hold_a_share_of_16_MiB)
+{
+    /* The test's process may hold caches besides this thread's (the test
+     * runner's threads): how many, the first count says -- the share of
+     * 12 to 15 threads it is -- and the second must agree. */
+    int a = listed_among(11, 31), extra = -1;
+    for (int e = 0; e <= 3 && extra < 0; e++)
+        if (a == share_of(12 + e))
+            extra = e;
+    cr_assert_geq(extra, 0,
+                  "%d blocks listed: not a share of 16 MiB among 12 to 15 "
+                  "threads", a);
+    cr_assert_eq(listed_among(15, 31), share_of(16 + extra));
+    /* With 41 threads and more, the floor: 512 KiB. */
+    cr_assert_eq(listed_among(40, 31), (int)(512 * KiB / mt_blk_len(LIST_SZ)));
+}
+
 /* ---- what free() keeps and trim gives back, as the kernel sees it ------- */
 
 /* free() of a large block only queues it: its pages stay mapped and
