@@ -189,7 +189,7 @@ static DP_NOINLINE void free_other(void *p, void *o)
     if (!p)
         return;
     struct mc_block *h = as_block(o);
-    if (DP_LIKELY(h && block_user(h) == p && block_free(h)))
+    if (DP_LIKELY(h && block_user(h) == p && block_free(h, true)))
         return;
     mc_bad_free(p, o, "free");
 }
@@ -311,7 +311,15 @@ MC_EXPORT void *realloc(void *p, size_t n)
     if (!q)
         return NULL;
     memcpy(q, p, n < have ? n : have);
-    free(p);
+    /* A block moved out of goes to the heap, not this thread's lists: a
+     * growing block will not ask for its size again, and in the heap it
+     * merges with its neighbours, which growth in place can then take. */
+    if (k == MC_BLOCK) {
+        if (!block_free((struct mc_block *)hdr, false))
+            mc_bad_free(p, dp_pagemap_get(p), "realloc");
+    } else {
+        free(p);
+    }
     return q;
 }
 

@@ -272,16 +272,15 @@ void *block_alloc(size_t n, size_t align, bool zero, bool grow)
     return block_user(h);
 }
 
-/* free() of a block: no system call, no lock.  false: the block is
- * not live (a second free).  The header must not be touched after the
- * push: the block may be unmapped at once. */
-bool block_free(struct mc_block *h)
+/* free() of a block: no system call, no lock.  The header must not be
+ * touched after the push: the block may be unmapped at once. */
+bool block_free(struct mc_block *h, bool list)
 {
     uint32_t live = MC_LIVE;
     if (!atomic_compare_exchange_strong_explicit(&h->state, &live, MC_QUEUED,
                                                  MC_RLX, MC_RLX))
         return false;
-    if (tl_push(h))
+    if (list && tl_push(h))
         return true;
     mc_bs_live_to_queued(1, h->maplen);
     mc_lq_push(h, h);
@@ -328,7 +327,7 @@ void *block_resize(struct mc_block *h, size_t n)
         if (nh) {
             nh->req = n;
             memcpy(block_user(nh), block_user(h), block_usable(h));
-            block_free(h);
+            block_free(h, false);
             return block_user(nh);
         }
     }

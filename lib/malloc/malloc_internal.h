@@ -367,7 +367,10 @@ DP_HIDDEN void block_set_off(struct mc_block *h, size_t off);
 DP_HIDDEN void block_unmap(struct mc_block *h);
 DP_HIDDEN size_t block_unmap_list(struct mc_block *l);
 DP_HIDDEN void *block_alloc(size_t n, size_t align, bool zero, bool grow);
-DP_HIDDEN bool block_free(struct mc_block *h);
+/* free() of block h: false if it is not live (a second free).  list:
+ * it may wait on this thread's lists; a block realloc moved out of
+ * goes to the heap instead, where it can merge (tlist.c). */
+DP_HIDDEN bool block_free(struct mc_block *h, bool list);
 DP_HIDDEN void *block_resize(struct mc_block *h, size_t n);
 
 /* ---- the heap of free blocks (heap.c) ------------------------------------ */

@@ -316,6 +316,53 @@ Test(malloc_nothread, each_threads_lists_hold_a_share_of_16_MiB)
     cr_assert_eq(listed_among(40, 31), (int)(512 * KiB / mt_blk_len(LIST_SZ)));
 }
 
+/* A block realloc moves out of goes to the heap, where it can merge, not
+ * onto this thread's lists (docs/malloc.md, "Thread lists"): a growing
+ * block does not ask for its old size again.  The block is queued; the
+ * heap pass of a malloc the lists cannot serve takes it in, which it
+ * would not if the block waited on a list. */
+static void moved_block_is_in_the_heap(const char *how)
+{
+    dp_malloc_stats_t s = mt_stats();
+    cr_assert_eq(s.large_queued, 1, "%s: the old block, freed", how);
+    char *x = malloc(100 * KiB); /* 25 pages: past the lists */
+    s = mt_stats();
+    cr_assert_eq(s.large_queued, 0, "%s: the old block waits on a list", how);
+    free(x);
+}
+
+Test(malloc_nothread, a_block_realloc_moved_into_the_heap_goes_to_the_heap)
+{
+    dp_malloc_trim(); /* an empty heap */
+    char *p = malloc(40 * KiB), *q = malloc(40 * KiB);
+    cr_assert_eq(q, p + mt_blk_len(40 * KiB), "q blocks growth in place");
+    memset(p, 7, 40 * KiB);
+    char *r = realloc(p, 60 * KiB); /* into the chunk's rest */
+    cr_assert_neq(r, p);
+    cr_assert_eq(r[40 * KiB - 1], 7);
+    moved_block_is_in_the_heap("moved into the heap");
+    free(r);
+    free(q);
+}
+
+Test(malloc_nothread, a_block_realloc_moved_into_a_new_chunk_goes_to_the_heap)
+{
+    dp_malloc_trim();
+    char *p = malloc(40 * KiB);
+    /* The rest of the chunk, whole: the heap has no fit. */
+    char *q = malloc(2 * MiB - mt_blk_len(40 * KiB) - 64);
+    cr_assert_eq(q, p + mt_blk_len(40 * KiB));
+    memset(p, 7, 40 * KiB);
+    dp_malloc_stats_t s0 = mt_stats();
+    char *r = realloc(p, 60 * KiB); /* a new chunk */
+    cr_assert_neq(r, p);
+    cr_assert_eq(r[40 * KiB - 1], 7);
+    cr_assert_eq(mt_stats().large_maps, s0.large_maps + 1);
+    moved_block_is_in_the_heap("moved into a new chunk");
+    free(r);
+    free(q);
+}
+
 /* ---- what free() keeps and trim gives back, as the kernel sees it ------- */
 
 /* free() of a large block only queues it: its pages stay mapped and
