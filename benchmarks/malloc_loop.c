@@ -17,6 +17,11 @@
  *                        at a time; each allocates a few blocks, frees
  *                        the blocks an earlier thread left, leaves its
  *                        own; ms in all
+ *   malloc_loop medium   medium blocks churned on two threads: each keeps
+ *                        64 blocks of 8 KiB + 1 to 64 KiB, frees a random
+ *                        one and mallocs a random size in its place,
+ *                        writing its first and last byte; ns per pair
+ *                        (elapsed time over one thread's pairs)
  *
  * A second argument scales the iteration counts (default 1).
  */
@@ -205,10 +210,55 @@ static double run_threads(void)
     return ms;
 }
 
+/* ---- medium ---------------------------------------------------------------- */
+
+enum { MD_LIVE = 64, MD_THREADS = 2 };
+static long md_pairs;
+
+static void *medium_worker(void *arg)
+{
+    uint64_t r = 0x9E3779B97F4A7C15ull * ((uint64_t)(uintptr_t)arg + 1);
+    char *v[MD_LIVE] = {0};
+    for (long i = 0; i < md_pairs; i++) {
+        r ^= r << 13;
+        r ^= r >> 7;
+        r ^= r << 17;
+        int k = (int)(r % MD_LIVE);
+        size_t n = 8192 + 1 + (size_t)((r >> 16) % (56 * 1024));
+        free(v[k]);
+        v[k] = malloc(n);
+        v[k][0] = 1;
+        v[k][n - 1] = 1;
+    }
+    for (int k = 0; k < MD_LIVE; k++)
+        free(v[k]);
+    return NULL;
+}
+
+static double run_medium(void)
+{
+    pthread_t th[MD_THREADS];
+    md_pairs = 100000L; /* warm: the heap's chunks, the lists */
+    for (int pass = 0; pass < 2; pass++) {
+        double t0 = now();
+        for (int i = 0; i < MD_THREADS; i++)
+            if (pthread_create(&th[i], NULL, medium_worker,
+                               (void *)(uintptr_t)i))
+                abort();
+        for (int i = 0; i < MD_THREADS; i++)
+            pthread_join(th[i], NULL);
+        if (pass == 1)
+            return (now() - t0) / (double)md_pairs * 1e9;
+        md_pairs = 1000000L * scale;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s pair|simple|bignum|threads [scale]\n",
+        fprintf(stderr,
+                "usage: %s pair|simple|bignum|threads|medium [scale]\n",
                 argv[0]);
         return 2;
     }
@@ -223,6 +273,8 @@ int main(int argc, char **argv)
         printf("bignum %.1f ms\n", run_bignum());
     else if (!strcmp(m, "threads"))
         printf("threads %.1f ms\n", run_threads());
+    else if (!strcmp(m, "medium"))
+        printf("medium %.1f ns\n", run_medium());
     else
         return 2;
     return 0;

@@ -5,6 +5,7 @@
 # allocator and workload.  docs/benchmarks.md, "malloc loops".
 #
 #   scripts/malloc_loop.sh [workload...]   default: pair simple bignum threads
+#                                          medium
 #
 # Knobs (environment): ML_ROUNDS (default 7), ML_SCALE (default 1),
 # ML_ALLOCATORS (default "deferpool glibc jemalloc mimalloc tcmalloc"; an
@@ -40,7 +41,7 @@ done
 rounds=${ML_ROUNDS:-7}
 scale=${ML_SCALE:-1}
 works=("$@")
-[ ${#works[@]} -gt 0 ] || works=(pair simple bignum threads)
+[ ${#works[@]} -gt 0 ] || works=(pair simple bignum threads medium)
 
 declare -A best
 for ((r = 0; r < rounds; r++)); do
