@@ -23,19 +23,27 @@ static int heavy_barrier(void)
     return -1;
 }
 
+/* What a drain flushes: bin idx >= 0, TC_ALL (every bin and the ext
+ * lists) or TC_EXT (the ext lists only). */
+#define TC_ALL (-1)
+#define TC_EXT (-2)
+
 /*
  * Claim each cache in `want` (n of them, filtered by the caller) that is
- * not inside a get/put, and flush bin `idx` (or all bins when idx < 0).
- * dp_tcg.lock held.  Returns how many were busy.  A cache a fork holds
- * claimed (drain already CLAIMED: any other drainer gives its claim back
- * before it drops the lock) counts as busy.
+ * not inside a get/put, and flush what idx names.  dp_tcg.lock held.
+ * Returns how many were busy.  A cache a fork holds claimed (drain
+ * already CLAIMED: any other drainer gives its claim back before it
+ * drops the lock) counts as busy.
  */
-/* Is the owner of tc at work on bin idx (every bin if idx < 0), or in a
- * slow path?  After the barrier (cache.h, "The handshake"). */
+/* Is the owner of tc at work on what idx names, or in a slow path?  An
+ * ext-list operation runs inside the active flag, so for TC_EXT that is
+ * all there is to see.  After the barrier (cache.h, "The handshake"). */
 static bool owner_inside(struct dp_tcache *tc, int idx)
 {
     if (atomic_load_explicit(&tc->active, memory_order_acquire))
         return true;
+    if (idx == TC_EXT)
+        return false;
     if (idx >= 0)
         return atomic_load_explicit(&tc->bins[idx].busy,
                                     memory_order_acquire) != 0;
@@ -47,8 +55,7 @@ static bool owner_inside(struct dp_tcache *tc, int idx)
 
 /* The drainer's side of the handshake (docs/design.md §13): ask every
  * cache in want[0..n) (none of them claimed), one membarrier, then claim
- * those whose owner is not at work on bin idx (every bin if idx < 0) or
- * in a slow path; the others are released and set to NULL in want.
+ * those whose owner is not at work on what idx names or in a slow path; the others are released and set to NULL in want.
  * Returns how many were busy, or SIZE_MAX when the barrier failed (then
  * none is claimed).  dp_tcg.lock held. */
 static size_t claim_locked(struct dp_tcache **want, size_t n, int idx)
@@ -95,6 +102,8 @@ static size_t claim_and_flush_locked(struct dp_tcache **want, size_t n,
             continue;
         if (idx >= 0) {
             dp_tc_flush_bin(tc, &tc->bins[idx], forget);
+        } else if (idx == TC_EXT) {
+            dp_tc_flush_ext(tc, forget);
         } else {
             for (int j = -1; (j = dp_tc_bound_next(tc, j)) >= 0;)
                 dp_tc_flush_bin(tc, &tc->bins[j], forget);
@@ -112,7 +121,7 @@ static size_t claim_and_flush_locked(struct dp_tcache **want, size_t n,
 struct tc_batch {
     struct dp_tcache *tc[DP_TC_BATCH];
     size_t n;
-    int idx;     /* bin to flush; < 0: every bin and the ext lists */
+    int idx;     /* what to flush: a bin, TC_ALL or TC_EXT */
     bool forget;
     size_t busy; /* caches found inside a get/put, so far */
 };
@@ -166,51 +175,68 @@ void dp_tcache_drain_pool(struct dp_pool *p, bool wait, bool release)
         dp_depot_fini(p); /* the bins gave their spares back */
 }
 
+/* A signature's 64 bits folded to 32. */
+static inline uint64_t sig_fold(uint64_t h) { return (uint32_t)(h ^ (h >> 32)); }
+
+/*
+ * The reclaim pass's GC.  A thread's cache whose bins and ext lists did
+ * not move since the last pass is flushed whole: the thread is idle.  A
+ * cache whose ext lists alone did not move has only those flushed: the
+ * thread is at work, but not with them, and what they hold goes back to
+ * the layer above (the malloc's heap, where it ages), instead of staying
+ * for as long as the thread runs.
+ */
 void dp_tcache_gc(void)
 {
     pthread_mutex_lock(&dp_tcg.lock);
     struct dp_tcache *old = dp_tc_spares_age_locked();
-    struct tc_batch batch = {.n = 0, .idx = -1, .forget = false};
+    struct tc_batch batch = {.n = 0, .idx = TC_ALL, .forget = false};
+    struct tc_batch ext = {.n = 0, .idx = TC_EXT, .forget = false};
     for (struct dp_tcache *tc = dp_tcg.caches.head; tc; tc = tc->next) {
         /* A get changes `gets`; a put changes n, and a flush n and net
          * together; so if no bin's (gets, n, net) moved, the thread did
-         * nothing since the last pass.  A signature collision only makes
-         * a busy cache look idle, which costs a refill, not correctness:
-         * the claim handshake still keeps off a cache in use.  Only the
-         * bound bins hold objects; which bins are bound is part of the
-         * signature too. */
-        uint64_t sig = 0;
-        bool any = false;
+         * nothing with them since the last pass; a list's push changes
+         * its n, a pop its pops.  seen_sig keeps the bins' signature in
+         * its high half, the lists' in its low half, 32 bits each.  A
+         * signature collision only makes a busy cache look idle, which
+         * costs a refill, not correctness: the claim handshake still
+         * keeps off a cache in use.  Only the bound bins hold objects;
+         * which bins are bound is part of the signature too. */
+        uint64_t bsig = 0, esig = 0;
+        bool any = false, ext_any = false;
         for (int w = 0; w < DP_TC_BINS / 64; w++)
-            sig = sig * 0x100000001b3ull +
-                  atomic_load_explicit(&tc->bound[w], DP_RLX);
+            bsig = bsig * 0x100000001b3ull +
+                   atomic_load_explicit(&tc->bound[w], DP_RLX);
         for (int j = -1; (j = dp_tc_bound_next(tc, j)) >= 0;) {
             struct dp_tbin *b = &tc->bins[j];
             uint32_t n = bin_held(tc, b);
-            sig = sig * 0x100000001b3ull +
-                  atomic_load_explicit(&b->gets, DP_RLX);
-            sig = sig * 0x100000001b3ull + n;
-            sig = sig * 0x100000001b3ull +
-                  (uint64_t)atomic_load_explicit(&b->net, DP_RLX);
+            bsig = bsig * 0x100000001b3ull +
+                   atomic_load_explicit(&b->gets, DP_RLX);
+            bsig = bsig * 0x100000001b3ull + n;
+            bsig = bsig * 0x100000001b3ull +
+                   (uint64_t)atomic_load_explicit(&b->net, DP_RLX);
             any |= n != 0;
         }
         for (int j = 0; j < DP_TC_EXT; j++) {
             struct dp_tclist *l = &tc->ext[j];
             uint32_t n = atomic_load_explicit(&l->n, DP_RLX);
-            sig = sig * 0x100000001b3ull + n;
-            sig = sig * 0x100000001b3ull +
-                  atomic_load_explicit(&l->pops, DP_RLX);
-            any |= n != 0;
+            esig = esig * 0x100000001b3ull + n;
+            esig = esig * 0x100000001b3ull +
+                   atomic_load_explicit(&l->pops, DP_RLX);
+            ext_any |= n != 0;
         }
-        if (sig != tc->seen_sig) {
-            tc->seen_sig = sig; /* busy since the last pass: leave it */
-            continue;
+        uint64_t sig = sig_fold(bsig) << 32 | sig_fold(esig);
+        uint64_t was = tc->seen_sig;
+        tc->seen_sig = sig;
+        if (sig == was) {
+            if (any || ext_any)
+                batch_add_locked(&batch, tc);
+        } else if ((uint32_t)sig == (uint32_t)was && ext_any) {
+            batch_add_locked(&ext, tc);
         }
-        if (!any)
-            continue;
-        batch_add_locked(&batch, tc);
     }
     batch_flush_locked(&batch);
+    batch_flush_locked(&ext);
     pthread_mutex_unlock(&dp_tcg.lock);
     while (old) {
         struct dp_tcache *next = old->next;
@@ -246,7 +272,7 @@ size_t dp_tcache_ext_drain(bool self)
     }
     size_t n = 0;
     pthread_mutex_lock(&dp_tcg.lock);
-    struct tc_batch batch = {.n = 0, .idx = -1, .forget = false};
+    struct tc_batch batch = {.n = 0, .idx = TC_ALL, .forget = false};
     for (struct dp_tcache *tc = dp_tcg.caches.head; tc; tc = tc->next) {
         bool any = false;
         for (int j = 0; j < DP_TC_EXT; j++) {

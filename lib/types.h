@@ -350,8 +350,9 @@ struct dp_tcache {
                                 that skip the store of a slot holding
                                 the object already (cache.c, "Faults");
                                 the bins' putlim is 0 while it is not */
-    uint64_t seen_sig;       /* dp_tcg.lock: bins' signature at the
-                                last GC (cache.c, dp_tcache_gc)      */
+    uint64_t seen_sig;       /* dp_tcg.lock: the bins' signature (high
+                                half) and the ext lists' (low half) at
+                                the last GC (drain.c, dp_tcache_gc)  */
     struct dp_tcache *next, *prev; /* dp_tcg.lock                     */
     void **slotmem;          /* immutable: the bins' slot arrays       */
     _Atomic uint64_t bound[DP_TC_BINS / 64]; /* a bit per bin that may be

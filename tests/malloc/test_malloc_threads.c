@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -458,6 +459,62 @@ Test(malloc_threads, medium_blocks_freed_by_a_blocked_thread_are_returned)
                  (unsigned long long)b.large_bytes_purged, passes);
     tu_gate_open(&s.wake);
     pthread_join(t, NULL);
+}
+
+/* A thread at work, but no longer with medium blocks, does not keep its
+ * lists either: a pass that finds them unchanged since the last one hands
+ * them back, while the thread goes on allocating small blocks.  Each pass
+ * waits for the thread to have allocated since the last one, so that no
+ * pass can find the thread idle and take its whole cache. */
+struct busy {
+    tu_gate_t freed;
+    atomic_int stop;
+    atomic_ulong pairs;
+};
+
+static void *busy_main(void *arg)
+{
+    struct busy *b = arg;
+    void *v[20];
+    for (int i = 0; i < 20; i++) {
+        v[i] = malloc(40000);
+        memset(v[i], 1, 40000);
+    }
+    for (int i = 0; i < 20; i++)
+        free(v[i]);
+    tu_gate_open(&b->freed);
+    while (!atomic_load(&b->stop)) {
+        free(malloc(100));
+        atomic_fetch_add(&b->pairs, 1);
+    }
+    return NULL;
+}
+
+Test(malloc_threads, a_busy_threads_unused_lists_are_returned)
+{
+    struct busy b = {.freed = TU_GATE_INIT};
+    pthread_t t;
+    dp_malloc_stats_t s;
+    pthread_create(&t, NULL, busy_main, &b);
+    tu_gate_wait(&b.freed);
+    dp_malloc_stats_get(&s);
+    cr_assert_geq(s.large_queued, 20, "on the thread's lists");
+    int passes = 0;
+    for (; passes < 2000 && !heap_clean(&s, NULL); passes++) {
+        unsigned long seen = atomic_load(&b.pairs);
+        while (atomic_load(&b.pairs) == seen)
+            sched_yield();
+        cr_assert_eq(dp_malloc_reclaim_sync(), 0, "reclaim thread not running");
+        dp_malloc_stats_get(&s);
+    }
+    atomic_store(&b.stop, 1);
+    pthread_join(t, NULL);
+    cr_assert_eq(s.large_queued, 0, "%llu blocks still queued after %d passes",
+                 (unsigned long long)s.large_queued, passes);
+    cr_assert_eq(s.large_bytes_cached, s.large_bytes_purged,
+                 "%llu bytes cached, %llu of them purged, after %d passes",
+                 (unsigned long long)s.large_bytes_cached,
+                 (unsigned long long)s.large_bytes_purged, passes);
 }
 
 /* Ageing gives back a free block smaller than a chunk by purging it, not
