@@ -23,7 +23,7 @@
  * threads that have a cache, but at least MC_TL_MIN and at most
  * MC_TL_MAX (docs/malloc.md, "Thread lists"). */
 #define MC_TL_MIN ((size_t)512 << 10)
-#define MC_TL_MAX ((size_t)2 << 20)
+#define MC_TL_MAX ((size_t)4 << 20)
 #define MC_TL_SHARE ((size_t)16 << 20)
 
 static inline size_t tl_budget(void)

@@ -207,13 +207,13 @@ Test(malloc_nothread, a_heap_miss_hands_this_threads_lists_back_before_mapping)
 
 /* What a thread's lists may hold (docs/malloc.md, "Thread lists"): 16 MiB
  * shared among the threads that have a cache, at least 512 KiB and at most
- * 2 MiB each.  listed_of(n) cuts n blocks of 64 KiB (17 pages, 68 KiB
+ * 4 MiB each.  listed_of(n) cuts n blocks of 64 KiB (17 pages, 68 KiB
  * with the header) from an emptied heap and frees them in order: the
  * lists take them while they fit, the rest go to the heap.  It returns how
  * many the lists took, having seen the mallocs that follow take exactly
  * those back, newest first, without a heap pass (nothing merged, split or
  * mapped), and the next one get the first block the lists refused. */
-enum { LIST_MAX = 40 };
+enum { LIST_MAX = 64 };
 #define LIST_SZ (64 * KiB)
 
 static int listed_of(int n)
@@ -255,9 +255,9 @@ static int listed_of(int n)
     return top + 1;
 }
 
-Test(malloc_nothread, a_thread_alone_lists_up_to_2_MiB_of_medium_blocks)
+Test(malloc_nothread, a_thread_alone_lists_up_to_4_MiB_of_medium_blocks)
 {
-    cr_assert_eq(listed_of(31), (int)(2 * MiB / mt_blk_len(LIST_SZ)));
+    cr_assert_eq(listed_of(61), (int)(4 * MiB / mt_blk_len(LIST_SZ)));
 }
 
 /* Threads that have a cache (a malloc made it), parked until released. */
