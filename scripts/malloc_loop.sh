@@ -61,7 +61,7 @@ done
 
 printf '%-8s' workload
 for a in "${allocs[@]}"; do printf '%11s' "$a"; done
-printf '   (best of %d; pair/simple: ns per malloc+free, bignum/threads: ms)\n' "$rounds"
+printf '   (best of %d; pair/simple/medium: ns per malloc+free, bignum/threads: ms)\n' "$rounds"
 for w in "${works[@]}"; do
     printf '%-8s' "$w"
     for a in "${allocs[@]}"; do printf '%11s' "${best[$w/$a]:--}"; done
