@@ -439,6 +439,16 @@ static bool heap_clean(const dp_malloc_stats_t *now,
            now->large_bytes_cached == now->large_bytes_purged;
 }
 
+static void assert_heap_clean(const dp_malloc_stats_t *s, int passes)
+{
+    cr_assert_eq(s->large_queued, 0, "%llu blocks still queued after %d passes",
+                 (unsigned long long)s->large_queued, passes);
+    cr_assert_eq(s->large_bytes_cached, s->large_bytes_purged,
+                 "%llu bytes cached, %llu of them purged, after %d passes",
+                 (unsigned long long)s->large_bytes_cached,
+                 (unsigned long long)s->large_bytes_purged, passes);
+}
+
 Test(malloc_threads, medium_blocks_freed_by_a_blocked_thread_are_returned)
 {
     struct sleeper s = {.n = 64, .freed = TU_GATE_INIT, .wake = TU_GATE_INIT};
@@ -451,12 +461,7 @@ Test(malloc_threads, medium_blocks_freed_by_a_blocked_thread_are_returned)
     /* Passes find the thread idle, hand its lists back, and age the
      * blocks out. */
     int passes = passes_until(heap_clean, NULL, &b);
-    cr_assert_eq(b.large_queued, 0, "%llu blocks still queued after %d passes",
-                 (unsigned long long)b.large_queued, passes);
-    cr_assert_eq(b.large_bytes_cached, b.large_bytes_purged,
-                 "%llu bytes cached, %llu of them purged, after %d passes",
-                 (unsigned long long)b.large_bytes_cached,
-                 (unsigned long long)b.large_bytes_purged, passes);
+    assert_heap_clean(&b, passes);
     tu_gate_open(&s.wake);
     pthread_join(t, NULL);
 }
@@ -509,12 +514,7 @@ Test(malloc_threads, a_busy_threads_unused_lists_are_returned)
     }
     atomic_store(&b.stop, 1);
     pthread_join(t, NULL);
-    cr_assert_eq(s.large_queued, 0, "%llu blocks still queued after %d passes",
-                 (unsigned long long)s.large_queued, passes);
-    cr_assert_eq(s.large_bytes_cached, s.large_bytes_purged,
-                 "%llu bytes cached, %llu of them purged, after %d passes",
-                 (unsigned long long)s.large_bytes_cached,
-                 (unsigned long long)s.large_bytes_purged, passes);
+    assert_heap_clean(&s, passes);
 }
 
 /* Ageing gives back a free block smaller than a chunk by purging it, not
