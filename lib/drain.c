@@ -55,9 +55,10 @@ static bool owner_inside(struct dp_tcache *tc, int idx)
 
 /* The drainer's side of the handshake (docs/design.md §13): ask every
  * cache in want[0..n) (none of them claimed), one membarrier, then claim
- * those whose owner is not at work on what idx names or in a slow path; the others are released and set to NULL in want.
- * Returns how many were busy, or SIZE_MAX when the barrier failed (then
- * none is claimed).  dp_tcg.lock held. */
+ * those whose owner is not at work on what idx names or in a slow path;
+ * the others are released and set to NULL in want.  Returns how many
+ * were busy, or SIZE_MAX when the barrier failed (then none is
+ * claimed).  dp_tcg.lock held. */
 static size_t claim_locked(struct dp_tcache **want, size_t n, int idx)
 {
     for (size_t i = 0; i < n; i++)

@@ -581,7 +581,8 @@ bool heap_extend(struct mc_block *h, size_t len, size_t want)
 }
 
 /* clean: the rest's pages (but the header's) were never touched; huge:
- * they lie in a huge chunk. */
+ * they lie in a huge chunk; split: it was cut off a live block (counted
+ * in mc_bs.splits, which only the lock's holder writes). */
 void heap_give_rest(struct mc_block *rest, size_t rest_len, bool clean,
                     bool huge, bool split)
 {

@@ -10,12 +10,12 @@
  * its owner) from live to queued.  A thread's lists hold at most
  * tl_budget() in all (tallied in dp_tcache.ext_units): a listed block
  * cannot merge, so the bound trades peak RSS for speed (docs/malloc.md,
- * "Thread lists"; docs/benchmarks.md).  The
- * core's drains hand lists back through tl_flush(): the reclaim GC for
- * idle threads (a thread that sleeps forever does not keep its blocks),
- * thread exit, trim, and this thread's own malloc when the heap has no
- * fit (before mapping new memory, what the thread holds goes back to be
- * merged).
+ * "Thread lists"; docs/benchmarks.md).  The core's drains hand lists
+ * back through tl_flush(): the reclaim GC, for lists that did not move
+ * for a whole pass (a thread that sleeps forever, or goes on without
+ * medium blocks, does not keep its blocks), thread exit, trim, and this
+ * thread's own malloc when the heap has no fit (before mapping new
+ * memory, what the thread holds goes back to be merged).
  */
 #include "malloc_internal.h"
 
