@@ -54,9 +54,13 @@ struct mc_block *tl_pop(size_t len)
     struct dp_tcache *tc = dp_tcache_self();
     if (!tc || !dp_tc_enter(tc))
         return NULL;
-    /* Only the exact page count: a bigger block would bring pages the
-     * caller does not need, resident from their last use. */
+    /* The exact page count, else one page more: a bigger block would
+     * bring more pages the caller does not need, resident from their
+     * last use, and cannot be cut here (docs/malloc.md, "Thread
+     * lists"). */
     struct dp_tclist *l = &tc->ext[i];
+    if (!l->head && i + 1 < DP_TC_EXT)
+        l++;
     struct mc_block *h = l->head;
     if (h) {
         l->head = mc_next_queued(h);

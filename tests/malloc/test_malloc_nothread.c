@@ -205,6 +205,32 @@ Test(malloc_nothread, a_heap_miss_hands_this_threads_lists_back_before_mapping)
     free(rest);
 }
 
+/* A list miss takes a block one page longer, not two (docs/malloc.md,
+ * "Thread lists"): a request of 10 pages gets the listed block of 11,
+ * whole and from the list (no heap pass: nothing split, merged or
+ * mapped); one of 9 pages does not get it. */
+Test(malloc_nothread, a_list_miss_takes_a_block_one_page_longer_not_two)
+{
+    dp_malloc_trim(); /* an empty heap, then a chunk's rest */
+    char *x = malloc(40 * KiB); /* 11 pages */
+    cr_assert_eq(mt_blk_len(40 * KiB), 11 * 4096);
+    free(x);
+    dp_malloc_stats_t s0 = mt_stats();
+    char *y = malloc(36 * KiB); /* 10 pages */
+    cr_assert_eq(y, x, "the block one page longer");
+    dp_malloc_stats_t s1 = mt_stats();
+    cr_assert_eq(s1.large_merges, s0.large_merges);
+    cr_assert_eq(s1.large_trims, s0.large_trims);
+    cr_assert_eq(s1.large_maps, s0.large_maps);
+    cr_assert_eq(s1.large_reused, s0.large_reused + 1);
+    cr_assert_eq(malloc_usable_size(y), 11 * 4096 - 64, "its whole 11 pages");
+    free(y); /* onto the list of 11 pages again */
+    char *z = malloc(32 * KiB); /* 9 pages: the heap serves it */
+    cr_assert_neq(z, y, "a block two pages longer came off the list");
+    cr_assert_eq(malloc_usable_size(z), 9 * 4096 - 64);
+    free(z);
+}
+
 /* What a thread's lists may hold (docs/malloc.md, "Thread lists"): 16 MiB
  * shared among the threads that have a cache, at least 512 KiB and at most
  * 4 MiB each.  listed_of(n) cuts n blocks of 64 KiB (17 pages, 68 KiB
