@@ -223,6 +223,14 @@ static inline bool heap_huge_edge(const struct mc_block *a,
     return (a->huge || b->huge) && ((uintptr_t)b & (MC_CHUNK - 1)) == 0;
 }
 
+/* A free block a trim may unmap: any block but a part of a huge chunk
+ * smaller than the chunk, which is purged instead, since a huge chunk is
+ * mapped whole until it goes whole (block.c, "Huge chunks"). */
+static inline bool heap_may_unmap(const struct mc_block *h)
+{
+    return !h->huge || h->maplen >= MC_CHUNK;
+}
+
 /* Blocks a and b, b starting where a ends, may merge: not past
  * MC_MERGE_MAX, and not across a huge chunk's edge. */
 static inline bool heap_may_merge(const struct mc_block *a,
@@ -427,7 +435,8 @@ static void heap_evict_locked(uint64_t now, enum mc_heap_mode mode,
         struct mc_block *h = mc_heap_old;
         dirty -= h->maplen;
         heap_unlink_locked(h, NULL);
-        if (h->maplen >= MC_CHUNK || (mode == HEAP_TRIM_ALL && !h->huge)) {
+        if (h->maplen >= MC_CHUNK ||
+            (mode == HEAP_TRIM_ALL && heap_may_unmap(h))) {
             mc_next_set(h, *unmap);
             *unmap = h;
         } else {
@@ -441,7 +450,7 @@ static void heap_evict_locked(uint64_t now, enum mc_heap_mode mode,
         struct mc_block *h = mc_bin[b];
         while (h) {
             struct mc_block *next = HN_GET(h, fnext);
-            if (!h->huge || h->maplen >= MC_CHUNK) {
+            if (heap_may_unmap(h)) {
                 heap_unlink_locked(h, NULL);
                 mc_next_set(h, *unmap);
                 *unmap = h;
@@ -484,7 +493,7 @@ static size_t heap_release(struct mc_block *unmap, struct mc_block *purge,
     unmap = NULL;
     while (purge) {
         struct mc_block *next = mc_next_get(purge);
-        if (trimmed && !purge->huge) {
+        if (trimmed && heap_may_unmap(purge)) {
             mc_next_set(purge, unmap);
             unmap = purge;
         } else {
