@@ -35,19 +35,26 @@ void *dp_os_map_once(void *_Atomic *slot, size_t len)
     return chunk;
 }
 
+/* Advice whose failure changes nothing (a kernel without THP): errors
+ * ignored, errno left as it was, since the callers are allocation paths
+ * that succeed. */
+static void advise_quiet(void *p, size_t len, int advice)
+{
+    int e = errno;
+    (void)madvise(p, len, advice);
+    errno = e;
+}
+
 void dp_map_nohuge(void *p, size_t len)
 {
     if (dp_options()->nohuge)
-        (void)madvise(p, len, MADV_NOHUGEPAGE);
+        advise_quiet(p, len, MADV_NOHUGEPAGE);
 }
 
 void dp_map_huge(void *p, size_t len)
 {
-    if (dp_options()->huge_chunks != DP_HUGE_ADVISE)
-        return;
-    int e = errno;
-    (void)madvise(p, len, MADV_HUGEPAGE);
-    errno = e;
+    if (dp_options()->huge_chunks == DP_HUGE_ADVISE)
+        advise_quiet(p, len, MADV_HUGEPAGE);
 }
 
 #ifndef MADV_POPULATE_WRITE

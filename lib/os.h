@@ -31,7 +31,7 @@ DP_HIDDEN void *dp_os_map_once(void *_Atomic *slot, size_t len);
 DP_HIDDEN void dp_os_unmap(void *p, size_t len);
 /* Keep transparent huge pages off [p, p + len) if the thp option says so
  * (docs/tuning.md, `thp`).  One madvise; errors are ignored (a kernel
- * without THP).  Never called from a put. */
+ * without THP) and errno is left as it was.  Never called from a put. */
 DP_HIDDEN void dp_map_nohuge(void *p, size_t len);
 /* Ask for transparent huge pages on [p, p + len) (MADV_HUGEPAGE) if
  * the thp option resolved to advising them: the drop-in malloc's huge
