@@ -349,20 +349,32 @@ Test(malloc_threads, medium_blocks_churned_and_traded_by_several_threads)
 /* ---- a thread that frees, then blocks forever --------------------------- */
 
 /* Wait for reclaim passes until done(now, ref) holds, for at most 2000
- * of them (no sleep: each waits for a whole pass).  *now: the statistics
- * after the last pass.  Returns the number of passes waited for. */
-static int passes_until(bool (*done)(const dp_malloc_stats_t *,
-                                     const dp_malloc_stats_t *),
-                        const dp_malloc_stats_t *ref, dp_malloc_stats_t *now)
+ * of them (no sleep: each waits for a whole pass), calling before(arg)
+ * ahead of each one if before is not NULL.  *now: the statistics after
+ * the last pass.  Returns the number of passes waited for. */
+static int passes_until_each(bool (*done)(const dp_malloc_stats_t *,
+                                          const dp_malloc_stats_t *),
+                             const dp_malloc_stats_t *ref,
+                             dp_malloc_stats_t *now, void (*before)(void *),
+                             void *arg)
 {
     int passes = 0;
     for (; passes < 2000; passes++) {
+        if (before)
+            before(arg);
         cr_assert_eq(dp_malloc_reclaim_sync(), 0, "reclaim thread not running");
         dp_malloc_stats_get(now);
         if (done(now, ref))
             break;
     }
     return passes;
+}
+
+static int passes_until(bool (*done)(const dp_malloc_stats_t *,
+                                     const dp_malloc_stats_t *),
+                        const dp_malloc_stats_t *ref, dp_malloc_stats_t *now)
+{
+    return passes_until_each(done, ref, now, NULL, NULL);
 }
 
 struct sleeper {
@@ -495,6 +507,15 @@ static void *busy_main(void *arg)
     return NULL;
 }
 
+/* Before a pass: wait for the busy thread to allocate once more. */
+static void busy_allocated(void *arg)
+{
+    struct busy *b = arg;
+    unsigned long seen = atomic_load(&b->pairs);
+    while (atomic_load(&b->pairs) == seen)
+        sched_yield();
+}
+
 Test(malloc_threads, a_busy_threads_unused_lists_are_returned)
 {
     struct busy b = {.freed = TU_GATE_INIT};
@@ -504,14 +525,7 @@ Test(malloc_threads, a_busy_threads_unused_lists_are_returned)
     tu_gate_wait(&b.freed);
     dp_malloc_stats_get(&s);
     cr_assert_geq(s.large_queued, 20, "on the thread's lists");
-    int passes = 0;
-    for (; passes < 2000 && !heap_clean(&s, NULL); passes++) {
-        unsigned long seen = atomic_load(&b.pairs);
-        while (atomic_load(&b.pairs) == seen)
-            sched_yield();
-        cr_assert_eq(dp_malloc_reclaim_sync(), 0, "reclaim thread not running");
-        dp_malloc_stats_get(&s);
-    }
+    int passes = passes_until_each(heap_clean, NULL, &s, busy_allocated, &b);
     atomic_store(&b.stop, 1);
     pthread_join(t, NULL);
     assert_heap_clean(&s, passes);
