@@ -24,6 +24,7 @@ DP_HIDDEN struct dp_tcache dp_tc_none = {
 DP_HIDDEN DP_TLS struct dp_tcache *dp_tc = &dp_tc_none;
 
 DP_FORK_DATA struct dp_tcg dp_tcg = {.lock = PTHREAD_MUTEX_INITIALIZER};
+DP_FORK_DATA _Atomic uint32_t dp_tc_ncaches; /* cache.h */
 
 
 static pthread_once_t dp_tcg_once = PTHREAD_ONCE_INIT; /* tcg_init */
@@ -281,11 +282,6 @@ static struct dp_tcache *tc_create(bool nowait)
     }
     dp_tc = tc;
     return tc;
-}
-
-uint32_t dp_tcache_count(void)
-{
-    return atomic_load_explicit(&dp_tcg.ncaches, DP_RLX);
 }
 
 /* Reclaim pass: unmap the spares that were spare at the previous pass

@@ -314,9 +314,15 @@ DP_HIDDEN void dp_tcache_sum(struct dp_pool *p, uint64_t *cached,
                              uint64_t *gets);
 
 /* How many threads have a cache now (exited threads' spares not
- * counted); a relaxed read, for a layer that sizes what each thread may
- * keep. */
-DP_HIDDEN uint32_t dp_tcache_count(void);
+ * counted): the caches on dp_tcg's list, written under its lock
+ * (cache_impl.h, tc_link_locked), read relaxed by anyone. */
+extern DP_HIDDEN _Atomic uint32_t dp_tc_ncaches;
+
+/* dp_tc_ncaches, for a layer that sizes what each thread may keep. */
+static inline uint32_t dp_tcache_count(void)
+{
+    return atomic_load_explicit(&dp_tc_ncaches, DP_RLX);
+}
 
 /* ---- the extension interface ---------------------------------------- */
 /*

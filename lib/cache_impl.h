@@ -28,9 +28,6 @@ struct dp_tcg {
                                 for the next new thread (cache.c,
                                 "Spare caches"), linked by next       */
     unsigned nspare;       /* lock: caches on `spare`                 */
-    _Atomic uint32_t ncaches; /* caches on `caches`: written under the
-                              lock, read relaxed by anyone
-                              (dp_tcache_count)                         */
 };
 extern DP_HIDDEN struct dp_tcg dp_tcg;
 
@@ -139,8 +136,8 @@ static inline uint64_t bin_gets(struct dp_tbin *b)
 static inline void tc_unlink_locked(struct dp_tcache *tc)
 {
     DP_LIST_REMOVE(&dp_tcg.caches, tc, next, prev);
-    atomic_store_explicit(&dp_tcg.ncaches,
-                          atomic_load_explicit(&dp_tcg.ncaches, DP_RLX) - 1,
+    atomic_store_explicit(&dp_tc_ncaches,
+                          atomic_load_explicit(&dp_tc_ncaches, DP_RLX) - 1,
                           DP_RLX);
 }
 
@@ -148,8 +145,8 @@ static inline void tc_unlink_locked(struct dp_tcache *tc)
 static inline void tc_link_locked(struct dp_tcache *tc)
 {
     DP_LIST_PUSH_HEAD(&dp_tcg.caches, tc, next, prev);
-    atomic_store_explicit(&dp_tcg.ncaches,
-                          atomic_load_explicit(&dp_tcg.ncaches, DP_RLX) + 1,
+    atomic_store_explicit(&dp_tc_ncaches,
+                          atomic_load_explicit(&dp_tc_ncaches, DP_RLX) + 1,
                           DP_RLX);
 }
 

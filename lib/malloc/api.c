@@ -152,6 +152,10 @@ static DP_NOINLINE void *malloc_miss(size_t n)
             mc_untag(o);
             return o;
         }
+    } else {
+        void *o = tl_malloc(n);
+        if (o)
+            return o;
     }
     return mc_alloc(n, 0, false, false);
 }

@@ -438,6 +438,12 @@ DP_HIDDEN void heap_fork_unlock(void);
 extern DP_HIDDEN _Atomic uint64_t mc_tl_pops_folded;
 
 DP_HIDDEN struct mc_block *tl_pop(size_t len);
+/* malloc's medium hit (api.c, malloc_miss): n bytes at the default
+ * alignment in a block from this thread's lists, as mc_alloc would hand
+ * it out through block_alloc and tl_pop, without that way's calls; NULL:
+ * anything else (no list for n, inside the allocator, no cache, a
+ * drainer at work, no block), for mc_alloc. */
+DP_HIDDEN void *tl_malloc(size_t n);
 DP_HIDDEN bool tl_push(struct mc_block *h);
 extern DP_HIDDEN const struct dp_tcache_ext_ops mc_tl_ext_ops; /* tl_flush */
 

@@ -26,13 +26,17 @@
 #define MC_TL_MAX ((size_t)4 << 20)
 #define MC_TL_SHARE ((size_t)16 << 20)
 
-static inline size_t tl_budget(void)
+/* Whether a thread's lists may hold `units` bytes: at most its budget,
+ * MC_TL_SHARE / dp_tcache_count() within [MC_TL_MIN, MC_TL_MAX], tested
+ * by a multiplication. */
+static inline bool tl_fits(size_t units)
 {
+    if (units <= MC_TL_MIN)
+        return true;
+    if (units > MC_TL_MAX)
+        return false;
     uint32_t n = dp_tcache_count();
-    if (n <= MC_TL_SHARE / MC_TL_MAX)
-        return MC_TL_MAX;
-    size_t b = MC_TL_SHARE / n;
-    return b < MC_TL_MIN ? MC_TL_MIN : b;
+    return n <= MC_TL_SHARE / MC_TL_MAX || units * n <= MC_TL_SHARE;
 }
 
 /* Pops of exited threads' lists: atomic add. */
@@ -45,19 +49,13 @@ static inline int tl_index(size_t len)
     return i < DP_TC_EXT ? (int)i : -1;
 }
 
-struct mc_block *tl_pop(size_t len)
+/* Pop the newest block of list i of tc, or, if that list is empty, of
+ * the next one (a block one page longer: a bigger block would bring more
+ * pages the caller does not need, resident from their last use, and
+ * cannot be cut here; docs/malloc.md, "Thread lists").  Inside tc's
+ * handshake.  NULL: both empty. */
+static inline struct mc_block *tl_take(struct dp_tcache *tc, int i)
 {
-    int i = tl_index(len);
-    if (i < 0)
-        return NULL;
-    /* The malloc side creates the cache (an mmap): free() only uses it. */
-    struct dp_tcache *tc = dp_tcache_self();
-    if (!tc || !dp_tc_enter(tc))
-        return NULL;
-    /* The exact page count, else one page more: a bigger block would
-     * bring more pages the caller does not need, resident from their
-     * last use, and cannot be cut here (docs/malloc.md, "Thread
-     * lists"). */
     struct dp_tclist *l = &tc->ext[i];
     if (!l->head && i + 1 < DP_TC_EXT)
         l++;
@@ -68,10 +66,53 @@ struct mc_block *tl_pop(size_t len)
         DP_BUMP(&l->pops, 1);
         DP_BUMP(&tc->ext_units, -h->maplen);
     }
+    return h;
+}
+
+struct mc_block *tl_pop(size_t len)
+{
+    int i = tl_index(len);
+    if (i < 0)
+        return NULL;
+    /* The malloc side creates the cache (an mmap): free() only uses it. */
+    struct dp_tcache *tc = dp_tcache_self();
+    if (!tc || !dp_tc_enter(tc))
+        return NULL;
+    struct mc_block *h = tl_take(tc, i);
     dp_tc_leave(tc);
     if (h)
         atomic_store_explicit(&h->state, MC_LIVE, MC_RLX);
     return h;
+}
+
+void *tl_malloc(size_t n)
+{
+    /* Past the lists' sizes, or inside the allocator (mc_alloc serves
+     * that from bootstrap memory). */
+    if (n >= (size_t)(MC_TL_MINPG + DP_TC_EXT) * MC_SYSPAGE || mc_depth)
+        return NULL;
+    int i = tl_index((MC_BLOCK_HDR + n + MC_SYSPAGE - 1) & ~(MC_SYSPAGE - 1));
+    if (i < 0)
+        return NULL;
+    /* dp_tc_none (no cache yet) fails the enter: block_alloc's tl_pop
+     * makes the cache. */
+    struct dp_tcache *tc = dp_tc;
+    if (!dp_tc_enter(tc))
+        return NULL;
+    struct mc_block *h = tl_take(tc, i);
+    dp_tc_leave(tc);
+    if (!h)
+        return NULL;
+    atomic_store_explicit(&h->state, MC_LIVE, MC_RLX);
+    /* What block_alloc sets for malloc's request (align 0). */
+    if (DP_UNLIKELY(mc_off(h) != MC_BLOCK_HDR))
+        block_set_off(h, MC_BLOCK_HDR);
+    h->align = 0;
+    h->req = n;
+    /* As mc_alloc after each allocation. */
+    if (DP_UNLIKELY(atomic_load_explicit(&mc_rt, MC_RLX) != 2))
+        mc_maybe_start(false);
+    return (char *)h + MC_BLOCK_HDR;
 }
 
 /* A block whose free() won the state CAS: onto this thread's list. */
@@ -87,8 +128,8 @@ bool tl_push(struct mc_block *h)
         !dp_tc_enter(tc))
         return false;
     struct dp_tclist *l = &tc->ext[i];
-    bool ok = atomic_load_explicit(&tc->ext_units, DP_RLX) + h->maplen <=
-              tl_budget();
+    bool ok = tl_fits(atomic_load_explicit(&tc->ext_units, DP_RLX) +
+                      h->maplen);
     if (ok) {
         mc_next_set(h, l->head);
         l->head = h;

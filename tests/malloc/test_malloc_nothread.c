@@ -231,6 +231,31 @@ Test(malloc_nothread, a_list_miss_takes_a_block_one_page_longer_not_two)
     free(z);
 }
 
+/* A block listed by free() after an aligned allocation has its user
+ * pointer a page in; malloc takes it off the list with the user pointer
+ * back at 64 bytes in, its own size usable, and free() finds it there. */
+Test(malloc_nothread, a_listed_aligned_block_serves_malloc_at_the_default_offset)
+{
+    dp_malloc_trim();
+    char *a = aligned_alloc(4 * KiB, 40 * KiB); /* a page in: 11 pages */
+    cr_assert_not_null(a);
+    char *h = a - 4 * KiB;
+    free(a);
+    dp_malloc_stats_t s0 = mt_stats();
+    char *p = malloc(41000); /* 64 + 41,000 bytes: 11 pages */
+    cr_assert_eq(p, h + 64, "p = %p, the listed block starts at %p",
+                 (void *)p, (void *)h);
+    dp_malloc_stats_t s1 = mt_stats();
+    cr_assert_eq(s1.large_reused, s0.large_reused + 1, "off the list");
+    cr_assert_eq(s1.large_maps, s0.large_maps);
+    cr_assert_eq(malloc_usable_size(p), 11 * 4096 - 64);
+    memset(p, 7, malloc_usable_size(p));
+    free(p); /* aborts unless the page map names the block at p's frame */
+    char *q = malloc(41000);
+    cr_assert_eq(q, p, "freed, it went back onto the list");
+    free(q);
+}
+
 /* What a thread's lists may hold (docs/malloc.md, "Thread lists"): 16 MiB
  * shared among the threads that have a cache, at least 512 KiB and at most
  * 4 MiB each.  listed_of(n) cuts n blocks of 64 KiB (17 pages, 68 KiB
