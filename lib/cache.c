@@ -192,13 +192,14 @@ static struct dp_tcache *tc_map(void)
     return tc;
 }
 
-/* Fault in the page of slot memory at w: its word read and written
- * back, since the bin may hold objects there already (the owner, inside
- * dp_tc_enter_bin). */
+/* Fault in the page of slot memory at w, keeping its word, since the
+ * bin may hold objects there already (the owner, inside
+ * dp_tc_enter_bin): an atomic add of 0, a write.  A read first would
+ * fault twice on a page never touched, once for the shared zero page
+ * and again to copy it for the write. */
 static inline void slot_page_touch(void *w)
 {
-    volatile uintptr_t *v = (volatile uintptr_t *)w;
-    *v = *v;
+    atomic_fetch_add_explicit((_Atomic uintptr_t *)w, 0, DP_RLX);
 }
 
 /* A bin's first use in this cache: its stack starts in its young area
@@ -333,7 +334,10 @@ uint32_t dp_tcache_want(struct dp_pool *p, bool nowait)
     if (!dp_tc_mine() && !tc_create(nowait))
         return 1;
     _Atomic uint32_t *ramp = bin_ramp(p);
-    uint32_t r = atomic_load_explicit(ramp, DP_RLX);
+    /* An atomic add of 0, not a load: in a new cache this is the first
+     * touch of the bin's page, and a write faults it in once where a
+     * read would fault twice (slot_page_touch). */
+    uint32_t r = atomic_fetch_add_explicit(ramp, 0, DP_RLX);
     if (r < p->tc_batch) {
         r = r ? DP_TC_RAMPX * r : DP_TC_RAMP0;
         if (r > p->tc_batch)
