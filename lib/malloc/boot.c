@@ -8,8 +8,12 @@
 #include "malloc_internal.h"
 
 #define MC_BOOT_SIZE ((size_t)1 << 20)
-static _Alignas(4096) char mc_boot[MC_BOOT_SIZE]; /* .bss: zeroed      */
-static _Atomic size_t mc_boot_used;               /* bump pointer, CAS */
+/* Aligned to 16 bytes only: a page's alignment would leave the rest of
+ * the page before it empty, a page of its own for whatever .bss puts
+ * there (crtstuff's exit flag: two faults at exit).  boot_alloc aligns
+ * the addresses themselves. */
+static _Alignas(16) char mc_boot[MC_BOOT_SIZE]; /* .bss: zeroed      */
+static _Atomic size_t mc_boot_used;             /* bump pointer, CAS */
 
 bool boot_owns(const void *p)
 {
@@ -24,10 +28,15 @@ void *boot_alloc(size_t n, size_t align)
         align = 16;
     if (n > MC_BOOT_SIZE || align > MC_BOOT_SIZE / 2)
         return NULL;
-    size_t used = atomic_load_explicit(&mc_boot_used, memory_order_relaxed);
-    size_t start, end;
+    /* The first CAS guesses an empty arena rather than loading the
+     * word: the process's first boot allocation then faults the page in
+     * with a write, once, where a load would map the zero page and the
+     * CAS fault again to copy it. */
+    uintptr_t base = (uintptr_t)mc_boot;
+    size_t used = 0, start, end;
     do {
-        start = (used + sizeof(size_t) + align - 1) & ~(align - 1);
+        start = ((base + used + sizeof(size_t) + align - 1) & ~(align - 1)) -
+                base;
         end = start + ((n + 15) & ~(size_t)15);
         if (end > MC_BOOT_SIZE)
             return NULL;
