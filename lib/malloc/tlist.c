@@ -8,7 +8,7 @@
  * counters do not see a block on a thread list: it still counts as live
  * there, and dp_malloc_stats_get() moves the lists' sums (kept per list by
  * its owner) from live to queued.  A thread's lists hold at most
- * tl_budget() in all (tallied in dp_tcache.ext_units): a listed block
+ * their budget in all (tl_fits; tallied in dp_tcache.ext_units): a listed block
  * cannot merge, so the bound trades peak RSS for speed (docs/malloc.md,
  * "Thread lists"; docs/benchmarks.md).  The core's drains hand lists
  * back through tl_flush(): the reclaim GC, for lists that did not move
