@@ -326,15 +326,20 @@ struct dp_tchain {
 };
 
 /* A list a layer above the pools keeps in each thread's cache (the
- * malloc's medium blocks, malloc.c "Thread lists"), linked through the
- * layer's own link word.  The owner inside dp_tc_enter/dp_tc_leave
- * (the cache's active flag), or a drainer holding the claim; counters
- * updated with DP_BUMP, read by statistics and the GC. */
+ * malloc's medium blocks, lib/malloc/tlist.c): its newest entries in a
+ * ring here, older ones linked through the layer's own link word.  The
+ * owner inside dp_tc_enter/dp_tc_leave (the cache's active flag), or a
+ * drainer holding the claim; counters updated with DP_BUMP, read by
+ * statistics and the GC. */
 #define DP_TC_EXT 16
+#define DP_TC_EXT_RING 8 /* a power of two */
 struct dp_tclist {
-    void *head;
-    _Atomic uint32_t n;     /* entries                                  */
+    void *head;             /* the older entries, linked                */
+    _Atomic uint32_t n;     /* entries, ring and linked                 */
+    uint8_t rbeg, rn;       /* the ring's oldest entry's index; entries */
     _Atomic uint64_t pops;  /* entries taken by the owner, ever         */
+    uintptr_t ring[DP_TC_EXT_RING]; /* the newest entries, as the layer
+                                       encodes them                    */
 };
 /* A thread's cache.  Allocated by its thread's first cached get, on
  * dp_tcg's list until the thread exits (cache.c). */

@@ -49,24 +49,54 @@ static inline int tl_index(size_t len)
     return i < DP_TC_EXT ? (int)i : -1;
 }
 
+/*
+ * A list's newest blocks sit in its ring (struct dp_tclist), older ones
+ * on its linked list, so that a pop of a recent block reads nothing of
+ * the block: the header's line is cold by then (the headers of a
+ * thread's medium blocks share a few cache sets, each at the start of
+ * its page), and malloc's hit would otherwise wait for it.  A ring
+ * entry is the header's address, with TL_OFF set when the user pointer
+ * is not MC_BLOCK_HDR bytes in (an aligned allocation's block); a
+ * list's blocks are all of its page count, so their length is known
+ * too.  A push into a full ring links its oldest entry onto the list,
+ * a write to that block's header, and a pop takes from the ring first:
+ * the newest block comes out first either way.
+ */
+#define TL_OFF ((uintptr_t)1)
+#define TL_RMASK (DP_TC_EXT_RING - 1u)
+
+static inline size_t tl_len(int i)
+{
+    return (size_t)(i + MC_TL_MINPG) * MC_SYSPAGE;
+}
+
 /* Pop the newest block of list i of tc, or, if that list is empty, of
  * the next one (a block one page longer: a bigger block would bring more
  * pages the caller does not need, resident from their last use, and
  * cannot be cut here; docs/malloc.md, "Thread lists").  Inside tc's
- * handshake.  NULL: both empty. */
-static inline struct mc_block *tl_take(struct dp_tcache *tc, int i)
+ * handshake.  0: both empty; else the ring's encoding of the block. */
+static inline uintptr_t tl_take(struct dp_tcache *tc, int i)
 {
     struct dp_tclist *l = &tc->ext[i];
-    if (!l->head && i + 1 < DP_TC_EXT)
+    if (!atomic_load_explicit(&l->n, DP_RLX) && i + 1 < DP_TC_EXT) {
         l++;
-    struct mc_block *h = l->head;
-    if (h) {
-        l->head = mc_next_queued(h);
-        DP_BUMP(&l->n, -1);
-        DP_BUMP(&l->pops, 1);
-        DP_BUMP(&tc->ext_units, -h->maplen);
+        i++;
     }
-    return h;
+    uintptr_t e;
+    if (l->rn) {
+        l->rn--;
+        e = l->ring[(l->rbeg + l->rn) & TL_RMASK];
+    } else if (l->head) {
+        struct mc_block *h = l->head;
+        l->head = mc_next_queued(h);
+        e = (uintptr_t)h | (mc_off(h) != MC_BLOCK_HDR ? TL_OFF : 0);
+    } else {
+        return 0;
+    }
+    DP_BUMP(&l->n, -1);
+    DP_BUMP(&l->pops, 1);
+    DP_BUMP(&tc->ext_units, -tl_len(i));
+    return e;
 }
 
 struct mc_block *tl_pop(size_t len)
@@ -78,7 +108,7 @@ struct mc_block *tl_pop(size_t len)
     struct dp_tcache *tc = dp_tcache_self();
     if (!tc || !dp_tc_enter(tc))
         return NULL;
-    struct mc_block *h = tl_take(tc, i);
+    struct mc_block *h = (struct mc_block *)(tl_take(tc, i) & ~TL_OFF);
     dp_tc_leave(tc);
     if (h)
         atomic_store_explicit(&h->state, MC_LIVE, MC_RLX);
@@ -99,13 +129,14 @@ void *tl_malloc(size_t n)
     struct dp_tcache *tc = dp_tc;
     if (!dp_tc_enter(tc))
         return NULL;
-    struct mc_block *h = tl_take(tc, i);
+    uintptr_t e = tl_take(tc, i);
     dp_tc_leave(tc);
-    if (!h)
+    if (!e)
         return NULL;
+    struct mc_block *h = (struct mc_block *)(e & ~TL_OFF);
     atomic_store_explicit(&h->state, MC_LIVE, MC_RLX);
     /* What block_alloc sets for malloc's request (align 0). */
-    if (DP_UNLIKELY(mc_off(h) != MC_BLOCK_HDR))
+    if (DP_UNLIKELY(e & TL_OFF))
         block_set_off(h, MC_BLOCK_HDR);
     h->align = 0;
     h->req = n;
@@ -131,8 +162,17 @@ bool tl_push(struct mc_block *h)
     bool ok = tl_fits(atomic_load_explicit(&tc->ext_units, DP_RLX) +
                       h->maplen);
     if (ok) {
-        mc_next_set(h, l->head);
-        l->head = h;
+        if (l->rn == DP_TC_EXT_RING) { /* the oldest onto the list */
+            struct mc_block *o =
+                (struct mc_block *)(l->ring[l->rbeg] & ~TL_OFF);
+            mc_next_set(o, l->head);
+            l->head = o;
+            l->rbeg = (uint8_t)((l->rbeg + 1) & TL_RMASK);
+            l->rn--;
+        }
+        l->ring[(l->rbeg + l->rn) & TL_RMASK] =
+            (uintptr_t)h | (mc_off(h) != MC_BLOCK_HDR ? TL_OFF : 0);
+        l->rn++;
         DP_BUMP(&l->n, 1);
         DP_BUMP(&tc->ext_units, h->maplen);
     }
@@ -144,6 +184,12 @@ bool tl_push(struct mc_block *h)
  * queued them (one push for the whole list). */
 static void tl_flush(struct dp_tclist *l, bool forget)
 {
+    /* The ring's blocks onto the list first, oldest first. */
+    for (; l->rn; l->rn--, l->rbeg = (uint8_t)((l->rbeg + 1) & TL_RMASK)) {
+        struct mc_block *o = (struct mc_block *)(l->ring[l->rbeg] & ~TL_OFF);
+        mc_next_set(o, l->head);
+        l->head = o;
+    }
     struct mc_block *h = l->head, *tail = NULL;
     uint64_t n = 0, bytes = 0;
     for (struct mc_block *e = h; e; e = mc_next_queued(e)) {
