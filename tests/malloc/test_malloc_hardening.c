@@ -320,18 +320,28 @@ static void write_after_free_cached(void *arg)
 
 /* A queued block's header holds its queue link (mc_block.next, the
  * second word): an overflow of the block before it, or a write before
- * the pointer, plants a decoy; then the heap drains the queue. */
+ * the pointer, plants a decoy; then the heap drains the queue.  On a
+ * thread list only the blocks past the ring's newest eight are linked
+ * (lib/malloc/tlist.c): ten are freed, the ninth and tenth newest
+ * linked, and the ninth newest's link is planted; eight mallocs take the
+ * ring's blocks, and the ninth pops the planted one. */
+enum { WAF_LISTED = 10 };
+
 static void write_after_free_queued(void *arg)
 {
     size_t sz = *(size_t *)arg;
     dp_malloc_trim();
-    char *a = malloc(sz), *b = malloc(sz);
-    free(a);
-    free(b); /* b's next is a */
-    fprintf(stderr, "header %p\n", (void *)(b - 64));
-    uintptr_t *hdr = (uintptr_t *)((uintptr_t)b - 64);
+    char *b[WAF_LISTED];
+    for (int i = 0; i < WAF_LISTED; i++)
+        b[i] = malloc(sz);
+    for (int i = 0; i < WAF_LISTED; i++)
+        free(b[i]); /* b[1]'s next is b[0], on the list or the queue */
+    fprintf(stderr, "header %p\n", (void *)(b[1] - 64));
+    uintptr_t *hdr = (uintptr_t *)((uintptr_t)b[1] - 64);
     hdr[1] = (uintptr_t)decoy;
-    (void)!malloc(sz); /* a thread list's pop, or the queue's drain */
+    /* The queue's drain, or the ring's pops then the list's. */
+    for (int i = 0; i < WAF_LISTED - 1; i++)
+        (void)!malloc(sz);
 }
 
 Test(malloc_hardening, a_link_written_after_free_aborts_naming_the_block)
