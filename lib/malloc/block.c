@@ -52,18 +52,6 @@ size_t block_unmap_list(struct mc_block *l)
     return n;
 }
 
-/* Bytes a block needs for n user bytes at offset off (a multiple of
- * MC_SYSPAGE), or 0 on overflow.  A request of 0 bytes gets one: at an
- * offset of whole pages its pointer would otherwise be its block's end,
- * the first frame of whatever is mapped after it, and registering that
- * frame as the block's would take it from its owner. */
-static size_t block_len(size_t off, size_t n)
-{
-    if (n > SIZE_MAX / 2 - off - MC_SYSPAGE)
-        return 0;
-    return (off + (n ? n : 1) + MC_SYSPAGE - 1) & ~(MC_SYSPAGE - 1);
-}
-
 /*
  * Populated blocks (docs/malloc.md, "Populated blocks").  A new block of
  * n <= populate_kib bytes whose pages were never touched (a fresh

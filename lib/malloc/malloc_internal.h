@@ -363,6 +363,18 @@ static inline char *block_place(char *m, size_t align)
                     MC_SYSPAGE);
 }
 
+/* Bytes a block needs for n user bytes at offset off (a multiple of
+ * MC_SYSPAGE), or 0 on overflow.  A request of 0 bytes gets one: at an
+ * offset of whole pages its pointer would otherwise be its block's end,
+ * the first frame of whatever is mapped after it, and registering that
+ * frame as the block's would take it from its owner. */
+static inline size_t block_len(size_t off, size_t n)
+{
+    if (n > SIZE_MAX / 2 - off - MC_SYSPAGE)
+        return 0;
+    return (off + (n ? n : 1) + MC_SYSPAGE - 1) & ~(MC_SYSPAGE - 1);
+}
+
 DP_HIDDEN void block_set_off(struct mc_block *h, size_t off);
 DP_HIDDEN void block_unmap(struct mc_block *h);
 DP_HIDDEN size_t block_unmap_list(struct mc_block *l);
@@ -435,6 +447,12 @@ DP_HIDDEN void heap_fork_unlock(void);
 /* ---- thread lists (tlist.c) ---------------------------------------------- */
 
 #define MC_TL_MINPG 3 /* a request just above MC_SMALL_MAX, plus header */
+
+/* The length of every block on thread list i. */
+static inline size_t tl_len(int i)
+{
+    return (size_t)(i + MC_TL_MINPG) * MC_SYSPAGE;
+}
 extern DP_HIDDEN _Atomic uint64_t mc_tl_pops_folded;
 
 DP_HIDDEN struct mc_block *tl_pop(size_t len);

@@ -58,7 +58,7 @@ int dp_malloc_stats_get(dp_malloc_stats_t *out)
     dp_tcache_ext_sum(tn, &tpops, heap_counters, &c);
     for (int i = 0; i < DP_TC_EXT; i++) {
         tl_n += tn[i];
-        tl_bytes += tn[i] * (MC_TL_MINPG + (uint64_t)i) * MC_SYSPAGE;
+        tl_bytes += tn[i] * tl_len(i);
     }
     out->large_inuse = c.live - tl_n;
     out->large_bytes_inuse = c.live_bytes - tl_bytes;

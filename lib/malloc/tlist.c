@@ -65,9 +65,24 @@ static inline int tl_index(size_t len)
 #define TL_OFF ((uintptr_t)1)
 #define TL_RMASK (DP_TC_EXT_RING - 1u)
 
-static inline size_t tl_len(int i)
+static inline uintptr_t tl_enc(struct mc_block *h)
 {
-    return (size_t)(i + MC_TL_MINPG) * MC_SYSPAGE;
+    return (uintptr_t)h | (mc_off(h) != MC_BLOCK_HDR ? TL_OFF : 0);
+}
+
+static inline struct mc_block *tl_dec(uintptr_t e)
+{
+    return (struct mc_block *)(e & ~TL_OFF);
+}
+
+/* Link list l's oldest ring entry onto its list (l->rn > 0). */
+static inline void tl_spill(struct dp_tclist *l)
+{
+    struct mc_block *o = tl_dec(l->ring[l->rbeg]);
+    mc_next_set(o, l->head);
+    l->head = o;
+    l->rbeg = (uint8_t)((l->rbeg + 1) & TL_RMASK);
+    l->rn--;
 }
 
 /* Pop the newest block of list i of tc, or, if that list is empty, of
@@ -89,7 +104,7 @@ static inline uintptr_t tl_take(struct dp_tcache *tc, int i)
     } else if (l->head) {
         struct mc_block *h = l->head;
         l->head = mc_next_queued(h);
-        e = (uintptr_t)h | (mc_off(h) != MC_BLOCK_HDR ? TL_OFF : 0);
+        e = tl_enc(h);
     } else {
         return 0;
     }
@@ -108,7 +123,7 @@ struct mc_block *tl_pop(size_t len)
     struct dp_tcache *tc = dp_tcache_self();
     if (!tc || !dp_tc_enter(tc))
         return NULL;
-    struct mc_block *h = (struct mc_block *)(tl_take(tc, i) & ~TL_OFF);
+    struct mc_block *h = tl_dec(tl_take(tc, i));
     dp_tc_leave(tc);
     if (h)
         atomic_store_explicit(&h->state, MC_LIVE, MC_RLX);
@@ -117,11 +132,10 @@ struct mc_block *tl_pop(size_t len)
 
 void *tl_malloc(size_t n)
 {
-    /* Past the lists' sizes, or inside the allocator (mc_alloc serves
-     * that from bootstrap memory). */
-    if (n >= (size_t)(MC_TL_MINPG + DP_TC_EXT) * MC_SYSPAGE || mc_depth)
+    /* Inside the allocator, mc_alloc serves it from bootstrap memory. */
+    if (mc_depth)
         return NULL;
-    int i = tl_index((MC_BLOCK_HDR + n + MC_SYSPAGE - 1) & ~(MC_SYSPAGE - 1));
+    int i = tl_index(block_len(MC_BLOCK_HDR, n)); /* 0 (overflow): -1 */
     if (i < 0)
         return NULL;
     /* dp_tc_none (no cache yet) fails the enter: block_alloc's tl_pop
@@ -133,7 +147,7 @@ void *tl_malloc(size_t n)
     dp_tc_leave(tc);
     if (!e)
         return NULL;
-    struct mc_block *h = (struct mc_block *)(e & ~TL_OFF);
+    struct mc_block *h = tl_dec(e);
     atomic_store_explicit(&h->state, MC_LIVE, MC_RLX);
     /* What block_alloc sets for malloc's request (align 0). */
     if (DP_UNLIKELY(e & TL_OFF))
@@ -162,16 +176,9 @@ bool tl_push(struct mc_block *h)
     bool ok = tl_fits(atomic_load_explicit(&tc->ext_units, DP_RLX) +
                       h->maplen);
     if (ok) {
-        if (l->rn == DP_TC_EXT_RING) { /* the oldest onto the list */
-            struct mc_block *o =
-                (struct mc_block *)(l->ring[l->rbeg] & ~TL_OFF);
-            mc_next_set(o, l->head);
-            l->head = o;
-            l->rbeg = (uint8_t)((l->rbeg + 1) & TL_RMASK);
-            l->rn--;
-        }
-        l->ring[(l->rbeg + l->rn) & TL_RMASK] =
-            (uintptr_t)h | (mc_off(h) != MC_BLOCK_HDR ? TL_OFF : 0);
+        if (l->rn == DP_TC_EXT_RING)
+            tl_spill(l);
+        l->ring[(l->rbeg + l->rn) & TL_RMASK] = tl_enc(h);
         l->rn++;
         DP_BUMP(&l->n, 1);
         DP_BUMP(&tc->ext_units, h->maplen);
@@ -184,12 +191,8 @@ bool tl_push(struct mc_block *h)
  * queued them (one push for the whole list). */
 static void tl_flush(struct dp_tclist *l, bool forget)
 {
-    /* The ring's blocks onto the list first, oldest first. */
-    for (; l->rn; l->rn--, l->rbeg = (uint8_t)((l->rbeg + 1) & TL_RMASK)) {
-        struct mc_block *o = (struct mc_block *)(l->ring[l->rbeg] & ~TL_OFF);
-        mc_next_set(o, l->head);
-        l->head = o;
-    }
+    while (l->rn) /* the ring's blocks onto the list, oldest first */
+        tl_spill(l);
     struct mc_block *h = l->head, *tail = NULL;
     uint64_t n = 0, bytes = 0;
     for (struct mc_block *e = h; e; e = mc_next_queued(e)) {
