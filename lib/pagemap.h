@@ -13,10 +13,11 @@ struct dp_pool;
 /* A pool's pages (debug pools, DP_IPOOL_PAGEMAP pools) map to the pool,
  * tagged with the low bit (dp_pm_pool), so that a lookup names the pool
  * without reading the page header, which is a cache line (and often a
- * TLB entry) of its own.  The malloc layer maps a large block's first
- * frame to its header (low bits clear), and a free block in its cache by
- * its first and last frames to its header tagged with bit 1 (malloc.c).
- * NULL: not ours. */
+ * TLB entry) of its own.  The malloc layer maps a block's user pointer's
+ * frame to its header (bits 0 and 1 clear; bits 2 to 7 may carry a
+ * thread list's tags, malloc_internal.h, MC_TAG_FAST), and a free block
+ * in its cache by its first and last frames to its header tagged with
+ * bit 1 (heap.c).  NULL: not ours. */
 DP_HIDDEN int dp_pagemap_set(void *base, size_t size, void *owner);
 /* Create every map node the frames of [base, base + size) need, so that
  * later stores there never map memory.  -1: no memory for a node. */
@@ -33,8 +34,8 @@ DP_HIDDEN int dp_pagemap_store(void *addr, void *owner);
 #define DP_PM_FAN (1u << DP_PM_BITS)
 typedef _Atomic(void *) dp_pm_slot;
 extern DP_HIDDEN dp_pm_slot dp_pm_root[DP_PM_FAN];
-/* Inline: free() in the malloc layer is this lookup and the cache put. */
-static inline void *dp_pagemap_get(const void *addr)
+/* The slot of addr's frame, or NULL if its node does not exist. */
+static inline dp_pm_slot *dp_pagemap_slot(const void *addr)
 {
     uintptr_t r = (uintptr_t)addr >> (12 + DP_PM_BITS);
     if (DP_UNLIKELY(r >= DP_PM_FAN))
@@ -43,9 +44,13 @@ static inline void *dp_pagemap_get(const void *addr)
                                             memory_order_acquire);
     if (DP_UNLIKELY(!leaf))
         return NULL;
-    return atomic_load_explicit(
-        &leaf[((uintptr_t)addr >> 12) & (DP_PM_FAN - 1)],
-        memory_order_acquire);
+    return &leaf[((uintptr_t)addr >> 12) & (DP_PM_FAN - 1)];
+}
+/* Inline: free() in the malloc layer is this lookup and the cache put. */
+static inline void *dp_pagemap_get(const void *addr)
+{
+    dp_pm_slot *s = dp_pagemap_slot(addr);
+    return s ? atomic_load_explicit(s, memory_order_acquire) : NULL;
 }
 static inline void *dp_pm_pool(struct dp_pool *p)
 {

@@ -192,6 +192,14 @@ static DP_NOINLINE void free_other(void *p, void *o)
 {
     if (!p)
         return;
+    /* A block tl_malloc handed out, freed at its user pointer: the fast
+     * free (tlist.c), which touches nothing of the header. */
+    uintptr_t v = (uintptr_t)o;
+    if ((v & (MC_TAG_FAST | 3u)) == MC_TAG_FAST &&
+        (uintptr_t)p == (v & ~MC_TAGS) + MC_BLOCK_HDR) {
+        tl_free(p, v);
+        return;
+    }
     struct mc_block *h = as_block(o);
     if (DP_LIKELY(h && block_user(h) == p && block_free(h, true)))
         return;

@@ -21,6 +21,7 @@ struct mc_block_stats mc_bs;
 void block_set_off(struct mc_block *h, size_t off)
 {
     void *was = frame_of(block_user(h));
+    block_untag(h);
     mc_off_set(h, off);
     void *now = frame_of(block_user(h));
     if (now != was) {
@@ -268,6 +269,9 @@ bool block_free(struct mc_block *h, bool list)
     if (!atomic_compare_exchange_strong_explicit(&h->state, &live, MC_QUEUED,
                                                  MC_RLX, MC_RLX))
         return false;
+    /* realloc's free of a block tl_malloc handed out; before the push,
+     * after which the heap may tag its frames. */
+    block_untag(h);
     if (list && tl_push(h))
         return true;
     mc_bs_live_to_queued(1, h->maplen);
@@ -296,6 +300,7 @@ void *block_resize(struct mc_block *h, size_t n)
 {
     if (h->align > MC_SYSPAGE)
         return NULL; /* a move would lose the alignment */
+    block_untag(h); /* its length may change */
     size_t off = mc_off(h);
     size_t len = block_len(off, n);
     size_t old = h->maplen;

@@ -74,7 +74,7 @@ void mc_bad_free(void *p, void *o, const char *fn)
 {
     if (boot_owns(p) || !atomic_load_explicit(&mc_inited, memory_order_acquire))
         return;
-    struct mc_block *h = as_block(o);
+    struct mc_block *h = pm_header(o); /* a listed block's too */
     if (h && block_user(h) == p)
         mc_die("%s(): %s %p (block of %zu bytes)", fn,
                fn[0] == 'f' ? "double free of" : "pointer already freed:", p,

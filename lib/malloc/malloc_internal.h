@@ -177,7 +177,9 @@ enum { MC_LIVE = 1, MC_QUEUED = 2, MC_CACHED = 3 };
 struct mc_block {
     _Atomic uint32_t magic; /* MC_BLOCK_MAGIC, 0 once merged or unmapped */
     _Atomic uint32_t state; /* MC_LIVE; MC_QUEUED (free's CAS); MC_CACHED
-                               (under mc_heap_lock)                      */
+                               (under mc_heap_lock).  Stale while the
+                               page map tags the block listed (MC_LIVE,
+                               MC_TAG_LISTED)                            */
     mc_link_t next;         /* mc_lq, thread-list or eviction link,
                                safe-linked (mc_next_*): written before
                                the push                                  */
@@ -266,14 +268,39 @@ static inline struct mc_block *mc_next_get(struct mc_block *h)
     return (struct mc_block *)v;
 }
 
+/*
+ * The page map's tags for the blocks of the thread lists (tlist.c, "The
+ * fast free").  A block tl_malloc handed out, at the default offset and
+ * alignment and of list i's length, is named under its first frame by
+ * its header tagged MC_TAG_FAST and i; once free() put it on a thread
+ * list, by its header tagged MC_TAG_LISTED and i.  Neither free() nor
+ * the malloc that takes it back then touches the header, whose state
+ * stays MC_LIVE: the tag is what tells a live block from a listed one.
+ * Headers start a page, so the tags' bits are free.  Every other store
+ * of a block's frame names the header alone; a block whose header
+ * changes (block_free, block_resize, block_set_off) has its tag taken
+ * off first, and a listed block leaving the lists by another way than
+ * tl_malloc (tl_pop, tl_flush) gets its state and frame as a freed
+ * block has them.
+ */
+#define MC_TAG_FAST ((uintptr_t)4)
+#define MC_TAG_LISTED ((uintptr_t)0x80)
+#define MC_TAG_SHIFT 3
+#define MC_TAG_INDEX ((uintptr_t)(DP_TC_EXT - 1) << MC_TAG_SHIFT)
+#define MC_TAGS (MC_TAG_FAST | MC_TAG_LISTED | MC_TAG_INDEX)
+_Static_assert(MC_TAGS < MC_SYSPAGE && MC_TAG_INDEX < MC_TAG_LISTED,
+               "the tags fit a header's frame");
+
 /* The next block on mc_lq or a thread list: NULL, or a freed block that
  * the page map names under the frame of its user pointer (the header's,
- * or the next one for an alignment above a page: block_off). */
+ * tagged MC_TAG_LISTED or not, or the next one for an alignment above a
+ * page: block_off). */
 static inline struct mc_block *mc_next_queued(struct mc_block *h)
 {
     uintptr_t v = mc_link_peek(&h->next);
     if (DP_UNLIKELY(v && (!mc_link_plausible(v) ||
-                          (dp_pagemap_get((void *)v) != (void *)v &&
+                          (((uintptr_t)dp_pagemap_get((void *)v) &
+                            ~MC_TAG_INDEX & ~MC_TAG_LISTED) != v &&
                            dp_pagemap_get((void *)(v + MC_SYSPAGE)) !=
                                (void *)v))))
         mc_link_corrupt(h, "next", v);
@@ -326,12 +353,40 @@ static inline void mc_off_set(struct mc_block *h, size_t off)
 static inline char *block_user(struct mc_block *h) { return (char *)h + mc_off(h); }
 static inline size_t block_usable(struct mc_block *h) { return h->maplen - mc_off(h); }
 
+static inline void *mc_tagged(struct mc_block *h, uintptr_t tag, int i)
+{
+    return (void *)((uintptr_t)h | tag | (uintptr_t)i << MC_TAG_SHIFT);
+}
+
+static inline int mc_tag_index(uintptr_t v)
+{
+    return (int)((v & MC_TAG_INDEX) >> MC_TAG_SHIFT);
+}
+
+/* The header a page-map value names (bits 0 and 1 clear, the tags taken
+ * off) if it is a block's, live or freed, else NULL. */
+static inline struct mc_block *pm_header(void *v)
+{
+    struct mc_block *h = (struct mc_block *)((uintptr_t)v & ~MC_TAGS);
+    return h && !((uintptr_t)v & 3u) && mc_magic(h) == MC_BLOCK_MAGIC ? h : NULL;
+}
+
 /* The block a page-map value names when it is a live or queued block's
- * header (low bits clear), else NULL.  Inline: free() asks it. */
+ * header (a listed one's is NULL: its header's state is stale), else
+ * NULL.  Inline: free() asks it. */
 static inline struct mc_block *as_block(void *v)
 {
-    struct mc_block *h = v;
-    return h && !((uintptr_t)v & 3u) && mc_magic(h) == MC_BLOCK_MAGIC ? h : NULL;
+    return (uintptr_t)v & MC_TAG_LISTED ? NULL : pm_header(v);
+}
+
+/* Name block h by its header alone under its user pointer's frame (its
+ * tag off): a live block before anything of its header changes, a
+ * listed one leaving the lists but by tl_malloc. */
+static inline void block_untag(struct mc_block *h)
+{
+    dp_pm_slot *s = dp_pagemap_slot(frame_of(block_user(h)));
+    if (s)
+        atomic_store_explicit(s, (void *)h, memory_order_release);
 }
 
 /*
@@ -463,6 +518,10 @@ DP_HIDDEN struct mc_block *tl_pop(size_t len);
  * drainer at work, no block), for mc_alloc. */
 DP_HIDDEN void *tl_malloc(size_t n);
 DP_HIDDEN bool tl_push(struct mc_block *h);
+/* free() of p, whose frame the page map names by v, a header tagged
+ * MC_TAG_FAST, p at the default offset: onto this thread's list (or
+ * mc_lq) without touching the header. */
+DP_HIDDEN void tl_free(void *p, uintptr_t v);
 extern DP_HIDDEN const struct dp_tcache_ext_ops mc_tl_ext_ops; /* tl_flush */
 
 /* ---- hardening (harden.c) ------------------------------------------------ */

@@ -4,7 +4,9 @@
  * MC_TL_MINPG to MC_TL_MINPG + DP_TC_EXT - 1 pages goes onto a list of
  * its page count in the freeing thread's cache (struct dp_tcache.ext),
  * and a malloc of that many pages takes it back from there: no lock, no
- * atomic RMW but the block's state CAS, no shared line.  The global
+ * atomic RMW, no shared line, and once malloc took a block from a list
+ * its frees and mallocs touch nothing of its header ("The fast free"
+ * below; block_free's state CAS is the way of any other block).  The global
  * counters do not see a block on a thread list: it still counts as live
  * there, and dp_malloc_stats_get() moves the lists' sums (kept per list by
  * its owner) from live to queued.  A thread's lists hold at most
@@ -55,24 +57,27 @@ static inline int tl_index(size_t len)
  * the block: the header's line is cold by then (the headers of a
  * thread's medium blocks share a few cache sets, each at the start of
  * its page), and malloc's hit would otherwise wait for it.  A ring
- * entry is the header's address, with TL_OFF set when the user pointer
- * is not MC_BLOCK_HDR bytes in (an aligned allocation's block); a
- * list's blocks are all of its page count, so their length is known
- * too.  A push into a full ring links its oldest entry onto the list,
- * a write to that block's header, and a pop takes from the ring first:
- * the newest block comes out first either way.
+ * entry is the header's address, with TL_FIX set when the header is not
+ * as malloc hands a block out (block_free queued it, or the user
+ * pointer is not MC_BLOCK_HDR bytes in, or it was aligned); a list's
+ * blocks are all of its page count, so their length is known too.  A
+ * push into a full ring links its oldest entry onto the list, a write
+ * to that block's header, and a pop takes from the ring first: the
+ * newest block comes out first either way.
  */
-#define TL_OFF ((uintptr_t)1)
+#define TL_FIX ((uintptr_t)1)
 #define TL_RMASK (DP_TC_EXT_RING - 1u)
 
 static inline uintptr_t tl_enc(struct mc_block *h)
 {
-    return (uintptr_t)h | (mc_off(h) != MC_BLOCK_HDR ? TL_OFF : 0);
+    bool fix = atomic_load_explicit(&h->state, MC_RLX) != MC_LIVE ||
+               mc_off(h) != MC_BLOCK_HDR || h->align;
+    return (uintptr_t)h | (fix ? TL_FIX : 0);
 }
 
 static inline struct mc_block *tl_dec(uintptr_t e)
 {
-    return (struct mc_block *)(e & ~TL_OFF);
+    return (struct mc_block *)(e & ~TL_FIX);
 }
 
 /* Link list l's oldest ring entry onto its list (l->rn > 0). */
@@ -90,12 +95,13 @@ static inline void tl_spill(struct dp_tclist *l)
  * pages the caller does not need, resident from their last use, and
  * cannot be cut here; docs/malloc.md, "Thread lists").  Inside tc's
  * handshake.  0: both empty; else the ring's encoding of the block. */
-static inline uintptr_t tl_take(struct dp_tcache *tc, int i)
+static inline uintptr_t tl_take(struct dp_tcache *tc, int *ip)
 {
+    int i = *ip;
     struct dp_tclist *l = &tc->ext[i];
     if (!atomic_load_explicit(&l->n, DP_RLX) && i + 1 < DP_TC_EXT) {
         l++;
-        i++;
+        *ip = ++i;
     }
     uintptr_t e;
     if (l->rn) {
@@ -123,8 +129,9 @@ struct mc_block *tl_pop(size_t len)
     struct dp_tcache *tc = dp_tcache_self();
     if (!tc || !dp_tc_enter(tc))
         return NULL;
-    struct mc_block *h = tl_dec(tl_take(tc, i));
+    struct mc_block *h = tl_dec(tl_take(tc, &i));
     dp_tc_leave(tc);
+    /* block_alloc's block_set_off takes a listed tag off its frame. */
     if (h)
         atomic_store_explicit(&h->state, MC_LIVE, MC_RLX);
     return h;
@@ -143,48 +150,96 @@ void *tl_malloc(size_t n)
     struct dp_tcache *tc = dp_tc;
     if (!dp_tc_enter(tc))
         return NULL;
-    uintptr_t e = tl_take(tc, i);
+    uintptr_t e = tl_take(tc, &i);
     dp_tc_leave(tc);
     if (!e)
         return NULL;
     struct mc_block *h = tl_dec(e);
-    atomic_store_explicit(&h->state, MC_LIVE, MC_RLX);
-    /* What block_alloc sets for malloc's request (align 0). */
-    if (DP_UNLIKELY(e & TL_OFF))
+    /* What block_alloc sets for malloc's request (align 0).  A block the
+     * fast free listed has it already, and its header stays untouched
+     * ("The fast free"; req, which only realloc's choice to stay in
+     * place reads, is then that of the block's last handout from the
+     * heap or resize: on a list's block of at least 8 KiB + 1 that
+     * choice comes out the same). */
+    if (DP_UNLIKELY(e & TL_FIX)) {
+        atomic_store_explicit(&h->state, MC_LIVE, MC_RLX);
         block_set_off(h, MC_BLOCK_HDR);
-    h->align = 0;
-    h->req = n;
+        h->align = 0;
+        h->req = n;
+    }
+    /* The fast tag under its frame, last. */
+    atomic_store_explicit(dp_pagemap_slot(h), mc_tagged(h, MC_TAG_FAST, i),
+                          memory_order_release);
     /* As mc_alloc after each allocation. */
     if (DP_UNLIKELY(atomic_load_explicit(&mc_rt, MC_RLX) != 2))
         mc_maybe_start(false);
     return (char *)h + MC_BLOCK_HDR;
 }
 
+/* Push a freed block, ring entry e, onto list i of this thread. */
+static inline bool tl_push_at(int i, uintptr_t e)
+{
+    struct dp_tcache *tc = dp_tc;
+    /* Before mc_init no one would ever flush the list. */
+    if (!tc || !atomic_load_explicit(&mc_inited, memory_order_acquire) ||
+        !dp_tc_enter(tc))
+        return false;
+    struct dp_tclist *l = &tc->ext[i];
+    size_t len = tl_len(i);
+    bool ok = tl_fits(atomic_load_explicit(&tc->ext_units, DP_RLX) + len);
+    if (ok) {
+        if (l->rn == DP_TC_EXT_RING)
+            tl_spill(l);
+        l->ring[(l->rbeg + l->rn) & TL_RMASK] = e;
+        l->rn++;
+        DP_BUMP(&l->n, 1);
+        DP_BUMP(&tc->ext_units, len);
+    }
+    dp_tc_leave(tc);
+    return ok;
+}
+
 /* A block whose free() won the state CAS: onto this thread's list. */
 bool tl_push(struct mc_block *h)
 {
     int i = tl_index(h->maplen);
-    struct dp_tcache *tc = dp_tc;
-    /* Before mc_init no one would ever flush the list.  A block aligned
-     * above a page goes to the heap, where the next such request finds it
-     * (a list serves only requests of the default placement). */
-    if (i < 0 || h->align > MC_SYSPAGE || !tc ||
-        !atomic_load_explicit(&mc_inited, memory_order_acquire) ||
-        !dp_tc_enter(tc))
+    /* A block aligned above a page goes to the heap, where the next such
+     * request finds it (a list serves only requests of the default
+     * placement). */
+    if (i < 0 || h->align > MC_SYSPAGE)
         return false;
-    struct dp_tclist *l = &tc->ext[i];
-    bool ok = tl_fits(atomic_load_explicit(&tc->ext_units, DP_RLX) +
-                      h->maplen);
-    if (ok) {
-        if (l->rn == DP_TC_EXT_RING)
-            tl_spill(l);
-        l->ring[(l->rbeg + l->rn) & TL_RMASK] = tl_enc(h);
-        l->rn++;
-        DP_BUMP(&l->n, 1);
-        DP_BUMP(&tc->ext_units, h->maplen);
-    }
-    dp_tc_leave(tc);
-    return ok;
+    return tl_push_at(i, tl_enc(h));
+}
+
+/*
+ * The fast free.  A block tl_malloc handed out is named by its header
+ * tagged MC_TAG_FAST (malloc_internal.h), which says what block_free
+ * and tl_push would read in the header: a live block, at the default
+ * offset and alignment, of list i's length.  free() of it retags its
+ * frame MC_TAG_LISTED and pushes it, and touches nothing of the header,
+ * whose line is cold by then; the header's state stays MC_LIVE while the
+ * tag says listed.  A second free finds the listed tag, which is no fast
+ * tag and no block (as_block), and aborts naming the block (mc_bad_free).
+ * The retag is a store, not a CAS: a locked instruction would wait for
+ * the stores before it, and a free that follows a malloc whose block the
+ * program wrote would wait for those lines.  So two frees of one block
+ * racing on two threads may both list it, as for a small block's tag
+ * (docs/malloc.md, "Hardening").
+ */
+void tl_free(void *p, uintptr_t v)
+{
+    struct mc_block *h = (struct mc_block *)(v & ~MC_TAGS);
+    int i = mc_tag_index(v);
+    dp_pm_slot *s = dp_pagemap_slot(p); /* free() has just read it */
+    atomic_store_explicit(s, mc_tagged(h, MC_TAG_LISTED, i),
+                          memory_order_release);
+    if (tl_push_at(i, (uintptr_t)h))
+        return;
+    /* Queued as block_free would: state, frame, counters. */
+    atomic_store_explicit(&h->state, MC_QUEUED, MC_RLX);
+    atomic_store_explicit(s, (void *)h, memory_order_release);
+    mc_bs_live_to_queued(1, tl_len(i));
+    mc_lq_push(h, h);
 }
 
 /* mc_tl_ext_ops.flush: a list's blocks onto mc_lq, as a free() would have
@@ -195,7 +250,11 @@ static void tl_flush(struct dp_tclist *l, bool forget)
         tl_spill(l);
     struct mc_block *h = l->head, *tail = NULL;
     uint64_t n = 0, bytes = 0;
-    for (struct mc_block *e = h; e; e = mc_next_queued(e)) {
+    for (struct mc_block *e = h, *next; e; e = next) {
+        next = mc_next_queued(e);
+        /* A block the fast free listed: queued as block_free queues. */
+        atomic_store_explicit(&e->state, MC_QUEUED, MC_RLX);
+        block_untag(e);
         n++;
         bytes += e->maplen;
         tail = e;

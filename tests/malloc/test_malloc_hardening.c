@@ -39,7 +39,15 @@ static size_t class_size(unsigned c)
 }
 
 /* A child's misuse: what to call on which pointer. */
-enum op { OP_FREE, OP_FREE2, OP_REALLOC, OP_FREE_REALLOC, OP_FREE_FREE_LATER };
+enum op {
+    OP_FREE,
+    OP_FREE2,
+    OP_REALLOC,
+    OP_FREE_REALLOC,
+    OP_FREE_FREE_LATER,
+    OP_FREE_FLUSH_FREE,
+    OP_MOVE_FREE,
+};
 struct misuse {
     enum op op;
     void *p;
@@ -63,6 +71,15 @@ static void run_misuse(void *arg)
     case OP_FREE_REALLOC:
         free(m->p);
         (void)!realloc(m->p, 100);
+        break;
+    case OP_FREE_FLUSH_FREE: /* off this thread's lists onto the queue */
+        free(m->p);
+        dp_malloc_thread_flush();
+        free(m->p);
+        break;
+    case OP_MOVE_FREE: /* realloc moves the block, then the old pointer */
+        (void)!realloc(m->p, 100); /* into a small block: moved */
+        free(m->p);
         break;
     case OP_FREE_FREE_LATER: {
         /* Freed, then pushed out of this thread's bin by more frees of
@@ -198,6 +215,41 @@ Test(malloc_hardening, double_free_of_a_medium_or_large_block_aborts)
         expect_abort(OP_FREE2, p, 0, want, what);
         free(p);
     }
+}
+
+/* A block malloc took back from this thread's lists carries the fast
+ * free's tag in the page map, and its free touches nothing of its header
+ * (docs/malloc.md, "Thread lists"): a second free, a realloc after the
+ * free, a second free after the lists went back to the queue and a free
+ * after realloc moved the block must still abort, and
+ * malloc_usable_size of the freed block say 0. */
+Test(malloc_hardening, misuse_of_a_block_malloc_took_from_a_thread_list_aborts)
+{
+    char *p = malloc(20 * KiB);
+    cr_assert_not_null(p);
+    free(p);
+    char *q = malloc(20 * KiB);
+    cr_assert_eq(q, p, "the block came back from the list");
+    char qs[32];
+    const char *twice[] = {"free(): double free of", pstr(qs, q), NULL};
+    expect_abort(OP_FREE2, q, 0, twice, "a second free");
+    expect_abort(OP_FREE_FLUSH_FREE, q, 0, twice,
+                 "a second free after the lists' flush");
+    const char *re[] = {"realloc(): pointer already freed:", pstr(qs, q),
+                        NULL};
+    expect_abort(OP_FREE_REALLOC, q, 0, re, "realloc after free");
+    expect_abort(OP_MOVE_FREE, q, 0, twice, "free after realloc moved it");
+    free(q);
+    cr_assert_eq(malloc_usable_size(q), 0, "a listed block is no block");
+    char *r = malloc(20 * KiB);
+    cr_assert_eq(r, q, "listed again by the fast free");
+    cr_assert_eq(malloc_usable_size(r), 20 * KiB + 4 * KiB - 64);
+    free(r);
+    /* Taken off the list by another call: a live block again. */
+    char *c = calloc(1, 20 * KiB);
+    cr_assert_eq(c, r, "calloc took the listed block");
+    cr_assert_eq(malloc_usable_size(c), 20 * KiB + 4 * KiB - 64);
+    free(c);
 }
 
 /* Freed and moved into the heap (cached, its frames tagged there) by the

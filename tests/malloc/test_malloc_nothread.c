@@ -256,6 +256,34 @@ Test(malloc_nothread, a_listed_aligned_block_serves_malloc_at_the_default_offset
     free(q);
 }
 
+/* A block malloc took from a list, shrunk in place by realloc: free()
+ * must list it by its new length, not the one it had when it was handed
+ * out (the page map's fast tag, docs/malloc.md, "Thread lists"). */
+Test(malloc_nothread, a_listed_block_shrunk_in_place_is_listed_by_its_new_length)
+{
+    dp_malloc_trim();
+    char *p = malloc(40000); /* 64 + 40,000 bytes: 10 pages */
+    cr_assert_not_null(p);
+    free(p);
+    char *q = malloc(40000);
+    cr_assert_eq(q, p, "the block came back from the list");
+    char *r = realloc(q, 20000); /* 5 pages, the tail to the heap */
+    cr_assert_eq(r, q, "shrunk in place");
+    cr_assert_eq(malloc_usable_size(r), 5 * 4096 - 64);
+    free(r);
+    char *s = malloc(40000);
+    cr_assert_not_null(s);
+    cr_assert_geq(malloc_usable_size(s), 40000,
+                  "malloc(40000) got a block of %zu bytes (%p, the shrunk "
+                  "block %p)",
+                  malloc_usable_size(s), (void *)s, (void *)r);
+    memset(s, 1, 40000);
+    char *t = malloc(20000);
+    cr_assert_eq(t, r, "the shrunk block is on the list of its length");
+    free(t);
+    free(s);
+}
+
 /* What a thread's lists may hold (docs/malloc.md, "Thread lists"): 16 MiB
  * shared among the threads that have a cache, at least 512 KiB and at most
  * 4 MiB each.  listed_of(n) cuts n blocks of 64 KiB (17 pages, 68 KiB
