@@ -216,23 +216,26 @@ bool tl_push(struct mc_block *h)
  * tagged MC_TAG_FAST (malloc_internal.h), which says what block_free
  * and tl_push would read in the header: a live block, at the default
  * offset and alignment, of list i's length.  free() of it retags its
- * frame MC_TAG_LISTED and pushes it, and touches nothing of the header,
- * whose line is cold by then; the header's state stays MC_LIVE while the
- * tag says listed.  A second free finds the listed tag, which is no fast
- * tag and no block (as_block), and aborts naming the block (mc_bad_free).
- * The retag is a store, not a CAS: a locked instruction would wait for
- * the stores before it, and a free that follows a malloc whose block the
- * program wrote would wait for those lines.  So two frees of one block
- * racing on two threads may both list it, as for a small block's tag
- * (docs/malloc.md, "Hardening").
+ * frame MC_TAG_LISTED with a CAS and pushes it, and touches nothing of
+ * the header, whose line is cold by then; the header's state stays
+ * MC_LIVE while the tag says listed.  The CAS is on the page map's line,
+ * which this thread's frees and mallocs keep in its cache; a free that
+ * loses it to a second free on another thread, and a second free that
+ * comes after and finds the listed tag (no fast tag, and no block to
+ * as_block), abort naming the block (mc_bad_free).
  */
 void tl_free(void *p, uintptr_t v)
 {
     struct mc_block *h = (struct mc_block *)(v & ~MC_TAGS);
     int i = mc_tag_index(v);
     dp_pm_slot *s = dp_pagemap_slot(p); /* free() has just read it */
-    atomic_store_explicit(s, mc_tagged(h, MC_TAG_LISTED, i),
-                          memory_order_release);
+    void *was = (void *)v;
+    if (!atomic_compare_exchange_strong_explicit(
+            s, &was, mc_tagged(h, MC_TAG_LISTED, i), memory_order_acq_rel,
+            memory_order_acquire)) {
+        mc_bad_free(p, was, "free"); /* another free listed it: aborts */
+        return;
+    }
     if (tl_push_at(i, (uintptr_t)h))
         return;
     /* Queued as block_free would: state, frame, counters. */
