@@ -148,20 +148,27 @@ static void block_populate(struct mc_block *h, size_t n)
  * Such a block is not populated unless purged since: its pages are
  * resident already.
  */
+/* Bytes of the heap's blocks, live (thread lists included), queued and
+ * cached. */
+static uint64_t blocks_held(void)
+{
+    return atomic_load_explicit(&mc_bs.live_bytes, MC_RLX) +
+           atomic_load_explicit(&mc_bs.queued_bytes, MC_RLX) +
+           atomic_load_explicit(&mc_bs.cached_bytes, MC_RLX);
+}
+
 static bool huge_due(void)
 {
     if (dp_options()->huge_chunks == DP_HUGE_NONE)
         return false;
-    uint64_t held = atomic_load_explicit(&mc_bs.live_bytes, MC_RLX) +
-                    atomic_load_explicit(&mc_bs.queued_bytes, MC_RLX) +
-                    atomic_load_explicit(&mc_bs.cached_bytes, MC_RLX);
-    return held >= MC_HUGE_AFTER;
+    return blocks_held() >= MC_HUGE_AFTER;
 }
 
 /*
  * A medium or large block of n bytes at `align` (0: none), its user
  * pointer at block_off(align): from this thread's list, else the heap
- * (after handing this thread's lists back, if need be), else a new
+ * (after handing this thread's lists back, if need be and the blocks hold
+ * MC_LISTS_KEPT bytes), else a new
  * mapping -- a chunk when the block and what its alignment may skip fit
  * in half of one, the rest of the chunk cached; else a mapping of its
  * own, the pages its alignment skipped unmapped at once (freed, the block
@@ -182,7 +189,7 @@ void *block_alloc(size_t n, size_t align, bool zero, bool grow)
     } else {
         dp_reclaim_start_due(); /* a fork child's (pool.h) */
         if ((h = heap_reuse(len, align, grow, &clean)) == NULL &&
-            dp_tcache_ext_drain(true))
+            blocks_held() >= MC_LISTS_KEPT && dp_tcache_ext_drain(true))
             h = heap_reuse(len, align, grow, &clean);
     }
     if (h) {

@@ -465,12 +465,20 @@ DP_HIDDEN void *block_resize(struct mc_block *h, size_t n);
  *                      milliseconds, or keeps a few medium blocks, never
  *                      has a whole chunk made resident at its first
  *                      touch.
+ *   MC_LISTS_KEPT      below this many bytes of blocks (counted as for
+ *                      MC_HUGE_AFTER) a malloc the heap cannot serve maps
+ *                      a chunk without handing its thread's lists back
+ *                      first (block.c, block_alloc): in a small heap a
+ *                      hand-back empties the lists whenever the heap runs
+ *                      dry, and each of the misses that follow is a heap
+ *                      pass (docs/malloc.md, "Thread lists").
  */
 #define MC_HEAP_MAX_BYTES ((size_t)1 << 30)
 #define MC_GROW_ROOM 2
 #define MC_GROW_MIN ((size_t)64 << 10)
 #define MC_DEFAULT_AGE_NS 500000000ull
 #define MC_HUGE_AFTER ((uint64_t)4 << 20)
+#define MC_LISTS_KEPT ((uint64_t)8 << 20)
 
 /* What a heap pass evicts besides what is due. */
 enum mc_heap_mode {

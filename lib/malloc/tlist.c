@@ -16,8 +16,9 @@
  * back through tl_flush(): the reclaim GC, for lists that did not move
  * for a whole pass (a thread that sleeps forever, or goes on without
  * medium blocks, does not keep its blocks), thread exit, trim, and this
- * thread's own malloc when the heap has no fit (before mapping new
- * memory, what the thread holds goes back to be merged).
+ * thread's own malloc when the heap has no fit and the blocks hold
+ * MC_LISTS_KEPT (before mapping new memory, what the thread holds goes
+ * back to be merged).
  */
 #include "malloc_internal.h"
 

@@ -178,11 +178,13 @@ Test(malloc_nothread, a_medium_block_comes_back_from_the_thread_list)
     free(r);
 }
 
-Test(malloc_nothread, a_heap_miss_hands_this_threads_lists_back_before_mapping)
+/* Four listed 48 KiB blocks, cut from a chunk whose rest a live block
+ * takes whole, and an empty heap; then a malloc of 150 KiB, which none
+ * of them fits alone (docs/malloc.md, "Thread lists"). */
+static void heap_miss_with_lists(size_t ballast, bool handed_back)
 {
     dp_malloc_trim(); /* an empty heap */
-    /* Four 48 KiB blocks and one block that takes the rest of the chunk
-     * whole: the heap is empty. */
+    char *big = ballast ? malloc(ballast) : NULL; /* a mapping of its own */
     char *b[4];
     for (int i = 0; i < 4; i++)
         b[i] = malloc(48 * KiB);
@@ -193,16 +195,44 @@ Test(malloc_nothread, a_heap_miss_hands_this_threads_lists_back_before_mapping)
     dp_malloc_stats_t s0 = mt_stats();
     cr_assert_eq(s0.large_cached, 0);
     cr_assert_eq(s0.large_queued, 4, "on this thread's list");
-    /* 150 KiB fits none of them alone: they go back to the heap, merge,
-     * and serve it, with no new mapping. */
     char *p = malloc(150 * KiB);
-    cr_assert_eq(p, b[0]);
     dp_malloc_stats_t s1 = mt_stats();
-    cr_assert_eq(s1.large_maps, s0.large_maps);
-    cr_assert_eq(s1.large_queued, 0);
-    cr_assert_eq(s1.large_merges, s0.large_merges + 3);
+    if (handed_back) {
+        /* They go back to the heap, merge, and serve it, with no new
+         * mapping. */
+        cr_assert_eq(p, b[0]);
+        cr_assert_eq(s1.large_maps, s0.large_maps);
+        cr_assert_eq(s1.large_queued, 0);
+        cr_assert_eq(s1.large_merges, s0.large_merges + 3);
+    } else {
+        /* They stay listed; a chunk is mapped. */
+        cr_assert_eq(s1.large_maps, s0.large_maps + 1);
+        cr_assert_eq(s1.large_queued, 4, "still on this thread's list");
+        cr_assert_eq(s1.large_merges, s0.large_merges);
+        for (int i = 0; i < 4; i++) {
+            char *x = malloc(48 * KiB);
+            cr_assert_eq(x, b[3 - i], "from the list, newest first");
+            b[3 - i] = x;
+        }
+        for (int i = 0; i < 4; i++)
+            free(b[i]);
+    }
     free(p);
     free(rest);
+    free(big);
+}
+
+/* With the blocks holding 8 MiB (MC_LISTS_KEPT, here a live block of 8
+ * MiB) a heap miss hands the thread's lists back before it maps. */
+Test(malloc_nothread, a_heap_miss_hands_this_threads_lists_back_before_mapping)
+{
+    heap_miss_with_lists(8 * MiB, true);
+}
+
+/* Below 8 MiB it maps a chunk and keeps the lists. */
+Test(malloc_nothread, a_heap_miss_in_a_small_heap_maps_and_keeps_the_lists)
+{
+    heap_miss_with_lists(0, false);
 }
 
 /* A list miss takes a block one page longer, not two (docs/malloc.md,
