@@ -22,6 +22,9 @@
  *                        one and mallocs a random size in its place,
  *                        writing its first and last byte; ns per pair
  *                        (elapsed time over one thread's pairs)
+ *   malloc_loop medium1  the same on one thread: a small heap (about 4 MiB
+ *                        of blocks), which one thread's lists and the heap
+ *                        share
  *
  * A second argument scales the iteration counts (default 1).
  */
@@ -212,7 +215,7 @@ static double run_threads(void)
 
 /* ---- medium ---------------------------------------------------------------- */
 
-enum { MD_LIVE = 64, MD_THREADS = 2 };
+enum { MD_LIVE = 64, MD_THREADS_MAX = 2 };
 static long md_pairs;
 
 static void *medium_worker(void *arg)
@@ -235,17 +238,17 @@ static void *medium_worker(void *arg)
     return NULL;
 }
 
-static double run_medium(void)
+static double run_medium(int threads)
 {
-    pthread_t th[MD_THREADS];
+    pthread_t th[MD_THREADS_MAX];
     md_pairs = 100000L; /* warm: the heap's chunks, the lists */
     for (int pass = 0; pass < 2; pass++) {
         double t0 = now();
-        for (int i = 0; i < MD_THREADS; i++)
+        for (int i = 0; i < threads; i++)
             if (pthread_create(&th[i], NULL, medium_worker,
                                (void *)(uintptr_t)i))
                 abort();
-        for (int i = 0; i < MD_THREADS; i++)
+        for (int i = 0; i < threads; i++)
             pthread_join(th[i], NULL);
         if (pass == 1)
             return (now() - t0) / (double)md_pairs * 1e9;
@@ -258,7 +261,7 @@ int main(int argc, char **argv)
 {
     if (argc < 2) {
         fprintf(stderr,
-                "usage: %s pair|simple|bignum|threads|medium [scale]\n",
+                "usage: %s pair|simple|bignum|threads|medium|medium1 [scale]\n",
                 argv[0]);
         return 2;
     }
@@ -274,7 +277,9 @@ int main(int argc, char **argv)
     else if (!strcmp(m, "threads"))
         printf("threads %.1f ms\n", run_threads());
     else if (!strcmp(m, "medium"))
-        printf("medium %.1f ns\n", run_medium());
+        printf("medium %.1f ns\n", run_medium(2));
+    else if (!strcmp(m, "medium1"))
+        printf("medium1 %.1f ns\n", run_medium(1));
     else
         return 2;
     return 0;

@@ -5,7 +5,7 @@
 # allocator and workload.  docs/benchmarks.md, "malloc loops".
 #
 #   scripts/malloc_loop.sh [workload...]   default: pair simple bignum threads
-#                                          medium
+#                                          medium medium1
 #
 # Knobs (environment): ML_ROUNDS (default 7), ML_SCALE (default 1),
 # ML_ALLOCATORS (default "deferpool glibc jemalloc mimalloc tcmalloc"; an
@@ -41,7 +41,7 @@ done
 rounds=${ML_ROUNDS:-7}
 scale=${ML_SCALE:-1}
 works=("$@")
-[ ${#works[@]} -gt 0 ] || works=(pair simple bignum threads medium)
+[ ${#works[@]} -gt 0 ] || works=(pair simple bignum threads medium medium1)
 
 declare -A best
 for ((r = 0; r < rounds; r++)); do
@@ -61,7 +61,7 @@ done
 
 printf '%-8s' workload
 for a in "${allocs[@]}"; do printf '%11s' "$a"; done
-printf '   (best of %d; pair/simple/medium: ns per malloc+free, bignum/threads: ms)\n' "$rounds"
+printf '   (best of %d; pair/simple/medium/medium1: ns per malloc+free, bignum/threads: ms)\n' "$rounds"
 for w in "${works[@]}"; do
     printf '%-8s' "$w"
     for a in "${allocs[@]}"; do printf '%11s' "${best[$w/$a]:--}"; done
