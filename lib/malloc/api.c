@@ -217,7 +217,9 @@ static DP_NOINLINE void free_other(void *p, void *o)
  * (mc_small_bad: a multiply, a rotate, two compares and the tag word's
  * load); the tag is written before the put, after which the block is the
  * pool's.  A block must be named by its user pointer's frame and win its
- * state CAS.  Anything else aborts with a message (harden.c), except
+ * state CAS, or, tagged by tl_malloc, the CAS on its frame's tag
+ * (tlist.c, "The fast free").  Anything else aborts with a message
+ * (harden.c), except
  * bootstrap memory, which is never reused, and anything before mc_init.
  * An ASan build puts through dp_pool_put, which poisons the block.
  *

@@ -280,8 +280,8 @@ static inline struct mc_block *mc_next_get(struct mc_block *h)
  * of a block's frame names the header alone; a block whose header
  * changes (block_free, block_resize, block_set_off) has its tag taken
  * off first, and a listed block leaving the lists by another way than
- * tl_malloc (tl_pop, tl_flush) gets its state and frame as a freed
- * block has them.
+ * tl_malloc has its frame untagged and its state written (tl_pop with
+ * block_alloc's block_set_off, tl_flush).
  */
 #define MC_TAG_FAST ((uintptr_t)4)
 #define MC_TAG_LISTED ((uintptr_t)0x80)

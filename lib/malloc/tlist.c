@@ -4,9 +4,10 @@
  * MC_TL_MINPG to MC_TL_MINPG + DP_TC_EXT - 1 pages goes onto a list of
  * its page count in the freeing thread's cache (struct dp_tcache.ext),
  * and a malloc of that many pages takes it back from there: no lock, no
- * atomic RMW, no shared line, and once malloc took a block from a list
- * its frees and mallocs touch nothing of its header ("The fast free"
- * below; block_free's state CAS is the way of any other block).  The global
+ * shared line, and one CAS in the free, on the block's state (block_free)
+ * or, once malloc took the block from a list, on its frame's tag, after
+ * which its frees and mallocs touch nothing of its header ("The fast
+ * free" below).  The global
  * counters do not see a block on a thread list: it still counts as live
  * there, and dp_malloc_stats_get() moves the lists' sums (kept per list by
  * its owner) from live to queued.  A thread's lists hold at most
