@@ -125,6 +125,15 @@ static void block_populate(struct mc_block *h, size_t n)
         atomic_fetch_add_explicit(&mc_bs.populates, 1, MC_RLX);
 }
 
+/* Bytes of the heap's blocks, live (thread lists included), queued and
+ * cached. */
+static uint64_t blocks_held(void)
+{
+    return atomic_load_explicit(&mc_bs.live_bytes, MC_RLX) +
+           atomic_load_explicit(&mc_bs.queued_bytes, MC_RLX) +
+           atomic_load_explicit(&mc_bs.cached_bytes, MC_RLX);
+}
+
 /*
  * Huge chunks (docs/malloc.md, "Huge chunks").  Once the heap's blocks
  * hold MC_HUGE_AFTER bytes, a new chunk is mapped aligned to its size
@@ -148,15 +157,6 @@ static void block_populate(struct mc_block *h, size_t n)
  * Such a block is not populated unless purged since: its pages are
  * resident already.
  */
-/* Bytes of the heap's blocks, live (thread lists included), queued and
- * cached. */
-static uint64_t blocks_held(void)
-{
-    return atomic_load_explicit(&mc_bs.live_bytes, MC_RLX) +
-           atomic_load_explicit(&mc_bs.queued_bytes, MC_RLX) +
-           atomic_load_explicit(&mc_bs.cached_bytes, MC_RLX);
-}
-
 static bool huge_due(void)
 {
     if (dp_options()->huge_chunks == DP_HUGE_NONE)
