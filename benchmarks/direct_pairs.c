@@ -20,11 +20,22 @@
  *
  * Three of the four export malloc; the loops call none of it, and each
  * allocator's own entry points reach its own heap whichever serves malloc.
+ *
+ * A fifth column is the floor (floor.c, libdpb-floor.so): a pointer stack
+ * behind the same kind of call, no allocator.  It takes its turn with the
+ * others but is not one of them: no ratio is taken to it, and a pattern
+ * whose allocators all sit near it is bound by the calls, not by their
+ * code (docs/benchmarks.md, "Direct pairs").
  */
 #include <deferpool.h>
 #include <gperftools/tcmalloc.h>
 #include <jemalloc/jemalloc.h>
 #include <mimalloc.h>
+
+/* floor.c, linked as libdpb-floor.so. */
+void dpb_floor_init(size_t size);
+void *dpb_floor_get(void);
+void dpb_floor_put(void *p);
 
 #include <math.h>
 #include <stdio.h>
@@ -32,12 +43,14 @@
 #include <string.h>
 #include <time.h>
 
-#define NALLOC 4
+#define NALLOC 5 /* the four allocators, then the floor */
+#define FLOOR 4
 #define NPAT 4
 #define OBJ 64
 
 static const char *const alloc_name[NALLOC] = {"deferpool", "mimalloc",
-                                               "tcmalloc", "jemalloc"};
+                                               "tcmalloc", "jemalloc",
+                                               "floor"};
 static const int live[NPAT] = {1, 100, 10000, 200000};
 static const char *const pat_name[NPAT] = {"LIFO pair", "batch 100",
                                            "batch 10,000", "batch 200,000"};
@@ -85,6 +98,7 @@ static double run(int a, int b, long pairs)
     case 1: LOOPS(mi_malloc(OBJ), mi_free); break;
     case 2: LOOPS(tc_malloc(OBJ), tc_free); break;
     case 3: LOOPS(mallocx(OBJ, 0), JE_PUT); break;
+    case FLOOR: LOOPS(dpb_floor_get(), dpb_floor_put); break;
     }
     long done = b == 1 ? pairs : pairs / b * b;
     return (now() - t0) / (double)done * 1e9;
@@ -120,6 +134,7 @@ int main(int argc, char **argv)
         }
     }
     int only_live = (e = getenv("DPB_DIRECT_LIVE")) != NULL ? atoi(e) : 0;
+    dpb_floor_init(OBJ);
     pool = dp_pool_create("direct", OBJ, NULL);
     if (!pool) {
         perror("dp_pool_create");
@@ -162,7 +177,7 @@ int main(int argc, char **argv)
             printf(" %10.2f", best[a][k]);
             g[a] += log(best[a][k]);
         }
-        for (int a = 1; a < NALLOC; a++)
+        for (int a = 1; a < FLOOR; a++)
             printf(" %6.2f", best[0][k] / best[a][k]);
         printf("\n");
     }
@@ -171,7 +186,7 @@ int main(int argc, char **argv)
         g[a] = exp(g[a] / NPAT);
         printf(" %10.2f", g[a]);
     }
-    for (int a = 1; a < NALLOC; a++)
+    for (int a = 1; a < FLOOR; a++)
         printf(" %6.2f", g[0] / g[a]);
     printf("\n");
     if (json) {

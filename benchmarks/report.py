@@ -544,7 +544,9 @@ def table_lines(S):
         names = list(dpp["ns"])
         L.append("")
         L.append("Direct pairs (benchmarks/direct_pairs.c: 64 B get+put, a "
-                 "plain C loop of direct calls, all four in one process, "
+                 "plain C loop of direct calls, all in one process, the "
+                 "floor a pointer stack behind the same call, not an "
+                 "allocator; "
                  "best of %d rounds%s), ns per pair:" % (
                      dpp["rounds"],
                      "" if dpp.get("processes", 1) == 1 else
