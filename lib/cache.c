@@ -611,7 +611,20 @@ static uint32_t bin_flush_oldest(struct dp_pool *p, struct dp_tcache *tc,
  * on the full stack.  Lock-free, no system call, no object memory
  * touched: what a put may do.  Without an empty magazine, or with the
  * depot at its bound, the bin flushes to the pages as before.
+ *
+ * A full young bin ("Young bins") holds DP_TC_YOUNG objects, which may
+ * be no more than a magazine: it sheds all but a quarter of them, a
+ * magazine not full (shed_count).  That is the bin of a thread that
+ * only frees what others allocate, which never grows: its objects reach
+ * the allocating thread a magazine at a time, not as page runs written
+ * into the objects and taken back under the pool lock.
  */
+static uint32_t shed_count(const struct dp_pool *p, uint32_t n)
+{
+    uint32_t k = n - n / 4;
+    return k < p->mag_cap ? k : p->mag_cap;
+}
+
 static uint32_t bin_shed(struct dp_pool *p, struct dp_tcache *tc,
                          struct dp_tbin *b, uint32_t n)
 {
@@ -626,7 +639,7 @@ static uint32_t bin_shed(struct dp_pool *p, struct dp_tcache *tc,
     else if (p->mag_cap)
         m = dp_depot_pop_empty(p);
     if (m) {
-        uint32_t k = p->mag_cap; /* <= tc_soft / 2 < n */
+        uint32_t k = shed_count(p, n);
         memcpy(m->o, b->slots, k * sizeof(void *));
         m->n = k;
         if (dp_depot_push(p, m)) {
@@ -677,13 +690,11 @@ void dp_tcache_put_slow(struct dp_pool *p, void *obj)
     }
     if (n >= cap) {
         /* A young bin grows here only into slots faulted in already
-         * ("Young bins"); a shed needs more than a magazine's worth. */
+         * ("Young bins"). */
         if (cap < p->tc_max && bin_area_ready(tc, b, p))
             bin_grow(tc, b, p, n);
-        else if (n > p->mag_cap)
-            n = bin_shed(p, tc, b, n);
         else
-            n = bin_flush_oldest(p, tc, b, n);
+            n = bin_shed(p, tc, b, n);
     }
     b->slots[n] = obj;
     bin_bind(tc, b, p);

@@ -11,7 +11,7 @@
  * dp_test_depot_magazines() says how many magazines a pool's depot has
  * made (each costs memory that is touched, and kept until destroy);
  * dp_test_depot_stock() makes some, dp_test_depot_mag() says where one
- * lies.
+ * lies, dp_test_depot_objects() how many objects its full ones hold.
  * dp_test_bin_busy() holds the calling thread's bin of a pool busy, as
  * a get or put does while it works on the bin; dp_test_bin_putlim()
  * reads its put limit (cache.c, "Faults").
@@ -75,6 +75,13 @@ uint32_t dp_test_bin_putlim(dp_pool_t *p)
 uint32_t dp_test_depot_magazines(dp_pool_t *p);
 uint32_t dp_test_depot_stock(dp_pool_t *p, uint32_t k);
 void *dp_test_depot_mag(dp_pool_t *p, uint32_t i, size_t *len);
+uint64_t dp_test_depot_objects(dp_pool_t *p);
+
+/* Objects in p's full magazines. */
+uint64_t dp_test_depot_objects(dp_pool_t *p)
+{
+    return dp_depot_objects(p);
+}
 
 /* Make k empty magazines for p's depot, as a get's slow path does for
  * puts that went without; returns the magazines made in all (0: the pool

@@ -33,6 +33,7 @@ TestSuite(depot, .timeout = 120, .init = tu_watchdog_init);
 uint32_t dp_test_depot_magazines(dp_pool_t *p);
 uint32_t dp_test_depot_stock(dp_pool_t *p, uint32_t k);
 void *dp_test_depot_mag(dp_pool_t *p, uint32_t i, size_t *len);
+uint64_t dp_test_depot_objects(dp_pool_t *p);
 
 static dp_pool_t *depot_pool(dp_mock_t *m, const char *name)
 {
@@ -555,4 +556,57 @@ Test(depot, magazines_beyond_the_first_chunk_are_apart_used_and_unmapped)
         cr_assert(mincore(lo, (size_t)pg, &vec) == -1 && errno == ENOMEM,
                   "magazine %p still mapped after destroy", (void *)mag[i]);
     }
+}
+
+/* ------------------------------------------------------- a young bin */
+
+/* A young bin (lib/cache.c, "Young bins") holds 64 objects at most. */
+#define YOUNG 64
+
+struct young_arg {
+    dp_pool_t *pool;
+    void **objs; /* YOUNG objects another thread got */
+    uint64_t cached_before, cached_after, depot_after;
+};
+
+/* One get (the thread's cache, its bin young), then puts only: the
+ * objects another thread got, one more than the young bin holds. */
+static void *young_putter(void *arg)
+{
+    struct young_arg *y = arg;
+    void *mine = dp_pool_get(y->pool, DP_WAITOK);
+    cr_assert_not_null(mine);
+    dp_pool_put(y->pool, mine);
+    y->cached_before = tu_stats(y->pool).objs_cached;
+    for (int i = 0; i < YOUNG; i++)
+        dp_pool_put(y->pool, y->objs[i]);
+    y->cached_after = tu_stats(y->pool).objs_cached;
+    y->depot_after = dp_test_depot_objects(y->pool);
+    return NULL; /* the exit returns the bin */
+}
+
+/* A young bin that fills, as the bin of a thread that only frees what
+ * others allocate does (it never grows), holds no more than a magazine:
+ * it sheds all but a quarter of its objects as one magazine, not full,
+ * instead of flushing them to their pages. */
+Test(depot, a_full_young_bin_sheds_all_but_a_quarter_as_one_magazine)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *p = depot_pool(m, "young");
+    void *objs[YOUNG];
+    for (int i = 0; i < YOUNG; i++)
+        cr_assert_not_null(objs[i] = dp_pool_get(p, DP_WAITOK));
+    cr_assert_geq(dp_test_depot_stock(p, 1), 1, "an empty magazine");
+    struct young_arg y = {.pool = p, .objs = objs};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, young_putter, &y), 0);
+    pthread_join(t, NULL);
+    cr_assert_eq(y.cached_after - y.cached_before, YOUNG,
+                 "every put stayed cached: %llu of %d",
+                 (unsigned long long)(y.cached_after - y.cached_before),
+                 YOUNG);
+    cr_assert_eq(y.depot_after, YOUNG - YOUNG / 4,
+                 "the magazine holds %llu objects",
+                 (unsigned long long)y.depot_after);
+    tu_destroy_checked(p, m);
 }
