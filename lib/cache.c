@@ -29,6 +29,10 @@ DP_FORK_DATA _Atomic uint32_t dp_tc_ncaches; /* cache.h */
 
 static pthread_once_t dp_tcg_once = PTHREAD_ONCE_INIT; /* tcg_init */
 
+/* Keys below this one are set without a lock or an allocation
+ * ("Adopted caches"). */
+#define DP_TC_KEY_DIRECT 32u
+
 /* The test hook (deferpool.h, "Testing: hooks"). */
 DP_HIDDEN _Atomic(dp_test_hook_t) dp_test_hook_fn;
 static void *_Atomic dp_test_hook_arg;
@@ -87,6 +91,7 @@ static void tcg_init(void)
         return;
     }
     dp_tcg.state = 1;
+    dp_tcg.adopt = dp_tcg.key < DP_TC_KEY_DIRECT; /* "Adopted caches" */
 }
 
 
@@ -234,6 +239,7 @@ static bool tc_retire_locked(struct dp_tcache *tc)
     atomic_store_explicit(&tc->active, 0, DP_RLX);
     tc->seen_sig = 0;
     tc->cow = 0; /* its bins are unbound: putlim 0 */
+    tc->adopted = false;
     tc->prev = NULL;
     tc->next = dp_tcg.spare;
     dp_tcg.spare = tc;
@@ -244,7 +250,23 @@ static bool tc_retire_locked(struct dp_tcache *tc)
 /* nowait: a DP_NOWAIT get's creation, which does not wait for the cache
  * lock (a drain holds it across membarrier): if it is taken, the get
  * goes uncached this time and a later miss tries again. */
+/* Set while this thread makes its cache, and from its exit on: no
+ * adoption then ("Adopted caches"). */
+static DP_TLS bool tc_noadopt;
+
+static struct dp_tcache *tc_create_locked_out(bool nowait);
+
 static struct dp_tcache *tc_create(bool nowait)
+{
+    tc_noadopt = true;
+    atomic_signal_fence(memory_order_seq_cst);
+    struct dp_tcache *tc = tc_create_locked_out(nowait);
+    atomic_signal_fence(memory_order_seq_cst);
+    tc_noadopt = false;
+    return tc;
+}
+
+static struct dp_tcache *tc_create_locked_out(bool nowait)
 {
     if (!tcg_lock(nowait))
         return NULL;
@@ -283,6 +305,109 @@ static struct dp_tcache *tc_create(bool nowait)
     }
     dp_tc = tc;
     return tc;
+}
+
+/*
+ * Adopted caches.  A thread's cache is made by its first get that
+ * misses (tc_create, an mmap), so a thread that only frees what others
+ * allocate -- a consumer -- would put every object to its page, one CAS
+ * each, and hand it back as a page's put stack.  Instead, a put that
+ * finds no cache takes a cache made ready for it: dp_tcg.ready, a cache
+ * on the list that no thread owns.  Adopting it is an exchange of that
+ * word, pthread_setspecific of the exit key, and the store of dp_tc: no
+ * lock, no system call.  pthread_setspecific of a key below glibc's
+ * PTHREAD_KEY_2NDLEVEL_SIZE (32) writes the thread's first block of
+ * keys and nothing else (musl: always); with a higher key (a program
+ * that made 32 keys before the first cache) there is no adoption.  A
+ * put that finds none ready sets ready_want; the next get slow path
+ * (dp_tcache_want) or reclaim pass makes one, from a spare cache or a
+ * new mapping, and links it as tc_create does.  A thread adopts only
+ * while it has no cache, never while it makes its own (a signal
+ * handler's put in tc_create) or after its exit destructor ran (a later
+ * destructor's free).  An unowned cache on the list is empty, so
+ * drainers and the GC find nothing in it; a fork child drops it with
+ * the other threads' caches.
+ */
+void dp_tc_ready_make(bool nowait)
+{
+    /* Without adoption the want stays set: the puts then write it no
+     * more, and this is a load and a return. */
+    pthread_once(&dp_tcg_once, tcg_init);
+    if (!dp_tcg.adopt)
+        return;
+    atomic_store_explicit(&dp_tcg.ready_want, 0, DP_RLX);
+    if (atomic_load_explicit(&dp_tcg.ready, memory_order_acquire) ||
+        !tcg_lock(nowait))
+        return;
+    /* Adopters only take it: NULL seen under the lock stays NULL. */
+    if (atomic_load_explicit(&dp_tcg.ready, DP_RLX)) {
+        pthread_mutex_unlock(&dp_tcg.lock);
+        return;
+    }
+    struct dp_tcache *tc = dp_tcg.spare;
+    if (tc) {
+        dp_tcg.spare = tc->next;
+        dp_tcg.nspare--;
+    } else {
+        pthread_mutex_unlock(&dp_tcg.lock);
+        tc = tc_map();
+        if (!tc)
+            return;
+        if (!tcg_lock(nowait)) {
+            tc_unmap(tc);
+            return;
+        }
+        if (atomic_load_explicit(&dp_tcg.ready, DP_RLX)) {
+            pthread_mutex_unlock(&dp_tcg.lock);
+            tc_unmap(tc);
+            return;
+        }
+    }
+    tc->next = NULL;
+    if (dp_tcg.forking) /* as tc_create */
+        atomic_store_explicit(&tc->drain, DP_TC_CLAIMED, DP_RLX);
+    tc_link_locked(tc);
+    atomic_store_explicit(&dp_tcg.ready, tc, memory_order_release);
+    pthread_mutex_unlock(&dp_tcg.lock);
+}
+
+/* This thread, which has no cache, takes the ready one: true if it did
+ * (dp_tc is it now). */
+static bool tc_adopt(void)
+{
+    if (tc_noadopt)
+        return false;
+    struct dp_tcache *tc =
+        atomic_load_explicit(&dp_tcg.ready, DP_RLX)
+            ? atomic_exchange_explicit(&dp_tcg.ready, NULL,
+                                       memory_order_acquire)
+            : NULL;
+    if (!tc) {
+        /* A plain load first: the word is written once per want. */
+        if (!atomic_load_explicit(&dp_tcg.ready_want, DP_RLX))
+            atomic_store_explicit(&dp_tcg.ready_want, 1, DP_RLX);
+        return false;
+    }
+    /* A ready cache is made only after tcg_init, with a key below
+     * DP_TC_KEY_DIRECT, which pthread_setspecific does not refuse; if it
+     * did, the cache would go back for the next adopter. */
+    if (pthread_setspecific(dp_tcg.key, tc) != 0) {
+        struct dp_tcache *none = NULL;
+        atomic_compare_exchange_strong_explicit(
+            &dp_tcg.ready, &none, tc, memory_order_release, DP_RLX);
+        return false;
+    }
+    tc->adopted = true;
+    dp_tc = tc;
+    return true;
+}
+
+void dp_tcache_put_miss(struct dp_pool *p, void *obj)
+{
+    if (dp_tc == &dp_tc_none && p->tcidx >= 0 && tc_adopt() &&
+        dp_tcache_put(p, obj))
+        return;
+    dp_page_put(p, obj);
 }
 
 /* Reclaim pass: unmap the spares that were spare at the previous pass
@@ -331,6 +456,11 @@ uint32_t dp_tcache_want(struct dp_pool *p, bool nowait)
 {
     if (p->tcidx < 0)
         return 1;
+    if (DP_UNLIKELY(atomic_load_explicit(&dp_tcg.ready_want, DP_RLX)))
+        dp_tc_ready_make(nowait); /* "Adopted caches" */
+    struct dp_tcache *mine = dp_tc_mine();
+    if (mine && DP_UNLIKELY(mine->adopted))
+        mine->adopted = false;
     if (!dp_tc_mine() && !tc_create(nowait))
         return 1;
     _Atomic uint32_t *ramp = bin_ramp(p);
@@ -902,6 +1032,7 @@ static void tc_thread_exit(void *v)
 {
     struct dp_tcache *tc = v;
     atomic_store_explicit(&tc->active, 1, DP_RLX);
+    tc_noadopt = true; /* a later destructor's free: the pages */
     dp_tc = &dp_tc_none;
     atomic_signal_fence(memory_order_seq_cst);
     pthread_mutex_lock(&dp_tcg.lock);
@@ -944,8 +1075,10 @@ void dp_thread_cache_flush(void)
 struct dp_tcache *dp_tcache_self(void)
 {
     struct dp_tcache *tc = dp_tc_mine();
-    if (tc)
+    if (tc) {
+        tc->adopted = false; /* the layer above allocates: "Adopted caches" */
         return tc;
+    }
     pthread_once(&dp_tcg_once, tcg_init);
     return dp_tcg.state == 1 ? tc_create(false) : NULL;
 }

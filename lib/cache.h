@@ -244,6 +244,13 @@ static inline void *dp_tcache_get(struct dp_pool *p)
  * oldest objects if full, push obj; or put obj to its page. */
 DP_HIDDEN void dp_tcache_put_slow(struct dp_pool *p, void *obj);
 
+/* The fast path could not take obj (no cache, or a drainer or a signal
+ * handler's get or put at work on the bin): a thread without a cache
+ * adopts the one made ready for it, if there is one, and puts there
+ * (cache.c, "Adopted caches"); otherwise obj goes to its page.  What a
+ * put may do: no lock, no system call. */
+DP_HIDDEN void dp_tcache_put_miss(struct dp_pool *p, void *obj);
+
 /* Fast path: obj into bin b of this thread's cache tc, which is pool
  * p's bin there, or hand it to the bin's slow path.  false: nothing
  * done; the caller puts to the page (no cache, or a drainer is at work

@@ -20,6 +20,8 @@ struct dp_tcg {
                               set once by tcg_init (pthread_once)    */
     int state;             /* 0 untried, 1 usable, -1 no membarrier;
                               set once by tcg_init (pthread_once)    */
+    bool adopt;            /* caches may be adopted (key low enough,
+                              cache.c "Adopted caches"); as state   */
     bool forking;          /* lock: a fork holds the claims ("Fork")  */
     bool fork_walk;        /* lock: the fork handlers after the fork
                               have caches to see to: another thread's,
@@ -28,6 +30,14 @@ struct dp_tcg {
                                 for the next new thread (cache.c,
                                 "Spare caches"), linked by next       */
     unsigned nspare;       /* lock: caches on `spare`                 */
+    _Atomic(struct dp_tcache *) ready; /* a cache on the list, owned by
+                              no thread, for the next thread that puts
+                              without one to adopt (cache.c, "Adopted
+                              caches"): stored under lock from NULL,
+                              taken by an adopter's exchange          */
+    _Atomic uint32_t ready_want; /* relaxed: set by a put that found no
+                              cache and none ready, cleared by the get
+                              slow path or reclaim pass that makes one */
 };
 extern DP_HIDDEN struct dp_tcg dp_tcg;
 
@@ -163,6 +173,10 @@ DP_HIDDEN void dp_tcache_cow_begin(void);
  * (cache.c, "Spare caches"), linked by next, for the caller to unmap
  * once it has dropped the lock. */
 DP_HIDDEN struct dp_tcache *dp_tc_spares_age_locked(void);
+/* Make a cache ready for adoption if none is (cache.c, "Adopted
+ * caches"): a spare or a new mapping; may map, takes dp_tcg.lock (only
+ * if free at once when nowait). */
+DP_HIDDEN void dp_tc_ready_make(bool nowait);
 /* Hand back a cache's ext lists (same rules); returns the entries. */
 DP_HIDDEN size_t dp_tc_flush_ext(struct dp_tcache *tc, bool forget);
 

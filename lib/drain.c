@@ -189,6 +189,9 @@ static inline uint64_t sig_fold(uint64_t h) { return (uint32_t)(h ^ (h >> 32)); 
  */
 void dp_tcache_gc(void)
 {
+    /* A thread that puts without a cache asked for one to adopt. */
+    if (atomic_load_explicit(&dp_tcg.ready_want, DP_RLX))
+        dp_tc_ready_make(false);
     pthread_mutex_lock(&dp_tcg.lock);
     struct dp_tcache *old = dp_tc_spares_age_locked();
     struct tc_batch batch = {.n = 0, .idx = TC_ALL, .forget = false};
@@ -407,6 +410,9 @@ void dp_tcache_atfork_child(void)
         }
         tc = next;
     }
+    /* The ready cache, if any, was claimed with the others and is gone
+     * (cache.c, "Adopted caches"). */
+    atomic_store_explicit(&dp_tcg.ready, NULL, DP_RLX);
     dp_tcache_cow_begin(); /* cache.c, "Faults" */
     dp_tcg.forking = false;
 }

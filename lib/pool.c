@@ -578,7 +578,7 @@ static DP_NOINLINE void put_uncached(struct dp_pool *p, void *obj)
         errno = EINVAL;
         return;
     }
-    dp_page_put(p, obj);
+    dp_tcache_put_miss(p, obj);
 }
 
 DP_HOT_ALIGN void dp_pool_put(dp_pool_t *p, void *obj)

@@ -12,6 +12,7 @@
  * made (each costs memory that is touched, and kept until destroy);
  * dp_test_depot_stock() makes some, dp_test_depot_mag() says where one
  * lies, dp_test_depot_objects() how many objects its full ones hold.
+ * dp_test_tc_ready() says whether a cache waits to be adopted.
  * dp_test_bin_busy() holds the calling thread's bin of a pool busy, as
  * a get or put does while it works on the bin; dp_test_bin_putlim()
  * reads its put limit (cache.c, "Faults").
@@ -76,6 +77,14 @@ uint32_t dp_test_depot_magazines(dp_pool_t *p);
 uint32_t dp_test_depot_stock(dp_pool_t *p, uint32_t k);
 void *dp_test_depot_mag(dp_pool_t *p, uint32_t i, size_t *len);
 uint64_t dp_test_depot_objects(dp_pool_t *p);
+int dp_test_tc_ready(void);
+
+/* Whether a cache is ready for a thread that puts without one
+ * (cache.c, "Adopted caches"). */
+int dp_test_tc_ready(void)
+{
+    return atomic_load(&dp_tcg.ready) != NULL;
+}
 
 /* Objects in p's full magazines. */
 uint64_t dp_test_depot_objects(dp_pool_t *p)

@@ -355,6 +355,11 @@ struct dp_tcache {
                                 that skip the store of a slot holding
                                 the object already (cache.c, "Faults");
                                 the bins' putlim is 0 while it is not */
+    bool adopted;            /* owner: adopted by a thread that has not
+                                allocated since; its ext lists take no
+                                entry, which only an allocation of its
+                                own would take back (cache.c, "Adopted
+                                caches")                              */
     uint64_t seen_sig;       /* dp_tcg.lock: the bins' signature (high
                                 half) and the ext lists' (low half) at
                                 the last GC (drain.c, dp_tcache_gc)  */

@@ -1078,6 +1078,96 @@ Test(cache, objects_put_by_other_threads_are_counted_exactly)
     finish(xpool, m);
 }
 
+/* ------------------------------------------- a thread that only puts */
+
+/* Steps of the putter below and the test's thread: the putter waits
+ * for `go` to reach a step and says `at` when it is done with one. */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int at, go;
+} adopt_gate = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+
+static void adopt_wait(int *v, int want)
+{
+    pthread_mutex_lock(&adopt_gate.mu);
+    while (*v < want)
+        pthread_cond_wait(&adopt_gate.cv, &adopt_gate.mu);
+    pthread_mutex_unlock(&adopt_gate.mu);
+}
+
+static void adopt_set(int *v, int to)
+{
+    pthread_mutex_lock(&adopt_gate.mu);
+    *v = to;
+    pthread_cond_broadcast(&adopt_gate.cv);
+    pthread_mutex_unlock(&adopt_gate.mu);
+}
+
+#define ADOPT_N 40 /* fewer than a young bin holds: no shed */
+
+struct adopt_arg {
+    dp_pool_t *pool;
+    void *objs[ADOPT_N];
+};
+
+/* Never gets: puts the objects the test's thread got, one, then (once a
+ * get has made a cache ready) the rest. */
+static void *only_puts(void *arg)
+{
+    struct adopt_arg *a = arg;
+    dp_pool_put(a->pool, a->objs[0]); /* no cache, none ready: the page */
+    adopt_set(&adopt_gate.at, 1);
+    adopt_wait(&adopt_gate.go, 1);
+    for (int i = 1; i < ADOPT_N; i++)
+        dp_pool_put(a->pool, a->objs[i]); /* the adopted cache */
+    adopt_set(&adopt_gate.at, 2);
+    adopt_wait(&adopt_gate.go, 2);
+    return NULL; /* the exit hands the cache back */
+}
+
+/* A thread that only puts what others got has no cache of its own (a
+ * cache is made by a get); its first put goes to the page and asks for
+ * one, the next get's slow path on any thread makes it ready, and the
+ * thread's next put adopts it (lib/cache.c, "Adopted caches"): its
+ * objects stay cached, and its exit hands them back. */
+Test(cache, a_thread_that_only_puts_adopts_a_cache_a_get_made_ready)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *p = mkpool(m, 0, 0);
+    static struct adopt_arg a;
+    a.pool = p;
+    for (int i = 0; i < ADOPT_N; i++)
+        cr_assert_not_null(a.objs[i] = dp_pool_get(p, DP_WAITOK));
+    dp_thread_cache_flush(); /* this thread caches nothing from here */
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, only_puts, &a), 0);
+    adopt_wait(&adopt_gate.at, 1);
+    dp_pool_stats_t st = tu_stats(p);
+    cr_assert_eq(st.objs_cached, 0, "the first put went to its page");
+    cr_assert_eq(st.objs_inuse, ADOPT_N - 1);
+    /* A miss: this thread's bin is empty. */
+    void *o = dp_pool_get(p, DP_WAITOK);
+    cr_assert_not_null(o);
+    dp_pool_put(p, o);
+    dp_thread_cache_flush();
+    cr_assert_eq(tu_stats(p).objs_cached, 0);
+    adopt_set(&adopt_gate.go, 1);
+    adopt_wait(&adopt_gate.at, 2);
+    st = tu_stats(p);
+    cr_assert_eq(st.objs_cached, ADOPT_N - 1,
+                 "the putter's cache holds %llu of its %d later puts",
+                 (unsigned long long)st.objs_cached, ADOPT_N - 1);
+    cr_assert_eq(st.objs_inuse, 0);
+    adopt_set(&adopt_gate.go, 2);
+    pthread_join(t, NULL);
+    st = tu_stats(p);
+    cr_assert_eq(st.objs_cached, 0, "the putter's exit kept %llu",
+                 (unsigned long long)st.objs_cached);
+    cr_assert_eq(st.pages_empty, st.pages);
+    finish(p, m);
+}
+
 /* ------------------------------------------------- DP_NOWAIT and the cache */
 
 /* Gate for the exit hook: the exiting thread parks there holding the

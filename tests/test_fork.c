@@ -1069,3 +1069,61 @@ Test(fork, a_get_and_put_after_fork_copy_no_slot_page, .timeout = 120)
     for (int i = 0; i < COW_POOLS; i++)
         cr_assert_eq(dp_pool_destroy(pools[i]), 0);
 }
+
+/* ------------------------------------------------- a cache made ready */
+
+int dp_test_tc_ready(void); /* lib/testhooks.c */
+
+static void *put_one(void *arg)
+{
+    void **a = arg;
+    dp_pool_put(a[0], a[1]);
+    return NULL;
+}
+
+/* A put on a new thread that never got: with a cache ready, it adopts
+ * it (lib/cache.c, "Adopted caches"). */
+static void put_on_new_thread(dp_pool_t *pool, void *o)
+{
+    void *a[2] = {pool, o};
+    pthread_t t;
+    if (pthread_create(&t, NULL, put_one, a) != 0)
+        abort();
+    pthread_join(t, NULL);
+}
+
+/* The cache made ready for a thread that only puts is not the child's:
+ * it was no thread's, and goes with the other threads' caches.  A
+ * thread of the child that only puts finds none ready and puts to the
+ * page; the parent's ready cache is still adopted there. */
+Test(fork, a_cache_ready_at_the_fork_is_gone_in_the_child, .timeout = 120)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_t *pool = fork_pool(m, DP_POOL_NOTHREAD, 0);
+    void *o[3];
+    for (int i = 0; i < 3; i++)
+        cr_assert_not_null(o[i] = dp_pool_get(pool, DP_WAITOK));
+    put_on_new_thread(pool, o[0]); /* no cache, none ready: asks */
+    dp_thread_cache_flush();
+    void *x = dp_pool_get(pool, DP_WAITOK); /* a miss: makes one ready */
+    cr_assert_not_null(x);
+    cr_assert(dp_test_tc_ready(), "a get made a cache ready");
+
+    pid_t pid = fork_now();
+    if (pid == 0) {
+        CHILD_CHECK(!dp_test_tc_ready());
+        put_on_new_thread(pool, o[1]);
+        dp_pool_put(pool, x);
+        CHILD_CHECK(dp_pool_check(pool) == 0);
+        CHILD_CHECK(tu_stats(pool).objs_inuse == 1);
+        _exit(0);
+    }
+    wait_child_ok(pid);
+
+    cr_assert(dp_test_tc_ready(), "the parent's ready cache stays");
+    put_on_new_thread(pool, o[1]); /* adopts it, and its exit hands it back */
+    cr_assert_not(dp_test_tc_ready(), "adopted");
+    dp_pool_put(pool, o[2]);
+    dp_pool_put(pool, x);
+    finish(pool, m);
+}

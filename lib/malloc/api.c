@@ -258,7 +258,7 @@ MC_EXPORT DP_HOT_ALIGN void free(void *p)
                 *w = tag;
                 if (DP_LIKELY(dp_tcache_put_to(tc, b, pool, p)))
                     return;
-                dp_pool_put(pool, p);
+                dp_tcache_put_miss(pool, p);
                 return;
             }
         }
@@ -267,9 +267,13 @@ MC_EXPORT DP_HOT_ALIGN void free(void *p)
             return;
         }
         *w = tag;
-        if (!DP_AN_ASAN && DP_LIKELY(dp_tcache_put(pool, p)))
+        if (DP_AN_ASAN) {
+            dp_pool_put(pool, p);
             return;
-        dp_pool_put(pool, p);
+        }
+        if (DP_LIKELY(dp_tcache_put(pool, p)))
+            return;
+        dp_tcache_put_miss(pool, p); /* what dp_pool_put would do now */
         return;
     }
     free_other(p, o);

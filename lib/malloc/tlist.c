@@ -182,8 +182,11 @@ void *tl_malloc(size_t n)
 static inline bool tl_push_at(int i, uintptr_t e)
 {
     struct dp_tcache *tc = dp_tc;
-    /* Before mc_init no one would ever flush the list. */
-    if (!tc || !atomic_load_explicit(&mc_inited, memory_order_acquire) ||
+    /* Before mc_init no one would ever flush the list.  A thread that
+     * adopted its cache and has not allocated since would never take a
+     * block back (cache.c, "Adopted caches"): the heap's queue. */
+    if (!tc || tc->adopted ||
+        !atomic_load_explicit(&mc_inited, memory_order_acquire) ||
         !dp_tc_enter(tc))
         return false;
     struct dp_tclist *l = &tc->ext[i];

@@ -70,6 +70,115 @@ Test(malloc_nothread, thread_exit_returns_its_cache)
                   (unsigned long long)s2.small_objs_cached);
 }
 
+/* A thread that only frees what another thread allocated has no cache
+ * of its own (malloc makes it); a free of such a thread adopts the cache
+ * the last allocation that missed made ready (lib/cache.c, "Adopted
+ * caches"): what it frees from then on stays cached, and its exit hands
+ * it back. */
+enum { OF_N = 40 }; /* fewer than a young bin holds */
+
+struct only_frees {
+    void *v[OF_N];
+    tu_gate_t first, go, rest, done;
+};
+
+static void *only_frees_main(void *arg)
+{
+    struct only_frees *o = arg;
+    free(o->v[0]);
+    tu_gate_open(&o->first);
+    tu_gate_wait(&o->go);
+    for (int i = 1; i < OF_N; i++)
+        free(o->v[i]);
+    tu_gate_open(&o->rest);
+    tu_gate_wait(&o->done);
+    return NULL;
+}
+
+Test(malloc_nothread, a_thread_that_only_frees_adopts_a_cache)
+{
+    static struct only_frees o = {.first = TU_GATE_INIT, .go = TU_GATE_INIT,
+                                  .rest = TU_GATE_INIT, .done = TU_GATE_INIT};
+    for (int i = 0; i < OF_N; i++)
+        cr_assert_not_null(o.v[i] = malloc(64));
+    dp_malloc_thread_flush();
+    dp_malloc_stats_t s0 = mt_stats();
+    pthread_t t;
+    pthread_create(&t, NULL, only_frees_main, &o);
+    tu_gate_wait(&o.first);
+    /* A miss (this thread caches nothing) makes a cache ready, unless
+     * one was ready already and the first free took it. */
+    void *volatile q = malloc(64);
+    free(q);
+    dp_malloc_thread_flush();
+    dp_malloc_stats_t s2 = mt_stats();
+    tu_gate_open(&o.go);
+    tu_gate_wait(&o.rest);
+    dp_malloc_stats_t s3 = mt_stats();
+    cr_assert_eq(s3.small_objs_cached - s2.small_objs_cached, OF_N - 1,
+                 "of %d frees, %llu stayed cached", OF_N - 1,
+                 (unsigned long long)(s3.small_objs_cached -
+                                      s2.small_objs_cached));
+    tu_gate_open(&o.done);
+    pthread_join(t, NULL);
+    dp_malloc_stats_t s4 = mt_stats();
+    cr_assert_eq(s4.small_objs_cached, s0.small_objs_cached,
+                 "cached: %llu before the thread, %llu after its exit",
+                 (unsigned long long)s0.small_objs_cached,
+                 (unsigned long long)s4.small_objs_cached);
+}
+
+/* ... but a medium block such a thread frees goes to the heap, where
+ * the next malloc of its size finds it, not onto the thread's lists,
+ * which only a malloc of that thread would take it back from. */
+struct frees_medium {
+    void *small[2], *medium;
+    tu_gate_t first, go, done, exit;
+};
+
+static void *frees_medium_main(void *arg)
+{
+    struct frees_medium *f = arg;
+    free(f->small[0]);
+    tu_gate_open(&f->first);
+    tu_gate_wait(&f->go);
+    free(f->small[1]); /* adopts the cache, if the first did not */
+    free(f->medium);
+    tu_gate_open(&f->done);
+    tu_gate_wait(&f->exit); /* its exit would flush its cache */
+    return NULL;
+}
+
+Test(malloc_nothread, a_medium_block_a_thread_that_only_frees_frees_goes_to_the_heap)
+{
+    static struct frees_medium f = {.first = TU_GATE_INIT,
+                                    .go = TU_GATE_INIT,
+                                    .done = TU_GATE_INIT,
+                                    .exit = TU_GATE_INIT};
+    f.small[0] = malloc(64);
+    f.small[1] = malloc(64);
+    f.medium = malloc(20000);
+    cr_assert(f.small[0] && f.small[1] && f.medium);
+    pthread_t t;
+    pthread_create(&t, NULL, frees_medium_main, &f);
+    tu_gate_wait(&f.first);
+    dp_malloc_thread_flush();
+    void *volatile q = malloc(64); /* a miss: a cache made ready */
+    free(q);
+    dp_malloc_stats_t s1 = mt_stats();
+    tu_gate_open(&f.go);
+    tu_gate_wait(&f.done);
+    dp_malloc_stats_t s2 = mt_stats();
+    cr_assert_geq(s2.small_objs_cached, s1.small_objs_cached + 1,
+                  "the thread adopted a cache");
+    void *again = malloc(20000);
+    cr_assert_eq(again, f.medium, "the freed block %p is not in the heap "
+                                  "(got %p)", f.medium, again);
+    free(again);
+    tu_gate_open(&f.exit);
+    pthread_join(t, NULL);
+}
+
 /* Bursts of frees in one thread: what its bin cannot hold goes back to
  * the blocks' pages (the class pool's depot keeps a few magazines, not
  * 16 MiB of them), so the next allocations take whole pages again and
