@@ -551,12 +551,27 @@ uint32_t dp_tcache_chain_max(struct dp_pool *p)
  */
 
 /* The most objects bin b may hold: tc_max, or while young at most
- * DP_TC_YOUNG. */
+ * DP_TC_YOUNG; in an adopted cache ("Adopted caches") at most
+ * DP_TC_ADOPTED_BYTES of them, but DP_TC_ADOPTED_MIN objects.  A thread
+ * that only frees never takes its bins' objects back, and holds up to a
+ * bin's worth idle in every class it frees: a bin of a small class
+ * holds a magazine's worth, one of a larger class less memory. */
+#define DP_TC_ADOPTED_BYTES ((size_t)32 << 10)
+#define DP_TC_ADOPTED_MIN 16
 static uint32_t bin_cap(struct dp_tcache *tc, const struct dp_tbin *b,
                         const struct dp_pool *p)
 {
-    return bin_young(tc, b) && p->tc_max > DP_TC_YOUNG ? (uint32_t)DP_TC_YOUNG
-                                                       : p->tc_max;
+    uint32_t cap = bin_young(tc, b) && p->tc_max > DP_TC_YOUNG
+                       ? (uint32_t)DP_TC_YOUNG
+                       : p->tc_max;
+    if (DP_UNLIKELY(tc->adopted)) {
+        size_t c = DP_TC_ADOPTED_BYTES / p->slotsize;
+        if (c < DP_TC_ADOPTED_MIN)
+            c = DP_TC_ADOPTED_MIN;
+        if (c < cap)
+            cap = (uint32_t)c;
+    }
+    return cap;
 }
 
 /* What a bin bound to p in cache tc gets as its putlim. */

@@ -610,3 +610,63 @@ Test(depot, a_full_young_bin_sheds_all_but_a_quarter_as_one_magazine)
                  (unsigned long long)y.depot_after);
     tu_destroy_checked(p, m);
 }
+
+/* -------------------------------------------- an adopted cache's bins */
+
+#define BIG 1024 /* a 32 KiB bin of these holds 32 */
+#define BIG_CAP 32
+
+struct adopt_big {
+    dp_pool_t *pool;
+    void *objs[BIG_CAP + 2];
+    pthread_barrier_t bar;
+    uint64_t depot_after;
+};
+
+/* Never gets: one put (no cache yet), then, once a cache is ready, one
+ * more than an adopted bin of BIG objects holds. */
+static void *big_putter(void *arg)
+{
+    struct adopt_big *a = arg;
+    dp_pool_put(a->pool, a->objs[0]);
+    pthread_barrier_wait(&a->bar);
+    pthread_barrier_wait(&a->bar);
+    for (int i = 1; i < BIG_CAP + 2; i++)
+        dp_pool_put(a->pool, a->objs[i]);
+    a->depot_after = dp_test_depot_objects(a->pool);
+    return NULL;
+}
+
+/* A thread that only puts holds what it puts idle in every class (it
+ * never gets it back): in a cache it adopted, a bin holds at most 32 KiB
+ * of objects, so a bin of 1 KiB objects sheds at 32, three quarters of
+ * them as one magazine (lib/cache.c, "Adopted caches"). */
+Test(depot, an_adopted_caches_bin_holds_32_kib_of_objects)
+{
+    dp_mock_t *m = dp_mock_create(0);
+    dp_pool_attr_t at = tu_attr(m);
+    at.pagesize = 65536;
+    dp_pool_t *p = tu_pool("adopted", BIG, &at);
+    static struct adopt_big a;
+    a.pool = p;
+    for (int i = 0; i < BIG_CAP + 2; i++)
+        cr_assert_not_null(a.objs[i] = dp_pool_get(p, DP_WAITOK));
+    cr_assert_eq(pthread_barrier_init(&a.bar, NULL, 2), 0);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, big_putter, &a), 0);
+    pthread_barrier_wait(&a.bar);
+    /* The putter asked for a cache: a miss here makes it ready. */
+    dp_thread_cache_flush();
+    void *o = dp_pool_get(p, DP_WAITOK);
+    cr_assert_not_null(o);
+    dp_pool_put(p, o);
+    dp_thread_cache_flush();
+    cr_assert_geq(dp_test_depot_stock(p, 1), 1, "an empty magazine");
+    pthread_barrier_wait(&a.bar);
+    pthread_join(t, NULL);
+    cr_assert_eq(a.depot_after, BIG_CAP - BIG_CAP / 4,
+                 "the depot holds %llu objects",
+                 (unsigned long long)a.depot_after);
+    pthread_barrier_destroy(&a.bar);
+    tu_destroy_checked(p, m);
+}
