@@ -260,7 +260,8 @@ DP_API int dp_pool_destroy(dp_pool_t *pool);
  *   cache (the cache lock, pthread_setspecific and, unless an exited
  *   thread left a spare cache, one mmap and a madvise); a DP_NOWAIT get
  *   does so only if the cache lock is free at once, and otherwise goes
- *   to the pages this time.
+ *   to the pages this time.  A get that misses also makes a cache ready,
+ *   at the same cost, for a thread that only puts and asked for one.
  * Not async-signal-safe: a get that misses the thread cache takes the
  *   pool lock (a mutex), and may take the thread-cache lock; a get from a
  *   signal handler that interrupted a deferpool call holding one of them
@@ -294,6 +295,10 @@ DP_API void *dp_pool_get_timed(dp_pool_t *pool, int flags,
  * It writes only memory already faulted in (the object, and what a get's
  * slow path of this thread faulted in), except for a thread's first puts
  * to a pool it never got from (docs/design.md §9).
+ * A thread without a cache adopts, at a put, the one a get's slow path or
+ * the reclaim thread made ready for it (an atomic exchange and
+ * pthread_setspecific: no lock, no system call); until then its puts go
+ * to the pages.
  * obj NULL: no-op.  pool NULL: errno EINVAL, nothing else.
  * A foreign pointer or a double put is undefined behaviour, except on a
  * DP_POOL_DEBUG pool, where it aborts with a message naming the pool, and
@@ -309,8 +314,10 @@ DP_API void dp_pool_put(dp_pool_t *pool, void *obj);
  * whichever thread got them.  A thread's caches are flushed when it
  * exits, drained by the reclaim thread once the thread has been idle for
  * a whole pass, by dp_pool_reclaim(), by dp_pool_destroy() and by a
- * getter about to sleep.  A thread's cache is created by its first
- * DP_WAITOK get that misses (never by a DP_NOWAIT get or a put).  At most
+ * getter about to sleep.  A thread's cache is created by its first get
+ * that misses (a DP_NOWAIT get only if the cache lock is free at once),
+ * never by a put: a thread that only puts adopts one made ready for it
+ * (dp_pool_put).  At most
  * 256 pools have caches at a time; later ones run uncached until a cached
  * pool is destroyed.  An exited thread's emptied cache is kept (up to 16)
  * for the next thread to start, so a thread's first get maps nothing
