@@ -247,26 +247,12 @@ static bool tc_retire_locked(struct dp_tcache *tc)
     return true;
 }
 
-/* nowait: a DP_NOWAIT get's creation, which does not wait for the cache
- * lock (a drain holds it across membarrier): if it is taken, the get
- * goes uncached this time and a later miss tries again. */
 /* Set while this thread makes its cache, and from its exit on: no
  * adoption then ("Adopted caches"). */
 static DP_TLS bool tc_noadopt;
 
-static struct dp_tcache *tc_create_locked_out(bool nowait);
-
-static struct dp_tcache *tc_create(bool nowait)
-{
-    tc_noadopt = true;
-    atomic_signal_fence(memory_order_seq_cst);
-    struct dp_tcache *tc = tc_create_locked_out(nowait);
-    atomic_signal_fence(memory_order_seq_cst);
-    tc_noadopt = false;
-    return tc;
-}
-
-static struct dp_tcache *tc_create_locked_out(bool nowait)
+/* tc_create's work. */
+static struct dp_tcache *tc_create_inner(bool nowait)
 {
     if (!tcg_lock(nowait))
         return NULL;
@@ -304,6 +290,20 @@ static struct dp_tcache *tc_create_locked_out(bool nowait)
         return NULL;
     }
     dp_tc = tc;
+    return tc;
+}
+
+/* nowait: a DP_NOWAIT get's creation, which does not wait for the cache
+ * lock (a drain holds it across membarrier): if it is taken, the get
+ * goes uncached this time and a later miss tries again. */
+static struct dp_tcache *tc_create(bool nowait)
+{
+    bool was = tc_noadopt; /* true after the thread's exit destructor */
+    tc_noadopt = true;
+    atomic_signal_fence(memory_order_seq_cst);
+    struct dp_tcache *tc = tc_create_inner(nowait);
+    atomic_signal_fence(memory_order_seq_cst);
+    tc_noadopt = was;
     return tc;
 }
 
@@ -460,8 +460,8 @@ uint32_t dp_tcache_want(struct dp_pool *p, bool nowait)
         dp_tc_ready_make(nowait); /* "Adopted caches" */
     struct dp_tcache *mine = dp_tc_mine();
     if (mine && DP_UNLIKELY(mine->adopted))
-        mine->adopted = false;
-    if (!dp_tc_mine() && !tc_create(nowait))
+        mine->adopted = false; /* it gets now: "Adopted caches" */
+    if (!mine && !tc_create(nowait))
         return 1;
     _Atomic uint32_t *ramp = bin_ramp(p);
     /* An atomic add of 0, not a load: in a new cache this is the first
