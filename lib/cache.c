@@ -404,8 +404,11 @@ static bool tc_adopt(void)
 
 void dp_tcache_put_miss(struct dp_pool *p, void *obj)
 {
-    if (dp_tc == &dp_tc_none && p->tcidx >= 0 && tc_adopt() &&
-        dp_tcache_put(p, obj))
+    /* tcbin, not tcidx: a destroy may reset it meanwhile (a put racing
+     * it finds the bin flushed, as on the fast path). */
+    if (dp_tc == &dp_tc_none &&
+        atomic_load_explicit(&p->tcbin, DP_RLX) < DP_TC_BINS &&
+        tc_adopt() && dp_tcache_put(p, obj))
         return;
     dp_page_put(p, obj);
 }
@@ -811,7 +814,9 @@ void dp_tcache_put_slow(struct dp_pool *p, void *obj)
      * for room (its drain emptied the bin): the page, whose edge wakes
      * it.  Also a signal handler's put that interrupted a slow path, and
      * a drainer at work. */
-    struct dp_tbin *b = p->tcidx < 0 ? NULL : &tc->bins[p->tcidx];
+    /* tcbin, not tcidx: a put may race the destroy that resets both. */
+    uint32_t bi = atomic_load_explicit(&p->tcbin, DP_RLX);
+    struct dp_tbin *b = bi >= DP_TC_BINS ? NULL : &tc->bins[bi];
     if (!b || atomic_load_explicit(&p->waiters, DP_RLX) ||
         !dp_tc_enter_bin(tc, b)) {
         dp_page_put(p, obj);

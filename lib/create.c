@@ -269,7 +269,10 @@ int dp_pool_destroy(dp_pool_t *p)
         return -1;
     }
     dp_registry_remove(p); /* waits for a reclaim pass using it */
-    dp_tcache_drain_pool(p, true, true); /* every thread's bin, and its index */
+    /* Every thread's bin of p, and its depot, to the pages.  The bins stay
+     * bound and the magazines mapped until nothing is out: a refused
+     * destroy leaves the pool as the puts racing it find it. */
+    dp_tcache_drain_pool(p, true, false);
     struct dp_page *all = NULL;
     pthread_mutex_lock(p->lock);
     dp_drain_pending_locked(p, 0);
@@ -294,11 +297,15 @@ int dp_pool_destroy(dp_pool_t *p)
                 p->name, (unsigned long long)out);
         if (p->debug)
             abort();
-        dp_tcache_pool_init(p, -1);
         dp_registry_add(p);
         errno = EBUSY;
         return -1;
     }
+    /* Nothing is out, so no put can come: the bin index and the
+     * magazines go (empty bins, an empty depot). */
+    pthread_mutex_unlock(p->lock);
+    dp_tcache_drain_pool(p, true, true);
+    pthread_mutex_lock(p->lock);
     size_t lowat = p->lowat, reserve = p->reserve_pages;
     p->lowat = p->reserve_pages = 0;
     dp_collect_due_locked(p, 0, SIZE_MAX, true, &all);
