@@ -126,7 +126,7 @@ struct dp_pool {
                              cache.h); relaxed: a put racing a destroy
                              that saw the old value finds the bin
                              flushed, takes the slow path, and that
-                             reads tcidx under the handshake            */
+                             reads tcbin under the handshake            */
     _Atomic uint32_t waiters; /* getters asleep or about to be; while
                                   non-zero, puts bypass thread caches  */
     _Atomic uint32_t wake_seq; /* futex word getters sleep on (written
