@@ -559,7 +559,7 @@ uint32_t dp_tcache_chain_max(struct dp_pool *p)
  * that only frees never takes its bins' objects back, and holds up to a
  * bin's worth idle in every class it frees: a bin of a small class
  * holds a magazine's worth, one of a larger class less memory. */
-#define DP_TC_ADOPTED_BYTES ((size_t)32 << 10)
+#define DP_TC_ADOPTED_BYTES ((size_t)16 << 10)
 #define DP_TC_ADOPTED_MIN 16
 static uint32_t bin_cap(struct dp_tcache *tc, const struct dp_tbin *b,
                         const struct dp_pool *p)

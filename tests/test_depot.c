@@ -613,7 +613,7 @@ Test(depot, a_full_young_bin_sheds_all_but_a_quarter_as_one_magazine)
 
 /* -------------------------------------------- an adopted cache's bins */
 
-#define BIG 1024 /* a 32 KiB bin of these holds 32 */
+#define BIG 512 /* a 16 KiB bin of these holds 32 */
 #define BIG_CAP 32
 
 struct adopt_big {
@@ -638,10 +638,10 @@ static void *big_putter(void *arg)
 }
 
 /* A thread that only puts holds what it puts idle in every class (it
- * never gets it back): in a cache it adopted, a bin holds at most 32 KiB
- * of objects, so a bin of 1 KiB objects sheds at 32, three quarters of
- * them as one magazine (lib/cache.c, "Adopted caches"). */
-Test(depot, an_adopted_caches_bin_holds_32_kib_of_objects)
+ * never gets it back): in a cache it adopted, a bin holds at most 16 KiB
+ * of objects, so a bin of 512-byte objects sheds at 32, three quarters
+ * of them as one magazine (lib/cache.c, "Adopted caches"). */
+Test(depot, an_adopted_caches_bin_holds_16_kib_of_objects)
 {
     dp_mock_t *m = dp_mock_create(0);
     dp_pool_attr_t at = tu_attr(m);
