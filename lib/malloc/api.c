@@ -209,9 +209,10 @@ static DP_NOINLINE void free_other(void *p, void *o)
 /*
  * free: a page-map lookup (lock-free loads), which names the pool of a
  * small block without reading its page header, then either the thread
- * cache's put (inline: this thread's bin) or dp_pool_put (its lock-free
- * page put), or, out of line, a push of a block on its thread list or
- * mc_lq.  No lock, no system call, no provider call.
+ * cache's put (inline: this thread's bin) or dp_tcache_put_miss (a
+ * thread without a cache adopts one, else the lock-free page put), or,
+ * out of line, a push of a block on its thread list or mc_lq.  No lock,
+ * no system call, no provider call.
  *
  * A small block must start a slot and not carry the free tag
  * (mc_small_bad: a multiply, a rotate, two compares and the tag word's
