@@ -251,31 +251,47 @@ static bool tc_retire_locked(struct dp_tcache *tc)
  * adoption then ("Adopted caches"). */
 static DP_TLS bool tc_noadopt;
 
+/* A cache to link, dp_tcg.lock held: a spare, else a new mapping, made
+ * with the lock dropped.  Returns it with the lock held, or NULL with
+ * the lock dropped. */
+static struct dp_tcache *tc_take_locked(bool nowait)
+{
+    struct dp_tcache *tc = dp_tcg.spare;
+    if (tc) {
+        dp_tcg.spare = tc->next;
+        dp_tcg.nspare--;
+        return tc;
+    }
+    pthread_mutex_unlock(&dp_tcg.lock);
+    tc = tc_map();
+    if (!tc)
+        return NULL;
+    if (!tcg_lock(nowait)) {
+        tc_unmap(tc);
+        return NULL;
+    }
+    return tc;
+}
+
+/* Link a cache tc_take_locked gave.  A fork between its claims and its
+ * locks owns every cache: a new one starts claimed, so its owner keeps
+ * off it until the fork is done (dp_tcache_atfork_*). */
+static void tc_link_new_locked(struct dp_tcache *tc)
+{
+    if (dp_tcg.forking)
+        atomic_store_explicit(&tc->drain, DP_TC_CLAIMED, DP_RLX);
+    tc_link_locked(tc);
+}
+
 /* tc_create's work. */
 static struct dp_tcache *tc_create_inner(bool nowait)
 {
     if (!tcg_lock(nowait))
         return NULL;
-    struct dp_tcache *tc = dp_tcg.spare;
-    if (tc) {
-        dp_tcg.spare = tc->next;
-        dp_tcg.nspare--;
-    } else {
-        pthread_mutex_unlock(&dp_tcg.lock);
-        tc = tc_map();
-        if (!tc)
-            return NULL;
-        if (!tcg_lock(nowait)) {
-            tc_unmap(tc);
-            return NULL;
-        }
-    }
-    /* A fork between its claims and its locks owns every cache: a new
-     * one starts claimed, so its owner keeps off it until the fork is
-     * done (dp_tcache_atfork_*). */
-    if (dp_tcg.forking)
-        atomic_store_explicit(&tc->drain, DP_TC_CLAIMED, DP_RLX);
-    tc_link_locked(tc);
+    struct dp_tcache *tc = tc_take_locked(nowait);
+    if (!tc)
+        return NULL;
+    tc_link_new_locked(tc);
     pthread_mutex_unlock(&dp_tcg.lock);
     /* Outside the lock: glibc may allocate for the key (a malloc inside
      * the allocator, served by the bootstrap arena).  On failure the
@@ -339,36 +355,21 @@ void dp_tc_ready_make(bool nowait)
     if (atomic_load_explicit(&dp_tcg.ready, memory_order_acquire) ||
         !tcg_lock(nowait))
         return;
-    /* Adopters only take it: NULL seen under the lock stays NULL. */
-    if (atomic_load_explicit(&dp_tcg.ready, DP_RLX)) {
-        pthread_mutex_unlock(&dp_tcg.lock);
+    struct dp_tcache *tc = NULL;
+    /* Adopters only take it: NULL seen under the lock stays NULL (the
+     * lock may have been dropped for a mapping). */
+    if (!atomic_load_explicit(&dp_tcg.ready, DP_RLX) &&
+        (tc = tc_take_locked(nowait)) == NULL)
         return;
+    if (tc && !atomic_load_explicit(&dp_tcg.ready, DP_RLX)) {
+        tc_link_new_locked(tc);
+        atomic_store_explicit(&dp_tcg.ready, tc, memory_order_release);
+        tc = NULL;
     }
-    struct dp_tcache *tc = dp_tcg.spare;
-    if (tc) {
-        dp_tcg.spare = tc->next;
-        dp_tcg.nspare--;
-    } else {
-        pthread_mutex_unlock(&dp_tcg.lock);
-        tc = tc_map();
-        if (!tc)
-            return;
-        if (!tcg_lock(nowait)) {
-            tc_unmap(tc);
-            return;
-        }
-        if (atomic_load_explicit(&dp_tcg.ready, DP_RLX)) {
-            pthread_mutex_unlock(&dp_tcg.lock);
-            tc_unmap(tc);
-            return;
-        }
-    }
-    tc->next = NULL;
-    if (dp_tcg.forking) /* as tc_create */
-        atomic_store_explicit(&tc->drain, DP_TC_CLAIMED, DP_RLX);
-    tc_link_locked(tc);
-    atomic_store_explicit(&dp_tcg.ready, tc, memory_order_release);
+    bool kept = !tc || tc_retire_locked(tc);
     pthread_mutex_unlock(&dp_tcg.lock);
+    if (!kept)
+        tc_unmap(tc);
 }
 
 /* This thread, which has no cache, takes the ready one: true if it did
