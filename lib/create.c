@@ -203,8 +203,11 @@ dp_pool_t *dp_pool_create_ex(const char *name, size_t objsize,
         errno = ENOMEM;
         return NULL;
     }
-    /* Zeroed: every counter and list starts empty. */
-    snprintf(p->name, sizeof(p->name), "%s", name ? name : "");
+    /* Zeroed: every counter and list starts empty, and the name ends in
+     * a NUL.  A copy, not snprintf: the malloc creates its class pools
+     * inside short-lived processes' first allocations. */
+    if (name)
+        memcpy(p->name, name, strnlen(name, sizeof(p->name) - 1));
     p->objsize = objsize;
     p->slotsize = slot;
     p->align = align;

@@ -204,8 +204,14 @@ static dp_pool_t *mc_class_create(unsigned c)
     a.reclaim_age_ns = mc_age_ns;
     a.flags = DP_POOL_NOTHREAD; /* started lazily, below */
     a.provider = &mc_pages;
-    char name[32];
-    snprintf(name, sizeof(name), "malloc-%zu", sz);
+    /* "malloc-<size>", without snprintf (create.c, the pool's name). */
+    char name[32] = "malloc-", digits[20];
+    size_t nd = 0, at = 7;
+    for (size_t v = sz; v || !nd; v /= 10)
+        digits[nd++] = (char)('0' + v % 10);
+    while (nd)
+        name[at++] = digits[--nd];
+    name[at] = 0;
     unsigned iflags = DP_IPOOL_PAGEMAP | DP_IPOOL_SMALLDEPOT;
     if (mc_bin[c] >= 0)
         iflags |= DP_IPOOL_BINIDX(mc_bin[c]);
