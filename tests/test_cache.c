@@ -1080,35 +1080,12 @@ Test(cache, objects_put_by_other_threads_are_counted_exactly)
 
 /* ------------------------------------------- a thread that only puts */
 
-/* Steps of the putter below and the test's thread: the putter waits
- * for `go` to reach a step and says `at` when it is done with one. */
-static struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int at, go;
-} adopt_gate = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
-
-static void adopt_wait(int *v, int want)
-{
-    pthread_mutex_lock(&adopt_gate.mu);
-    while (*v < want)
-        pthread_cond_wait(&adopt_gate.cv, &adopt_gate.mu);
-    pthread_mutex_unlock(&adopt_gate.mu);
-}
-
-static void adopt_set(int *v, int to)
-{
-    pthread_mutex_lock(&adopt_gate.mu);
-    *v = to;
-    pthread_cond_broadcast(&adopt_gate.cv);
-    pthread_mutex_unlock(&adopt_gate.mu);
-}
-
 #define ADOPT_N 40 /* fewer than a young bin holds: no shed */
 
 struct adopt_arg {
     dp_pool_t *pool;
     void *objs[ADOPT_N];
+    tu_gate_t first, go, rest, done; /* the putter's steps and the test's */
 };
 
 /* Never gets: puts the objects the test's thread got, one, then (once a
@@ -1117,12 +1094,12 @@ static void *only_puts(void *arg)
 {
     struct adopt_arg *a = arg;
     dp_pool_put(a->pool, a->objs[0]); /* no cache, none ready: the page */
-    adopt_set(&adopt_gate.at, 1);
-    adopt_wait(&adopt_gate.go, 1);
+    tu_gate_open(&a->first);
+    tu_gate_wait(&a->go);
     for (int i = 1; i < ADOPT_N; i++)
         dp_pool_put(a->pool, a->objs[i]); /* the adopted cache */
-    adopt_set(&adopt_gate.at, 2);
-    adopt_wait(&adopt_gate.go, 2);
+    tu_gate_open(&a->rest);
+    tu_gate_wait(&a->done);
     return NULL; /* the exit hands the cache back */
 }
 
@@ -1135,14 +1112,15 @@ Test(cache, a_thread_that_only_puts_adopts_a_cache_a_get_made_ready)
 {
     dp_mock_t *m = dp_mock_create(0);
     dp_pool_t *p = mkpool(m, 0, 0);
-    static struct adopt_arg a;
+    static struct adopt_arg a = {.first = TU_GATE_INIT, .go = TU_GATE_INIT,
+                                 .rest = TU_GATE_INIT, .done = TU_GATE_INIT};
     a.pool = p;
     for (int i = 0; i < ADOPT_N; i++)
         cr_assert_not_null(a.objs[i] = dp_pool_get(p, DP_WAITOK));
     dp_thread_cache_flush(); /* this thread caches nothing from here */
     pthread_t t;
     cr_assert_eq(pthread_create(&t, NULL, only_puts, &a), 0);
-    adopt_wait(&adopt_gate.at, 1);
+    tu_gate_wait(&a.first);
     dp_pool_stats_t st = tu_stats(p);
     cr_assert_eq(st.objs_cached, 0, "the first put went to its page");
     cr_assert_eq(st.objs_inuse, ADOPT_N - 1);
@@ -1152,14 +1130,14 @@ Test(cache, a_thread_that_only_puts_adopts_a_cache_a_get_made_ready)
     dp_pool_put(p, o);
     dp_thread_cache_flush();
     cr_assert_eq(tu_stats(p).objs_cached, 0);
-    adopt_set(&adopt_gate.go, 1);
-    adopt_wait(&adopt_gate.at, 2);
+    tu_gate_open(&a.go);
+    tu_gate_wait(&a.rest);
     st = tu_stats(p);
     cr_assert_eq(st.objs_cached, ADOPT_N - 1,
                  "the putter's cache holds %llu of its %d later puts",
                  (unsigned long long)st.objs_cached, ADOPT_N - 1);
     cr_assert_eq(st.objs_inuse, 0);
-    adopt_set(&adopt_gate.go, 2);
+    tu_gate_open(&a.done);
     pthread_join(t, NULL);
     st = tu_stats(p);
     cr_assert_eq(st.objs_cached, 0, "the putter's exit kept %llu",
